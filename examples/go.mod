@@ -1,0 +1,4 @@
+module github.com/gatehouse-mcp/gatehouse/examples
+
+go 1.26.0
+

@@ -1,0 +1,6 @@
+module github.com/gatehouse-mcp/gatehouse/ingress
+
+go 1.26.0
+
+replace github.com/gatehouse-mcp/gatehouse/gen => ../gen
+replace github.com/gatehouse-mcp/gatehouse/internal => ../internal

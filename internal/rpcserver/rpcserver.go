@@ -1,0 +1,115 @@
+// Package rpcserver serves Connect handlers with health and reflection over h2c, and builds
+// the HTTP clients services use to call each other.
+package rpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+)
+
+// Handler is one mounted Connect service: the path prefix its generated constructor returned,
+// the handler, and its fully-qualified service name (for health and reflection).
+type Handler struct {
+	Service string
+	Path    string
+	Handler http.Handler
+}
+
+// Mux holds the mounted handlers of one listener plus health and reflection for them.
+type Mux struct {
+	*http.ServeMux
+	Health   *grpchealth.StaticChecker
+	services []string
+}
+
+// NotServing marks every mounted service (and the server as a whole) NOT_SERVING, the first
+// step of a graceful stop: load balancers and discovery stop sending new work.
+func (m *Mux) NotServing() {
+	m.Health.SetStatus("", grpchealth.StatusNotServing)
+	for _, s := range m.services {
+		m.Health.SetStatus(s, grpchealth.StatusNotServing)
+	}
+}
+
+// NewMux mounts the handlers, a gRPC health service that reports each of them SERVING, and
+// gRPC reflection (v1 and v1alpha) for them.
+func NewMux(handlers ...Handler) *Mux {
+	mux := http.NewServeMux()
+	names := make([]string, 0, len(handlers))
+	for _, h := range handlers {
+		mux.Handle(h.Path, h.Handler)
+		names = append(names, h.Service)
+	}
+	health := grpchealth.NewStaticChecker(names...)
+	mux.Handle(grpchealth.NewHandler(health))
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	return &Mux{ServeMux: mux, Health: health, services: names}
+}
+
+// Protocols returns HTTP/1.1 plus unencrypted HTTP/2 with prior knowledge (h2c), so plain
+// grpc-go clients, Connect clients and MCP hosts share one port.
+func Protocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
+
+// NewServer returns an http.Server with conservative limits for h.
+func NewServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		Protocols:         Protocols(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+	}
+}
+
+// Serve serves srv on ln until ctx ends, then marks every service NOT_SERVING, stops accepting
+// and drains in-flight requests for at most drain before closing what is left.
+func Serve(ctx context.Context, ln net.Listener, srv *http.Server, mux *Mux, drain time.Duration, logger *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	if mux != nil {
+		mux.NotServing()
+	}
+	logger.Info("draining", "addr", ln.Addr().String(), "deadline", drain)
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = srv.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+// NewClient returns an HTTP client for service-to-service Connect calls over h2c.
+func NewClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	t.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: t}
+}
+
+// BaseURL turns a host:port into the URL Connect clients take.
+func BaseURL(addr string) string { return "http://" + addr }
