@@ -106,8 +106,12 @@ type SendResponse struct {
 	Message []byte `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	// The upstream's protocol revision, when it became known (after initialize).
 	ProtocolVersion string `protobuf:"bytes,2,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set on the last message of a Send: the response to the request.
+	Final bool `protobuf:"varint,3,opt,name=final,proto3" json:"final,omitempty"`
+	// Set when the final message is a JSON-RPC error response.
+	Error         bool `protobuf:"varint,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendResponse) Reset() {
@@ -152,6 +156,20 @@ func (x *SendResponse) GetProtocolVersion() string {
 		return x.ProtocolVersion
 	}
 	return ""
+}
+
+func (x *SendResponse) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
+}
+
+func (x *SendResponse) GetError() bool {
+	if x != nil {
+		return x.Error
+	}
+	return false
 }
 
 type ListenRequest struct {
@@ -350,10 +368,12 @@ const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x03 \x01(\tR\x0fprotocolVersion\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\fR\amessage\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\fR\trequestId\"S\n" +
+	"request_id\x18\x05 \x01(\fR\trequestId\"\x7f\n" +
 	"\fSendResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\x12)\n" +
-	"\x10protocol_version\x18\x02 \x01(\tR\x0fprotocolVersion\"q\n" +
+	"\x10protocol_version\x18\x02 \x01(\tR\x0fprotocolVersion\x12\x14\n" +
+	"\x05final\x18\x03 \x01(\bR\x05final\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\bR\x05error\"q\n" +
 	"\rListenRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +

@@ -1,0 +1,74 @@
+package ingress
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+)
+
+// maxCredential bounds the bearer token read from a host.
+const maxCredential = 4096
+
+// maxCachedPrincipals bounds the cache; past it the cache starts over.
+const maxCachedPrincipals = 10000
+
+type cachedPrincipal struct {
+	p       *authv1.Principal
+	expires time.Time
+}
+
+// authCache remembers authenticated credentials by digest until min(expiry, ttl): the hot
+// path calls authsvc once per credential per ttl, not once per request.
+type authCache struct {
+	client authv1connect.AuthServiceClient
+	ttl    time.Duration
+	now    func() time.Time
+
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]cachedPrincipal
+}
+
+func newAuthCache(client authv1connect.AuthServiceClient, ttl time.Duration, now func() time.Time) *authCache {
+	return &authCache{client: client, ttl: ttl, now: now, entries: map[[sha256.Size]byte]cachedPrincipal{}}
+}
+
+func (c *authCache) authenticate(ctx context.Context, credential, server string) (*authv1.Principal, error) {
+	h := sha256.New()
+	h.Write([]byte(credential))
+	h.Write([]byte{0})
+	h.Write([]byte(server))
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.p, nil
+	}
+	resp, err := c.client.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential, Server: server}))
+	if err != nil {
+		return nil, err
+	}
+	p := resp.Msg.GetPrincipal()
+	expires := now.Add(c.ttl)
+	if p.GetExpireTime() != nil {
+		if t := p.GetExpireTime().AsTime(); t.Before(expires) {
+			expires = t
+		}
+	}
+	if c.ttl > 0 {
+		c.mu.Lock()
+		if len(c.entries) >= maxCachedPrincipals {
+			clear(c.entries)
+		}
+		c.entries[key] = cachedPrincipal{p: p, expires: expires}
+		c.mu.Unlock()
+	}
+	return p, nil
+}

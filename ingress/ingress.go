@@ -1,0 +1,145 @@
+// Package ingress is Gatehouse's public MCP surface: the Streamable HTTP transport for the
+// session-era revisions, the Origin/Host guard, body limits, sessions, authentication,
+// policy decisions and audit on the way to the bridge.
+package ingress
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+)
+
+// Supported lists the protocol revisions the Streamable HTTP surface accepts, oldest first.
+var Supported = []string{"2025-03-26", "2025-06-18", "2025-11-25"}
+
+// defaultRevision is assumed when a host sends no MCP-Protocol-Version header (per the spec).
+const defaultRevision = "2025-03-26"
+
+// Config is the ingress configuration.
+type Config struct {
+	Listen         string
+	AuthAddr       string
+	PolicyAddr     string
+	RegistryAddr   string
+	BridgeAddr     string
+	AuditAddr      string
+	EtcdEndpoints  string
+	AllowedHosts   string
+	AllowedOrigins string
+	MaxBodyBytes   int64
+	SessionTTL     time.Duration
+	AuthCacheTTL   time.Duration
+	MaxBatch       int
+}
+
+// RegisterFlags binds the configuration to flags, with GATEHOUSE_INGRESS_* env fallbacks.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
+	env := func(name, def string) string {
+		if v := getenv("GATEHOUSE_INGRESS_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:8080"), "address to serve MCP on")
+	fs.StringVar(&c.AuthAddr, "auth-addr", env("AUTH_ADDR", "127.0.0.1:7101"), "authsvc address")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", env("POLICY_ADDR", "127.0.0.1:7102"), "policysvc address")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", env("REGISTRY_ADDR", "127.0.0.1:7103"), "registrysvc address")
+	fs.StringVar(&c.BridgeAddr, "bridge-addr", env("BRIDGE_ADDR", "127.0.0.1:7104"), "bridgesvc address")
+	fs.StringVar(&c.AuditAddr, "audit-addr", env("AUDIT_ADDR", "127.0.0.1:7105"), "auditsvc address")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints")
+	c.RegisterGuardFlags(fs, getenv)
+}
+
+// RegisterGuardFlags binds the settings shared by split and single-process mode.
+func (c *Config) RegisterGuardFlags(fs *flag.FlagSet, getenv func(string) string) {
+	env := func(name, def string) string {
+		if v := getenv("GATEHOUSE_INGRESS_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&c.AllowedHosts, "allowed-hosts", env("ALLOWED_HOSTS", "localhost,127.0.0.1,::1"), "host names accepted in the Host header (DNS-rebinding guard)")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", env("ALLOWED_ORIGINS", ""), "extra browser origins accepted besides those on allowed hosts, e.g. https://app.example.com")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body accepted (413 beyond)")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", 30*time.Minute, "idle timeout of a session")
+	fs.DurationVar(&c.AuthCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an authenticated credential is cached")
+	fs.IntVar(&c.MaxBatch, "max-batch", 64, "most messages in one JSON-RPC batch (2025-03-26 only)")
+}
+
+// Catalog is the local snapshot of the registry the ingress routes by.
+type Catalog interface {
+	Server(name string) (*registryv1.Server, bool)
+}
+
+// Deps are the services the ingress calls.
+type Deps struct {
+	Auth     authv1connect.AuthServiceClient
+	Policy   policyv1connect.PolicyServiceClient
+	Bridge   bridgev1connect.BridgeServiceClient
+	Audit    auditv1connect.AuditServiceClient
+	Catalog  Catalog
+	Sessions *sessionstore.Store
+}
+
+// Service serves the MCP surface.
+type Service struct {
+	cfg     Config
+	deps    Deps
+	logger  *slog.Logger
+	guard   guard
+	auth    *authCache
+	now     func() time.Time
+	maxBody int64
+}
+
+// New validates the configuration and returns the ingress.
+func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
+	if deps.Auth == nil || deps.Policy == nil || deps.Bridge == nil || deps.Audit == nil || deps.Catalog == nil || deps.Sessions == nil {
+		return nil, errors.New("ingress: every dependency is required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		return nil, fmt.Errorf("ingress: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 64
+	}
+	g, err := newGuard(splitList(cfg.AllowedHosts), splitList(cfg.AllowedOrigins))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, now: time.Now, maxBody: cfg.MaxBodyBytes}
+	s.auth = newAuthCache(deps.Auth, cfg.AuthCacheTTL, s.now)
+	return s, nil
+}
+
+// Handler returns the MCP surface: /servers/{name}/mcp, and /healthz.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/servers/{name}/mcp", s.serveMCP)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

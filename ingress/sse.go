@@ -1,0 +1,52 @@
+package ingress
+
+import (
+	"bytes"
+	"net/http"
+)
+
+// sseWriter writes JSON-RPC messages as Server-Sent Events and flushes each one.
+type sseWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func startSSE(w http.ResponseWriter) *sseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	_ = s.rc.Flush()
+	return s
+}
+
+var (
+	eventPrefix = []byte("event: message\ndata: ")
+	newlineData = []byte("\ndata: ")
+)
+
+// send writes one message as one event. JSON has no raw newlines inside strings, so a
+// multi-line encoding splits into several data lines that the reader joins back.
+func (s *sseWriter) send(msg []byte) error {
+	buf := make([]byte, 0, len(eventPrefix)+len(msg)+2)
+	buf = append(buf, eventPrefix...)
+	msg = bytes.ReplaceAll(msg, []byte("\r"), nil)
+	if bytes.IndexByte(msg, '\n') >= 0 {
+		msg = bytes.ReplaceAll(bytes.TrimRight(msg, "\n"), []byte("\n"), newlineData)
+	}
+	buf = append(buf, msg...)
+	buf = append(buf, '\n', '\n')
+	if _, err := s.w.Write(buf); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+func (s *sseWriter) comment(text string) error {
+	if _, err := s.w.Write([]byte(": " + text + "\n\n")); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}

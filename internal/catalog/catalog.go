@@ -1,0 +1,116 @@
+// Package catalog keeps a local snapshot of the server registry, fed by the registry's
+// WatchServers stream, so that the hot path never calls the registry to route a request.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
+)
+
+// Catalog is a concurrency-safe snapshot of the registered servers.
+type Catalog struct {
+	mu      sync.RWMutex
+	servers map[string]*registryv1.Server
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// New returns an empty catalog that is not ready until its first snapshot.
+func New() *Catalog {
+	return &Catalog{servers: map[string]*registryv1.Server{}, ready: make(chan struct{})}
+}
+
+// Static returns a ready catalog holding servers, for tests and fixed wiring.
+func Static(servers ...*registryv1.Server) *Catalog {
+	c := New()
+	c.apply(&registryv1.WatchServersResponse{Snapshot: true, Servers: servers})
+	return c
+}
+
+// Server returns the named server. The returned message must not be modified.
+func (c *Catalog) Server(name string) (*registryv1.Server, bool) {
+	c.mu.RLock()
+	s, ok := c.servers[name]
+	c.mu.RUnlock()
+	return s, ok
+}
+
+// Servers returns every server. The returned messages must not be modified.
+func (c *Catalog) Servers() []*registryv1.Server {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]*registryv1.Server, 0, len(c.servers))
+	for _, s := range c.servers {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Ready is closed once the first snapshot has arrived.
+func (c *Catalog) Ready() <-chan struct{} { return c.ready }
+
+// WaitReady blocks until the first snapshot or ctx ends.
+func (c *Catalog) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Catalog) apply(ev *registryv1.WatchServersResponse) {
+	c.mu.Lock()
+	if ev.GetSnapshot() {
+		c.servers = make(map[string]*registryv1.Server, len(ev.GetServers()))
+	}
+	for _, s := range ev.GetServers() {
+		c.servers[s.GetName()] = s
+	}
+	for _, name := range ev.GetDeleted() {
+		delete(c.servers, name)
+	}
+	c.mu.Unlock()
+	if ev.GetSnapshot() {
+		c.once.Do(func() { close(c.ready) })
+	}
+}
+
+// Follow keeps the catalog in step with the registry until ctx ends, reconnecting with
+// backoff when the stream breaks. Every (re)connection starts with a full snapshot.
+func (c *Catalog) Follow(ctx context.Context, client registryv1connect.RegistryServiceClient, logger *slog.Logger) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		stream, err := client.WatchServers(ctx, connect.NewRequest(&registryv1.WatchServersRequest{}))
+		if err == nil {
+			for stream.Receive() {
+				c.apply(stream.Msg())
+				backoff = 50 * time.Millisecond
+			}
+			err = stream.Err()
+			_ = stream.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("stream ended")
+		}
+		logger.Warn("registry watch broken; retrying", "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}

@@ -1,0 +1,262 @@
+// Package sessionstore keeps gateway MCP sessions in etcd, each under a lease that is the
+// session's idle timeout, with a local cache kept correct by a watch: any replica can serve
+// any session, and a session ended anywhere (DELETE, expiry, revocation) is gone everywhere.
+package sessionstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrNotFound is returned for a session that does not exist, ended or expired.
+var ErrNotFound = errors.New("session not found")
+
+// Record is what the gateway knows about one host session.
+type Record struct {
+	ID              string    `json:"id"`
+	Server          string    `json:"server"`
+	Principal       string    `json:"principal"`
+	Tenant          string    `json:"tenant"`
+	ProtocolVersion string    `json:"protocolVersion,omitempty"`
+	Created         time.Time `json:"created"`
+}
+
+type entry struct {
+	rec       Record
+	lease     clientv3.LeaseID
+	touchedAt time.Time
+}
+
+// Store is the etcd-backed session store.
+type Store struct {
+	kv     *clientv3.Client
+	prefix string
+	ttl    time.Duration
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu    sync.RWMutex
+	cache map[string]*entry
+}
+
+// New returns a store that keeps sessions under prefix with an idle timeout of ttl
+// (at least one second: etcd leases count whole seconds).
+func New(kv *clientv3.Client, prefix string, ttl time.Duration, logger *slog.Logger) *Store {
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	return &Store{kv: kv, prefix: prefix, ttl: ttl, logger: logger, now: time.Now, cache: map[string]*entry{}}
+}
+
+// NewID returns a session id of 256 random bits, hex encoded (visible ASCII).
+func NewID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Store) key(id string) string { return s.prefix + id }
+
+// Create stores a new session under a fresh lease and returns it with its id set.
+func (s *Store) Create(ctx context.Context, rec Record) (Record, error) {
+	rec.ID = NewID()
+	rec.Created = s.now().UTC()
+	lease, err := s.kv.Grant(ctx, int64((s.ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return Record{}, fmt.Errorf("grant session lease: %w", err)
+	}
+	if err := s.put(ctx, rec, lease.ID); err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// Update rewrites a session's record (e.g. its negotiated revision) under the same lease.
+func (s *Store) Update(ctx context.Context, rec Record) error {
+	s.mu.RLock()
+	e, ok := s.cache[rec.ID]
+	s.mu.RUnlock()
+	if !ok {
+		if _, err := s.Get(ctx, rec.ID); err != nil {
+			return err
+		}
+		s.mu.RLock()
+		e, ok = s.cache[rec.ID]
+		s.mu.RUnlock()
+		if !ok {
+			return ErrNotFound
+		}
+	}
+	// Only update a session that still exists: a concurrent DELETE must win.
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	resp, err := s.kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(s.key(rec.ID)), ">", 0)).
+		Then(clientv3.OpPut(s.key(rec.ID), string(b), clientv3.WithLease(e.lease))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("update session: %w", err)
+	}
+	if !resp.Succeeded {
+		s.forget(rec.ID)
+		return ErrNotFound
+	}
+	s.remember(rec, e.lease)
+	return nil
+}
+
+func (s *Store) put(ctx context.Context, rec Record, lease clientv3.LeaseID) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, s.key(rec.ID), string(b), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("store session: %w", err)
+	}
+	s.remember(rec, lease)
+	return nil
+}
+
+func (s *Store) remember(rec Record, lease clientv3.LeaseID) {
+	s.mu.Lock()
+	s.cache[rec.ID] = &entry{rec: rec, lease: lease, touchedAt: s.now()}
+	s.mu.Unlock()
+}
+
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+}
+
+// Get returns a live session, from the cache when it holds it.
+func (s *Store) Get(ctx context.Context, id string) (Record, error) {
+	if !validID(id) {
+		return Record{}, ErrNotFound
+	}
+	s.mu.RLock()
+	e, ok := s.cache[id]
+	s.mu.RUnlock()
+	if ok {
+		return e.rec, nil
+	}
+	resp, err := s.kv.Get(ctx, s.key(id))
+	if err != nil {
+		return Record{}, fmt.Errorf("read session: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Record{}, ErrNotFound
+	}
+	var rec Record
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return Record{}, fmt.Errorf("decode session %s: %w", id, err)
+	}
+	s.mu.Lock()
+	s.cache[id] = &entry{rec: rec, lease: clientv3.LeaseID(resp.Kvs[0].Lease)}
+	s.mu.Unlock()
+	return rec, nil
+}
+
+// Touch extends a session's idle timeout. It talks to etcd at most once per quarter of the
+// timeout per session, so the hot path rarely pays for it.
+func (s *Store) Touch(ctx context.Context, id string) error {
+	now := s.now()
+	s.mu.Lock()
+	e, ok := s.cache[id]
+	if !ok {
+		s.mu.Unlock()
+		return ErrNotFound
+	}
+	if now.Sub(e.touchedAt) < s.ttl/4 {
+		s.mu.Unlock()
+		return nil
+	}
+	e.touchedAt = now
+	lease := e.lease
+	s.mu.Unlock()
+	if _, err := s.kv.KeepAliveOnce(ctx, lease); err != nil {
+		if strings.Contains(err.Error(), "requested lease not found") {
+			s.forget(id)
+			return ErrNotFound
+		}
+		return fmt.Errorf("keep session alive: %w", err)
+	}
+	return nil
+}
+
+// Delete ends a session: revoking its lease deletes the record everywhere.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if _, err := s.Get(ctx, id); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	e, ok := s.cache[id]
+	delete(s.cache, id)
+	s.mu.Unlock()
+	if !ok {
+		return ErrNotFound
+	}
+	if _, err := s.kv.Revoke(ctx, e.lease); err != nil {
+		if strings.Contains(err.Error(), "requested lease not found") {
+			return ErrNotFound
+		}
+		return fmt.Errorf("revoke session lease: %w", err)
+	}
+	return nil
+}
+
+// Watch calls ended with the id of every session that ends (deleted, expired or revoked) until
+// ctx ends, and drops it from the cache. It resumes after broken watches.
+func (s *Store) Watch(ctx context.Context, ended func(id string)) {
+	for ctx.Err() == nil {
+		wctx := clientv3.WithRequireLeader(ctx)
+		for resp := range s.kv.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithFilterPut()) {
+			if err := resp.Err(); err != nil {
+				s.logger.Warn("session watch", "err", err)
+				break
+			}
+			for _, ev := range resp.Events {
+				id := strings.TrimPrefix(string(ev.Kv.Key), s.prefix)
+				s.forget(id)
+				if ended != nil {
+					ended(id)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// validID bounds what reaches etcd: ids are 64 lowercase hex characters.
+func validID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
