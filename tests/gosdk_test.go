@@ -1,0 +1,145 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// upstream is one MCP server the gateway fronts in a test, and what to exercise on it.
+type upstream struct {
+	name     string
+	yaml     string // the server's entry in the config file
+	tool     string
+	args     map[string]any
+	wantText string // a substring of the tool result's text
+	resource string
+	prompt   string
+	pArgs    map[string]string
+}
+
+// startHTTPServer runs argv (which must serve Streamable HTTP on addr) and waits until it
+// accepts connections.
+func startHTTPServer(t *testing.T, addr string, argv ...string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	gatehousetest.WaitFor(t, 30*time.Second, argv[0]+" to accept on "+addr, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func stdioEntry(name string, argv ...string) string {
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = fmt.Sprintf("%q", a)
+	}
+	return fmt.Sprintf("  - name: %s\n    transport: stdio\n    command: [%s]\n    tenants: [default]\n", name, strings.Join(quoted, ", "))
+}
+
+func httpEntry(name, url string) string {
+	return fmt.Sprintf("  - name: %s\n    transport: http\n    url: %s\n    tenants: [default]\n", name, url)
+}
+
+// goUpstreams are the Go servers: the example echo server over stdio and over Streamable HTTP,
+// and the Go SDK's conformance server over stdio.
+func goUpstreams(t *testing.T) []upstream {
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	everything := gatehousetest.Bin(t, gatehousetest.EverythingGoSDK)
+	echoAddr := freeAddr(t)
+	startHTTPServer(t, echoAddr, echo, "-http", echoAddr)
+	echoCase := func(name, entry string) upstream {
+		return upstream{name: name, yaml: entry, tool: "echo", args: map[string]any{"text": "hello gatehouse"},
+			wantText: "hello gatehouse", resource: "echo://readme", prompt: "greet", pArgs: map[string]string{"name": "Ada"}}
+	}
+	return []upstream{
+		echoCase("echo-stdio", stdioEntry("echo-stdio", echo)),
+		echoCase("echo-http", httpEntry("echo-http", "http://"+echoAddr+"/mcp")),
+		{name: "everything-stdio", yaml: stdioEntry("everything-stdio", everything), tool: "test_simple_text",
+			wantText: "", resource: "test://static-text", prompt: "test_simple_prompt"},
+	}
+}
+
+func configOf(ups ...upstream) string {
+	var b strings.Builder
+	b.WriteString("servers:\n")
+	for _, u := range ups {
+		b.WriteString(u.yaml)
+	}
+	return b.String()
+}
+
+// TestGoSDKClient drives the official Go SDK client through the gateway to each upstream:
+// initialize, tools/list, tools/call, resources/read and prompts/get.
+func TestGoSDKClient(t *testing.T) {
+	ups := goUpstreams(t)
+	g := gatehousetest.Start(t, gatehousetest.Options{Config: configOf(ups...)})
+	for _, u := range ups {
+		t.Run(u.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			client := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil)
+			cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: g.Endpoint(u.name), HTTPClient: g.AuthClient()}, nil)
+			if err != nil {
+				t.Fatalf("connect: %v\n%s", err, g.Logs())
+			}
+			defer cs.Close()
+			tools, err := cs.ListTools(ctx, &mcp.ListToolsParams{})
+			if err != nil {
+				t.Fatalf("tools/list: %v", err)
+			}
+			found := false
+			for _, tool := range tools.Tools {
+				found = found || tool.Name == u.tool
+			}
+			if !found {
+				t.Fatalf("tools/list has no %q", u.tool)
+			}
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: u.tool, Arguments: u.args})
+			if err != nil {
+				t.Fatalf("tools/call: %v", err)
+			}
+			if res.IsError || len(res.Content) == 0 {
+				t.Fatalf("tools/call result: isError=%v content=%d", res.IsError, len(res.Content))
+			}
+			if text, ok := res.Content[0].(*mcp.TextContent); !ok || !strings.Contains(text.Text, u.wantText) {
+				t.Fatalf("tools/call content %#v, want text containing %q", res.Content[0], u.wantText)
+			}
+			rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: u.resource})
+			if err != nil {
+				t.Fatalf("resources/read %s: %v", u.resource, err)
+			}
+			if len(rr.Contents) == 0 {
+				t.Fatalf("resources/read %s: no contents", u.resource)
+			}
+			pr, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: u.prompt, Arguments: u.pArgs})
+			if err != nil || len(pr.Messages) == 0 {
+				t.Fatalf("prompts/get %s: %v", u.prompt, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,232 @@
+// Package gatehousetest builds the gatehouse binary and the example servers once per test
+// process and starts real `gatehouse up` processes on free loopback ports.
+package gatehousetest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries built for the tests.
+const (
+	Gatehouse       = "gatehouse"
+	EchoServer      = "echo-server"
+	EverythingGoSDK = "everything-server"
+)
+
+var packages = map[string]string{
+	Gatehouse:       "github.com/gatehouse-mcp/gatehouse/cmd/gatehouse",
+	EchoServer:      "github.com/gatehouse-mcp/gatehouse/examples/servers/echo",
+	EverythingGoSDK: "github.com/modelcontextprotocol/go-sdk/conformance/everything-server",
+}
+
+// Main wraps testing.M: it removes the built binaries after the tests.
+func Main(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// Bin returns the path of a built binary, building all of them on first use.
+func Bin(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "gatehouse-test-bin-")
+		if buildErr != nil {
+			return
+		}
+		for n, pkg := range packages {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, n), pkg)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// RepoRoot is the repository root (the tests module's parent).
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir
+		}
+		if dir == filepath.Dir(dir) {
+			t.Fatalf("no go.work above %s", wd)
+		}
+	}
+}
+
+// Gateway is a running `gatehouse up`.
+type Gateway struct {
+	Base    string // http://127.0.0.1:PORT
+	Token   string
+	DataDir string
+	cmd     *exec.Cmd
+	logs    *lockedBuffer
+	done    chan struct{}
+}
+
+// Options configure Start.
+type Options struct {
+	Config string   // YAML text of the config file
+	Args   []string // extra flags for `gatehouse up`
+}
+
+var upLine = regexp.MustCompile(`Gatehouse is up on (http://\S+)`)
+
+// Start runs `gatehouse up` and waits until it says it is up. The process is stopped (SIGTERM,
+// then SIGKILL after 20s) by t.Cleanup.
+func Start(t testing.TB, opts Options) *Gateway {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "gatehouse.yaml")
+	if err := os.WriteFile(cfgPath, []byte(opts.Config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
+	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
+		"--dev-token", g.Token, "--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
+	cmd := exec.Command(Bin(t, Gatehouse), args...)
+	cmd.Dir = RepoRoot(t)
+	cmd.Stderr = g.logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = cmd
+	up := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			g.logs.Write([]byte("stdout: " + line + "\n"))
+			if m := upLine.FindStringSubmatch(line); m != nil {
+				select {
+				case up <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(g.done)
+	}()
+	t.Cleanup(func() { g.Stop(t) })
+	select {
+	case g.Base = <-up:
+	case <-g.done:
+		t.Fatalf("gatehouse exited before it was up:\n%s", g.logs.String())
+	case <-time.After(90 * time.Second):
+		t.Fatalf("gatehouse not up within 90s:\n%s", g.logs.String())
+	}
+	return g
+}
+
+// Endpoint is the MCP endpoint of a configured server.
+func (g *Gateway) Endpoint(server string) string { return g.Base + "/servers/" + server + "/mcp" }
+
+// Logs returns what the gateway has written so far.
+func (g *Gateway) Logs() string { return g.logs.String() }
+
+// Stop sends SIGTERM and waits for the process, killing it after 20s.
+func (g *Gateway) Stop(t testing.TB) {
+	select {
+	case <-g.done:
+		return
+	default:
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.done
+		t.Errorf("gatehouse did not stop within 20s of SIGTERM")
+	}
+}
+
+// AuthClient returns an HTTP client that sends the gateway's dev token.
+func (g *Gateway) AuthClient() *http.Client {
+	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: http.DefaultTransport}}
+}
+
+// BearerTransport adds an Authorization header to every request.
+type BearerTransport struct {
+	Token string
+	Base  http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (b BearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.Token)
+	return b.Base.RoundTrip(r)
+}
+
+// WaitFor polls cond until it returns true or the deadline passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
