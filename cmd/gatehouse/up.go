@@ -21,8 +21,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 	"github.com/gatehouse-mcp/gatehouse/cmd/gatehouse/internal/devetcd"
-	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
@@ -37,15 +37,16 @@ import (
 
 // upConfig is single-process mode's configuration: the flags of `gatehouse up`.
 type upConfig struct {
-	ConfigFile string
-	DataDir    string
-	DevToken   string
-	PolicyDir  string
-	LogLevel   string
-	Ingress    ingress.Config
-	StdioGrace time.Duration
-	QuotaRate  float64
-	QuotaBurst int
+	ConfigFile    string
+	DataDir       string
+	DevToken      string
+	PolicyDir     string
+	LogLevel      string
+	Ingress       ingress.Config
+	StdioGrace    time.Duration
+	InternalToken string
+	QuotaRate     float64
+	QuotaBurst    int
 }
 
 func up(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -64,6 +65,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&cfg.DevToken, "dev-token", env("DEV_TOKEN", ""), "API token for the dev principal (generated and printed when empty)")
 	fs.StringVar(&cfg.PolicyDir, "policy-dir", env("POLICY_DIR", "examples/policies"), "directory of Cedar policies")
 	fs.StringVar(&cfg.LogLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
+	fs.StringVar(&cfg.InternalToken, "internal-token", env("INTERNAL_TOKEN", ""), "token internal RPCs on the port require (random when empty)")
 	fs.DurationVar(&cfg.StdioGrace, "stdio-grace", 2*time.Second, "how long a stdio child gets to exit at each shutdown step")
 	fs.Float64Var(&cfg.QuotaRate, "quota-rate", 0, "tools/call per second per tenant (0: unlimited)")
 	fs.IntVar(&cfg.QuotaBurst, "quota-burst", 0, "burst of the per-tenant quota")
@@ -119,7 +121,10 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer auth.Close(context.WithoutCancel(ctx))
 
 	// Every service reads the registry through a watch-fed local snapshot.
-	internalToken := randomToken()
+	internalToken := cfg.InternalToken
+	if internalToken == "" {
+		internalToken = randomToken()
+	}
 	client := rpcserver.WithToken(rpcserver.NewClient(), internalToken)
 	base := rpcserver.BaseURL(addr)
 	cat := catalog.New()

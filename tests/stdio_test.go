@@ -1,0 +1,61 @@
+package tests
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
+)
+
+// TestStdioChildReaped shows that a session's stdio child is gone after the session's DELETE,
+// after the session expires with no request at all, and after the gateway stops.
+func TestStdioChildReaped(t *testing.T) {
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	g := gatehousetest.Start(t, gatehousetest.Options{
+		Config: "servers:\n" + stdioEntry("echo", echo),
+		Args:   []string{"--session-ttl", "2s", "--stdio-grace", "500ms"},
+	})
+	c := rawClient{t: t, url: g.Endpoint("echo"), token: g.Token}
+	oneChild := func(t *testing.T) int {
+		t.Helper()
+		kids := gatehousetest.ChildrenRunning(g.Pid(), echo)
+		if len(kids) != 1 {
+			t.Fatalf("want exactly one echo child of the gateway, have %v", kids)
+		}
+		return kids[0]
+	}
+
+	t.Run("DELETE", func(t *testing.T) {
+		c := c
+		c.t = t
+		sid := c.initialize("2025-06-18")
+		pid := oneChild(t)
+		if r := c.do(http.MethodDelete, nil, map[string]string{"Mcp-Session-Id": sid}); r.status != http.StatusOK {
+			t.Fatalf("DELETE: %d %s", r.status, r.body)
+		}
+		gatehousetest.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(pid) })
+	})
+
+	t.Run("expiry", func(t *testing.T) {
+		c := c
+		c.t = t
+		sid := c.initialize("2025-06-18")
+		pid := oneChild(t)
+		gatehousetest.WaitFor(t, 30*time.Second, "the child to be reaped after the session expired", func() bool { return gatehousetest.ProcessGone(pid) })
+		if r := c.post(echoCall, map[string]string{"Mcp-Session-Id": sid}); r.status != http.StatusNotFound {
+			t.Fatalf("expired session answered %d, want 404", r.status)
+		}
+	})
+
+	t.Run("gateway stop", func(t *testing.T) {
+		c := c
+		c.t = t
+		c.initialize("2025-06-18")
+		pid := oneChild(t)
+		g.Stop(t)
+		if !gatehousetest.ProcessGone(pid) {
+			t.Fatalf("child %d still running after the gateway stopped", pid)
+		}
+	})
+}
