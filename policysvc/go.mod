@@ -3,4 +3,25 @@ module github.com/gatehouse-mcp/gatehouse/policysvc
 go 1.26.0
 
 replace github.com/gatehouse-mcp/gatehouse/gen => ../gen
+
 replace github.com/gatehouse-mcp/gatehouse/internal => ../internal
+
+require (
+	connectrpc.com/connect v1.21.1
+	github.com/cedar-policy/cedar-go v1.9.0
+	github.com/gatehouse-mcp/gatehouse/gen v0.0.0-00010101000000-000000000000
+	github.com/gatehouse-mcp/gatehouse/internal v0.0.0-00010101000000-000000000000
+)
+
+require (
+	connectrpc.com/grpchealth v1.5.0 // indirect
+	connectrpc.com/grpcreflect v1.3.1 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260820222146-c27c302e5fc3 // indirect
+	golang.org/x/exp v0.0.0-20220921023135-46d9e7742f1e // indirect
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)

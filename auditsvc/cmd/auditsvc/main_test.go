@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+)
+
+func noenv(string) string { return "" }
+
+func TestRunErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"unknown flag", []string{"-nope"}, "not defined"},
+		{"stray argument", []string{"extra"}, "unexpected arguments"},
+		{"verify a missing log", []string{"-verify", "-dir", "/nonexistent"}, "/nonexistent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, noenv, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestRunVerify(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	svc, err := auditsvc.New(auditsvc.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		rec := &auditv1.Record{Server: "s", Method: "tools/call", Outcome: auditv1.Outcome_OUTCOME_DENIED}
+		if _, err := svc.Append(context.Background(), connect.NewRequest(&auditv1.AppendRequest{Record: rec})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-verify", "-dir", dir}, noenv, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "3 records, chain intact") {
+		t.Fatalf("output %q", out.String())
+	}
+}
+
+func TestRunServesUntilCancelled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	dir := t.TempDir()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-drain", "1s"}, func(k string) string {
+			if k == "GATEHOUSE_AUDIT_DIR" {
+				return dir
+			}
+			return ""
+		}, &out)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), `"msg":"serving"`) {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("not serving; output:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

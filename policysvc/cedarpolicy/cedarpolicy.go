@@ -1,0 +1,282 @@
+// Package cedarpolicy loads a directory of Cedar policies, and the schema they are written
+// against, into an immutable Bundle named by its content digest, and evaluates requests
+// against it. Policies are parsed and validated once, at load; evaluation allocates nothing
+// per policy beyond what Cedar itself needs.
+package cedarpolicy
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	cedar "github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
+	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
+	"github.com/cedar-policy/cedar-go/x/exp/schema"
+	"github.com/cedar-policy/cedar-go/x/exp/schema/validate"
+)
+
+// File name extensions Load reads; every other file in the directory is ignored.
+const (
+	PolicyExt = ".cedar"
+	SchemaExt = ".cedarschema"
+)
+
+// Gatehouse's entity model, as examples/policies/gatehouse.cedarschema declares it.
+const (
+	TypeTenant    types.EntityType = "Gatehouse::Tenant"
+	TypeGroup     types.EntityType = "Gatehouse::Group"
+	TypePrincipal types.EntityType = "Gatehouse::Principal"
+	TypeServer    types.EntityType = "Gatehouse::Server"
+	TypeTool      types.EntityType = "Gatehouse::Tool"
+	TypeResource  types.EntityType = "Gatehouse::Resource"
+	TypePrompt    types.EntityType = "Gatehouse::Prompt"
+	// TypeAction is the type of every action; an action's id is the MCP method.
+	TypeAction types.EntityType = "Gatehouse::Action"
+)
+
+// Limits on what Load reads: a policy directory is operator input, but still bounded.
+const (
+	maxFileBytes = 4 << 20
+	maxFiles     = 1024
+)
+
+// idAnnotation names a policy: decisions report it, and it must be unique in a bundle.
+const idAnnotation = "id"
+
+// Bundle is an immutable, parsed and validated policy set with its version.
+type Bundle struct {
+	version  string
+	files    []string
+	ids      []cedar.PolicyID
+	policies []*cedar.Policy
+	schema   bool
+	actions  map[types.EntityUID]types.Entity
+}
+
+// Load reads every *.cedar file in dir (not its subdirectories; hidden files are skipped)
+// and, when there is one, the *.cedarschema file, and validates every policy against that
+// schema. A policy's id is its @id annotation, or "<file>:<line>" without one; ids must be
+// unique. The version is "sha256:" + the hex digest of the files' names and contents in name
+// order (see Digest).
+func Load(dir string) (*Bundle, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read policy dir: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		name := e.Name()
+		ext := filepath.Ext(name)
+		if strings.HasPrefix(name, ".") || (ext != PolicyExt && ext != SchemaExt) {
+			continue
+		}
+		// Stat follows symlinks: a Kubernetes ConfigMap mounts its files as links.
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("policy dir %s: %w", dir, err)
+		}
+		if !fi.Mode().IsRegular() {
+			continue
+		}
+		names = append(names, name)
+	}
+	if len(names) > maxFiles {
+		return nil, fmt.Errorf("policy dir %s: %d files, more than the limit of %d", dir, len(names), maxFiles)
+	}
+	files := make([]File, 0, len(names))
+	for _, name := range names {
+		content, err := readFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, File{Name: name, Content: content})
+	}
+	return New(files)
+}
+
+// File is one named file of a bundle.
+type File struct {
+	Name    string
+	Content []byte
+}
+
+// New builds a bundle from files already in memory (for bundles that come from elsewhere
+// than a directory, e.g. a store). Names ending in SchemaExt are the schema (at most one),
+// names ending in PolicyExt are policies; anything else is an error. The order of files does
+// not matter: they are taken in name order.
+func New(files []File) (*Bundle, error) {
+	files = slices.SortedFunc(slices.Values(files), func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	b := &Bundle{version: Digest(files)}
+	var schemaFile *File
+	var nPolicyFiles int
+	seen := make(map[string]bool, len(files))
+	for i := range files {
+		f := &files[i]
+		if seen[f.Name] {
+			return nil, fmt.Errorf("policy bundle: file %s appears twice", f.Name)
+		}
+		seen[f.Name] = true
+		b.files = append(b.files, f.Name)
+		switch filepath.Ext(f.Name) {
+		case SchemaExt:
+			if schemaFile != nil {
+				return nil, fmt.Errorf("policy bundle: more than one schema (%s, %s)", schemaFile.Name, f.Name)
+			}
+			schemaFile = f
+		case PolicyExt:
+			nPolicyFiles++
+			if err := b.addPolicies(f); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("policy bundle: %s is neither a policy (%s) nor a schema (%s)", f.Name, PolicyExt, SchemaExt)
+		}
+	}
+	if nPolicyFiles == 0 {
+		return nil, fmt.Errorf("policy bundle: no %s files", PolicyExt)
+	}
+	if schemaFile != nil {
+		if err := b.validate(schemaFile); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// addPolicies parses one policy file and names its policies.
+func (b *Bundle) addPolicies(f *File) error {
+	list, err := cedar.NewPolicyListFromBytes(f.Name, f.Content)
+	if err != nil {
+		return fmt.Errorf("parse %s: %w", f.Name, err)
+	}
+	for _, p := range list {
+		pos := p.Position()
+		id := cedar.PolicyID(fmt.Sprintf("%s:%d", f.Name, pos.Line))
+		if v, ok := p.Annotations()[idAnnotation]; ok {
+			if v == "" {
+				return fmt.Errorf("%s:%d: empty @id", f.Name, pos.Line)
+			}
+			id = cedar.PolicyID(v)
+		}
+		for i, other := range b.ids {
+			if other == id {
+				op := b.policies[i].Position()
+				return fmt.Errorf("%s:%d: policy id %q already used at %s:%d", f.Name, pos.Line, id, op.Filename, op.Line)
+			}
+		}
+		b.ids = append(b.ids, id)
+		b.policies = append(b.policies, p)
+	}
+	return nil
+}
+
+// validate checks every policy against the schema (strict mode) and keeps the schema's
+// action entities, so that policies may use action groups.
+func (b *Bundle) validate(f *File) error {
+	var s schema.Schema
+	s.SetFilename(f.Name)
+	if err := s.UnmarshalCedar(f.Content); err != nil {
+		return fmt.Errorf("parse schema %s: %w", f.Name, err)
+	}
+	resolved, err := s.Resolve()
+	if err != nil {
+		return fmt.Errorf("resolve schema %s: %w", f.Name, err)
+	}
+	v := validate.New(resolved)
+	var errs []error
+	for i, p := range b.policies {
+		if err := v.Policy(string(b.ids[i]), (*xast.Policy)(p.AST())); err != nil {
+			pos := p.Position()
+			errs = append(errs, fmt.Errorf("%s:%d: %w", pos.Filename, pos.Line, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("policies do not match schema %s: %w", f.Name, errors.Join(errs...))
+	}
+	b.schema = true
+	b.actions = make(map[types.EntityUID]types.Entity, len(resolved.Actions))
+	for uid, a := range resolved.Actions {
+		b.actions[uid] = a.Entity
+	}
+	return nil
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read policy file %s: %w", path, err)
+	}
+	if len(b) > maxFileBytes {
+		return nil, fmt.Errorf("policy file %s is larger than %d bytes", path, maxFileBytes)
+	}
+	return b, nil
+}
+
+// Digest returns a bundle's version: "sha256:" + hex SHA-256 over, for each file in the
+// order given (New takes them in name order), the 8-byte big-endian length of its name, the name,
+// the 8-byte big-endian length of its content and the content. Lengths make the encoding
+// unambiguous: no two different sets of files share a digest input.
+func Digest(files []File) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range files {
+		binary.BigEndian.PutUint64(n[:], uint64(len(f.Name)))
+		h.Write(n[:])
+		io.WriteString(h, f.Name)
+		binary.BigEndian.PutUint64(n[:], uint64(len(f.Content)))
+		h.Write(n[:])
+		h.Write(f.Content)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// Version is the bundle's content digest.
+func (b *Bundle) Version() string { return b.version }
+
+// Files lists the bundle's file names.
+func (b *Bundle) Files() []string { return append([]string(nil), b.files...) }
+
+// Validated reports whether the bundle had a schema that every policy was validated against.
+func (b *Bundle) Validated() bool { return b.schema }
+
+// Len is the number of policies.
+func (b *Bundle) Len() int { return len(b.policies) }
+
+// All yields the policies in a stable order (file name, then position), so that decisions
+// name their determining policies in that order. It makes a Bundle a cedar.PolicyIterator.
+func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for i, p := range b.policies {
+			if !yield(b.ids[i], p) {
+				return
+			}
+		}
+	}
+}
+
+// Action returns the action entity the schema declares for uid (with its action groups as
+// parents); ok is false without a schema or for an undeclared action.
+func (b *Bundle) Action(uid types.EntityUID) (types.Entity, bool) {
+	e, ok := b.actions[uid]
+	return e, ok
+}
+
+// Authorize evaluates req with entities against every policy: Cedar's semantics, forbid
+// overrides permit, deny by default.
+func (b *Bundle) Authorize(entities types.EntityGetter, req cedar.Request) (cedar.Decision, cedar.Diagnostic) {
+	return cedar.Authorize(b, entities, req)
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	noenv := func(string) string { return "" }
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"unknown flag", []string{"-nope"}, "not defined"},
+		{"stray argument", []string{"extra"}, "unexpected arguments"},
+		{"bad policy dir", []string{"-policy-dir", "/nonexistent", "-listen", "127.0.0.1:0"}, "/nonexistent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, noenv, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestRunServesUntilCancelled starts the binary's run with the shipped policies and an
+// unreachable registry, and stops it.
+func TestRunServesUntilCancelled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-policy-dir", "../../../examples/policies", "-registry-addr", "127.0.0.1:1", "-drain", "1s"}, func(string) string { return "" }, &out)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), `"msg":"serving"`) {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("not serving; output:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}

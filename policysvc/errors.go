@@ -1,0 +1,64 @@
+package policysvc
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// The domain errors of policysvc, each mapped to one Connect code in codes.
+var (
+	// errInvalidRequest: the request is malformed (missing or oversized fields).
+	errInvalidRequest = errors.New("invalid request")
+	// errQuotaExhausted: the tenant has used up its tools/call allowance for now.
+	errQuotaExhausted = errors.New("quota exhausted")
+	// errNotReady: the registry snapshot has not arrived yet, so no server is known.
+	errNotReady = errors.New("registry snapshot not loaded yet")
+)
+
+// codes maps each domain error to its Connect code; anything else is Internal.
+var codes = []struct {
+	err  error
+	code connect.Code
+}{
+	{errInvalidRequest, connect.CodeInvalidArgument},
+	{errQuotaExhausted, connect.CodeResourceExhausted},
+	{errNotReady, connect.CodeUnavailable},
+}
+
+// quotaError is errQuotaExhausted with the tenant and when a token is next available.
+type quotaError struct {
+	tenant     string
+	retryAfter time.Duration
+}
+
+func (e *quotaError) Error() string {
+	return fmt.Sprintf("%v: tenant %q is over its tools/call quota; retry in %s", errQuotaExhausted, e.tenant, e.retryAfter)
+}
+
+func (e *quotaError) Is(target error) bool { return target == errQuotaExhausted }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errInvalidRequest}, args...)...)
+}
+
+// toConnect turns a domain error into the Connect error callers see. A quota error also
+// carries a Retry-After header (whole seconds, at least 1).
+func toConnect(err error) *connect.Error {
+	code := connect.CodeInternal
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			code = c.code
+			break
+		}
+	}
+	ce := connect.NewError(code, err)
+	if qe, ok := errors.AsType[*quotaError](err); ok {
+		secs := max(1, int64((qe.retryAfter+time.Second-1)/time.Second))
+		ce.Meta().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
+	return ce
+}
