@@ -1,0 +1,562 @@
+// Package bridgesvc is the bridge service: it owns every upstream MCP connection. Each
+// (session, server) pair gets its own upstream, started by the first message for it: a stdio
+// child process or a Streamable HTTP client session. JSON-RPC messages cross the service as raw
+// bytes; only the members needed to route them (id, method, progress token) are read.
+package bridgesvc
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+
+	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
+	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/streamable"
+	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+)
+
+// Defaults of the configuration.
+const (
+	DefaultListen          = "127.0.0.1:7104"
+	DefaultStdioGrace      = 2 * time.Second
+	DefaultMaxChildren     = 256
+	DefaultMaxMessageBytes = 16 << 20
+	// EnvPrefix prefixes the environment variables that stand in for flags not given.
+	EnvPrefix = "GATEHOUSE_BRIDGESVC_"
+)
+
+const (
+	// maxKey bounds session ids and server names.
+	maxKey = 256
+	// maxEnded bounds the remembered ended sessions (a late message for one is refused
+	// instead of starting an upstream nobody will end).
+	maxEnded = 1 << 16
+	// rpcOverhead is what a Connect message may carry beyond the JSON-RPC message itself.
+	rpcOverhead = 64 << 10
+)
+
+// Config configures the bridge.
+type Config struct {
+	// Listen is the address split mode serves on.
+	Listen string
+	// RegistryAddr is the registry service's host:port (split mode follows its catalogue).
+	RegistryAddr string
+	// StdioGrace is each wait of a stdio child's shutdown: close stdin, wait, SIGTERM, wait,
+	// SIGKILL.
+	StdioGrace time.Duration
+	// MaxChildren bounds the stdio children of this bridge; beyond it Send fails with
+	// RESOURCE_EXHAUSTED.
+	MaxChildren int
+	// MaxMessageBytes bounds one message either way. An upstream message (or stdout line) over
+	// it fails the call; a stdio child that writes one is killed.
+	MaxMessageBytes int
+}
+
+// RegisterFlags registers the configuration's flags on fs with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the bridge service on")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "", "host:port of the registry service")
+	fs.DurationVar(&c.StdioGrace, "stdio-grace", DefaultStdioGrace, "each wait of a stdio child's shutdown (stdin close, then SIGTERM, then SIGKILL)")
+	fs.IntVar(&c.MaxChildren, "max-children", DefaultMaxChildren, "maximum stdio children of this bridge")
+	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", DefaultMaxMessageBytes, "maximum size of one JSON-RPC message or stdout line")
+}
+
+// ApplyEnv sets every flag of fs not given on the command line from the environment variable
+// EnvPrefix+NAME (the flag name upper-cased, dashes as underscores), when that is set.
+func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", name, serr)
+			}
+		}
+	})
+	return err
+}
+
+func (c *Config) validate() error {
+	if c.StdioGrace == 0 {
+		c.StdioGrace = DefaultStdioGrace
+	}
+	if c.MaxChildren == 0 {
+		c.MaxChildren = DefaultMaxChildren
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	switch {
+	case c.StdioGrace < 0 || c.StdioGrace > time.Minute:
+		return fmt.Errorf("stdio-grace %v: must be between 0 and 1m", c.StdioGrace)
+	case c.MaxChildren < 0:
+		return fmt.Errorf("max-children %d: must be positive", c.MaxChildren)
+	case c.MaxMessageBytes < 1<<10 || c.MaxMessageBytes > 1<<30:
+		return fmt.Errorf("max-message-bytes %d: must be between 1 KiB and 1 GiB", c.MaxMessageBytes)
+	}
+	return nil
+}
+
+// Catalog resolves server names; internal/catalog.Catalog satisfies it. When it also has
+// Ready() <-chan struct{}, an unknown name before the first snapshot is reported as the
+// catalogue not being loaded rather than as an unknown server.
+type Catalog interface {
+	Server(name string) (*registryv1.Server, bool)
+}
+
+// Service implements bridgev1connect.BridgeServiceHandler.
+type Service struct {
+	cfg     Config
+	servers Catalog
+	ready   <-chan struct{}
+	log     *slog.Logger
+	sup     *stdio.Supervisor
+	http    *streamable.Client
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	ended    tombstones
+	closed   bool
+}
+
+var _ bridgev1connect.BridgeServiceHandler = (*Service)(nil)
+
+// session is the bridge's state for one gateway session.
+type session struct {
+	id     string
+	ctx    context.Context // ends with the session
+	cancel context.CancelFunc
+	// upstreams and changed are guarded by Service.mu. changed is closed (and replaced)
+	// whenever an upstream is added, for Listen streams waiting for one.
+	upstreams map[string]*entry
+	changed   chan struct{}
+}
+
+// entry is one upstream; ready is closed once conn or err is set.
+type entry struct {
+	ready chan struct{}
+	conn  upstream.Conn
+	err   error
+}
+
+// New returns the bridge.
+func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("bridge config: %w", err)
+	}
+	if servers == nil {
+		return nil, errors.New("bridge: nil catalog")
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &Service{
+		cfg:     cfg,
+		servers: servers,
+		log:     logger,
+		sup: stdio.NewSupervisor(stdio.Options{
+			Grace:       cfg.StdioGrace,
+			MaxChildren: cfg.MaxChildren,
+			MaxLine:     cfg.MaxMessageBytes,
+			Logger:      logger,
+		}),
+		http: streamable.NewClient(streamable.Options{
+			MaxMessage:   cfg.MaxMessageBytes,
+			CloseTimeout: cfg.StdioGrace,
+			Logger:       logger,
+		}),
+		sessions: map[string]*session{},
+		ended:    tombstones{set: map[string]struct{}{}},
+	}
+	if r, ok := servers.(interface{ Ready() <-chan struct{} }); ok {
+		s.ready = r.Ready()
+	}
+	return s, nil
+}
+
+// Handlers returns the bridge's Connect handler for mounting.
+func (s *Service) Handlers() []rpcserver.Handler {
+	limit := s.cfg.MaxMessageBytes + rpcOverhead
+	path, h := bridgev1connect.NewBridgeServiceHandler(s, connect.WithReadMaxBytes(limit), connect.WithSendMaxBytes(limit))
+	return []rpcserver.Handler{{Service: bridgev1connect.BridgeServiceName, Path: path, Handler: h}}
+}
+
+// Send delivers one host message to the session's upstream for a server, starting the
+// upstream on the first message, and streams back what belongs to it.
+func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRequest], stream *connect.ServerStream[bridgev1.SendResponse]) error {
+	r := req.Msg
+	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
+		return connectError(err)
+	}
+	if pv := r.GetProtocolVersion(); pv != "" && !upstream.ValidProtocolVersion(pv) {
+		return connectError(fmt.Errorf("%w: protocol_version %.40q", ErrInvalidArgument, pv))
+	}
+	if n := len(r.GetMessage()); n > s.cfg.MaxMessageBytes {
+		return connectError(fmt.Errorf("%w: the message is %d bytes, over the %d-byte limit", ErrMessageTooLarge, n, s.cfg.MaxMessageBytes))
+	}
+	m, err := upstream.Peek(r.GetMessage())
+	if err != nil {
+		return connectError(err)
+	}
+	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || upstream.IDKey(id) != upstream.IDKey(m.ID)) {
+		return connectError(fmt.Errorf("%w: request_id does not match the message's id", ErrInvalidArgument))
+	}
+	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer())
+	if err != nil {
+		return connectError(err)
+	}
+	if pv := r.GetProtocolVersion(); pv != "" {
+		conn.SetProtocolVersion(pv)
+	}
+	err = conn.Send(ctx, m, func(out upstream.Message) error {
+		resp := &bridgev1.SendResponse{Message: out.Raw}
+		if v, ok := upstream.InitializeResult(&m, &out); ok {
+			resp.ProtocolVersion = v
+		}
+		return stream.Send(resp)
+	})
+	return connectError(err)
+}
+
+// Listen streams the upstream messages of a session that belong to no request until the
+// session ends. It outlives upstreams: when a stdio child dies it waits for the next one.
+func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.ListenRequest], stream *connect.ServerStream[bridgev1.ListenResponse]) error {
+	r := req.Msg
+	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
+		return connectError(err)
+	}
+	pv := r.GetProtocolVersion()
+	if pv != "" && !upstream.ValidProtocolVersion(pv) {
+		return connectError(fmt.Errorf("%w: protocol_version %.40q", ErrInvalidArgument, pv))
+	}
+	if _, err := s.server(r.GetServer()); err != nil {
+		return connectError(err)
+	}
+	s.mu.Lock()
+	sess, err := s.sessionLocked(r.GetSessionId())
+	s.mu.Unlock()
+	if err != nil {
+		return connectError(err)
+	}
+	// Send the response headers now: the caller's Listen returns once it has them, while the
+	// first message may be long in coming. From here on the session's end completes the stream.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
+	emit := func(m upstream.Message) error {
+		return stream.Send(&bridgev1.ListenResponse{Message: m.Raw})
+	}
+	for {
+		conn, err := s.await(ctx, sess, r.GetServer())
+		if err != nil {
+			if sess.ctx.Err() != nil {
+				return nil
+			}
+			return connectError(err)
+		}
+		if pv != "" {
+			conn.SetProtocolVersion(pv)
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(sess.ctx, cancel)
+		err = conn.Listen(lctx, emit)
+		stop()
+		cancel()
+		switch {
+		case sess.ctx.Err() != nil:
+			return nil
+		case ctx.Err() != nil:
+			return connectError(ctx.Err())
+		}
+		select {
+		case <-conn.Done():
+			continue // that upstream is gone; keep listening for the next one
+		default:
+		}
+		return connectError(err)
+	}
+}
+
+// CloseSession ends every upstream the session holds and returns once they are released. The
+// shutdown runs its full course even when the caller stops waiting.
+func (s *Service) CloseSession(_ context.Context, req *connect.Request[bridgev1.CloseSessionRequest]) (*connect.Response[bridgev1.CloseSessionResponse], error) {
+	id := req.Msg.GetSessionId()
+	if id == "" || len(id) > maxKey {
+		return nil, connectError(fmt.Errorf("%w: session_id must be 1 to %d bytes", ErrInvalidArgument, maxKey))
+	}
+	s.EndSession(id)
+	return connect.NewResponse(&bridgev1.CloseSessionResponse{}), nil
+}
+
+// EndSession ends every upstream of the session: stdio children are shut down and reaped, HTTP
+// upstream sessions deleted, Listen streams completed. Later messages for the session are
+// refused. It blocks until all that is done (at most about twice the stdio grace), so a
+// watch loop should call it in a goroutine. Ending an unknown session is not an error.
+func (s *Service) EndSession(id string) { s.endSession(context.Background(), id) }
+
+func (s *Service) endSession(ctx context.Context, id string) {
+	s.mu.Lock()
+	s.ended.add(id)
+	sess := s.sessions[id]
+	delete(s.sessions, id)
+	var entries []*entry
+	if sess != nil {
+		for _, e := range sess.upstreams {
+			entries = append(entries, e)
+		}
+	}
+	s.mu.Unlock()
+	if sess == nil {
+		return
+	}
+	sess.cancel()
+	var wg sync.WaitGroup
+	for _, e := range entries {
+		wg.Go(func() {
+			<-e.ready
+			if e.conn != nil {
+				_ = e.conn.Close(ctx)
+			}
+		})
+	}
+	wg.Wait()
+	if len(entries) > 0 {
+		s.log.Info("session ended", "session", tag(id), "upstreams", len(entries))
+	}
+}
+
+// Close ends every session and reaps every child; when ctx ends first, the children left are
+// killed at once. Messages after Close are refused.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	ids := make([]string, 0, len(s.sessions))
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() { s.endSession(ctx, id) })
+	}
+	wg.Wait()
+	err := s.sup.Close(ctx)
+	s.http.CloseIdleConnections()
+	return err
+}
+
+func checkKey(sessionID, server string) error {
+	switch {
+	case sessionID == "" || len(sessionID) > maxKey:
+		return fmt.Errorf("%w: session_id must be 1 to %d bytes", ErrInvalidArgument, maxKey)
+	case server == "" || len(server) > maxKey:
+		return fmt.Errorf("%w: server must be 1 to %d bytes", ErrInvalidArgument, maxKey)
+	}
+	return nil
+}
+
+func (s *Service) server(name string) (*registryv1.Server, error) {
+	if srv, ok := s.servers.Server(name); ok {
+		return srv, nil
+	}
+	if s.ready != nil {
+		select {
+		case <-s.ready:
+		default:
+			return nil, ErrCatalogNotReady
+		}
+	}
+	return nil, fmt.Errorf("%w: %.64q", ErrUnknownServer, name)
+}
+
+// sessionLocked returns the session's state, creating it. s.mu must be held.
+func (s *Service) sessionLocked(id string) (*session, error) {
+	switch {
+	case s.closed:
+		return nil, ErrShuttingDown
+	case s.ended.has(id):
+		return nil, ErrSessionEnded
+	}
+	sess := s.sessions[id]
+	if sess == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		sess = &session{id: id, ctx: ctx, cancel: cancel, upstreams: map[string]*entry{}, changed: make(chan struct{})}
+		s.sessions[id] = sess
+	}
+	return sess, nil
+}
+
+// conn returns the session's upstream for a server, starting it when there is none.
+func (s *Service) conn(ctx context.Context, sessionID, name string) (upstream.Conn, error) {
+	srv, err := s.server(name)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	sess, err := s.sessionLocked(sessionID)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	e := sess.upstreams[name]
+	if e != nil && isDone(e.ready) && e.conn != nil && isDone(e.conn.Done()) {
+		// It ended (a crash, a lost HTTP session) and forget has not run yet.
+		delete(sess.upstreams, name)
+		e = nil
+	}
+	start := e == nil
+	if start {
+		e = &entry{ready: make(chan struct{})}
+		sess.upstreams[name] = e
+		close(sess.changed)
+		sess.changed = make(chan struct{})
+	}
+	s.mu.Unlock()
+	if start {
+		s.start(sess, name, srv, e)
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e.conn, nil
+}
+
+// start starts the upstream of e. A session that ends meanwhile closes it: endSession waits
+// for e.ready.
+func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry) {
+	logger := s.log.With("session", tag(sess.id), "server", name)
+	var (
+		conn upstream.Conn
+		err  error
+	)
+	switch t := srv.GetTransport(); t {
+	case registryv1.Transport_TRANSPORT_STDIO:
+		var c *stdio.Child
+		if c, err = s.sup.Start(stdio.Spec{Argv: srv.GetCommand(), Env: srv.GetEnv(), Dir: srv.GetDir(), Logger: logger}); err == nil {
+			conn = c
+		}
+	case registryv1.Transport_TRANSPORT_STREAMABLE_HTTP:
+		var c *streamable.Conn
+		if c, err = s.http.Dial(srv.GetUrl(), logger); err == nil {
+			conn = c
+		}
+	default:
+		err = fmt.Errorf("%w: server %q uses transport %v", ErrUnsupportedTransport, name, t)
+	}
+	if err != nil {
+		logger.Warn("cannot start upstream", "err", err)
+	}
+	s.mu.Lock()
+	e.conn, e.err = conn, err
+	if err != nil && sess.upstreams[name] == e {
+		delete(sess.upstreams, name)
+	}
+	close(e.ready)
+	s.mu.Unlock()
+	if err == nil {
+		go s.forget(sess, name, e)
+	}
+}
+
+// forget drops an upstream that ended on its own, so the next message starts a new one.
+func (s *Service) forget(sess *session, name string, e *entry) {
+	<-e.conn.Done()
+	s.mu.Lock()
+	if sess.upstreams[name] == e {
+		delete(sess.upstreams, name)
+	}
+	s.mu.Unlock()
+}
+
+// await returns the session's live upstream for a server, waiting for one to be started. It
+// fails when ctx ends or the session ends.
+func (s *Service) await(ctx context.Context, sess *session, name string) (upstream.Conn, error) {
+	for {
+		s.mu.Lock()
+		e, changed := sess.upstreams[name], sess.changed
+		s.mu.Unlock()
+		if e != nil {
+			select {
+			case <-e.ready:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-sess.ctx.Done():
+				return nil, ErrSessionEnded
+			}
+			if e.conn != nil && !isDone(e.conn.Done()) {
+				return e.conn, nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-sess.ctx.Done():
+			return nil, ErrSessionEnded
+		}
+	}
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// tag names a session in logs without writing its id (a bearer value at the gateway edge).
+func tag(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:6])
+}
+
+// tombstones remembers the most recent ended sessions, oldest evicted first.
+type tombstones struct {
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func (t *tombstones) add(id string) {
+	if _, ok := t.set[id]; ok {
+		return
+	}
+	if len(t.ring) < maxEnded {
+		t.ring = append(t.ring, id)
+	} else {
+		delete(t.set, t.ring[t.next])
+		t.ring[t.next] = id
+		t.next = (t.next + 1) % maxEnded
+	}
+	t.set[id] = struct{}{}
+}
+
+func (t *tombstones) has(id string) bool {
+	_, ok := t.set[id]
+	return ok
+}
