@@ -228,6 +228,9 @@ func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRe
 	}
 	err = conn.Send(ctx, m, func(out upstream.Message) error {
 		resp := &bridgev1.SendResponse{Message: out.Raw}
+		if out.IsResponseTo(m.ID) {
+			resp.Final, resp.Error = true, out.IsError
+		}
 		if v, ok := upstream.InitializeResult(&m, &out); ok {
 			resp.ProtocolVersion = v
 		}

@@ -175,7 +175,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	served := make(chan error, 1)
 	go func() { served <- rpcserver.Serve(runCtx, ln, srv, internal, 10*time.Second, logger) }()
 	go cat.Follow(runCtx, registryv1connect.NewRegistryServiceClient(client, base), logger.With("svc", "catalog"))
-	go sessions.Watch(runCtx, bridge.EndSession)
+	go sessions.Watch(runCtx, func(id string) { go bridge.EndSession(id) })
 
 	readyCtx, readyCancel := context.WithTimeout(runCtx, 30*time.Second)
 	err = cat.WaitReady(readyCtx)

@@ -50,6 +50,8 @@ type Message struct {
 	ProgressToken []byte
 	// ProtocolVersion is result.protocolVersion of a response (set on initialize results).
 	ProtocolVersion string
+	// IsError is set on an error response.
+	IsError bool
 }
 
 // IsResponseTo reports whether m is the response to the request with the given raw id.
@@ -268,6 +270,7 @@ func (s *scanner) message() (Message, error) {
 			return Message{}, fmt.Errorf("%w: a response needs an id", ErrInvalidMessage)
 		}
 		m.Kind = KindResponse
+		m.IsError = seen&seenError != 0
 	default:
 		return Message{}, fmt.Errorf("%w: not a request, notification or response", ErrInvalidMessage)
 	}
