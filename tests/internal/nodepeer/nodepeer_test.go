@@ -1,0 +1,187 @@
+package nodepeer_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
+)
+
+// TestRunConformanceGoSDK runs the official suite directly against the Go SDK conformance
+// server: the baseline a gateway in front of that server must reproduce.
+func TestRunConformanceGoSDK(t *testing.T) {
+	url := startGoConformanceServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	res, err := nodepeer.RunConformance(t, ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range res.Checks {
+		ids = append(ids, c.ID)
+		if c.Status != nodepeer.StatusSuccess {
+			t.Errorf("%s/%s: %s %s", c.Scenario, c.ID, c.Status, c.ErrorMessage)
+		}
+	}
+	if !slices.Equal(ids, nodepeer.ActiveServerChecks) {
+		t.Errorf("checks run:\n%v\nwant:\n%v", ids, nodepeer.ActiveServerChecks)
+	}
+	if t.Failed() {
+		t.Logf("suite output:\n%s", res.Output)
+	}
+}
+
+// TestRunClientEverything drives server-everything (Streamable HTTP) with the TypeScript SDK
+// client under Node 22 and under the system Node.
+func TestRunClientEverything(t *testing.T) {
+	ev := nodepeer.StartEverything(t, nodepeer.EverythingStreamableHTTP)
+	if !strings.HasPrefix(ev.URL, "http://127.0.0.1:") {
+		t.Fatalf("URL = %q, want a loopback URL", ev.URL)
+	}
+	nodes := []struct {
+		name string
+		path func(t *testing.T) string
+	}{
+		{"node22", func(t *testing.T) string { return nodepeer.Node22(t) }},
+		{"system node", func(t *testing.T) string {
+			path, err := exec.LookPath("node")
+			if err != nil {
+				t.Skip("no node on PATH")
+			}
+			return path
+		}},
+	}
+	for _, n := range nodes {
+		t.Run(n.name, func(t *testing.T) {
+			node := n.path(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+
+			res, err := nodepeer.RunClientWith(t, ctx, node,
+				"--url", ev.URL, "--token", "not-checked-by-everything",
+				"--call", "echo", "--args", `{"message":"hello gatehouse"}`,
+				"--read", "demo://resource/static/document/architecture.md",
+				"--prompt", "args-prompt", "--prompt-args", `{"city":"Oslo"}`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Tools) == 0 || !slices.Contains(res.Tools, "echo") {
+				t.Errorf("tools = %v, want a list with echo", res.Tools)
+			}
+			if res.SessionID == "" || res.ProtocolVersion == "" {
+				t.Errorf("session %q, protocol %q: want both set", res.SessionID, res.ProtocolVersion)
+			}
+			tr, err := res.ToolResult()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tr.IsError || !strings.Contains(tr.Text(), "hello gatehouse") {
+				t.Errorf("echo result = %+v, want the message back", tr)
+			}
+			if !slices.Contains(res.Resources, "demo://resource/static/document/architecture.md") {
+				t.Errorf("resources = %v", res.Resources)
+			}
+			if !strings.Contains(string(res.Read), "architecture.md") || !strings.Contains(string(res.Prompt), "Oslo") {
+				t.Errorf("read = %.200s, prompt = %.200s", res.Read, res.Prompt)
+			}
+		})
+	}
+
+	t.Run("unknown tool is an isError result", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := nodepeer.RunClient(t, ctx, "--url", ev.URL, "--call", "no-such-tool")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr, err := res.ToolResult(); err != nil || !tr.IsError || !strings.Contains(tr.Text(), "no-such-tool") {
+			t.Fatalf("result = %+v, %v: want isError naming the tool", tr, err)
+		}
+	})
+
+	t.Run("JSON-RPC error is an error", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := nodepeer.RunClient(t, ctx, "--url", ev.URL, "--prompt", "no-such-prompt")
+		if err == nil || !strings.Contains(err.Error(), "-32602") {
+			t.Fatalf("err = %v, want the JSON-RPC error", err)
+		}
+	})
+}
+
+func TestEverythingStdioArgv(t *testing.T) {
+	ev := nodepeer.StartEverything(t, nodepeer.EverythingStdio)
+	if len(ev.Argv) != 3 || ev.Argv[0] != nodepeer.Node22(t) || ev.Argv[2] != "stdio" || ev.URL != "" {
+		t.Fatalf("stdio = %+v", ev)
+	}
+	if _, err := os.Stat(ev.Argv[1]); err != nil || !filepath.IsAbs(ev.Argv[1]) {
+		t.Fatalf("entry %q: %v", ev.Argv[1], err)
+	}
+}
+
+// startGoConformanceServer builds and starts the Go SDK conformance server in session mode on
+// a free loopback port and returns its MCP URL.
+func startGoConformanceServer(t *testing.T) string {
+	t.Helper()
+	dir, err := nodepeer.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "everything-server")
+	build := exec.Command("go", "build", "-o", bin, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
+	build.Dir = filepath.Dir(dir) // the tests module
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the Go SDK conformance server: %v\n%s", err, out)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	l.Close()
+	cmd := exec.Command(bin, "-http="+addr, "-stateless=false")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("conformance server exited: %s", out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("conformance server not accepting on %s: %v", addr, err)
+		}
+	}
+	return "http://" + addr + "/mcp"
+}
