@@ -281,13 +281,17 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 	}
 }
 
-// request relays one request and streams the upstream's messages back: JSON when the
-// response is the only message, SSE otherwise. In a batch, collect receives the response.
+// decided are the methods that policy decides and the audit log records, one record per call.
+var decided = map[string]bool{"tools/call": true, "resources/read": true, "prompts/get": true}
+
+// request relays one request and streams the upstream's messages back as SSE (progress,
+// logs and server requests may precede the response, and hosts must accept SSE). In a batch,
+// collect receives the response.
 func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte)) {
 	ctx := x.r.Context()
 	start := time.Now()
 	var rec *auditv1.Record
-	if m.Method == "tools/call" {
+	if decided[m.Method] {
 		rec = &auditv1.Record{
 			Time: timestamppb.New(start), TraceId: x.traceID, SessionId: x.session.ID,
 			Principal: x.principal.GetId(), Tenant: x.principal.GetTenant(), Server: x.server,
@@ -387,14 +391,14 @@ func (s *Service) finishWith(x *exchange, rec *auditv1.Record, start time.Time, 
 			final = jsonrpc.ErrorResponse(m.ID, code, msg)
 		}
 	}
-	switch {
-	case collect != nil:
+	if collect != nil {
 		collect(final)
-	case sse != nil:
-		_ = sse.send(final)
-	default:
-		writeJSON(x.w, http.StatusOK, final)
+		return
 	}
+	if sse == nil {
+		sse = startSSE(x.w)
+	}
+	_ = sse.send(final)
 }
 
 // batch handles a JSON-RPC batch (2025-03-26): requests answered together in one array.

@@ -1,0 +1,57 @@
+package tests
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
+)
+
+// TestConformanceThroughGateway runs the official conformance suite (server scenarios) against
+// the gateway in front of the Go SDK conformance server (Streamable HTTP, stateful). The suite
+// sends no token, so the server is opened to anonymous access, as an operator would for it.
+// Every check is reported by name; the test fails on any FAILURE.
+func TestConformanceThroughGateway(t *testing.T) {
+	nodepeer.Node22(t)
+	ev := gatehousetest.Bin(t, gatehousetest.EverythingGoSDK)
+	addr := freeAddr(t)
+	startHTTPServer(t, addr, ev, "-http="+addr, "-stateless=false")
+	cfg := "servers:\n" + httpEntry("conformance", "http://"+addr+"/mcp") +
+		"anonymous:\n  servers: [conformance]\n  principal: conformance-suite\n  tenant: default\n"
+	g := gatehousetest.Start(t, gatehousetest.Options{Config: cfg})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := nodepeer.RunConformance(t, ctx, g.Endpoint("conformance"))
+	if err != nil {
+		t.Fatalf("conformance suite: %v\ngateway log:\n%s", err, g.Logs())
+	}
+	passed, failed := 0, 0
+	byID := map[string]nodepeer.Check{}
+	for _, c := range res.Checks {
+		byID[c.ID] = c
+		switch c.Status {
+		case nodepeer.StatusFailure:
+			failed++
+			t.Logf("FAILED  %s: %s", c.ID, c.ErrorMessage)
+		case nodepeer.StatusSuccess:
+			passed++
+			t.Logf("passed  %s", c.ID)
+		default:
+			t.Logf("%-7s %s: %s", c.Status, c.ID, c.ErrorMessage)
+		}
+	}
+	t.Logf("conformance through the gateway: %d passed, %d failed, of %d checks", passed, failed, len(res.Checks))
+	for _, id := range nodepeer.ActiveServerChecks {
+		if c, ok := byID[id]; !ok {
+			t.Errorf("check %s did not run", id)
+		} else if c.Status != nodepeer.StatusSuccess {
+			t.Errorf("check %s: %s %s", id, c.Status, c.ErrorMessage)
+		}
+	}
+	if t.Failed() {
+		t.Logf("gateway log:\n%s", g.Logs())
+	}
+}
