@@ -1,10 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -109,12 +109,13 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err := registry.Seed(ctx, file.Servers); err != nil {
 		return fmt.Errorf("seed registry: %w", err)
 	}
-	auth, err := authsvc.New(authsvc.Config{
+	authCfg := authsvc.Config{
 		KeyPrefix:          "/gatehouse/auth/",
 		AnonymousServers:   strings.Join(file.Anonymous.Servers, ","),
-		AnonymousPrincipal: file.Anonymous.Principal,
-		AnonymousTenant:    file.Anonymous.Tenant,
-	}, kv, logger.With("svc", "auth"))
+		AnonymousPrincipal: cmp.Or(file.Anonymous.Principal, "anonymous"),
+		AnonymousTenant:    cmp.Or(file.Anonymous.Tenant, "default"),
+	}
+	auth, err := authsvc.New(authCfg, kv, logger.With("svc", "auth"))
 	if err != nil {
 		return err
 	}
@@ -227,5 +228,3 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
-
-var errNoConfig = errors.New("no --config given")
