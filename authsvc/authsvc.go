@@ -1,0 +1,204 @@
+// Package authsvc turns the credential an MCP host presents into a Principal. Today that is a
+// gateway-issued API token (stored in etcd only as its SHA-256 digest, scoped to a tenant,
+// revocable at once) or, for servers an operator opened to it, no credential at all
+// (a fixed anonymous principal). authsvc answers who is calling, never whether they may:
+// that is policysvc's PermissionDenied, so authsvc's only refusal is Unauthenticated.
+package authsvc
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Defaults of the configuration.
+const (
+	DefaultListen             = "127.0.0.1:7101"
+	DefaultKeyPrefix          = "/gatehouse/auth/"
+	DefaultAnonymousPrincipal = "anonymous"
+	DefaultAnonymousTenant    = "default"
+)
+
+// Config is the auth service's configuration.
+type Config struct {
+	// Listen is the address the standalone binary serves on.
+	Listen string
+	// EtcdEndpoints is the comma-separated etcd client endpoints of the standalone binary.
+	EtcdEndpoints string
+	// KeyPrefix is where tokens live in etcd. Empty means DefaultKeyPrefix.
+	KeyPrefix string
+	// AnonymousServers is a comma-separated list of server names that hosts may use without
+	// a credential, as the anonymous principal. Empty (the default) allows none.
+	AnonymousServers string
+	// AnonymousPrincipal and AnonymousTenant identify anonymous callers; empty means
+	// DefaultAnonymousPrincipal and DefaultAnonymousTenant.
+	AnonymousPrincipal string
+	AnonymousTenant    string
+	// Clock is the time source for token expiry; nil means time.Now. Not a flag: tests set it.
+	Clock func() time.Time
+}
+
+// RegisterFlags binds the configuration to flags, with GATEHOUSE_AUTH_* env fallbacks
+// (e.g. GATEHOUSE_AUTH_ANONYMOUS_SERVERS).
+func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
+	env := func(name, def string) string {
+		if v := getenv("GATEHOUSE_AUTH_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&c.Listen, "listen", env("LISTEN", DefaultListen), "address to serve on")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", env("KEY_PREFIX", DefaultKeyPrefix), "etcd key prefix of the token store")
+	fs.StringVar(&c.AnonymousServers, "anonymous-servers", env("ANONYMOUS_SERVERS", ""), "comma-separated servers hosts may use without a credential (empty: none)")
+	fs.StringVar(&c.AnonymousPrincipal, "anonymous-principal", env("ANONYMOUS_PRINCIPAL", DefaultAnonymousPrincipal), "principal id of anonymous callers")
+	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", env("ANONYMOUS_TENANT", DefaultAnonymousTenant), "tenant of anonymous callers")
+}
+
+// Etcd is what the token store needs of an etcd client (*clientv3.Client has it): keys, and
+// leases so that expired tokens are removed by etcd itself.
+type Etcd interface {
+	clientv3.KV
+	clientv3.Lease
+}
+
+// Service authenticates credentials and manages API tokens.
+type Service struct {
+	tokens    *tokenStore
+	anonymous map[string]bool // server names open to anonymous callers
+	anonID    string
+	anonTen   string
+	now       func() time.Time
+	logger    *slog.Logger
+}
+
+// New checks the configuration and returns the service; it does not contact etcd. kv stays
+// the caller's to close.
+func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
+	if kv == nil {
+		return nil, errors.New("authsvc: an etcd client is required")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	prefix := cfg.KeyPrefix
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	s := &Service{
+		anonymous: map[string]bool{},
+		anonID:    orDefault(cfg.AnonymousPrincipal, DefaultAnonymousPrincipal),
+		anonTen:   orDefault(cfg.AnonymousTenant, DefaultAnonymousTenant),
+		now:       cfg.Clock,
+		logger:    logger,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if !validID(s.anonID) {
+		return nil, fmt.Errorf("authsvc: anonymous principal %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonID, maxIDBytes)
+	}
+	if !validID(s.anonTen) {
+		return nil, fmt.Errorf("authsvc: anonymous tenant %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonTen, maxIDBytes)
+	}
+	for name := range strings.SplitSeq(cfg.AnonymousServers, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !validServerName(name) {
+			return nil, fmt.Errorf("authsvc: anonymous server %q is not a server name ([a-z0-9][a-z0-9._-]{0,62})", name)
+		}
+		s.anonymous[name] = true
+	}
+	s.tokens = &tokenStore{kv: kv, prefix: prefix, now: s.now}
+	if len(s.anonymous) > 0 {
+		logger.Info("anonymous access enabled", "servers", strings.Join(sortedKeys(s.anonymous), ","), "principal", s.anonID, "tenant", s.anonTen)
+	}
+	return s, nil
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// Handlers returns the AuthService handler to mount.
+func (s *Service) Handlers() []rpcserver.Handler {
+	path, h := authv1connect.NewAuthServiceHandler(s, connect.WithReadMaxBytes(maxRequestBytes))
+	return []rpcserver.Handler{{Service: authv1connect.AuthServiceName, Path: path, Handler: h}}
+}
+
+// Close releases nothing today (the etcd client is the caller's); it is here so every
+// service stops the same way.
+func (s *Service) Close(context.Context) error { return nil }
+
+// Authenticate implements authv1connect.AuthServiceHandler.
+func (s *Service) Authenticate(ctx context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
+	p, err := s.authenticate(ctx, req.Msg.GetCredential(), req.Msg.GetServer())
+	if err != nil {
+		return nil, s.toConnect(err)
+	}
+	return connect.NewResponse(&authv1.AuthenticateResponse{Principal: p}), nil
+}
+
+// authenticate resolves a credential for a server. The credential itself is never logged
+// and never part of an error.
+func (s *Service) authenticate(ctx context.Context, credential, server string) (*authv1.Principal, error) {
+	if len(server) > maxServerBytes {
+		return nil, invalid("server name is longer than %d bytes", maxServerBytes)
+	}
+	if credential == "" {
+		if s.anonymous[server] {
+			return &authv1.Principal{Id: s.anonID, Kind: authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS, Tenant: s.anonTen}, nil
+		}
+		return nil, unauthenticated("no credential")
+	}
+	if len(credential) > MaxTokenBytes {
+		return nil, unauthenticated("credential longer than %d bytes", MaxTokenBytes)
+	}
+	rec, err := s.tokens.lookup(ctx, credential)
+	if err != nil {
+		return nil, err
+	}
+	if rec.ExpireTime != nil && !s.now().Before(*rec.ExpireTime) {
+		return nil, unauthenticated("token expired")
+	}
+	return rec.principal(), nil
+}
+
+// CreateToken implements authv1connect.AuthServiceHandler. The token is in the response
+// only; etcd holds its digest.
+func (s *Service) CreateToken(ctx context.Context, req *connect.Request[authv1.CreateTokenRequest]) (*connect.Response[authv1.CreateTokenResponse], error) {
+	id, token, err := s.tokens.create(ctx, req.Msg)
+	if err != nil {
+		return nil, s.toConnect(err)
+	}
+	s.logger.Info("token created", "token_id", id, "principal", req.Msg.GetPrincipalId(), "tenant", req.Msg.GetTenant(),
+		"ttl_seconds", req.Msg.GetTtlSeconds(), "explicit", req.Msg.GetToken() != "")
+	return connect.NewResponse(&authv1.CreateTokenResponse{TokenId: id, Token: token}), nil
+}
+
+// RevokeToken implements authv1connect.AuthServiceHandler.
+func (s *Service) RevokeToken(ctx context.Context, req *connect.Request[authv1.RevokeTokenRequest]) (*connect.Response[authv1.RevokeTokenResponse], error) {
+	if err := s.tokens.revoke(ctx, req.Msg.GetTokenId()); err != nil {
+		return nil, s.toConnect(err)
+	}
+	s.logger.Info("token revoked", "token_id", req.Msg.GetTokenId())
+	return connect.NewResponse(&authv1.RevokeTokenResponse{}), nil
+}

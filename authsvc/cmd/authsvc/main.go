@@ -1,0 +1,75 @@
+// Command authsvc serves Gatehouse's authentication (split mode): API tokens kept in etcd as
+// digests, and optional anonymous access to named servers.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/authsvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "authsvc:", err)
+		os.Exit(1)
+	}
+}
+
+// run parses flags, connects to etcd and serves until ctx ends. Logs (JSON) and flag usage
+// go to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var cfg authsvc.Config
+	fs := flag.NewFlagSet("authsvc", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	cfg.RegisterFlags(fs, getenv)
+	token := fs.String("internal-token", getenv("GATEHOUSE_INTERNAL_TOKEN"), "shared secret required on internal RPCs (empty: none)")
+	drain := fs.Duration("drain", 10*time.Second, "how long in-flight requests get at shutdown")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("svc", "auth")
+
+	kv, err := clientv3.New(clientv3.Config{
+		Endpoints:   strings.Split(cfg.EtcdEndpoints, ","),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer kv.Close()
+	svc, err := authsvc.New(cfg, kv, logger)
+	if err != nil {
+		return err
+	}
+	defer svc.Close(context.WithoutCancel(ctx))
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	mux := rpcserver.NewMux(svc.Handlers()...)
+	srv := rpcserver.NewServer(rpcserver.RequireToken(*token, mux))
+	logger.Info("serving", "addr", ln.Addr().String())
+	return rpcserver.Serve(ctx, ln, srv, mux, *drain, logger)
+}

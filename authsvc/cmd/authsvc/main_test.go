@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/authsvc/internal/etcdtest"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+)
+
+var shared *etcdtest.Etcd
+
+func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &shared)) }
+
+func noenv(string) string { return "" }
+
+func TestRunErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		getenv  func(string) string
+		wantErr string
+	}{
+		{"unknown flag", []string{"-nope"}, noenv, "not defined"},
+		{"stray argument", []string{"extra"}, noenv, "unexpected arguments"},
+		{"bad anonymous server", []string{"-anonymous-servers", "echo,NO"}, noenv, `"NO"`},
+		{"bad anonymous tenant from env", nil, func(k string) string {
+			if k == "GATEHOUSE_AUTH_ANONYMOUS_TENANT" {
+				return "a b"
+			}
+			return ""
+		}, "anonymous tenant"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-listen", "127.0.0.1:0"}, tt.args...)
+			err := run(context.Background(), args, tt.getenv, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestRunServes runs the binary's run against the shared etcd with the internal token and an
+// anonymous server, issues and uses a token over Connect, and stops it.
+func TestRunServes(t *testing.T) {
+	t.Parallel()
+	const internal = "test-internal-token"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{
+			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-key-prefix", etcdtest.Prefix(t),
+			"-anonymous-servers", "echo", "-internal-token", internal, "-drain", "1s",
+		}, noenv, out)
+	}()
+	addr := waitServing(t, out, done)
+	base := rpcserver.BaseURL(addr)
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+
+	outsider := authv1connect.NewAuthServiceClient(rpcserver.NewClient(), base)
+	_, err := outsider.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "eve", Tenant: "default"}))
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Fatalf("CreateToken without the internal token: %v, want Unauthenticated", err)
+	}
+	client := authv1connect.NewAuthServiceClient(rpcserver.WithToken(rpcserver.NewClient(), internal), base)
+	created, err := client.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Authenticate(rctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: created.Msg.GetToken(), Server: "echo"}))
+	if err != nil || resp.Msg.GetPrincipal().GetId() != "alice" {
+		t.Fatalf("Authenticate: %v, %v", resp, err)
+	}
+	anon, err := client.Authenticate(rctx, connect.NewRequest(&authv1.AuthenticateRequest{Server: "echo"}))
+	if err != nil || anon.Msg.GetPrincipal().GetKind() != authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS {
+		t.Fatalf("anonymous Authenticate: %v, %v", anon, err)
+	}
+	if strings.Contains(out.String(), created.Msg.GetToken()) {
+		t.Fatal("the logs contain the token")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancellation")
+	}
+}
+
+// waitServing waits for run's "serving" log line and returns the address it names.
+func waitServing(t *testing.T, out *syncBuffer, done <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
+				return line.Addr
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("not serving after 20s; output:\n%s", out.String())
+	return ""
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's writes and the test's reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,284 @@
+package authsvc
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Limits and formats of tokens and the requests that carry them.
+const (
+	// MaxTokenBytes bounds a credential; longer ones are refused before they are hashed.
+	MaxTokenBytes = 4096
+	// MinExplicitTokenBytes is the shortest token CreateToken accepts from the caller (a
+	// configured dev token); generated tokens carry 256 random bits.
+	MinExplicitTokenBytes = 16
+	// TokenPrefix starts every generated token, so a leaked one is recognisable (secret
+	// scanners) as a Gatehouse token.
+	TokenPrefix = "gh_"
+	// MaxTTL is the longest lifetime a token may be given.
+	MaxTTL = 10 * 365 * 24 * time.Hour
+
+	maxRequestBytes = 32 << 10
+	maxIDBytes      = 128
+	maxServerBytes  = 256
+	maxGroups       = 64
+	// leaseGrace is how long etcd keeps an expiring token past its expiry before deleting
+	// it: until then Authenticate says "token expired" rather than "unknown token".
+	leaseGrace = time.Hour
+)
+
+// record is what etcd holds for one token, under tokens/<hex sha256(token)>. It never
+// contains the token.
+type record struct {
+	TokenID     string     `json:"token_id"`
+	PrincipalID string     `json:"principal_id"`
+	Tenant      string     `json:"tenant"`
+	Kind        string     `json:"kind"`
+	Groups      []string   `json:"groups,omitempty"`
+	CreateTime  time.Time  `json:"create_time"`
+	ExpireTime  *time.Time `json:"expire_time,omitempty"`
+}
+
+func (r *record) principal() *authv1.Principal {
+	p := &authv1.Principal{
+		Id:         r.PrincipalID,
+		Kind:       authv1.PrincipalKind(authv1.PrincipalKind_value[r.Kind]),
+		Tenant:     r.Tenant,
+		Groups:     r.Groups,
+		Attributes: map[string]string{"token_id": r.TokenID},
+	}
+	if r.ExpireTime != nil {
+		p.ExpireTime = timestamppb.New(*r.ExpireTime)
+	}
+	return p
+}
+
+// tokenStore keeps tokens in etcd: prefix+"tokens/"+hex(sha256(token)) holds the record and
+// prefix+"ids/"+token_id the digest, so a token can be revoked by its id. Tokens carry at
+// least 128 bits of entropy (256 when generated), so a fast unsalted hash is the right one:
+// nothing can be brute-forced, and lookup by digest compares no secret byte by byte.
+type tokenStore struct {
+	kv     Etcd
+	prefix string
+	now    func() time.Time
+}
+
+func (ts *tokenStore) tokenKey(digest string) string { return ts.prefix + "tokens/" + digest }
+func (ts *tokenStore) idKey(id string) string        { return ts.prefix + "ids/" + id }
+
+func digestOf(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// lookup returns the record of a token, or an Unauthenticated error for an unknown one.
+func (ts *tokenStore) lookup(ctx context.Context, token string) (*record, error) {
+	resp, err := ts.kv.Get(ctx, ts.tokenKey(digestOf(token)))
+	if err != nil {
+		return nil, storeError(ctx, "read token", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, unauthenticated("unknown or revoked token")
+	}
+	var rec record
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return nil, fmt.Errorf("decode token record %s: %w", resp.Kvs[0].Key, err)
+	}
+	return &rec, nil
+}
+
+// create validates a request and stores its token, refusing to replace an existing one.
+func (ts *tokenStore) create(ctx context.Context, req *authv1.CreateTokenRequest) (id, token string, err error) {
+	kind, err := validateCreate(req)
+	if err != nil {
+		return "", "", err
+	}
+	token = req.GetToken()
+	if token == "" {
+		token = TokenPrefix + randomString(32, base64.RawURLEncoding.EncodeToString)
+	}
+	id = randomString(16, hex.EncodeToString)
+	now := ts.now().UTC()
+	rec := record{
+		TokenID:     id,
+		PrincipalID: req.GetPrincipalId(),
+		Tenant:      req.GetTenant(),
+		Kind:        kind.String(),
+		Groups:      slices.Compact(slices.Sorted(slices.Values(req.GetGroups()))),
+		CreateTime:  now,
+	}
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if ttl > 0 {
+		exp := now.Add(ttl)
+		rec.ExpireTime = &exp
+	}
+	value, err := json.Marshal(rec)
+	if err != nil {
+		return "", "", fmt.Errorf("encode token record: %w", err)
+	}
+	digest := digestOf(token)
+	var opts []clientv3.OpOption
+	var lease clientv3.LeaseID
+	if ttl > 0 {
+		// etcd deletes the token's keys some time after it expires.
+		l, err := ts.kv.Grant(ctx, int64((ttl+leaseGrace)/time.Second))
+		if err != nil {
+			return "", "", storeError(ctx, "grant token lease", err)
+		}
+		lease = l.ID
+		opts = append(opts, clientv3.WithLease(lease))
+	}
+	txn, err := ts.kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(ts.tokenKey(digest)), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(ts.idKey(id)), "=", 0)).
+		Then(clientv3.OpPut(ts.tokenKey(digest), string(value), opts...),
+			clientv3.OpPut(ts.idKey(id), digest, opts...)).
+		Commit()
+	if err == nil && !txn.Succeeded {
+		err = fmt.Errorf("%w: a token with this value is already registered", errAlreadyExists)
+	} else if err != nil {
+		err = storeError(ctx, "store token", err)
+	}
+	if err != nil {
+		if lease != 0 {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_, _ = ts.kv.Revoke(rctx, lease)
+			cancel()
+		}
+		return "", "", err
+	}
+	return id, token, nil
+}
+
+// revoke deletes a token's two keys in one transaction.
+func (ts *tokenStore) revoke(ctx context.Context, id string) error {
+	if id == "" {
+		return invalid("token_id is required")
+	}
+	if !validID(id) {
+		return invalid("token_id: want 1 to %d of [A-Za-z0-9._@-]", maxIDBytes)
+	}
+	resp, err := ts.kv.Get(ctx, ts.idKey(id))
+	if err != nil {
+		return storeError(ctx, "read token id", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("%w: %s", errNotFound, id)
+	}
+	digest := string(resp.Kvs[0].Value)
+	txn, err := ts.kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(ts.idKey(id)), "=", digest)).
+		Then(clientv3.OpDelete(ts.idKey(id)), clientv3.OpDelete(ts.tokenKey(digest))).
+		Commit()
+	if err != nil {
+		return storeError(ctx, "delete token", err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("%w: %s (revoked concurrently)", errNotFound, id)
+	}
+	return nil
+}
+
+// validateCreate checks a CreateTokenRequest and returns the principal kind to record.
+func validateCreate(req *authv1.CreateTokenRequest) (authv1.PrincipalKind, error) {
+	if req.GetPrincipalId() == "" {
+		return 0, invalid("principal_id is required")
+	}
+	if !validID(req.GetPrincipalId()) {
+		return 0, invalid("principal_id: want 1 to %d of [A-Za-z0-9._@-]", maxIDBytes)
+	}
+	if req.GetTenant() == "" {
+		return 0, invalid("tenant is required")
+	}
+	if !validID(req.GetTenant()) {
+		return 0, invalid("tenant: want 1 to %d of [A-Za-z0-9._@-]", maxIDBytes)
+	}
+	if len(req.GetGroups()) > maxGroups {
+		return 0, invalid("%d groups, more than the limit of %d", len(req.GetGroups()), maxGroups)
+	}
+	for i, g := range req.GetGroups() {
+		if !validID(g) {
+			return 0, invalid("groups[%d]: want 1 to %d of [A-Za-z0-9._@-]", i, maxIDBytes)
+		}
+	}
+	kind := req.GetKind()
+	switch kind {
+	case authv1.PrincipalKind_PRINCIPAL_KIND_UNSPECIFIED:
+		kind = authv1.PrincipalKind_PRINCIPAL_KIND_USER
+	case authv1.PrincipalKind_PRINCIPAL_KIND_USER, authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE:
+	case authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS:
+		return 0, invalid("kind: anonymous principals come from anonymous grants, not tokens")
+	default:
+		return 0, invalid("kind: unknown principal kind %d", kind)
+	}
+	if ttl := req.GetTtlSeconds(); ttl < 0 || ttl > int64(MaxTTL/time.Second) {
+		return 0, invalid("ttl_seconds: want 0 (no expiry) to %d", int64(MaxTTL/time.Second))
+	}
+	if t := req.GetToken(); t != "" {
+		if len(t) < MinExplicitTokenBytes || len(t) > MaxTokenBytes {
+			return 0, invalid("token: want %d to %d characters", MinExplicitTokenBytes, MaxTokenBytes)
+		}
+		for i := 0; i < len(t); i++ {
+			if t[i] < 0x21 || t[i] > 0x7e {
+				return 0, invalid("token: only visible ASCII characters (it travels in an Authorization header)")
+			}
+		}
+	}
+	return kind, nil
+}
+
+// randomString returns n random bytes, encoded.
+func randomString(n int, encode func([]byte) string) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
+	return encode(b)
+}
+
+// validID reports whether id is a principal, tenant, group or token id: 1 to 128 of
+// [A-Za-z0-9._@-].
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > maxIDBytes {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.' || c == '_' || c == '@' || c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validServerName reports whether name is a registry server name: [a-z0-9][a-z0-9._-]{0,62}.
+func validServerName(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,0 +1,138 @@
+// Package cli is gatebench's command line: it parses flags into a
+// suite.Config, runs the suite, and prints and writes the report. It also
+// serves the floor servers when the program is re-executed as one.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/floor"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
+)
+
+// floorSubcommand re-executes this program as a floor server.
+const floorSubcommand = "serve-floor"
+
+// Run is the whole program; getenv supplies GATEBENCH_* fallbacks.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == floorSubcommand {
+		return floor.Serve(ctx, args[1:], stderr)
+	}
+	cfg, out, err := parse(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	cfg.FloorCommand = []string{self, floorSubcommand}
+	cfg.Progress = stderr
+	cfg.Command = strings.TrimSpace("gatebench " + strings.Join(args, " "))
+
+	start := time.Now()
+	rep, err := suite.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "finished in %v\n", time.Since(start).Round(time.Second))
+	md := rep.Markdown()
+	if _, err := io.WriteString(stdout, md); err != nil {
+		return err
+	}
+	if out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	fmt.Fprintln(stderr, "report written to", out)
+	return nil
+}
+
+// parse turns the command line into a suite configuration and the report
+// path.
+func parse(args []string, getenv func(string) string, stderr io.Writer) (suite.Config, string, error) {
+	env := func(name, def string) string {
+		if v := getenv("GATEBENCH_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	var cfg suite.Config
+	var sessions, sizes, paths, ghArgs, out string
+	fs := flag.NewFlagSet("gatebench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Repo, "repo", env("REPO", "."), "root of the Gatehouse work tree (holds go.work)")
+	fs.StringVar(&sessions, "sessions", "1,32", "concurrent sessions per run, comma-separated")
+	fs.StringVar(&sizes, "sizes", "64,16384", "echo arguments sizes in bytes, comma-separated")
+	fs.IntVar(&cfg.Calls, "calls", 0, "measured calls per run (0: max(2000, 250 × sessions), halved for arguments over 4 KiB)")
+	fs.IntVar(&cfg.Warmup, "warmup", 200, "warm-up calls per run, spread over its sessions (at least one each)")
+	fs.IntVar(&cfg.Repeats, "repeats", 5, "runs of each path per workload and concurrency, interleaved")
+	fs.StringVar(&cfg.Protocol, "protocol", "2025-11-25", "MCP protocol version the client initializes with (empty: the SDK's latest)")
+	fs.StringVar(&paths, "paths", strings.Join(suite.AllPaths, ","), "paths to measure, in run order")
+	fs.StringVar(&cfg.GatehouseBin, "gatehouse-bin", env("GATEHOUSE_BIN", ""), "prebuilt gatehouse binary (default: go build ./cmd/gatehouse)")
+	fs.StringVar(&ghArgs, "gatehouse-args", "", "extra flags for `gatehouse up`, space-separated")
+	fs.DurationVar(&cfg.RunTimeout, "run-timeout", 5*time.Minute, "limit on each run")
+	fs.BoolVar(&cfg.KeepWorkDir, "keep", false, "keep the work directory (binaries, configs, process logs)")
+	fs.StringVar(&out, "out", "docs/benchmarks.md", "also write the report here (empty: stdout only)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	var errs []error
+	var err error
+	if cfg.Sessions, err = ints(sessions); err != nil {
+		errs = append(errs, fmt.Errorf("-sessions: %w", err))
+	}
+	if cfg.Sizes, err = ints(sizes); err != nil {
+		errs = append(errs, fmt.Errorf("-sizes: %w", err))
+	}
+	cfg.Paths = list(paths)
+	cfg.GatehouseArgs = strings.Fields(ghArgs)
+	if cfg.Repo, err = filepath.Abs(cfg.Repo); err != nil {
+		errs = append(errs, fmt.Errorf("-repo: %w", err))
+	}
+	return cfg, out, errors.Join(errs...)
+}
+
+// ints parses "1,32" into [1 32].
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range list(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a whole number", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty list")
+	}
+	return out, nil
+}
+
+// list splits a comma-separated list, dropping blanks.
+func list(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
+)
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	noEnv := func(string) string { return "" }
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, cfg suite.Config, out string)
+		wantErr string
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, cfg suite.Config, out string) {
+				if !slices.Equal(cfg.Sessions, []int{1, 32}) || !slices.Equal(cfg.Sizes, []int{64, 16384}) {
+					t.Errorf("sessions %v sizes %v", cfg.Sessions, cfg.Sizes)
+				}
+				if cfg.Repeats != 5 || cfg.Calls != 0 || cfg.Warmup != 200 || cfg.Protocol != "2025-11-25" || cfg.RunTimeout != 5*time.Minute {
+					t.Errorf("cfg = %+v", cfg)
+				}
+				if !slices.Equal(cfg.Paths, suite.AllPaths) || out != "docs/benchmarks.md" || !filepath.IsAbs(cfg.Repo) {
+					t.Errorf("paths %v out %q repo %q", cfg.Paths, out, cfg.Repo)
+				}
+			},
+		},
+		{
+			name: "lists and spaces",
+			args: []string{"-sessions", " 1, 8 ,32,", "-sizes", "64", "-paths", "floor1,gatehouse", "-calls", "500", "-out", "", "-gatehouse-args", "--log-level warn  --quota-rate 0"},
+			check: func(t *testing.T, cfg suite.Config, out string) {
+				if !slices.Equal(cfg.Sessions, []int{1, 8, 32}) || !slices.Equal(cfg.Sizes, []int{64}) || cfg.Calls != 500 || out != "" {
+					t.Errorf("cfg = %+v, out %q", cfg, out)
+				}
+				if !slices.Equal(cfg.Paths, []string{"floor1", "gatehouse"}) {
+					t.Errorf("paths = %v", cfg.Paths)
+				}
+				if !slices.Equal(cfg.GatehouseArgs, []string{"--log-level", "warn", "--quota-rate", "0"}) {
+					t.Errorf("gatehouse args = %q", cfg.GatehouseArgs)
+				}
+			},
+		},
+		{
+			name: "environment fallbacks",
+			env:  map[string]string{"GATEBENCH_REPO": "/tmp/elsewhere", "GATEBENCH_GATEHOUSE_BIN": "/opt/gatehouse"},
+			check: func(t *testing.T, cfg suite.Config, _ string) {
+				if cfg.Repo != "/tmp/elsewhere" || cfg.GatehouseBin != "/opt/gatehouse" {
+					t.Errorf("repo %q bin %q", cfg.Repo, cfg.GatehouseBin)
+				}
+			},
+		},
+		{
+			name: "flag beats environment",
+			args: []string{"-repo", "/srv/gatehouse"},
+			env:  map[string]string{"GATEBENCH_REPO": "/tmp/elsewhere"},
+			check: func(t *testing.T, cfg suite.Config, _ string) {
+				if cfg.Repo != "/srv/gatehouse" {
+					t.Errorf("repo %q", cfg.Repo)
+				}
+			},
+		},
+		{name: "bad sessions", args: []string{"-sessions", "1,many"}, wantErr: "-sessions"},
+		{name: "empty sizes", args: []string{"-sizes", ","}, wantErr: "-sizes"},
+		{name: "unknown flag", args: []string{"-concurrency", "3"}, wantErr: "concurrency"},
+		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected arguments"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			getenv := noEnv
+			if tc.env != nil {
+				getenv = func(k string) string { return tc.env[k] }
+			}
+			cfg, out, err := parse(tc.args, getenv, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parse(%q) = %v, want an error containing %q", tc.args, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse(%q): %v", tc.args, err)
+			}
+			tc.check(t, cfg, out)
+		})
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	var stdout strings.Builder
+	err := Run(t.Context(), []string{"-repo", t.TempDir(), "-out", ""}, func(string) string { return "" }, &stdout, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "go.work") {
+		t.Fatalf("Run in a directory without go.work = %v", err)
+	}
+	if stdout.Len() != 0 {
+		t.Fatalf("printed a report: %q", stdout.String())
+	}
+}

@@ -1,0 +1,141 @@
+// Package floor provides the two servers that set the floors a gateway is
+// compared with: a raw HTTP echo (floor 0, the cost of a loopback HTTP round
+// trip) and a bare net/http/httputil reverse proxy (floor 2, the least any
+// gateway hop can add). The benchmark runs each as its own process, like the
+// gateway, so their CPU time can be read and they do not share a scheduler
+// with the load generator.
+package floor
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+)
+
+// MaxBody bounds what the raw echo server accepts.
+const MaxBody = 32 << 20
+
+// Echo is the floor-0 handler: it answers a POST with its body (at most
+// maxBody bytes), as JSON, and a GET with 200 (the readiness probe).
+func Echo(maxBody int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet:
+			w.WriteHeader(http.StatusOK)
+		case http.MethodPost:
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			if err != nil {
+				http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(body)
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		}
+	})
+}
+
+// Proxy is the floor-2 handler: a reverse proxy to target with no logic of
+// its own. It flushes every write at once so SSE streams pass through, and
+// keeps enough idle upstream connections that concurrent sessions do not
+// churn them.
+//
+// It enables full duplex on each HTTP/1.1 request. Without it, flushing the
+// upstream's SSE headers to the client can close the client's request body
+// while the proxy's transport is still finishing its upload to the upstream
+// (it reads on to EOF); the transport then fails the write and drops the
+// upstream connection mid-response, and the client sees its call end without
+// an answer. With 16 KiB bodies that happened to about 2 % of calls.
+func Proxy(target *url.URL, errorLog *log.Logger) http.Handler {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns = 1024
+	transport.MaxIdleConnsPerHost = 1024
+	transport.DisableCompression = true
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+		},
+		FlushInterval: -1,
+		Transport:     transport,
+		ErrorLog:      errorLog,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Not supported on HTTP/2, where it is not needed.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// Serve runs one floor server until ctx ends: args are
+// "-role echo|proxy -listen 127.0.0.1:PORT [-target URL]".
+func Serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	role := fs.String("role", "", "echo or proxy")
+	listen := fs.String("listen", "", "loopback host:port to serve on")
+	targetFlag := fs.String("target", "", "URL the proxy forwards to (scheme and host; the request path is kept)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkLoopback(*listen); err != nil {
+		return err
+	}
+	errorLog := log.New(stderr, "floor: ", log.LstdFlags)
+	var handler http.Handler
+	switch *role {
+	case "echo":
+		handler = Echo(MaxBody)
+	case "proxy":
+		target, err := url.Parse(*targetFlag)
+		if err != nil || target.Scheme != "http" || target.Host == "" {
+			return fmt.Errorf("-target %q: want an http:// URL", *targetFlag)
+		}
+		handler = Proxy(target, errorLog)
+	default:
+		return fmt.Errorf("-role %q: want echo or proxy", *role)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// SSE streams through the proxy never end on their own; give requests a
+	// moment, then cut them.
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-listen %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-listen %q: want a loopback IP address", addr)
+	}
+	return nil
+}

@@ -1,0 +1,418 @@
+// Package report turns the runs of a benchmark into its Markdown report: per
+// path and concurrency the median and spread over repeated runs of
+// throughput, latency percentiles and CPU cost, and the latency each hop adds
+// over talking to the upstream directly.
+package report
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/stats"
+)
+
+// Well-known path names: added latency is measured against Direct, and the
+// gateway's added latency is compared with Proxy's.
+const (
+	Direct = "floor 1"
+	Proxy  = "floor 2"
+)
+
+// Machine is where and what was measured.
+type Machine struct {
+	CPUs      int
+	CPUModel  string
+	Kernel    string
+	GoVersion string
+	Commit    string
+	Date      time.Time
+}
+
+// Params are the knobs of the run, echoed in the report.
+type Params struct {
+	Command  string
+	Sessions []int
+	Sizes    []int            // arguments sizes in bytes
+	Calls    map[Workload]int // measured calls per run
+	Warmup   int              // warm-up calls per run
+	Repeats  int
+	Protocol string // MCP protocol version the client asks for
+}
+
+// Workload is an arguments size and a concurrency level.
+type Workload struct {
+	Size, Sessions int
+}
+
+// Path is one way of reaching the echo tool.
+type Path struct {
+	Name        string
+	Description string
+	Hop         string // the process whose CPU is reported as the hop's ("" if none)
+	Upstream    string // the process that answers ("" if none)
+}
+
+// Run is one measured closed-loop run.
+type Run struct {
+	Path     string
+	Size     int // arguments bytes
+	Sessions int
+	Repeat   int // 1-based
+	// Calls is the number of successful measured calls; Errors the failed ones.
+	Calls      int
+	Errors     int
+	FirstError string
+	Elapsed    time.Duration
+	Latency    stats.Latency
+	// HopCPU, UpstreamCPU and ClientCPU are CPU time used during the
+	// measured window by the path's hop process, its upstream and the load
+	// generator itself; negative when not measured.
+	HopCPU      time.Duration
+	UpstreamCPU time.Duration
+	ClientCPU   time.Duration
+	// Failed is set when the run could not be made at all.
+	Failed string
+}
+
+// Throughput is successful calls per second (NaN for a failed run).
+func (r Run) Throughput() float64 {
+	if r.Failed != "" || r.Elapsed <= 0 {
+		return math.NaN()
+	}
+	return float64(r.Calls) / r.Elapsed.Seconds()
+}
+
+// cpuPer1k is CPU seconds per 1,000 successful calls (NaN when unknown).
+func (r Run) cpuPer1k(d time.Duration) float64 {
+	if r.Failed != "" || d < 0 || r.Calls == 0 {
+		return math.NaN()
+	}
+	return d.Seconds() / float64(r.Calls) * 1000
+}
+
+// Report is a whole benchmark.
+type Report struct {
+	Machine Machine
+	Params  Params
+	Paths   []Path
+	Runs    []Run
+	Notes   []string
+}
+
+// Cell is the summary of one path at one workload and concurrency.
+type Cell struct {
+	Throughput  stats.Summary // calls/s
+	P50, P99    stats.Summary // µs
+	HopCPU      stats.Summary // CPU s per 1,000 calls
+	UpstreamCPU stats.Summary // CPU s per 1,000 calls
+	ClientCPU   stats.Summary // CPU s per 1,000 calls
+	Runs        int
+	Failed      int
+	Errors      int
+	FirstError  string
+}
+
+// Cell summarises the runs of path at (size, sessions) over the repeats.
+func (r *Report) Cell(path string, size, sessions int) Cell {
+	var c Cell
+	var tput, p50, p99, hop, up, client []float64
+	for _, run := range r.Runs {
+		if run.Path != path || run.Size != size || run.Sessions != sessions {
+			continue
+		}
+		c.Runs++
+		if run.Failed != "" {
+			c.Failed++
+			if c.FirstError == "" {
+				c.FirstError = run.Failed
+			}
+			continue
+		}
+		c.Errors += run.Errors
+		if c.FirstError == "" {
+			c.FirstError = run.FirstError
+		}
+		tput = append(tput, run.Throughput())
+		p50 = append(p50, run.Latency.P50)
+		p99 = append(p99, run.Latency.P99)
+		hop = append(hop, run.cpuPer1k(run.HopCPU))
+		up = append(up, run.cpuPer1k(run.UpstreamCPU))
+		client = append(client, run.cpuPer1k(run.ClientCPU))
+	}
+	c.Throughput = stats.Summarize(tput)
+	c.P50 = stats.Summarize(p50)
+	c.P99 = stats.Summarize(p99)
+	c.HopCPU = stats.Summarize(hop)
+	c.UpstreamCPU = stats.Summarize(up)
+	c.ClientCPU = stats.Summarize(client)
+	return c
+}
+
+// Added is the latency a path adds over Direct, paired repeat by repeat (the
+// runs of one repeat are adjacent in time), in µs.
+type Added struct {
+	P50, P99 stats.Summary
+}
+
+// Added computes what path adds over Direct at (size, sessions).
+func (r *Report) Added(path string, size, sessions int) Added {
+	type pair struct{ p50, p99 float64 }
+	base := map[int]pair{}
+	for _, run := range r.Runs {
+		if run.Path == Direct && run.Size == size && run.Sessions == sessions && run.Failed == "" {
+			base[run.Repeat] = pair{run.Latency.P50, run.Latency.P99}
+		}
+	}
+	var p50, p99 []float64
+	for _, run := range r.Runs {
+		if run.Path != path || run.Size != size || run.Sessions != sessions || run.Failed != "" {
+			continue
+		}
+		b, ok := base[run.Repeat]
+		if !ok {
+			continue
+		}
+		p50 = append(p50, run.Latency.P50-b.p50)
+		p99 = append(p99, run.Latency.P99-b.p99)
+	}
+	return Added{P50: stats.Summarize(p50), P99: stats.Summarize(p99)}
+}
+
+// Ratio divides a gateway's median added latency by the proxy floor's. It is
+// NaN when the floor's is not positive: a ratio to noise means nothing.
+func Ratio(gateway, floor float64) float64 {
+	if math.IsNaN(gateway) || math.IsNaN(floor) || floor <= 0 {
+		return math.NaN()
+	}
+	return gateway / floor
+}
+
+// Markdown renders the report.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	w("# Gatehouse benchmarks\n\n")
+	m := r.Machine
+	w("- Date: %s\n", m.Date.UTC().Format("2006-01-02 15:04 MST"))
+	w("- Commit: %s\n", m.Commit)
+	w("- Machine: %d CPUs, %s; %s\n", m.CPUs, orUnknown(m.CPUModel), orUnknown(m.Kernel))
+	w("- Go: %s\n", m.GoVersion)
+	w("- Command: `%s`\n\n", r.Params.Command)
+
+	w("## Method\n\n")
+	w("Each path reaches the same upstream, the example echo server (`examples/servers/echo`, official Go MCP SDK, Streamable HTTP on loopback); ")
+	w("every process is on this machine and binds 127.0.0.1. The workload is `tools/call` of `echo`, whose JSON `arguments` object is exactly the stated size. ")
+	w("A run is a closed loop: S sessions (each its own client connection pool; for MCP paths the official Go SDK client, initialized once with protocol %s) ", orUnknown(r.Params.Protocol))
+	w("make %d warm-up calls in total, then share the measured calls, each session issuing its next call when the previous one returns. ", r.Params.Warmup)
+	w("Runs are interleaved path by path (%s, then again) and repeated %d times; ", strings.Join(r.pathNames(), ", "), r.Params.Repeats)
+	w("every figure is the **median over the repeats, with the min–max range in parentheses**. ")
+	w("p50/p99 are per-run latency percentiles of successful calls, measured by the client. ")
+	w("Added latency is a path's p50 (p99) minus floor 1's in the same repeat; the ratio divides the medians. ")
+	w("CPU is user+system time of a process during the measured window (from /proc/PID/stat, 10 ms resolution), per 1,000 calls; the client column is the load generator itself, which shares the machine with every other process. ")
+	w("No figure here is a pass/fail threshold: the machine is shared and small, so compare paths within this report, not across reports.\n\n")
+
+	w("| path | what | hop process | upstream process |\n|---|---|---|---|\n")
+	for _, p := range r.Paths {
+		w("| %s | %s | %s | %s |\n", p.Name, p.Description, orDash(p.Hop), orDash(p.Upstream))
+	}
+	w("\n")
+
+	for _, size := range r.Params.Sizes {
+		w("## tools/call echo, %s arguments\n\n", bytesLabel(size))
+		for _, sessions := range r.Params.Sessions {
+			w("### %d session%s, %d calls per run\n\n", sessions, plural(sessions), r.Params.Calls[Workload{size, sessions}])
+			w("| path | calls/s | p50 µs | p99 µs | hop CPU s/1k calls | upstream CPU s/1k calls | client CPU s/1k calls | errors |\n")
+			w("|---|---|---|---|---|---|---|---|\n")
+			for _, p := range r.Paths {
+				c := r.Cell(p.Name, size, sessions)
+				if c.Runs == 0 {
+					continue
+				}
+				errs := fmt.Sprint(c.Errors)
+				if c.Failed > 0 {
+					errs += fmt.Sprintf(", %d/%d runs failed", c.Failed, c.Runs)
+				}
+				w("| %s | %s | %s | %s | %s | %s | %s | %s |\n", p.Name,
+					summary(c.Throughput, 0), summary(c.P50, 0), summary(c.P99, 0),
+					summary(c.HopCPU, 3), summary(c.UpstreamCPU, 3), summary(c.ClientCPU, 3), errs)
+			}
+			w("\n")
+		}
+
+		gateways := r.gatewayPaths()
+		if len(gateways) == 0 || !slices.ContainsFunc(r.Paths, func(p Path) bool { return p.Name == Direct }) {
+			continue
+		}
+		w("#### Latency added over floor 1, %s arguments (µs)\n\n", bytesLabel(size))
+		w("| sessions | path | added p50 | added p99 | ratio to floor 2, p50 | ratio to floor 2, p99 |\n")
+		w("|---|---|---|---|---|---|\n")
+		for _, sessions := range r.Params.Sessions {
+			floor := r.Added(Proxy, size, sessions)
+			for _, g := range gateways {
+				a := r.Added(g, size, sessions)
+				if a.P50.N == 0 {
+					continue
+				}
+				ratio50, ratio99 := "—", "—"
+				if g != Proxy {
+					ratio50 = ratioText(Ratio(a.P50.Median, floor.P50.Median))
+					ratio99 = ratioText(Ratio(a.P99.Median, floor.P99.Median))
+				}
+				w("| %d | %s | %s | %s | %s | %s |\n", sessions, g, summary(a.P50, 0), summary(a.P99, 0), ratio50, ratio99)
+			}
+		}
+		w("\n")
+	}
+
+	if errs := r.errorSamples(); len(errs) > 0 {
+		w("## Errors\n\n")
+		for _, e := range errs {
+			w("- %s\n", e)
+		}
+		w("\n")
+	}
+	if len(r.Notes) > 0 {
+		w("## Notes\n\n")
+		for _, n := range r.Notes {
+			w("- %s\n", oneLine(n, 2000))
+		}
+		w("\n")
+	}
+
+	w("<details><summary>Every run, in the order it ran</summary>\n\n")
+	w("| # | arguments | sessions | repeat | path | calls | errors | seconds | calls/s | p50 µs | p99 µs | max µs | hop CPU s | upstream CPU s | client CPU s |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for i, run := range r.Runs {
+		if run.Failed != "" {
+			w("| %d | %s | %d | %d | %s | failed: %s ||||||||||\n", i+1, bytesLabel(run.Size), run.Sessions, run.Repeat, run.Path, oneLine(run.Failed, 300))
+			continue
+		}
+		w("| %d | %s | %d | %d | %s | %d | %d | %.3f | %.0f | %.0f | %.0f | %.0f | %s | %s | %s |\n",
+			i+1, bytesLabel(run.Size), run.Sessions, run.Repeat, run.Path, run.Calls, run.Errors,
+			run.Elapsed.Seconds(), run.Throughput(), run.Latency.P50, run.Latency.P99, run.Latency.Max,
+			cpuText(run.HopCPU), cpuText(run.UpstreamCPU), cpuText(run.ClientCPU))
+	}
+	w("\n</details>\n")
+	return b.String()
+}
+
+// pathNames lists the paths in run order.
+func (r *Report) pathNames() []string {
+	names := make([]string, len(r.Paths))
+	for i, p := range r.Paths {
+		names[i] = p.Name
+	}
+	return names
+}
+
+// gatewayPaths are the paths whose added latency is reported: floor 2 and
+// everything after it.
+func (r *Report) gatewayPaths() []string {
+	var out []string
+	for _, p := range r.Paths {
+		if p.Name != Direct && p.Hop != "" {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// errorSamples gives the first error of each cell that had any.
+func (r *Report) errorSamples() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, run := range r.Runs {
+		msg := run.Failed
+		if msg == "" {
+			msg = run.FirstError
+		}
+		if msg == "" {
+			continue
+		}
+		key := fmt.Sprintf("%s %d %d", run.Path, run.Size, run.Sessions)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, fmt.Sprintf("%s, %s, %d session%s: %s", run.Path, bytesLabel(run.Size), run.Sessions, plural(run.Sessions), oneLine(msg, 300)))
+	}
+	return out
+}
+
+// summary formats "median (min–max)" with the given decimals; "—" when empty.
+func summary(s stats.Summary, decimals int) string {
+	if s.N == 0 {
+		return "—"
+	}
+	if s.N == 1 {
+		return num(s.Median, decimals)
+	}
+	return fmt.Sprintf("%s (%s–%s)", num(s.Median, decimals), num(s.Min, decimals), num(s.Max, decimals))
+}
+
+func num(x float64, decimals int) string {
+	if math.IsNaN(x) {
+		return "—"
+	}
+	return fmt.Sprintf("%.*f", decimals, x)
+}
+
+func ratioText(x float64) string {
+	if math.IsNaN(x) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f×", x)
+}
+
+func cpuText(d time.Duration) string {
+	if d < 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", d.Seconds())
+}
+
+// bytesLabel renders an arguments size: 64 B, 16 KiB.
+func bytesLabel(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+// oneLine keeps a message from breaking a Markdown table or list, and cuts
+// it to about limit bytes.
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > limit {
+		s = strings.ToValidUTF8(s[:limit], "") + "…"
+	}
+	return strings.ReplaceAll(s, "|", "\\|")
+}

@@ -1,0 +1,359 @@
+// Package suite runs the benchmark: it builds and starts every process on
+// loopback (the echo upstream, the floor servers, the gateway), then runs the
+// closed-loop workloads path after path, interleaved and repeated, and
+// collects a report.
+package suite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/caller"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/loadgen"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/proc"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/report"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/stats"
+)
+
+// Path keys accepted in Config.Paths, in the order runs interleave.
+const (
+	Floor0    = "floor0"
+	Floor1    = "floor1"
+	Floor2    = "floor2"
+	Gatehouse = "gatehouse"
+)
+
+// AllPaths is every path, in run order.
+var AllPaths = []string{Floor0, Floor1, Floor2, Gatehouse}
+
+// Config is one benchmark.
+type Config struct {
+	// Repo is the root of the Gatehouse work tree (it holds go.work); the
+	// echo server and the gateway are built from it.
+	Repo string
+	// Sessions are the concurrency levels; Sizes the echo arguments sizes.
+	Sessions []int
+	Sizes    []int
+	// Calls is the number of measured calls per run; 0 picks
+	// max(2000, 250 × sessions), halved for arguments over 4 KiB.
+	Calls int
+	// Warmup is the number of warm-up calls per run, spread over its
+	// sessions (at least one each).
+	Warmup int
+	// Repeats is how many times each (size, sessions, path) runs.
+	Repeats int
+	// Protocol is the MCP protocol version the client initializes with.
+	Protocol string
+	// Paths to measure (keys above); empty means AllPaths.
+	Paths []string
+	// GatehouseBin is a prebuilt gateway; empty builds ./cmd/gatehouse.
+	GatehouseBin string
+	// GatehouseArgs are extra flags for `gatehouse up`.
+	GatehouseArgs []string
+	// FloorCommand is the argv that runs a floor server (floor.Serve) when
+	// followed by its flags: this program re-executed.
+	FloorCommand []string
+	// RunTimeout bounds each run, so a wedged path cannot hang the benchmark.
+	RunTimeout time.Duration
+	// KeepWorkDir leaves binaries, configs and logs behind for inspection.
+	KeepWorkDir bool
+	// Command is the command line, for the report.
+	Command string
+	// Progress receives one line per run.
+	Progress io.Writer
+}
+
+// CallsFor is the number of measured calls per run of a workload. The
+// automatic count is halved for large arguments, whose calls cost several
+// times more in the SDK's JSON handling, to keep a default run near five
+// minutes on two cores.
+func (c Config) CallsFor(size, sessions int) int {
+	if c.Calls > 0 {
+		return c.Calls
+	}
+	n := max(2000, 250*sessions)
+	if size > 4<<10 {
+		n /= 2
+	}
+	return n
+}
+
+// warmupPerSession spreads Warmup over the sessions, at least one each.
+func (c Config) warmupPerSession(sessions int) int {
+	return max(1, (c.Warmup+sessions-1)/sessions)
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Repo == "" {
+		errs = append(errs, errors.New("no repository root"))
+	} else if _, err := os.Stat(filepath.Join(c.Repo, "go.work")); err != nil {
+		errs = append(errs, fmt.Errorf("%s is not the Gatehouse work tree (no go.work): run from the repository root or pass -repo", c.Repo))
+	}
+	if len(c.Sessions) == 0 || slices.ContainsFunc(c.Sessions, func(n int) bool { return n < 1 || n > 4096 }) {
+		errs = append(errs, fmt.Errorf("sessions %v: want 1 to 4096 each", c.Sessions))
+	}
+	if len(c.Sizes) == 0 || slices.ContainsFunc(c.Sizes, func(n int) bool { _, err := caller.EchoText(n); return err != nil }) {
+		errs = append(errs, fmt.Errorf("sizes %v: want 11 B to %d B each", c.Sizes, caller.MaxArgsSize))
+	}
+	if c.Calls < 0 || c.Calls > 10_000_000 {
+		errs = append(errs, fmt.Errorf("calls %d: want 0 (automatic) to 10000000", c.Calls))
+	}
+	if c.Warmup < 0 || c.Repeats < 1 || c.Repeats > 1000 {
+		errs = append(errs, fmt.Errorf("warmup %d, repeats %d: want warmup ≥ 0 and 1 to 1000 repeats", c.Warmup, c.Repeats))
+	}
+	for _, p := range c.Paths {
+		if !slices.Contains(AllPaths, p) {
+			errs = append(errs, fmt.Errorf("path %q: want one of %s", p, strings.Join(AllPaths, ", ")))
+		}
+	}
+	if len(c.FloorCommand) == 0 {
+		errs = append(errs, errors.New("no floor command"))
+	}
+	if c.RunTimeout <= 0 {
+		errs = append(errs, errors.New("run timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// path is one way to the echo tool, ready to dial.
+type path struct {
+	info     report.Path
+	dialers  map[int]loadgen.Dialer // by arguments size
+	hop      *proc.Process          // nil when the path has no hop process
+	upstream *proc.Process
+}
+
+// Run runs the benchmark described by cfg.
+func Run(ctx context.Context, cfg Config) (*report.Report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Paths) == 0 {
+		cfg.Paths = AllPaths
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	work, err := os.MkdirTemp("", "gatebench-")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.KeepWorkDir {
+		fmt.Fprintf(cfg.Progress, "work directory (kept): %s\n", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+
+	rep := &report.Report{
+		Machine: describeMachine(ctx, cfg.Repo),
+		Params: report.Params{
+			Command:  cfg.Command,
+			Sessions: cfg.Sessions,
+			Sizes:    cfg.Sizes,
+			Calls:    map[report.Workload]int{},
+			Warmup:   cfg.Warmup,
+			Repeats:  cfg.Repeats,
+			Protocol: cfg.Protocol,
+		},
+	}
+	for _, size := range cfg.Sizes {
+		for _, s := range cfg.Sessions {
+			rep.Params.Calls[report.Workload{Size: size, Sessions: s}] = cfg.CallsFor(size, s)
+		}
+	}
+
+	f := &fleet{cfg: cfg, work: work, progress: cfg.Progress}
+	defer f.stopAll(rep)
+	paths, err := f.start(ctx, rep)
+	if err != nil {
+		return nil, err
+	}
+	paths = prime(ctx, cfg, paths, rep)
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no path works: %s", strings.Join(rep.Notes, "; "))
+	}
+	for _, p := range paths {
+		rep.Paths = append(rep.Paths, p.info)
+	}
+
+	total := len(cfg.Sizes) * len(cfg.Sessions) * cfg.Repeats * len(paths)
+	n := 0
+	for _, size := range cfg.Sizes {
+		for _, sessions := range cfg.Sessions {
+			for repeat := 1; repeat <= cfg.Repeats; repeat++ {
+				for _, p := range paths {
+					if err := ctx.Err(); err != nil {
+						return nil, err
+					}
+					n++
+					run := measure(ctx, cfg, p, size, sessions, repeat)
+					rep.Runs = append(rep.Runs, run)
+					fmt.Fprintf(cfg.Progress, "[%d/%d] %s\n", n, total, progressLine(run))
+				}
+			}
+		}
+	}
+	return rep, nil
+}
+
+// prime makes one short discarded run per path at the highest concurrency,
+// so that no measured run pays for a process's first connections and heap
+// growth, and drops (with a note) any path that cannot serve at all.
+func prime(ctx context.Context, cfg Config, paths []*path, rep *report.Report) []*path {
+	sessions := slices.Max(cfg.Sessions)
+	var ok []*path
+	for _, p := range paths {
+		var failed error
+		for _, size := range cfg.Sizes {
+			runCtx, cancel := context.WithTimeout(ctx, cfg.RunTimeout)
+			res, err := loadgen.Run(runCtx, loadgen.Config{Sessions: sessions, Calls: 10 * sessions, Warmup: 5}, p.dialers[size])
+			cancel()
+			if err == nil && res.Errors > 0 {
+				err = fmt.Errorf("%d of %d calls failed, first: %w", res.Errors, 10*sessions, res.FirstError)
+			}
+			if err != nil {
+				failed = err
+				break
+			}
+		}
+		if failed != nil {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s not measured: priming run failed: %v", p.info.Name, failed))
+			fmt.Fprintf(cfg.Progress, "%s: priming failed, path dropped: %v\n", p.info.Name, failed)
+			continue
+		}
+		ok = append(ok, p)
+	}
+	return ok
+}
+
+// measure makes one run and turns it into a report row.
+func measure(ctx context.Context, cfg Config, p *path, size, sessions, repeat int) report.Run {
+	run := report.Run{Path: p.info.Name, Size: size, Sessions: sessions, Repeat: repeat, HopCPU: -1, UpstreamCPU: -1, ClientCPU: -1}
+	var hop0, up0, client0 time.Duration
+	self := os.Getpid()
+	lc := loadgen.Config{
+		Sessions: sessions,
+		Calls:    cfg.CallsFor(size, sessions),
+		Warmup:   cfg.warmupPerSession(sessions),
+		OnStart: func() {
+			hop0 = cpuTime(p.hop)
+			up0 = cpuTime(p.upstream)
+			client0 = pidCPUTime(self)
+		},
+		OnEnd: func() {
+			if client0 >= 0 {
+				if t := pidCPUTime(self); t >= 0 {
+					run.ClientCPU = t - client0
+				}
+			}
+			if hop0 >= 0 {
+				if t := cpuTime(p.hop); t >= 0 {
+					run.HopCPU = t - hop0
+				}
+			}
+			if up0 >= 0 {
+				if t := cpuTime(p.upstream); t >= 0 {
+					run.UpstreamCPU = t - up0
+				}
+			}
+		},
+	}
+	runCtx, cancel := context.WithTimeout(ctx, cfg.RunTimeout)
+	defer cancel()
+	res, err := loadgen.Run(runCtx, lc, p.dialers[size])
+	if err != nil {
+		run.Failed = err.Error()
+		return run
+	}
+	run.Calls = len(res.Latencies)
+	run.Errors = res.Errors
+	if res.FirstError != nil {
+		run.FirstError = res.FirstError.Error()
+	}
+	run.Elapsed = res.Elapsed
+	run.Latency = stats.Latencies(res.Latencies)
+	return run
+}
+
+// cpuTime is the CPU time of p so far, or -1 when p is nil or unreadable.
+func cpuTime(p *proc.Process) time.Duration {
+	if p == nil {
+		return -1
+	}
+	return pidCPUTime(p.PID())
+}
+
+// pidCPUTime is the CPU time of pid so far, or -1 when unreadable.
+func pidCPUTime(pid int) time.Duration {
+	d, err := proc.CPUTime(pid)
+	if err != nil {
+		return -1
+	}
+	return d
+}
+
+func progressLine(r report.Run) string {
+	head := fmt.Sprintf("%6d B, %3d sessions, repeat %d, %-9s", r.Size, r.Sessions, r.Repeat, r.Path)
+	if r.Failed != "" {
+		return head + " FAILED: " + r.Failed
+	}
+	line := fmt.Sprintf("%s %8.0f calls/s  p50 %7.0f µs  p99 %7.0f µs", head, float64(r.Calls)/r.Elapsed.Seconds(), r.Latency.P50, r.Latency.P99)
+	if r.HopCPU >= 0 {
+		line += fmt.Sprintf("  hop CPU %.2fs", r.HopCPU.Seconds())
+	}
+	if r.Errors > 0 {
+		line += fmt.Sprintf("  %d errors, first: %s", r.Errors, r.FirstError)
+	}
+	return line
+}
+
+// describeMachine gathers what the report states about where it ran.
+func describeMachine(ctx context.Context, repo string) report.Machine {
+	m := report.Machine{CPUs: runtime.NumCPU(), Date: time.Now().UTC(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	if v, err := output(ctx, repo, nil, "go", "env", "GOVERSION"); err == nil && v != "" {
+		m.GoVersion = v
+	}
+	m.Commit = "unknown"
+	if c, err := output(ctx, repo, nil, "git", "rev-parse", "--short", "HEAD"); err == nil && c != "" {
+		m.Commit = c
+		// GIT_OPTIONAL_LOCKS=0: a read-only look that never writes the index.
+		if st, err := output(ctx, repo, []string{"GIT_OPTIONAL_LOCKS=0"}, "git", "status", "--porcelain"); err == nil && st != "" {
+			m.Commit += " (with uncommitted changes)"
+		}
+	}
+	return m
+}
+
+// output runs a command in dir and returns its trimmed stdout.
+func output(ctx context.Context, dir string, env []string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	out, err := cmd.Output()
+	return strings.TrimSpace(string(out)), err
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/registrysvc/internal/etcdtest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+var shared *etcdtest.Etcd
+
+func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &shared)) }
+
+func noenv(string) string { return "" }
+
+func TestRunErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("servers:\n  - name: x\n    transport: stdio\n    comand: [a]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		getenv  func(string) string
+		wantErr string
+	}{
+		{"unknown flag", []string{"-nope"}, noenv, "not defined"},
+		{"stray argument", []string{"extra"}, noenv, "unexpected arguments"},
+		{"missing servers file", []string{"-servers", filepath.Join(dir, "none.yaml")}, noenv, "servers file"},
+		{"bad servers file", []string{"-servers", bad}, noenv, "field comand not found"},
+		{"bad env", nil, func(k string) string {
+			if k == "GATEHOUSE_REGISTRY_MAX_WATCHERS" {
+				return "many"
+			}
+			return ""
+		}, "GATEHOUSE_REGISTRY_MAX_WATCHERS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-listen", "127.0.0.1:0"}, tt.args...)
+			err := run(context.Background(), args, tt.getenv, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestRunSeedsAndServes runs the binary's run against the shared etcd with a servers file
+// and the internal token, calls it with grpc-go, and stops it.
+func TestRunSeedsAndServes(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "servers.yaml")
+	cfg := "servers:\n  - name: echo\n    transport: stdio\n    command: [echo]\n    tenants: [default]\n" +
+		"  - name: web\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    tenants: [research]\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const token = "test-internal-token"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{
+			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-key-prefix", etcdtest.Prefix(t),
+			"-servers", file, "-internal-token", token, "-drain", "1s",
+		}, noenv, out)
+	}()
+	addr := waitServing(t, out, done)
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := registryv1.NewRegistryServiceClient(conn)
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	if _, err := client.ListServers(rctx, &registryv1.ListServersRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("without the internal token: %v, want Unauthenticated", err)
+	}
+	authed := metadata.AppendToOutgoingContext(rctx, strings.ToLower(rpcserver.InternalTokenHeader), token)
+	resp, err := client.ListServers(authed, &registryv1.ListServersRequest{Tenant: "research"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetServers()) != 1 || resp.GetServers()[0].GetName() != "web" {
+		t.Fatalf("ListServers(research) = %v, want [web]", resp.GetServers())
+	}
+	// An open watch must not hold up shutdown.
+	stream, err := client.WatchServers(authed, &registryv1.WatchServersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancellation")
+	}
+}
+
+// waitServing waits for run's "serving" log line and returns the address it names.
+func waitServing(t *testing.T, out *syncBuffer, done <-chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
+				return line.Addr
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("not serving after 20s; output:\n%s", out.String())
+	return ""
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's writes and the test's reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,161 @@
+// Package config parses Gatehouse's YAML configuration file (the servers the registry is
+// seeded from, and the optional anonymous grant) and validates server specs. It depends only
+// on the generated registry types and yaml.v3, so any binary can read the file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"gopkg.in/yaml.v3"
+)
+
+// Limits on the configuration file.
+const (
+	// MaxFileBytes bounds the file; a catalogue is a few KiB.
+	MaxFileBytes = 1 << 20
+	// MaxServers bounds the servers of one file. The registry writes them in one etcd
+	// transaction, and etcd allows 128 operations per transaction by default.
+	MaxServers = 100
+)
+
+// Transport names in the file.
+const (
+	TransportStdio = "stdio"
+	TransportHTTP  = "http"
+)
+
+// File is a parsed configuration file.
+type File struct {
+	// Servers are the registry's catalogue, validated, with unique names.
+	Servers []*registryv1.Server
+	// Anonymous is the optional grant for hosts without a credential; its zero value
+	// grants nothing.
+	Anonymous Anonymous
+}
+
+// Anonymous lets hosts without a credential use the named servers as a fixed principal.
+type Anonymous struct {
+	// Servers are the names of servers (from Servers) open to anonymous hosts.
+	Servers []string
+	// Principal and Tenant identify anonymous callers; empty means the auth service's
+	// defaults ("anonymous" in tenant "default").
+	Principal string
+	Tenant    string
+}
+
+// fileYAML is the file's shape on disk. Every field is named so that unknown keys are errors.
+type fileYAML struct {
+	Servers   []serverYAML   `yaml:"servers"`
+	Anonymous *anonymousYAML `yaml:"anonymous"`
+}
+
+type serverYAML struct {
+	Name      string            `yaml:"name"`
+	Transport string            `yaml:"transport"`
+	Command   []string          `yaml:"command"`
+	Env       map[string]string `yaml:"env"`
+	Dir       string            `yaml:"dir"`
+	URL       string            `yaml:"url"`
+	Tenants   []string          `yaml:"tenants"`
+}
+
+type anonymousYAML struct {
+	Servers   []string `yaml:"servers"`
+	Principal string   `yaml:"principal"`
+	Tenant    string   `yaml:"tenant"`
+}
+
+// Parse reads a configuration file: YAML, one document, unknown keys and duplicate keys
+// refused, every server validated, server names unique, anonymous servers among them.
+func Parse(data []byte) (*File, error) {
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("config is %d bytes, more than the limit of %d", len(data), MaxFileBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var raw fileYAML
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty")
+		}
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
+		return nil, errors.New("parse config: more than one YAML document")
+	}
+	if len(raw.Servers) > MaxServers {
+		return nil, fmt.Errorf("config lists %d servers, more than the limit of %d", len(raw.Servers), MaxServers)
+	}
+	f := &File{Servers: make([]*registryv1.Server, 0, len(raw.Servers))}
+	seen := make(map[string]bool, len(raw.Servers))
+	for i, rs := range raw.Servers {
+		s, err := rs.server()
+		if err != nil {
+			return nil, fmt.Errorf("servers[%d]: %w", i, err)
+		}
+		if err := Validate(s); err != nil {
+			return nil, fmt.Errorf("servers[%d]: %w", i, err)
+		}
+		if seen[s.GetName()] {
+			return nil, fmt.Errorf("servers[%d]: %w", i, &ValidationError{Server: s.GetName(), Field: "name", Problem: "listed twice"})
+		}
+		seen[s.GetName()] = true
+		f.Servers = append(f.Servers, s)
+	}
+	if a := raw.Anonymous; a != nil {
+		for i, name := range a.Servers {
+			if !seen[name] {
+				return nil, fmt.Errorf("anonymous.servers[%d]: %q is not a listed server", i, name)
+			}
+		}
+		if a.Principal != "" && !validID(a.Principal) {
+			return nil, fmt.Errorf("anonymous.principal %q: want 1 to %d of [A-Za-z0-9._@-]", a.Principal, maxIDBytes)
+		}
+		if a.Tenant != "" && !validID(a.Tenant) {
+			return nil, fmt.Errorf("anonymous.tenant %q: want 1 to %d of [A-Za-z0-9._@-]", a.Tenant, maxIDBytes)
+		}
+		f.Anonymous = Anonymous{Servers: a.Servers, Principal: a.Principal, Tenant: a.Tenant}
+	}
+	return f, nil
+}
+
+// ParseConfig reads a configuration file and returns its servers (see Parse).
+func ParseConfig(data []byte) ([]*registryv1.Server, error) {
+	f, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	return f.Servers, nil
+}
+
+// server turns the YAML form into the registry's message; Validate judges the result.
+func (rs serverYAML) server() (*registryv1.Server, error) {
+	s := &registryv1.Server{
+		Name:    rs.Name,
+		Command: rs.Command,
+		Env:     rs.Env,
+		Dir:     rs.Dir,
+		Url:     rs.URL,
+		Tenants: rs.Tenants,
+	}
+	switch strings.ToLower(rs.Transport) {
+	case TransportStdio:
+		s.Transport = registryv1.Transport_TRANSPORT_STDIO
+	case TransportHTTP:
+		s.Transport = registryv1.Transport_TRANSPORT_STREAMABLE_HTTP
+	case "":
+		return nil, &ValidationError{Server: rs.Name, Field: "transport", Problem: "required: stdio or http"}
+	default:
+		return nil, &ValidationError{Server: rs.Name, Field: "transport", Problem: fmt.Sprintf("%q is not stdio or http", rs.Transport)}
+	}
+	return s, nil
+}

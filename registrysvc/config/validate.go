@@ -1,0 +1,197 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+)
+
+// Limits on one server spec: generous for real servers, small enough that a bad spec cannot
+// exhaust the registry, its watchers or the bridge.
+const (
+	maxNameBytes   = 63
+	maxArgs        = 256
+	maxArgBytes    = 4096
+	maxEnv         = 256
+	maxEnvKeyBytes = 256
+	maxEnvValBytes = 32 << 10
+	maxDirBytes    = 4096
+	maxURLBytes    = 2048
+	maxTenants     = 256
+	maxIDBytes     = 128
+)
+
+// ValidationError says which field of which server is wrong, and why.
+type ValidationError struct {
+	Server  string // the server's name as given (possibly invalid or empty)
+	Field   string // e.g. "command[0]", "env", "url"
+	Problem string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("server %q: %s: %s", e.Server, e.Field, e.Problem)
+}
+
+// Validate checks a server spec: a valid name, a transport, and the launch or connect
+// details that transport needs and no others. stdio needs an argv (never run through a
+// shell) whose first element is set, and no url; http needs an absolute http or https URL
+// without credentials, and no command, env or dir. Env keys are environment variable names;
+// tenants are non-empty ids. It returns a *ValidationError for the first problem.
+func Validate(s *registryv1.Server) error {
+	if s == nil {
+		return &ValidationError{Field: "server", Problem: "missing"}
+	}
+	bad := func(field, format string, args ...any) error {
+		return &ValidationError{Server: s.GetName(), Field: field, Problem: fmt.Sprintf(format, args...)}
+	}
+	if !ValidName(s.GetName()) {
+		return bad("name", "want [a-z0-9][a-z0-9._-]{0,62}")
+	}
+	switch s.GetTransport() {
+	case registryv1.Transport_TRANSPORT_STDIO:
+		if err := validateStdio(s, bad); err != nil {
+			return err
+		}
+	case registryv1.Transport_TRANSPORT_STREAMABLE_HTTP:
+		if err := validateHTTP(s, bad); err != nil {
+			return err
+		}
+	case registryv1.Transport_TRANSPORT_UNSPECIFIED:
+		return bad("transport", "required: stdio or http")
+	default:
+		return bad("transport", "unknown transport %d", s.GetTransport())
+	}
+	if len(s.GetTenants()) > maxTenants {
+		return bad("tenants", "%d tenants, more than the limit of %d", len(s.GetTenants()), maxTenants)
+	}
+	for i, t := range s.GetTenants() {
+		if !validID(t) {
+			return bad(fmt.Sprintf("tenants[%d]", i), "%q: want 1 to %d of [A-Za-z0-9._@-]", t, maxIDBytes)
+		}
+	}
+	return nil
+}
+
+func validateStdio(s *registryv1.Server, bad func(string, string, ...any) error) error {
+	cmd := s.GetCommand()
+	if len(cmd) == 0 {
+		return bad("command", "required for a stdio server (an argv list, run without a shell)")
+	}
+	if len(cmd) > maxArgs {
+		return bad("command", "%d arguments, more than the limit of %d", len(cmd), maxArgs)
+	}
+	if cmd[0] == "" {
+		return bad("command[0]", "the program must not be empty")
+	}
+	for i, arg := range cmd {
+		if len(arg) > maxArgBytes {
+			return bad(fmt.Sprintf("command[%d]", i), "longer than %d bytes", maxArgBytes)
+		}
+		if strings.ContainsRune(arg, 0) {
+			return bad(fmt.Sprintf("command[%d]", i), "contains a NUL byte")
+		}
+	}
+	if s.GetUrl() != "" {
+		return bad("url", "not allowed for a stdio server")
+	}
+	if len(s.GetEnv()) > maxEnv {
+		return bad("env", "%d variables, more than the limit of %d", len(s.GetEnv()), maxEnv)
+	}
+	for k, v := range s.GetEnv() {
+		if !validEnvKey(k) {
+			return bad("env", "%q is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes)", k, maxEnvKeyBytes)
+		}
+		if len(v) > maxEnvValBytes || strings.ContainsRune(v, 0) {
+			return bad("env", "the value of %s is longer than %d bytes or contains a NUL byte", k, maxEnvValBytes)
+		}
+	}
+	if len(s.GetDir()) > maxDirBytes || strings.ContainsRune(s.GetDir(), 0) {
+		return bad("dir", "longer than %d bytes or contains a NUL byte", maxDirBytes)
+	}
+	return nil
+}
+
+func validateHTTP(s *registryv1.Server, bad func(string, string, ...any) error) error {
+	raw := s.GetUrl()
+	if raw == "" {
+		return bad("url", "required for an http server")
+	}
+	if len(raw) > maxURLBytes {
+		return bad("url", "longer than %d bytes", maxURLBytes)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return bad("url", "%v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return bad("url", "%q: want an absolute http or https URL", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return bad("url", "%q has no host", raw)
+	}
+	if u.User != nil {
+		return bad("url", "must not carry credentials")
+	}
+	if len(s.GetCommand()) > 0 {
+		return bad("command", "not allowed for an http server")
+	}
+	if len(s.GetEnv()) > 0 {
+		return bad("env", "not allowed for an http server")
+	}
+	if s.GetDir() != "" {
+		return bad("dir", "not allowed for an http server")
+	}
+	return nil
+}
+
+// ValidName reports whether name is a valid server name: [a-z0-9][a-z0-9._-]{0,62}.
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > maxNameBytes {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validID reports whether id is a tenant or principal id: 1 to 128 of [A-Za-z0-9._@-].
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > maxIDBytes {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.' || c == '_' || c == '@' || c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validEnvKey(k string) bool {
+	if len(k) == 0 || len(k) > maxEnvKeyBytes {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && c >= '0' && c <= '9':
+		default:
+			return false
+		}
+	}
+	return true
+}

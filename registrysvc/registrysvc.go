@@ -1,0 +1,281 @@
+// Package registrysvc is the catalogue of the MCP servers Gatehouse fronts. Servers live in
+// etcd (one key per server), seeded from configuration; every replica keeps a local cache fed
+// by one etcd watch and answers GetServer, ListServers and WatchServers from it, so reads
+// never touch etcd and watchers share a single etcd watch.
+package registrysvc
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Defaults of the configuration.
+const (
+	DefaultListen      = "127.0.0.1:7103"
+	DefaultKeyPrefix   = "/gatehouse/registry/"
+	DefaultMaxWatchers = 1024
+)
+
+const (
+	// maxRequestBytes bounds a request message; the largest field is a tenant id.
+	maxRequestBytes = 16 << 10
+	// maxTenantBytes bounds the tenant of a ListServers request.
+	maxTenantBytes = 128
+	// watchBuffer is how many events a watcher may be behind before it is dropped (it then
+	// reconnects and starts over from a snapshot).
+	watchBuffer = 64
+	// readyWait is how long a request waits for the first snapshot before Unavailable.
+	readyWait = 5 * time.Second
+)
+
+// Config is the registry service's configuration.
+type Config struct {
+	// Listen is the address the standalone binary serves on.
+	Listen string
+	// EtcdEndpoints is the comma-separated etcd client endpoints of the standalone binary.
+	EtcdEndpoints string
+	// KeyPrefix is where the registry keeps its keys in etcd; servers are under
+	// KeyPrefix + "servers/". Empty means DefaultKeyPrefix.
+	KeyPrefix string
+	// ServersFile is an optional YAML file (config.Parse) the standalone binary seeds from.
+	ServersFile string
+	// MaxWatchers bounds concurrent WatchServers streams; 0 means DefaultMaxWatchers.
+	MaxWatchers int
+
+	envErr error
+}
+
+// RegisterFlags binds the configuration to flags, with GATEHOUSE_REGISTRY_* env fallbacks
+// (e.g. GATEHOUSE_REGISTRY_ETCD_ENDPOINTS). A malformed env value is reported by New.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
+	env := func(name, def string) string {
+		if v := getenv("GATEHOUSE_REGISTRY_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&c.Listen, "listen", env("LISTEN", DefaultListen), "address to serve on")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", env("KEY_PREFIX", DefaultKeyPrefix), "etcd key prefix of the registry")
+	fs.StringVar(&c.ServersFile, "servers", env("SERVERS", ""), "YAML file of servers to seed the registry from at start (the file is the source of truth: servers it does not list are removed)")
+	watchers, err := strconv.Atoi(env("MAX_WATCHERS", strconv.Itoa(DefaultMaxWatchers)))
+	if err != nil {
+		c.envErr = errors.Join(c.envErr, fmt.Errorf("GATEHOUSE_REGISTRY_MAX_WATCHERS: %w", err))
+	}
+	fs.IntVar(&c.MaxWatchers, "max-watchers", watchers, "most concurrent WatchServers streams")
+}
+
+// Etcd is what the registry needs of an etcd client (*clientv3.Client has it).
+type Etcd interface {
+	clientv3.KV
+	clientv3.Watcher
+}
+
+// Service serves the registry from its watch-fed cache.
+type Service struct {
+	kv          Etcd
+	prefix      string // KeyPrefix + "servers/"
+	logger      *slog.Logger
+	maxWatchers int
+
+	mu       sync.RWMutex
+	servers  map[string]*registryv1.Server // immutable messages, replaced on change
+	rev      int64                         // every change up to rev is in servers
+	changed  chan struct{}                 // closed and replaced whenever rev moves
+	watchCtx context.Context               // the running etcd watch's context, or nil
+	subs     map[*subscriber]struct{}
+
+	ready     chan struct{} // closed at the first snapshot
+	readyOnce sync.Once
+	closing   chan struct{} // closed by Close
+	closeOnce sync.Once
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the watch loop has returned
+}
+
+// New starts the registry's watch of etcd in the background and returns at once; requests
+// wait (briefly) for the first snapshot. kv stays the caller's to close, after Close.
+func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
+	if cfg.envErr != nil {
+		return nil, fmt.Errorf("registrysvc config: %w", cfg.envErr)
+	}
+	if kv == nil {
+		return nil, errors.New("registrysvc: an etcd client is required")
+	}
+	if cfg.MaxWatchers < 0 {
+		return nil, fmt.Errorf("registrysvc: max watchers must not be negative (%d)", cfg.MaxWatchers)
+	}
+	prefix := cfg.KeyPrefix
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		kv:          kv,
+		prefix:      prefix + "servers/",
+		logger:      logger,
+		maxWatchers: orDefault(cfg.MaxWatchers, DefaultMaxWatchers),
+		servers:     map[string]*registryv1.Server{},
+		changed:     make(chan struct{}),
+		subs:        map[*subscriber]struct{}{},
+		ready:       make(chan struct{}),
+		closing:     make(chan struct{}),
+		cancel:      cancel,
+		done:        make(chan struct{}),
+	}
+	go s.run(ctx)
+	return s, nil
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Validate checks one server spec (see config.Validate); Seed applies it to every server.
+func Validate(s *registryv1.Server) error { return config.Validate(s) }
+
+// Handlers returns the RegistryService handler to mount.
+func (s *Service) Handlers() []rpcserver.Handler {
+	path, h := registryv1connect.NewRegistryServiceHandler(s, connect.WithReadMaxBytes(maxRequestBytes))
+	return []rpcserver.Handler{{Service: registryv1connect.RegistryServiceName, Path: path, Handler: h}}
+}
+
+// Close stops the etcd watch and ends every WatchServers stream (Unavailable: watchers
+// reconnect elsewhere). GetServer and ListServers keep answering from the last snapshot, so
+// in-flight requests drain normally.
+func (s *Service) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.cancel()
+	})
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop registry watch: %w", ctx.Err())
+	}
+}
+
+// GetServer implements registryv1connect.RegistryServiceHandler.
+func (s *Service) GetServer(ctx context.Context, req *connect.Request[registryv1.GetServerRequest]) (*connect.Response[registryv1.GetServerResponse], error) {
+	name := req.Msg.GetName()
+	if name == "" {
+		return nil, toConnect(invalid("name is required"))
+	}
+	if !config.ValidName(name) {
+		return nil, toConnect(invalid("name %.64q is not a server name ([a-z0-9][a-z0-9._-]{0,62})", name))
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return nil, toConnect(err)
+	}
+	s.mu.RLock()
+	srv, ok := s.servers[name]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, toConnect(fmt.Errorf("%w: %q", errNotFound, name))
+	}
+	return connect.NewResponse(&registryv1.GetServerResponse{Server: srv}), nil
+}
+
+// ListServers implements registryv1connect.RegistryServiceHandler: every server, or only
+// those approved for the tenant when one is given, sorted by name.
+func (s *Service) ListServers(ctx context.Context, req *connect.Request[registryv1.ListServersRequest]) (*connect.Response[registryv1.ListServersResponse], error) {
+	tenant := req.Msg.GetTenant()
+	if len(tenant) > maxTenantBytes {
+		return nil, toConnect(invalid("tenant is longer than %d bytes", maxTenantBytes))
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return nil, toConnect(err)
+	}
+	s.mu.RLock()
+	out := make([]*registryv1.Server, 0, len(s.servers))
+	for _, srv := range s.servers {
+		if tenant == "" || slices.Contains(srv.GetTenants(), tenant) {
+			out = append(out, srv)
+		}
+	}
+	s.mu.RUnlock()
+	sortByName(out)
+	return connect.NewResponse(&registryv1.ListServersResponse{Servers: out}), nil
+}
+
+// WatchServers implements registryv1connect.RegistryServiceHandler: a snapshot, then every
+// change, until the client goes away. A watcher that falls more than watchBuffer events
+// behind, or the registry shutting down, ends the stream with Unavailable; the client
+// reconnects and starts again from a snapshot.
+func (s *Service) WatchServers(ctx context.Context, _ *connect.Request[registryv1.WatchServersRequest], stream *connect.ServerStream[registryv1.WatchServersResponse]) error {
+	if err := s.waitReady(ctx); err != nil {
+		return toConnect(err)
+	}
+	sub, snapshot, err := s.subscribe()
+	if err != nil {
+		return toConnect(err)
+	}
+	defer s.unsubscribe(sub)
+	if err := stream.Send(snapshot); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closing:
+			return toConnect(errClosed)
+		case <-sub.lagged:
+			return toConnect(errLagged)
+		case ev := <-sub.events:
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// waitReady waits for the first snapshot, for at most readyWait.
+func (s *Service) waitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	default:
+	}
+	t := time.NewTimer(readyWait)
+	defer t.Stop()
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return errClosed
+	case <-t.C:
+		return errNotReady
+	}
+}
+
+func sortByName(servers []*registryv1.Server) {
+	slices.SortFunc(servers, func(a, b *registryv1.Server) int { return strings.Compare(a.GetName(), b.GetName()) })
+}
