@@ -205,13 +205,16 @@ func (s *Service) forward(x *exchange, m *jsonrpc.Message) error {
 }
 
 func (s *Service) sendRequest(x *exchange, m *jsonrpc.Message) *bridgev1.SendRequest {
-	return &bridgev1.SendRequest{
+	req := &bridgev1.SendRequest{
 		SessionId:       x.session.ID,
 		Server:          x.server,
 		ProtocolVersion: x.session.ProtocolVersion,
 		Message:         m.Raw,
-		RequestId:       m.ID,
 	}
+	if m.Kind == jsonrpc.KindRequest {
+		req.RequestId = m.ID
+	}
+	return req
 }
 
 // initialize opens a session: policy may the principal use this server at all, a session
