@@ -202,7 +202,12 @@ func (s *Service) Handlers() []rpcserver.Handler {
 // Send delivers one host message to the session's upstream for a server, starting the
 // upstream on the first message, and streams back what belongs to it.
 func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRequest], stream *connect.ServerStream[bridgev1.SendResponse]) error {
-	r := req.Msg
+	return s.Deliver(ctx, req.Msg, stream.Send)
+}
+
+// Deliver is Send for an in-process caller (single-process mode): emit receives each message
+// that belongs to the request, the last one marked final. Errors are *connect.Error.
+func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) error {
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
@@ -234,7 +239,7 @@ func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRe
 		if v, ok := upstream.InitializeResult(&m, &out); ok {
 			resp.ProtocolVersion = v
 		}
-		return stream.Send(resp)
+		return emit(resp)
 	})
 	return connectError(err)
 }
@@ -242,7 +247,14 @@ func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRe
 // Listen streams the upstream messages of a session that belong to no request until the
 // session ends. It outlives upstreams: when a stdio child dies it waits for the next one.
 func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.ListenRequest], stream *connect.ServerStream[bridgev1.ListenResponse]) error {
-	r := req.Msg
+	// Send the response headers at once: the caller's Listen returns once it has them, while
+	// the first message may be long in coming.
+	return s.Subscribe(ctx, req.Msg, func() error { return stream.Send(nil) }, stream.Send)
+}
+
+// Subscribe is Listen for an in-process caller: ready is called once the session is known,
+// then emit with each message that belongs to no request, until the session or ctx ends.
+func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error {
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
@@ -259,13 +271,12 @@ func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.List
 	if err != nil {
 		return connectError(err)
 	}
-	// Send the response headers now: the caller's Listen returns once it has them, while the
-	// first message may be long in coming. From here on the session's end completes the stream.
-	if err := stream.Send(nil); err != nil {
+	// From here on the session's end completes the stream.
+	if err := ready(); err != nil {
 		return err
 	}
-	emit := func(m upstream.Message) error {
-		return stream.Send(&bridgev1.ListenResponse{Message: m.Raw})
+	forward := func(m upstream.Message) error {
+		return emit(&bridgev1.ListenResponse{Message: m.Raw})
 	}
 	for {
 		conn, err := s.await(ctx, sess, r.GetServer())
@@ -280,7 +291,7 @@ func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.List
 		}
 		lctx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(sess.ctx, cancel)
-		err = conn.Listen(lctx, emit)
+		err = conn.Listen(lctx, forward)
 		stop()
 		cancel()
 		switch {

@@ -12,11 +12,10 @@ import (
 	"strings"
 	"time"
 
-	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 )
 
@@ -86,7 +85,7 @@ type Catalog interface {
 type Deps struct {
 	Auth     authv1connect.AuthServiceClient
 	Policy   policyv1connect.PolicyServiceClient
-	Bridge   bridgev1connect.BridgeServiceClient
+	Bridge   Bridge
 	Audit    auditv1connect.AuditServiceClient
 	Catalog  Catalog
 	Sessions *sessionstore.Store

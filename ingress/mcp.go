@@ -193,15 +193,7 @@ func (s *Service) post(x *exchange) {
 
 // forward delivers a notification or a response to the upstream.
 func (s *Service) forward(x *exchange, m *jsonrpc.Message) error {
-	stream, err := s.deps.Bridge.Send(x.r.Context(), connect.NewRequest(s.sendRequest(x, m)))
-	if err != nil {
-		return err
-	}
-	for stream.Receive() {
-	}
-	err = stream.Err()
-	_ = stream.Close()
-	return err
+	return s.deps.Bridge.Deliver(x.r.Context(), s.sendRequest(x, m), func(*bridgev1.SendResponse) error { return nil })
 }
 
 func (s *Service) sendRequest(x *exchange, m *jsonrpc.Message) *bridgev1.SendRequest {
@@ -240,21 +232,16 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 	var out [][]byte
 	var revision string
 	failed := false
-	stream, err := s.deps.Bridge.Send(ctx, connect.NewRequest(s.sendRequest(x, m)))
-	if err == nil {
-		for stream.Receive() {
-			msg := stream.Msg()
-			out = append(out, msg.GetMessage())
-			if msg.GetProtocolVersion() != "" {
-				revision = msg.GetProtocolVersion()
-			}
-			if msg.GetFinal() {
-				failed = msg.GetError()
-			}
+	err = s.deps.Bridge.Deliver(ctx, s.sendRequest(x, m), func(msg *bridgev1.SendResponse) error {
+		out = append(out, msg.GetMessage())
+		if msg.GetProtocolVersion() != "" {
+			revision = msg.GetProtocolVersion()
 		}
-		err = stream.Err()
-		_ = stream.Close()
-	}
+		if msg.GetFinal() {
+			failed = msg.GetError()
+		}
+		return nil
+	})
 	if err == nil && revision != "" {
 		rec.ProtocolVersion = revision
 		err = s.deps.Sessions.Update(ctx, rec)
@@ -316,48 +303,53 @@ func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte))
 			return
 		}
 	}
-	stream, err := s.deps.Bridge.Send(ctx, connect.NewRequest(s.sendRequest(x, m)))
-	if err != nil {
-		s.finish(x, m, rec, start, nil, err, collect)
-		return
-	}
-	defer stream.Close()
 	var sse *sseWriter
-	for stream.Receive() {
-		msg := stream.Msg()
+	var final *bridgev1.SendResponse
+	hostGone := false
+	err := s.deps.Bridge.Deliver(ctx, s.sendRequest(x, m), func(msg *bridgev1.SendResponse) error {
 		if msg.GetFinal() {
-			if rec != nil && msg.GetError() {
-				rec.Outcome, rec.Error = auditv1.Outcome_OUTCOME_FAILED, "upstream returned an error"
-			}
-			s.finishWith(x, rec, start, msg.GetMessage(), sse, collect, m)
-			return
+			final = msg
+			return nil
 		}
 		if collect != nil {
-			continue // a batch answers with responses only
+			return nil // a batch answers with responses only
 		}
 		if sse == nil {
 			sse = startSSE(x.w)
 		}
-		if sse.send(msg.GetMessage()) != nil {
-			return // the host went away; the bridge call is cancelled with the request
+		if err := sse.send(msg.GetMessage()); err != nil {
+			hostGone = true // the host went away; ending Deliver cancels the upstream call
+			return err
 		}
+		return nil
+	})
+	if final != nil {
+		if rec != nil && final.GetError() {
+			rec.Outcome, rec.Error = auditv1.Outcome_OUTCOME_FAILED, "upstream returned an error"
+		}
+		s.finishWith(x, rec, start, final.GetMessage(), sse, collect, m)
+		return
 	}
-	err = stream.Err()
 	if err == nil {
 		err = connect.NewError(connect.CodeUnavailable, errors.New("upstream ended without a response"))
 	}
-	if sse != nil {
-		if rec != nil {
-			rec.Outcome, rec.Error = auditv1.Outcome_OUTCOME_FAILED, err.Error()
-			if s.append(ctx, x, rec, start) != nil {
-				return
-			}
-		}
-		code, msg := s.rpcError(x, err)
-		_ = sse.send(jsonrpc.ErrorResponse(m.ID, code, msg))
+	if hostGone {
+		err = errors.New("the host went away before the response")
+	}
+	if sse == nil {
+		s.finish(x, m, rec, start, nil, err, collect)
 		return
 	}
-	s.finish(x, m, rec, start, nil, err, collect)
+	if rec != nil {
+		rec.Outcome, rec.Error = auditv1.Outcome_OUTCOME_FAILED, err.Error()
+		if s.append(context.WithoutCancel(ctx), x, rec, start) != nil || hostGone {
+			return
+		}
+	} else if hostGone {
+		return
+	}
+	code, msg := s.rpcError(x, err)
+	_ = sse.send(jsonrpc.ErrorResponse(m.ID, code, msg))
 }
 
 // finish answers a request that ends in an error before any upstream message reached the host.
@@ -443,41 +435,39 @@ func (s *Service) listen(x *exchange) {
 	}
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
-	stream, err := s.deps.Bridge.Listen(ctx, connect.NewRequest(&bridgev1.ListenRequest{
-		SessionId: x.session.ID, Server: x.server, ProtocolVersion: x.session.ProtocolVersion,
-	}))
-	if err != nil {
-		s.writeConnectError(x, nil, err)
-		return
-	}
-	defer stream.Close()
-	sse := startSSE(x.w)
-	msgs := make(chan []byte)
+	var sse *sseWriter
+	opened := make(chan struct{})
 	go func() {
-		defer close(msgs)
-		for stream.Receive() {
+		select {
+		case <-opened:
+		case <-ctx.Done():
+			return
+		}
+		ping := time.NewTicker(15 * time.Second)
+		defer ping.Stop()
+		for {
 			select {
-			case msgs <- stream.Msg().GetMessage():
+			case <-ping.C:
+				if sse.comment("ping") != nil {
+					cancel()
+					return
+				}
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
-	ping := time.NewTicker(15 * time.Second)
-	defer ping.Stop()
-	for {
-		select {
-		case b, ok := <-msgs:
-			if !ok || sse.send(b) != nil {
-				return
-			}
-		case <-ping.C:
-			if sse.comment("ping") != nil {
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
+	err := s.deps.Bridge.Subscribe(ctx, &bridgev1.ListenRequest{
+		SessionId: x.session.ID, Server: x.server, ProtocolVersion: x.session.ProtocolVersion,
+	}, func() error {
+		sse = startSSE(x.w)
+		close(opened)
+		return nil
+	}, func(msg *bridgev1.ListenResponse) error {
+		return sse.send(msg.GetMessage())
+	})
+	if err != nil && sse == nil {
+		s.writeConnectError(x, nil, err)
 	}
 }
 
@@ -495,9 +485,7 @@ func (s *Service) endSession(ctx context.Context, id string) {
 		s.logger.Warn("end session", "session", id, "err", err)
 	}
 	// The bridges also reap on the session watch; this makes the common case immediate.
-	if _, err := s.deps.Bridge.CloseSession(ctx, connect.NewRequest(&bridgev1.CloseSessionRequest{SessionId: id})); err != nil {
-		s.logger.Warn("close upstreams", "session", id, "err", err)
-	}
+	s.deps.Bridge.EndSession(id)
 }
 
 func (s *Service) check(ctx context.Context, x *exchange, action, name string) (*policyv1.CheckResponse, error) {

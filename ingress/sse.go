@@ -3,10 +3,12 @@ package ingress
 import (
 	"bytes"
 	"net/http"
+	"sync"
 )
 
 // sseWriter writes JSON-RPC messages as Server-Sent Events and flushes each one.
 type sseWriter struct {
+	mu sync.Mutex // the standalone stream's keep-alive pings write concurrently
 	w  http.ResponseWriter
 	rc *http.ResponseController
 }
@@ -38,6 +40,8 @@ func (s *sseWriter) send(msg []byte) error {
 	}
 	buf = append(buf, msg...)
 	buf = append(buf, '\n', '\n')
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := s.w.Write(buf); err != nil {
 		return err
 	}
@@ -45,6 +49,8 @@ func (s *sseWriter) send(msg []byte) error {
 }
 
 func (s *sseWriter) comment(text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := s.w.Write([]byte(": " + text + "\n\n")); err != nil {
 		return err
 	}

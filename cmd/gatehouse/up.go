@@ -21,11 +21,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 	"github.com/gatehouse-mcp/gatehouse/cmd/gatehouse/internal/devetcd"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
@@ -147,11 +144,13 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer audit.Close(context.WithoutCancel(ctx))
 
 	sessions := sessionstore.New(kv, "/gatehouse/sessions/", cfg.Ingress.SessionTTL, logger.With("svc", "sessions"))
+	// Same code as split mode, wired in-process: the services' handlers satisfy the client
+	// interfaces the ingress takes, so the hot path pays for no serialization or socket.
 	in, err := ingress.New(cfg.Ingress, ingress.Deps{
-		Auth:     authv1connect.NewAuthServiceClient(client, base),
-		Policy:   policyv1connect.NewPolicyServiceClient(client, base),
-		Bridge:   bridgev1connect.NewBridgeServiceClient(client, base),
-		Audit:    auditv1connect.NewAuditServiceClient(client, base),
+		Auth:     auth,
+		Policy:   policy,
+		Bridge:   bridge,
+		Audit:    audit,
 		Catalog:  cat,
 		Sessions: sessions,
 	}, logger.With("svc", "ingress"))
@@ -186,7 +185,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		<-served
 		return fmt.Errorf("registry snapshot: %w", err)
 	}
-	token, err := devToken(runCtx, authv1connect.NewAuthServiceClient(client, base), cfg.DevToken)
+	token, err := devToken(runCtx, auth, cfg.DevToken)
 	if err != nil {
 		cancel()
 		<-served

@@ -1,0 +1,73 @@
+package ingress
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
+)
+
+// Bridge is how the ingress reaches upstreams: bridgesvc itself in single-process mode, or
+// its Connect client (RemoteBridge) in split mode. Errors are *connect.Error.
+type Bridge interface {
+	// Deliver sends one host message upstream; emit gets each message that belongs to it, the
+	// response last (marked final).
+	Deliver(ctx context.Context, req *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) error
+	// Subscribe streams the session's messages that belong to no request: ready is called
+	// once the stream is open, then emit for each message, until the session or ctx ends.
+	Subscribe(ctx context.Context, req *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error
+	// EndSession ends every upstream of the session and returns when they are gone.
+	EndSession(id string)
+}
+
+// RemoteBridge adapts a bridgesvc Connect client to Bridge.
+func RemoteBridge(c bridgev1connect.BridgeServiceClient, logger *slog.Logger) Bridge {
+	return remoteBridge{c: c, logger: logger}
+}
+
+type remoteBridge struct {
+	c      bridgev1connect.BridgeServiceClient
+	logger *slog.Logger
+}
+
+func (r remoteBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) error {
+	stream, err := r.c.Send(ctx, connect.NewRequest(req))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		if err := emit(stream.Msg()); err != nil {
+			return err
+		}
+	}
+	return stream.Err()
+}
+
+func (r remoteBridge) Subscribe(ctx context.Context, req *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error {
+	stream, err := r.c.Listen(ctx, connect.NewRequest(req))
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	if err := ready(); err != nil {
+		return err
+	}
+	for stream.Receive() {
+		if err := emit(stream.Msg()); err != nil {
+			return err
+		}
+	}
+	return stream.Err()
+}
+
+func (r remoteBridge) EndSession(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := r.c.CloseSession(ctx, connect.NewRequest(&bridgev1.CloseSessionRequest{SessionId: id})); err != nil {
+		r.logger.Warn("close upstreams", "session", id, "err", err)
+	}
+}
