@@ -143,7 +143,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	}
 	defer audit.Close(context.WithoutCancel(ctx))
 
-	sessions := sessionstore.New(kv, "/gatehouse/sessions/", cfg.Ingress.SessionTTL, logger.With("svc", "sessions"))
+	sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, cfg.Ingress.SessionTTL, logger.With("svc", "sessions"))
 	// Same code as split mode, wired in-process: the services' handlers satisfy the client
 	// interfaces the ingress takes, so the hot path pays for no serialization or socket.
 	in, err := ingress.New(cfg.Ingress, ingress.Deps{

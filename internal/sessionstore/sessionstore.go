@@ -18,6 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// DefaultPrefix is where sessions live in etcd.
+const DefaultPrefix = "/gatehouse/sessions/"
+
 // ErrNotFound is returned for a session that does not exist, ended or expired.
 var ErrNotFound = errors.New("session not found")
 

@@ -12,12 +12,17 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 )
@@ -40,6 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.SetOutput(stdout)
 	var cfg bridgesvc.Config
 	cfg.RegisterFlags(fs)
+	token := fs.String("internal-token", getenv("GATEHOUSE_INTERNAL_TOKEN"), "shared secret required on internal RPCs and sent to the registry (empty: none)")
+	etcdEndpoints := fs.String("etcd-endpoints", getenv("GATEHOUSE_BRIDGESVC_ETCD_ENDPOINTS"), "comma-separated etcd endpoints; when set, sessions that end or expire there are reaped")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -54,11 +61,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	cat := catalog.New()
 	followCtx, cancelFollow := context.WithCancel(ctx)
 	defer cancelFollow()
-	go cat.Follow(followCtx, registryv1connect.NewRegistryServiceClient(rpcserver.NewClient(), rpcserver.BaseURL(cfg.RegistryAddr)), logger)
+	go cat.Follow(followCtx, registryv1connect.NewRegistryServiceClient(rpcserver.WithToken(rpcserver.NewClient(), *token), rpcserver.BaseURL(cfg.RegistryAddr)), logger)
 
 	svc, err := bridgesvc.New(cfg, cat, logger)
 	if err != nil {
 		return err
+	}
+	if *etcdEndpoints != "" {
+		kv, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcdEndpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return fmt.Errorf("etcd: %w", err)
+		}
+		defer kv.Close()
+		// The session store's watch reports every session that ends anywhere, expiry included.
+		sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, time.Minute, logger)
+		go sessions.Watch(followCtx, func(id string) { go svc.EndSession(id) })
 	}
 	mux := rpcserver.NewMux(svc.Handlers()...)
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -66,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("listen: %w", err)
 	}
 	logger.Info("serving", "addr", ln.Addr().String(), "registry", cfg.RegistryAddr)
-	serveErr := rpcserver.Serve(ctx, ln, rpcserver.NewServer(mux), mux, drain, logger)
+	serveErr := rpcserver.Serve(ctx, ln, rpcserver.NewServer(rpcserver.RequireToken(*token, mux)), mux, drain, logger)
 
 	// Children outlive no bridge: end them all, SIGKILL whatever the shutdown sequence
 	// leaves once its own deadline has passed.

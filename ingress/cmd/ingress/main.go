@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	client := rpcserver.WithToken(rpcserver.NewClient(), getenv("GATEHOUSE_INTERNAL_TOKEN"))
 	cat := catalog.New()
 	go cat.Follow(ctx, registryv1connect.NewRegistryServiceClient(client, rpcserver.BaseURL(cfg.RegistryAddr)), logger)
-	sessions := sessionstore.New(kv, "/gatehouse/sessions/", cfg.SessionTTL, logger)
+	sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, cfg.SessionTTL, logger)
 	svc, err := ingress.New(cfg, ingress.Deps{
 		Auth:     authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr)),
 		Policy:   policyv1connect.NewPolicyServiceClient(client, rpcserver.BaseURL(cfg.PolicyAddr)),
