@@ -1,6 +1,6 @@
 module github.com/gatehouse-mcp/gatehouse/tools
 
-go 1.26.0
+go 1.26.7
 
 tool (
 	connectrpc.com/connect/cmd/protoc-gen-connect-go
