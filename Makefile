@@ -29,7 +29,7 @@ lint: tools
 
 # Every module also builds on its own, without the workspace.
 test-modules:
-	@out=$$(mktemp -d); for m in $(MODULES); do (cd $$m && GOWORK=off go build -o $$out/ ./... ) || exit 1; done; rm -rf $$out
+	@for m in $(MODULES); do (cd $$m && GOWORK=off go build -o /dev/null ./... ) || exit 1; done
 
 node-deps:
 	bash tests/node/install.sh
