@@ -19,7 +19,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
-	"github.com/gatehouse-mcp/gatehouse/authsvc/internal/etcdtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"

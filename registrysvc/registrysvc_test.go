@@ -17,7 +17,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
-	"github.com/gatehouse-mcp/gatehouse/registrysvc/internal/etcdtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"

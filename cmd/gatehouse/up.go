@@ -20,12 +20,12 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
-	"github.com/gatehouse-mcp/gatehouse/cmd/gatehouse/internal/devetcd"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
+	"github.com/gatehouse-mcp/gatehouse/internal/devetcd"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 	"github.com/gatehouse-mcp/gatehouse/policysvc"
@@ -91,7 +91,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer ln.Close()
 	addr := ln.Addr().String()
 
-	etcd, err := devetcd.Start(ctx, filepath.Join(cfg.DataDir, "etcd"))
+	etcd, err := devetcd.Start(ctx, devetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd")})
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
-	"github.com/gatehouse-mcp/gatehouse/registrysvc/internal/etcdtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"

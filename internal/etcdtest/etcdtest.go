@@ -4,25 +4,21 @@
 package etcdtest
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/devetcd"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 // Etcd is a running embedded etcd, its data directory and a client connected to it.
 type Etcd struct {
 	Client *clientv3.Client
-	server *embed.Etcd
+	server *devetcd.Etcd
 	dir    string
 }
 
@@ -42,50 +38,11 @@ func Start() (*Etcd, error) {
 }
 
 func start(dir string) (*Etcd, error) {
-	clientURL, err := freeURL()
+	e, err := devetcd.Start(context.Background(), devetcd.Config{Dir: dir, Name: "etcdtest", NoFsync: true})
 	if err != nil {
 		return nil, err
 	}
-	peerURL, err := freeURL()
-	if err != nil {
-		return nil, err
-	}
-	cfg := embed.NewConfig()
-	cfg.Name = "etcdtest"
-	cfg.Dir = dir
-	cfg.ListenClientUrls = []url.URL{*clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
-	cfg.ListenPeerUrls = []url.URL{*peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.UnsafeNoFsync = true
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	srv, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd: %w", err)
-	}
-	timer := time.NewTimer(60 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-srv.Server.ReadyNotify():
-	case err := <-srv.Err():
-		srv.Close()
-		return nil, fmt.Errorf("embedded etcd: %w", err)
-	case <-timer.C:
-		srv.Close()
-		return nil, errors.New("embedded etcd did not become ready within 60s")
-	}
-	client, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{clientURL.Host},
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		srv.Close()
-		return nil, fmt.Errorf("connect to embedded etcd: %w", err)
-	}
-	return &Etcd{Client: client, server: srv, dir: dir}, nil
+	return &Etcd{Client: e.Client, server: e, dir: dir}, nil
 }
 
 // Endpoint is the client address, host:port.
@@ -93,7 +50,6 @@ func (e *Etcd) Endpoint() string { return e.Client.Endpoints()[0] }
 
 // Close disconnects, stops etcd and removes its data.
 func (e *Etcd) Close() {
-	_ = e.Client.Close()
 	e.server.Close()
 	_ = os.RemoveAll(e.dir)
 }
@@ -118,14 +74,4 @@ func Main(m *testing.M, e **Etcd) int {
 	defer started.Close()
 	*e = started
 	return m.Run()
-}
-
-func freeURL() (*url.URL, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("pick a port for etcd: %w", err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return &url.URL{Scheme: "http", Host: addr}, nil
 }

@@ -1,4 +1,5 @@
-// Package devetcd runs an embedded single-member etcd on loopback for single-process mode.
+// Package devetcd runs an embedded single-member etcd on free loopback ports: the etcd of
+// single-process mode, and of tests.
 package devetcd
 
 import (
@@ -20,8 +21,16 @@ type Etcd struct {
 	Client *clientv3.Client
 }
 
-// Start starts etcd with its data in dir, on free loopback ports, and waits until it serves.
-func Start(ctx context.Context, dir string) (*Etcd, error) {
+// Config says where etcd keeps its data and how.
+type Config struct {
+	Dir  string
+	Name string // the member name; "gatehouse" when empty
+	// NoFsync trades durability for speed: for tests only.
+	NoFsync bool
+}
+
+// Start starts etcd on free loopback ports and waits until it serves.
+func Start(ctx context.Context, c Config) (*Etcd, error) {
 	clientURL, err := freeURL()
 	if err != nil {
 		return nil, err
@@ -31,8 +40,12 @@ func Start(ctx context.Context, dir string) (*Etcd, error) {
 		return nil, err
 	}
 	cfg := embed.NewConfig()
-	cfg.Name = "gatehouse"
-	cfg.Dir = dir
+	cfg.Name = c.Name
+	if cfg.Name == "" {
+		cfg.Name = "gatehouse"
+	}
+	cfg.Dir = c.Dir
+	cfg.UnsafeNoFsync = c.NoFsync
 	cfg.ListenClientUrls = []url.URL{*clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
 	cfg.ListenPeerUrls = []url.URL{*peerURL}
@@ -44,12 +57,14 @@ func Start(ctx context.Context, dir string) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}
+	timer := time.NewTimer(60 * time.Second)
+	defer timer.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd: %w", err)
-	case <-time.After(60 * time.Second):
+	case <-timer.C:
 		e.Close()
 		return nil, errors.New("embedded etcd did not become ready within 60s")
 	case <-ctx.Done():
