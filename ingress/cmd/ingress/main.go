@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	cat := catalog.New()
 	go cat.Follow(ctx, registryv1connect.NewRegistryServiceClient(client, rpcserver.BaseURL(cfg.RegistryAddr)), logger)
 	sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, cfg.SessionTTL, logger)
+	// Drop sessions ended on any replica (DELETE, expiry) from this replica's cache.
+	go sessions.Watch(ctx, nil)
 	svc, err := ingress.New(cfg, ingress.Deps{
 		Auth:     authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr)),
 		Policy:   policyv1connect.NewPolicyServiceClient(client, rpcserver.BaseURL(cfg.PolicyAddr)),

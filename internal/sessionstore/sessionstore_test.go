@@ -1,0 +1,102 @@
+package sessionstore_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+)
+
+var shared *etcdtest.Etcd
+
+func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &shared)) }
+
+func newStore(t *testing.T, ttl time.Duration) (*sessionstore.Store, string) {
+	prefix := etcdtest.Prefix(t)
+	return sessionstore.New(shared.Client, prefix, ttl, slog.New(slog.DiscardHandler)), prefix
+}
+
+func TestLifecycle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, prefix := newStore(t, time.Minute)
+	rec, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "alice", Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.ID) != 64 {
+		t.Fatalf("session id %q: want 64 hex characters", rec.ID)
+	}
+	// Another replica, with a cold cache, sees the same session.
+	other := sessionstore.New(shared.Client, prefix, time.Minute, slog.New(slog.DiscardHandler))
+	got, err := other.Get(ctx, rec.ID)
+	if err != nil || got.Principal != "alice" || got.Server != "echo" {
+		t.Fatalf("Get on another replica: %+v %v", got, err)
+	}
+	rec.ProtocolVersion = "2025-06-18"
+	if err := store.Update(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Touch(ctx, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := store.Delete(ctx, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The other replica still caches the record; etcd no longer has it.
+	if resp, err := shared.Client.Get(ctx, prefix+rec.ID); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("record still in etcd after Delete: %v %v", resp, err)
+	}
+	other = sessionstore.New(shared.Client, prefix, time.Minute, slog.New(slog.DiscardHandler))
+	if _, err := other.Get(ctx, rec.ID); !errors.Is(err, sessionstore.ErrNotFound) {
+		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
+	}
+	if err := store.Delete(ctx, rec.ID); !errors.Is(err, sessionstore.ErrNotFound) {
+		t.Fatalf("second Delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestExpiryIsReported(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, _ := newStore(t, time.Second)
+	ended := make(chan string, 4)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		store.Watch(wctx, func(id string) { ended <- id })
+	}()
+	<-started
+	rec, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "bob", Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-ended:
+		if id != rec.ID {
+			t.Fatalf("expired %s, want %s", id, rec.ID)
+		}
+	case <-ctx.Done():
+		t.Fatal("the lease expired but the watch never reported the session")
+	}
+	if _, err := store.Get(ctx, rec.ID); !errors.Is(err, sessionstore.ErrNotFound) {
+		t.Fatalf("Get after expiry: %v, want ErrNotFound", err)
+	}
+}
+
+func TestMalformedIDsNeverReachEtcd(t *testing.T) {
+	store, _ := newStore(t, time.Minute)
+	for _, id := range []string{"", "../x", "ABCDEF", string(make([]byte, 64))} {
+		if _, err := store.Get(context.Background(), id); !errors.Is(err, sessionstore.ErrNotFound) {
+			t.Errorf("Get(%q): %v, want ErrNotFound", id, err)
+		}
+	}
+}
