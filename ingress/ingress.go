@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 )
 
@@ -100,7 +102,12 @@ type Service struct {
 	auth    *authCache
 	now     func() time.Time
 	maxBody int64
+	ready   atomic.Bool
 }
+
+// SetReady says whether the gateway takes traffic: until it is ready (and again while it
+// drains) /healthz answers 503 and MCP requests get 503 with Retry-After.
+func (s *Service) SetReady(ready bool) { s.ready.Store(ready) }
 
 // New validates the configuration and returns the ingress.
 func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
@@ -125,9 +132,21 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 // Handler returns the MCP surface: /servers/{name}/mcp, and /healthz.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/servers/{name}/mcp", s.serveMCP)
+	mux.HandleFunc("/servers/{name}/mcp", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, nil, jsonrpc.CodeInternalError, "Service Unavailable: the gateway is not ready")
+			return
+		}
+		s.serveMCP(w, r)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux

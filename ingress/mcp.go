@@ -462,7 +462,7 @@ func (s *Service) listen(x *exchange) {
 	}, func() error {
 		sse = startSSE(x.w)
 		close(opened)
-		return nil
+		return sse.flush() // the host learns at once that its stream is open
 	}, func(msg *bridgev1.ListenResponse) error {
 		return sse.send(msg.GetMessage())
 	})

@@ -13,15 +13,21 @@ type sseWriter struct {
 	rc *http.ResponseController
 }
 
+// startSSE writes the stream's headers; they reach the host with the first event, in the same
+// write (call flush to send them alone).
 func startSSE(w http.ResponseWriter) *sseWriter {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
-	_ = s.rc.Flush()
-	return s
+	return &sseWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+func (s *sseWriter) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rc.Flush()
 }
 
 var (

@@ -42,6 +42,7 @@ type upConfig struct {
 	Ingress       ingress.Config
 	StdioGrace    time.Duration
 	InternalToken string
+	DebugAddr     string
 	QuotaRate     float64
 	QuotaBurst    int
 }
@@ -63,6 +64,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	fs.StringVar(&cfg.PolicyDir, "policy-dir", env("POLICY_DIR", "examples/policies"), "directory of Cedar policies")
 	fs.StringVar(&cfg.LogLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&cfg.InternalToken, "internal-token", env("INTERNAL_TOKEN", ""), "token internal RPCs on the port require (random when empty)")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve net/http/pprof on this loopback address (off when empty)")
 	fs.DurationVar(&cfg.StdioGrace, "stdio-grace", 2*time.Second, "how long a stdio child gets to exit at each shutdown step")
 	fs.Float64Var(&cfg.QuotaRate, "quota-rate", 0, "tools/call per second per tenant (0: unlimited)")
 	fs.IntVar(&cfg.QuotaBurst, "quota-burst", 0, "burst of the per-tenant quota")
@@ -172,6 +174,11 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if cfg.DebugAddr != "" {
+		if err := serveDebug(runCtx, cfg.DebugAddr, logger); err != nil {
+			return err
+		}
+	}
 	served := make(chan error, 1)
 	go func() { served <- rpcserver.Serve(runCtx, ln, srv, internal, 10*time.Second, logger) }()
 	go cat.Follow(runCtx, registryv1connect.NewRegistryServiceClient(client, base), logger.With("svc", "catalog"))
@@ -191,6 +198,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		<-served
 		return err
 	}
+	in.SetReady(true)
+	context.AfterFunc(runCtx, func() { in.SetReady(false) })
 	fmt.Fprintf(stdout, "Gatehouse is up on http://%s\n", addr)
 	for _, s := range cat.Servers() {
 		fmt.Fprintf(stdout, "  server %-20s http://%s/servers/%s/mcp\n", s.GetName(), addr, s.GetName())

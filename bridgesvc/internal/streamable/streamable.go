@@ -375,7 +375,11 @@ func (c *Conn) readJSON(resp *http.Response, req *upstream.Message, emit upstrea
 // Last-Event-ID, as the transport allows; otherwise the call fails.
 func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstream.Message, emit upstream.Emit) error {
 	body := resp.Body
-	defer func() { _ = body.Close() }()
+	defer func() {
+		if body != nil {
+			_ = body.Close()
+		}
+	}()
 	r := sse.NewReader(body, c.c.opts.MaxMessage)
 	resumes, lastID := 0, ""
 	for {
@@ -391,7 +395,14 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 				continue
 			}
 			for i := range msgs {
-				if last, err := c.deliver(req, &msgs[i], emit); last || err != nil {
+				last, err := c.deliver(req, &msgs[i], emit)
+				if last && err == nil && i == len(msgs)-1 {
+					// The upstream ends the stream right after the response: read to its end
+					// so the connection goes back to the pool instead of being torn down.
+					go drainAndClose(body)
+					body = nil
+				}
+				if last || err != nil {
 					return err
 				}
 			}
@@ -422,6 +433,21 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 		r = sse.NewReader(body, c.c.opts.MaxMessage)
 	}
 }
+
+// drainAndClose reads what is left of a finished response stream (bounded in bytes and time)
+// so that its connection can be reused, then closes it.
+func drainAndClose(body io.ReadCloser) {
+	t := time.AfterFunc(drainTimeout, func() { _ = body.Close() })
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, drainBytes))
+	t.Stop()
+	_ = body.Close()
+}
+
+// Bounds of drainAndClose.
+const (
+	drainTimeout = time.Second
+	drainBytes   = 64 << 10
+)
 
 func streamEnd(err error) string {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

@@ -76,6 +76,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = cat.WaitReady(readyCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("registry snapshot: %w", err)
+	}
+	svc.SetReady(true)
+	context.AfterFunc(ctx, func() { svc.SetReady(false) })
 	logger.Info("serving", "addr", ln.Addr().String())
 	return rpcserver.Serve(ctx, ln, rpcserver.NewServer(svc.Handler()), nil, 10*time.Second, logger)
 }
