@@ -51,6 +51,12 @@ func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
 			"Bad Request: unsupported MCP-Protocol-Version "+quote(v)+"; supported: "+strings.Join(Supported, ", "))
 		return
 	}
+	if r.Header.Get("Last-Event-ID") != "" {
+		// The gateway gives its events no ids, so any Last-Event-ID names a stream it never
+		// served: resuming it would replay another stream's messages or none.
+		writeError(w, http.StatusBadRequest, nil, jsonrpc.CodeInvalidRequest, "Bad Request: Last-Event-ID names no stream of this gateway (it does not resume streams)")
+		return
+	}
 	switch r.Method {
 	case http.MethodPost:
 		s.post(x)

@@ -161,6 +161,7 @@ func TestIngressBadInput(t *testing.T) {
 		{name: "unknown server", client: rawClient{t: t, url: g.Base + "/servers/nope/mcp", token: g.Token}, body: echoCall, header: sess, status: 404},
 		{name: "DELETE without session", method: http.MethodDelete, status: 400},
 		{name: "GET without session", method: http.MethodGet, header: map[string]string{"Accept": "text/event-stream"}, status: 400},
+		{name: "Last-Event-ID of another stream", method: http.MethodGet, header: with(map[string]string{"Accept": "text/event-stream", "Last-Event-ID": "other-stream-42"}), status: 400},
 		{name: "PUT", method: http.MethodPut, body: echoCall, header: sess, status: 405},
 	}
 	for _, tc := range cases {
