@@ -148,6 +148,9 @@ type session struct {
 	// whenever an upstream is added, for Listen streams waiting for one.
 	upstreams map[string]*entry
 	changed   chan struct{}
+	// started names the servers this session has had a live upstream for: once one ends, a
+	// new one starts only with an initialize (a fresh upstream would not know the session).
+	started map[string]bool
 }
 
 // entry is one upstream; ready is closed once conn or err is set.
@@ -224,7 +227,7 @@ func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit fun
 	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || upstream.IDKey(id) != upstream.IDKey(m.ID)) {
 		return connectError(fmt.Errorf("%w: request_id does not match the message's id", ErrInvalidArgument))
 	}
-	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer())
+	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), m.Method == "initialize")
 	if err != nil {
 		return connectError(err)
 	}
@@ -419,7 +422,7 @@ func (s *Service) sessionLocked(id string) (*session, error) {
 }
 
 // conn returns the session's upstream for a server, starting it when there is none.
-func (s *Service) conn(ctx context.Context, sessionID, name string) (upstream.Conn, error) {
+func (s *Service) conn(ctx context.Context, sessionID, name string, create bool) (upstream.Conn, error) {
 	srv, err := s.server(name)
 	if err != nil {
 		return nil, err
@@ -437,7 +440,15 @@ func (s *Service) conn(ctx context.Context, sessionID, name string) (upstream.Co
 		e = nil
 	}
 	start := e == nil
+	if start && !create && sess.started[name] {
+		s.mu.Unlock()
+		return nil, ErrNoUpstream
+	}
 	if start {
+		if sess.started == nil {
+			sess.started = map[string]bool{}
+		}
+		sess.started[name] = true
 		e = &entry{ready: make(chan struct{})}
 		sess.upstreams[name] = e
 		close(sess.changed)
@@ -453,6 +464,12 @@ func (s *Service) conn(ctx context.Context, sessionID, name string) (upstream.Co
 		return nil, ctx.Err()
 	}
 	if e.err != nil {
+		if start {
+			// It never became live (spawn failed, limit reached): the next message may try again.
+			s.mu.Lock()
+			delete(sess.started, name)
+			s.mu.Unlock()
+		}
 		return nil, e.err
 	}
 	return e.conn, nil

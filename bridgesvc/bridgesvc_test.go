@@ -103,6 +103,11 @@ func TestStdioFaults(t *testing.T) {
 		_, err := b.send(t, "crash", "fake", toolCall(1, "crash", ""))
 		wantCode(t, err, connect.CodeUnavailable, "upstream exited: exit status 3")
 		assertReaped(t, before)
+		// A new child would not know the session: until the host initializes again, calls
+		// are refused so the ingress can end the session (404) and the host start over.
+		_, err = b.send(t, "crash", "fake", toolCall(2, "echo", ""))
+		wantCode(t, err, connect.CodeNotFound, "start a new session")
+		b.reinitialize(t, "crash", "fake")
 		after := b.pidOf(t, "crash", "fake")
 		if after == before {
 			t.Fatal("no new child after the crash")
@@ -224,7 +229,8 @@ func TestListenOutlivesTheChild(t *testing.T) {
 	if _, err := b.send(t, "s", "fake", toolCall(1, "crash", "")); connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("crash = %v", err)
 	}
-	poke() // the next Send starts a new child, and the Listen follows it
+	b.reinitialize(t, "s", "fake") // a new child, and the Listen follows it
+	poke()
 	b.endSession(t, "s")
 	if err := <-ended; err != nil {
 		t.Fatalf("Listen ended with %v, want a normal end", err)
@@ -334,7 +340,7 @@ func TestHTTPFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := b.send(t, "forget", "web", toolCall(1, "ok", ""))
-		wantCode(t, err, connect.CodeFailedPrecondition, "404")
+		wantCode(t, err, connect.CodeNotFound, "404") // the gateway session ends with it
 		f.mu.Lock()
 		f.forgot = false
 		f.mu.Unlock()

@@ -22,6 +22,10 @@ var (
 	ErrUnsupportedTransport = errors.New("unsupported transport")
 	// ErrSessionEnded: the session was ended (CloseSession, expiry) and takes no more messages.
 	ErrSessionEnded = errors.New("session ended")
+	// ErrNoUpstream: the session has no live upstream for the server (it crashed, lost its
+	// session, or the gateway restarted) and the message is not an initialize: the host must
+	// start a new session, since a fresh upstream would not know this one.
+	ErrNoUpstream = upstream.ErrGone
 	// ErrShuttingDown: the bridge is stopping.
 	ErrShuttingDown = errors.New("bridge shutting down")
 
@@ -48,12 +52,13 @@ var codes = []struct {
 	{ErrDuplicateID, connect.CodeInvalidArgument},
 	{ErrUnknownServer, connect.CodeNotFound},
 	{ErrSessionEnded, connect.CodeNotFound},
+	{ErrNoUpstream, connect.CodeNotFound},
 	{ErrCatalogNotReady, connect.CodeUnavailable},
 	{ErrUnsupportedTransport, connect.CodeUnimplemented},
 	{ErrMessageTooLarge, connect.CodeResourceExhausted},
 	{ErrTooManyChildren, connect.CodeResourceExhausted},
 	{ErrSpawn, connect.CodeFailedPrecondition},
-	{ErrUpstreamSession, connect.CodeFailedPrecondition},
+	{ErrUpstreamSession, connect.CodeNotFound}, // the host must start a new session too
 	{ErrUpstreamRejected, connect.CodeFailedPrecondition},
 	{ErrUpstreamExited, connect.CodeUnavailable},
 	{ErrUpstreamDown, connect.CodeUnavailable},

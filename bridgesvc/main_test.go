@@ -156,6 +156,16 @@ func (b *bridge) pidOf(t *testing.T, session, server string) int {
 	return pid
 }
 
+// reinitialize sends an initialize, which starts a new upstream for a session whose upstream
+// ended.
+func (b *bridge) reinitialize(t *testing.T, session, server string) {
+	t.Helper()
+	init := `{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	if _, err := b.send(t, session, server, init); err != nil {
+		t.Fatalf("initialize: %v", err)
+	}
+}
+
 // assertReaped checks that pid is gone and was reaped (no zombie left): kill(pid, 0) fails
 // with ESRCH.
 func assertReaped(t *testing.T, pid int) {

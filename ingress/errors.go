@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -51,6 +52,9 @@ func (s *Service) rpcError(x *exchange, err error) (int, string) {
 	if c, ok := rpcCode[code]; ok {
 		return c, message(err)
 	}
+	if code == connect.CodeCanceled {
+		return jsonrpc.CodeInternalError, "request cancelled"
+	}
 	s.logger.Error("internal error", "trace_id", x.traceID, "err", err)
 	return jsonrpc.CodeInternalError, "internal error (trace " + x.traceID + ")"
 }
@@ -78,6 +82,17 @@ func (s *Service) writeConnectError(x *exchange, id []byte, err error) {
 		code, msg = jsonrpc.CodeInvalidRequest, "Unauthorized: "+message(err)
 	}
 	writeError(x.w, status, id, code, msg)
+}
+
+// upstreamFailed answers a failure of the bridge before any message reached the host. When
+// the session's upstream is gone for good the session ends: 404 tells the host to start over.
+func (s *Service) upstreamFailed(x *exchange, id []byte, err error) {
+	if connect.CodeOf(err) == connect.CodeNotFound {
+		s.endSession(context.WithoutCancel(x.r.Context()), x.session.ID)
+		writeError(x.w, http.StatusNotFound, id, jsonrpc.CodeInvalidRequest, "Not Found: session ended: "+message(err))
+		return
+	}
+	s.writeConnectError(x, id, err)
 }
 
 func (s *Service) writeInternal(x *exchange, id []byte, err error) {

@@ -4,6 +4,7 @@
 package ingress
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -103,11 +104,19 @@ type Service struct {
 	now     func() time.Time
 	maxBody int64
 	ready   atomic.Bool
+	// draining ends when the gateway stops taking traffic: standalone SSE streams close.
+	draining    context.Context
+	endDraining context.CancelFunc
 }
 
 // SetReady says whether the gateway takes traffic: until it is ready (and again while it
 // drains) /healthz answers 503 and MCP requests get 503 with Retry-After.
-func (s *Service) SetReady(ready bool) { s.ready.Store(ready) }
+func (s *Service) SetReady(ready bool) {
+	s.ready.Store(ready)
+	if !ready && s.draining != nil {
+		s.endDraining()
+	}
+}
 
 // New validates the configuration and returns the ingress.
 func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
@@ -125,6 +134,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, now: time.Now, maxBody: cfg.MaxBodyBytes}
+	s.draining, s.endDraining = context.WithCancel(context.Background())
 	s.auth = newAuthCache(deps.Auth, cfg.AuthCacheTTL, s.now)
 	return s, nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,7 +29,23 @@ import (
 const (
 	headerSession  = "Mcp-Session-Id"
 	headerRevision = "MCP-Protocol-Version"
+	// auditTimeout bounds one audit append; past it the call is refused (fail closed).
+	auditTimeout = 10 * time.Second
 )
+
+// validRevision accepts what looks like a revision date (YYYY-MM-DD); whether the gateway or
+// the session speaks it is decided once the session is known.
+func validRevision(v string) bool {
+	if len(v) != 10 || v[4] != '-' || v[7] != '-' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if i != 4 && i != 7 && (v[i] < '0' || v[i] > '9') {
+			return false
+		}
+	}
+	return true
+}
 
 // exchange is one HTTP request on an MCP endpoint, as it moves through the hot path.
 type exchange struct {
@@ -46,7 +63,7 @@ func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, nil, jsonrpc.CodeInvalidRequest, "Forbidden: "+why)
 		return
 	}
-	if v := r.Header.Get(headerRevision); v != "" && !slices.Contains(Supported, v) {
+	if v := r.Header.Get(headerRevision); v != "" && !validRevision(v) {
 		writeError(w, http.StatusBadRequest, nil, jsonrpc.CodeInvalidRequest,
 			"Bad Request: unsupported MCP-Protocol-Version "+quote(v)+"; supported: "+strings.Join(Supported, ", "))
 		return
@@ -92,10 +109,9 @@ func (s *Service) admit(x *exchange) bool {
 		return false
 	}
 	x.principal = p
-	if _, ok := s.deps.Catalog.Server(x.server); !ok {
-		writeError(x.w, http.StatusNotFound, nil, jsonrpc.CodeInvalidRequest, "Not Found: no server "+quote(x.server))
-		return false
-	}
+	// Whether the server exists is not checked here: requests other than initialize need a
+	// session, which is bound to its server, and initialize asks policy. An unknown server
+	// and one the caller may not use are answered alike, so neither can be discovered.
 	return true
 }
 
@@ -119,7 +135,16 @@ func (s *Service) resume(x *exchange) bool {
 		return false
 	}
 	if err != nil {
-		s.writeInternal(x, nil, err)
+		s.logger.Error("session store", "trace_id", x.traceID, "err", err)
+		x.w.Header().Set("Retry-After", "1")
+		writeError(x.w, http.StatusServiceUnavailable, nil, jsonrpc.CodeInternalError, "Service Unavailable: sessions cannot be read (trace "+x.traceID+")")
+		return false
+	}
+	// The revision header must be one the gateway speaks, or the one this session negotiated
+	// with its upstream (passed through unchanged, it may be older than the gateway's own).
+	if v := x.r.Header.Get(headerRevision); v != "" && !slices.Contains(Supported, v) && v != rec.ProtocolVersion {
+		writeError(x.w, http.StatusBadRequest, nil, jsonrpc.CodeInvalidRequest,
+			"Bad Request: unsupported MCP-Protocol-Version "+quote(v)+"; supported: "+strings.Join(Supported, ", "))
 		return false
 	}
 	x.session = rec
@@ -168,12 +193,23 @@ func (s *Service) post(x *exchange) {
 		return
 	}
 	for _, m := range msgs {
+		if m.Kind == jsonrpc.KindNotification && !strings.HasPrefix(m.Method, "notifications/") {
+			// A request without an id would reach the upstream with no decision and no audit
+			// record: every method that is not a notification must be a request.
+			writeError(w, http.StatusBadRequest, nil, jsonrpc.CodeInvalidRequest, "Bad Request: "+quote(m.Method)+" is not a notification: it needs an id")
+			return
+		}
 		if m.Method == "initialize" && (batch || hasSession) {
 			writeError(w, http.StatusBadRequest, m.ID, jsonrpc.CodeInvalidRequest, "Bad Request: initialize must be sent alone and without a session")
 			return
 		}
 	}
 	if !hasSession {
+		if v := r.Header.Get(headerRevision); v != "" && !slices.Contains(Supported, v) {
+			writeError(w, http.StatusBadRequest, nil, jsonrpc.CodeInvalidRequest,
+				"Bad Request: unsupported MCP-Protocol-Version "+quote(v)+"; supported: "+strings.Join(Supported, ", "))
+			return
+		}
 		if msgs[0].Method != "initialize" || msgs[0].Kind != jsonrpc.KindRequest {
 			writeError(w, http.StatusBadRequest, msgs[0].ID, jsonrpc.CodeInvalidRequest, "Bad Request: Mcp-Session-Id header is required")
 			return
@@ -188,7 +224,7 @@ func (s *Service) post(x *exchange) {
 	m := msgs[0]
 	if m.Kind != jsonrpc.KindRequest {
 		if err := s.forward(x, m); err != nil {
-			s.writeConnectError(x, nil, err)
+			s.upstreamFailed(x, nil, err)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
@@ -318,7 +354,12 @@ func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte))
 			return nil
 		}
 		if collect != nil {
-			return nil // a batch answers with responses only
+			// A batch is answered with responses only, so a server request (sampling,
+			// elicitation, roots) could never be answered: fail the call rather than hang.
+			if sm, perr := jsonrpc.ParseMessage(msg.GetMessage()); perr == nil && sm.Kind == jsonrpc.KindRequest {
+				return connect.NewError(connect.CodeFailedPrecondition, errors.New("the upstream sent a request ("+sm.Method+") that a batched call cannot answer; send the call alone"))
+			}
+			return nil
 		}
 		if sse == nil {
 			sse = startSSE(x.w)
@@ -343,6 +384,11 @@ func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte))
 		err = errors.New("the host went away before the response")
 	}
 	if sse == nil {
+		if connect.CodeOf(err) == connect.CodeNotFound && collect == nil {
+			s.upstreamFailed(x, m.ID, err) // answer 404 first; the record follows
+			s.finish(x, m, rec, start, nil, err, func([]byte) {})
+			return
+		}
 		s.finish(x, m, rec, start, nil, err, collect)
 		return
 	}
@@ -441,9 +487,16 @@ func (s *Service) listen(x *exchange) {
 	}
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
+	stop := context.AfterFunc(s.draining, cancel) // standalone streams end when the gateway drains
+	defer stop()
 	var sse *sseWriter
 	opened := make(chan struct{})
+	var pinger sync.WaitGroup
+	defer pinger.Wait() // no ping may be written after the handler returns
+	defer cancel()
+	pinger.Add(1)
 	go func() {
+		defer pinger.Done()
 		select {
 		case <-opened:
 		case <-ctx.Done():
@@ -509,7 +562,10 @@ func (s *Service) check(ctx context.Context, x *exchange, action, name string) (
 
 func (s *Service) append(ctx context.Context, x *exchange, rec *auditv1.Record, start time.Time) error {
 	rec.Latency = durationpb.New(time.Since(start))
-	if _, err := s.deps.Audit.Append(ctx, connect.NewRequest(&auditv1.AppendRequest{Record: rec})); err != nil {
+	// The record is written even when the host has gone: the call happened.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	if _, err := s.deps.Audit.Append(actx, connect.NewRequest(&auditv1.AppendRequest{Record: rec})); err != nil {
 		s.logger.Error("audit append failed; refusing the call", "trace_id", x.traceID, "err", err)
 		return errAuditUnavailable
 	}

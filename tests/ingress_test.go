@@ -162,6 +162,9 @@ func TestIngressBadInput(t *testing.T) {
 		{name: "DELETE without session", method: http.MethodDelete, status: 400},
 		{name: "GET without session", method: http.MethodGet, header: map[string]string{"Accept": "text/event-stream"}, status: 400},
 		{name: "Last-Event-ID of another stream", method: http.MethodGet, header: with(map[string]string{"Accept": "text/event-stream", "Last-Event-ID": "other-stream-42"}), status: 400},
+		{name: "request disguised as a notification", body: `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`, header: sess, status: 400, code: -32600},
+		{name: "unknown top-level member", body: `{"jsonrpc":"2.0","id":1,"ID":2,"method":"tools/call","params":{"name":"echo"}}`, header: sess, status: 400, code: -32600},
+		{name: "unicode case-variant key", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a","teﬆ":"b"}},"paramſ":{}}`, header: sess, status: 400, code: -32600},
 		{name: "PUT", method: http.MethodPut, body: echoCall, header: sess, status: 405},
 	}
 	for _, tc := range cases {
@@ -208,6 +211,21 @@ func TestIngressBadInput(t *testing.T) {
 		var out []map[string]any
 		if r.status != http.StatusOK || json.Unmarshal(r.body, &out) != nil || len(out) != 2 {
 			t.Fatalf("batch: %d %s", r.status, r.body)
+		}
+	})
+	t.Run("an upstream's older revision in the header", func(t *testing.T) {
+		c := c
+		c.t = t
+		// The upstream negotiated 2024-11-05, which the gateway passes through: the host then
+		// sends that revision, and the session accepts it.
+		legacy := c.initialize("2024-11-05")
+		r := c.post(echoCall, map[string]string{"Mcp-Session-Id": legacy, "MCP-Protocol-Version": "2024-11-05"})
+		if r.status != http.StatusOK || !bytes.Contains(r.body, []byte("still serving")) {
+			t.Fatalf("tools/call at the session's revision: %d %s", r.status, r.body)
+		}
+		r = c.post(echoCall, map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2024-11-05"})
+		if r.status != http.StatusBadRequest {
+			t.Fatalf("2024-11-05 on a 2025-06-18 session: %d, want 400", r.status)
 		}
 	})
 	t.Run("still serving", func(t *testing.T) {

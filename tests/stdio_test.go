@@ -2,6 +2,7 @@ package tests
 
 import (
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,6 +46,28 @@ func TestStdioChildReaped(t *testing.T) {
 		gatehousetest.WaitFor(t, 30*time.Second, "the child to be reaped after the session expired", func() bool { return gatehousetest.ProcessGone(pid) })
 		if r := c.post(echoCall, map[string]string{"Mcp-Session-Id": sid}); r.status != http.StatusNotFound {
 			t.Fatalf("expired session answered %d, want 404", r.status)
+		}
+	})
+
+	t.Run("child killed", func(t *testing.T) {
+		c := c
+		c.t = t
+		sid := c.initialize("2025-06-18")
+		pid := oneChild(t)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		gatehousetest.WaitFor(t, 15*time.Second, "the killed child to be reaped", func() bool { return gatehousetest.ProcessGone(pid) })
+		// A new child would not know the session: the session ends, the host starts over.
+		h := map[string]string{"Mcp-Session-Id": sid}
+		if r := c.post(echoCall, h); r.status != http.StatusNotFound {
+			t.Fatalf("call after the child died: %d %s, want 404", r.status, r.body)
+		}
+		if r := c.post(echoCall, h); r.status != http.StatusNotFound {
+			t.Fatalf("the session survived its upstream: %d %s", r.status, r.body)
+		}
+		if kids := gatehousetest.ChildrenRunning(g.Pid(), echo); len(kids) != 0 {
+			t.Fatalf("children %v started for a dead session", kids)
 		}
 	})
 

@@ -134,18 +134,26 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return err
 	}
 	defer policy.Close(context.WithoutCancel(ctx))
-	bridge, err := bridgesvc.New(bridgesvc.Config{StdioGrace: cfg.StdioGrace, MaxChildren: 256, MaxMessageBytes: 16 << 20}, cat, logger.With("svc", "bridge"))
-	if err != nil {
-		return err
-	}
-	defer bridge.Close(context.WithoutCancel(ctx))
+	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
+	// handlers finish and commit their audit records before the audit log closes.
 	audit, err := auditsvc.New(auditsvc.Config{Dir: filepath.Join(cfg.DataDir, "audit"), MaxBatch: 256}, logger.With("svc", "audit"))
 	if err != nil {
 		return err
 	}
 	defer audit.Close(context.WithoutCancel(ctx))
+	bridge, err := bridgesvc.New(bridgesvc.Config{StdioGrace: cfg.StdioGrace, MaxChildren: 256, MaxMessageBytes: 16 << 20}, cat, logger.With("svc", "bridge"))
+	if err != nil {
+		return err
+	}
+	defer bridge.Close(context.WithoutCancel(ctx))
 
 	sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, cfg.Ingress.SessionTTL, logger.With("svc", "sessions"))
+	// Sessions of an earlier run died with its stdio children and upstream connections.
+	if n, err := sessions.Reset(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		logger.Info("ended sessions of the previous run", "sessions", n)
+	}
 	// Same code as split mode, wired in-process: the services' handlers satisfy the client
 	// interfaces the ingress takes, so the hot path pays for no serialization or socket.
 	in, err := ingress.New(cfg.Ingress, ingress.Deps{

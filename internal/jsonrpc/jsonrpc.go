@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -163,7 +164,7 @@ func checkStructure(body []byte) error {
 				continue
 			}
 			key := tok.(string)
-			folded := strings.ToLower(key)
+			folded := foldKey(key)
 			if stack[n-1].keys == nil {
 				stack[n-1].keys = make(map[string]struct{}, 4)
 			}
@@ -199,6 +200,39 @@ func checkStructure(body []byte) error {
 	return nil
 }
 
+// foldKey maps every key that encoding/json (and so many an upstream) would match
+// case-insensitively to one value: each rune becomes the smallest rune of its Unicode
+// simple-folding orbit, so "K", "k" and the Kelvin sign agree, as do "s" and "ſ".
+func foldKey(k string) string {
+	ascii := true
+	for i := 0; i < len(k); i++ {
+		if k[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToUpper(k) // an ASCII letter's orbit starts at its upper case
+	}
+	var b strings.Builder
+	b.Grow(len(k))
+	for _, r := range k {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
+}
+
+// members are the only top-level members a JSON-RPC 2.0 message may have. Anything else is
+// refused: an upstream might read "ID" or "Params" where the gateway saw none.
+var members = map[string]bool{"jsonrpc": true, "id": true, "method": true, "params": true, "result": true, "error": true}
+
+// MaxName bounds a tool or prompt name, or a resource URI.
+const MaxName = 1024
+
 func parseOne(raw json.RawMessage) (*Message, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
@@ -209,6 +243,11 @@ func parseOne(raw json.RawMessage) (*Message, error) {
 		return nil, parseErr("invalid JSON: %v", err)
 	}
 	m := &Message{Raw: raw}
+	for k := range fields {
+		if !members[k] {
+			return nil, invalid(fields["id"], "unknown member %q: a JSON-RPC message has only jsonrpc, id, method, params, result and error", k)
+		}
+	}
 	if id, ok := fields["id"]; ok {
 		if err := checkID(id); err != nil {
 			return nil, err
@@ -302,6 +341,9 @@ func (m *Message) readParams() error {
 	if m.Method == "initialize" {
 		m.ProtocolVersion = s
 		return nil
+	}
+	if len(s) > MaxName {
+		return &Error{Code: CodeInvalidParams, Message: fmt.Sprintf("params.%s is longer than %d bytes", key, MaxName), ID: m.ID}
 	}
 	m.Name = s
 	m.Arguments = p["arguments"]

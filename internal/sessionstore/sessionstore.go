@@ -263,6 +263,19 @@ func (s *Store) Watch(ctx context.Context, ended func(id string)) {
 	}
 }
 
+// Reset ends every session (for a single-process gateway starting over: the upstreams of
+// its earlier sessions are gone). It returns how many there were.
+func (s *Store) Reset(ctx context.Context) (int64, error) {
+	resp, err := s.kv.Delete(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("reset sessions: %w", err)
+	}
+	s.mu.Lock()
+	clear(s.cache)
+	s.mu.Unlock()
+	return resp.Deleted, nil
+}
+
 // validID bounds what reaches etcd: ids are 64 lowercase hex characters.
 func validID(id string) bool {
 	if len(id) != 64 {

@@ -141,6 +141,11 @@ func (c *Child) SetProtocolVersion(v string) {
 // Send writes m to the child's stdin. For a request it then emits every message routed to it
 // and returns after the response.
 func (c *Child) Send(ctx context.Context, m upstream.Message, emit upstream.Emit) error {
+	select {
+	case <-c.exited:
+		return upstream.ErrGone // it died before this message; never report that as this call's failure
+	default:
+	}
 	line, err := frame(m.Raw)
 	if err != nil {
 		return err

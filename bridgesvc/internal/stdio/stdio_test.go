@@ -294,8 +294,9 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("Send = %v, want %v containing %q", err, tc.wantErr, tc.wantMsg)
 			}
 			reaped(t, c)
-			if _, err := call(t, c, toolCall(2, "echo", "")); !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Send after the end = %v, want %v", err, tc.wantErr)
+			// A message sent after the end is refused as such, not failed with the old cause.
+			if _, err := call(t, c, toolCall(2, "echo", "")); !errors.Is(err, upstream.ErrGone) {
+				t.Fatalf("Send after the end = %v, want %v", err, upstream.ErrGone)
 			}
 		})
 	}

@@ -20,6 +20,9 @@ var (
 	ErrTooMany = errors.New("too many upstream processes")
 	// ErrExited: a stdio child that ended on its own (crash or exit).
 	ErrExited = errors.New("upstream exited")
+	// ErrGone: the upstream had already ended before this message reached it; the session
+	// must start over (a new upstream would not know it).
+	ErrGone = errors.New("the session's upstream has ended; start a new session")
 	// ErrUnavailable: the upstream cannot be reached or failed (network error, 5xx).
 	ErrUnavailable = errors.New("upstream unavailable")
 	// ErrSessionGone: the upstream no longer knows its session (HTTP 404); re-initialize.
