@@ -266,13 +266,9 @@ func ChildrenRunning(pid int, exe string) []int {
 	return out
 }
 
-// ProcessGone reports whether pid no longer exists or is a zombie that is not ours to reap.
+// ProcessGone reports whether pid no longer exists: exited and reaped (a zombie still counts
+// as present, since its parent has not reaped it yet).
 func ProcessGone(pid int) bool {
-	stat, err := os.ReadFile(filepath.Join("/proc", fmt.Sprint(pid), "stat"))
-	if err != nil {
-		return true
-	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && strings.HasPrefix(s[i+1:], " Z")
+	_, err := os.Stat(filepath.Join("/proc", fmt.Sprint(pid)))
+	return os.IsNotExist(err)
 }
