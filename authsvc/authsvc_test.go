@@ -19,9 +19,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
-	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
