@@ -43,6 +43,9 @@ type Config struct {
 	SessionTTL     time.Duration
 	AuthCacheTTL   time.Duration
 	MaxBatch       int
+	// MaxSessionsPerPrincipal bounds the live sessions (and so stdio children per server) one
+	// principal may hold; 0 means no limit.
+	MaxSessionsPerPrincipal int
 }
 
 // RegisterFlags binds the configuration to flags, with GATEHOUSE_INGRESS_* env fallbacks.
@@ -77,6 +80,7 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet, getenv func(string) string
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 30*time.Minute, "idle timeout of a session")
 	fs.DurationVar(&c.AuthCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an authenticated credential is cached")
 	fs.IntVar(&c.MaxBatch, "max-batch", 64, "most messages in one JSON-RPC batch (2025-03-26 only)")
+	fs.IntVar(&c.MaxSessionsPerPrincipal, "max-sessions-per-principal", 64, "live sessions one principal may hold (503 beyond; 0: no limit)")
 }
 
 // Catalog is the local snapshot of the registry the ingress routes by.

@@ -265,7 +265,12 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 		writeError(x.w, http.StatusNotFound, nil, jsonrpc.CodeInvalidRequest, "Not Found: no server "+quote(x.server))
 		return
 	}
-	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{Server: x.server, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant()})
+	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{Server: x.server, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant()}, s.cfg.MaxSessionsPerPrincipal)
+	if errors.Is(err, sessionstore.ErrTooManySessions) {
+		x.w.Header().Set("Retry-After", "30")
+		writeError(x.w, http.StatusServiceUnavailable, m.ID, codeUnavailable, "Service Unavailable: "+err.Error()+"; end a session (DELETE) or wait for one to expire")
+		return
+	}
 	if err != nil {
 		s.writeInternal(x, m.ID, err)
 		return

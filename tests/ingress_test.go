@@ -237,3 +237,29 @@ func TestIngressBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestSessionCapPerPrincipal: one principal cannot hold more than its share of sessions (and
+// so of stdio children); past the cap it gets 503 with Retry-After, and ending a session
+// makes room again.
+func TestSessionCapPerPrincipal(t *testing.T) {
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	g := gatehousetest.Start(t, gatehousetest.Options{
+		Config: "servers:\n" + stdioEntry("echo", echo),
+		Args:   []string{"--max-sessions-per-principal", "2"},
+	})
+	c := rawClient{t: t, url: g.Endpoint("echo"), token: g.Token}
+	first := c.initialize("2025-06-18")
+	c.initialize("2025-06-18")
+	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	r := c.post(init, nil)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.header.Get("Mcp-Session-Id") != "" {
+		t.Fatalf("third session: %d Retry-After=%q session=%q %s, want 503 with Retry-After and no session", r.status, r.header.Get("Retry-After"), r.header.Get("Mcp-Session-Id"), r.body)
+	}
+	if kids := gatehousetest.ChildrenRunning(g.Pid(), echo); len(kids) != 2 {
+		t.Fatalf("%d children for 2 sessions", len(kids))
+	}
+	if r := c.do(http.MethodDelete, nil, map[string]string{"Mcp-Session-Id": first}); r.status != http.StatusOK {
+		t.Fatalf("DELETE: %d", r.status)
+	}
+	c.initialize("2025-06-18")
+}

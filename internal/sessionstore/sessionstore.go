@@ -21,8 +21,13 @@ import (
 // DefaultPrefix is where sessions live in etcd.
 const DefaultPrefix = "/gatehouse/sessions/"
 
-// ErrNotFound is returned for a session that does not exist, ended or expired.
-var ErrNotFound = errors.New("session not found")
+// Errors of the store.
+var (
+	// ErrNotFound is returned for a session that does not exist, ended or expired.
+	ErrNotFound = errors.New("session not found")
+	// ErrTooManySessions is returned when a principal already holds its limit of sessions.
+	ErrTooManySessions = errors.New("too many sessions for this principal")
+)
 
 // Record is what the gateway knows about one host session.
 type Record struct {
@@ -70,18 +75,46 @@ func NewID() string {
 
 func (s *Store) key(id string) string { return s.prefix + id }
 
-// Create stores a new session under a fresh lease and returns it with its id set.
-func (s *Store) Create(ctx context.Context, rec Record) (Record, error) {
+// Create stores a new session under a fresh lease and returns it with its id set. A
+// principal may hold at most limit live sessions (0: no limit); past it Create fails with
+// ErrTooManySessions. The count is read before the write, so concurrent creates by one
+// principal can overshoot the limit by the number racing.
+func (s *Store) Create(ctx context.Context, rec Record, limit int) (Record, error) {
+	owner := s.ownerPrefix(rec)
+	if limit > 0 {
+		resp, err := s.kv.Get(ctx, owner, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return Record{}, fmt.Errorf("count sessions: %w", err)
+		}
+		if resp.Count >= int64(limit) {
+			return Record{}, fmt.Errorf("%w: %d of %d", ErrTooManySessions, resp.Count, limit)
+		}
+	}
 	rec.ID = NewID()
 	rec.Created = s.now().UTC()
 	lease, err := s.kv.Grant(ctx, int64((s.ttl+time.Second-1)/time.Second))
 	if err != nil {
 		return Record{}, fmt.Errorf("grant session lease: %w", err)
 	}
-	if err := s.put(ctx, rec, lease.ID); err != nil {
+	b, err := json.Marshal(rec)
+	if err != nil {
 		return Record{}, err
 	}
+	// The record and its entry in the owner's index share the lease: both go together.
+	if _, err := s.kv.Txn(ctx).Then(
+		clientv3.OpPut(s.key(rec.ID), string(b), clientv3.WithLease(lease.ID)),
+		clientv3.OpPut(owner+rec.ID, "", clientv3.WithLease(lease.ID)),
+	).Commit(); err != nil {
+		return Record{}, fmt.Errorf("store session: %w", err)
+	}
+	s.remember(rec, lease.ID)
 	return rec, nil
+}
+
+// ownerPrefix is where the index of a principal's sessions lives: beside the sessions, not
+// under their prefix, so the session watch never sees it.
+func (s *Store) ownerPrefix(rec Record) string {
+	return strings.TrimSuffix(s.prefix, "/") + "-by-principal/" + rec.Tenant + "/" + rec.Principal + "/"
 }
 
 // Update rewrites a session's record (e.g. its negotiated revision) under the same lease.
@@ -117,18 +150,6 @@ func (s *Store) Update(ctx context.Context, rec Record) error {
 		return ErrNotFound
 	}
 	s.remember(rec, e.lease)
-	return nil
-}
-
-func (s *Store) put(ctx context.Context, rec Record, lease clientv3.LeaseID) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if _, err := s.kv.Put(ctx, s.key(rec.ID), string(b), clientv3.WithLease(lease)); err != nil {
-		return fmt.Errorf("store session: %w", err)
-	}
-	s.remember(rec, lease)
 	return nil
 }
 
@@ -268,6 +289,9 @@ func (s *Store) Watch(ctx context.Context, ended func(id string)) {
 func (s *Store) Reset(ctx context.Context) (int64, error) {
 	resp, err := s.kv.Delete(ctx, s.prefix, clientv3.WithPrefix())
 	if err != nil {
+		return 0, fmt.Errorf("reset sessions: %w", err)
+	}
+	if _, err := s.kv.Delete(ctx, strings.TrimSuffix(s.prefix, "/")+"-by-principal/", clientv3.WithPrefix()); err != nil {
 		return 0, fmt.Errorf("reset sessions: %w", err)
 	}
 	s.mu.Lock()

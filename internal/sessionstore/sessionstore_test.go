@@ -25,7 +25,7 @@ func TestLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, prefix := newStore(t, time.Minute)
-	rec, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "alice", Tenant: "acme"})
+	rec, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "alice", Tenant: "acme"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestExpiryIsReported(t *testing.T) {
 		store.Watch(wctx, func(id string) { ended <- id })
 	}()
 	<-started
-	rec, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "bob", Tenant: "acme"})
+	rec, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "bob", Tenant: "acme"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,5 +98,32 @@ func TestMalformedIDsNeverReachEtcd(t *testing.T) {
 		if _, err := store.Get(context.Background(), id); !errors.Is(err, sessionstore.ErrNotFound) {
 			t.Errorf("Get(%q): %v, want ErrNotFound", id, err)
 		}
+	}
+}
+
+func TestSessionLimitPerPrincipal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, _ := newStore(t, time.Minute)
+	carol := sessionstore.Record{Server: "echo", Principal: "carol", Tenant: "acme"}
+	first, err := store.Create(ctx, carol, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, carol, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, carol, 2); !errors.Is(err, sessionstore.ErrTooManySessions) {
+		t.Fatalf("third session: %v, want ErrTooManySessions", err)
+	}
+	// Another principal, or the same name in another tenant, has its own count.
+	if _, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "carol", Tenant: "other"}, 2); err != nil {
+		t.Fatalf("carol in another tenant: %v", err)
+	}
+	if err := store.Delete(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, carol, 2); err != nil {
+		t.Fatalf("after ending one session: %v", err)
 	}
 }
