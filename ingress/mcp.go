@@ -68,6 +68,21 @@ func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
 			"Bad Request: unsupported MCP-Protocol-Version "+quote(v)+"; supported: "+strings.Join(Supported, ", "))
 		return
 	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		// The guard admitted this origin: let browser hosts on it read the answer and the
+		// session header, and answer their preflights.
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
 	if r.Header.Get("Last-Event-ID") != "" {
 		// The gateway gives its events no ids, so any Last-Event-ID names a stream it never
 		// served: resuming it would replay another stream's messages or none.

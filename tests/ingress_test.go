@@ -228,6 +228,22 @@ func TestIngressBadInput(t *testing.T) {
 			t.Fatalf("2024-11-05 on a 2025-06-18 session: %d, want 400", r.status)
 		}
 	})
+	t.Run("CORS for an allowed browser origin", func(t *testing.T) {
+		c := c
+		c.t = t
+		r := c.do(http.MethodOptions, nil, map[string]string{"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"})
+		if r.status != http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:5173" ||
+			!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Mcp-Session-Id") {
+			t.Fatalf("preflight: %d %v", r.status, r.header)
+		}
+		r = c.post(echoCall, with(map[string]string{"Origin": "http://localhost:5173"}))
+		if r.status != http.StatusOK || !strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "Mcp-Session-Id") {
+			t.Fatalf("call from an allowed origin: %d %v", r.status, r.header)
+		}
+		if r := c.do(http.MethodOptions, nil, map[string]string{"Origin": "http://evil.example"}); r.status != http.StatusForbidden {
+			t.Fatalf("preflight from a foreign origin: %d, want 403", r.status)
+		}
+	})
 	t.Run("still serving", func(t *testing.T) {
 		c := c
 		c.t = t
