@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -90,32 +89,32 @@ func Parse(body []byte, allowBatch bool) ([]*Message, bool, error) {
 	if !utf8.Valid(body) {
 		return nil, false, parseErr("body is not valid UTF-8")
 	}
-	if err := checkStructure(body); err != nil {
+	if err := validate(body); err != nil {
 		return nil, false, err
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) > 0 && trimmed[0] == '[' {
+	trimmed := bytes.TrimSpace(body)
+	if trimmed[0] == '[' {
 		if !allowBatch {
 			return nil, true, invalid(nil, "batches are not allowed in this protocol revision")
 		}
-		var raws []json.RawMessage
-		if err := json.Unmarshal(body, &raws); err != nil {
-			return nil, true, parseErr("invalid JSON: %v", err)
-		}
-		if len(raws) == 0 {
-			return nil, true, invalid(nil, "empty batch")
-		}
-		msgs := make([]*Message, 0, len(raws))
-		for _, r := range raws {
-			m, err := parseOne(r)
+		var msgs []*Message
+		err := eachElement(trimmed, func(raw []byte) error {
+			m, err := parseOne(raw)
 			if err != nil {
-				return nil, true, err
+				return err
 			}
 			msgs = append(msgs, m)
+			return nil
+		})
+		if err != nil {
+			return nil, true, err
+		}
+		if len(msgs) == 0 {
+			return nil, true, invalid(nil, "empty batch")
 		}
 		return msgs, true, nil
 	}
-	m, err := parseOne(body)
+	m, err := parseOne(trimmed)
 	if err != nil {
 		return nil, false, err
 	}
@@ -129,75 +128,6 @@ func ParseMessage(body []byte) (*Message, error) {
 		return nil, err
 	}
 	return msgs[0], nil
-}
-
-// checkStructure walks every token once: syntax, depth, duplicate and case-variant keys.
-func checkStructure(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	type frame struct {
-		object bool
-		keys   map[string]struct{}
-		expect bool // object: next token is a key
-	}
-	var stack []frame
-	seenValue := false
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return parseErr("invalid JSON: %v", err)
-		}
-		if len(stack) == 0 && seenValue {
-			return parseErr("invalid JSON: trailing data after the message")
-		}
-		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expect {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				if len(stack) == 0 {
-					seenValue = true
-				} else if stack[len(stack)-1].object {
-					stack[len(stack)-1].expect = true
-				}
-				continue
-			}
-			key := tok.(string)
-			folded := foldKey(key)
-			if stack[n-1].keys == nil {
-				stack[n-1].keys = make(map[string]struct{}, 4)
-			}
-			if _, dup := stack[n-1].keys[folded]; dup {
-				return invalid(nil, "duplicate or case-variant key %q", key)
-			}
-			stack[n-1].keys[folded] = struct{}{}
-			stack[n-1].expect = false
-			continue
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				if len(stack) >= MaxDepth {
-					return invalid(nil, "nesting deeper than %d", MaxDepth)
-				}
-				stack = append(stack, frame{object: t == '{', expect: t == '{'})
-				continue
-			case '}', ']':
-				stack = stack[:len(stack)-1]
-			}
-		}
-		if len(stack) == 0 {
-			seenValue = true
-		} else if stack[len(stack)-1].object {
-			stack[len(stack)-1].expect = true
-		}
-	}
-	if !seenValue {
-		return parseErr("empty body")
-	}
-	return nil
 }
 
 // foldKey maps every key that encoding/json (and so many an upstream) would match
@@ -226,55 +156,64 @@ func foldKey(k string) string {
 	return b.String()
 }
 
-// members are the only top-level members a JSON-RPC 2.0 message may have. Anything else is
-// refused: an upstream might read "ID" or "Params" where the gateway saw none.
-var members = map[string]bool{"jsonrpc": true, "id": true, "method": true, "params": true, "result": true, "error": true}
-
 // MaxName bounds a tool or prompt name, or a resource URI.
 const MaxName = 1024
 
 func parseOne(raw json.RawMessage) (*Message, error) {
-	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, invalid(nil, "a JSON-RPC message must be an object")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, parseErr("invalid JSON: %v", err)
-	}
 	m := &Message{Raw: raw}
-	for k := range fields {
-		if !members[k] {
-			return nil, invalid(fields["id"], "unknown member %q: a JSON-RPC message has only jsonrpc, id, method, params, result and error", k)
+	var version, method, result, rpcErr []byte
+	var unknown string
+	_ = eachMember(raw, func(key string, val []byte) error {
+		switch key {
+		case "jsonrpc":
+			version = val
+		case "id":
+			m.ID = val
+		case "method":
+			method = val
+		case "params":
+			m.Params = val
+		case "result":
+			result = val
+		case "error":
+			rpcErr = val
+		default:
+			if unknown == "" {
+				unknown = key
+			}
 		}
-	}
-	if id, ok := fields["id"]; ok {
-		if err := checkID(id); err != nil {
+		return nil
+	})
+	if m.ID != nil {
+		if err := checkID(m.ID); err != nil {
 			return nil, err
 		}
-		m.ID = id
 	}
-	var version string
-	if v, ok := fields["jsonrpc"]; !ok || json.Unmarshal(v, &version) != nil || version != "2.0" {
+	if unknown != "" {
+		return nil, invalid(m.ID, "unknown member %q: a JSON-RPC message has only jsonrpc, id, method, params, result and error", unknown)
+	}
+	if v, ok := stringValue(version); !ok || v != "2.0" {
 		return nil, invalid(m.ID, `"jsonrpc" must be "2.0"`)
 	}
-	method, hasMethod := fields["method"]
-	_, hasResult := fields["result"]
-	_, hasError := fields["error"]
 	switch {
-	case hasMethod:
-		if hasResult || hasError {
+	case method != nil:
+		if result != nil || rpcErr != nil {
 			return nil, invalid(m.ID, "a message cannot have both method and result or error")
 		}
-		if err := json.Unmarshal(method, &m.Method); err != nil || m.Method == "" {
+		name, ok := stringValue(method)
+		if !ok || name == "" {
 			return nil, invalid(m.ID, `"method" must be a non-empty string`)
 		}
+		m.Method = name
 		if m.ID != nil {
 			m.Kind = KindRequest
 		} else {
 			m.Kind = KindNotification
 		}
-	case hasResult != hasError:
+	case (result != nil) != (rpcErr != nil):
 		if m.ID == nil {
 			return nil, invalid(nil, "a response needs an id")
 		}
@@ -282,11 +221,8 @@ func parseOne(raw json.RawMessage) (*Message, error) {
 	default:
 		return nil, invalid(m.ID, "not a request, notification or response")
 	}
-	if p, ok := fields["params"]; ok {
-		if len(p) == 0 || (p[0] != '{' && p[0] != '[') {
-			return nil, invalid(m.ID, `"params" must be an object or an array`)
-		}
-		m.Params = p
+	if m.Params != nil && m.Params[0] != '{' && m.Params[0] != '[' {
+		return nil, invalid(m.ID, `"params" must be an object or an array`)
 	}
 	if m.Kind == KindRequest {
 		if err := m.readParams(); err != nil {
@@ -322,10 +258,6 @@ func (m *Message) readParams() error {
 	if len(m.Params) == 0 || m.Params[0] != '{' {
 		return &Error{Code: CodeInvalidParams, Message: m.Method + " needs params", ID: m.ID}
 	}
-	var p map[string]json.RawMessage
-	if err := json.Unmarshal(m.Params, &p); err != nil {
-		return &Error{Code: CodeInvalidParams, Message: "invalid params", ID: m.ID}
-	}
 	key := "name"
 	switch m.Method {
 	case "resources/read":
@@ -333,9 +265,18 @@ func (m *Message) readParams() error {
 	case "initialize":
 		key = "protocolVersion"
 	}
-	v, ok := p[key]
-	var s string
-	if !ok || json.Unmarshal(v, &s) != nil || s == "" {
+	var v, args []byte
+	_ = eachMember(m.Params, func(k string, val []byte) error {
+		switch k {
+		case key:
+			v = val
+		case "arguments":
+			args = val
+		}
+		return nil
+	})
+	s, ok := stringValue(v)
+	if !ok || s == "" {
 		return &Error{Code: CodeInvalidParams, Message: fmt.Sprintf("%s needs params.%s, a non-empty string", m.Method, key), ID: m.ID}
 	}
 	if m.Method == "initialize" {
@@ -346,7 +287,7 @@ func (m *Message) readParams() error {
 		return &Error{Code: CodeInvalidParams, Message: fmt.Sprintf("params.%s is longer than %d bytes", key, MaxName), ID: m.ID}
 	}
 	m.Name = s
-	m.Arguments = p["arguments"]
+	m.Arguments = args
 	return nil
 }
 
