@@ -355,13 +355,13 @@ func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte))
 			if connect.CodeOf(err) != connect.CodeResourceExhausted {
 				rec.Outcome = auditv1.Outcome_OUTCOME_FAILED
 			}
-			s.finish(x, m, rec, start, nil, err, collect)
+			s.finish(x, m, rec, start, err, collect)
 			return
 		}
 		rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
 		if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 			rec.Outcome, rec.Error = auditv1.Outcome_OUTCOME_DENIED, "denied by policy"
-			s.finish(x, m, rec, start, nil, errDenied, collect)
+			s.finish(x, m, rec, start, errDenied, collect)
 			return
 		}
 	}
@@ -406,10 +406,10 @@ func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte))
 	if sse == nil {
 		if connect.CodeOf(err) == connect.CodeNotFound && collect == nil {
 			s.upstreamFailed(x, m.ID, err) // answer 404 first; the record follows
-			s.finish(x, m, rec, start, nil, err, func([]byte) {})
+			s.finish(x, m, rec, start, err, func([]byte) {})
 			return
 		}
-		s.finish(x, m, rec, start, nil, err, collect)
+		s.finish(x, m, rec, start, err, collect)
 		return
 	}
 	if rec != nil {
@@ -425,7 +425,7 @@ func (s *Service) request(x *exchange, m *jsonrpc.Message, collect func([]byte))
 }
 
 // finish answers a request that ends in an error before any upstream message reached the host.
-func (s *Service) finish(x *exchange, m *jsonrpc.Message, rec *auditv1.Record, start time.Time, _ []byte, err error, collect func([]byte)) {
+func (s *Service) finish(x *exchange, m *jsonrpc.Message, rec *auditv1.Record, start time.Time, err error, collect func([]byte)) {
 	if rec != nil {
 		if rec.Outcome == auditv1.Outcome_OUTCOME_UNSPECIFIED {
 			rec.Outcome = auditv1.Outcome_OUTCOME_FAILED
