@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -70,12 +69,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			logger.Error("close", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	mux := rpcserver.NewMux(svc.Handlers()...)
-	srv := rpcserver.NewServer(rpcserver.RequireToken(*token, mux))
-	logger.Info("serving", "addr", ln.Addr().String(), "log", svc.Path())
-	return rpcserver.Serve(ctx, ln, srv, mux, *drain, logger)
+	return rpcserver.ListenAndServe(ctx, cfg.Listen, *token, *drain, logger.With("log", svc.Path()), svc.Handlers()...)
 }

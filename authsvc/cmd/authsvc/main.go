@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -64,12 +63,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer svc.Close(context.WithoutCancel(ctx))
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	mux := rpcserver.NewMux(svc.Handlers()...)
-	srv := rpcserver.NewServer(rpcserver.RequireToken(*token, mux))
-	logger.Info("serving", "addr", ln.Addr().String())
-	return rpcserver.Serve(ctx, ln, srv, mux, *drain, logger)
+	return rpcserver.ListenAndServe(ctx, cfg.Listen, *token, *drain, logger, svc.Handlers()...)
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -77,13 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, time.Minute, logger)
 		go sessions.Watch(followCtx, func(id string) { go svc.EndSession(id) })
 	}
-	mux := rpcserver.NewMux(svc.Handlers()...)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	logger.Info("serving", "addr", ln.Addr().String(), "registry", cfg.RegistryAddr)
-	serveErr := rpcserver.Serve(ctx, ln, rpcserver.NewServer(rpcserver.RequireToken(*token, mux)), mux, drain, logger)
+	serveErr := rpcserver.ListenAndServe(ctx, cfg.Listen, *token, drain, logger.With("registry", cfg.RegistryAddr), svc.Handlers()...)
 
 	// Children outlive no bridge: end them all, SIGKILL whatever the shutdown sequence
 	// leaves once its own deadline has passed.

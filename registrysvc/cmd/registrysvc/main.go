@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -82,14 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	mux := rpcserver.NewMux(svc.Handlers()...)
-	srv := rpcserver.NewServer(rpcserver.RequireToken(*token, mux))
-	logger.Info("serving", "addr", ln.Addr().String(), "seeded", len(servers), "servers_file", cfg.ServersFile)
-	return rpcserver.Serve(ctx, ln, srv, mux, *drain, logger)
+	return rpcserver.ListenAndServe(ctx, cfg.Listen, *token, *drain, logger.With("seeded", len(servers), "servers_file", cfg.ServersFile), svc.Handlers()...)
 }
 
 // readServers reads and parses the servers file, at most config.MaxFileBytes of it.
