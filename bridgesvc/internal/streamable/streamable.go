@@ -249,6 +249,11 @@ func (c *Conn) ctxErr(caller context.Context, err error) error {
 // Send posts m. For a request it emits every message of the response (one JSON message, or
 // an event stream until the response to m) and returns after the response.
 func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit) error {
+	select {
+	case <-c.done:
+		return c.err // ended: nothing may reach the upstream (bind cancels only asynchronously)
+	default:
+	}
 	rctx, stop := c.bind(ctx)
 	defer stop()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.url, bytes.NewReader(m.Raw))
