@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen internal authsvc policysvc registrysvc bridgesvc auditsvc ingress cmd/gatehouse tests bench examples
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools generate check-generate lint test test-go test-modules node-deps bench up clean
+.PHONY: all tools generate check-generate lint test test-go test-race test-modules node-deps bench up clean
 
 all: test
 
@@ -37,7 +37,11 @@ node-deps:
 test-go: node-deps
 	go test $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-test: check-generate lint test-modules test-go
+# The race detector over the concurrent parts, the gateway binary of the e2e tests included.
+test-race: node-deps
+	go test -race -count=1 -timeout 20m ./tests/... ./ingress/... ./bridgesvc/... ./internal/... ./auditsvc/...
+
+test: check-generate lint test-modules test-go test-race
 
 bench:
 	go run ./bench/cmd/gatebench -out docs/benchmarks.md

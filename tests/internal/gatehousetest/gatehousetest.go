@@ -56,7 +56,11 @@ func Bin(t testing.TB, name string) string {
 			return
 		}
 		for n, pkg := range packages {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, n), pkg)
+			args := []string{"build", "-o", filepath.Join(binDir, n)}
+			if raceEnabled && n == Gatehouse {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command("go", append(args, pkg)...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 				return
@@ -94,6 +98,8 @@ type Gateway struct {
 	cmd     *exec.Cmd
 	logs    *lockedBuffer
 	done    chan struct{}
+
+	raceReported bool
 }
 
 // Options configure Start.
@@ -165,6 +171,12 @@ func (g *Gateway) Logs() string { return g.logs.String() }
 
 // Stop sends SIGTERM and waits for the process, killing it after 20s.
 func (g *Gateway) Stop(t testing.TB) {
+	defer func() {
+		if logs := g.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") && !g.raceReported {
+			g.raceReported = true
+			t.Errorf("the race detector reported a data race in gatehouse:\n%s", logs)
+		}
+	}()
 	select {
 	case <-g.done:
 		return

@@ -1,0 +1,5 @@
+//go:build !race
+
+package gatehousetest
+
+const raceEnabled = false

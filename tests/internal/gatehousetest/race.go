@@ -1,0 +1,6 @@
+//go:build race
+
+package gatehousetest
+
+// raceEnabled: the tests run under the race detector, so the gateway is built with it too.
+const raceEnabled = true
