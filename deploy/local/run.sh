@@ -29,5 +29,13 @@ bin/policysvc -registry-addr 127.0.0.1:7103 & pids+=($!)
 bin/bridgesvc -registry-addr 127.0.0.1:7103 -etcd-endpoints "$etcd_endpoints" & pids+=($!)
 bin/auditsvc -dir "$state/audit" & pids+=($!)
 bin/ingress -etcd-endpoints "$etcd_endpoints" & pids+=($!)
+# A dev token, through authsvc's Connect API (plain JSON over HTTP).
+for _ in $(seq 1 50); do
+  resp=$(curl -sf -H "Content-Type: application/json" -H "Gatehouse-Internal-Token: $GATEHOUSE_INTERNAL_TOKEN" \
+    -d '{"principalId":"dev","tenant":"default","kind":"PRINCIPAL_KIND_USER"}' \
+    http://127.0.0.1:7101/gatehouse.auth.v1.AuthService/CreateToken) && break
+  sleep 0.2
+done
 echo "split mode up: http://127.0.0.1:8080/servers/<name>/mcp (Ctrl-C stops every process)"
+echo "dev token (principal dev, tenant default): $(printf '%s' "$resp" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
 wait
