@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -108,11 +109,11 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if !validID(s.anonID) {
-		return nil, fmt.Errorf("authsvc: anonymous principal %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonID, maxIDBytes)
+	if !ident.ValidID(s.anonID) {
+		return nil, fmt.Errorf("authsvc: anonymous principal %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonID, ident.MaxIDBytes)
 	}
-	if !validID(s.anonTen) {
-		return nil, fmt.Errorf("authsvc: anonymous tenant %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonTen, maxIDBytes)
+	if !ident.ValidID(s.anonTen) {
+		return nil, fmt.Errorf("authsvc: anonymous tenant %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonTen, ident.MaxIDBytes)
 	}
 	for name := range strings.SplitSeq(cfg.AnonymousServers, ",") {
 		name = strings.TrimSpace(name)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -31,7 +32,6 @@ const (
 	MaxTTL = 10 * 365 * 24 * time.Hour
 
 	maxRequestBytes = 32 << 10
-	maxIDBytes      = 128
 	maxServerBytes  = 256
 	maxGroups       = 64
 	// leaseGrace is how long etcd keeps an expiring token past its expiry before deleting
@@ -167,8 +167,8 @@ func (ts *tokenStore) revoke(ctx context.Context, id string) error {
 	if id == "" {
 		return invalid("token_id is required")
 	}
-	if !validID(id) {
-		return invalid("token_id: want 1 to %d of [A-Za-z0-9._@-]", maxIDBytes)
+	if !ident.ValidID(id) {
+		return invalid("token_id: want 1 to %d of [A-Za-z0-9._@-]", ident.MaxIDBytes)
 	}
 	resp, err := ts.kv.Get(ctx, ts.idKey(id))
 	if err != nil {
@@ -196,21 +196,21 @@ func validateCreate(req *authv1.CreateTokenRequest) (authv1.PrincipalKind, error
 	if req.GetPrincipalId() == "" {
 		return 0, invalid("principal_id is required")
 	}
-	if !validID(req.GetPrincipalId()) {
-		return 0, invalid("principal_id: want 1 to %d of [A-Za-z0-9._@-]", maxIDBytes)
+	if !ident.ValidID(req.GetPrincipalId()) {
+		return 0, invalid("principal_id: want 1 to %d of [A-Za-z0-9._@-]", ident.MaxIDBytes)
 	}
 	if req.GetTenant() == "" {
 		return 0, invalid("tenant is required")
 	}
-	if !validID(req.GetTenant()) {
-		return 0, invalid("tenant: want 1 to %d of [A-Za-z0-9._@-]", maxIDBytes)
+	if !ident.ValidID(req.GetTenant()) {
+		return 0, invalid("tenant: want 1 to %d of [A-Za-z0-9._@-]", ident.MaxIDBytes)
 	}
 	if len(req.GetGroups()) > maxGroups {
 		return 0, invalid("%d groups, more than the limit of %d", len(req.GetGroups()), maxGroups)
 	}
 	for i, g := range req.GetGroups() {
-		if !validID(g) {
-			return 0, invalid("groups[%d]: want 1 to %d of [A-Za-z0-9._@-]", i, maxIDBytes)
+		if !ident.ValidID(g) {
+			return 0, invalid("groups[%d]: want 1 to %d of [A-Za-z0-9._@-]", i, ident.MaxIDBytes)
 		}
 	}
 	kind := req.GetKind()
@@ -244,24 +244,6 @@ func randomString(n int, encode func([]byte) string) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
 	return encode(b)
-}
-
-// validID reports whether id is a principal, tenant, group or token id: 1 to 128 of
-// [A-Za-z0-9._@-].
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > maxIDBytes {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.' || c == '_' || c == '@' || c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // validServerName reports whether name is a registry server name: [a-z0-9][a-z0-9._-]{0,62}.

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"gopkg.in/yaml.v3"
 )
 
@@ -117,11 +118,11 @@ func Parse(data []byte) (*File, error) {
 				return nil, fmt.Errorf("anonymous.servers[%d]: %q is not a listed server", i, name)
 			}
 		}
-		if a.Principal != "" && !validID(a.Principal) {
-			return nil, fmt.Errorf("anonymous.principal %q: want 1 to %d of [A-Za-z0-9._@-]", a.Principal, maxIDBytes)
+		if a.Principal != "" && !ident.ValidID(a.Principal) {
+			return nil, fmt.Errorf("anonymous.principal %q: want 1 to %d of [A-Za-z0-9._@-]", a.Principal, ident.MaxIDBytes)
 		}
-		if a.Tenant != "" && !validID(a.Tenant) {
-			return nil, fmt.Errorf("anonymous.tenant %q: want 1 to %d of [A-Za-z0-9._@-]", a.Tenant, maxIDBytes)
+		if a.Tenant != "" && !ident.ValidID(a.Tenant) {
+			return nil, fmt.Errorf("anonymous.tenant %q: want 1 to %d of [A-Za-z0-9._@-]", a.Tenant, ident.MaxIDBytes)
 		}
 		f.Anonymous = Anonymous{Servers: a.Servers, Principal: a.Principal, Tenant: a.Tenant}
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 )
 
 // Limits on one server spec: generous for real servers, small enough that a bad spec cannot
@@ -20,7 +21,6 @@ const (
 	maxDirBytes    = 4096
 	maxURLBytes    = 2048
 	maxTenants     = 256
-	maxIDBytes     = 128
 )
 
 // ValidationError says which field of which server is wrong, and why.
@@ -67,8 +67,8 @@ func Validate(s *registryv1.Server) error {
 		return bad("tenants", "%d tenants, more than the limit of %d", len(s.GetTenants()), maxTenants)
 	}
 	for i, t := range s.GetTenants() {
-		if !validID(t) {
-			return bad(fmt.Sprintf("tenants[%d]", i), "%q: want 1 to %d of [A-Za-z0-9._@-]", t, maxIDBytes)
+		if !ident.ValidID(t) {
+			return bad(fmt.Sprintf("tenants[%d]", i), "%q: want 1 to %d of [A-Za-z0-9._@-]", t, ident.MaxIDBytes)
 		}
 	}
 	return nil
@@ -156,23 +156,6 @@ func ValidName(name string) bool {
 		switch {
 		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
 		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validID reports whether id is a tenant or principal id: 1 to 128 of [A-Za-z0-9._@-].
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > maxIDBytes {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.' || c == '_' || c == '@' || c == '-':
 		default:
 			return false
 		}
