@@ -10,8 +10,6 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/gatehouse-mcp/gatehouse/gen v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/internal v0.0.0-00010101000000-000000000000
-	go.etcd.io/etcd/client/v3 v3.7.3
-	go.uber.org/zap v1.27.1
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -24,7 +22,9 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
 	go.etcd.io/etcd/api/v3 v3.7.3 // indirect
 	go.etcd.io/etcd/client/pkg/v3 v3.7.3 // indirect
+	go.etcd.io/etcd/client/v3 v3.7.3 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
+	go.uber.org/zap v1.27.1 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

@@ -506,14 +506,13 @@ func (s *Service) listen(x *exchange) {
 		return
 	}
 	ctx, cancel := context.WithCancel(x.r.Context())
-	defer cancel()
 	stop := context.AfterFunc(s.draining, cancel) // standalone streams end when the gateway drains
 	defer stop()
 	var sse *sseWriter
 	opened := make(chan struct{})
 	var pinger sync.WaitGroup
-	defer pinger.Wait() // no ping may be written after the handler returns
-	defer cancel()
+	defer pinger.Wait() // deferred calls run last first: cancel stops the pinger, then this
+	defer cancel()      // waits for it, so no ping is written after the handler returns
 	pinger.Add(1)
 	go func() {
 		defer pinger.Done()

@@ -16,9 +16,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 func main() {
@@ -48,13 +47,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("svc", "auth")
 
-	kv, err := clientv3.New(clientv3.Config{
-		Endpoints:   strings.Split(cfg.EtcdEndpoints, ","),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	kv, err := etcdclient.New(cfg.EtcdEndpoints)
 	if err != nil {
-		return fmt.Errorf("etcd: %w", err)
+		return err
 	}
 	defer kv.Close()
 	svc, err := authsvc.New(cfg, kv, logger)

@@ -11,15 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 
@@ -67,9 +64,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	if *etcdEndpoints != "" {
-		kv, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcdEndpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		kv, err := etcdclient.New(*etcdEndpoints)
 		if err != nil {
-			return fmt.Errorf("etcd: %w", err)
+			return err
 		}
 		defer kv.Close()
 		// The session store's watch reports every session that ends anywhere, expiry included.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -21,10 +20,9 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 func main() {
@@ -46,13 +44,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("svc", "ingress")
-	kv, err := clientv3.New(clientv3.Config{
-		Endpoints:   strings.Split(cfg.EtcdEndpoints, ","),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	kv, err := etcdclient.New(cfg.EtcdEndpoints)
 	if err != nil {
-		return fmt.Errorf("etcd: %w", err)
+		return err
 	}
 	defer kv.Close()
 	client := rpcserver.WithToken(rpcserver.NewClient(), getenv("GATEHOUSE_INTERNAL_TOKEN"))

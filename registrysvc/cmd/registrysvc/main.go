@@ -16,11 +16,10 @@ import (
 	"time"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 func main() {
@@ -57,13 +56,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 	}
-	kv, err := clientv3.New(clientv3.Config{
-		Endpoints:   strings.Split(cfg.EtcdEndpoints, ","),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	kv, err := etcdclient.New(cfg.EtcdEndpoints)
 	if err != nil {
-		return fmt.Errorf("etcd: %w", err)
+		return err
 	}
 	defer kv.Close()
 	svc, err := registrysvc.New(cfg, kv, logger)
