@@ -31,6 +31,11 @@ const (
 	Outcome_OUTCOME_ALLOWED     Outcome = 1
 	Outcome_OUTCOME_DENIED      Outcome = 2
 	Outcome_OUTCOME_FAILED      Outcome = 3
+	// The gateway stopped after the decision record was durable and before the outcome was:
+	// the upstream may or may not have seen the call. Written by recovery, never by a caller.
+	Outcome_OUTCOME_UNKNOWN Outcome = 4
+	// The upstream did not answer within the call's timeout.
+	Outcome_OUTCOME_TIMED_OUT Outcome = 5
 )
 
 // Enum value maps for Outcome.
@@ -40,12 +45,16 @@ var (
 		1: "OUTCOME_ALLOWED",
 		2: "OUTCOME_DENIED",
 		3: "OUTCOME_FAILED",
+		4: "OUTCOME_UNKNOWN",
+		5: "OUTCOME_TIMED_OUT",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED": 0,
 		"OUTCOME_ALLOWED":     1,
 		"OUTCOME_DENIED":      2,
 		"OUTCOME_FAILED":      3,
+		"OUTCOME_UNKNOWN":     4,
+		"OUTCOME_TIMED_OUT":   5,
 	}
 )
 
@@ -76,6 +85,65 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{0}
 }
 
+// Phase is which part of an invocation a record describes. A call the upstream may see is
+// recorded twice: its decision, durable before the upstream sees it, then its outcome. A call
+// refused before the upstream (denied, failed) is one complete record.
+type Phase int32
+
+const (
+	// Read as PHASE_COMPLETE (records written before phases existed).
+	Phase_PHASE_UNSPECIFIED Phase = 0
+	// The decision, written ahead of the upstream call; its outcome record follows.
+	Phase_PHASE_DECISION Phase = 1
+	// The outcome of the decision record with the same call_id.
+	Phase_PHASE_OUTCOME Phase = 2
+	// Decision and outcome in one record: the upstream never saw the call.
+	Phase_PHASE_COMPLETE Phase = 3
+)
+
+// Enum value maps for Phase.
+var (
+	Phase_name = map[int32]string{
+		0: "PHASE_UNSPECIFIED",
+		1: "PHASE_DECISION",
+		2: "PHASE_OUTCOME",
+		3: "PHASE_COMPLETE",
+	}
+	Phase_value = map[string]int32{
+		"PHASE_UNSPECIFIED": 0,
+		"PHASE_DECISION":    1,
+		"PHASE_OUTCOME":     2,
+		"PHASE_COMPLETE":    3,
+	}
+)
+
+func (x Phase) Enum() *Phase {
+	p := new(Phase)
+	*p = x
+	return p
+}
+
+func (x Phase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Phase) Descriptor() protoreflect.EnumDescriptor {
+	return file_gatehouse_audit_v1_audit_proto_enumTypes[1].Descriptor()
+}
+
+func (Phase) Type() protoreflect.EnumType {
+	return &file_gatehouse_audit_v1_audit_proto_enumTypes[1]
+}
+
+func (x Phase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Phase.Descriptor instead.
+func (Phase) EnumDescriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
 // Record is one invocation.
 type Record struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -94,7 +162,13 @@ type Record struct {
 	Outcome         Outcome              `protobuf:"varint,12,opt,name=outcome,proto3,enum=gatehouse.audit.v1.Outcome" json:"outcome,omitempty"`
 	Latency         *durationpb.Duration `protobuf:"bytes,13,opt,name=latency,proto3" json:"latency,omitempty"`
 	// Why it was denied or failed.
-	Error         string `protobuf:"bytes,14,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,14,opt,name=error,proto3" json:"error,omitempty"`
+	// The gateway-generated id of the invocation (128 random bits, hex); the decision and the
+	// outcome record of one call share it.
+	CallId string `protobuf:"bytes,15,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Phase  Phase  `protobuf:"varint,16,opt,name=phase,proto3,enum=gatehouse.audit.v1.Phase" json:"phase,omitempty"`
+	// SHA-256 of the upstream's final message, hex (outcome records).
+	ResultDigest  string `protobuf:"bytes,17,opt,name=result_digest,json=resultDigest,proto3" json:"result_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,9 +301,34 @@ func (x *Record) GetError() string {
 	return ""
 }
 
+func (x *Record) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *Record) GetPhase() Phase {
+	if x != nil {
+		return x.Phase
+	}
+	return Phase_PHASE_UNSPECIFIED
+}
+
+func (x *Record) GetResultDigest() string {
+	if x != nil {
+		return x.ResultDigest
+	}
+	return ""
+}
+
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Record        *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Record *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// Return once the record is queued for the next group commit instead of once it is
+	// durable; the record is durable within the log's commit lag. Used for outcome records,
+	// which must not hold the host's answer.
+	Deferred      bool `protobuf:"varint,2,opt,name=deferred,proto3" json:"deferred,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,11 +370,18 @@ func (x *AppendRequest) GetRecord() *Record {
 	return nil
 }
 
+func (x *AppendRequest) GetDeferred() bool {
+	if x != nil {
+		return x.Deferred
+	}
+	return false
+}
+
 type AppendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The record's position in the log, from 1.
+	// The record's position in the log, from 1 (0 for a deferred append).
 	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// The record's chain hash, hex.
+	// The record's chain hash, hex (empty for a deferred append).
 	Hash          string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -329,7 +435,7 @@ var File_gatehouse_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x03\n" +
+	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n" +
 	"\x06Record\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x19\n" +
 	"\btrace_id\x18\x02 \x01(\tR\atraceId\x12\x1d\n" +
@@ -347,17 +453,28 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"policy_ids\x18\v \x03(\tR\tpolicyIds\x125\n" +
 	"\aoutcome\x18\f \x01(\x0e2\x1b.gatehouse.audit.v1.OutcomeR\aoutcome\x123\n" +
 	"\alatency\x18\r \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x14\n" +
-	"\x05error\x18\x0e \x01(\tR\x05error\"C\n" +
+	"\x05error\x18\x0e \x01(\tR\x05error\x12\x17\n" +
+	"\acall_id\x18\x0f \x01(\tR\x06callId\x12/\n" +
+	"\x05phase\x18\x10 \x01(\x0e2\x19.gatehouse.audit.v1.PhaseR\x05phase\x12#\n" +
+	"\rresult_digest\x18\x11 \x01(\tR\fresultDigest\"_\n" +
 	"\rAppendRequest\x122\n" +
-	"\x06record\x18\x01 \x01(\v2\x1a.gatehouse.audit.v1.RecordR\x06record\"@\n" +
+	"\x06record\x18\x01 \x01(\v2\x1a.gatehouse.audit.v1.RecordR\x06record\x12\x1a\n" +
+	"\bdeferred\x18\x02 \x01(\bR\bdeferred\"@\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\tR\x04hash*_\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash*\x8b\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_ALLOWED\x10\x01\x12\x12\n" +
 	"\x0eOUTCOME_DENIED\x10\x02\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x032a\n" +
+	"\x0eOUTCOME_FAILED\x10\x03\x12\x13\n" +
+	"\x0fOUTCOME_UNKNOWN\x10\x04\x12\x15\n" +
+	"\x11OUTCOME_TIMED_OUT\x10\x05*Y\n" +
+	"\x05Phase\x12\x15\n" +
+	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0ePHASE_DECISION\x10\x01\x12\x11\n" +
+	"\rPHASE_OUTCOME\x10\x02\x12\x12\n" +
+	"\x0ePHASE_COMPLETE\x10\x032a\n" +
 	"\fAuditService\x12Q\n" +
 	"\x06Append\x12!.gatehouse.audit.v1.AppendRequest\x1a\".gatehouse.audit.v1.AppendResponse\"\x00B\xd1\x01\n" +
 	"\x16com.gatehouse.audit.v1B\n" +
@@ -375,28 +492,30 @@ func file_gatehouse_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_gatehouse_audit_v1_audit_proto_rawDescData
 }
 
-var file_gatehouse_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_gatehouse_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_gatehouse_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_gatehouse_audit_v1_audit_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: gatehouse.audit.v1.Outcome
-	(*Record)(nil),                // 1: gatehouse.audit.v1.Record
-	(*AppendRequest)(nil),         // 2: gatehouse.audit.v1.AppendRequest
-	(*AppendResponse)(nil),        // 3: gatehouse.audit.v1.AppendResponse
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
+	(Phase)(0),                    // 1: gatehouse.audit.v1.Phase
+	(*Record)(nil),                // 2: gatehouse.audit.v1.Record
+	(*AppendRequest)(nil),         // 3: gatehouse.audit.v1.AppendRequest
+	(*AppendResponse)(nil),        // 4: gatehouse.audit.v1.AppendResponse
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
 }
 var file_gatehouse_audit_v1_audit_proto_depIdxs = []int32{
-	4, // 0: gatehouse.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
+	5, // 0: gatehouse.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
 	0, // 1: gatehouse.audit.v1.Record.outcome:type_name -> gatehouse.audit.v1.Outcome
-	5, // 2: gatehouse.audit.v1.Record.latency:type_name -> google.protobuf.Duration
-	1, // 3: gatehouse.audit.v1.AppendRequest.record:type_name -> gatehouse.audit.v1.Record
-	2, // 4: gatehouse.audit.v1.AuditService.Append:input_type -> gatehouse.audit.v1.AppendRequest
-	3, // 5: gatehouse.audit.v1.AuditService.Append:output_type -> gatehouse.audit.v1.AppendResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 2: gatehouse.audit.v1.Record.latency:type_name -> google.protobuf.Duration
+	1, // 3: gatehouse.audit.v1.Record.phase:type_name -> gatehouse.audit.v1.Phase
+	2, // 4: gatehouse.audit.v1.AppendRequest.record:type_name -> gatehouse.audit.v1.Record
+	3, // 5: gatehouse.audit.v1.AuditService.Append:input_type -> gatehouse.audit.v1.AppendRequest
+	4, // 6: gatehouse.audit.v1.AuditService.Append:output_type -> gatehouse.audit.v1.AppendResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_audit_v1_audit_proto_init() }
@@ -409,7 +528,7 @@ func file_gatehouse_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_audit_v1_audit_proto_rawDesc), len(file_gatehouse_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -28,7 +28,8 @@ const (
 //
 // AuditService is the append-only record of every invocation.
 type AuditServiceClient interface {
-	// Append commits one record durably before it returns.
+	// Append commits one record durably before it returns, or, when the request is deferred,
+	// queues it for the next group commit and returns at once.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
 }
 
@@ -56,7 +57,8 @@ func (c *auditServiceClient) Append(ctx context.Context, in *AppendRequest, opts
 //
 // AuditService is the append-only record of every invocation.
 type AuditServiceServer interface {
-	// Append commits one record durably before it returns.
+	// Append commits one record durably before it returns, or, when the request is deferred,
+	// queues it for the next group commit and returns at once.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }

@@ -30,7 +30,10 @@ type SendRequest struct {
 	// The JSON-RPC message, exactly as the host sent it.
 	Message []byte `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	// The JSON-RPC id of message when it is a request, as raw JSON; empty otherwise.
-	RequestId     []byte `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId []byte `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Who the session belongs to: stdio children are capped per principal and per tenant.
+	Principal     string `protobuf:"bytes,6,opt,name=principal,proto3" json:"principal,omitempty"`
+	Tenant        string `protobuf:"bytes,7,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -98,6 +101,20 @@ func (x *SendRequest) GetRequestId() []byte {
 		return x.RequestId
 	}
 	return nil
+}
+
+func (x *SendRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *SendRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
 }
 
 type SendResponse struct {
@@ -360,7 +377,7 @@ var File_gatehouse_bridge_v1_bridge_proto protoreflect.FileDescriptor
 
 const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\xa8\x01\n" +
+	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\xde\x01\n" +
 	"\vSendRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -368,7 +385,9 @@ const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x03 \x01(\tR\x0fprotocolVersion\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\fR\amessage\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\fR\trequestId\"\x7f\n" +
+	"request_id\x18\x05 \x01(\fR\trequestId\x12\x1c\n" +
+	"\tprincipal\x18\x06 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06tenant\x18\a \x01(\tR\x06tenant\"\x7f\n" +
 	"\fSendResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\tR\x0fprotocolVersion\x12\x14\n" +

@@ -9,6 +9,7 @@ package registryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -84,7 +85,10 @@ type Server struct {
 	// The tenants whose principals may use this server.
 	Tenants []string `protobuf:"bytes,6,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	// The working directory of a stdio server.
-	Dir           string `protobuf:"bytes,7,opt,name=dir,proto3" json:"dir,omitempty"`
+	Dir string `protobuf:"bytes,7,opt,name=dir,proto3" json:"dir,omitempty"`
+	// How long one call may wait for the upstream's response; zero means the bridge's default
+	// (60 s). Past it the host gets a timeout error and the call is audited as timed out.
+	CallTimeout   *durationpb.Duration `protobuf:"bytes,8,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -166,6 +170,13 @@ func (x *Server) GetDir() string {
 		return x.Dir
 	}
 	return ""
+}
+
+func (x *Server) GetCallTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.CallTimeout
+	}
+	return nil
 }
 
 type GetServerRequest struct {
@@ -447,7 +458,7 @@ var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\"\xa6\x02\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe4\x02\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -455,7 +466,8 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\x03env\x18\x04 \x03(\v2&.gatehouse.registry.v1.Server.EnvEntryR\x03env\x12\x10\n" +
 	"\x03url\x18\x05 \x01(\tR\x03url\x12\x18\n" +
 	"\atenants\x18\x06 \x03(\tR\atenants\x12\x10\n" +
-	"\x03dir\x18\a \x01(\tR\x03dir\x1a6\n" +
+	"\x03dir\x18\a \x01(\tR\x03dir\x12<\n" +
+	"\fcall_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
@@ -506,24 +518,26 @@ var file_gatehouse_registry_v1_registry_proto_goTypes = []any{
 	(*WatchServersRequest)(nil),  // 6: gatehouse.registry.v1.WatchServersRequest
 	(*WatchServersResponse)(nil), // 7: gatehouse.registry.v1.WatchServersResponse
 	nil,                          // 8: gatehouse.registry.v1.Server.EnvEntry
+	(*durationpb.Duration)(nil),  // 9: google.protobuf.Duration
 }
 var file_gatehouse_registry_v1_registry_proto_depIdxs = []int32{
 	0, // 0: gatehouse.registry.v1.Server.transport:type_name -> gatehouse.registry.v1.Transport
 	8, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
-	1, // 2: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
-	1, // 3: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	1, // 4: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	2, // 5: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
-	4, // 6: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
-	6, // 7: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
-	3, // 8: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
-	5, // 9: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
-	7, // 10: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
+	1, // 3: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
+	1, // 4: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	1, // 5: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	2, // 6: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
+	4, // 7: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
+	6, // 8: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
+	3, // 9: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
+	5, // 10: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
+	7, // 11: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_registry_v1_registry_proto_init() }

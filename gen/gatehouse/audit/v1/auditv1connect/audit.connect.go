@@ -39,7 +39,8 @@ const (
 
 // AuditServiceClient is a client for the gatehouse.audit.v1.AuditService service.
 type AuditServiceClient interface {
-	// Append commits one record durably before it returns.
+	// Append commits one record durably before it returns, or, when the request is deferred,
+	// queues it for the next group commit and returns at once.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
 }
 
@@ -75,7 +76,8 @@ func (c *auditServiceClient) Append(ctx context.Context, req *connect.Request[v1
 
 // AuditServiceHandler is an implementation of the gatehouse.audit.v1.AuditService service.
 type AuditServiceHandler interface {
-	// Append commits one record durably before it returns.
+	// Append commits one record durably before it returns, or, when the request is deferred,
+	// queues it for the next group commit and returns at once.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
 }
 
