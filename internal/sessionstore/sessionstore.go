@@ -11,10 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -77,38 +80,100 @@ func (s *Store) key(id string) string { return s.prefix + id }
 
 // Create stores a new session under a fresh lease and returns it with its id set. A
 // principal may hold at most limit live sessions (0: no limit); past it Create fails with
-// ErrTooManySessions. The count is read before the write, so concurrent creates by one
-// principal can overshoot the limit by the number racing.
+// ErrTooManySessions. The cap is enforced atomically: each of the principal's sessions holds
+// one of limit numbered slots, claimed in the same etcd transaction that writes the session
+// (compare-and-create on the slot key), so concurrent creates on any replica never overshoot.
+// Slots share the session's lease and are freed with it.
 func (s *Store) Create(ctx context.Context, rec Record, limit int) (Record, error) {
-	owner := s.ownerPrefix(rec)
-	if limit > 0 {
-		resp, err := s.kv.Get(ctx, owner, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			return Record{}, fmt.Errorf("count sessions: %w", err)
-		}
-		if resp.Count >= int64(limit) {
-			return Record{}, fmt.Errorf("%w: %d of %d", ErrTooManySessions, resp.Count, limit)
-		}
-	}
 	rec.ID = NewID()
 	rec.Created = s.now().UTC()
-	lease, err := s.kv.Grant(ctx, int64((s.ttl+time.Second-1)/time.Second))
-	if err != nil {
-		return Record{}, fmt.Errorf("grant session lease: %w", err)
-	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return Record{}, err
 	}
-	// The record and its entry in the owner's index share the lease: both go together.
-	if _, err := s.kv.Txn(ctx).Then(
-		clientv3.OpPut(s.key(rec.ID), string(b), clientv3.WithLease(lease.ID)),
-		clientv3.OpPut(owner+rec.ID, "", clientv3.WithLease(lease.ID)),
-	).Commit(); err != nil {
-		return Record{}, fmt.Errorf("store session: %w", err)
+	lease, err := s.kv.Grant(ctx, int64((s.ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return Record{}, fmt.Errorf("grant session lease: %w", err)
+	}
+	if err := s.claim(ctx, rec, string(b), lease.ID, limit); err != nil {
+		// The lease would expire by itself; revoking it frees etcd at once.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if _, rerr := s.kv.Revoke(rctx, lease.ID); rerr != nil {
+			s.logger.Debug("revoke unused session lease", "err", rerr)
+		}
+		cancel()
+		return Record{}, err
 	}
 	s.remember(rec, lease.ID)
 	return rec, nil
+}
+
+// claim writes the session record together with its entry in the owner's index. Under a
+// limit the entry is a free slot (slot-0 .. slot-(limit-1)) taken only if nobody holds it;
+// a lost race re-reads the index (in the same round trip) and tries another free slot. Every
+// lost race means another create took a slot, so at most limit+1 rounds are needed before the
+// principal is at its cap.
+func (s *Store) claim(ctx context.Context, rec Record, value string, lease clientv3.LeaseID, limit int) error {
+	owner := s.ownerPrefix(rec)
+	if limit <= 0 {
+		if _, err := s.kv.Txn(ctx).Then(
+			clientv3.OpPut(s.key(rec.ID), value, clientv3.WithLease(lease)),
+			clientv3.OpPut(owner+"id-"+rec.ID, "", clientv3.WithLease(lease)),
+		).Commit(); err != nil {
+			return fmt.Errorf("store session: %w", err)
+		}
+		return nil
+	}
+	resp, err := s.kv.Get(ctx, owner, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("count sessions: %w", err)
+	}
+	held := resp.Kvs
+	for round := 0; round <= limit+1; round++ {
+		slot, ok := freeSlot(owner, held, limit)
+		if !ok {
+			return fmt.Errorf("%w: %d of %d", ErrTooManySessions, len(held), limit)
+		}
+		key := owner + slot
+		txn, err := s.kv.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(
+				clientv3.OpPut(s.key(rec.ID), value, clientv3.WithLease(lease)),
+				clientv3.OpPut(key, rec.ID, clientv3.WithLease(lease)),
+			).
+			Else(clientv3.OpGet(owner, clientv3.WithPrefix(), clientv3.WithKeysOnly())).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("store session: %w", err)
+		}
+		if txn.Succeeded {
+			return nil
+		}
+		held = txn.Responses[0].GetResponseRange().Kvs
+	}
+	return fmt.Errorf("%w: the principal's sessions changed too often to claim a slot", ErrTooManySessions)
+}
+
+// freeSlot picks a random slot not among held, or reports that held fills the limit. Random
+// choice spreads concurrent creators over the free slots, so few of them collide.
+func freeSlot(owner string, held []*mvccpb.KeyValue, limit int) (string, bool) {
+	if len(held) >= limit {
+		return "", false
+	}
+	taken := make(map[string]bool, len(held))
+	for _, kv := range held {
+		taken[strings.TrimPrefix(string(kv.Key), owner)] = true
+	}
+	free := make([]string, 0, limit-len(held))
+	for i := 0; i < limit; i++ {
+		if slot := "slot-" + strconv.Itoa(i); !taken[slot] {
+			free = append(free, slot)
+		}
+	}
+	if len(free) == 0 {
+		return "", false
+	}
+	return free[mrand.IntN(len(free))], true
 }
 
 // ownerPrefix is where the index of a principal's sessions lives: beside the sessions, not

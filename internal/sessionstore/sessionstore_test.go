@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,5 +127,53 @@ func TestSessionLimitPerPrincipal(t *testing.T) {
 	}
 	if _, err := store.Create(ctx, carol, 2); err != nil {
 		t.Fatalf("after ending one session: %v", err)
+	}
+}
+
+// The cap holds under concurrency: N creates racing for one principal get exactly the limit,
+// even from two stores (two ingress replicas) on the same etcd.
+func TestSessionLimitUnderConcurrentCreates(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, prefix := newStore(t, time.Minute)
+	b := sessionstore.New(shared.Client, prefix, time.Minute, slog.New(slog.DiscardHandler))
+	const limit, racers = 16, 120
+	dave := sessionstore.Record{Server: "echo", Principal: "dave", Tenant: "acme"}
+	var granted, refused atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, racers)
+	for i := range racers {
+		store := a
+		if i%2 == 1 {
+			store = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := store.Create(ctx, dave, limit)
+			switch {
+			case err == nil:
+				granted.Add(1)
+			case errors.Is(err, sessionstore.ErrTooManySessions):
+				refused.Add(1)
+			default:
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("create: %v", err)
+	}
+	if granted.Load() != limit || refused.Load() != racers-limit {
+		t.Fatalf("granted %d, refused %d; want exactly %d granted of %d", granted.Load(), refused.Load(), limit, racers)
+	}
+	// With dave at his cap, another principal still opens sessions.
+	if _, err := a.Create(ctx, sessionstore.Record{Server: "echo", Principal: "erin", Tenant: "acme"}, limit); err != nil {
+		t.Fatalf("another principal at dave's cap: %v", err)
 	}
 }
