@@ -238,7 +238,7 @@ func (r *Report) Markdown() string {
 	w("every figure is the **median over the repeats, with the min–max range in parentheses**. ")
 	w("p50/p99 are per-run latency percentiles of successful calls, measured by the client. ")
 	w("Added latency is a path's p50 (p99) minus floor 1's in the same repeat; the ratios to floor 2 and floor 3 divide the medians. ")
-	w("Floor 3 appends a %d-byte record to a file on the audit disk and fdatasyncs it before forwarding each POST (the gateway's write-ahead order: durable before the upstream sees the call); ", r.Params.RecordSize)
+	w("Floor 3 appends a %d-byte record to a file on the audit disk and fdatasyncs it before forwarding each POST (the gateway's write-ahead order: durable before the upstream sees the call), one fdatasync per call with no group commit of its own, so under concurrency a gateway that group-commits can beat it: the goals use it at 1 session only; ", r.Params.RecordSize)
 	w("before the runs of each interleaved cycle the harness itself times %d such appends on the same file system (the fdatasync probe). ", r.Params.ProbeAppends)
 	w("CPU is user+system time of a process during the measured window (from /proc/PID/stat, 10 ms resolution), per 1,000 calls; the client column is the load generator itself, which shares the machine with every other process. ")
 	w("No figure here is a pass/fail threshold: the machine is shared and small, so compare paths within this report, not across reports.\n\n")
