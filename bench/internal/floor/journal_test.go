@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,5 +200,64 @@ func TestProbe(t *testing.T) {
 	}
 	if got := fileSize(t, path); got != 5*floor.RecordSize {
 		t.Fatalf("probe file is %d bytes, want %d", got, 5*floor.RecordSize)
+	}
+}
+
+// TestJournalConcurrent: concurrent appends each land whole, once, in a
+// record of their own, and each is synced.
+func TestJournalConcurrent(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := floor.OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	const writers, each = 8, 10
+	errc := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for range each {
+				if err := j.Append("POST", "/w"+strconv.Itoa(w)); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j.Syncs() != writers*each {
+		t.Fatalf("%d syncs, want %d", j.Syncs(), writers*each)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != writers*each*floor.RecordSize {
+		t.Fatalf("journal is %d bytes, want %d", len(b), writers*each*floor.RecordSize)
+	}
+	seqs := map[string]bool{}
+	perWriter := map[string]int{}
+	for i := 0; i < len(b); i += floor.RecordSize {
+		rec := string(b[i : i+floor.RecordSize])
+		fields := strings.Fields(rec)
+		if !strings.HasSuffix(rec, "\n") || len(fields) != 4 || fields[2] != "POST" {
+			t.Fatalf("record %d = %q", i/floor.RecordSize, rec)
+		}
+		if seqs[fields[0]] {
+			t.Fatalf("sequence %s twice", fields[0])
+		}
+		seqs[fields[0]] = true
+		perWriter[fields[3]]++
+	}
+	for w := range writers {
+		if n := perWriter["/w"+strconv.Itoa(w)]; n != each {
+			t.Errorf("writer %d has %d records, want %d", w, n, each)
+		}
 	}
 }
