@@ -241,7 +241,7 @@ func (r *Report) Markdown() string {
 	w("Floor 3 appends a %d-byte record to a file on the audit disk and fdatasyncs it before forwarding each POST (the gateway's write-ahead order: durable before the upstream sees the call), one fdatasync per call with no group commit of its own, so under concurrency a gateway that group-commits can beat it: the goals use it at 1 session only; ", r.Params.RecordSize)
 	w("before the runs of each interleaved cycle the harness itself times %d such appends on the same file system (the fdatasync probe). ", r.Params.ProbeAppends)
 	w("CPU is user+system time of a process during the measured window (from /proc/PID/stat, 10 ms resolution), per 1,000 calls; the client column is the load generator itself, which shares the machine with every other process. ")
-	w("No figure here is a pass/fail threshold: the machine is shared and small, so compare paths within this report, not across reports.\n\n")
+	w("No figure here fails a build: the machine is shared and small, so compare paths within this report, not across reports; that is why the goals below are ratios between paths of this run.\n\n")
 
 	w("| path | what | hop process | upstream process |\n|---|---|---|---|\n")
 	for _, p := range r.Paths {
