@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen internal authsvc policysvc registrysvc bridgesvc auditsvc ingress cmd/gatehouse tests bench examples
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools generate check-generate lint test test-go test-race test-modules node-deps bench up clean
+.PHONY: all tools generate check-generate lint test test-go test-race test-modules node-deps bench bench-quick up clean
 
 all: test
 
@@ -45,6 +45,10 @@ test: check-generate lint test-modules test-go test-race
 
 bench:
 	go run ./bench/cmd/gatebench -out docs/benchmarks.md
+
+# A smoke run of the benchmark: every path and workload end to end, no figures worth keeping.
+bench-quick:
+	go run ./bench/cmd/gatebench -quick -out ""
 
 up:
 	go run ./cmd/gatehouse up --config examples/gatehouse.yaml

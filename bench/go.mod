@@ -20,7 +20,10 @@ replace github.com/gatehouse-mcp/gatehouse/ingress => ../ingress
 
 replace github.com/gatehouse-mcp/gatehouse/cmd/gatehouse => ../cmd/gatehouse
 
-require github.com/modelcontextprotocol/go-sdk v1.8.0
+require (
+	github.com/modelcontextprotocol/go-sdk v1.8.0
+	golang.org/x/sys v0.41.0
+)
 
 require (
 	github.com/google/jsonschema-go v0.4.3 // indirect
@@ -29,6 +32,5 @@ require (
 	github.com/yosida95/uritemplate/v3 v3.0.2 // indirect
 	golang.org/x/oauth2 v0.35.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
-	golang.org/x/sys v0.41.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
 )

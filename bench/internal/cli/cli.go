@@ -62,6 +62,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// quick is what -quick sets: enough to run every path and workload end to
+// end in well under a minute, far too little to measure anything.
+var quick = struct{ calls, warmup, repeats, probe int }{calls: 200, warmup: 20, repeats: 2, probe: 20}
+
 // parse turns the command line into a suite configuration and the report
 // path.
 func parse(args []string, getenv func(string) string, stderr io.Writer) (suite.Config, string, error) {
@@ -81,6 +85,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (suite.C
 	fs.IntVar(&cfg.Calls, "calls", 0, "measured calls per run (0: max(2000, 250 × sessions), halved for arguments over 4 KiB)")
 	fs.IntVar(&cfg.Warmup, "warmup", 200, "warm-up calls per run, spread over its sessions (at least one each)")
 	fs.IntVar(&cfg.Repeats, "repeats", 5, "runs of each path per workload and concurrency, interleaved")
+	fs.IntVar(&cfg.ProbeAppends, "fsync-probe", suite.DefaultProbeAppends, "fdatasynced appends timed on the audit disk before each interleaved cycle")
+	fs.BoolVar(&cfg.Quick, "quick", false, fmt.Sprintf("smoke test: unless set explicitly, -calls %d -warmup %d -repeats %d -fsync-probe %d; the report says its figures mean nothing", quick.calls, quick.warmup, quick.repeats, quick.probe))
 	fs.StringVar(&cfg.Protocol, "protocol", "2025-11-25", "MCP protocol version the client initializes with (empty: the SDK's latest)")
 	fs.StringVar(&paths, "paths", strings.Join(suite.AllPaths, ","), "paths to measure, in run order")
 	fs.StringVar(&cfg.GatehouseBin, "gatehouse-bin", env("GATEHOUSE_BIN", ""), "prebuilt gatehouse binary (default: go build ./cmd/gatehouse)")
@@ -93,6 +99,24 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (suite.C
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.Quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, q := range []struct {
+			flag  string
+			value *int
+			quick int
+		}{
+			{"calls", &cfg.Calls, quick.calls},
+			{"warmup", &cfg.Warmup, quick.warmup},
+			{"repeats", &cfg.Repeats, quick.repeats},
+			{"fsync-probe", &cfg.ProbeAppends, quick.probe},
+		} {
+			if !set[q.flag] {
+				*q.value = q.quick
+			}
+		}
 	}
 	var errs []error
 	var err error

@@ -27,7 +27,7 @@ func TestParse(t *testing.T) {
 				if !slices.Equal(cfg.Sessions, []int{1, 32}) || !slices.Equal(cfg.Sizes, []int{64, 16384}) {
 					t.Errorf("sessions %v sizes %v", cfg.Sessions, cfg.Sizes)
 				}
-				if cfg.Repeats != 5 || cfg.Calls != 0 || cfg.Warmup != 200 || cfg.Protocol != "2025-11-25" || cfg.RunTimeout != 5*time.Minute {
+				if cfg.Repeats != 5 || cfg.Calls != 0 || cfg.Warmup != 200 || cfg.Protocol != "2025-11-25" || cfg.RunTimeout != 5*time.Minute || cfg.ProbeAppends != 200 || cfg.Quick {
 					t.Errorf("cfg = %+v", cfg)
 				}
 				if !slices.Equal(cfg.Paths, suite.AllPaths) || out != "docs/benchmarks.md" || !filepath.IsAbs(cfg.Repo) {
@@ -66,6 +66,27 @@ func TestParse(t *testing.T) {
 			check: func(t *testing.T, cfg suite.Config, _ string) {
 				if cfg.Repo != "/srv/gatehouse" {
 					t.Errorf("repo %q", cfg.Repo)
+				}
+			},
+		},
+		{
+			name: "quick",
+			args: []string{"-quick"},
+			check: func(t *testing.T, cfg suite.Config, _ string) {
+				if !cfg.Quick || cfg.Calls != 200 || cfg.Warmup != 20 || cfg.Repeats != 2 || cfg.ProbeAppends != 20 {
+					t.Errorf("cfg = %+v", cfg)
+				}
+				if !slices.Equal(cfg.Sessions, []int{1, 32}) || !slices.Equal(cfg.Sizes, []int{64, 16384}) || !slices.Equal(cfg.Paths, suite.AllPaths) {
+					t.Errorf("quick changed the workloads: sessions %v sizes %v paths %v", cfg.Sessions, cfg.Sizes, cfg.Paths)
+				}
+			},
+		},
+		{
+			name: "quick keeps explicit flags",
+			args: []string{"-repeats", "3", "-quick", "-calls", "50"},
+			check: func(t *testing.T, cfg suite.Config, _ string) {
+				if !cfg.Quick || cfg.Calls != 50 || cfg.Warmup != 20 || cfg.Repeats != 3 || cfg.ProbeAppends != 20 {
+					t.Errorf("cfg = %+v", cfg)
 				}
 			},
 		},

@@ -1,7 +1,9 @@
-// Package floor provides the two servers that set the floors a gateway is
+// Package floor provides the servers that set the floors a gateway is
 // compared with: a raw HTTP echo (floor 0, the cost of a loopback HTTP round
-// trip) and a bare net/http/httputil reverse proxy (floor 2, the least any
-// gateway hop can add). The benchmark runs each as its own process, like the
+// trip), a bare net/http/httputil reverse proxy (floor 2, the least any
+// gateway hop can add) and that proxy with one durable append per call made
+// before forwarding it (floor 3, the least a gateway that records every call
+// write-ahead can add). The benchmark runs each as its own process, like the
 // gateway, so their CPU time can be read and they do not share a scheduler
 // with the load generator.
 package floor
@@ -77,15 +79,20 @@ func Proxy(target *url.URL, errorLog *log.Logger) http.Handler {
 }
 
 // Serve runs one floor server until ctx ends: args are
-// "-role echo|proxy -listen 127.0.0.1:PORT [-target URL]".
+// "-role echo|proxy|durable-proxy -listen 127.0.0.1:PORT [-target URL]
+// [-journal FILE]".
 func Serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	role := fs.String("role", "", "echo or proxy")
+	role := fs.String("role", "", "echo, proxy or durable-proxy")
 	listen := fs.String("listen", "", "loopback host:port to serve on")
 	targetFlag := fs.String("target", "", "URL the proxy forwards to (scheme and host; the request path is kept)")
+	journalPath := fs.String("journal", "", "durable-proxy: the file each call is appended to and fdatasynced in before it is forwarded")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if err := checkLoopback(*listen); err != nil {
 		return err
@@ -95,14 +102,26 @@ func Serve(ctx context.Context, args []string, stderr io.Writer) error {
 	switch *role {
 	case "echo":
 		handler = Echo(MaxBody)
-	case "proxy":
+	case "proxy", "durable-proxy":
 		target, err := url.Parse(*targetFlag)
 		if err != nil || target.Scheme != "http" || target.Host == "" {
 			return fmt.Errorf("-target %q: want an http:// URL", *targetFlag)
 		}
-		handler = Proxy(target, errorLog)
+		if *role == "proxy" {
+			handler = Proxy(target, errorLog)
+			break
+		}
+		if *journalPath == "" {
+			return errors.New("-journal: durable-proxy needs a file to append to")
+		}
+		j, err := OpenJournal(*journalPath)
+		if err != nil {
+			return err
+		}
+		defer j.Close()
+		handler = DurableProxy(target, j, errorLog)
 	default:
-		return fmt.Errorf("-role %q: want echo or proxy", *role)
+		return fmt.Errorf("-role %q: want echo, proxy or durable-proxy", *role)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

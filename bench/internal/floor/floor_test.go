@@ -203,6 +203,10 @@ func TestServeRejects(t *testing.T) {
 		{name: "hostname", args: []string{"-role", "echo", "-listen", "localhost:0"}, wantSub: "loopback"},
 		{name: "proxy without target", args: []string{"-role", "proxy", "-listen", "127.0.0.1:0"}, wantSub: "-target"},
 		{name: "proxy with https target", args: []string{"-role", "proxy", "-listen", "127.0.0.1:0", "-target", "https://127.0.0.1:1"}, wantSub: "-target"},
+		{name: "durable proxy without journal", args: []string{"-role", "durable-proxy", "-listen", "127.0.0.1:0", "-target", "http://127.0.0.1:1"}, wantSub: "-journal"},
+		{name: "durable proxy without target", args: []string{"-role", "durable-proxy", "-listen", "127.0.0.1:0", "-journal", "/nonexistent/j"}, wantSub: "-target"},
+		{name: "journal in a missing directory", args: []string{"-role", "durable-proxy", "-listen", "127.0.0.1:0", "-target", "http://127.0.0.1:1", "-journal", "/nonexistent/dir/j"}, wantSub: "open journal"},
+		{name: "stray argument", args: []string{"-role", "echo", "-listen", "127.0.0.1:0", "extra"}, wantSub: "unexpected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

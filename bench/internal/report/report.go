@@ -15,10 +15,12 @@ import (
 )
 
 // Well-known path names: added latency is measured against Direct, and the
-// gateway's added latency is compared with Proxy's.
+// gateway's added latency is compared with Proxy's and Durable's.
 const (
-	Direct = "floor 1"
-	Proxy  = "floor 2"
+	Direct  = "floor 1"
+	Proxy   = "floor 2"
+	Durable = "floor 3"
+	Gateway = "gatehouse"
 )
 
 // Machine is where and what was measured.
@@ -29,6 +31,9 @@ type Machine struct {
 	GoVersion string
 	Commit    string
 	Date      time.Time
+	// AuditDisk describes the file system floor 3 and the fdatasync probes
+	// write to: the one holding the gateway's data dir.
+	AuditDisk string
 }
 
 // Params are the knobs of the run, echoed in the report.
@@ -40,6 +45,12 @@ type Params struct {
 	Warmup   int              // warm-up calls per run
 	Repeats  int
 	Protocol string // MCP protocol version the client asks for
+	// ProbeAppends is the number of fdatasynced appends per probe, and
+	// RecordSize the bytes of each (and of floor 3's record per call).
+	ProbeAppends int
+	RecordSize   int
+	// Quick marks a smoke-test run, too small for its figures to mean much.
+	Quick bool
 }
 
 // Workload is an arguments size and a concurrency level.
@@ -77,6 +88,16 @@ type Run struct {
 	Failed string
 }
 
+// Probe is one timing of the audit disk: Appends appends of one small
+// record, each followed by fdatasync, made in the interleaved cycle of
+// (Size, Sessions, Repeat) just before its runs.
+type Probe struct {
+	Size, Sessions, Repeat int
+	Appends                int
+	Latency                stats.Latency // of one append + fdatasync, µs
+	Failed                 string
+}
+
 // Throughput is successful calls per second (NaN for a failed run).
 func (r Run) Throughput() float64 {
 	if r.Failed != "" || r.Elapsed <= 0 {
@@ -99,6 +120,7 @@ type Report struct {
 	Params  Params
 	Paths   []Path
 	Runs    []Run
+	Probes  []Probe
 	Notes   []string
 }
 
@@ -201,7 +223,11 @@ func (r *Report) Markdown() string {
 	w("- Commit: %s\n", m.Commit)
 	w("- Machine: %d CPUs, %s; %s\n", m.CPUs, orUnknown(m.CPUModel), orUnknown(m.Kernel))
 	w("- Go: %s\n", m.GoVersion)
+	w("- Audit disk: %s\n", orUnknown(m.AuditDisk))
 	w("- Command: `%s`\n\n", r.Params.Command)
+	if r.Params.Quick {
+		w("> **Quick run (smoke test):** too few calls and repeats for any figure here to mean anything; it shows that the harness works end to end.\n\n")
+	}
 
 	w("## Method\n\n")
 	w("Each path reaches the same upstream, the example echo server (`examples/servers/echo`, official Go MCP SDK, Streamable HTTP on loopback); ")
@@ -211,15 +237,19 @@ func (r *Report) Markdown() string {
 	w("Runs are interleaved path by path (%s, then again) and repeated %d times; ", strings.Join(r.pathNames(), ", "), r.Params.Repeats)
 	w("every figure is the **median over the repeats, with the min–max range in parentheses**. ")
 	w("p50/p99 are per-run latency percentiles of successful calls, measured by the client. ")
-	w("Added latency is a path's p50 (p99) minus floor 1's in the same repeat; the ratio divides the medians. ")
+	w("Added latency is a path's p50 (p99) minus floor 1's in the same repeat; the ratios to floor 2 and floor 3 divide the medians. ")
+	w("Floor 3 appends a %d-byte record to a file on the audit disk and fdatasyncs it before forwarding each POST (the gateway's write-ahead order: durable before the upstream sees the call), one fdatasync per call with no group commit of its own, so under concurrency a gateway that group-commits can beat it: the goals use it at 1 session only; ", r.Params.RecordSize)
+	w("before the runs of each interleaved cycle the harness itself times %d such appends on the same file system (the fdatasync probe). ", r.Params.ProbeAppends)
 	w("CPU is user+system time of a process during the measured window (from /proc/PID/stat, 10 ms resolution), per 1,000 calls; the client column is the load generator itself, which shares the machine with every other process. ")
-	w("No figure here is a pass/fail threshold: the machine is shared and small, so compare paths within this report, not across reports.\n\n")
+	w("No figure here fails a build: the machine is shared and small, so compare paths within this report, not across reports; that is why the goals below are ratios between paths of this run.\n\n")
 
 	w("| path | what | hop process | upstream process |\n|---|---|---|---|\n")
 	for _, p := range r.Paths {
 		w("| %s | %s | %s | %s |\n", p.Name, p.Description, orDash(p.Hop), orDash(p.Upstream))
 	}
 	w("\n")
+	r.writeDisk(w)
+	r.writeGoals(w)
 
 	for _, size := range r.Params.Sizes {
 		w("## tools/call echo, %s arguments\n\n", bytesLabel(size))
@@ -248,21 +278,25 @@ func (r *Report) Markdown() string {
 			continue
 		}
 		w("#### Latency added over floor 1, %s arguments (µs)\n\n", bytesLabel(size))
-		w("| sessions | path | added p50 | added p99 | ratio to floor 2, p50 | ratio to floor 2, p99 |\n")
-		w("|---|---|---|---|---|---|\n")
+		w("| sessions | path | added p50 | added p99 | ratio to floor 2, p50 | ratio to floor 2, p99 | ratio to floor 3, p50 |\n")
+		w("|---|---|---|---|---|---|---|\n")
 		for _, sessions := range r.Params.Sessions {
-			floor := r.Added(Proxy, size, sessions)
+			floor2 := r.Added(Proxy, size, sessions)
+			floor3 := r.Added(Durable, size, sessions)
 			for _, g := range gateways {
 				a := r.Added(g, size, sessions)
 				if a.P50.N == 0 {
 					continue
 				}
-				ratio50, ratio99 := "—", "—"
+				ratio50, ratio99, ratio3 := "—", "—", "—"
 				if g != Proxy {
-					ratio50 = ratioText(Ratio(a.P50.Median, floor.P50.Median))
-					ratio99 = ratioText(Ratio(a.P99.Median, floor.P99.Median))
+					ratio50 = ratioText(Ratio(a.P50.Median, floor2.P50.Median))
+					ratio99 = ratioText(Ratio(a.P99.Median, floor2.P99.Median))
 				}
-				w("| %d | %s | %s | %s | %s | %s |\n", sessions, g, summary(a.P50, 0), summary(a.P99, 0), ratio50, ratio99)
+				if g != Proxy && g != Durable && floor3.P50.N > 0 {
+					ratio3 = ratioText(Ratio(a.P50.Median, floor3.P50.Median))
+				}
+				w("| %d | %s | %s | %s | %s | %s | %s |\n", sessions, g, summary(a.P50, 0), summary(a.P99, 0), ratio50, ratio99, ratio3)
 			}
 		}
 		w("\n")
@@ -298,6 +332,57 @@ func (r *Report) Markdown() string {
 	}
 	w("\n</details>\n")
 	return b.String()
+}
+
+// writeDisk renders the fdatasync probes.
+func (r *Report) writeDisk(w func(string, ...any)) {
+	if len(r.Probes) == 0 {
+		return
+	}
+	w("## The audit disk\n\n")
+	p50, p99 := r.ProbeSummary(Workload{})
+	w("One append of a %d-byte record followed by fdatasync, on %s: **p50 %s µs, p99 %s µs** (median over %d probes of %d appends each, min–max in parentheses).\n\n",
+		r.Params.RecordSize, orUnknown(r.Machine.AuditDisk), summary(p50, 0), summary(p99, 0), p50.N, r.Params.ProbeAppends)
+	w("| arguments | sessions | fdatasync p50 µs | fdatasync p99 µs | probes |\n|---|---|---|---|---|\n")
+	for _, size := range r.Params.Sizes {
+		for _, sessions := range r.Params.Sessions {
+			a, b := r.ProbeSummary(Workload{size, sessions})
+			if a.N == 0 {
+				continue
+			}
+			w("| %s | %d | %s | %s | %d |\n", bytesLabel(size), sessions, summary(a, 0), summary(b, 0), a.N)
+		}
+	}
+	w("\n")
+	for _, p := range r.Probes {
+		if p.Failed != "" {
+			w("A probe failed (%s, %d sessions, repeat %d): %s\n\n", bytesLabel(p.Size), p.Sessions, p.Repeat, oneLine(p.Failed, 300))
+			break
+		}
+	}
+}
+
+// writeGoals renders the goals of issue 5, item 9.
+func (r *Report) writeGoals(w func(string, ...any)) {
+	w("## Goals\n\n")
+	w("Each ratio is computed per repeat from the runs of one interleaved cycle (which ran back to back) and summarised as median (min–max) over the repeats; ")
+	w("a goal is met when the median meets its bound. Added p50 is over floor 1; the fdatasync p50 is the probe made just before that cycle.\n\n")
+	w("| goal | workload | bound | measured | repeats within bound | status | from (medians) |\n|---|---|---|---|---|---|---|\n")
+	for _, g := range r.Goals() {
+		workload, measured, within, detail := "—", "—", "—", g.Detail
+		if g.Workload != (Workload{}) {
+			workload = fmt.Sprintf("%s, %d session%s", bytesLabel(g.Workload.Size), g.Workload.Sessions, plural(g.Workload.Sessions))
+		}
+		if g.Ratio.N > 0 {
+			measured = summary(g.Ratio, 2)
+			within = fmt.Sprintf("%d/%d", g.Within, g.Ratio.N)
+		}
+		if g.Missing != "" {
+			detail = g.Missing
+		}
+		w("| (%s) %s | %s | %s | %s | %s | **%s** | %s |\n", g.ID, g.Title, workload, g.BoundText(), measured, within, g.Status(), oneLine(detail, 300))
+	}
+	w("\n")
 }
 
 // pathNames lists the paths in run order.

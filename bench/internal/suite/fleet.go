@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/caller"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/floor"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/loadgen"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/proc"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/report"
@@ -33,8 +34,11 @@ const (
 type fleet struct {
 	cfg      Config
 	work     string
+	diskDir  string // floor 3's journal goes here
 	progress io.Writer
 	procs    []*proc.Process
+	// gatehouseData is the gateway's data dir once it has started ("" if not).
+	gatehouseData string
 }
 
 // start builds and starts what the configured paths need, and returns the
@@ -73,7 +77,7 @@ func (f *fleet) start(ctx context.Context, rep *report.Report) ([]*path, error) 
 			upstream: p,
 		})
 	}
-	if !want(Floor1) && !want(Floor2) && !want(Gatehouse) {
+	if !want(Floor1) && !want(Floor2) && !want(Floor3) && !want(Gatehouse) {
 		return paths, nil
 	}
 
@@ -123,6 +127,25 @@ func (f *fleet) start(ctx context.Context, rep *report.Report) ([]*path, error) 
 			upstream: echo,
 		})
 	}
+	if want(Floor3) {
+		journal := filepath.Join(f.diskDir, "floor3.journal")
+		addr, p, err := f.startFloor(ctx, "durable proxy", "-role", "durable-proxy", "-target", "http://"+echoAddr, "-journal", journal)
+		if err != nil {
+			return nil, err
+		}
+		dialers, err := f.dialers(func(size int) (loadgen.Dialer, error) {
+			return caller.MCP("http://"+addr+"/mcp", f.cfg.Protocol, opts(size))
+		})
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, &path{
+			info:     report.Path{Name: report.Durable, Description: fmt.Sprintf("floor 2, plus one append of a %d-byte record and fdatasync on the audit disk per POST, made before forwarding it (write-ahead)", floor.RecordSize), Hop: "durable proxy", Upstream: "echo"},
+			dialers:  dialers,
+			hop:      p,
+			upstream: echo,
+		})
+	}
 	if want(Gatehouse) {
 		addr, p, err := f.startGatehouse(ctx, echoURL, token)
 		if err != nil {
@@ -136,7 +159,7 @@ func (f *fleet) start(ctx context.Context, rep *report.Report) ([]*path, error) 
 				return nil, err
 			}
 			paths = append(paths, &path{
-				info:     report.Path{Name: "gatehouse", Description: "floor 1 through `gatehouse up` (single process: authentication, policy, quota, audit)", Hop: "gatehouse", Upstream: "echo"},
+				info:     report.Path{Name: report.Gateway, Description: "floor 1 through `gatehouse up` (single process: authentication, policy, quota, audit)", Hop: "gatehouse", Upstream: "echo"},
 				dialers:  dialers,
 				hop:      p,
 				upstream: echo,
@@ -193,6 +216,9 @@ func (f *fleet) startGatehouse(ctx context.Context, echoURL, token string) (stri
 	}
 	argv := append([]string{bin, "up", "--config", cfgPath, "--listen", addr, "--data-dir", dataDir, "--dev-token", token}, f.cfg.GatehouseArgs...)
 	p, err := f.run(ctx, "gatehouse", argv, "http://"+addr+"/healthz", gatehouseReadyTimeout)
+	if err == nil {
+		f.gatehouseData = dataDir
+	}
 	return addr, p, err
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/caller"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/floor"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/loadgen"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/proc"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/report"
@@ -29,11 +30,12 @@ const (
 	Floor0    = "floor0"
 	Floor1    = "floor1"
 	Floor2    = "floor2"
+	Floor3    = "floor3"
 	Gatehouse = "gatehouse"
 )
 
 // AllPaths is every path, in run order.
-var AllPaths = []string{Floor0, Floor1, Floor2, Gatehouse}
+var AllPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse}
 
 // Config is one benchmark.
 type Config struct {
@@ -51,6 +53,11 @@ type Config struct {
 	Warmup int
 	// Repeats is how many times each (size, sessions, path) runs.
 	Repeats int
+	// ProbeAppends is how many fdatasynced appends the audit-disk probe
+	// times before each interleaved cycle; 0 means DefaultProbeAppends.
+	ProbeAppends int
+	// Quick marks a smoke-test run in the report.
+	Quick bool
 	// Protocol is the MCP protocol version the client initializes with.
 	Protocol string
 	// Paths to measure (keys above); empty means AllPaths.
@@ -92,6 +99,16 @@ func (c Config) warmupPerSession(sessions int) int {
 	return max(1, (c.Warmup+sessions-1)/sessions)
 }
 
+// DefaultProbeAppends is the default size of one fdatasync probe.
+const DefaultProbeAppends = 200
+
+func (c Config) probeAppends() int {
+	if c.ProbeAppends == 0 {
+		return DefaultProbeAppends
+	}
+	return c.ProbeAppends
+}
+
 func (c Config) validate() error {
 	var errs []error
 	if c.Repo == "" {
@@ -107,6 +124,9 @@ func (c Config) validate() error {
 	}
 	if c.Calls < 0 || c.Calls > 10_000_000 {
 		errs = append(errs, fmt.Errorf("calls %d: want 0 (automatic) to 10000000", c.Calls))
+	}
+	if c.ProbeAppends < 0 || c.ProbeAppends > 100_000 {
+		errs = append(errs, fmt.Errorf("probe appends %d: want 0 (default) to 100000", c.ProbeAppends))
 	}
 	if c.Warmup < 0 || c.Repeats < 1 || c.Repeats > 1000 {
 		errs = append(errs, fmt.Errorf("warmup %d, repeats %d: want warmup ≥ 0 and 1 to 1000 repeats", c.Warmup, c.Repeats))
@@ -164,6 +184,10 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			Warmup:   cfg.Warmup,
 			Repeats:  cfg.Repeats,
 			Protocol: cfg.Protocol,
+
+			ProbeAppends: cfg.probeAppends(),
+			RecordSize:   floor.RecordSize,
+			Quick:        cfg.Quick,
 		},
 	}
 	for _, size := range cfg.Sizes {
@@ -172,12 +196,27 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		}
 	}
 
-	f := &fleet{cfg: cfg, work: work, progress: cfg.Progress}
+	// The audit disk: floor 3's journal, the probe's file and the gateway's
+	// data dir are siblings in the work directory, so on one file system.
+	diskDir := filepath.Join(work, "disk")
+	if err := os.Mkdir(diskDir, 0o700); err != nil {
+		return nil, fmt.Errorf("audit disk dir: %w", err)
+	}
+	probe, err := floor.OpenJournal(filepath.Join(diskDir, "probe.journal"))
+	if err != nil {
+		return nil, err
+	}
+	defer probe.Close()
+
+	f := &fleet{cfg: cfg, work: work, diskDir: diskDir, progress: cfg.Progress}
 	defer f.stopAll(rep)
 	paths, err := f.start(ctx, rep)
 	if err != nil {
 		return nil, err
 	}
+	var diskNotes []string
+	rep.Machine.AuditDisk, diskNotes = describeDisk(diskDir, f.gatehouseData)
+	rep.Notes = append(rep.Notes, diskNotes...)
 	paths = prime(ctx, cfg, paths, rep)
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("no path works: %s", strings.Join(rep.Notes, "; "))
@@ -191,6 +230,9 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	for _, size := range cfg.Sizes {
 		for _, sessions := range cfg.Sessions {
 			for repeat := 1; repeat <= cfg.Repeats; repeat++ {
+				pr := measureProbe(probe, cfg.probeAppends(), size, sessions, repeat)
+				rep.Probes = append(rep.Probes, pr)
+				fmt.Fprintf(cfg.Progress, "%s\n", probeLine(pr))
 				for _, p := range paths {
 					if err := ctx.Err(); err != nil {
 						return nil, err
@@ -283,6 +325,28 @@ func measure(ctx context.Context, cfg Config, p *path, size, sessions, repeat in
 	run.Elapsed = res.Elapsed
 	run.Latency = stats.Latencies(res.Latencies)
 	return run
+}
+
+// measureProbe times appends fdatasynced appends to j: the audit disk's
+// cost in the cycle of (size, sessions, repeat).
+func measureProbe(j *floor.Journal, appends, size, sessions, repeat int) report.Probe {
+	pr := report.Probe{Size: size, Sessions: sessions, Repeat: repeat}
+	lat, err := floor.Probe(j, appends)
+	if err != nil {
+		pr.Failed = err.Error()
+		return pr
+	}
+	pr.Appends = len(lat)
+	pr.Latency = stats.Latencies(lat)
+	return pr
+}
+
+func probeLine(p report.Probe) string {
+	head := fmt.Sprintf("%6d B, %3d sessions, repeat %d, fdatasync", p.Size, p.Sessions, p.Repeat)
+	if p.Failed != "" {
+		return head + " FAILED: " + p.Failed
+	}
+	return fmt.Sprintf("%s %d appends  p50 %7.0f µs  p99 %7.0f µs", head, p.Appends, p.Latency.P50, p.Latency.P99)
 }
 
 // cpuTime is the CPU time of p so far, or -1 when p is nil or unreadable.

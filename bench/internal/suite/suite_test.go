@@ -92,6 +92,8 @@ func TestRunRejectsConfig(t *testing.T) {
 		{name: "no repeats", mutate: func(c *suite.Config) { c.Repeats = 0 }, wantSub: "repeats"},
 		{name: "unknown path", mutate: func(c *suite.Config) { c.Paths = []string{"floor9"} }, wantSub: "floor9"},
 		{name: "no timeout", mutate: func(c *suite.Config) { c.RunTimeout = 0 }, wantSub: "timeout"},
+		{name: "negative probe", mutate: func(c *suite.Config) { c.ProbeAppends = -1 }, wantSub: "probe"},
+		{name: "huge probe", mutate: func(c *suite.Config) { c.ProbeAppends = 1_000_000 }, wantSub: "probe"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +123,7 @@ func TestRunFloors(t *testing.T) {
 		Calls:        30,
 		Warmup:       6,
 		Repeats:      2,
+		ProbeAppends: 3,
 		Protocol:     "2025-11-25",
 		GatehouseBin: "/bin/false", // exits at once: the path is noted and skipped
 		FloorCommand: []string{os.Args[0], "serve-floor"},
@@ -130,15 +133,15 @@ func TestRunFloors(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
 	}
-	if got := len(rep.Paths); got != 3 {
-		t.Fatalf("measured %d paths, want the three floors", got)
+	if got := len(rep.Paths); got != 4 {
+		t.Fatalf("measured %d paths, want the four floors", got)
 	}
-	if len(rep.Runs) != 2*2*2*3 {
-		t.Fatalf("%d runs, want 24", len(rep.Runs))
+	if len(rep.Runs) != 2*2*2*4 {
+		t.Fatalf("%d runs, want 32", len(rep.Runs))
 	}
 	// Interleaved: consecutive runs cycle through the paths.
 	for i, run := range rep.Runs {
-		if want := rep.Paths[i%3].Name; run.Path != want {
+		if want := rep.Paths[i%4].Name; run.Path != want {
 			t.Fatalf("run %d is %s, want %s (interleaved)", i, run.Path, want)
 		}
 		if run.Failed != "" || run.Errors != 0 || run.Calls != 30 {
@@ -148,8 +151,24 @@ func TestRunFloors(t *testing.T) {
 	if len(rep.Notes) == 0 || !strings.Contains(rep.Notes[0], "gatehouse not measured") {
 		t.Fatalf("notes = %q, want the gateway noted as not measured", rep.Notes)
 	}
+	// One fdatasync probe per interleaved cycle, each of the asked size.
+	if len(rep.Probes) != 2*2*2 {
+		t.Fatalf("%d probes, want 8", len(rep.Probes))
+	}
+	for i, p := range rep.Probes {
+		if p.Failed != "" || p.Appends != 3 || !(p.Latency.P50 > 0) {
+			t.Fatalf("probe %d: %+v", i, p)
+		}
+	}
+	if !strings.Contains(rep.Machine.AuditDisk, "the gateway did not run") {
+		t.Errorf("audit disk = %q, want it to say the gateway did not run", rep.Machine.AuditDisk)
+	}
+	goals := rep.Goals()
+	if len(goals) != 3 || goals[0].Status() != "not measured" {
+		t.Errorf("goals without a gateway = %+v, want not measured", goals)
+	}
 	md := rep.Markdown()
-	for _, want := range []string{"| floor 0 |", "| floor 1 |", "| floor 2 |", "Latency added over floor 1", "1 KiB arguments"} {
+	for _, want := range []string{"| floor 0 |", "| floor 1 |", "| floor 2 |", "| floor 3 |", "Latency added over floor 1", "1 KiB arguments", "## The audit disk", "## Goals"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
