@@ -401,10 +401,11 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 			}
 			for i := range msgs {
 				last, err := c.deliver(req, &msgs[i], emit)
-				if last && err == nil && i == len(msgs)-1 {
+				if last && err == nil {
 					// The upstream ends the stream right after the response: read to its end
-					// so the connection goes back to the pool instead of being torn down.
-					go drainAndClose(body)
+					// before the request's context is cancelled, so that the connection goes
+					// back to the pool instead of being torn down.
+					c.drain(body)
 					body = nil
 				}
 				if last || err != nil {
@@ -439,18 +440,24 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 	}
 }
 
-// drainAndClose reads what is left of a finished response stream (bounded in bytes and time)
-// so that its connection can be reused, then closes it.
-func drainAndClose(body io.ReadCloser) {
+// drain reads what is left of a finished response stream, at most drainBytes and for at most
+// drainTimeout, then closes it. Reading to EOF returns the connection to the pool; an upstream
+// that keeps the stream open after the response, or sends more, loses its connection instead.
+// It runs before the caller cancels the request's context: a drain racing that cancellation
+// tears the connection down.
+func (c *Conn) drain(body io.ReadCloser) {
 	t := time.AfterFunc(drainTimeout, func() { _ = body.Close() })
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, drainBytes))
+	n, err := io.Copy(io.Discard, io.LimitReader(body, drainBytes+1))
 	t.Stop()
 	_ = body.Close()
+	if err != nil || n > drainBytes {
+		c.log.Debug("upstream response stream not ended after the response; connection dropped", "bytes", n, "err", err)
+	}
 }
 
-// Bounds of drainAndClose.
+// Bounds of drain: a stream that ends with the response ends within microseconds.
 const (
-	drainTimeout = time.Second
+	drainTimeout = 100 * time.Millisecond
 	drainBytes   = 64 << 10
 )
 

@@ -95,6 +95,11 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
+	case "linger":
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "data: %s\n\n", result)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
 	case "hang-headers":
 		<-r.Context().Done()
 	case "drop":
@@ -273,6 +278,7 @@ func TestResponses(t *testing.T) {
 		{name: "json", tool: "json", methods: []string{""}},
 		{name: "event stream until the response", tool: "sse", methods: []string{"notifications/message", "sampling/createMessage", ""}},
 		{name: "stream dropped before the response", tool: "drop", methods: []string{"notifications/message"}, wantErr: upstream.ErrUnavailable, wantMsg: "before the response"},
+		{name: "stream kept open after the response", tool: "linger", methods: []string{""}},
 		{name: "stream resumed with Last-Event-ID", tool: "resume", methods: []string{"notifications/message", ""}},
 		{name: "json over the limit", tool: "big", wantErr: upstream.ErrTooLarge},
 		{name: "event over the limit", tool: "bigsse", wantErr: upstream.ErrTooLarge},

@@ -1,0 +1,127 @@
+package bridgesvc_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+
+	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+)
+
+// countingListener counts the TCP connections a server accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// sdkUpstream is an in-process Go SDK server over Streamable HTTP (event-stream responses, as
+// the SDK answers by default) with an echo tool and a hang tool that blocks until its call is
+// cancelled; cancelled receives the request id of each hang call that was.
+type sdkUpstream struct {
+	url       string
+	ln        *countingListener
+	cancelled chan string
+}
+
+func startSDKUpstream(t *testing.T, opts *mcp.StreamableHTTPOptions) *sdkUpstream {
+	t.Helper()
+	server := mcp.NewServer(&mcp.Implementation{Name: "sdk-upstream", Version: "1"}, nil)
+	type echoArgs struct {
+		Text string `json:"text"`
+	}
+	mcp.AddTool(server, &mcp.Tool{Name: "echo", Description: "echoes"}, func(_ context.Context, _ *mcp.CallToolRequest, in echoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+	})
+	u := &sdkUpstream{cancelled: make(chan string, 16)}
+	mcp.AddTool(server, &mcp.Tool{Name: "hang", Description: "blocks until cancelled"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		select {
+		case <-ctx.Done():
+			u.cancelled <- fmt.Sprint(req.Params.Name)
+			return nil, nil, ctx.Err()
+		case <-time.After(time.Minute):
+			return nil, nil, fmt.Errorf("not cancelled within a minute")
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.ln = &countingListener{Listener: ln}
+	up := httptest.NewUnstartedServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, opts))
+	up.Listener = u.ln
+	up.Start()
+	t.Cleanup(up.Close)
+	u.url = up.URL
+	return u
+}
+
+// deliver sends one message through the bridge in process and returns the messages it emits.
+func deliver(ctx context.Context, svc *bridgesvc.Service, session, server, msg string) ([]*bridgev1.SendResponse, error) {
+	var out []*bridgev1.SendResponse
+	err := svc.Deliver(ctx, &bridgev1.SendRequest{SessionId: session, Server: server, Message: []byte(msg)}, func(r *bridgev1.SendResponse) error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// TestUpstreamConnectionReuse counts the TCP connections an SDK upstream accepts over 1,000
+// sequential calls through the bridge: they must be reused, not opened per call.
+func TestUpstreamConnectionReuse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		size int
+		json bool
+	}{
+		{"64 B event stream", 64, false},
+		{"16 KiB event stream", 16 << 10, false},
+		{"16 KiB JSON", 16 << 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up := startSDKUpstream(t, &mcp.StreamableHTTPOptions{JSONResponse: tc.json})
+			b := newBridge(t, bridgesvc.Config{}, static(&registryv1.Server{Name: "sdk", Transport: registryv1.Transport_TRANSPORT_STREAMABLE_HTTP, Url: up.url}))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if _, err := deliver(ctx, b.svc, "s", "sdk", initializeReq); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := deliver(ctx, b.svc, "s", "sdk", `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err != nil {
+				t.Fatal(err)
+			}
+			text := strings.Repeat("a", tc.size)
+			for i := range 1000 {
+				out, err := deliver(ctx, b.svc, "s", "sdk", toolCall(10+i, "echo", fmt.Sprintf(`{"text":%q}`, text)))
+				if err != nil || len(out) != 1 || !bytes.Contains(out[0].GetMessage(), []byte(text)) {
+					t.Fatalf("call %d = %v, %v", i, out, err)
+				}
+			}
+			n := up.ln.accepted.Load()
+			t.Logf("%d connections", n)
+			if n > 4 {
+				t.Fatalf("the upstream accepted %d connections over 1,000 sequential calls, want at most 4", n)
+			}
+		})
+	}
+}
