@@ -210,7 +210,8 @@ func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRe
 
 // Deliver is Send for an in-process caller (single-process mode): emit receives each message
 // that belongs to the request, the last one marked final. Errors are *connect.Error.
-func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) error {
+func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) (err error) {
+	defer func() { s.logFailure("send", r.GetSessionId(), r.GetServer(), err) }()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
@@ -257,7 +258,8 @@ func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.List
 
 // Subscribe is Listen for an in-process caller: ready is called once the session is known,
 // then emit with each message that belongs to no request, until the session or ctx ends.
-func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error {
+func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) (err error) {
+	defer func() { s.logFailure("listen", r.GetSessionId(), r.GetServer(), err) }()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
