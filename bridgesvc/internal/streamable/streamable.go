@@ -389,6 +389,7 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 		}
 	}()
 	r := sse.NewReader(body, c.c.opts.MaxMessage)
+	defer func() { r.Release() }()
 	resumes, lastID := 0, ""
 	for {
 		ev, err := r.Next()
@@ -439,6 +440,7 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 		}
 		_ = body.Close()
 		body = next
+		r.Release()
 		r = sse.NewReader(body, c.c.opts.MaxMessage)
 	}
 }
@@ -545,6 +547,9 @@ func (c *Conn) Listen(ctx context.Context, emit upstream.Emit) error {
 		}
 		r := sse.NewReader(resp.Body, c.c.opts.MaxMessage)
 		got, err := c.pump(r, emit)
+		lastID = r.LastEventID()
+		retry, hasRetry := r.Retry()
+		r.Release()
 		_ = resp.Body.Close()
 		if lctx.Err() != nil {
 			return c.ctxErr(ctx, lctx.Err())
@@ -552,13 +557,12 @@ func (c *Conn) Listen(ctx context.Context, emit upstream.Emit) error {
 		if err != nil {
 			return err
 		}
-		lastID = r.LastEventID()
 		if got {
 			backoff = 100 * time.Millisecond
 		}
 		delay := backoff
-		if d, ok := r.Retry(); ok {
-			delay = min(d, maxRetry)
+		if hasRetry {
+			delay = min(retry, maxRetry)
 		}
 		backoff = min(2*backoff, maxRetry)
 		c.log.Debug("upstream standalone stream ended; reconnecting", "after", delay)
