@@ -63,6 +63,9 @@ type Config struct {
 	// MaxMessageBytes bounds one message either way. An upstream message (or stdout line) over
 	// it fails the call; a stdio child that writes one is killed.
 	MaxMessageBytes int
+	// DefaultCallTimeout bounds a request's wait for its response when the server sets no
+	// call_timeout; past it the call fails with ErrCallTimeout and is cancelled upstream.
+	DefaultCallTimeout time.Duration
 }
 
 // RegisterFlags registers the configuration's flags on fs with their defaults.
@@ -72,6 +75,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StdioGrace, "stdio-grace", DefaultStdioGrace, "each wait of a stdio child's shutdown (stdin close, then SIGTERM, then SIGKILL)")
 	fs.IntVar(&c.MaxChildren, "max-children", DefaultMaxChildren, "maximum stdio children of this bridge")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", DefaultMaxMessageBytes, "maximum size of one JSON-RPC message or stdout line")
+	fs.DurationVar(&c.DefaultCallTimeout, "call-timeout", DefaultCallTimeout, "how long a call waits for the upstream's answer when its server sets no timeout (at most 1h)")
 }
 
 // ApplyEnv sets every flag of fs not given on the command line from the environment variable
@@ -104,6 +108,9 @@ func (c *Config) validate() error {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if c.DefaultCallTimeout == 0 {
+		c.DefaultCallTimeout = DefaultCallTimeout
+	}
 	switch {
 	case c.StdioGrace < 0 || c.StdioGrace > time.Minute:
 		return fmt.Errorf("stdio-grace %v: must be between 0 and 1m", c.StdioGrace)
@@ -111,6 +118,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("max-children %d: must be positive", c.MaxChildren)
 	case c.MaxMessageBytes < 1<<10 || c.MaxMessageBytes > 1<<30:
 		return fmt.Errorf("max-message-bytes %d: must be between 1 KiB and 1 GiB", c.MaxMessageBytes)
+	case c.DefaultCallTimeout < 0 || c.DefaultCallTimeout > MaxCallTimeout:
+		return fmt.Errorf("call-timeout %v: must be more than 0 and at most %v", c.DefaultCallTimeout, MaxCallTimeout)
 	}
 	return nil
 }
@@ -210,7 +219,8 @@ func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRe
 
 // Deliver is Send for an in-process caller (single-process mode): emit receives each message
 // that belongs to the request, the last one marked final. Errors are *connect.Error.
-func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) error {
+func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) (err error) {
+	defer func() { s.logFailure("send", r.GetSessionId(), r.GetServer(), err) }()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
@@ -234,7 +244,7 @@ func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit fun
 	if pv := r.GetProtocolVersion(); pv != "" {
 		conn.SetProtocolVersion(pv)
 	}
-	err = conn.Send(ctx, m, func(out upstream.Message) error {
+	err = s.sendTimed(ctx, conn, r.GetSessionId(), r.GetServer(), m, func(out upstream.Message) error {
 		resp := &bridgev1.SendResponse{Message: out.Raw}
 		if out.IsResponseTo(m.ID) {
 			resp.Final, resp.Error = true, out.IsError
@@ -257,7 +267,8 @@ func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.List
 
 // Subscribe is Listen for an in-process caller: ready is called once the session is known,
 // then emit with each message that belongs to no request, until the session or ctx ends.
-func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error {
+func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) (err error) {
+	defer func() { s.logFailure("listen", r.GetSessionId(), r.GetServer(), err) }()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}

@@ -35,9 +35,9 @@ func TestValidation(t *testing.T) {
 		{name: "no session", req: &bridgev1.SendRequest{Server: "fake", Message: []byte(ping)}, code: connect.CodeInvalidArgument, msg: "session_id"},
 		{name: "no server", req: &bridgev1.SendRequest{SessionId: "s", Message: []byte(ping)}, code: connect.CodeInvalidArgument, msg: "server"},
 		{name: "unknown server", req: &bridgev1.SendRequest{SessionId: "s", Server: "nope", Message: []byte(ping)}, code: connect.CodeNotFound, msg: "unknown server"},
-		{name: "unsupported transport", req: &bridgev1.SendRequest{SessionId: "s", Server: "odd", Message: []byte(ping)}, code: connect.CodeUnimplemented, msg: "TRANSPORT_UNSPECIFIED"},
+		{name: "unsupported transport", req: &bridgev1.SendRequest{SessionId: "s", Server: "odd", Message: []byte(ping)}, code: connect.CodeUnimplemented, msg: "transport is not supported"},
 		{name: "not JSON", req: &bridgev1.SendRequest{SessionId: "s", Server: "fake", Message: []byte(`{"jsonrpc":`)}, code: connect.CodeInvalidArgument, msg: "invalid JSON-RPC message"},
-		{name: "too large", req: &bridgev1.SendRequest{SessionId: "s", Server: "fake", Message: []byte(`{"jsonrpc":"2.0","method":"x","params":{"p":"` + strings.Repeat("x", 5000) + `"}}`)}, code: connect.CodeResourceExhausted, msg: "over the 4096-byte limit"},
+		{name: "too large", req: &bridgev1.SendRequest{SessionId: "s", Server: "fake", Message: []byte(`{"jsonrpc":"2.0","method":"x","params":{"p":"` + strings.Repeat("x", 5000) + `"}}`)}, code: connect.CodeInvalidArgument, msg: "over the 4096-byte limit"},
 		{name: "request id mismatch", req: &bridgev1.SendRequest{SessionId: "s", Server: "fake", Message: []byte(ping), RequestId: []byte(`2`)}, code: connect.CodeInvalidArgument, msg: "request_id"},
 		{name: "bad protocol version", req: &bridgev1.SendRequest{SessionId: "s", Server: "fake", Message: []byte(ping), ProtocolVersion: "2025\r\nX: y"}, code: connect.CodeInvalidArgument, msg: "protocol_version"},
 	}
@@ -101,7 +101,7 @@ func TestStdioFaults(t *testing.T) {
 		t.Parallel()
 		before := b.pidOf(t, "crash", "fake")
 		_, err := b.send(t, "crash", "fake", toolCall(1, "crash", ""))
-		wantCode(t, err, connect.CodeUnavailable, "upstream exited: exit status 3")
+		wantCode(t, err, connect.CodeUnavailable, "the upstream exited")
 		assertReaped(t, before)
 		// A new child would not know the session: until the host initializes again, calls
 		// are refused so the ingress can end the session (404) and the host start over.
@@ -124,13 +124,13 @@ func TestStdioFaults(t *testing.T) {
 		t.Parallel()
 		pid := b.pidOf(t, "endless", "fake")
 		_, err := b.send(t, "endless", "fake", toolCall(1, "endless", ""))
-		wantCode(t, err, connect.CodeResourceExhausted, "over 1048576 bytes")
+		wantCode(t, err, connect.CodeFailedPrecondition, "the upstream's message exceeds the size limit")
 		assertReaped(t, pid)
 	})
 	t.Run("result over the limit", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.send(t, "big", "fake", toolCall(1, "big", `{"size":2000000}`))
-		wantCode(t, err, connect.CodeResourceExhausted, "killed")
+		wantCode(t, err, connect.CodeFailedPrecondition, "the upstream's message exceeds the size limit")
 	})
 	t.Run("ignores stdin close and SIGTERM", func(t *testing.T) {
 		t.Parallel()
@@ -141,7 +141,7 @@ func TestStdioFaults(t *testing.T) {
 	t.Run("command that does not exist", func(t *testing.T) {
 		t.Parallel()
 		_, err := b.send(t, "missing", "missing", toolCall(1, "echo", ""))
-		wantCode(t, err, connect.CodeFailedPrecondition, "executable file not found")
+		wantCode(t, err, connect.CodeFailedPrecondition, "the upstream could not be started")
 	})
 	t.Run("call ends with its context", func(t *testing.T) {
 		t.Parallel()
@@ -332,7 +332,7 @@ func TestHTTPFaults(t *testing.T) {
 	t.Run("result over the limit", func(t *testing.T) {
 		start(t, "big")
 		_, err := b.send(t, "big", "web", toolCall(1, "big", ""))
-		wantCode(t, err, connect.CodeResourceExhausted, "4096")
+		wantCode(t, err, connect.CodeFailedPrecondition, "the upstream's message exceeds the size limit")
 	})
 	t.Run("upstream forgets its session", func(t *testing.T) {
 		start(t, "forget")

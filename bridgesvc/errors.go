@@ -3,6 +3,7 @@ package bridgesvc
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"connectrpc.com/connect"
 
@@ -28,9 +29,17 @@ var (
 	ErrNoUpstream = upstream.ErrGone
 	// ErrShuttingDown: the bridge is stopping.
 	ErrShuttingDown = errors.New("bridge shutting down")
+	// ErrMessageTooLarge: the host's message is over the bridge's size limit.
+	ErrMessageTooLarge = errors.New("message too large")
+	// ErrCallTimeout: the upstream did not answer a request within the call timeout (the
+	// server's call_timeout, else Config.DefaultCallTimeout). The call was cancelled upstream;
+	// the session stays usable.
+	ErrCallTimeout = errors.New("upstream call timed out")
 
-	ErrInvalidMessage   = upstream.ErrInvalidMessage
-	ErrMessageTooLarge  = upstream.ErrTooLarge
+	ErrInvalidMessage = upstream.ErrInvalidMessage
+	// ErrUpstreamTooLarge: a message (or stdout line) from the upstream over the size limit.
+	// It is not a quota: its code is not ResourceExhausted.
+	ErrUpstreamTooLarge = upstream.ErrTooLarge
 	ErrSpawn            = upstream.ErrSpawn
 	ErrTooManyChildren  = upstream.ErrTooMany
 	ErrUpstreamExited   = upstream.ErrExited
@@ -42,35 +51,61 @@ var (
 	ErrDuplicateID      = upstream.ErrDuplicateID
 )
 
-// codes maps each domain error to its Connect code; the first match wins.
+// codes maps each domain error to its Connect code and to what the host is told; the first
+// match wins. An empty reason means the error's own text is shown: the bridge composed it
+// from the request and its own settings alone. Otherwise the text may hold a file path, a URL,
+// an address or an upstream's words, so the host gets the reason (or the shorter one the
+// transport attached, see hostReason) and the log gets the text. Warn marks failures an
+// operator should see; the rest are logged at debug.
 var codes = []struct {
-	err  error
-	code connect.Code
+	err    error
+	code   connect.Code
+	reason string
+	warn   bool
 }{
-	{ErrInvalidArgument, connect.CodeInvalidArgument},
-	{ErrInvalidMessage, connect.CodeInvalidArgument},
-	{ErrDuplicateID, connect.CodeInvalidArgument},
-	{ErrUnknownServer, connect.CodeNotFound},
-	{ErrSessionEnded, connect.CodeNotFound},
-	{ErrNoUpstream, connect.CodeNotFound},
-	{ErrCatalogNotReady, connect.CodeUnavailable},
-	{ErrUnsupportedTransport, connect.CodeUnimplemented},
-	{ErrMessageTooLarge, connect.CodeResourceExhausted},
-	{ErrTooManyChildren, connect.CodeResourceExhausted},
-	{ErrSpawn, connect.CodeFailedPrecondition},
-	{ErrUpstreamSession, connect.CodeNotFound}, // the host must start a new session too
-	{ErrUpstreamRejected, connect.CodeFailedPrecondition},
-	{ErrUpstreamExited, connect.CodeUnavailable},
-	{ErrUpstreamDown, connect.CodeUnavailable},
-	{ErrUpstreamProtocol, connect.CodeUnavailable},
-	{ErrUpstreamClosed, connect.CodeUnavailable},
-	{ErrShuttingDown, connect.CodeUnavailable},
-	{context.Canceled, connect.CodeCanceled},
-	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
+	{err: ErrInvalidArgument, code: connect.CodeInvalidArgument},
+	{err: ErrInvalidMessage, code: connect.CodeInvalidArgument},
+	{err: ErrDuplicateID, code: connect.CodeInvalidArgument},
+	{err: ErrMessageTooLarge, code: connect.CodeInvalidArgument},
+	{err: ErrUnknownServer, code: connect.CodeNotFound},
+	{err: ErrSessionEnded, code: connect.CodeNotFound},
+	{err: ErrNoUpstream, code: connect.CodeNotFound},
+	{err: ErrCatalogNotReady, code: connect.CodeUnavailable},
+	{err: ErrUnsupportedTransport, code: connect.CodeUnimplemented, reason: "the server's transport is not supported", warn: true},
+	{err: ErrCallTimeout, code: connect.CodeDeadlineExceeded, warn: true},
+	{err: ErrUpstreamTooLarge, code: connect.CodeFailedPrecondition, reason: "the upstream's message exceeds the size limit", warn: true},
+	{err: ErrTooManyChildren, code: connect.CodeResourceExhausted, warn: true},
+	{err: ErrSpawn, code: connect.CodeFailedPrecondition, reason: "the upstream could not be started", warn: true},
+	{err: ErrUpstreamSession, code: connect.CodeNotFound, reason: "the upstream no longer knows the session; start a new session"}, // the host must start a new session too
+	{err: ErrUpstreamRejected, code: connect.CodeFailedPrecondition, reason: "the upstream rejected the message", warn: true},
+	{err: ErrUpstreamExited, code: connect.CodeUnavailable, reason: "the upstream exited", warn: true},
+	{err: ErrUpstreamDown, code: connect.CodeUnavailable, reason: "the upstream is unavailable", warn: true},
+	{err: ErrUpstreamProtocol, code: connect.CodeUnavailable, reason: "the upstream broke the transport protocol", warn: true},
+	{err: ErrUpstreamClosed, code: connect.CodeUnavailable},
+	{err: ErrShuttingDown, code: connect.CodeUnavailable},
+	{err: context.Canceled, code: connect.CodeCanceled},
+	{err: context.DeadlineExceeded, code: connect.CodeDeadlineExceeded},
 }
 
-// connectError turns err into a Connect error with the code of its domain error; anything
-// unknown is Internal.
+// internalReason is what the host is told of an error the table does not know.
+const internalReason = "internal error in the bridge"
+
+// hostReason is implemented by transport errors that carry a short reason fit for the host
+// ("the upstream answered HTTP 500"): no path, URL, address or upstream body.
+type hostReason interface{ HostReason() string }
+
+// hostError is what the host sees of a failure: a short reason. The full error stays
+// reachable with errors.Is and errors.As in process, and is logged by logFailure.
+type hostError struct {
+	reason string
+	cause  error
+}
+
+func (e *hostError) Error() string { return e.reason }
+func (e *hostError) Unwrap() error { return e.cause }
+
+// connectError turns err into a Connect error with the code of its domain error and a
+// message fit for the host; anything unknown is Internal.
 func connectError(err error) error {
 	if err == nil {
 		return nil
@@ -80,9 +115,42 @@ func connectError(err error) error {
 		return err
 	}
 	for _, c := range codes {
-		if errors.Is(err, c.err) {
+		if !errors.Is(err, c.err) {
+			continue
+		}
+		if c.reason == "" {
 			return connect.NewError(c.code, err)
 		}
+		reason := c.reason
+		var hr hostReason
+		if errors.As(err, &hr) && hr.HostReason() != "" {
+			reason = hr.HostReason()
+		}
+		return connect.NewError(c.code, &hostError{reason: reason, cause: err})
 	}
-	return connect.NewError(connect.CodeInternal, err)
+	return connect.NewError(connect.CodeInternal, &hostError{reason: internalReason, cause: err})
+}
+
+// logFailure logs an error Deliver or Subscribe returns, with what the host was not told.
+func (s *Service) logFailure(op, sessionID, server string, err error) {
+	if err == nil {
+		return
+	}
+	level, code := slog.LevelDebug, connect.CodeOf(err)
+	var he *hostError
+	if errors.As(err, &he) {
+		err = he.cause
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			if c.warn {
+				level = slog.LevelWarn
+			}
+			break
+		}
+	}
+	if he != nil && he.reason == internalReason {
+		level = slog.LevelError
+	}
+	s.log.Log(context.Background(), level, op+" failed", "session", tag(sessionID), "server", server, "code", code.String(), "err", err)
 }

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
@@ -63,6 +66,9 @@ type serverYAML struct {
 	Dir       string            `yaml:"dir"`
 	URL       string            `yaml:"url"`
 	Tenants   []string          `yaml:"tenants"`
+	// Timeout bounds each call's wait for the upstream's answer (a Go duration, "30s");
+	// empty leaves the bridge's default.
+	Timeout string `yaml:"timeout"`
 }
 
 type anonymousYAML struct {
@@ -147,6 +153,13 @@ func (rs serverYAML) server() (*registryv1.Server, error) {
 		Dir:     rs.Dir,
 		Url:     rs.URL,
 		Tenants: rs.Tenants,
+	}
+	if rs.Timeout != "" {
+		d, err := time.ParseDuration(rs.Timeout)
+		if err != nil {
+			return nil, &ValidationError{Server: rs.Name, Field: "timeout", Problem: fmt.Sprintf("%q is not a duration such as 30s or 2m", rs.Timeout)}
+		}
+		s.CallTimeout = durationpb.New(d)
 	}
 	switch strings.ToLower(rs.Transport) {
 	case TransportStdio:

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
@@ -24,6 +27,7 @@ servers:
     transport: http
     url: https://mcp.internal.example/mcp
     tenants: [default, research]
+    timeout: 90s
 
 anonymous:
   servers: [echo]
@@ -47,10 +51,11 @@ func TestParseExample(t *testing.T) {
 			Tenants:   []string{"default"},
 		},
 		{
-			Name:      "search",
-			Transport: registryv1.Transport_TRANSPORT_STREAMABLE_HTTP,
-			Url:       "https://mcp.internal.example/mcp",
-			Tenants:   []string{"default", "research"},
+			Name:        "search",
+			Transport:   registryv1.Transport_TRANSPORT_STREAMABLE_HTTP,
+			Url:         "https://mcp.internal.example/mcp",
+			Tenants:     []string{"default", "research"},
+			CallTimeout: durationpb.New(90 * time.Second),
 		},
 	}
 	if len(f.Servers) != len(want) {
@@ -114,6 +119,10 @@ func TestParseErrors(t *testing.T) {
 		{"invalid server", "servers:\n  - name: a\n    transport: stdio\n", `server "a": command: required`},
 		{"anonymous unknown server", "servers:\n" + stdio("a") + "anonymous:\n  servers: [b]\n", `"b" is not a listed server`},
 		{"anonymous bad principal", "servers:\n" + stdio("a") + "anonymous:\n  principal: 'a b'\n", "anonymous.principal"},
+		{"timeout not a duration", "servers:\n" + stdio("a") + "    timeout: 30\n", `server "a": timeout: "30" is not a duration`},
+		{"timeout zero", "servers:\n" + stdio("a") + "    timeout: 0s\n", `server "a": timeout: 0s: want more than 0`},
+		{"timeout negative", "servers:\n" + stdio("a") + "    timeout: -5s\n", `server "a": timeout: -5s: want more than 0`},
+		{"timeout over an hour", "servers:\n" + stdio("a") + "    timeout: 61m\n", `server "a": timeout: 1h1m0s: want more than 0 and at most 1h0m0s`},
 		{"anonymous bad tenant", "servers:\n" + stdio("a") + "anonymous:\n  tenant: 'x/y'\n", "anonymous.tenant"},
 	}
 	for _, tt := range tests {
@@ -155,7 +164,12 @@ func TestValidate(t *testing.T) {
 		}
 		return s
 	}
-	for _, s := range []*registryv1.Server{stdio(nil), http(nil), stdio(func(s *registryv1.Server) { s.Env, s.Dir, s.Tenants = nil, "", nil })} {
+	for _, s := range []*registryv1.Server{
+		stdio(nil), http(nil),
+		stdio(func(s *registryv1.Server) { s.Env, s.Dir, s.Tenants = nil, "", nil }),
+		http(func(s *registryv1.Server) { s.CallTimeout = durationpb.New(config.MaxCallTimeout) }),
+		stdio(func(s *registryv1.Server) { s.CallTimeout = durationpb.New(time.Nanosecond) }),
+	} {
 		if err := config.Validate(s); err != nil {
 			t.Errorf("Validate(%v) = %v, want nil", s, err)
 		}
@@ -206,6 +220,10 @@ func TestValidate(t *testing.T) {
 		{"empty tenant", stdio(func(s *registryv1.Server) { s.Tenants = []string{"default", ""} }), "tenants[1]"},
 		{"tenant with a space", http(func(s *registryv1.Server) { s.Tenants = []string{"a b"} }), "tenants[0]"},
 		{"tenant too long", http(func(s *registryv1.Server) { s.Tenants = []string{strings.Repeat("t", 129)} }), "tenants[0]"},
+		{"zero call timeout", http(func(s *registryv1.Server) { s.CallTimeout = durationpb.New(0) }), "timeout"},
+		{"negative call timeout", stdio(func(s *registryv1.Server) { s.CallTimeout = durationpb.New(-time.Second) }), "timeout"},
+		{"call timeout over an hour", http(func(s *registryv1.Server) { s.CallTimeout = durationpb.New(config.MaxCallTimeout + time.Nanosecond) }), "timeout"},
+		{"call timeout out of range", http(func(s *registryv1.Server) { s.CallTimeout = &durationpb.Duration{Seconds: 1, Nanos: -1} }), "timeout"},
 		{"too many tenants", http(func(s *registryv1.Server) { s.Tenants = many(257) }), "tenants"},
 	}
 	for _, tt := range tests {

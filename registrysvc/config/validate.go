@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
@@ -23,6 +24,9 @@ const (
 	maxTenants     = 256
 )
 
+// MaxCallTimeout bounds a server's call_timeout: a call held longer is a hung upstream.
+const MaxCallTimeout = time.Hour
+
 // ValidationError says which field of which server is wrong, and why.
 type ValidationError struct {
 	Server  string // the server's name as given (possibly invalid or empty)
@@ -38,7 +42,7 @@ func (e *ValidationError) Error() string {
 // details that transport needs and no others. stdio needs an argv (never run through a
 // shell) whose first element is set, and no url; http needs an absolute http or https URL
 // without credentials, and no command, env or dir. Env keys are environment variable names;
-// tenants are non-empty ids. It returns a *ValidationError for the first problem.
+// tenants are non-empty ids; a call timeout, when set, is more than 0 and at most an hour. It returns a *ValidationError for the first problem.
 func Validate(s *registryv1.Server) error {
 	if s == nil {
 		return &ValidationError{Field: "server", Problem: "missing"}
@@ -62,6 +66,14 @@ func Validate(s *registryv1.Server) error {
 		return bad("transport", "required: stdio or http")
 	default:
 		return bad("transport", "unknown transport %d", s.GetTransport())
+	}
+	if ct := s.GetCallTimeout(); ct != nil {
+		if err := ct.CheckValid(); err != nil {
+			return bad("timeout", "%v", err)
+		}
+		if d := ct.AsDuration(); d <= 0 || d > MaxCallTimeout {
+			return bad("timeout", "%v: want more than 0 and at most %v", d, MaxCallTimeout)
+		}
 	}
 	if len(s.GetTenants()) > maxTenants {
 		return bad("tenants", "%d tenants, more than the limit of %d", len(s.GetTenants()), maxTenants)

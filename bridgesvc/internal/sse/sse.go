@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -34,9 +35,35 @@ type Reader struct {
 	hasRet bool
 }
 
-// NewReader returns a Reader whose lines and event data are each at most max bytes.
+// Buffers of a Reader: bufSize is read from the stream at a time (a longer line is gathered
+// in pieces); a line buffer grown past maxPooledLine is not kept for reuse.
+const (
+	bufSize       = 16 << 10
+	maxPooledLine = 256 << 10
+)
+
+// readers holds released Readers, so that a response stream per call does not allocate its
+// buffers anew.
+var readers = sync.Pool{New: func() any { return &Reader{br: bufio.NewReaderSize(nil, bufSize)} }}
+
+// NewReader returns a Reader whose lines and event data are each at most max bytes. Release
+// it when done.
 func NewReader(r io.Reader, max int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 32<<10), max: max}
+	rd := readers.Get().(*Reader)
+	rd.br.Reset(r)
+	rd.max = max
+	rd.skipLF, rd.line, rd.lastID, rd.retry, rd.hasRet = false, rd.line[:0], "", 0, false
+	return rd
+}
+
+// Release hands the Reader's buffers back for reuse; it must not be used afterwards. Events
+// it returned stay valid: their data is never in its buffers.
+func (r *Reader) Release() {
+	r.br.Reset(nil)
+	if cap(r.line) > maxPooledLine {
+		r.line = nil
+	}
+	readers.Put(r)
 }
 
 // LastEventID is the id of the last event seen, including events without data (such as the

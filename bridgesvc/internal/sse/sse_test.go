@@ -127,3 +127,29 @@ func FuzzReader(f *testing.F) {
 		t.Fatal("Next never ended")
 	})
 }
+
+// TestReleasedReaderStartsClean: a Reader reused after Release keeps nothing of its last
+// stream (its id, its retry), and events read before the Release keep their data.
+func TestReleasedReaderStartsClean(t *testing.T) {
+	first := NewReader(strings.NewReader("id: 9\nretry: 1000\ndata: kept\n\ndata: partial\r"), 1<<10)
+	ev, err := first.Next()
+	if err != nil || string(ev.Data) != "kept" {
+		t.Fatalf("first stream = %+v, %v", ev, err)
+	}
+	if _, err := first.Next(); err == nil {
+		t.Fatal("the unterminated event was dispatched")
+	}
+	first.Release()
+	second := NewReader(strings.NewReader("\ndata: fresh\n\n"), 1<<10)
+	defer second.Release()
+	got, err := second.Next()
+	if err != nil || string(got.Data) != "fresh" || got.ID != "" || second.LastEventID() != "" {
+		t.Fatalf("second stream = %+v, %v (last id %q)", got, err, second.LastEventID())
+	}
+	if _, ok := second.Retry(); ok {
+		t.Fatal("the second stream inherited the first one's retry")
+	}
+	if string(ev.Data) != "kept" {
+		t.Fatalf("an event of the released reader changed: %q", ev.Data)
+	}
+}

@@ -102,11 +102,11 @@ func (c *Client) Dial(endpoint string, logger *slog.Logger) (*Conn, error) {
 	u, err := url.Parse(endpoint)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%w: server url: %v", upstream.ErrSpawn, err)
+		return nil, withReason(fmt.Errorf("%w: server url: %v", upstream.ErrSpawn, err), "the server's URL is not a valid http(s) URL")
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
-		return nil, fmt.Errorf("%w: server url %q is not an absolute http(s) URL", upstream.ErrSpawn, u.Redacted())
+		return nil, withReason(fmt.Errorf("%w: server url %q is not an absolute http(s) URL", upstream.ErrSpawn, u.Redacted()), "the server's URL is not a valid http(s) URL")
 	case u.User != nil:
-		return nil, fmt.Errorf("%w: server url must not carry credentials", upstream.ErrSpawn)
+		return nil, withReason(fmt.Errorf("%w: server url must not carry credentials", upstream.ErrSpawn), "the server's URL is not a valid http(s) URL")
 	}
 	u.Fragment = ""
 	if logger == nil {
@@ -258,12 +258,12 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 	defer stop()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.url, bytes.NewReader(m.Raw))
 	if err != nil {
-		return fmt.Errorf("%w: %v", upstream.ErrUnavailable, err)
+		return withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached")
 	}
 	c.header(req, &m)
 	resp, err := c.c.hc.Do(req)
 	if err != nil {
-		return c.ctxErr(ctx, fmt.Errorf("%w: %v", upstream.ErrUnavailable, err))
+		return c.ctxErr(ctx, withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached"))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -279,7 +279,7 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 		return nil
 	}
 	if resp.StatusCode == http.StatusAccepted {
-		return fmt.Errorf("%w: the upstream accepted a request without answering it", upstream.ErrProtocol)
+		return withReason(fmt.Errorf("%w: the upstream accepted a request without answering it", upstream.ErrProtocol), "the upstream accepted a request without answering it")
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch mt {
@@ -288,7 +288,7 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 	case "text/event-stream":
 		err = c.readStream(rctx, resp, &m, emit)
 	default:
-		err = fmt.Errorf("%w: unexpected content type %q", upstream.ErrProtocol, mt)
+		err = withReason(fmt.Errorf("%w: unexpected content type %q", upstream.ErrProtocol, mt), "the upstream answered with an unexpected content type")
 	}
 	if err != nil && rctx.Err() != nil {
 		return c.ctxErr(ctx, err)
@@ -302,7 +302,7 @@ func (c *Conn) takeSessionID(resp *http.Response) error {
 		return nil
 	}
 	if len(sid) > maxSessionID || strings.IndexFunc(sid, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
-		return fmt.Errorf("%w: invalid Mcp-Session-Id from the upstream", upstream.ErrProtocol)
+		return withReason(fmt.Errorf("%w: invalid Mcp-Session-Id from the upstream", upstream.ErrProtocol), "the upstream sent an invalid Mcp-Session-Id")
 	}
 	c.mu.Lock()
 	c.sessionID = sid
@@ -323,15 +323,18 @@ func (c *Conn) statusErr(resp *http.Response) error {
 	if detail = strings.TrimSpace(detail); detail != "" {
 		detail = ": " + detail
 	}
+	// The host is told the status only: the body is the upstream's (a traceback, a DSN).
+	reason := fmt.Sprintf("the upstream answered HTTP %d", resp.StatusCode)
 	switch {
 	case resp.StatusCode == http.StatusNotFound && resp.Request.Header.Get("Mcp-Session-Id") != "":
-		err := fmt.Errorf("%w: the upstream answered 404 Not Found for its session; the session must be initialized again", upstream.ErrSessionGone)
+		err := withReason(fmt.Errorf("%w: the upstream answered 404 Not Found for its session; the session must be initialized again", upstream.ErrSessionGone),
+			"the upstream answered HTTP 404 for its session; start a new session")
 		c.end(err)
 		return err
 	case resp.StatusCode/100 == 4:
-		return fmt.Errorf("%w: %s%s", upstream.ErrRejected, resp.Status, detail)
+		return withReason(fmt.Errorf("%w: %s%s", upstream.ErrRejected, resp.Status, detail), reason)
 	default:
-		return fmt.Errorf("%w: %s%s", upstream.ErrUnavailable, resp.Status, detail)
+		return withReason(fmt.Errorf("%w: %s%s", upstream.ErrUnavailable, resp.Status, detail), reason)
 	}
 }
 
@@ -358,21 +361,21 @@ func (c *Conn) readJSON(resp *http.Response, req *upstream.Message, emit upstrea
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(max)+1))
 	if err != nil {
-		return fmt.Errorf("%w: read response: %v", upstream.ErrUnavailable, err)
+		return withReason(fmt.Errorf("%w: read response: %v", upstream.ErrUnavailable, err), "the upstream's response could not be read")
 	}
 	if len(body) > max {
 		return fmt.Errorf("%w: the upstream's response exceeds the %d-byte limit", upstream.ErrTooLarge, max)
 	}
 	msgs, err := upstream.Split(body)
 	if err != nil {
-		return fmt.Errorf("%w: %v", upstream.ErrProtocol, err)
+		return withReason(fmt.Errorf("%w: %v", upstream.ErrProtocol, err), "the upstream's response is not JSON-RPC")
 	}
 	for i := range msgs {
 		if last, err := c.deliver(req, &msgs[i], emit); last || err != nil {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: the upstream's JSON response holds no response to the request", upstream.ErrProtocol)
+	return withReason(fmt.Errorf("%w: the upstream's JSON response holds no response to the request", upstream.ErrProtocol), "the upstream's response holds no response to the request")
 }
 
 // readStream emits the events of a response stream until the response to req. When the
@@ -386,6 +389,7 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 		}
 	}()
 	r := sse.NewReader(body, c.c.opts.MaxMessage)
+	defer func() { r.Release() }()
 	resumes, lastID := 0, ""
 	for {
 		ev, err := r.Next()
@@ -401,10 +405,11 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 			}
 			for i := range msgs {
 				last, err := c.deliver(req, &msgs[i], emit)
-				if last && err == nil && i == len(msgs)-1 {
+				if last && err == nil {
 					// The upstream ends the stream right after the response: read to its end
-					// so the connection goes back to the pool instead of being torn down.
-					go drainAndClose(body)
+					// before the request's context is cancelled, so that the connection goes
+					// back to the pool instead of being torn down.
+					c.drain(body)
 					body = nil
 				}
 				if last || err != nil {
@@ -423,10 +428,10 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 			lastID = id
 		}
 		if lastID == "" {
-			return fmt.Errorf("%w: the upstream ended the response stream before the response (%v)", upstream.ErrUnavailable, streamEnd(err))
+			return withReason(fmt.Errorf("%w: the upstream ended the response stream before the response (%v)", upstream.ErrUnavailable, streamEnd(err)), "the upstream ended the response stream before the response")
 		}
 		if resumes++; resumes > c.c.opts.MaxResumes {
-			return fmt.Errorf("%w: the response stream broke %d times without progress", upstream.ErrUnavailable, resumes-1)
+			return withReason(fmt.Errorf("%w: the response stream broke %d times without progress", upstream.ErrUnavailable, resumes-1), "the upstream's response stream broke repeatedly")
 		}
 		retry, _ := r.Retry()
 		next, err := c.resume(ctx, lastID, min(retry, maxRetry))
@@ -435,22 +440,29 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 		}
 		_ = body.Close()
 		body = next
+		r.Release()
 		r = sse.NewReader(body, c.c.opts.MaxMessage)
 	}
 }
 
-// drainAndClose reads what is left of a finished response stream (bounded in bytes and time)
-// so that its connection can be reused, then closes it.
-func drainAndClose(body io.ReadCloser) {
+// drain reads what is left of a finished response stream, at most drainBytes and for at most
+// drainTimeout, then closes it. Reading to EOF returns the connection to the pool; an upstream
+// that keeps the stream open after the response, or sends more, loses its connection instead.
+// It runs before the caller cancels the request's context: a drain racing that cancellation
+// tears the connection down.
+func (c *Conn) drain(body io.ReadCloser) {
 	t := time.AfterFunc(drainTimeout, func() { _ = body.Close() })
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, drainBytes))
+	n, err := io.Copy(io.Discard, io.LimitReader(body, drainBytes+1))
 	t.Stop()
 	_ = body.Close()
+	if err != nil || n > drainBytes {
+		c.log.Debug("upstream response stream not ended after the response; connection dropped", "bytes", n, "err", err)
+	}
 }
 
-// Bounds of drainAndClose.
+// Bounds of drain: a stream that ends with the response ends within microseconds.
 const (
-	drainTimeout = time.Second
+	drainTimeout = 100 * time.Millisecond
 	drainBytes   = 64 << 10
 )
 
@@ -482,7 +494,7 @@ func (c *Conn) resume(ctx context.Context, lastID string, delay time.Duration) (
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("%w: unexpected content type %q on a resumed stream", upstream.ErrProtocol, mt)
+		return nil, withReason(fmt.Errorf("%w: unexpected content type %q on a resumed stream", upstream.ErrProtocol, mt), "the upstream answered with an unexpected content type")
 	}
 	return resp.Body, nil
 }
@@ -490,7 +502,7 @@ func (c *Conn) resume(ctx context.Context, lastID string, delay time.Duration) (
 func (c *Conn) get(ctx context.Context, lastID string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", upstream.ErrUnavailable, err)
+		return nil, withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached")
 	}
 	c.header(req, nil)
 	if lastID != "" {
@@ -501,7 +513,7 @@ func (c *Conn) get(ctx context.Context, lastID string) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %v", upstream.ErrUnavailable, err)
+		return nil, withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached")
 	}
 	return resp, nil
 }
@@ -531,10 +543,13 @@ func (c *Conn) Listen(ctx context.Context, emit upstream.Emit) error {
 		}
 		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 			_ = resp.Body.Close()
-			return fmt.Errorf("%w: unexpected content type %q on the standalone stream", upstream.ErrProtocol, mt)
+			return withReason(fmt.Errorf("%w: unexpected content type %q on the standalone stream", upstream.ErrProtocol, mt), "the upstream answered with an unexpected content type")
 		}
 		r := sse.NewReader(resp.Body, c.c.opts.MaxMessage)
 		got, err := c.pump(r, emit)
+		lastID = r.LastEventID()
+		retry, hasRetry := r.Retry()
+		r.Release()
 		_ = resp.Body.Close()
 		if lctx.Err() != nil {
 			return c.ctxErr(ctx, lctx.Err())
@@ -542,13 +557,12 @@ func (c *Conn) Listen(ctx context.Context, emit upstream.Emit) error {
 		if err != nil {
 			return err
 		}
-		lastID = r.LastEventID()
 		if got {
 			backoff = 100 * time.Millisecond
 		}
 		delay := backoff
-		if d, ok := r.Retry(); ok {
-			delay = min(d, maxRetry)
+		if hasRetry {
+			delay = min(retry, maxRetry)
 		}
 		backoff = min(2*backoff, maxRetry)
 		c.log.Debug("upstream standalone stream ended; reconnecting", "after", delay)
@@ -590,3 +604,16 @@ func (c *Conn) pump(r *sse.Reader, emit upstream.Emit) (bool, error) {
 		}
 	}
 }
+
+// reasoned is an error with a short reason the host may be told: no URL, address or upstream
+// body. Error is the full text, for the bridge's log; the bridge shows HostReason instead.
+type reasoned struct {
+	err    error
+	reason string
+}
+
+func withReason(err error, reason string) error { return &reasoned{err: err, reason: reason} }
+
+func (e *reasoned) Error() string      { return e.err.Error() }
+func (e *reasoned) Unwrap() error      { return e.err }
+func (e *reasoned) HostReason() string { return e.reason }

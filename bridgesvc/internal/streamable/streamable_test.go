@@ -95,6 +95,11 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
+	case "linger":
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "data: %s\n\n", result)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
 	case "hang-headers":
 		<-r.Context().Done()
 	case "drop":
@@ -269,18 +274,20 @@ func TestResponses(t *testing.T) {
 		methods []string // what the call emits, in order ("" for the response)
 		wantErr error
 		wantMsg string
+		reason  string // the reason the host may be told, when the error carries one
 	}{
 		{name: "json", tool: "json", methods: []string{""}},
 		{name: "event stream until the response", tool: "sse", methods: []string{"notifications/message", "sampling/createMessage", ""}},
-		{name: "stream dropped before the response", tool: "drop", methods: []string{"notifications/message"}, wantErr: upstream.ErrUnavailable, wantMsg: "before the response"},
+		{name: "stream dropped before the response", tool: "drop", methods: []string{"notifications/message"}, wantErr: upstream.ErrUnavailable, wantMsg: "before the response", reason: "the upstream ended the response stream before the response"},
+		{name: "stream kept open after the response", tool: "linger", methods: []string{""}},
 		{name: "stream resumed with Last-Event-ID", tool: "resume", methods: []string{"notifications/message", ""}},
 		{name: "json over the limit", tool: "big", wantErr: upstream.ErrTooLarge},
 		{name: "event over the limit", tool: "bigsse", wantErr: upstream.ErrTooLarge},
-		{name: "server error", tool: "fail", wantErr: upstream.ErrUnavailable, wantMsg: "502 Bad Gateway: database on fire [31m"},
-		{name: "unauthorized", tool: "unauthorized", wantErr: upstream.ErrRejected, wantMsg: "401"},
-		{name: "redirect is not followed", tool: "redirect", wantErr: upstream.ErrUnavailable, wantMsg: "307"},
+		{name: "server error", tool: "fail", wantErr: upstream.ErrUnavailable, wantMsg: "502 Bad Gateway: database on fire [31m", reason: "the upstream answered HTTP 502"},
+		{name: "unauthorized", tool: "unauthorized", wantErr: upstream.ErrRejected, wantMsg: "401", reason: "the upstream answered HTTP 401"},
+		{name: "redirect is not followed", tool: "redirect", wantErr: upstream.ErrUnavailable, wantMsg: "307", reason: "the upstream answered HTTP 307"},
 		{name: "202 to a request", tool: "accepted", wantErr: upstream.ErrProtocol},
-		{name: "wrong content type", tool: "text", wantErr: upstream.ErrProtocol, wantMsg: "text/plain"},
+		{name: "wrong content type", tool: "text", wantErr: upstream.ErrProtocol, wantMsg: "text/plain", reason: "the upstream answered with an unexpected content type"},
 		{name: "response to another id", tool: "wrong-id", wantErr: upstream.ErrProtocol},
 	}
 	for _, tc := range tests {
@@ -291,6 +298,10 @@ func TestResponses(t *testing.T) {
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
 					t.Fatalf("Send = %v, want %v containing %q", err, tc.wantErr, tc.wantMsg)
+				}
+				var hr interface{ HostReason() string }
+				if tc.reason != "" && (!errors.As(err, &hr) || hr.HostReason() != tc.reason) {
+					t.Fatalf("Send = %v, want the host reason %q", err, tc.reason)
 				}
 			} else if err != nil {
 				t.Fatalf("Send: %v", err)

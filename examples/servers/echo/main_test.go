@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -87,6 +88,9 @@ func TestCallTool(t *testing.T) {
 		{name: "add negative", tool: "add", args: map[string]any{"a": -1, "b": 1}, wantSum: new(0.0)},
 		{name: "add overflow", tool: "add", args: map[string]any{"a": 1.7e308, "b": 1.7e308}, wantErrSub: "finite"},
 		{name: "add missing b", tool: "add", args: map[string]any{"a": 1}, wantErrSub: "b"},
+		{name: "hang answers after its delay", tool: "hang", args: map[string]any{"seconds": 0.001}, wantText: "hung for 1ms"},
+		{name: "hang negative delay", tool: "hang", args: map[string]any{"seconds": -1}, wantErrSub: "at most 3600"},
+		{name: "hang delay over an hour", tool: "hang", args: map[string]any{"seconds": 3601}, wantErrSub: "at most 3600"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,8 +145,43 @@ func TestListTools(t *testing.T) {
 	for _, tool := range res.Tools {
 		names = append(names, tool.Name)
 	}
-	if got := strings.Join(names, ","); got != "add,echo" {
-		t.Fatalf("tools = %s, want add,echo", got)
+	if got := strings.Join(names, ","); got != "add,echo,hang" {
+		t.Fatalf("tools = %s, want add,echo,hang", got)
+	}
+}
+
+// TestHangEndsWhenCancelled: a hang call whose client gives up is cancelled at the server
+// (the SDK client sends notifications/cancelled), which logs it, and the session goes on.
+func TestHangEndsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	serverT, clientT := mcp.NewInMemoryTransports()
+	ss, err := newServer(slog.New(slog.NewTextHandler(&logs, nil))).Connect(t.Context(), serverT, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	cs, err := newClient().Connect(t.Context(), clientT, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "hang", Arguments: map[string]any{}}); err == nil {
+		t.Fatal("hang answered before it was cancelled")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "hang cancelled") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never saw the cancellation; its log: %s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "still here"}})
+	if err != nil || resultText(t, res) != "still here" {
+		t.Fatalf("echo after the cancellation = %v, %v", res, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -22,7 +23,8 @@ const readmeURI = "echo://readme"
 
 const readme = `echo is a small MCP server used to test and measure Gatehouse.
 
-Tools:   echo {text} returns text unchanged; add {a, b} returns a+b.
+Tools:   echo {text} returns text unchanged; add {a, b} returns a+b;
+         hang {seconds} answers only when cancelled, or after seconds (default 300).
 Prompts: greet {name}.
 `
 
@@ -42,6 +44,17 @@ type AddResult struct {
 	Sum float64 `json:"sum" jsonschema:"a+b"`
 }
 
+// HangArgs are the arguments of the hang tool.
+type HangArgs struct {
+	Seconds float64 `json:"seconds,omitempty" jsonschema:"how long to wait before answering anyway (default 300, at most 3600)"`
+}
+
+// Bounds of the hang tool: it never holds a call forever.
+const (
+	defaultHang = 300 * time.Second
+	maxHang     = time.Hour
+)
+
 // newServer builds the MCP server with every tool, resource and prompt; it is
 // transport-agnostic so tests can drive it in memory.
 func newServer(logger *slog.Logger) *mcp.Server {
@@ -58,6 +71,11 @@ func newServer(logger *slog.Logger) *mcp.Server {
 		Description: "Adds two numbers.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: new(false)},
 	}, add)
+	mcp.AddTool(server, &mcp.Tool{
+		Name:        "hang",
+		Description: "Answers only when the call is cancelled (it then ends with an error), or after seconds; for testing timeouts.",
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: new(false)},
+	}, hangTool(logger))
 
 	server.AddResource(&mcp.Resource{
 		URI:         readmeURI,
@@ -90,6 +108,34 @@ func add(_ context.Context, _ *mcp.CallToolRequest, in AddArgs) (*mcp.CallToolRe
 	// Content is left empty so the SDK fills it with the JSON of the output,
 	// keeping the text and structured forms identical.
 	return nil, AddResult{Sum: sum}, nil
+}
+
+// hangTool returns the hang tool: it waits for the call's cancellation (notifications/cancelled,
+// or the session's end) or for its bounded delay, whichever comes first. A cancellation is
+// logged (on stderr), so that a test driving the server as a process can see it arrive.
+func hangTool(logger *slog.Logger) mcp.ToolHandlerFor[HangArgs, any] {
+	return func(ctx context.Context, req *mcp.CallToolRequest, in HangArgs) (*mcp.CallToolResult, any, error) {
+		return hang(ctx, logger, in)
+	}
+}
+
+func hang(ctx context.Context, logger *slog.Logger, in HangArgs) (*mcp.CallToolResult, any, error) {
+	d := defaultHang
+	if in.Seconds != 0 {
+		if in.Seconds < 0 || in.Seconds > maxHang.Seconds() || math.IsNaN(in.Seconds) {
+			return nil, nil, fmt.Errorf("seconds %g: want more than 0 and at most %g", in.Seconds, maxHang.Seconds())
+		}
+		d = time.Duration(in.Seconds * float64(time.Second))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		logger.Info("hang cancelled", "cause", context.Cause(ctx))
+		return nil, nil, fmt.Errorf("hang cancelled: %w", context.Cause(ctx))
+	case <-t.C:
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "hung for " + d.String()}}}, nil, nil
+	}
 }
 
 func readReadme(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
