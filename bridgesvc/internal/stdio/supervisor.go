@@ -382,10 +382,10 @@ func (s *Supervisor) spawn(spec Spec, env []string, who owner) (*Child, error) {
 	}
 	marker := newMarker()
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
-	cmd.Env = append([]string{EnvMarker + "=" + marker}, env...)
+	cmd.Env = append(env, EnvMarker+"="+marker) // last: it wins over a configured variable of that name
 	cmd.Dir = spec.Dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	cgroup, err := s.startContained(cmd, marker)
+	cmd, cgroup, err := s.startContained(cmd, marker)
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: %v", upstream.ErrSpawn, err)
@@ -408,64 +408,64 @@ func (s *Supervisor) spawn(spec Spec, env []string, who owner) (*Child, error) {
 }
 
 // startContained starts cmd in its own process group with SIGKILL as its parent-death signal,
-// cloned into a new cgroup when the Supervisor uses them, and returns that cgroup. The cgroup
-// is recorded in the state file before the child exists. When the clone into the cgroup fails
-// where a plain start works, cgroups are given up for good (logged) and the plain start kept.
-func (s *Supervisor) startContained(cmd *exec.Cmd, marker string) (string, error) {
-	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.SysProcAttr = attr
+// cloned into a new cgroup when the Supervisor uses them, and returns the started command (a
+// copy of cmd after a retry) and the cgroup. The cgroup is recorded in the state file before
+// the child exists. When the clone into the cgroup fails where a plain start works, cgroups
+// are given up for good (logged) and the plain start kept.
+func (s *Supervisor) startContained(cmd *exec.Cmd, marker string) (*exec.Cmd, string, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	s.mu.Lock()
 	cg := s.cg
 	s.mu.Unlock()
 	// A fallback scan for orphans to reap must not see this child before it is owned.
 	reaper.scan.RLock()
 	defer reaper.scan.RUnlock()
-	if cg != nil {
-		path, dir, err := cg.create(marker)
-		if err == nil {
-			s.logState(s.setRecord(record{Marker: marker, Cgroup: path}))
-			attr.UseCgroupFD, attr.CgroupFD = true, int(dir.Fd())
-			err = startOnLockedThread(cmd)
-			_ = dir.Close()
-			if err == nil {
-				own(cmd.Process.Pid, true)
-				return path, nil
-			}
-			_ = os.Remove(path)
-			s.dropRecord(marker)
-			if !cgroupStartFailed(err) {
-				return "", err
-			}
-			// Retry without the cgroup: if that works, the cgroup was the trouble.
-			attr.UseCgroupFD, attr.CgroupFD = false, 0
-			cmd = retryable(cmd)
-		}
-		cgErr := err
+	start := func(cmd *exec.Cmd) error {
 		if err := startOnLockedThread(cmd); err != nil {
-			return "", err
+			return err
 		}
 		own(cmd.Process.Pid, true)
-		s.mu.Lock()
-		if s.cg == cg {
-			s.cg = nil
-		}
-		s.mu.Unlock()
-		if serr := becomeSubreaper(); serr != nil {
-			s.opts.Logger.Warn("stdio children no longer get a cgroup; no subreaper either", "err", cgErr, "subreaper", serr)
-		} else {
-			s.opts.Logger.Warn("stdio children no longer get a cgroup; falling back to the subreaper", "err", cgErr)
-		}
-		return "", nil
+		return nil
 	}
-	if err := startOnLockedThread(cmd); err != nil {
-		return "", err
+	if cg == nil {
+		return cmd, "", start(cmd)
 	}
-	own(cmd.Process.Pid, true)
-	return "", nil
+	path, dir, cgErr := cg.create(marker)
+	if cgErr == nil {
+		s.logState(s.setRecord(record{Marker: marker, Cgroup: path}))
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
+		cgErr = start(cmd)
+		_ = dir.Close()
+		if cgErr == nil {
+			return cmd, path, nil
+		}
+		_ = os.Remove(path)
+		s.dropRecord(marker)
+		if !cgroupStartFailed(cgErr) {
+			return nil, "", cgErr
+		}
+		// Retry without the cgroup: if that works, the cgroup was the trouble.
+		cmd = retryable(cmd)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
+	if err := start(cmd); err != nil {
+		return nil, "", err
+	}
+	s.mu.Lock()
+	if s.cg == cg {
+		s.cg = nil
+	}
+	s.mu.Unlock()
+	if err := becomeSubreaper(); err != nil {
+		s.opts.Logger.Warn("stdio children no longer get a cgroup; no subreaper either", "err", cgErr, "subreaper", err)
+	} else {
+		s.opts.Logger.Warn("stdio children no longer get a cgroup; falling back to the subreaper", "err", cgErr)
+	}
+	return cmd, "", nil
 }
 
 // retryable is a fresh copy of cmd, which cannot be started twice.
 func retryable(cmd *exec.Cmd) *exec.Cmd {
 	return &exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
-		Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, SysProcAttr: cmd.SysProcAttr}
+		Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr}
 }
