@@ -247,14 +247,15 @@ func cgroupStartFailed(err error) bool {
 }
 
 // reaper is the fallback's process-wide state: the gateway as child subreaper, and which of
-// its children are owned by a live exec.Cmd (whose Wait must get their status).
-var reaper struct {
+// its children are owned by a live exec.Cmd (whose Wait must get their status). Ownership is
+// tracked in every mode, since a Supervisor may fall back after children have started.
+var reaper = struct {
 	once  sync.Once
 	err   error
 	scan  sync.RWMutex // starts hold it shared, so a scan never sees a child not yet owned
 	mu    sync.Mutex
 	owned map[int]bool
-}
+}{owned: map[int]bool{}}
 
 // becomeSubreaper makes the gateway a child subreaper and starts reaping the orphans it adopts.
 func becomeSubreaper() error {
@@ -262,7 +263,6 @@ func becomeSubreaper() error {
 		if reaper.err = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); reaper.err != nil {
 			return
 		}
-		reaper.owned = map[int]bool{}
 		sigs := make(chan os.Signal, 1)
 		signal.Notify(sigs, syscall.SIGCHLD)
 		go func() {
@@ -277,9 +277,6 @@ func becomeSubreaper() error {
 func own(pid int, owned bool) {
 	reaper.mu.Lock()
 	defer reaper.mu.Unlock()
-	if reaper.owned == nil {
-		return
-	}
 	if owned {
 		reaper.owned[pid] = true
 	} else {
@@ -287,13 +284,16 @@ func own(pid int, owned bool) {
 	}
 }
 
-// reapOrphans reaps the gateway's zombie children that no exec.Cmd owns: adopted orphans.
+// reapOrphans reaps the gateway's zombie children that no exec.Cmd of a Supervisor owns and
+// that are not in the gateway's own process group: orphans adopted from stdio children (which
+// run in groups of their own). A process other code in the gateway starts with os/exec
+// stays in the gateway's group, so its Wait is not robbed.
 func reapOrphans() {
 	reaper.scan.Lock()
 	defer reaper.scan.Unlock()
-	self := os.Getpid()
+	self, group := os.Getpid(), unix.Getpgrp()
 	for _, st := range scanProcs() {
-		if st.ppid != self || st.state != 'Z' {
+		if st.ppid != self || st.state != 'Z' || st.pgid == group {
 			continue
 		}
 		reaper.mu.Lock()

@@ -73,6 +73,26 @@ func waitNoneTagged(t *testing.T, tag, after string) {
 	}
 }
 
+// waitReapedBy waits until pid is no longer a child (zombie or not) of parent.
+func waitReapedBy(t *testing.T, pid, parent int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(parent) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d (state %s) not reaped by %d", pid, f[0], parent)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // startTree starts a stubborn child (it ignores stdin EOF and SIGTERM) with two grandchildren:
 // one in its process group, one that called setsid. It returns the child and the pids.
 func startTree(t *testing.T, s *stdio.Supervisor, tag string) (*stdio.Child, []int) {
@@ -136,6 +156,13 @@ func TestTreeEndsWithTheChild(t *testing.T) {
 					reaped(t, c)
 				}
 				waitNoneTagged(t, tag, "after the child ended")
+				if mode.noCgroup {
+					// The grandchildren were orphaned to this process (the subreaper): it
+					// must reap them too, not leave zombies.
+					for _, pid := range pids[1:] {
+						waitReapedBy(t, pid, os.Getpid())
+					}
+				}
 			})
 		}
 	}
