@@ -2,6 +2,7 @@ package bridgesvc_test
 
 import (
 	"context"
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -103,4 +104,37 @@ func TestStateDirIsExclusive(t *testing.T) {
 	if _, err := bridgesvc.New(bridgesvc.Config{StateDir: dir}, static(), quietLogger()); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("a second bridge on the state dir: %v, want in use", err)
 	}
+}
+
+func TestCapFlags(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var cfg bridgesvc.Config
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse([]string{"-max-children-per-principal", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"GATEHOUSE_BRIDGESVC_MAX_CHILDREN_PER_PRINCIPAL": "9",
+		"GATEHOUSE_BRIDGESVC_MAX_CHILDREN_PER_TENANT":    "5",
+		"GATEHOUSE_BRIDGESVC_STATE_DIR":                  "/var/lib/gatehouse/bridge",
+	}
+	if err := bridgesvc.ApplyEnv(fs, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxChildrenPerPrincipal != 3 || cfg.MaxChildrenPerTenant != 5 || cfg.MaxChildren != bridgesvc.DefaultMaxChildren || cfg.StateDir != "/var/lib/gatehouse/bridge" {
+		t.Fatalf("config = %+v", cfg)
+	}
+	// The flags' defaults are a valid configuration.
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	var defaults bridgesvc.Config
+	defaults.RegisterFlags(fs)
+	if defaults.MaxChildrenPerPrincipal != bridgesvc.DefaultMaxChildrenPerPrincipal || defaults.MaxChildrenPerTenant != bridgesvc.DefaultMaxChildrenPerTenant {
+		t.Fatalf("defaults = %+v", defaults)
+	}
+	svc, err := bridgesvc.New(defaults, static(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.Close(context.Background())
 }
