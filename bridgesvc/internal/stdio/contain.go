@@ -240,10 +240,16 @@ func removeCgroup(path string, timeout time.Duration) error {
 }
 
 // cgroupStartFailed reports whether a failed clone into a cgroup should be retried without
-// one: the cgroup (delegation, permissions, an old kernel) rather than the command failed.
+// one: what clone3 with CLONE_INTO_CGROUP fails with when the cgroup (delegation, permissions,
+// not a cgroup, an old kernel) rather than the command is the trouble. A retry that fails too
+// is the command's failure.
 func cgroupStartFailed(err error) bool {
-	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EBUSY) ||
-		errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP)
+	for _, errno := range []unix.Errno{unix.EPERM, unix.EACCES, unix.EBUSY, unix.EBADF, unix.EINVAL, unix.ENOSYS, unix.EOPNOTSUPP, unix.E2BIG} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // reaper is the fallback's process-wide state: the gateway as child subreaper, and which of

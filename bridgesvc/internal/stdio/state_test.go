@@ -15,8 +15,9 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio/stdiotest"
 )
 
-// sleeper starts the test binary as a process that blocks forever, in a group of its own,
-// with extra environment.
+// sleeper starts the test binary as a process that blocks forever, with extra environment.
+// It stays in the test's process group, so that the subreaper (which other tests of this
+// package turn on) leaves its zombie to cmd.Wait.
 func sleeper(t *testing.T, env ...string) *exec.Cmd {
 	t.Helper()
 	exe, err := os.Executable()
@@ -25,7 +26,6 @@ func sleeper(t *testing.T, env ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append([]string{stdiotest.EnvMode + "=sleep"}, env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

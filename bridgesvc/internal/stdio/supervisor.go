@@ -409,8 +409,8 @@ func (s *Supervisor) spawn(spec Spec, env []string, who owner) (*Child, error) {
 
 // startContained starts cmd in its own process group with SIGKILL as its parent-death signal,
 // cloned into a new cgroup when the Supervisor uses them, and returns the started command (a
-// copy of cmd after a retry) and the cgroup. The cgroup is recorded in the state file before
-// the child exists. When the clone into the cgroup fails where a plain start works, cgroups
+// copy of cmd after a retry) and the cgroup. The marker and the cgroup are recorded in the
+// state file before the child exists. When the clone into the cgroup fails where a plain start works, cgroups
 // are given up for good (logged) and the plain start kept.
 func (s *Supervisor) startContained(cmd *exec.Cmd, marker string) (*exec.Cmd, string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -428,7 +428,13 @@ func (s *Supervisor) startContained(cmd *exec.Cmd, marker string) (*exec.Cmd, st
 		return nil
 	}
 	if cg == nil {
-		return cmd, "", start(cmd)
+		// Recorded first: a crash right after the start still leaves the marker to find.
+		s.logState(s.setRecord(record{Marker: marker}))
+		if err := start(cmd); err != nil {
+			s.dropRecord(marker)
+			return nil, "", err
+		}
+		return cmd, "", nil
 	}
 	path, dir, cgErr := cg.create(marker)
 	if cgErr == nil {
@@ -448,7 +454,9 @@ func (s *Supervisor) startContained(cmd *exec.Cmd, marker string) (*exec.Cmd, st
 		cmd = retryable(cmd)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
+	s.logState(s.setRecord(record{Marker: marker}))
 	if err := start(cmd); err != nil {
+		s.dropRecord(marker)
 		return nil, "", err
 	}
 	s.mu.Lock()
