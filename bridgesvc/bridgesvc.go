@@ -21,6 +21,7 @@ import (
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
@@ -36,6 +37,13 @@ const (
 	DefaultMaxMessageBytes = 16 << 20
 	// EnvPrefix prefixes the environment variables that stand in for flags not given.
 	EnvPrefix = "GATEHOUSE_BRIDGESVC_"
+)
+
+// DefaultMaxChildrenPerTenant and DefaultMaxChildrenPerPrincipal keep one tenant, or one
+// principal, from taking every stdio child.
+const (
+	DefaultMaxChildrenPerTenant    = 64
+	DefaultMaxChildrenPerPrincipal = 16
 )
 
 const (
@@ -60,6 +68,15 @@ type Config struct {
 	// MaxChildren bounds the stdio children of this bridge; beyond it Send fails with
 	// RESOURCE_EXHAUSTED.
 	MaxChildren int
+	// MaxChildrenPerTenant and MaxChildrenPerPrincipal bound the stdio children of one
+	// tenant and of one principal (of a tenant): per-principal ≤ per-tenant ≤ MaxChildren.
+	// Zero takes the default, lowered to the cap above it. A Send that names no principal or
+	// tenant counts under the empty ones, which share these caps like any other.
+	MaxChildrenPerTenant    int
+	MaxChildrenPerPrincipal int
+	// StateDir, when set, holds the record of the live stdio children, so that a start
+	// after a crash ends those the crashed run left (see docs/architecture.md).
+	StateDir string
 	// MaxMessageBytes bounds one message either way. An upstream message (or stdout line) over
 	// it fails the call; a stdio child that writes one is killed.
 	MaxMessageBytes int
@@ -74,6 +91,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "", "host:port of the registry service")
 	fs.DurationVar(&c.StdioGrace, "stdio-grace", DefaultStdioGrace, "each wait of a stdio child's shutdown (stdin close, then SIGTERM, then SIGKILL)")
 	fs.IntVar(&c.MaxChildren, "max-children", DefaultMaxChildren, "maximum stdio children of this bridge")
+	fs.IntVar(&c.MaxChildrenPerTenant, "max-children-per-tenant", DefaultMaxChildrenPerTenant, "maximum stdio children of one tenant (at most -max-children)")
+	fs.IntVar(&c.MaxChildrenPerPrincipal, "max-children-per-principal", DefaultMaxChildrenPerPrincipal, "maximum stdio children of one principal (at most -max-children-per-tenant)")
+	fs.StringVar(&c.StateDir, "state-dir", "", "directory recording the live stdio children, so that a start after a crash ends them (empty: none)")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", DefaultMaxMessageBytes, "maximum size of one JSON-RPC message or stdout line")
 	fs.DurationVar(&c.DefaultCallTimeout, "call-timeout", DefaultCallTimeout, "how long a call waits for the upstream's answer when its server sets no timeout (at most 1h)")
 }
@@ -105,6 +125,12 @@ func (c *Config) validate() error {
 	if c.MaxChildren == 0 {
 		c.MaxChildren = DefaultMaxChildren
 	}
+	if c.MaxChildrenPerTenant == 0 {
+		c.MaxChildrenPerTenant = min(DefaultMaxChildrenPerTenant, c.MaxChildren)
+	}
+	if c.MaxChildrenPerPrincipal == 0 {
+		c.MaxChildrenPerPrincipal = min(DefaultMaxChildrenPerPrincipal, c.MaxChildrenPerTenant)
+	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -116,6 +142,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("stdio-grace %v: must be between 0 and 1m", c.StdioGrace)
 	case c.MaxChildren < 0:
 		return fmt.Errorf("max-children %d: must be positive", c.MaxChildren)
+	case c.MaxChildrenPerTenant < 0 || c.MaxChildrenPerTenant > c.MaxChildren:
+		return fmt.Errorf("max-children-per-tenant %d: must be between 1 and max-children (%d)", c.MaxChildrenPerTenant, c.MaxChildren)
+	case c.MaxChildrenPerPrincipal < 0 || c.MaxChildrenPerPrincipal > c.MaxChildrenPerTenant:
+		return fmt.Errorf("max-children-per-principal %d: must be between 1 and max-children-per-tenant (%d)", c.MaxChildrenPerPrincipal, c.MaxChildrenPerTenant)
 	case c.MaxMessageBytes < 1<<10 || c.MaxMessageBytes > 1<<30:
 		return fmt.Errorf("max-message-bytes %d: must be between 1 KiB and 1 GiB", c.MaxMessageBytes)
 	case c.DefaultCallTimeout < 0 || c.DefaultCallTimeout > MaxCallTimeout:
@@ -180,16 +210,23 @@ func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	sup, err := stdio.NewSupervisor(stdio.Options{
+		Grace:                   cfg.StdioGrace,
+		MaxChildren:             cfg.MaxChildren,
+		MaxChildrenPerTenant:    cfg.MaxChildrenPerTenant,
+		MaxChildrenPerPrincipal: cfg.MaxChildrenPerPrincipal,
+		StateDir:                cfg.StateDir,
+		MaxLine:                 cfg.MaxMessageBytes,
+		Logger:                  logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
 	s := &Service{
 		cfg:     cfg,
 		servers: servers,
 		log:     logger,
-		sup: stdio.NewSupervisor(stdio.Options{
-			Grace:       cfg.StdioGrace,
-			MaxChildren: cfg.MaxChildren,
-			MaxLine:     cfg.MaxMessageBytes,
-			Logger:      logger,
-		}),
+		sup:     sup,
 		http: streamable.NewClient(streamable.Options{
 			MaxMessage:   cfg.MaxMessageBytes,
 			CloseTimeout: cfg.StdioGrace,
@@ -224,6 +261,9 @@ func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit fun
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
+	if err := checkOwner(r.GetPrincipal(), r.GetTenant()); err != nil {
+		return connectError(err)
+	}
 	if pv := r.GetProtocolVersion(); pv != "" && !upstream.ValidProtocolVersion(pv) {
 		return connectError(fmt.Errorf("%w: protocol_version %.40q", ErrInvalidArgument, pv))
 	}
@@ -237,7 +277,7 @@ func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit fun
 	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || upstream.IDKey(id) != upstream.IDKey(m.ID)) {
 		return connectError(fmt.Errorf("%w: request_id does not match the message's id", ErrInvalidArgument))
 	}
-	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), m.Method == "initialize")
+	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant()})
 	if err != nil {
 		return connectError(err)
 	}
@@ -401,6 +441,20 @@ func checkKey(sessionID, server string) error {
 	return nil
 }
 
+// owner is who a stdio child started for a Send counts against.
+type owner struct{ principal, tenant string }
+
+// checkOwner accepts an absent principal or tenant (callers that do not say) or an ident id.
+func checkOwner(principal, tenant string) error {
+	switch {
+	case principal != "" && !ident.ValidID(principal):
+		return fmt.Errorf("%w: principal is not a valid id", ErrInvalidArgument)
+	case tenant != "" && !ident.ValidID(tenant):
+		return fmt.Errorf("%w: tenant is not a valid id", ErrInvalidArgument)
+	}
+	return nil
+}
+
 func (s *Service) server(name string) (*registryv1.Server, error) {
 	if srv, ok := s.servers.Server(name); ok {
 		return srv, nil
@@ -433,7 +487,7 @@ func (s *Service) sessionLocked(id string) (*session, error) {
 }
 
 // conn returns the session's upstream for a server, starting it when there is none.
-func (s *Service) conn(ctx context.Context, sessionID, name string, create bool) (upstream.Conn, error) {
+func (s *Service) conn(ctx context.Context, sessionID, name string, create bool, who owner) (upstream.Conn, error) {
 	srv, err := s.server(name)
 	if err != nil {
 		return nil, err
@@ -467,7 +521,7 @@ func (s *Service) conn(ctx context.Context, sessionID, name string, create bool)
 	}
 	s.mu.Unlock()
 	if start {
-		s.start(sess, name, srv, e)
+		s.start(sess, name, srv, e, who)
 	}
 	select {
 	case <-e.ready:
@@ -488,7 +542,7 @@ func (s *Service) conn(ctx context.Context, sessionID, name string, create bool)
 
 // start starts the upstream of e. A session that ends meanwhile closes it: endSession waits
 // for e.ready.
-func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry) {
+func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry, who owner) {
 	logger := s.log.With("session", tag(sess.id), "server", name)
 	var (
 		conn upstream.Conn
@@ -497,7 +551,7 @@ func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *e
 	switch t := srv.GetTransport(); t {
 	case registryv1.Transport_TRANSPORT_STDIO:
 		var c *stdio.Child
-		if c, err = s.sup.Start(stdio.Spec{Argv: srv.GetCommand(), Env: srv.GetEnv(), Dir: srv.GetDir(), Logger: logger}); err == nil {
+		if c, err = s.sup.Start(stdio.Spec{Argv: srv.GetCommand(), Env: srv.GetEnv(), Dir: srv.GetDir(), Logger: logger, Principal: who.principal, Tenant: who.tenant}); err == nil {
 			conn = c
 		}
 	case registryv1.Transport_TRANSPORT_STREAMABLE_HTTP:

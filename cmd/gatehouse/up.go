@@ -141,7 +141,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return err
 	}
 	defer audit.Close(context.WithoutCancel(ctx))
-	bridge, err := bridgesvc.New(bridgesvc.Config{StdioGrace: cfg.StdioGrace, MaxChildren: 256, MaxMessageBytes: 16 << 20}, cat, logger.With("svc", "bridge"))
+	bridge, err := bridgesvc.New(bridgesvc.Config{StdioGrace: cfg.StdioGrace, MaxChildren: 256, MaxMessageBytes: 16 << 20, StateDir: filepath.Join(cfg.DataDir, "bridge")}, cat, logger.With("svc", "bridge"))
 	if err != nil {
 		return err
 	}

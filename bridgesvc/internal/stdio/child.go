@@ -38,10 +38,15 @@ type Child struct {
 	sup    *Supervisor
 	cmd    *exec.Cmd
 	pid    int
+	owner  owner
+	marker string // EnvMarker token
+	cgroup string // empty when the child has none
 	log    *slog.Logger
 	stdin  *os.File
 	stdout *os.File
 	stderr *os.File
+	outLR  *lineReader
+	errLR  *lineReader
 	writes chan []byte
 
 	stdinClose  sync.Once
@@ -93,6 +98,8 @@ func newChild(s *Supervisor, cmd *exec.Cmd, stdin, stdout, stderr *os.File, logg
 		stdin:       stdin,
 		stdout:      stdout,
 		stderr:      stderr,
+		outLR:       newLineReader(stdout, s.opts.MaxLine),
+		errLR:       newLineReader(stderr, s.opts.MaxStderrLine),
 		writes:      make(chan []byte, 64),
 		stdinClosed: make(chan struct{}),
 		stdinBroken: make(chan struct{}),
@@ -114,6 +121,10 @@ func (c *Child) start() {
 
 // Pid is the child's process id (also its process group id).
 func (c *Child) Pid() int { return c.pid }
+
+// BufferBytes is the memory the child's stdout and stderr readers hold for buffering: a few
+// KiB while idle, up to MaxLine while a long line is read.
+func (c *Child) BufferBytes() int { return c.outLR.bufferBytes() + c.errLR.bufferBytes() }
 
 // Done is closed once the child has been reaped and every call on it has ended.
 func (c *Child) Done() <-chan struct{} { return c.done }
@@ -378,7 +389,7 @@ func (c *Child) route(m upstream.Message) {
 
 func (c *Child) readStdout() {
 	defer close(c.stdoutDone)
-	lr := newLineReader(c.stdout, c.sup.opts.MaxLine)
+	lr := c.outLR
 	for {
 		line, err := lr.next()
 		if err != nil {
@@ -411,7 +422,7 @@ func (c *Child) readStdout() {
 
 func (c *Child) readStderr() {
 	defer close(c.stderrDone)
-	lr := newLineReader(c.stderr, c.sup.opts.MaxStderrLine)
+	lr := c.errLR
 	for {
 		line, err := lr.nextTruncated()
 		if len(line) > 0 {
@@ -424,8 +435,8 @@ func (c *Child) readStderr() {
 }
 
 // wait reaps the child. It first waits for the exit without reaping, so that the process
-// group id stays reserved while any process left in the group is killed; then it reaps,
-// drains the output and fails what is still in flight.
+// group id stays reserved while what is left of the child's process tree is killed; then it
+// reaps, drains the output and fails what is still in flight.
 func (c *Child) wait() {
 	var info unix.Siginfo
 	for {
@@ -435,8 +446,9 @@ func (c *Child) wait() {
 		}
 	}
 	c.sigMu.Lock()
-	_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+	c.killTree()
 	werr := c.cmd.Wait()
+	own(c.pid, false)
 	c.reaped = true
 	c.sigMu.Unlock()
 	close(c.exited)
@@ -479,7 +491,15 @@ func (c *Child) finish(werr error) {
 	c.closeStdin()
 	_ = c.stdout.Close()
 	_ = c.stderr.Close()
-	c.sup.remove(c) // before done: a reaped child no longer counts against MaxChildren
+	keep := false
+	if c.cgroup != "" {
+		if err := removeCgroup(c.cgroup, 2*c.sup.opts.Grace+time.Second); err != nil {
+			// Left recorded: the next start with the state dir retries.
+			c.log.Warn("cannot remove the child's cgroup", "cgroup", c.cgroup, "err", err)
+			keep = true
+		}
+	}
+	c.sup.remove(c, keep) // before done: a reaped child no longer counts against the caps
 	close(c.done)
 	if closing {
 		c.log.Info("upstream stopped", "status", status)
@@ -493,6 +513,20 @@ func (c *Child) closeStdin() {
 		close(c.stdinClosed)
 		_ = c.stdin.Close()
 	})
+}
+
+// killTree SIGKILLs what is left of the child's process tree once the child has exited
+// (unreaped): its process group, and its cgroup or, without one, its descendants and marked
+// orphans. c.sigMu must be held.
+func (c *Child) killTree() {
+	_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+	if c.cgroup != "" {
+		if err := killCgroup(c.cgroup); err != nil {
+			c.log.Warn("kill the child's cgroup", "cgroup", c.cgroup, "err", err)
+		}
+		return
+	}
+	killTree(c.pid, c.marker)
 }
 
 // signalGroup signals the child's process group unless the child has been reaped.

@@ -21,6 +21,9 @@ import (
 
 func TestMain(m *testing.M) {
 	stdiotest.Run()
+	if dir := os.Getenv(envOwner); dir != "" {
+		runOwner(dir)
+	}
 	os.Exit(m.Run())
 }
 
@@ -34,7 +37,10 @@ func newSupervisor(t *testing.T, opts stdio.Options) *stdio.Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := stdio.NewSupervisor(opts)
+	s, err := stdio.NewSupervisor(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -432,7 +438,10 @@ func TestSpawnFailures(t *testing.T) {
 
 func TestMaxChildrenAndSupervisorClose(t *testing.T) {
 	t.Parallel()
-	s := stdio.NewSupervisor(stdio.Options{Grace: grace, MaxChildren: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := stdio.NewSupervisor(stdio.Options{Grace: grace, MaxChildren: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := start(t, s, "server")
 	b := start(t, s, "stubborn")
 	if _, err := s.Start(stdio.Spec{Argv: []string{self(t)}}); !errors.Is(err, upstream.ErrTooMany) {

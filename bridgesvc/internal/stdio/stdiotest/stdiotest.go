@@ -12,7 +12,8 @@
 // the result), endless (a line that never ends), big (a result of arguments.size bytes), env
 // (the environment), cwd (the working directory), pid, stderr (a 10 KB line and a short one
 // on stderr), spawn (starts a "sleep" grandchild in the same process group and returns its
-// pid), block (never answers).
+// pid), setsid (starts a "sleep" grandchild that calls setsid, leaving the process group and
+// the session, and returns its pid), block (never answers).
 // The notification notifications/test/poke makes the server send a notifications/message that
 // belongs to no request.
 package stdiotest
@@ -197,6 +198,15 @@ func (s *server) tool(id json.RawMessage, name string, args map[string]any, toke
 		cmd.Env = append(os.Environ(), EnvMode+"=sleep")
 		if err := cmd.Start(); err != nil {
 			s.result(id, text("spawn: "+err.Error()))
+			return
+		}
+		s.result(id, text(strconv.Itoa(cmd.Process.Pid)))
+	case "setsid":
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), EnvMode+"=sleep")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			s.result(id, text("setsid: "+err.Error()))
 			return
 		}
 		s.result(id, text(strconv.Itoa(cmd.Process.Pid)))
