@@ -206,6 +206,15 @@ func TestRoundTrip(t *testing.T) {
 		var err error
 		deadline := time.Now().Add(10 * time.Second)
 		for {
+			select {
+			case gerr := <-errc:
+				// The loop's Send registered id 4 first: the goroutine's is the duplicate.
+				if !errors.Is(gerr, upstream.ErrDuplicateID) {
+					t.Fatalf("first Send = %v, want ErrDuplicateID or to block", gerr)
+				}
+				return
+			default:
+			}
 			sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
 			err = c.Send(sctx, peek(t, toolCall(4, "block", "")), func(upstream.Message) error { return nil })
 			scancel()
