@@ -21,6 +21,7 @@ replace github.com/gatehouse-mcp/gatehouse/ingress => ../ingress
 replace github.com/gatehouse-mcp/gatehouse/cmd/gatehouse => ../cmd/gatehouse
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/gatehouse-mcp/gatehouse/auditsvc v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/gen v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/internal v0.0.0-00010101000000-000000000000
@@ -29,7 +30,6 @@ require (
 )
 
 require (
-	connectrpc.com/connect v1.21.1 // indirect
 	connectrpc.com/grpchealth v1.5.0 // indirect
 	connectrpc.com/grpcreflect v1.3.1 // indirect
 	github.com/google/jsonschema-go v0.4.3 // indirect

@@ -54,11 +54,16 @@ func freeAddr(t *testing.T) string {
 }
 
 func stdioEntry(name string, argv ...string) string {
+	return stdioEntryFor(name, []string{"default"}, argv...)
+}
+
+// stdioEntryFor is a stdio server's config entry approved for the given tenants.
+func stdioEntryFor(name string, tenants []string, argv ...string) string {
 	quoted := make([]string, len(argv))
 	for i, a := range argv {
 		quoted[i] = fmt.Sprintf("%q", a)
 	}
-	return fmt.Sprintf("  - name: %s\n    transport: stdio\n    command: [%s]\n    tenants: [default]\n", name, strings.Join(quoted, ", "))
+	return fmt.Sprintf("  - name: %s\n    transport: stdio\n    command: [%s]\n    tenants: [%s]\n", name, strings.Join(quoted, ", "), strings.Join(tenants, ", "))
 }
 
 func httpEntry(name, url string) string {

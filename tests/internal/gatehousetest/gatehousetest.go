@@ -5,6 +5,8 @@ package gatehousetest
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +19,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
 var (
@@ -93,11 +100,14 @@ func RepoRoot(t testing.TB) string {
 // Gateway is a running `gatehouse up`.
 type Gateway struct {
 	Base    string // http://127.0.0.1:PORT
-	Token   string
+	Token   string // the dev token: principal dev, tenant default
 	DataDir string
-	cmd     *exec.Cmd
-	logs    *lockedBuffer
-	done    chan struct{}
+	// InternalToken is what the internal RPCs on the gateway's port require. The harness sets
+	// it (through the environment, never a flag) so tests can call the services directly.
+	InternalToken string
+	cmd           *exec.Cmd
+	logs          *lockedBuffer
+	done          chan struct{}
 
 	raceReported bool
 }
@@ -119,11 +129,13 @@ func Start(t testing.TB, opts Options) *Gateway {
 	if err := os.WriteFile(cfgPath, []byte(opts.Config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
+	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), InternalToken: "internal-" + randomHex(t, 16),
+		DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
 	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
 		"--dev-token", g.Token, "--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
 	cmd := exec.Command(Bin(t, Gatehouse), args...)
 	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN="+g.InternalToken)
 	cmd.Stderr = g.logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -192,9 +204,41 @@ func (g *Gateway) Stop(t testing.TB) {
 	}
 }
 
+// ClientTimeout bounds every request of the harness's HTTP clients, so a gateway that never
+// answers fails the test instead of hanging it until the go test timeout.
+const ClientTimeout = 60 * time.Second
+
 // AuthClient returns an HTTP client that sends the gateway's dev token.
 func (g *Gateway) AuthClient() *http.Client {
-	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: http.DefaultTransport}}
+	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: http.DefaultTransport}, Timeout: ClientTimeout}
+}
+
+// NewToken mints an API token for principal in tenant through authsvc's CreateToken on the
+// gateway's port (with the internal token), as an operator would.
+func (g *Gateway) NewToken(t testing.TB, principal, tenant string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: ClientTimeout}, g.InternalToken), g.Base)
+	resp, err := client.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{
+		PrincipalId: principal, Tenant: tenant, Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER,
+	}))
+	if err != nil {
+		t.Fatalf("create a token for %s in %s: %v", principal, tenant, err)
+	}
+	if resp.Msg.GetToken() == "" {
+		t.Fatalf("CreateToken for %s in %s returned no token", principal, tenant)
+	}
+	return resp.Msg.GetToken()
+}
+
+func randomHex(t testing.TB, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }
 
 // BearerTransport adds an Authorization header to every request.
