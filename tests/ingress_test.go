@@ -1,14 +1,18 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 )
@@ -273,6 +277,38 @@ func TestIngressBadInput(t *testing.T) {
 		body := io.MultiReader(strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"`), strings.NewReader(strings.Repeat("a", 70000)), strings.NewReader(`"}}`))
 		if r := c.do(http.MethodPost, body, sess); r.status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d, want 413", r.status)
+		}
+	})
+	t.Run("413 before the body is sent", func(t *testing.T) {
+		// A Content-Length far over the limit and no body at all: the answer can only come
+		// before the body is read, since it never arrives.
+		u, err := url.Parse(g.Base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		req := "POST /servers/echo/mcp HTTP/1.1\r\nHost: " + u.Host + "\r\nAuthorization: Bearer " + g.Token +
+			"\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: " + sid +
+			"\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: 1000000000000\r\n\r\n"
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer to the headers alone (the gateway waits for the body): %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		r := rawResponse{status: resp.StatusCode, header: resp.Header, body: b}
+		if code, msg, _ := r.rpcError(); r.status != http.StatusRequestEntityTooLarge || code != -32600 || !strings.Contains(strings.ToLower(msg), "too large") {
+			t.Fatalf("%d %d %q, want 413 -32600 too large", r.status, code, msg)
 		}
 	})
 	t.Run("batch where allowed", func(t *testing.T) {
