@@ -51,6 +51,33 @@ func (r rawResponse) rpcError() (code int, message string, ok bool) {
 	return 0, "", false
 }
 
+// toolText is the text of a tools/call result in the body (JSON or SSE): its text content
+// blocks joined with newlines; ok is false when the body holds no result.
+func (r rawResponse) toolText() (text string, isError, ok bool) {
+	for _, msg := range r.messages() {
+		var m struct {
+			Result *struct {
+				Content []struct {
+					Type string `json:"type"`
+					Text string `json:"text"`
+				} `json:"content"`
+				IsError bool `json:"isError"`
+			} `json:"result"`
+		}
+		if json.Unmarshal(msg, &m) != nil || m.Result == nil {
+			continue
+		}
+		var parts []string
+		for _, c := range m.Result.Content {
+			if c.Type == "text" {
+				parts = append(parts, c.Text)
+			}
+		}
+		return strings.Join(parts, "\n"), m.Result.IsError, true
+	}
+	return "", false, false
+}
+
 // rpcCode is the JSON-RPC error code of the response body, 0 when there is none.
 func (r rawResponse) rpcCode() int {
 	code, _, _ := r.rpcError()
