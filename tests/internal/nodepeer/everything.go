@@ -175,3 +175,15 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// EverythingDoc returns the text of one of server-everything's documentation files (e.g.
+// "architecture.md"), which it serves as demo://resource/static/document/<name>: what a read
+// of that resource must return, exactly.
+func EverythingDoc(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(peerDir(t), "node_modules", "@modelcontextprotocol", "server-everything", "dist", "docs", name))
+	if err != nil {
+		t.Fatalf("nodepeer: server-everything document: %v: %s", err, installHint)
+	}
+	return string(b)
+}
