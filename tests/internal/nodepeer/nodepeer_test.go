@@ -185,3 +185,32 @@ func startGoConformanceServer(t *testing.T) string {
 	}
 	return "http://" + addr + "/mcp"
 }
+
+// TestProblems: a run passes only when every listed check ran and passed and nothing failed,
+// an unlisted check included.
+func TestProblems(t *testing.T) {
+	want := []string{"a", "b"}
+	check := func(id string, st nodepeer.Status) nodepeer.Check {
+		return nodepeer.Check{Scenario: "s", ID: id, Status: st}
+	}
+	cases := []struct {
+		name   string
+		checks []nodepeer.Check
+		pass   bool
+	}{
+		{"all passed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusSuccess)}, true},
+		{"an unlisted check failed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusSuccess), check("c", nodepeer.StatusFailure)}, false},
+		{"a listed check failed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusFailure)}, false},
+		{"a listed check did not run", []nodepeer.Check{check("a", nodepeer.StatusSuccess)}, false},
+		{"a listed check only warned", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusWarning)}, false},
+		{"an extra check passed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusSuccess), check("c", nodepeer.StatusSuccess)}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			problems := nodepeer.Result{Checks: tc.checks}.Problems(want)
+			if (len(problems) == 0) != tc.pass {
+				t.Fatalf("problems %q, want a pass: %v", problems, tc.pass)
+			}
+		})
+	}
+}
