@@ -17,8 +17,7 @@ import (
 func TestConformanceThroughGateway(t *testing.T) {
 	nodepeer.Node22(t)
 	ev := gatehousetest.Bin(t, gatehousetest.EverythingGoSDK)
-	addr := freeAddr(t)
-	startHTTPServer(t, addr, ev, "-http="+addr, "-stateless=false")
+	addr := gatehousetest.StartServer(t, func(addr string) []string { return []string{ev, "-http=" + addr, "-stateless=false"} })
 	cfg := "servers:\n" + httpEntry("conformance", "http://"+addr+"/mcp") +
 		"anonymous:\n  servers: [conformance]\n  principal: conformance-suite\n  tenant: default\n"
 	g := gatehousetest.Start(t, gatehousetest.Options{Config: cfg})

@@ -3,8 +3,6 @@ package tests
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -34,34 +32,6 @@ Tools:   echo {text} returns text unchanged; add {a, b} returns a+b.
 Prompts: greet {name}.
 `
 
-// startHTTPServer runs argv (which must serve Streamable HTTP on addr) and waits until it
-// accepts connections.
-func startHTTPServer(t *testing.T, addr string, argv ...string) {
-	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	gatehousetest.WaitFor(t, 30*time.Second, argv[0]+" to accept on "+addr, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func stdioEntry(name string, argv ...string) string {
 	return stdioEntryFor(name, []string{"default"}, argv...)
 }
@@ -84,8 +54,7 @@ func httpEntry(name, url string) string {
 func goUpstreams(t *testing.T) []upstream {
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	everything := gatehousetest.Bin(t, gatehousetest.EverythingGoSDK)
-	echoAddr := freeAddr(t)
-	startHTTPServer(t, echoAddr, echo, "-http", echoAddr)
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
 	echoCase := func(name, entry string) upstream {
 		return upstream{name: name, yaml: entry, tool: "echo", args: map[string]any{"text": "hello gatehouse"},
 			wantText: "hello gatehouse", resource: "echo://readme", wantRead: echoReadme,

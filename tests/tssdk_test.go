@@ -21,8 +21,7 @@ type want struct{ call, read, prompt string }
 func TestTypeScriptSDKClient(t *testing.T) {
 	nodepeer.Node22(t)
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
-	echoAddr := freeAddr(t)
-	startHTTPServer(t, echoAddr, echo, "-http", echoAddr)
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
 	evStdio := nodepeer.StartEverything(t, nodepeer.EverythingStdio)
 	evHTTP := nodepeer.StartEverything(t, nodepeer.EverythingStreamableHTTP)
 

@@ -9,11 +9,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +26,7 @@ import (
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
 
 var (
@@ -208,9 +211,14 @@ func (g *Gateway) Stop(t testing.TB) {
 // answers fails the test instead of hanging it until the go test timeout.
 const ClientTimeout = 60 * time.Second
 
-// AuthClient returns an HTTP client that sends the gateway's dev token.
+// AuthClient returns an HTTP client that sends the gateway's dev token. It bounds the wait
+// for each response's headers rather than whole exchanges, since SDK clients hold SSE streams
+// open for as long as their session lasts; the SDK calls themselves run under the test's
+// contexts.
 func (g *Gateway) AuthClient() *http.Client {
-	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: http.DefaultTransport}, Timeout: ClientTimeout}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.ResponseHeaderTimeout = ClientTimeout
+	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: base}}
 }
 
 // NewToken mints an API token for principal in tenant through authsvc's CreateToken on the
@@ -327,4 +335,81 @@ func ChildrenRunning(pid int, exe string) []int {
 func ProcessGone(pid int) bool {
 	_, err := os.Stat(filepath.Join("/proc", fmt.Sprint(pid)))
 	return os.IsNotExist(err)
+}
+
+// Bounds of StartServer.
+const (
+	serverStartTries   = 3
+	serverStartTimeout = 30 * time.Second
+)
+
+// StartServer runs the program argv(addr) returns, which must listen on addr, on a free
+// loopback port, and returns addr once that very process listens there. The port is found by
+// binding and releasing it, so another process may take it before the server binds: the
+// server then exits (or never listens on it, which the ownership check sees), and another port
+// is tried. The process group is killed by t.Cleanup.
+func StartServer(t testing.TB, argv func(addr string) []string) string {
+	t.Helper()
+	var errs []string
+	for range serverStartTries {
+		addr, err := startServerOnce(t, argv)
+		if err == nil {
+			return addr
+		}
+		errs = append(errs, err.Error())
+	}
+	t.Fatalf("start %s: %s", argv("ADDR")[0], strings.Join(errs, "; "))
+	return ""
+}
+
+func startServerOnce(t testing.TB, argv func(addr string) []string) (string, error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := argv(addr)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start: %w", err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	kill := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	deadline := time.NewTimer(serverStartTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok, err := procnet.Listening(cmd.Process.Pid, port); err == nil && ok {
+			t.Cleanup(func() {
+				kill()
+				if t.Failed() {
+					t.Logf("%s output:\n%s", args[0], out.String())
+				}
+			})
+			return addr, nil
+		}
+		select {
+		case <-exited:
+			return "", fmt.Errorf("port %d: exited before listening (%v): %s", port, waitErr, out.String())
+		case <-deadline.C:
+			kill()
+			return "", fmt.Errorf("port %d: not listening within %s: %s", port, serverStartTimeout, out.String())
+		case <-tick.C:
+		}
+	}
 }
