@@ -302,8 +302,9 @@ func TestIngressBadInput(t *testing.T) {
 		c.t = t
 		// io.MultiReader hides the length, so the body goes chunked with no Content-Length.
 		body := io.MultiReader(strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"`), strings.NewReader(strings.Repeat("a", 70000)), strings.NewReader(`"}}`))
-		if r := c.do(http.MethodPost, body, sess); r.status != http.StatusRequestEntityTooLarge {
-			t.Fatalf("status %d, want 413", r.status)
+		r := c.do(http.MethodPost, body, sess)
+		if code, msg, _ := r.rpcError(); r.status != http.StatusRequestEntityTooLarge || code != -32600 || !strings.Contains(strings.ToLower(msg), "too large") {
+			t.Fatalf("%d %d %q, want 413 -32600 too large", r.status, code, msg)
 		}
 	})
 	t.Run("413 before the body is sent", func(t *testing.T) {
@@ -358,8 +359,8 @@ func TestIngressBadInput(t *testing.T) {
 			t.Fatalf("tools/call at the session's revision: %d %s", r.status, r.body)
 		}
 		r = c.post(echoCall, map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2024-11-05"})
-		if r.status != http.StatusBadRequest {
-			t.Fatalf("2024-11-05 on a 2025-06-18 session: %d, want 400", r.status)
+		if code, msg, _ := r.rpcError(); r.status != http.StatusBadRequest || code != -32600 || !strings.Contains(msg, "MCP-Protocol-Version") {
+			t.Fatalf("2024-11-05 on a 2025-06-18 session: %d %d %q, want 400 -32600 about MCP-Protocol-Version", r.status, code, msg)
 		}
 	})
 	t.Run("CORS for an allowed browser origin", func(t *testing.T) {
