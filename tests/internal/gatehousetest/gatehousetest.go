@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -358,7 +359,7 @@ func StartServer(t testing.TB, argv func(addr string) []string) string {
 		}
 		errs = append(errs, err.Error())
 	}
-	t.Fatalf("start %s: %s", argv("ADDR")[0], strings.Join(errs, "; "))
+	t.Fatalf("start a server: %s", strings.Join(errs, "; "))
 	return ""
 }
 
@@ -372,12 +373,15 @@ func startServerOnce(t testing.TB, argv func(addr string) []string) (string, err
 	_ = ln.Close()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	args := argv(addr)
+	if len(args) == 0 {
+		return "", errors.New("no command")
+	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start: %w", err)
+		return "", fmt.Errorf("start %s: %w", args[0], err)
 	}
 	exited := make(chan struct{})
 	var waitErr error
@@ -405,10 +409,10 @@ func startServerOnce(t testing.TB, argv func(addr string) []string) (string, err
 		}
 		select {
 		case <-exited:
-			return "", fmt.Errorf("port %d: exited before listening (%v): %s", port, waitErr, out.String())
+			return "", fmt.Errorf("%s on port %d: exited before listening (%v): %s", args[0], port, waitErr, out.String())
 		case <-deadline.C:
 			kill()
-			return "", fmt.Errorf("port %d: not listening within %s: %s", port, serverStartTimeout, out.String())
+			return "", fmt.Errorf("%s on port %d: not listening within %s: %s", args[0], port, serverStartTimeout, out.String())
 		case <-tick.C:
 		}
 	}
