@@ -34,10 +34,13 @@ test-modules:
 node-deps:
 	bash tests/node/install.sh
 
-test-go: node-deps
-	go test $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+# Every module's tests but the end-to-end suite, which runs once, under the race detector, in
+# test-race.
+test-go:
+	go test $(GO_TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(filter-out tests,$(MODULES))))
 
-# The race detector over the concurrent parts, the gateway binary of the e2e tests included.
+# The race detector over the concurrent parts and the end-to-end suite (its gateway binary is
+# built with -race too).
 test-race: node-deps
 	go test -race -count=1 -timeout 20m ./tests/... ./ingress/... ./bridgesvc/... ./internal/... ./auditsvc/...
 

@@ -2,7 +2,9 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,9 +15,10 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 )
 
-// TestAuditEveryCall: each tools/call leaves exactly one durable record, allowed, denied or
-// failed, and the chain verifies.
-func TestAuditEveryCall(t *testing.T) {
+// policyDir is a directory with the example policies and schema plus extra (file name to
+// Cedar text), for a gateway's --policy-dir.
+func policyDir(t *testing.T, extra map[string]string) string {
+	t.Helper()
 	policies := t.TempDir()
 	src := filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")
 	entries, err := os.ReadDir(src)
@@ -33,35 +36,82 @@ func TestAuditEveryCall(t *testing.T) {
 			}
 		}
 	}
-	forbid := `@id("no-add")
+	for name, text := range extra {
+		if err := os.WriteFile(filepath.Join(policies, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return policies
+}
+
+// TestInitializeDenied: a policy that forbids opening a session to a server is obeyed: the
+// host gets 404 (as for a server that does not exist), no session and no upstream child,
+// while a server the policy leaves alone still opens.
+func TestInitializeDenied(t *testing.T) {
+	policies := policyDir(t, map[string]string{"locked.cedar": `@id("no-sessions-on-locked")
+forbid (principal, action == Gatehouse::Action::"initialize", resource == Gatehouse::Server::"locked");
+`})
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	g := gatehousetest.Start(t, gatehousetest.Options{
+		Config: "servers:\n" + stdioEntry("locked", echo) + stdioEntry("echo", echo),
+		Args:   []string{"--policy-dir", policies},
+	})
+	locked := rawClient{t: t, url: g.Endpoint("locked"), token: g.Token}
+	r := locked.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`, nil)
+	code, msg, _ := r.rpcError()
+	if r.status != http.StatusNotFound || r.header.Get("Mcp-Session-Id") != "" || code != -32600 || !strings.Contains(strings.ToLower(msg), "not found") {
+		t.Fatalf("initialize on a forbidden server: %d session=%q %d %q, want 404 -32600 not found and no session", r.status, r.header.Get("Mcp-Session-Id"), code, msg)
+	}
+	if kids := gatehousetest.ChildrenRunning(g.Pid(), echo); len(kids) != 0 {
+		t.Fatalf("children %v started for a denied initialize", kids)
+	}
+	rawClient{t: t, url: g.Endpoint("echo"), token: g.Token}.initialize("2025-06-18")
+	if kids := gatehousetest.ChildrenRunning(g.Pid(), echo); len(kids) != 1 {
+		t.Fatalf("children %v for the one allowed session", kids)
+	}
+}
+
+// TestAuditEveryCall: each tools/call leaves exactly one durable record, allowed, denied or
+// failed, and the chain verifies.
+func TestAuditEveryCall(t *testing.T) {
+	policies := policyDir(t, map[string]string{"no-add.cedar": `@id("no-add")
 forbid (principal, action == Gatehouse::Action::"tools/call", resource is Gatehouse::Tool)
 when { resource.name == "add" };
-`
-	if err := os.WriteFile(filepath.Join(policies, "no-add.cedar"), []byte(forbid), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`})
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	g := gatehousetest.Start(t, gatehousetest.Options{Config: "servers:\n" + stdioEntry("echo", echo), Args: []string{"--policy-dir", policies}})
 	c := rawClient{t: t, url: g.Endpoint("echo"), token: g.Token}
 	sid := c.initialize("2025-06-18")
 	sess := map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
 
+	const text = "audited call"
 	calls := []struct {
 		tool    string
-		code    int // JSON-RPC error code the host gets, 0 for a result
+		args    string
+		code    int    // JSON-RPC error code the host gets, 0 for a result
+		msg     string // a phrase of the error's message, or of the result's text
+		isError bool   // the result is a tool error
 		outcome string
 	}{
-		{"echo", 0, "OUTCOME_ALLOWED"},
-		{"add", -32001, "OUTCOME_DENIED"},
-		{"no-such-tool", 0, "OUTCOME_FAILED"},
+		{tool: "echo", args: `{"text":"` + text + `"}`, msg: text, outcome: "OUTCOME_ALLOWED"},
+		{tool: "add", args: `{"a":1,"b":2}`, code: -32001, msg: "denied", outcome: "OUTCOME_DENIED"},
+		{tool: "no-such-tool", args: `{}`, code: -32602, msg: "no-such-tool", outcome: "OUTCOME_FAILED"},
 	}
 	for _, call := range calls {
-		r := c.post(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"`+call.tool+`","arguments":{"text":"x","a":1,"b":2}}}`, sess)
+		r := c.post(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"`+call.tool+`","arguments":`+call.args+`}}`, sess)
 		if r.status != http.StatusOK {
 			t.Fatalf("%s: status %d %s", call.tool, r.status, r.body)
 		}
-		if call.code != 0 && r.rpcCode() != call.code {
-			t.Fatalf("%s: JSON-RPC code %d, want %d: %s", call.tool, r.rpcCode(), call.code, r.body)
+		if call.code == 0 {
+			got, isError, ok := r.toolText()
+			if !ok || isError != call.isError || got != call.msg {
+				t.Fatalf("%s: result %q (isError %v, found %v), want %q: %s", call.tool, got, isError, ok, call.msg, r.body)
+			}
+			continue
+		}
+		code, msg, ok := r.rpcError()
+		if !ok || code != call.code || !strings.Contains(strings.ToLower(msg), call.msg) {
+			t.Fatalf("%s: JSON-RPC error %d %q (found %v), want %d with %q: %s", call.tool, code, msg, ok, call.code, call.msg, r.body)
 		}
 	}
 	g.Stop(t)
@@ -74,6 +124,27 @@ when { resource.name == "add" };
 	if n != uint64(len(calls)) {
 		t.Fatalf("audit log holds %d records, want %d (one per tools/call)", n, len(calls))
 	}
+	// The chain covers the records' bodies: one byte changed in the second record (the
+	// denied call, made to look like a call of another tool) breaks it there.
+	log, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := bytes.Index(log, []byte(`"tool":"add"`))
+	if at < 0 || bytes.Count(log[:at], []byte("\n")) != 1 {
+		t.Fatalf("no tool add in the second record of the log:\n%s", log)
+	}
+	tampered := bytes.Clone(log)
+	tampered[at+len(`"tool":"a`)] = 'x' // "adx"
+	copyPath := filepath.Join(t.TempDir(), auditsvc.FileName)
+	if err := os.WriteFile(copyPath, tampered, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var chainErr *auditsvc.ChainError
+	if _, err := auditsvc.Verify(copyPath); !errors.As(err, &chainErr) || chainErr.Seq != 2 {
+		t.Fatalf("verify of a log with an edited record body: %v, want a chain error at sequence 2", err)
+	}
+
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +155,7 @@ when { resource.name == "add" };
 	for i := 0; sc.Scan(); i++ {
 		var line struct {
 			Record struct {
-				Principal, Tenant, Server, Method, Tool, Outcome string
+				Principal, Tenant, Server, Method, Tool, Outcome, Error string
 			} `json:"record"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
@@ -93,6 +164,9 @@ when { resource.name == "add" };
 		r := line.Record
 		if r.Tool != calls[i].tool || r.Outcome != calls[i].outcome || r.Principal != "dev" || r.Tenant != "default" || r.Server != "echo" || r.Method != "tools/call" {
 			t.Errorf("record %d = %+v, want tool %s outcome %s by dev/default on echo", i+1, r, calls[i].tool, calls[i].outcome)
+		}
+		if (r.Error == "") != (calls[i].outcome == "OUTCOME_ALLOWED") {
+			t.Errorf("record %d (%s) has error %q: want one exactly when the call was not allowed", i+1, r.Outcome, r.Error)
 		}
 	}
 }

@@ -3,8 +3,6 @@ package tests
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -15,50 +13,36 @@ import (
 
 // upstream is one MCP server the gateway fronts in a test, and what to exercise on it.
 type upstream struct {
-	name     string
-	yaml     string // the server's entry in the config file
-	tool     string
-	args     map[string]any
-	wantText string // a substring of the tool result's text
-	resource string
-	prompt   string
-	pArgs    map[string]string
+	name       string
+	yaml       string // the server's entry in the config file
+	tool       string
+	args       map[string]any
+	wantText   string // the tool result's text, exactly
+	resource   string
+	wantRead   string // the resource's text, exactly
+	prompt     string
+	pArgs      map[string]string
+	wantPrompt string // the prompt's first message text, exactly
 }
 
-// startHTTPServer runs argv (which must serve Streamable HTTP on addr) and waits until it
-// accepts connections.
-func startHTTPServer(t *testing.T, addr string, argv ...string) {
-	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	gatehousetest.WaitFor(t, 30*time.Second, argv[0]+" to accept on "+addr, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
+// echoReadme is the text of the example echo server's echo://readme resource.
+const echoReadme = `echo is a small MCP server used to test and measure Gatehouse.
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+Tools:   echo {text} returns text unchanged; add {a, b} returns a+b.
+Prompts: greet {name}.
+`
 
 func stdioEntry(name string, argv ...string) string {
+	return stdioEntryFor(name, []string{"default"}, argv...)
+}
+
+// stdioEntryFor is a stdio server's config entry approved for the given tenants.
+func stdioEntryFor(name string, tenants []string, argv ...string) string {
 	quoted := make([]string, len(argv))
 	for i, a := range argv {
 		quoted[i] = fmt.Sprintf("%q", a)
 	}
-	return fmt.Sprintf("  - name: %s\n    transport: stdio\n    command: [%s]\n    tenants: [default]\n", name, strings.Join(quoted, ", "))
+	return fmt.Sprintf("  - name: %s\n    transport: stdio\n    command: [%s]\n    tenants: [%s]\n", name, strings.Join(quoted, ", "), strings.Join(tenants, ", "))
 }
 
 func httpEntry(name, url string) string {
@@ -70,17 +54,19 @@ func httpEntry(name, url string) string {
 func goUpstreams(t *testing.T) []upstream {
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	everything := gatehousetest.Bin(t, gatehousetest.EverythingGoSDK)
-	echoAddr := freeAddr(t)
-	startHTTPServer(t, echoAddr, echo, "-http", echoAddr)
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
 	echoCase := func(name, entry string) upstream {
 		return upstream{name: name, yaml: entry, tool: "echo", args: map[string]any{"text": "hello gatehouse"},
-			wantText: "hello gatehouse", resource: "echo://readme", prompt: "greet", pArgs: map[string]string{"name": "Ada"}}
+			wantText: "hello gatehouse", resource: "echo://readme", wantRead: echoReadme,
+			prompt: "greet", pArgs: map[string]string{"name": "Ada"}, wantPrompt: "Please greet Ada warmly, in one sentence."}
 	}
 	return []upstream{
 		echoCase("echo-stdio", stdioEntry("echo-stdio", echo)),
 		echoCase("echo-http", httpEntry("echo-http", "http://"+echoAddr+"/mcp")),
 		{name: "everything-stdio", yaml: stdioEntry("everything-stdio", everything), tool: "test_simple_text",
-			wantText: "", resource: "test://static-text", prompt: "test_simple_prompt"},
+			wantText: "This is a simple text response for testing.",
+			resource: "test://static-text", wantRead: "This is the content of the static text resource.",
+			prompt: "test_simple_prompt", wantPrompt: "This is a simple prompt for testing."},
 	}
 }
 
@@ -126,19 +112,22 @@ func TestGoSDKClient(t *testing.T) {
 			if res.IsError || len(res.Content) == 0 {
 				t.Fatalf("tools/call result: isError=%v content=%d", res.IsError, len(res.Content))
 			}
-			if text, ok := res.Content[0].(*mcp.TextContent); !ok || !strings.Contains(text.Text, u.wantText) {
-				t.Fatalf("tools/call content %#v, want text containing %q", res.Content[0], u.wantText)
+			if text, ok := res.Content[0].(*mcp.TextContent); len(res.Content) != 1 || !ok || text.Text != u.wantText {
+				t.Fatalf("tools/call content %#v, want one text block %q", res.Content, u.wantText)
 			}
 			rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: u.resource})
 			if err != nil {
 				t.Fatalf("resources/read %s: %v", u.resource, err)
 			}
-			if len(rr.Contents) == 0 {
-				t.Fatalf("resources/read %s: no contents", u.resource)
+			if len(rr.Contents) != 1 || rr.Contents[0].URI != u.resource || rr.Contents[0].Text != u.wantRead {
+				t.Fatalf("resources/read %s: %#v, want one content of text %q", u.resource, rr.Contents, u.wantRead)
 			}
 			pr, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: u.prompt, Arguments: u.pArgs})
 			if err != nil || len(pr.Messages) == 0 {
 				t.Fatalf("prompts/get %s: %v", u.prompt, err)
+			}
+			if text, ok := pr.Messages[0].Content.(*mcp.TextContent); !ok || text.Text != u.wantPrompt {
+				t.Fatalf("prompts/get %s: first message %#v, want text %q", u.prompt, pr.Messages[0].Content, u.wantPrompt)
 			}
 		})
 	}

@@ -20,11 +20,10 @@ import (
 // TestGRPCGoClients calls policysvc and registrysvc the way other teams will: plain grpc-go
 // with the generated stubs, over h2c, to the single-process gateway's port.
 func TestGRPCGoClients(t *testing.T) {
-	const internal = "internal-token-for-grpc-test"
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	cfg := "servers:\n" + stdioEntry("echo", echo) +
 		"  - name: research-only\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    tenants: [research]\n"
-	g := gatehousetest.Start(t, gatehousetest.Options{Config: cfg, Args: []string{"--internal-token", internal}})
+	g := gatehousetest.Start(t, gatehousetest.Options{Config: cfg})
 	conn, err := grpc.NewClient(strings.TrimPrefix(g.Base, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +31,7 @@ func TestGRPCGoClients(t *testing.T) {
 	t.Cleanup(func() { conn.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	authed := metadata.AppendToOutgoingContext(ctx, strings.ToLower(rpcserver.InternalTokenHeader), internal)
+	authed := metadata.AppendToOutgoingContext(ctx, strings.ToLower(rpcserver.InternalTokenHeader), g.InternalToken)
 
 	registry := registryv1.NewRegistryServiceClient(conn)
 	t.Run("registry without the internal token", func(t *testing.T) {

@@ -20,9 +20,11 @@ import (
 // after the session expires with no request at all, and after the gateway stops.
 func TestStdioChildReaped(t *testing.T) {
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	// A session TTL far beyond the test: only DELETE (or the child's death, or the stop) can
+	// reap a child here. Expiry has a gateway of its own with a short TTL.
 	g := gatehousetest.Start(t, gatehousetest.Options{
 		Config: "servers:\n" + stdioEntry("echo", echo),
-		Args:   []string{"--session-ttl", "2s", "--stdio-grace", "500ms"},
+		Args:   []string{"--session-ttl", "1h", "--stdio-grace", "500ms"},
 	})
 	c := rawClient{t: t, url: g.Endpoint("echo"), token: g.Token}
 	oneChild := func(t *testing.T) int {
@@ -46,10 +48,17 @@ func TestStdioChildReaped(t *testing.T) {
 	})
 
 	t.Run("expiry", func(t *testing.T) {
-		c := c
-		c.t = t
+		short := gatehousetest.Start(t, gatehousetest.Options{
+			Config: "servers:\n" + stdioEntry("echo", echo),
+			Args:   []string{"--session-ttl", "2s", "--stdio-grace", "500ms"},
+		})
+		c := rawClient{t: t, url: short.Endpoint("echo"), token: short.Token}
 		sid := c.initialize("2025-06-18")
-		pid := oneChild(t)
+		kids := gatehousetest.ChildrenRunning(short.Pid(), echo)
+		if len(kids) != 1 {
+			t.Fatalf("want exactly one echo child of the gateway, have %v", kids)
+		}
+		pid := kids[0]
 		gatehousetest.WaitFor(t, 30*time.Second, "the child to be reaped after the session expired", func() bool { return gatehousetest.ProcessGone(pid) })
 		if r := c.post(echoCall, map[string]string{"Mcp-Session-Id": sid}); r.status != http.StatusNotFound {
 			t.Fatalf("expired session answered %d, want 404", r.status)

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,9 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
 )
 
+// want is what a tools/call, resources/read and prompts/get must answer.
+type want struct{ call, read, prompt string }
+
 // TestTypeScriptSDKClient drives the official TypeScript SDK client through the gateway, with
 // the dev token, to stdio servers (server-everything and the example echo server) and to
 // Streamable HTTP servers (server-everything and the example echo server):
@@ -17,8 +21,7 @@ import (
 func TestTypeScriptSDKClient(t *testing.T) {
 	nodepeer.Node22(t)
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
-	echoAddr := freeAddr(t)
-	startHTTPServer(t, echoAddr, echo, "-http", echoAddr)
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
 	evStdio := nodepeer.StartEverything(t, nodepeer.EverythingStdio)
 	evHTTP := nodepeer.StartEverything(t, nodepeer.EverythingStreamableHTTP)
 
@@ -27,15 +30,19 @@ func TestTypeScriptSDKClient(t *testing.T) {
 		"--prompt", "args-prompt", "--prompt-args", `{"city":"Oslo"}`}
 	echoArgs := []string{"--call", "echo", "--args", `{"text":"hello gatehouse"}`,
 		"--read", "echo://readme", "--prompt", "greet", "--prompt-args", `{"name":"Ada"}`}
+	// What each server must answer, exactly.
+	everythingWant := want{call: "Echo: hello gatehouse", read: nodepeer.EverythingDoc(t, "architecture.md"), prompt: "What's weather in Oslo?"}
+	echoWant := want{call: "hello gatehouse", read: echoReadme, prompt: "Please greet Ada warmly, in one sentence."}
 	cases := []struct {
 		name  string
 		entry string
 		args  []string
+		want  want
 	}{
-		{"everything-stdio", stdioEntry("everything-stdio", evStdio.Argv...), everythingArgs},
-		{"everything-http", httpEntry("everything-http", evHTTP.URL), everythingArgs},
-		{"echo-stdio", stdioEntry("echo-stdio", echo), echoArgs},
-		{"echo-http", httpEntry("echo-http", "http://"+echoAddr+"/mcp"), echoArgs},
+		{"everything-stdio", stdioEntry("everything-stdio", evStdio.Argv...), everythingArgs, everythingWant},
+		{"everything-http", httpEntry("everything-http", evHTTP.URL), everythingArgs, everythingWant},
+		{"echo-stdio", stdioEntry("echo-stdio", echo), echoArgs, echoWant},
+		{"echo-http", httpEntry("echo-http", "http://"+echoAddr+"/mcp"), echoArgs, echoWant},
 	}
 	var cfg strings.Builder
 	cfg.WriteString("servers:\n")
@@ -62,11 +69,20 @@ func TestTypeScriptSDKClient(t *testing.T) {
 				t.Fatalf("tools/list %v has no echo", res.Tools)
 			}
 			tr, err := res.ToolResult()
-			if err != nil || tr.IsError || !strings.Contains(tr.Text(), "hello gatehouse") {
-				t.Fatalf("tools/call result %s (%v)", res.Call, err)
+			if err != nil || tr.IsError || len(tr.Content) != 1 || tr.Text() != c.want.call {
+				t.Fatalf("tools/call result %s (%v), want one text block %q", res.Call, err, c.want.call)
 			}
-			if len(res.Read) == 0 || len(res.Prompt) == 0 {
-				t.Fatalf("resources/read %s, prompts/get %s", res.Read, res.Prompt)
+			var read struct {
+				Contents []struct{ URI, Text string } `json:"contents"`
+			}
+			if err := json.Unmarshal(res.Read, &read); err != nil || len(read.Contents) != 1 || read.Contents[0].Text != c.want.read {
+				t.Fatalf("resources/read %.300s (%v), want one content of text %.80q", res.Read, err, c.want.read)
+			}
+			var prompt struct {
+				Messages []struct{ Content nodepeer.Content } `json:"messages"`
+			}
+			if err := json.Unmarshal(res.Prompt, &prompt); err != nil || len(prompt.Messages) != 1 || prompt.Messages[0].Content.Text != c.want.prompt {
+				t.Fatalf("prompts/get %s (%v), want one message of text %q", res.Prompt, err, c.want.prompt)
 			}
 		})
 	}

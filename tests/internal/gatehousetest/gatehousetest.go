@@ -5,18 +5,29 @@ package gatehousetest
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
 
 var (
@@ -93,11 +104,14 @@ func RepoRoot(t testing.TB) string {
 // Gateway is a running `gatehouse up`.
 type Gateway struct {
 	Base    string // http://127.0.0.1:PORT
-	Token   string
+	Token   string // the dev token: principal dev, tenant default
 	DataDir string
-	cmd     *exec.Cmd
-	logs    *lockedBuffer
-	done    chan struct{}
+	// InternalToken is what the internal RPCs on the gateway's port require. The harness sets
+	// it (through the environment, never a flag) so tests can call the services directly.
+	InternalToken string
+	cmd           *exec.Cmd
+	logs          *lockedBuffer
+	done          chan struct{}
 
 	raceReported bool
 }
@@ -119,11 +133,13 @@ func Start(t testing.TB, opts Options) *Gateway {
 	if err := os.WriteFile(cfgPath, []byte(opts.Config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
+	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), InternalToken: "internal-" + randomHex(t, 16),
+		DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
 	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
 		"--dev-token", g.Token, "--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
 	cmd := exec.Command(Bin(t, Gatehouse), args...)
 	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN="+g.InternalToken)
 	cmd.Stderr = g.logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -192,9 +208,46 @@ func (g *Gateway) Stop(t testing.TB) {
 	}
 }
 
-// AuthClient returns an HTTP client that sends the gateway's dev token.
+// ClientTimeout bounds every request of the harness's HTTP clients, so a gateway that never
+// answers fails the test instead of hanging it until the go test timeout.
+const ClientTimeout = 60 * time.Second
+
+// AuthClient returns an HTTP client that sends the gateway's dev token. It bounds the wait
+// for each response's headers rather than whole exchanges, since SDK clients hold SSE streams
+// open for as long as their session lasts; the SDK calls themselves run under the test's
+// contexts.
 func (g *Gateway) AuthClient() *http.Client {
-	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: http.DefaultTransport}}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.ResponseHeaderTimeout = ClientTimeout
+	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: base}}
+}
+
+// NewToken mints an API token for principal in tenant through authsvc's CreateToken on the
+// gateway's port (with the internal token), as an operator would.
+func (g *Gateway) NewToken(t testing.TB, principal, tenant string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: ClientTimeout}, g.InternalToken), g.Base)
+	resp, err := client.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{
+		PrincipalId: principal, Tenant: tenant, Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER,
+	}))
+	if err != nil {
+		t.Fatalf("create a token for %s in %s: %v", principal, tenant, err)
+	}
+	if resp.Msg.GetToken() == "" {
+		t.Fatalf("CreateToken for %s in %s returned no token", principal, tenant)
+	}
+	return resp.Msg.GetToken()
+}
+
+func randomHex(t testing.TB, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }
 
 // BearerTransport adds an Authorization header to every request.
@@ -283,4 +336,84 @@ func ChildrenRunning(pid int, exe string) []int {
 func ProcessGone(pid int) bool {
 	_, err := os.Stat(filepath.Join("/proc", fmt.Sprint(pid)))
 	return os.IsNotExist(err)
+}
+
+// Bounds of StartServer.
+const (
+	serverStartTries   = 3
+	serverStartTimeout = 30 * time.Second
+)
+
+// StartServer runs the program argv(addr) returns, which must listen on addr, on a free
+// loopback port, and returns addr once that very process listens there. The port is found by
+// binding and releasing it, so another process may take it before the server binds: the
+// server then exits (or never listens on it, which the ownership check sees), and another port
+// is tried. The process group is killed by t.Cleanup.
+func StartServer(t testing.TB, argv func(addr string) []string) string {
+	t.Helper()
+	var errs []string
+	for range serverStartTries {
+		addr, err := startServerOnce(t, argv)
+		if err == nil {
+			return addr
+		}
+		errs = append(errs, err.Error())
+	}
+	t.Fatalf("start a server: %s", strings.Join(errs, "; "))
+	return ""
+}
+
+func startServerOnce(t testing.TB, argv func(addr string) []string) (string, error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := argv(addr)
+	if len(args) == 0 {
+		return "", errors.New("no command")
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start %s: %w", args[0], err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	kill := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	deadline := time.NewTimer(serverStartTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok, err := procnet.Listening(cmd.Process.Pid, port); err == nil && ok {
+			t.Cleanup(func() {
+				kill()
+				if t.Failed() {
+					t.Logf("%s output:\n%s", args[0], out.String())
+				}
+			})
+			return addr, nil
+		}
+		select {
+		case <-exited:
+			return "", fmt.Errorf("%s on port %d: exited before listening (%v): %s", args[0], port, waitErr, out.String())
+		case <-deadline.C:
+			kill()
+			return "", fmt.Errorf("%s on port %d: not listening within %s: %s", args[0], port, serverStartTimeout, out.String())
+		case <-tick.C:
+		}
+	}
 }

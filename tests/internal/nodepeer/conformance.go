@@ -124,6 +124,35 @@ func (r Result) Failures() []Check {
 	return out
 }
 
+// Problems lists, one line each, why the run is not a pass of the suite whose check ids are
+// want: every FAILURE (listed or not), every id of want that did not run or did not succeed,
+// and a count of passed checks other than len(want). An empty list is a pass.
+func (r Result) Problems(want []string) []string {
+	var out []string
+	for _, c := range r.Failures() {
+		out = append(out, fmt.Sprintf("check %s/%s failed: %s", c.Scenario, c.ID, c.ErrorMessage))
+	}
+	statuses := r.Statuses()
+	for _, id := range want {
+		switch st, ran := statuses[id]; {
+		case !ran:
+			out = append(out, fmt.Sprintf("check %s did not run", id))
+		case st != StatusSuccess && st != StatusFailure:
+			out = append(out, fmt.Sprintf("check %s: %s", id, st))
+		}
+	}
+	passed := 0
+	for _, c := range r.Checks {
+		if c.Status == StatusSuccess {
+			passed++
+		}
+	}
+	if passed != len(want) {
+		out = append(out, fmt.Sprintf("%d of %d checks passed, want %d of %d", passed, len(r.Checks), len(want), len(want)))
+	}
+	return out
+}
+
 // Summary renders the non-successful checks, one per line, for a test failure message.
 func (r Result) Summary() string {
 	var b strings.Builder

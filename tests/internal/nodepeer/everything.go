@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
 
 // Transports of @modelcontextprotocol/server-everything (the first argument of its dist/index.js).
@@ -124,7 +126,7 @@ func startEverythingOn(t testing.TB, node, preload, entry, mode, dir string, por
 
 	ctx, cancel := context.WithTimeout(context.Background(), everythingStartTimeout)
 	defer cancel()
-	if err := waitAccepting(ctx, addr, exited); err != nil {
+	if err := waitListening(ctx, cmd.Process.Pid, port, exited); err != nil {
 		stop()
 		if errors.Is(err, errExited) {
 			err = fmt.Errorf("%w: %v", err, waitErr)
@@ -143,24 +145,20 @@ func startEverythingOn(t testing.TB, node, preload, entry, mode, dir string, por
 // errExited reports a server that exited before it accepted connections.
 var errExited = errors.New("exited before accepting connections")
 
-// waitAccepting polls addr until a TCP connection succeeds, exited is closed or ctx ends.
-func waitAccepting(ctx context.Context, addr string, exited <-chan struct{}) error {
+// waitListening polls until process pid itself listens on port (a connection that succeeds
+// may reach another process that took the port), exited is closed or ctx ends.
+func waitListening(ctx context.Context, pid, port int, exited <-chan struct{}) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var d net.Dialer
 	for {
-		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		conn, err := d.DialContext(dctx, "tcp", addr)
-		cancel()
-		if err == nil {
-			_ = conn.Close()
+		if ok, err := procnet.Listening(pid, port); err == nil && ok {
 			return nil
 		}
 		select {
 		case <-exited:
 			return errExited
 		case <-ctx.Done():
-			return fmt.Errorf("not accepting connections on %s: %w", addr, ctx.Err())
+			return fmt.Errorf("not listening on port %d: %w", port, ctx.Err())
 		case <-tick.C:
 		}
 	}
@@ -174,4 +172,16 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// EverythingDoc returns the text of one of server-everything's documentation files (e.g.
+// "architecture.md"), which it serves as demo://resource/static/document/<name>: what a read
+// of that resource must return, exactly.
+func EverythingDoc(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(peerDir(t), "node_modules", "@modelcontextprotocol", "server-everything", "dist", "docs", name))
+	if err != nil {
+		t.Fatalf("nodepeer: server-everything document: %v: %s", err, installHint)
+	}
+	return string(b)
 }

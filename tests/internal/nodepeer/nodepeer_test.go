@@ -2,17 +2,15 @@ package nodepeer_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
 )
 
@@ -145,43 +143,35 @@ func startGoConformanceServer(t *testing.T) string {
 		t.Fatalf("build the Go SDK conformance server: %v\n%s", err, out)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	l.Close()
-	cmd := exec.Command(bin, "-http="+addr, "-stateless=false")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("conformance server exited: %s", out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("conformance server not accepting on %s: %v", addr, err)
-		}
-	}
+	addr := gatehousetest.StartServer(t, func(addr string) []string { return []string{bin, "-http=" + addr, "-stateless=false"} })
 	return "http://" + addr + "/mcp"
+}
+
+// TestProblems: a run passes only when every listed check ran and passed and nothing failed,
+// an unlisted check included.
+func TestProblems(t *testing.T) {
+	want := []string{"a", "b"}
+	check := func(id string, st nodepeer.Status) nodepeer.Check {
+		return nodepeer.Check{Scenario: "s", ID: id, Status: st}
+	}
+	cases := []struct {
+		name   string
+		checks []nodepeer.Check
+		pass   bool
+	}{
+		{"all passed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusSuccess)}, true},
+		{"an unlisted check failed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusSuccess), check("c", nodepeer.StatusFailure)}, false},
+		{"a listed check failed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusFailure)}, false},
+		{"a listed check did not run", []nodepeer.Check{check("a", nodepeer.StatusSuccess)}, false},
+		{"a listed check only warned", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusWarning)}, false},
+		{"an extra check passed", []nodepeer.Check{check("a", nodepeer.StatusSuccess), check("b", nodepeer.StatusSuccess), check("c", nodepeer.StatusSuccess)}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			problems := nodepeer.Result{Checks: tc.checks}.Problems(want)
+			if (len(problems) == 0) != tc.pass {
+				t.Fatalf("problems %q, want a pass: %v", problems, tc.pass)
+			}
+		})
+	}
 }
