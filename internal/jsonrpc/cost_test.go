@@ -65,7 +65,9 @@ func slowShapes(limit int) []shape {
 	}
 	shapes := []shape{
 		{name: "most keys", body: []byte(call(objects(room, func(i int) string { return fmt.Sprintf("k%d", i) + pad(perKey-14) })))},
-		{name: "escaped keys", body: []byte(call(objects(room, func(i int) string { return fmt.Sprintf(`\u006b%d`, i) + strings.Repeat(`\u0070`, max(0, (perKey-20)/6)) })))},
+		{name: "escaped keys", body: []byte(call(objects(room, func(i int) string {
+			return fmt.Sprintf(`\u006b%d`, i) + strings.Repeat(`\u0070`, max(0, (perKey-20)/6))
+		})))},
 		{name: "unicode-folded keys", body: []byte(call(objects(room, func(i int) string { return fmt.Sprintf("ſ%d", i) + strings.Repeat("K", max(0, (perKey-16)/3)) })))},
 		{name: "long keys with a common prefix", body: []byte(call(objects(limit/(64<<10), func(i int) string { return pad(64<<10-32) + fmt.Sprint(i) })))},
 		{name: "deep nesting", body: []byte(call("[" + strings.Join(deeps, ",") + "]"))},

@@ -115,9 +115,9 @@ const MaxName = 1024
 // allowBatch is true, possibly a batch (a JSON array of messages). It returns the messages
 // and whether the body was a batch. Errors are *Error.
 func Parse(body []byte, allowBatch bool) ([]*Message, bool, error) {
-	var noBatch *Error
+	noBatch := ""
 	if !allowBatch {
-		noBatch = invalid(nil, "batches are not allowed in this protocol revision")
+		noBatch = "batches are not allowed in this protocol revision"
 	}
 	msgs, batch, err := scanBody(body, true, noBatch, nil)
 	if err != nil {
@@ -142,7 +142,7 @@ func ParseMessage(body []byte) (*Message, error) {
 // Peek is the routing entry point for exactly one message an upstream sent. Errors wrap
 // ErrInvalidMessage and an *Error.
 func Peek(raw []byte) (Message, error) {
-	msgs, _, err := scanBody(raw, false, invalid(nil, "a batch where one message is expected"), nil)
+	msgs, _, err := scanBody(raw, false, "a batch where one message is expected", nil)
 	if err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
@@ -152,7 +152,7 @@ func Peek(raw []byte) (Message, error) {
 // Split is the routing entry point for one message or a batch an upstream sent; the Raw of a
 // batch element is its own slice of raw. Errors wrap ErrInvalidMessage and an *Error.
 func Split(raw []byte) ([]Message, error) {
-	msgs, _, err := scanBody(raw, false, nil, nil)
+	msgs, _, err := scanBody(raw, false, "", nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
@@ -160,20 +160,20 @@ func Split(raw []byte) ([]Message, error) {
 }
 
 // IDKey turns a raw JSON id or progress token into a map key: a string and a number with the
-// same text stay distinct (a string's key starts with its quote, a number's never does), and
+// same text stay distinct (a string's key keeps its quotes, a number's text has none), and
 // escaped and unescaped spellings of one string agree. Numbers keep their text: a peer echoes
-// an id as it was written. raw must be a value the scan checked.
+// an id as it was written. Bytes that are no JSON string are their own key.
 func IDKey(raw []byte) string {
 	if len(raw) < 2 || raw[0] != '"' {
 		return string(raw)
 	}
-	content := raw[1 : len(raw)-1]
-	for _, c := range content {
-		if c == '\\' {
-			return string(appendUnquoted(append(make([]byte, 0, len(raw)), '"'), content))
-		}
+	t := scanner{data: raw}
+	escaped, _, err := t.str()
+	if err != nil || t.pos != len(raw) || !escaped {
+		return string(raw)
 	}
-	return string(raw[:len(raw)-1])
+	key := append(make([]byte, 0, len(raw)), '"')
+	return string(append(appendUnquoted(key, raw[1:len(raw)-1]), '"'))
 }
 
 // ErrorResponse encodes a JSON-RPC error response answering id (null when id is nil).

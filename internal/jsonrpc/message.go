@@ -364,10 +364,10 @@ func (s *scanner) keyAt(off int) string {
 // scanBody scans body once and reads each message in it: one, or a batch when it starts with
 // '['. A body that breaks the grammar, a limit or the duplicate-key rule fails at once; one
 // whose message breaks the edge's rules fails with the first such message once the body is
-// known to be JSON (a parse error wins, as JSON-RPC asks). noBatch, when set, is the error for
-// a batch.
+// known to be JSON (a parse error wins, as JSON-RPC asks). noBatch, when set, refuses a batch
+// with that message.
 // When w is not nil it receives the scan's count of work.
-func scanBody(body []byte, strict bool, noBatch *Error, w *work) (msgs []Message, batch bool, err error) {
+func scanBody(body []byte, strict bool, noBatch string, w *work) (msgs []Message, batch bool, err error) {
 	if uint64(len(body)) > math.MaxUint32 {
 		return nil, false, invalid(nil, "a message of more than 4 GiB")
 	}
@@ -382,7 +382,10 @@ func scanBody(body []byte, strict bool, noBatch *Error, w *work) (msgs []Message
 		return nil, false, parseErr("empty body")
 	}
 	if body[s.pos] == '[' {
-		batch, later = true, noBatch
+		batch = true
+		if noBatch != "" {
+			later = invalid(nil, "%s", noBatch)
+		}
 		s.pos++
 		s.ws()
 		if s.pos < len(body) && body[s.pos] == ']' {

@@ -117,6 +117,11 @@ func TestIDKey(t *testing.T) {
 			t.Errorf("IDKey(%s) == IDKey(%s)", p[0], p[1])
 		}
 	}
+	for _, raw := range []string{`"a\`, `"\u12`, `"`, `"a"b"`, `"\x"`, "\"\xff\""} {
+		if got := jsonrpc.IDKey([]byte(raw)); got != raw {
+			t.Errorf("IDKey(%q) = %q, want the bytes themselves", raw, got)
+		}
+	}
 	m := jsonrpc.Message{Kind: jsonrpc.KindResponse, ID: []byte(`"a\/b"`)}
 	if !m.IsResponseTo([]byte(`"a/b"`)) || m.IsResponseTo(nil) || m.IsResponseTo([]byte(`"a/c"`)) {
 		t.Error("IsResponseTo does not compare normalised ids")

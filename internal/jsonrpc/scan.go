@@ -49,8 +49,12 @@ type slot struct {
 	key    uint32 // offset of the key's opening quote
 }
 
-// maxPooledSlots bounds the set a pooled scanner keeps: a big body's set is left to the GC.
-const maxPooledSlots = 1 << 12
+// A pooled scanner keeps a set and scratch buffers up to these sizes; a big body's are left
+// to the GC.
+const (
+	maxPooledSlots = 1 << 12
+	maxPooledKey   = 4 << 10
+)
 
 var (
 	seed     = maphash.MakeSeed()
@@ -91,6 +95,11 @@ func putScanner(s *scanner) {
 	s.data = nil
 	if len(s.set) > maxPooledSlots {
 		s.set = nil
+	}
+	for _, b := range []*[]byte{&s.unesc, &s.fold, &s.fold2} {
+		if cap(*b) > maxPooledKey {
+			*b = nil
+		}
 	}
 	scanners.Put(s)
 }
