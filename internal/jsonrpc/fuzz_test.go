@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -229,4 +231,58 @@ func FuzzPeek(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDuplicateRandom runs the duplicate-key rule against the slow oracle on bodies large
+// enough to grow the set several times and close objects in its middle: nested objects of up
+// to 300 keys, some with one key repeated in another case.
+func TestDuplicateRandom(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var obj func(b *strings.Builder, depth int)
+	obj = func(b *strings.Builder, depth int) {
+		n := rng.IntN(300)
+		dup := -1
+		if rng.IntN(3) == 0 && n > 0 {
+			dup = rng.IntN(n)
+		}
+		b.WriteByte('{')
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(b, `"k%d":`, i)
+			if depth < 4 && rng.IntN(40) == 0 {
+				obj(b, depth+1)
+			} else {
+				b.WriteByte('0')
+			}
+			if i == n-1 && dup >= 0 {
+				fmt.Fprintf(b, `,"K%d":1`, dup)
+			}
+		}
+		b.WriteByte('}')
+	}
+	dups := 0
+	for range 150 {
+		var b strings.Builder
+		b.WriteString(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":`)
+		obj(&b, 0)
+		b.WriteString(`}}`)
+		body := []byte(b.String())
+		_, _, err := jsonrpc.Parse(body, false)
+		found := err != nil && strings.Contains(err.Error(), "duplicate or case-variant key")
+		if err != nil && !found {
+			t.Fatalf("unexpected error %v", err)
+		}
+		if want := foldDuplicate(body); found != want {
+			t.Fatalf("duplicate found %v, oracle %v (err %v) in %s", found, want, err, body)
+		}
+		if found {
+			dups++
+		}
+	}
+	if dups == 0 || dups == 150 {
+		t.Fatalf("%d of 150 bodies with a duplicate: the generator tests one side only", dups)
+	}
 }

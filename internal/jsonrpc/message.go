@@ -103,7 +103,7 @@ func (s *scanner) one(depth int, strict bool) (m Message, bad *Error, err error)
 // fieldsOf scans the object at s.pos, recording the values of the members in ns and descending
 // into params, params._meta and result.
 func (s *scanner) fieldsOf(depth int, ns *names, f *fields) error {
-	o, more, err := s.open(depth)
+	o, more, err := s.enter(depth)
 	for more && err == nil {
 		var k member
 		if k, err = s.key(&o); err != nil {
@@ -137,7 +137,9 @@ func (s *scanner) fieldsOf(depth int, ns *names, f *fields) error {
 			f.raw[i] = s.data[start:s.pos]
 		}
 		if err == nil {
-			more, err = s.next('}')
+			if more, err = s.next('}'); !more && err == nil {
+				s.leave(&o)
+			}
 		}
 	}
 	return err

@@ -3,7 +3,6 @@ package jsonrpc
 import (
 	"encoding/binary"
 	"hash/maphash"
-	"strconv"
 	"sync"
 	"unicode"
 	"unicode/utf16"
@@ -20,9 +19,10 @@ const (
 	// keys that duplicate detection keeps.
 	MaxObjectKeys = 4096
 	// MaxMembers bounds the object members of a whole body, every object and batch element
-	// together. The duplicate-key set holds each of them (16 bytes a slot at most half full:
-	// 4 MiB at the bound); real data at the ingress's 4 MiB body limit needs 32 bytes per
-	// member before it reaches the bound, so only bodies built of tiny members do.
+	// together, and so the keys the duplicate-key set can hold at once (those of the objects
+	// still open; 16 bytes a slot at most half full: 4 MiB at the bound). Real data at the
+	// ingress's 4 MiB body limit needs 32 bytes per member before it reaches the bound, so only
+	// bodies built of tiny members do.
 	MaxMembers = 1 << 17
 	// MaxBatch bounds the messages of one batch, so a body of tiny messages cannot make the
 	// parser allocate many times its size. The ingress's own --max-batch is lower.
@@ -41,13 +41,18 @@ type work struct {
 }
 
 // slot is one entry of the duplicate-key set: the hash of a folded key, the object it belongs
-// to and where its raw key starts. A slot whose serial is older than the scan's first serial is
-// free, so the set needs no clearing between scans.
+// to and where its raw key starts. Only the keys of objects still open are live: a slot whose
+// object has closed (or belongs to an earlier scan) is free, so the set holds one object's keys
+// and its ancestors', and needs no clearing.
 type slot struct {
-	hash   uint64
-	serial uint32
-	key    uint32 // offset of the key's opening quote
+	hash uint64
+	tag  uint32 // the object's serial << 8 | its depth; 0 for a slot never used
+	key  uint32 // offset of the key's opening quote
 }
+
+// maxSerial bounds object serials (24 bits, beside the depth in a tag); a scan opens at most
+// MaxMembers objects with keys, and the set is cleared before the serials could wrap.
+const maxSerial = 1<<24 - 1
 
 // A pooled scanner keeps a set and scratch buffers up to these sizes; a big body's are left
 // to the GC.
@@ -70,24 +75,24 @@ type scanner struct {
 	data    []byte
 	pos     int
 	members int
-	serial  uint32 // serial of the newest object with keys
-	first   uint32 // serial of this scan's first object
-	set     []slot // open addressing, linear probing; len is a power of two
-	inSet   int
-	unesc   []byte // scratch: an escaped key, decoded
-	fold    []byte // scratch: the folded key
-	fold2   []byte // scratch: a key folded again to confirm a match
+	serial  uint32               // serial of the newest object with keys
+	open    [MaxDepth + 1]uint32 // serial of the open object with keys at each depth, or 0
+	set     []slot               // open addressing, linear probing; len is a power of two
+	inSet   int                  // live slots
+	unesc   []byte               // scratch: an escaped key, decoded
+	fold    []byte               // scratch: the folded key
+	fold2   []byte               // scratch: a key folded again to confirm a match
 	work    work
 }
 
 func getScanner(data []byte) *scanner {
 	s := scanners.Get().(*scanner)
 	s.data, s.pos, s.members, s.inSet, s.work = data, 0, 0, 0, work{}
-	if s.serial > 1<<31 {
+	clear(s.open[:])
+	if s.serial > maxSerial-MaxMembers-1 {
 		clear(s.set)
 		s.serial = 0
 	}
-	s.first = s.serial + 1
 	return s
 }
 
@@ -303,7 +308,7 @@ func (s *scanner) next(closing byte) (bool, error) {
 
 // object checks an object whose members are not read.
 func (s *scanner) object(depth int) error {
-	o, more, err := s.open(depth)
+	o, more, err := s.enter(depth)
 	for more && err == nil {
 		if _, err = s.key(&o); err != nil {
 			break
@@ -311,19 +316,21 @@ func (s *scanner) object(depth int) error {
 		if err = s.value(depth); err != nil {
 			break
 		}
-		more, err = s.next('}')
+		if more, err = s.next('}'); !more && err == nil {
+			s.leave(&o)
+		}
 	}
 	return err
 }
 
 // obj is the state of an object being scanned.
 type obj struct {
-	serial uint32
-	keys   int
+	tag  uint32
+	keys int
 }
 
-// open moves past '{' and reports whether the object has members.
-func (s *scanner) open(depth int) (obj, bool, error) {
+// enter moves past '{' and reports whether the object has members.
+func (s *scanner) enter(depth int) (obj, bool, error) {
 	if depth > MaxDepth {
 		return obj{}, false, invalid(nil, "nesting deeper than %d", MaxDepth)
 	}
@@ -334,7 +341,19 @@ func (s *scanner) open(depth int) (obj, bool, error) {
 		return obj{}, false, nil
 	}
 	s.serial++
-	return obj{serial: s.serial}, true, nil
+	s.open[depth] = s.serial
+	return obj{tag: s.serial<<8 | uint32(depth)}, true, nil
+}
+
+// leave ends an object with members: its keys leave the set.
+func (s *scanner) leave(o *obj) {
+	s.open[o.tag&0xff] = 0
+	s.inSet -= o.keys
+}
+
+// live reports whether sl holds a key of an object still open.
+func (s *scanner) live(sl slot) bool {
+	return sl.tag != 0 && s.open[sl.tag&0xff] == sl.tag>>8
 }
 
 // member is a key just read: its raw bytes (quotes included), decoded and folded forms. The
@@ -373,7 +392,7 @@ func (s *scanner) key(o *obj) (member, error) {
 	}
 	s.fold = appendFolded(s.fold[:0], m.decoded, ascii && !escaped)
 	m.folded = s.fold
-	if err := s.remember(o.serial, maphash.Bytes(seed, m.folded), off, m.folded); err != nil {
+	if err := s.remember(o.tag, maphash.Bytes(seed, m.folded), off, m.folded); err != nil {
 		return member{}, err
 	}
 	s.ws()
@@ -385,45 +404,60 @@ func (s *scanner) key(o *obj) (member, error) {
 	return m, nil
 }
 
-// remember adds a folded key of object serial to the set, refusing it when the object already
-// has a key that folds to the same bytes.
-func (s *scanner) remember(serial uint32, h uint64, off int, folded []byte) error {
+// remember adds a folded key of the object tagged tag to the set, refusing it when the object
+// already has a key that folds to the same bytes.
+func (s *scanner) remember(tag uint32, h uint64, off int, folded []byte) error {
 	if (s.inSet+1)*2 > len(s.set) {
 		s.grow()
 	}
 	mask := len(s.set) - 1
-	for i := slotIndex(h, serial) & mask; ; i = (i + 1) & mask {
+	for i := slotIndex(h, tag) & mask; ; i = (i + 1) & mask {
 		s.work.Probes++
 		sl := &s.set[i]
-		if sl.serial < s.first {
-			*sl = slot{hash: h, serial: serial, key: uint32(off)}
+		if !s.live(*sl) {
+			*sl = slot{hash: h, tag: tag, key: uint32(off)}
 			s.inSet++
 			return nil
 		}
-		if sl.hash == h && sl.serial == serial && s.sameKey(int(sl.key), folded) {
+		if sl.hash == h && sl.tag == tag && s.sameKey(int(sl.key), folded) {
 			return invalid(nil, "duplicate or case-variant key %s", s.data[off:s.pos])
 		}
 	}
 }
 
-func slotIndex(h uint64, serial uint32) int {
-	return int(h ^ uint64(serial)*0x9e3779b97f4a7c15)
+func slotIndex(h uint64, tag uint32) int {
+	return int(h ^ uint64(tag)*0x9e3779b97f4a7c15)
 }
 
-// grow doubles the set, moving this scan's slots; amortized, each key moves a constant number
-// of times.
+// grow doubles the set, moving the live slots outer objects first. Linear probing stays exact
+// with closed objects' slots counted free because every slot on the probe path of a live key
+// belongs to its own object or an enclosing one, which close after it; moving outer keys first
+// keeps that true. Amortized, each key moves a constant number of times.
 func (s *scanner) grow() {
 	old := s.set
+	var at [MaxDepth + 2]int // counting sort by depth: where each depth's slots start
+	for _, sl := range old {
+		if s.live(sl) {
+			at[sl.tag&0xff+1]++
+		}
+	}
+	for d := 1; d < len(at); d++ {
+		at[d] += at[d-1]
+	}
+	moving := make([]slot, at[len(at)-1])
+	for _, sl := range old {
+		if s.live(sl) {
+			moving[at[sl.tag&0xff]] = sl
+			at[sl.tag&0xff]++
+		}
+	}
 	n := max(64, 2*len(old))
 	s.set = make([]slot, n)
 	mask := n - 1
-	for _, sl := range old {
-		if sl.serial < s.first {
-			continue
-		}
-		for i := slotIndex(sl.hash, sl.serial) & mask; ; i = (i + 1) & mask {
+	for _, sl := range moving {
+		for i := slotIndex(sl.hash, sl.tag) & mask; ; i = (i + 1) & mask {
 			s.work.Probes++
-			if s.set[i].serial == 0 {
+			if s.set[i].tag == 0 {
 				s.set[i] = sl
 				break
 			}
@@ -519,21 +553,31 @@ func appendUnquoted(dst, b []byte) []byte {
 // decodeU decodes the \uXXXX escape at the start of b (with its low surrogate when it starts a
 // pair) and returns the rune and the bytes consumed.
 func decodeU(b []byte) (rune, int) {
-	hex := func(p []byte) (rune, bool) {
-		if len(p) < 6 || p[0] != '\\' || p[1] != 'u' || !isHex4(p[2:6]) {
-			return 0, false
-		}
-		v, err := strconv.ParseUint(string(p[2:6]), 16, 16)
-		return rune(v), err == nil
-	}
-	r, _ := hex(b)
+	r := hex4(b[2:6])
 	if utf16.IsSurrogate(r) {
-		if r2, ok := hex(b[6:]); ok {
-			if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+		if len(b) >= 12 && b[6] == '\\' && b[7] == 'u' && isHex4(b[8:12]) {
+			if dec := utf16.DecodeRune(r, hex4(b[8:12])); dec != utf8.RuneError {
 				return dec, 12
 			}
 		}
 		return utf8.RuneError, 6
 	}
 	return r, 6
+}
+
+// hex4 decodes four hex digits isHex4 accepted.
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c <= '9':
+			c -= '0'
+		case c >= 'a':
+			c -= 'a' - 10
+		default:
+			c -= 'A' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
