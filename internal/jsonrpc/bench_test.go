@@ -44,3 +44,15 @@ func BenchmarkSlowShapes(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPeek is the routing entry point on a typical upstream result (about 48 KiB of text).
+func BenchmarkPeek(b *testing.B) {
+	msg := []byte(`{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"` + strings.Repeat("lorem ipsum ", 4096) + `"}],"structuredContent":{"a":[1,2,3],"b":{"c":true}}}}`)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := jsonrpc.Peek(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

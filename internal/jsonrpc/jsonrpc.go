@@ -119,9 +119,17 @@ func Parse(body []byte, allowBatch bool) ([]*Message, bool, error) {
 	if !allowBatch {
 		noBatch = "batches are not allowed in this protocol revision"
 	}
-	msgs, batch, err := scanBody(body, true, noBatch, nil)
+	one, msgs, batch, err := scanBody(body, true, noBatch, nil)
 	if err != nil {
 		return nil, batch, err
+	}
+	if !batch {
+		single := &struct { // one allocation for the message and the slice
+			m Message
+			p [1]*Message
+		}{m: one}
+		single.p[0] = &single.m
+		return single.p[:], false, nil
 	}
 	out := make([]*Message, len(msgs))
 	for i := range msgs {
@@ -142,19 +150,22 @@ func ParseMessage(body []byte) (*Message, error) {
 // Peek is the routing entry point for exactly one message an upstream sent. Errors wrap
 // ErrInvalidMessage and an *Error.
 func Peek(raw []byte) (Message, error) {
-	msgs, _, err := scanBody(raw, false, "a batch where one message is expected", nil)
+	m, _, _, err := scanBody(raw, false, "a batch where one message is expected", nil)
 	if err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
-	return msgs[0], nil
+	return m, nil
 }
 
 // Split is the routing entry point for one message or a batch an upstream sent; the Raw of a
 // batch element is its own slice of raw. Errors wrap ErrInvalidMessage and an *Error.
 func Split(raw []byte) ([]Message, error) {
-	msgs, _, err := scanBody(raw, false, "", nil)
+	one, msgs, batch, err := scanBody(raw, false, "", nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
+	}
+	if !batch {
+		return []Message{one}, nil
 	}
 	return msgs, nil
 }

@@ -368,10 +368,11 @@ func (s *scanner) keyAt(off int) string {
 // whose message breaks the edge's rules fails with the first such message once the body is
 // known to be JSON (a parse error wins, as JSON-RPC asks). noBatch, when set, refuses a batch
 // with that message.
+// A batch's messages are in msgs; a single message is one, so reading it allocates nothing.
 // When w is not nil it receives the scan's count of work.
-func scanBody(body []byte, strict bool, noBatch string, w *work) (msgs []Message, batch bool, err error) {
+func scanBody(body []byte, strict bool, noBatch string, w *work) (one Message, msgs []Message, batch bool, err error) {
 	if uint64(len(body)) > math.MaxUint32 {
-		return nil, false, invalid(nil, "a message of more than 4 GiB")
+		return Message{}, nil, false, invalid(nil, "a message of more than 4 GiB")
 	}
 	s := getScanner(body)
 	defer putScanner(s)
@@ -381,7 +382,7 @@ func scanBody(body []byte, strict bool, noBatch string, w *work) (msgs []Message
 	var later *Error
 	s.ws()
 	if s.pos == len(body) {
-		return nil, false, parseErr("empty body")
+		return Message{}, nil, false, parseErr("empty body")
 	}
 	if body[s.pos] == '[' {
 		batch = true
@@ -399,11 +400,11 @@ func scanBody(body []byte, strict bool, noBatch string, w *work) (msgs []Message
 			for n, more := 0, true; more; n++ {
 				s.ws()
 				if n == MaxBatch {
-					return nil, true, invalid(nil, "a batch of more than %d messages", MaxBatch)
+					return Message{}, nil, true, invalid(nil, "a batch of more than %d messages", MaxBatch)
 				}
 				m, bad, err := s.one(2, strict)
 				if err != nil {
-					return nil, true, err
+					return Message{}, nil, true, err
 				}
 				switch {
 				case later == nil && bad != nil:
@@ -412,24 +413,23 @@ func scanBody(body []byte, strict bool, noBatch string, w *work) (msgs []Message
 					msgs = append(msgs, m)
 				}
 				if more, err = s.next(']'); err != nil {
-					return nil, true, err
+					return Message{}, nil, true, err
 				}
 			}
 		}
 	} else {
-		m, bad, err := s.one(1, strict)
-		if err != nil {
-			return nil, false, err
+		var bad *Error
+		if one, bad, err = s.one(1, strict); err != nil {
+			return Message{}, nil, false, err
 		}
 		later = bad
-		msgs = []Message{m}
 	}
 	s.ws()
 	if s.pos != len(body) {
-		return nil, batch, parseErr("invalid JSON: trailing data after the message at offset %d", s.pos)
+		return Message{}, nil, batch, parseErr("invalid JSON: trailing data after the message at offset %d", s.pos)
 	}
 	if later != nil {
-		return nil, batch, later
+		return Message{}, nil, batch, later
 	}
-	return msgs, batch, nil
+	return one, msgs, batch, nil
 }
