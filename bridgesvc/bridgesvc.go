@@ -22,6 +22,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
@@ -270,11 +271,11 @@ func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit fun
 	if n := len(r.GetMessage()); n > s.cfg.MaxMessageBytes {
 		return connectError(fmt.Errorf("%w: the message is %d bytes, over the %d-byte limit", ErrMessageTooLarge, n, s.cfg.MaxMessageBytes))
 	}
-	m, err := upstream.Peek(r.GetMessage())
+	m, err := jsonrpc.Peek(r.GetMessage())
 	if err != nil {
 		return connectError(err)
 	}
-	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || upstream.IDKey(id) != upstream.IDKey(m.ID)) {
+	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || jsonrpc.IDKey(id) != jsonrpc.IDKey(m.ID)) {
 		return connectError(fmt.Errorf("%w: request_id does not match the message's id", ErrInvalidArgument))
 	}
 	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant()})

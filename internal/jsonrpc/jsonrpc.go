@@ -1,17 +1,27 @@
-// Package jsonrpc parses the JSON-RPC 2.0 envelope of MCP messages once, at the edge, strictly:
-// valid UTF-8, valid JSON, bounded depth, no duplicate or case-variant keys in any object, exact
-// (case-sensitive) member names. It never re-encodes: the bytes it judged are the bytes that
-// are forwarded.
+// Package jsonrpc is the gateway's one JSON-RPC 2.0 codec, used at both edges. It scans a
+// message once, left to right, and never re-encodes it: the bytes it judged are the bytes
+// forwarded.
+//
+// Parse is the strict entry point, for what hosts send: valid UTF-8 and JSON, bounded depth
+// and counts, no two keys of one object that fold to the same key, only the six JSON-RPC
+// members at the top level, ids that are strings or integers, and the params the gateway
+// decides on (a tool's name, a resource's URI) present and bounded.
+//
+// Peek and Split are the routing entry point, for what upstreams send: the same scanner,
+// limits and duplicate-key rule, but unknown top-level members are tolerated and ids may be
+// any number or null; they read what the bridge routes on (kind, id, method, error flag,
+// progress token, params._meta, an initialize result's protocolVersion).
+//
+// In both, a member the codec reads that is present only as a case variant ("METHOD", or
+// "paramſ" with a long s) is refused, as is any object with two keys that fold alike: a peer
+// decoding with encoding/json matches names case-insensitively, and the gateway must never
+// judge or route on a member other than the one such a peer would read.
 package jsonrpc
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 )
 
 // JSON-RPC 2.0 error codes.
@@ -22,9 +32,6 @@ const (
 	CodeInvalidParams  = -32602
 	CodeInternalError  = -32603
 )
-
-// MaxDepth bounds the nesting of objects and arrays in a message.
-const MaxDepth = 64
 
 // Kind says what a message is.
 type Kind int
@@ -48,22 +55,40 @@ func (k Kind) String() string {
 	return "invalid"
 }
 
-// Message is one parsed JSON-RPC message. Raw is exactly the bytes received.
+// Message is one JSON-RPC message as either edge reads it. Raw is exactly the bytes received;
+// the other byte slices alias it.
 type Message struct {
 	Raw    []byte
 	Kind   Kind
 	Method string
-	// ID is the raw JSON id (a string or a number), nil for notifications.
+	// ID is the raw JSON id (a string or a number; "null" in an upstream's error response to
+	// an unreadable request), nil for notifications. IDKey turns it into a map key.
 	ID json.RawMessage
 	// Params is the raw params member, nil when absent.
 	Params json.RawMessage
-	// Name is params.name for tools/call and prompts/get, params.uri for resources/read.
+	// Name is params.name of tools/call and prompts/get, params.uri of resources/read.
 	Name string
-	// Arguments is params.arguments, raw, for tools/call and prompts/get.
+	// Arguments is params.arguments, raw, of tools/call and prompts/get.
 	Arguments json.RawMessage
-	// ProtocolVersion is params.protocolVersion of an initialize request.
+	// ProtocolVersion is params.protocolVersion of an initialize request, or
+	// result.protocolVersion of a response (an initialize result).
 	ProtocolVersion string
+	// IsError is set on an error response.
+	IsError bool
+	// ProgressToken is params._meta.progressToken of a request, or params.progressToken of
+	// a notifications/progress, raw; nil when absent.
+	ProgressToken json.RawMessage
+	// Meta is params._meta of a request or notification, raw; nil when absent.
+	Meta json.RawMessage
 }
+
+// IsResponseTo reports whether m is the response to the request with the given raw id.
+func (m *Message) IsResponseTo(id []byte) bool {
+	return m.Kind == KindResponse && id != nil && IDKey(m.ID) == IDKey(id)
+}
+
+// ErrInvalidMessage is wrapped by every error of the routing entry point (Peek, Split).
+var ErrInvalidMessage = errors.New("invalid JSON-RPC message")
 
 // Error is a parse or validation failure with the JSON-RPC code to answer it with.
 type Error struct {
@@ -83,45 +108,37 @@ func invalid(id json.RawMessage, format string, args ...any) *Error {
 	return &Error{Code: CodeInvalidRequest, Message: fmt.Sprintf(format, args...), ID: id}
 }
 
-// Parse parses a body holding one message or, when batch is true, possibly a batch (a JSON
-// array of messages). It returns the messages and whether the body was a batch.
+// MaxName bounds a tool or prompt name, or a resource URI, at the strict edge.
+const MaxName = 1024
+
+// Parse is the strict entry point: it parses a body a host sent, holding one message or, when
+// allowBatch is true, possibly a batch (a JSON array of messages). It returns the messages
+// and whether the body was a batch. Errors are *Error.
 func Parse(body []byte, allowBatch bool) ([]*Message, bool, error) {
-	if !utf8.Valid(body) {
-		return nil, false, parseErr("body is not valid UTF-8")
+	noBatch := ""
+	if !allowBatch {
+		noBatch = "batches are not allowed in this protocol revision"
 	}
-	if err := validate(body); err != nil {
-		return nil, false, err
-	}
-	trimmed := bytes.TrimSpace(body)
-	if trimmed[0] == '[' {
-		if !allowBatch {
-			return nil, true, invalid(nil, "batches are not allowed in this protocol revision")
-		}
-		var msgs []*Message
-		err := eachElement(trimmed, func(raw []byte) error {
-			m, err := parseOne(raw)
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, m)
-			return nil
-		})
-		if err != nil {
-			return nil, true, err
-		}
-		if len(msgs) == 0 {
-			return nil, true, invalid(nil, "empty batch")
-		}
-		return msgs, true, nil
-	}
-	m, err := parseOne(trimmed)
+	one, msgs, batch, err := scanBody(body, true, noBatch, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, batch, err
 	}
-	return []*Message{m}, false, nil
+	if !batch {
+		single := &struct { // one allocation for the message and the slice
+			m Message
+			p [1]*Message
+		}{m: one}
+		single.p[0] = &single.m
+		return single.p[:], false, nil
+	}
+	out := make([]*Message, len(msgs))
+	for i := range msgs {
+		out[i] = &msgs[i]
+	}
+	return out, batch, nil
 }
 
-// ParseMessage parses exactly one message (no batch).
+// ParseMessage parses exactly one message (no batch) by the strict rules.
 func ParseMessage(body []byte) (*Message, error) {
 	msgs, _, err := Parse(body, false)
 	if err != nil {
@@ -130,169 +147,45 @@ func ParseMessage(body []byte) (*Message, error) {
 	return msgs[0], nil
 }
 
-// foldKey maps every key that encoding/json (and so many an upstream) would match
-// case-insensitively to one value: each rune becomes the smallest rune of its Unicode
-// simple-folding orbit, so "K", "k" and the Kelvin sign agree, as do "s" and "ſ".
-func foldKey(k string) string {
-	ascii := true
-	for i := 0; i < len(k); i++ {
-		if k[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return strings.ToUpper(k) // an ASCII letter's orbit starts at its upper case
-	}
-	var b strings.Builder
-	b.Grow(len(k))
-	for _, r := range k {
-		least := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			least = min(least, f)
-		}
-		b.WriteRune(least)
-	}
-	return b.String()
-}
-
-// MaxName bounds a tool or prompt name, or a resource URI.
-const MaxName = 1024
-
-func parseOne(raw json.RawMessage) (*Message, error) {
-	if len(raw) == 0 || raw[0] != '{' {
-		return nil, invalid(nil, "a JSON-RPC message must be an object")
-	}
-	m := &Message{Raw: raw}
-	var version, method, result, rpcErr []byte
-	var unknown string
-	_ = eachMember(raw, func(key string, val []byte) error {
-		switch key {
-		case "jsonrpc":
-			version = val
-		case "id":
-			m.ID = val
-		case "method":
-			method = val
-		case "params":
-			m.Params = val
-		case "result":
-			result = val
-		case "error":
-			rpcErr = val
-		default:
-			if unknown == "" {
-				unknown = key
-			}
-		}
-		return nil
-	})
-	if m.ID != nil {
-		if err := checkID(m.ID); err != nil {
-			return nil, err
-		}
-	}
-	if unknown != "" {
-		return nil, invalid(m.ID, "unknown member %q: a JSON-RPC message has only jsonrpc, id, method, params, result and error", unknown)
-	}
-	if v, ok := stringValue(version); !ok || v != "2.0" {
-		return nil, invalid(m.ID, `"jsonrpc" must be "2.0"`)
-	}
-	switch {
-	case method != nil:
-		if result != nil || rpcErr != nil {
-			return nil, invalid(m.ID, "a message cannot have both method and result or error")
-		}
-		name, ok := stringValue(method)
-		if !ok || name == "" {
-			return nil, invalid(m.ID, `"method" must be a non-empty string`)
-		}
-		m.Method = name
-		if m.ID != nil {
-			m.Kind = KindRequest
-		} else {
-			m.Kind = KindNotification
-		}
-	case (result != nil) != (rpcErr != nil):
-		if m.ID == nil {
-			return nil, invalid(nil, "a response needs an id")
-		}
-		m.Kind = KindResponse
-	default:
-		return nil, invalid(m.ID, "not a request, notification or response")
-	}
-	if m.Params != nil && m.Params[0] != '{' && m.Params[0] != '[' {
-		return nil, invalid(m.ID, `"params" must be an object or an array`)
-	}
-	if m.Kind == KindRequest {
-		if err := m.readParams(); err != nil {
-			return nil, err
-		}
+// Peek is the routing entry point for exactly one message an upstream sent. Errors wrap
+// ErrInvalidMessage and an *Error.
+func Peek(raw []byte) (Message, error) {
+	m, _, _, err := scanBody(raw, false, "a batch where one message is expected", nil)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
 	return m, nil
 }
 
-// checkID accepts a string or an integer; MCP forbids null ids.
-func checkID(id json.RawMessage) error {
-	if len(id) == 0 {
-		return invalid(nil, "empty id")
+// Split is the routing entry point for one message or a batch an upstream sent; the Raw of a
+// batch element is its own slice of raw. Errors wrap ErrInvalidMessage and an *Error.
+func Split(raw []byte) ([]Message, error) {
+	one, msgs, batch, err := scanBody(raw, false, "", nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
-	switch id[0] {
-	case '"':
-		return nil
-	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		if bytes.ContainsAny(id, ".eE") {
-			return invalid(nil, "id must be a string or an integer")
-		}
-		return nil
+	if !batch {
+		return []Message{one}, nil
 	}
-	return invalid(nil, "id must be a string or an integer")
+	return msgs, nil
 }
 
-func (m *Message) readParams() error {
-	switch m.Method {
-	case "tools/call", "prompts/get", "resources/read", "initialize":
-	default:
-		return nil
+// IDKey turns a raw JSON id or progress token into a map key: a string and a number with the
+// same text stay distinct (a string's key keeps its quotes, a number's text has none), and
+// escaped and unescaped spellings of one string agree. Numbers keep their text: a peer echoes
+// an id as it was written. Bytes that are no JSON string are their own key.
+func IDKey(raw []byte) string {
+	if len(raw) < 2 || raw[0] != '"' {
+		return string(raw)
 	}
-	if len(m.Params) == 0 || m.Params[0] != '{' {
-		return &Error{Code: CodeInvalidParams, Message: m.Method + " needs params", ID: m.ID}
+	t := scanner{data: raw}
+	escaped, _, err := t.str()
+	if err != nil || t.pos != len(raw) || !escaped {
+		return string(raw)
 	}
-	key := "name"
-	switch m.Method {
-	case "resources/read":
-		key = "uri"
-	case "initialize":
-		key = "protocolVersion"
-	}
-	var v, args []byte
-	_ = eachMember(m.Params, func(k string, val []byte) error {
-		switch k {
-		case key:
-			v = val
-		case "arguments":
-			args = val
-		}
-		return nil
-	})
-	s, ok := stringValue(v)
-	if !ok || s == "" {
-		return &Error{Code: CodeInvalidParams, Message: fmt.Sprintf("%s needs params.%s, a non-empty string", m.Method, key), ID: m.ID}
-	}
-	if m.Method == "initialize" {
-		m.ProtocolVersion = s
-		return nil
-	}
-	if len(s) > MaxName {
-		return &Error{Code: CodeInvalidParams, Message: fmt.Sprintf("params.%s is longer than %d bytes", key, MaxName), ID: m.ID}
-	}
-	m.Name = s
-	m.Arguments = args
-	return nil
+	key := append(make([]byte, 0, len(raw)), '"')
+	return string(append(appendUnquoted(key, raw[1:len(raw)-1]), '"'))
 }
-
-// IDKey is a map key for a raw id: string and number ids with the same text stay distinct.
-func IDKey(id json.RawMessage) string { return string(id) }
 
 // ErrorResponse encodes a JSON-RPC error response answering id (null when id is nil).
 func ErrorResponse(id json.RawMessage, code int, message string) []byte {

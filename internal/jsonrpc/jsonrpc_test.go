@@ -1,6 +1,7 @@
 package jsonrpc_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -18,6 +19,8 @@ func TestParse(t *testing.T) {
 		kind   jsonrpc.Kind
 		method string
 		tool   string
+		// message, when set, is the error message expected
+		message string
 	}{
 		{name: "tools/call", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`, kind: jsonrpc.KindRequest, method: "tools/call", tool: "echo"},
 		{name: "string id", body: `{"jsonrpc":"2.0","id":"a","method":"ping"}`, kind: jsonrpc.KindRequest, method: "ping"},
@@ -52,6 +55,25 @@ func TestParse(t *testing.T) {
 		{name: "empty batch", body: `[]`, batch: true, code: jsonrpc.CodeInvalidRequest},
 		{name: "array body not message", body: `[1]`, batch: true, code: jsonrpc.CodeInvalidRequest},
 		{name: "scalar body", body: `1`, code: jsonrpc.CodeInvalidRequest},
+		{name: "case-variant method after method", body: `{"jsonrpc":"2.0","method":"a","METHOD":"b"}`, code: jsonrpc.CodeInvalidRequest},
+		{name: "escaped duplicate key", body: `{"jsonrpc":"2.0","id":1,"method":"ping","\u006dethod":"tools/call"}`, code: jsonrpc.CodeInvalidRequest},
+		{name: "long-s duplicate deep in arguments", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[{"s":1,"ſ":2}]}}}`, code: jsonrpc.CodeInvalidRequest},
+		{name: "lone case-variant name", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"a"}}`, code: jsonrpc.CodeInvalidParams},
+		{name: "lone case-variant arguments", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","ARGUMENTS":{}}}`, code: jsonrpc.CodeInvalidParams},
+		{name: "lone case-variant uri", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"URI":"file:///a"}}`, code: jsonrpc.CodeInvalidParams},
+		{name: "variant of an unread params member", body: `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"Name":"a"}}`, kind: jsonrpc.KindRequest, method: "tools/list"},
+		{name: "escaped name", body: `{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"n\u0061me":"\u0065cho"}}`, kind: jsonrpc.KindRequest, method: "tools/call", tool: "echo"},
+		{name: "resources/read uri", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}`, kind: jsonrpc.KindRequest, method: "resources/read", tool: "file:///a"},
+		{name: "keys at the object bound", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + keysObject(jsonrpc.MaxObjectKeys) + `}}`, kind: jsonrpc.KindRequest, method: "tools/call", tool: "a"},
+		{name: "keys over the object bound", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + keysObject(jsonrpc.MaxObjectKeys+1) + `}}`, code: jsonrpc.CodeInvalidRequest, message: "an object with more than 4096 members"},
+		{name: "members over the message bound", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[` + strings.TrimSuffix(strings.Repeat(keysObject(jsonrpc.MaxObjectKeys)+",", jsonrpc.MaxMembers/jsonrpc.MaxObjectKeys), ",") + `]}}}`, code: jsonrpc.CodeInvalidRequest, message: "more than 131072 object members in one message"},
+		{name: "batch at the bound", body: batch(jsonrpc.MaxBatch), batch: true, kind: jsonrpc.KindRequest, method: "ping"},
+		{name: "batch over the bound", body: batch(jsonrpc.MaxBatch + 1), batch: true, code: jsonrpc.CodeInvalidRequest, message: "a batch of more than 1024 messages"},
+		{name: "batch with a bad message then bad JSON", body: `[{"jsonrpc":"1.0","id":1,"method":"ping"},{"jsonrpc":]`, batch: true, code: jsonrpc.CodeParseError},
+		{name: "batch not allowed wins over a bad message", body: `[{"jsonrpc":"1.0","id":1,"method":"ping"}]`, code: jsonrpc.CodeInvalidRequest, message: "batches are not allowed in this protocol revision"},
+		{name: "bad message then trailing data", body: `{"jsonrpc":"1.0","id":1,"method":"ping"} x`, code: jsonrpc.CodeParseError},
+		{name: "invalid utf8 in a key", body: "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"\xc3\x28\":1}}", code: jsonrpc.CodeParseError},
+		{name: "utf8 surrogate half", body: "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"a\":\"\xed\xa0\x80\"}}", code: jsonrpc.CodeParseError},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,6 +85,9 @@ func TestParse(t *testing.T) {
 				}
 				if got := jsonrpc.AsError(err).Code; got != tc.code {
 					t.Fatalf("code = %d (%v), want %d", got, err, tc.code)
+				}
+				if tc.message != "" && err.Error() != tc.message {
+					t.Fatalf("error %q, want %q", err, tc.message)
 				}
 				return
 			}
@@ -77,27 +102,30 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
-	for _, s := range []string{
-		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`,
-		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"x"}]`,
-		`{"jsonrpc":"2.0","id":"x","result":{"a":[1,2,{"b":null}]}}`,
-		`{"a":1,"A":2}`,
-	} {
-		f.Add([]byte(s))
+// keysObject returns a JSON object of n distinct members.
+func keysObject(n int) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"k%d":%d`, i, i)
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		msgs, _, err := jsonrpc.Parse(body, true)
-		if err != nil {
-			if jsonrpc.AsError(err).Code == 0 {
-				t.Fatalf("error without a code: %v", err)
-			}
-			return
+	b.WriteByte('}')
+	return b.String()
+}
+
+// batch returns a batch of n pings.
+func batch(n int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
 		}
-		for _, m := range msgs {
-			if m.Kind == 0 {
-				t.Fatalf("message without a kind")
-			}
-		}
-	})
+		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i)
+	}
+	b.WriteByte(']')
+	return b.String()
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
 // callQueue bounds the messages waiting for one Send stream; the reader waits for room (or
@@ -164,7 +165,7 @@ func (c *Child) Send(ctx context.Context, m upstream.Message, emit upstream.Emit
 	if m.Kind != upstream.KindRequest {
 		return c.enqueue(ctx, line)
 	}
-	cl := &call{key: upstream.IDKey(m.ID), msgs: make(chan upstream.Message, callQueue), gone: make(chan struct{})}
+	cl := &call{key: jsonrpc.IDKey(m.ID), msgs: make(chan upstream.Message, callQueue), gone: make(chan struct{})}
 	c.mu.Lock()
 	select {
 	case <-c.done:
@@ -180,7 +181,7 @@ func (c *Child) Send(ctx context.Context, m upstream.Message, emit upstream.Emit
 	cl.seq = c.seq
 	c.calls[cl.key] = cl
 	if m.ProgressToken != nil {
-		tok := upstream.IDKey(m.ProgressToken)
+		tok := jsonrpc.IDKey(m.ProgressToken)
 		if _, taken := c.progress[tok]; !taken {
 			cl.token = tok
 			c.progress[tok] = cl
@@ -343,7 +344,7 @@ func (c *Child) route(m upstream.Message) {
 	var target *call
 	switch {
 	case m.Kind == upstream.KindResponse:
-		key := upstream.IDKey(m.ID)
+		key := jsonrpc.IDKey(m.ID)
 		if cl := c.calls[key]; cl != nil {
 			target = cl
 			delete(c.calls, key)
@@ -356,8 +357,8 @@ func (c *Child) route(m upstream.Message) {
 			c.log.Warn("upstream response matches no request in flight; dropped", "id", string(m.ID))
 			return
 		}
-	case m.ProgressToken != nil && c.progress[upstream.IDKey(m.ProgressToken)] != nil:
-		target = c.progress[upstream.IDKey(m.ProgressToken)]
+	case m.ProgressToken != nil && c.progress[jsonrpc.IDKey(m.ProgressToken)] != nil:
+		target = c.progress[jsonrpc.IDKey(m.ProgressToken)]
 	default:
 		for _, cl := range c.calls {
 			if target == nil || cl.seq < target.seq {
@@ -409,7 +410,7 @@ func (c *Child) readStdout() {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		msgs, err := upstream.Split(line)
+		msgs, err := jsonrpc.Split(line)
 		if err != nil {
 			c.log.Warn("upstream wrote a line that is not JSON-RPC on stdout; skipped", "err", err, "line", preview(line))
 			continue

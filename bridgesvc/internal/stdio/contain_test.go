@@ -23,6 +23,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio/stdiotest"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
 // envTag marks every process a test starts (children and their descendants inherit it), so
@@ -355,7 +356,7 @@ func runOwner(dir string) {
 		fail(err)
 	}
 	var gc string
-	m, err := upstream.Peek([]byte(toolCall(1, "setsid", "")))
+	m, err := jsonrpc.Peek([]byte(toolCall(1, "setsid", "")))
 	if err != nil {
 		fail(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio/stdiotest"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
 func TestMain(m *testing.M) {
@@ -71,7 +72,7 @@ func start(t *testing.T, s *stdio.Supervisor, mode string) *stdio.Child {
 
 func peek(t *testing.T, s string) upstream.Message {
 	t.Helper()
-	m, err := upstream.Peek([]byte(s))
+	m, err := jsonrpc.Peek([]byte(s))
 	if err != nil {
 		t.Fatalf("Peek(%s): %v", s, err)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/sse"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
 const (
@@ -366,7 +367,7 @@ func (c *Conn) readJSON(resp *http.Response, req *upstream.Message, emit upstrea
 	if len(body) > max {
 		return fmt.Errorf("%w: the upstream's response exceeds the %d-byte limit", upstream.ErrTooLarge, max)
 	}
-	msgs, err := upstream.Split(body)
+	msgs, err := jsonrpc.Split(body)
 	if err != nil {
 		return withReason(fmt.Errorf("%w: %v", upstream.ErrProtocol, err), "the upstream's response is not JSON-RPC")
 	}
@@ -398,7 +399,7 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 				continue
 			}
 			resumes = 0
-			msgs, perr := upstream.Split(ev.Data)
+			msgs, perr := jsonrpc.Split(ev.Data)
 			if perr != nil {
 				c.log.Warn("upstream event is not JSON-RPC; skipped", "err", perr)
 				continue
@@ -591,7 +592,7 @@ func (c *Conn) pump(r *sse.Reader, emit upstream.Emit) (bool, error) {
 		if ev.Type != "message" || len(bytes.TrimSpace(ev.Data)) == 0 {
 			continue
 		}
-		msgs, perr := upstream.Split(ev.Data)
+		msgs, perr := jsonrpc.Split(ev.Data)
 		if perr != nil {
 			c.log.Warn("upstream event is not JSON-RPC; skipped", "err", perr)
 			continue

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/streamable"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
 // fake is a scripted Streamable HTTP server. tools/call params.name picks the behaviour.
@@ -59,7 +60,7 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
-	m, err := upstream.Peek(body)
+	m, err := jsonrpc.Peek(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -206,7 +207,7 @@ func newConn(t *testing.T, f *fake) (*streamable.Conn, *streamable.Client) {
 
 func send(t *testing.T, ctx context.Context, c *streamable.Conn, raw string) ([]upstream.Message, error) {
 	t.Helper()
-	m, err := upstream.Peek([]byte(raw))
+	m, err := jsonrpc.Peek([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}

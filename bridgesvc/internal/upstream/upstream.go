@@ -1,17 +1,33 @@
-// Package upstream holds what every upstream transport of the bridge shares: the routing view of
-// a JSON-RPC message (Peek), the Conn contract a transport implements, and the errors a
-// transport reports. Messages stay raw bytes; only the members needed to route them are read.
+// Package upstream holds what every upstream transport of the bridge shares: the Conn contract
+// a transport implements and the errors a transport reports. Messages stay raw bytes, read once
+// per hop by the gateway's one JSON-RPC codec (internal/jsonrpc's routing entry point, Peek and
+// Split); only the members needed to route them are read.
 package upstream
 
 import (
 	"context"
 	"errors"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
+)
+
+// Message is the routing view of one JSON-RPC message, as jsonrpc.Peek and jsonrpc.Split read it.
+type Message = jsonrpc.Message
+
+// Kind says what a JSON-RPC message is.
+type Kind = jsonrpc.Kind
+
+// The kinds of JSON-RPC message.
+const (
+	KindRequest      = jsonrpc.KindRequest
+	KindNotification = jsonrpc.KindNotification
+	KindResponse     = jsonrpc.KindResponse
 )
 
 // Errors a transport reports; the bridge maps each to a Connect code in one table.
 var (
 	// ErrInvalidMessage: bytes that are not one JSON-RPC message (or a batch of them).
-	ErrInvalidMessage = errors.New("invalid JSON-RPC message")
+	ErrInvalidMessage = jsonrpc.ErrInvalidMessage
 	// ErrTooLarge: a message or line over the configured size limit.
 	ErrTooLarge = errors.New("message too large")
 	// ErrSpawn: a stdio command that could not be started.
