@@ -40,7 +40,7 @@ func TestScan(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			st, torn, err := scan(bytes.NewReader(tt.data))
+			st, torn, err := scan(bytes.NewReader(tt.data), nil)
 			var ce *ChainError
 			if tt.wantErr != 0 {
 				if !errors.As(err, &ce) || ce.Seq != tt.wantErr {
@@ -67,7 +67,7 @@ func FuzzScan(f *testing.F) {
 	f.Add(bytes.Replace(valid, []byte(`"a":1`), []byte(`"a":2`), 1))
 	f.Add([]byte("{\"seq\":1,\"prev\":\"\",\"record\":{},\"hash\":\"\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st, torn, err := scan(bytes.NewReader(data))
+		st, torn, err := scan(bytes.NewReader(data), nil)
 		if err != nil {
 			return
 		}
