@@ -291,19 +291,23 @@ func (l *chainLog) run() {
 // restart. It returns buf for reuse.
 func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 	fail := func(err error) {
+		// Count and log the loss before any waiter (a Sync among them) learns of the failure.
 		var lost []string
 		for _, p := range batch {
-			p.err = err
 			if p.deferred {
 				lost = append(lost, p.callID)
-			} else {
-				close(p.done)
 			}
 		}
 		if len(lost) > 0 {
 			l.lostDeferred.Add(uint64(len(lost)))
 			l.logger.Error("deferred audit records lost: their callers were answered before the commit failed",
 				"path", l.path, "records", len(lost), "call_ids", lost, "err", err)
+		}
+		for _, p := range batch {
+			p.err = err
+			if !p.deferred {
+				close(p.done)
+			}
 		}
 	}
 	if err := l.broken.Load(); err != nil {
