@@ -73,6 +73,9 @@ func TestQueueBackpressure(t *testing.T) {
 			t.Cleanup(func() { _ = s.Close(context.Background()) })
 			f := &blockingFile{logFile: s.log.f, entered: make(chan struct{}), release: make(chan struct{})}
 			s.log.f = f
+			var releaseOnce sync.Once
+			release := func() { releaseOnce.Do(func() { close(f.release) }) }
+			t.Cleanup(release) // before Close (cleanups run last first), even on failure
 			if err := appendReq(s, context.Background(), tt.rec(), true); err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +104,7 @@ func TestQueueBackpressure(t *testing.T) {
 			}
 			waiting := make(chan error, 1)
 			go func() { waiting <- appendReq(s, context.Background(), tt.rec(), true) }()
-			close(f.release)
+			release()
 			if err := <-waiting; err != nil {
 				t.Fatalf("append waiting for room: %v", err)
 			}
