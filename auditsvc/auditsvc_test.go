@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -271,6 +273,15 @@ func TestTamperingDetected(t *testing.T) {
 		{"record deleted", func(l []string) []string { return append(l[:2], l[3:]...) }, 3},
 		{"records swapped", func(l []string) []string { l[1], l[2] = l[2], l[1]; return l }, 2},
 		{"garbage line", func(l []string) []string { l[2] = "not json"; return l }, 3},
+		{"outcome edited", func(l []string) []string {
+			l[2] = strings.Replace(l[2], `"outcome":"OUTCOME_ALLOWED"`, `"outcome":"OUTCOME_DENIED"`, 1)
+			return l
+		}, 3},
+		// An editor who recomputes the edited record's hash breaks the next record's link.
+		{"record edited and rehashed", func(l []string) []string {
+			l[2] = rehash(strings.Replace(l[2], `"tenant":"acme"`, `"tenant":"evil"`, 1))
+			return l
+		}, 4},
 		{"first record edited", func(l []string) []string {
 			l[0] = strings.Replace(l[0], `"principal":"alice"`, `"principal":"bob"`, 1)
 			return l
@@ -309,6 +320,15 @@ func TestTamperingDetected(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rehash recomputes a line's hash after its body was edited, as the log's writer would:
+// hex(SHA-256(prev || line without its hash member)).
+func rehash(line string) string {
+	i := strings.LastIndex(line, `,"hash":"`)
+	prev := line[strings.Index(line, `"prev":"`)+len(`"prev":"`):][:64]
+	sum := sha256.Sum256([]byte(prev + line[:i] + "}"))
+	return line[:i] + `,"hash":"` + hex.EncodeToString(sum[:]) + `"}`
 }
 
 func TestAppendRejectsInvalid(t *testing.T) {

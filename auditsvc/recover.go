@@ -57,17 +57,15 @@ func (c *openCalls) visit(seq uint64, offset int64, record []byte) error {
 	if !decision && !bytes.Contains(record, outcomeMember) {
 		return nil
 	}
-	var r struct {
-		CallID string `json:"call_id"`
-	}
-	if err := json.Unmarshal(record, &r); err != nil {
+	id, err := callID(record)
+	if err != nil {
 		return fmt.Errorf("record %d: %w", seq, err)
 	}
 	if !decision {
-		delete(c.open, r.CallID)
+		delete(c.open, id)
 		return nil
 	}
-	if _, dup := c.open[r.CallID]; dup {
+	if _, dup := c.open[id]; dup {
 		return nil // the first decision stands; one outcome closes the call
 	}
 	if len(c.open) >= c.max {
@@ -77,8 +75,28 @@ func (c *openCalls) visit(seq uint64, offset int64, record []byte) error {
 		c.untracked++
 		return nil
 	}
-	c.open[r.CallID] = openCall{seq: seq, offset: offset, length: len(record)}
+	c.open[id] = openCall{seq: seq, offset: offset, length: len(record)}
 	return nil
+}
+
+var callIDMember = []byte(`"call_id":"`)
+
+// callID returns the call_id of a record as marshalRecord writes it. A call id without
+// escapes (the gateway's are hex) is read in place, like the phase member; any other is
+// decoded.
+func callID(record []byte) (string, error) {
+	if _, rest, ok := bytes.Cut(record, callIDMember); ok {
+		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+			return string(rest[:end]), nil
+		}
+	}
+	var r struct {
+		CallID string `json:"call_id"`
+	}
+	if err := json.Unmarshal(record, &r); err != nil {
+		return "", err
+	}
+	return r.CallID, nil
 }
 
 // closeOpenCalls appends, durably and before the writer starts, an OUTCOME_UNKNOWN record

@@ -254,3 +254,24 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.w.Write(p)
 }
+
+// TestCallID: recovery reads back every call id as marshalRecord stored it.
+func TestCallID(t *testing.T) {
+	t.Parallel()
+	for _, id := range []string{
+		"0123456789abcdef0123456789abcdef",
+		`with "quotes" and \backslashes\`,
+		"control\x01\nchars",
+		"ünïcode ✓",
+		`ends with a backslash\`,
+		"", // a complete record without a call id
+	} {
+		rec, err := marshalRecord(callRecord(id, auditv1.Phase_PHASE_COMPLETE, auditv1.Outcome_OUTCOME_ALLOWED))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := callID(rec); err != nil || got != id {
+			t.Errorf("callID(%s) = %q, %v; want %q", rec, got, err, id)
+		}
+	}
+}
