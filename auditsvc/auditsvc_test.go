@@ -419,9 +419,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, cfg := range map[string]auditsvc.Config{
-		"no dir":         {},
-		"dir is a file":  {Dir: file},
-		"huge max batch": {Dir: t.TempDir(), MaxBatch: 1 << 30},
+		"no dir":                     {},
+		"dir is a file":              {Dir: file},
+		"huge max batch":             {Dir: t.TempDir(), MaxBatch: 1 << 30},
+		"queue below a batch":        {Dir: t.TempDir(), MaxBatch: 8, MaxQueue: 4},
+		"queue bytes below a record": {Dir: t.TempDir(), MaxQueueBytes: 1000},
+		"huge commit delay":          {Dir: t.TempDir(), CommitDelay: time.Second},
 	} {
 		if svc, err := auditsvc.New(cfg, nil); err == nil {
 			_ = svc.Close(context.Background())

@@ -36,6 +36,7 @@ type chainLog struct {
 	maxBatch      int
 	maxQueue      int
 	maxQueueBytes int
+	commitDelay   time.Duration
 	logger        *slog.Logger
 
 	mu          sync.Mutex
@@ -43,12 +44,14 @@ type chainLog struct {
 	queue       []*pending    // waiting for the writer, in order
 	queued      int           // records queued or in the batch being committed
 	queuedBytes int           // their bytes
+	urgent      int           // records in queue that someone waits on (durable appends, syncs)
 	room        chan struct{} // closed (and replaced) when a commit frees room
 	wake        chan struct{} // capacity 1: something was queued, or the log closed
 	done        chan struct{} // closed when the writer has exited
 
 	broken       atomic.Pointer[error] // set when the file's state is unknown until restart
 	lostDeferred atomic.Uint64         // deferred records acknowledged as queued, then lost
+	commits      atomic.Uint64         // successful fsyncs of records
 	writeFault   atomic.Pointer[error] // FailWrites: every write fails with it
 
 	// observe, if set before the writer starts, sees every record once it is durable (the
@@ -119,6 +122,7 @@ func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		maxBatch:      lim.maxBatch,
 		maxQueue:      lim.maxQueue,
 		maxQueueBytes: lim.maxQueueBytes,
+		commitDelay:   lim.commitDelay,
 		logger:        logger,
 		room:          make(chan struct{}),
 		wake:          make(chan struct{}, 1),
@@ -199,9 +203,7 @@ func (l *chainLog) sync(ctx context.Context) error {
 // enqueue adds p to the queue once there is room, or fails when the log is closed or broken
 // or ctx ends.
 func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
-	if l.observe != nil {
-		p.queued = time.Now()
-	}
+	p.queued = time.Now()
 	l.mu.Lock()
 	for {
 		if l.closed {
@@ -227,6 +229,9 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 	l.queue = append(l.queue, p)
 	l.queued++
 	l.queuedBytes += len(p.record)
+	if !p.deferred {
+		l.urgent++
+	}
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -238,18 +243,39 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 // maxKeptBuffer is the largest write buffer the writer keeps between batches.
 const maxKeptBuffer = 1 << 20
 
-// run is the writer: as soon as anything is queued it takes up to maxBatch records and
-// commits them; it exits once the log is closed and the queue is empty. A record queued while
-// a commit is in progress is therefore durable at the end of the next commit: within about
-// two fsyncs of being queued, one under load.
+// run is the writer: it takes up to maxBatch queued records and commits them, and exits
+// once the log is closed and the queue is empty. It commits as soon as anything is queued,
+// except when the queue holds deferred records only: then it waits, until commitDelay after
+// the oldest was queued, for a durable append (or a sync, a full batch, close) to share the
+// fsync. At one call at a time this keeps the hot path at one fsync per call: the outcome of
+// a call rides with the decision of the next instead of taking an fsync of its own that the
+// next decision would queue behind. A deferred record is therefore durable within
+// commitDelay plus the commit in progress plus its own commit.
 func (l *chainLog) run() {
 	defer close(l.done)
 	batch := make([]*pending, 0, l.maxBatch)
 	var buf []byte
 	h := sha256.New()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		l.mu.Lock()
-		for len(l.queue) == 0 && !l.closed {
+		for !l.closed {
+			if len(l.queue) > 0 {
+				wait := l.commitDelay - time.Since(l.queue[0].queued)
+				if l.urgent > 0 || len(l.queue) >= l.maxBatch || wait <= 0 {
+					break
+				}
+				l.mu.Unlock()
+				linger.Reset(wait)
+				select {
+				case <-l.wake:
+					linger.Stop()
+				case <-linger.C:
+				}
+				l.mu.Lock()
+				continue
+			}
 			l.mu.Unlock()
 			<-l.wake
 			l.mu.Lock()
@@ -260,6 +286,11 @@ func (l *chainLog) run() {
 		}
 		n := min(len(l.queue), l.maxBatch)
 		batch = append(batch[:0], l.queue[:n]...)
+		for _, p := range batch {
+			if !p.deferred {
+				l.urgent--
+			}
+		}
 		rest := copy(l.queue, l.queue[n:])
 		clear(l.queue[rest:])
 		l.queue = l.queue[:rest]
@@ -345,6 +376,9 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 			fail(fmt.Errorf("%w: sync audit log: %w", errUnavailable, err))
 			return buf
 		}
+	}
+	if len(buf) > 0 {
+		l.commits.Add(1)
 	}
 	l.seq, l.prev, l.size = seq, prev, l.size+int64(len(buf))
 	for _, p := range batch {

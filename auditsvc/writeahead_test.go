@@ -110,6 +110,35 @@ func TestDeferredAppend(t *testing.T) {
 	}
 }
 
+// TestDeferredCommittedAlone: a deferred record with nothing after it is still committed,
+// once the commit delay has passed, with no Sync, Close or other append to carry it.
+func TestDeferredCommittedAlone(t *testing.T) {
+	t.Parallel()
+	for _, delay := range []time.Duration{-1, 0, 20 * time.Millisecond} {
+		t.Run(fmt.Sprint("delay ", delay), func(t *testing.T) {
+			t.Parallel()
+			svc, err := auditsvc.New(auditsvc.Config{Dir: t.TempDir(), CommitDelay: delay}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = svc.Close(context.Background()) })
+			if _, err := appendDeferred(svc, outcome("alone", auditv1.Outcome_OUTCOME_ALLOWED)); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for svc.Stats().Commits != 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("deferred record not committed within 10s; Stats = %+v", svc.Stats())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if got := records(t, svc.Path()); len(got) != 1 || got[0].GetCallId() != "alone" {
+				t.Fatalf("log holds %v, want the deferred record", got)
+			}
+		})
+	}
+}
+
 func TestAppendValidatesPhases(t *testing.T) {
 	t.Parallel()
 	svc := open(t, t.TempDir(), 0)
