@@ -102,11 +102,21 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	}
 	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:7105"), "address to serve on")
 	fs.StringVar(&c.Dir, "dir", env("DIR", "./data/audit"), "directory of the audit log")
-	batch, err := strconv.Atoi(env("MAX_BATCH", "256"))
-	if err != nil {
-		c.envErr = fmt.Errorf("GATEHOUSE_AUDIT_MAX_BATCH: %w", err)
+	envInt := func(name, def string) int {
+		v, err := strconv.Atoi(env(name, def))
+		if err != nil && c.envErr == nil {
+			c.envErr = fmt.Errorf("GATEHOUSE_AUDIT_%s: %w", name, err)
+		}
+		return v
 	}
-	fs.IntVar(&c.MaxBatch, "max-batch", batch, "most records committed by one write and fsync")
+	fs.IntVar(&c.MaxBatch, "max-batch", envInt("MAX_BATCH", "256"), "most records committed by one write and fsync")
+	fs.IntVar(&c.MaxQueue, "max-queue", envInt("MAX_QUEUE", "0"), "most records not yet durable; appends wait for room beyond (0: 4 × max-batch)")
+	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", envInt("MAX_QUEUE_BYTES", "0"), "most bytes of records not yet durable (0: 16 MiB)")
+	delay, err := time.ParseDuration(env("COMMIT_DELAY", "0s"))
+	if err != nil && c.envErr == nil {
+		c.envErr = fmt.Errorf("GATEHOUSE_AUDIT_COMMIT_DELAY: %w", err)
+	}
+	fs.DurationVar(&c.CommitDelay, "commit-delay", delay, "how long deferred records wait for a durable append to share their fsync (0: 2ms; negative: none)")
 }
 
 // Service appends records to the log.
