@@ -45,6 +45,7 @@ type chainLog struct {
 	queued      int           // records queued or in the batch being committed
 	queuedBytes int           // their bytes
 	urgent      int           // records in queue that someone waits on (durable appends, syncs)
+	waiting     int           // appends waiting for room
 	room        chan struct{} // closed (and replaced) when a commit frees room
 	wake        chan struct{} // capacity 1: something was queued, or the log closed
 	done        chan struct{} // closed when the writer has exited
@@ -218,13 +219,19 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 			break
 		}
 		room := l.room
+		l.waiting++
 		l.mu.Unlock()
+		l.signal() // a lingering writer commits at once for a waiter
 		select {
 		case <-room:
 		case <-ctx.Done():
+			l.mu.Lock()
+			l.waiting--
+			l.mu.Unlock()
 			return fmt.Errorf("wait for room in the audit queue: %w", ctx.Err())
 		}
 		l.mu.Lock()
+		l.waiting--
 	}
 	l.queue = append(l.queue, p)
 	l.queued++
@@ -233,11 +240,16 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 		l.urgent++
 	}
 	l.mu.Unlock()
+	l.signal()
+	return nil
+}
+
+// signal wakes the writer if it waits.
+func (l *chainLog) signal() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // maxKeptBuffer is the largest write buffer the writer keeps between batches.
@@ -246,8 +258,8 @@ const maxKeptBuffer = 1 << 20
 // run is the writer: it takes up to maxBatch queued records and commits them, and exits
 // once the log is closed and the queue is empty. It commits as soon as anything is queued,
 // except when the queue holds deferred records only: then it waits, until commitDelay after
-// the oldest was queued, for a durable append (or a sync, a full batch, close) to share the
-// fsync. At one call at a time this keeps the hot path at one fsync per call: the outcome of
+// the oldest was queued, for a durable append (or a sync, a full batch, an append waiting for
+// room, close) to share the fsync. At one call at a time this keeps the hot path at one fsync per call: the outcome of
 // a call rides with the decision of the next instead of taking an fsync of its own that the
 // next decision would queue behind. A deferred record is therefore durable within
 // commitDelay plus the commit in progress plus its own commit.
@@ -263,7 +275,7 @@ func (l *chainLog) run() {
 		for !l.closed {
 			if len(l.queue) > 0 {
 				wait := l.commitDelay - time.Since(l.queue[0].queued)
-				if l.urgent > 0 || len(l.queue) >= l.maxBatch || wait <= 0 {
+				if l.urgent > 0 || l.waiting > 0 || len(l.queue) >= l.maxBatch || wait <= 0 {
 					break
 				}
 				l.mu.Unlock()
@@ -430,10 +442,7 @@ func (l *chainLog) close(ctx context.Context) error {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+	l.signal()
 	select {
 	case <-l.done:
 	case <-ctx.Done():

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -273,5 +274,32 @@ func TestCallID(t *testing.T) {
 		if got, err := callID(rec); err != nil || got != id {
 			t.Errorf("callID(%s) = %q, %v; want %q", rec, got, err, id)
 		}
+	}
+}
+
+// TestLingerEndsForWaiter: deferred records waiting for company are committed at once when an
+// append is waiting for room, however long the commit delay.
+func TestLingerEndsForWaiter(t *testing.T) {
+	t.Parallel()
+	l, err := openLog(filepath.Join(t.TempDir(), FileName), limits{
+		maxBatch: 256, maxQueue: 1024, maxQueueBytes: maxRecordBytes, maxOpenCalls: maxOpenCalls,
+		commitDelay: time.Hour, now: time.Now,
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	t.Cleanup(func() { _ = l.close(context.Background()) })
+	s := &Service{log: l, logger: slog.New(slog.DiscardHandler), now: time.Now}
+	if err := appendReq(s, context.Background(), bigRecord(), true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := appendReq(s, ctx, bigRecord(), true); err != nil {
+		t.Fatalf("append waiting for room behind a lingering writer: %v", err)
+	}
+	if got := l.commits.Load(); got != 1 {
+		t.Fatalf("%d commits, want the lingering record's", got)
 	}
 }
