@@ -469,3 +469,53 @@ func crashChild(mode, dir string) {
 	fmt.Println("ready")
 	select {} // until SIGKILL
 }
+
+// TestRecoveryOnFullDisk: when the unknown outcomes cannot be written at start, the log
+// refuses to open (the gateway does not start) rather than serve with decisions left open;
+// once there is room, it opens and writes them.
+func TestRecoveryOnFullDisk(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (CI runs as root); TestDiskFullFailsClosed covers the append path with the hook")
+	}
+	dir, free := smallDisk(t)
+	svc, err := auditsvc.New(auditsvc.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open int
+	for ; ; open++ {
+		if open == 1000 {
+			t.Fatal("1000 decisions fit on the full disk")
+		}
+		if _, err := appendRecord(svc, decision(fmt.Sprint("call-", open))); err != nil {
+			break
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := auditsvc.New(auditsvc.Config{Dir: dir}, nil); err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		if err == nil {
+			_ = svc.Close(context.Background())
+		}
+		t.Fatalf("New with %d open decisions on a full disk: err = %v, want it to fail naming the full disk", open, err)
+	}
+	if n, err := auditsvc.Verify(filepath.Join(dir, auditsvc.FileName)); err != nil || n != uint64(open) {
+		t.Fatalf("Verify after the refused start = %d, %v; want the %d decisions", n, err, open)
+	}
+	free()
+	svc, err = auditsvc.New(auditsvc.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatalf("New once there is room: %v", err)
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := unknowns(t, svc.Path()); len(got) != open {
+		t.Fatalf("%d unknown outcomes, want one for each of the %d decisions", len(got), open)
+	}
+	if n, err := auditsvc.Verify(svc.Path()); err != nil || n != uint64(2*open) {
+		t.Fatalf("Verify = %d, %v; want %d", n, err, 2*open)
+	}
+}
