@@ -35,7 +35,8 @@ const FileName = "audit.log"
 
 // Limits on a record: every field comes from another service, but is still bounded. A field
 // over its bound refuses the record (InvalidArgument), except the error text, which is free
-// text from upstreams: it is cut at maxErrorBytes with a marker saying how much was cut.
+// text from upstreams: invalid UTF-8 in it is replaced, and it is cut at maxErrorBytes with a
+// marker giving its whole length (trimError).
 const (
 	maxRequestBytes = 256 << 10
 	maxRecordBytes  = 64 << 10 // the record's JSON, as stored
