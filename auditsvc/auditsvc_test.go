@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -271,6 +273,15 @@ func TestTamperingDetected(t *testing.T) {
 		{"record deleted", func(l []string) []string { return append(l[:2], l[3:]...) }, 3},
 		{"records swapped", func(l []string) []string { l[1], l[2] = l[2], l[1]; return l }, 2},
 		{"garbage line", func(l []string) []string { l[2] = "not json"; return l }, 3},
+		{"outcome edited", func(l []string) []string {
+			l[2] = strings.Replace(l[2], `"outcome":"OUTCOME_ALLOWED"`, `"outcome":"OUTCOME_DENIED"`, 1)
+			return l
+		}, 3},
+		// An editor who recomputes the edited record's hash breaks the next record's link.
+		{"record edited and rehashed", func(l []string) []string {
+			l[2] = rehash(strings.Replace(l[2], `"tenant":"acme"`, `"tenant":"evil"`, 1))
+			return l
+		}, 4},
 		{"first record edited", func(l []string) []string {
 			l[0] = strings.Replace(l[0], `"principal":"alice"`, `"principal":"bob"`, 1)
 			return l
@@ -311,6 +322,15 @@ func TestTamperingDetected(t *testing.T) {
 	}
 }
 
+// rehash recomputes a line's hash after its body was edited, as the log's writer would:
+// hex(SHA-256(prev || line without its hash member)).
+func rehash(line string) string {
+	i := strings.LastIndex(line, `,"hash":"`)
+	prev := line[strings.Index(line, `"prev":"`)+len(`"prev":"`):][:64]
+	sum := sha256.Sum256([]byte(prev + line[:i] + "}"))
+	return line[:i] + `,"hash":"` + hex.EncodeToString(sum[:]) + `"}`
+}
+
 func TestAppendRejectsInvalid(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -330,7 +350,6 @@ func TestAppendRejectsInvalid(t *testing.T) {
 		{"no server", with(func(r *auditv1.Record) { r.Server = "" })},
 		{"no method", with(func(r *auditv1.Record) { r.Method = "" })},
 		{"oversized tool", with(func(r *auditv1.Record) { r.Tool = strings.Repeat("t", 4097) })},
-		{"oversized error", with(func(r *auditv1.Record) { r.Error = strings.Repeat("e", 8193) })},
 		{"too many policy ids", with(func(r *auditv1.Record) { r.PolicyIds = make([]string, 65) })},
 		{"invalid time", with(func(r *auditv1.Record) { r.Time = &timestamppb.Timestamp{Seconds: -1 << 60} })},
 		{"negative latency", with(func(r *auditv1.Record) { r.Latency = durationpb.New(-time.Second) })},
@@ -400,9 +419,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, cfg := range map[string]auditsvc.Config{
-		"no dir":         {},
-		"dir is a file":  {Dir: file},
-		"huge max batch": {Dir: t.TempDir(), MaxBatch: 1 << 30},
+		"no dir":                     {},
+		"dir is a file":              {Dir: file},
+		"huge max batch":             {Dir: t.TempDir(), MaxBatch: 1 << 30},
+		"queue below a batch":        {Dir: t.TempDir(), MaxBatch: 8, MaxQueue: 4},
+		"queue bytes below a record": {Dir: t.TempDir(), MaxQueueBytes: 1000},
+		"huge commit delay":          {Dir: t.TempDir(), CommitDelay: time.Second},
 	} {
 		if svc, err := auditsvc.New(cfg, nil); err == nil {
 			_ = svc.Close(context.Background())

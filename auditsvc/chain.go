@@ -58,8 +58,10 @@ type chainState struct {
 }
 
 // scan verifies every complete line of r. It returns the state after the last one, and the
-// length of a trailing partial line (no newline: a torn write), which it does not judge.
-func scan(r io.Reader) (chainState, int64, error) {
+// length of a trailing partial line (no newline: a torn write), which it does not judge. If
+// visit is not nil it is given each verified line's sequence, the byte offset of its record
+// in r and the record (valid only during the call).
+func scan(r io.Reader, visit func(seq uint64, offset int64, record []byte) error) (chainState, int64, error) {
 	st := chainState{hash: append([]byte(nil), genesis...)}
 	br := bufio.NewReaderSize(r, 64<<10)
 	h := sha256.New()
@@ -86,9 +88,14 @@ func scan(r io.Reader) (chainState, int64, error) {
 		if err != nil {
 			return st, 0, fmt.Errorf("read audit log: %w", err)
 		}
-		hash, reason := verifyLine(h, line[:len(line)-1], st.seq+1, st.hash)
+		hash, at, reason := verifyLine(h, line[:len(line)-1], st.seq+1, st.hash)
 		if reason != "" {
 			return st, 0, &ChainError{Seq: st.seq + 1, Offset: st.size, Reason: reason}
+		}
+		if visit != nil {
+			if err := visit(st.seq+1, st.size+int64(at), line[at:len(line)-1-tailLen]); err != nil {
+				return st, 0, err
+			}
 		}
 		st.seq++
 		st.hash = append(st.hash[:0], hash...)
@@ -97,44 +104,44 @@ func scan(r io.Reader) (chainState, int64, error) {
 }
 
 // verifyLine checks one line (without its newline) against the expected sequence and prev.
-// It returns the line's hash, or why the line does not verify.
-func verifyLine(h hashWriter, line []byte, seq uint64, prev []byte) ([]byte, string) {
+// It returns the line's hash and where its record starts, or why the line does not verify.
+func verifyLine(h hashWriter, line []byte, seq uint64, prev []byte) ([]byte, int, string) {
 	if len(line) < tailLen || !bytes.HasSuffix(line, []byte(`"}`)) ||
 		!bytes.Equal(line[len(line)-tailLen:len(line)-tailLen+len(hashSuffix)], []byte(hashSuffix)) {
-		return nil, "malformed line: no hash"
+		return nil, 0, "malformed line: no hash"
 	}
 	body := line[:len(line)-tailLen]
 	stored := line[len(line)-tailLen+len(hashSuffix) : len(line)-2]
 	rest, ok := bytes.CutPrefix(body, []byte(seqPrefix))
 	if !ok {
-		return nil, "malformed line: no seq"
+		return nil, 0, "malformed line: no seq"
 	}
 	i := bytes.IndexByte(rest, ',')
 	if i < 0 {
-		return nil, "malformed line: no prev"
+		return nil, 0, "malformed line: no prev"
 	}
 	got, err := strconv.ParseUint(string(rest[:i]), 10, 64)
 	if err != nil || strconv.FormatUint(got, 10) != string(rest[:i]) {
-		return nil, "malformed line: bad seq"
+		return nil, 0, "malformed line: bad seq"
 	}
 	if got != seq {
-		return nil, fmt.Sprintf("sequence %d where %d was expected", got, seq)
+		return nil, 0, fmt.Sprintf("sequence %d where %d was expected", got, seq)
 	}
 	rest, ok = bytes.CutPrefix(rest[i:], []byte(prevPrefix))
 	if !ok || len(rest) < hashHexLen {
-		return nil, "malformed line: no prev"
+		return nil, 0, "malformed line: no prev"
 	}
 	if !bytes.Equal(rest[:hashHexLen], prev) {
-		return nil, "prev does not match the previous record's hash"
+		return nil, 0, "prev does not match the previous record's hash"
 	}
 	if !bytes.HasPrefix(rest[hashHexLen:], []byte(recordField)) {
-		return nil, "malformed line: no record"
+		return nil, 0, "malformed line: no record"
 	}
 	sum := chainHash(h, prev, body)
 	if !bytes.Equal(sum, stored) {
-		return nil, "hash does not match the record"
+		return nil, 0, "hash does not match the record"
 	}
-	return sum, ""
+	return sum, len(body) - len(rest) + hashHexLen + len(recordField), ""
 }
 
 type hashWriter interface {
@@ -181,7 +188,7 @@ func Verify(path string) (n uint64, err error) {
 		return 0, fmt.Errorf("verify audit log: %w", err)
 	}
 	defer f.Close()
-	st, torn, err := scan(f)
+	st, torn, err := scan(f, nil)
 	if err != nil {
 		return st.seq, err
 	}

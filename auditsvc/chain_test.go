@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -40,7 +41,7 @@ func TestScan(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			st, torn, err := scan(bytes.NewReader(tt.data))
+			st, torn, err := scan(bytes.NewReader(tt.data), nil)
 			var ce *ChainError
 			if tt.wantErr != 0 {
 				if !errors.As(err, &ce) || ce.Seq != tt.wantErr {
@@ -67,7 +68,14 @@ func FuzzScan(f *testing.F) {
 	f.Add(bytes.Replace(valid, []byte(`"a":1`), []byte(`"a":2`), 1))
 	f.Add([]byte("{\"seq\":1,\"prev\":\"\",\"record\":{},\"hash\":\"\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st, torn, err := scan(bytes.NewReader(data))
+		var visited []string
+		st, torn, err := scan(bytes.NewReader(data), func(seq uint64, offset int64, record []byte) error {
+			if seq != uint64(len(visited)+1) || !bytes.Equal(data[offset:offset+int64(len(record))], record) {
+				t.Fatalf("visit(%d, %d, %q): not the record at that offset", seq, offset, record)
+			}
+			visited = append(visited, string(record))
+			return nil
+		})
 		if err != nil {
 			return
 		}
@@ -82,6 +90,9 @@ func FuzzScan(f *testing.F) {
 			}
 			_, rest, _ := bytes.Cut(l, []byte(recordField))
 			records = append(records, string(rest[:len(rest)-tailLen-1]))
+		}
+		if !slices.Equal(visited, records) {
+			t.Fatalf("visited %q, want the records %q", visited, records)
 		}
 		if got := buildLog(records...); !bytes.Equal(got, data[:st.size]) {
 			t.Fatalf("verified bytes are not what appendLine writes:\n%q\n%q", data[:st.size], got)

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // logFile is what the log needs of its file; tests substitute one that fails.
@@ -20,39 +22,66 @@ type logFile interface {
 	Close() error
 }
 
-// chainLog is the append-only, hash-chained log file with group commit: Appends queue their
-// records, and one writer goroutine writes whatever has queued as one write and one fsync,
-// then acknowledges each. Nothing is acknowledged before its fsync returns.
+// chainLog is the append-only, hash-chained log file with group commit: appends queue their
+// records, and one writer goroutine writes whatever has queued (up to maxBatch records) as
+// one write and one fsync, then acknowledges each. Nothing is acknowledged as durable before
+// its fsync returns.
+//
+// The queue is bounded in records and bytes, counting the batch being committed, so the
+// memory held by records not yet durable is at most maxQueue records and maxQueueBytes bytes
+// (plus one record admitted into an empty queue whatever its size). An append that finds the
+// queue full waits for room (backpressure) until its context ends; it is never dropped.
 type chainLog struct {
-	path     string
-	maxBatch int
-	logger   *slog.Logger
+	path          string
+	maxBatch      int
+	maxQueue      int
+	maxQueueBytes int
+	commitDelay   time.Duration
+	logger        *slog.Logger
 
-	mu     sync.RWMutex // guards closed against sends on queue
-	closed bool
-	queue  chan *pending
-	done   chan struct{} // closed when the writer has exited
+	mu          sync.Mutex
+	closed      bool
+	queue       []*pending    // waiting for the writer, in order
+	queued      int           // records queued or in the batch being committed
+	queuedBytes int           // their bytes
+	urgent      int           // records in queue that someone waits on (durable appends, syncs)
+	waiting     int           // appends waiting for room
+	room        chan struct{} // closed (and replaced) when a commit frees room
+	wake        chan struct{} // capacity 1: something was queued, or the log closed
+	done        chan struct{} // closed when the writer has exited
+
+	broken       atomic.Pointer[error] // set when the file's state is unknown until restart
+	lostDeferred atomic.Uint64         // deferred records acknowledged as queued, then lost
+	commits      atomic.Uint64         // successful fsyncs of records
+	writeFault   atomic.Pointer[error] // FailWrites: every write fails with it
+
+	// observe, if set before the writer starts, sees every record once it is durable (the
+	// lag benchmark).
+	observe func(p *pending)
 
 	// Owned by the writer goroutine (and by open before it starts).
-	f      logFile
-	seq    uint64
-	prev   []byte // hex hash of the last durable record
-	size   int64  // bytes durable in the file
-	broken error  // set when the file could not be restored after a failed write
+	f    logFile
+	seq  uint64
+	prev []byte // hex hash of the last durable record
+	size int64  // bytes durable in the file
 }
 
-// pending is one queued record and, once done is closed, its outcome.
+// pending is one queued record and, once done is closed, its outcome. A pending without a
+// record is a barrier (sync): it is acknowledged once everything queued before it is.
 type pending struct {
-	record []byte
-	seq    uint64
-	hash   string
-	err    error
-	done   chan struct{}
+	record   []byte
+	callID   string // for the log when a deferred record is lost
+	deferred bool   // the caller was answered when it was queued; nobody waits on done
+	queued   time.Time
+	seq      uint64
+	hash     string
+	err      error
+	done     chan struct{}
 }
 
-// openLog opens or creates path, verifies the chain, cuts away a torn last line, and
-// starts the writer.
-func openLog(path string, maxBatch int, logger *slog.Logger) (*chainLog, error) {
+// openLog opens or creates path, verifies the chain, cuts away a torn last line, writes an
+// OUTCOME_UNKNOWN record for every decision without an outcome, and starts the writer.
+func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
 	created := false
 	if _, err := os.Stat(path); os.IsNotExist(err) {
 		created = true
@@ -65,7 +94,8 @@ func openLog(path string, maxBatch int, logger *slog.Logger) (*chainLog, error) 
 		f.Close()
 		return nil, fmt.Errorf("lock audit log %s (is another auditsvc using it?): %w", path, err)
 	}
-	st, torn, err := scan(f)
+	calls := newOpenCalls(lim.maxOpenCalls)
+	st, torn, err := scan(f, calls.visit)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recover audit log %s: %w", path, err)
@@ -89,19 +119,29 @@ func openLog(path string, maxBatch int, logger *slog.Logger) (*chainLog, error) 
 		}
 	}
 	l := &chainLog{
-		path:     path,
-		maxBatch: maxBatch,
-		logger:   logger,
-		queue:    make(chan *pending, maxBatch),
-		done:     make(chan struct{}),
-		f:        f,
-		seq:      st.seq,
-		prev:     st.hash,
-		size:     st.size,
+		path:          path,
+		maxBatch:      lim.maxBatch,
+		maxQueue:      lim.maxQueue,
+		maxQueueBytes: lim.maxQueueBytes,
+		commitDelay:   lim.commitDelay,
+		logger:        logger,
+		room:          make(chan struct{}),
+		wake:          make(chan struct{}, 1),
+		done:          make(chan struct{}),
+		f:             f,
+		seq:           st.seq,
+		prev:          st.hash,
+		size:          st.size,
 	}
-	go l.run()
+	if err := l.closeOpenCalls(f, calls, lim.now()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("recover audit log %s: %w", path, err)
+	}
 	return l, nil
 }
+
+// start starts the writer.
+func (l *chainLog) start() { go l.run() }
 
 // syncDir makes a new file's directory entry durable.
 func syncDir(dir string) error {
@@ -116,22 +156,21 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// append queues record (compact protojson) and waits until it is durable, returning its
-// sequence and hash. If ctx ends first the record may still be committed.
-func (l *chainLog) append(ctx context.Context, record []byte) (uint64, string, error) {
-	p := &pending{record: record, done: make(chan struct{})}
-	l.mu.RLock()
-	if l.closed {
-		l.mu.RUnlock()
-		return 0, "", errClosed
+// append queues record (compact protojson). Unless deferred, it waits until the record is
+// durable and returns its sequence and hash; if ctx ends first the record may still be
+// committed. A deferred append returns once the record is queued (sequence 0, no hash). Either
+// waits for room in the queue while it is full, until ctx ends.
+func (l *chainLog) append(ctx context.Context, record []byte, callID string, deferred bool) (uint64, string, error) {
+	p := &pending{record: record, callID: callID, deferred: deferred}
+	if !deferred {
+		p.done = make(chan struct{})
 	}
-	select {
-	case l.queue <- p:
-	case <-ctx.Done():
-		l.mu.RUnlock()
-		return 0, "", ctx.Err()
+	if err := l.enqueue(ctx, p); err != nil {
+		return 0, "", err
 	}
-	l.mu.RUnlock()
+	if deferred {
+		return 0, "", nil
+	}
 	select {
 	case <-p.done:
 		return p.seq, p.hash, p.err
@@ -140,90 +179,244 @@ func (l *chainLog) append(ctx context.Context, record []byte) (uint64, string, e
 	}
 }
 
+// sync waits until every record queued before it is durable. It fails if the log cannot say
+// so: the log is broken, the commit failed, or a deferred record has been lost since the log
+// was opened.
+func (l *chainLog) sync(ctx context.Context) error {
+	p := &pending{done: make(chan struct{})}
+	if err := l.enqueue(ctx, p); err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return p.err
+		}
+		if n := l.lostDeferred.Load(); n > 0 {
+			return fmt.Errorf("%w: %d deferred records were lost since the log was opened", errUnavailable, n)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// enqueue adds p to the queue once there is room, or fails when the log is closed or broken
+// or ctx ends.
+func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
+	p.queued = time.Now()
+	l.mu.Lock()
+	for {
+		if l.closed {
+			l.mu.Unlock()
+			return errClosed
+		}
+		if err := l.broken.Load(); err != nil {
+			l.mu.Unlock()
+			return fmt.Errorf("%w: %w", errUnavailable, *err)
+		}
+		if l.queued == 0 || (l.queued < l.maxQueue && l.queuedBytes+len(p.record) <= l.maxQueueBytes) {
+			break
+		}
+		room := l.room
+		l.waiting++
+		l.mu.Unlock()
+		l.signal() // a lingering writer commits at once for a waiter
+		select {
+		case <-room:
+		case <-ctx.Done():
+			l.mu.Lock()
+			l.waiting--
+			l.mu.Unlock()
+			return fmt.Errorf("wait for room in the audit queue: %w", ctx.Err())
+		}
+		l.mu.Lock()
+		l.waiting--
+	}
+	l.queue = append(l.queue, p)
+	l.queued++
+	l.queuedBytes += len(p.record)
+	if !p.deferred {
+		l.urgent++
+	}
+	l.mu.Unlock()
+	l.signal()
+	return nil
+}
+
+// signal wakes the writer if it waits.
+func (l *chainLog) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
 // maxKeptBuffer is the largest write buffer the writer keeps between batches.
 const maxKeptBuffer = 1 << 20
 
-// run is the writer: it takes what has queued, up to maxBatch, and commits it.
+// run is the writer: it takes up to maxBatch queued records and commits them, and exits
+// once the log is closed and the queue is empty. It commits as soon as anything is queued,
+// except when the queue holds deferred records only: then it waits, until commitDelay after
+// the oldest was queued, for a durable append (or a sync, a full batch, an append waiting for
+// room, close) to share the fsync. At one call at a time this keeps the hot path at one fsync per call: the outcome of
+// a call rides with the decision of the next instead of taking an fsync of its own that the
+// next decision would queue behind. A deferred record is therefore durable within
+// commitDelay plus the commit in progress plus its own commit.
 func (l *chainLog) run() {
 	defer close(l.done)
 	batch := make([]*pending, 0, l.maxBatch)
 	var buf []byte
 	h := sha256.New()
-	for p := range l.queue {
-		batch = append(batch[:0], p)
-	fill:
-		for len(batch) < l.maxBatch {
-			select {
-			case p, ok := <-l.queue:
-				if !ok {
-					break fill
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for {
+		l.mu.Lock()
+		for !l.closed {
+			if len(l.queue) > 0 {
+				wait := l.commitDelay - time.Since(l.queue[0].queued)
+				if l.urgent > 0 || l.waiting > 0 || len(l.queue) >= l.maxBatch || wait <= 0 {
+					break
 				}
-				batch = append(batch, p)
-			default:
-				break fill
+				l.mu.Unlock()
+				linger.Reset(wait)
+				select {
+				case <-l.wake:
+					linger.Stop()
+				case <-linger.C:
+				}
+				l.mu.Lock()
+				continue
+			}
+			l.mu.Unlock()
+			<-l.wake
+			l.mu.Lock()
+		}
+		if len(l.queue) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		n := min(len(l.queue), l.maxBatch)
+		batch = append(batch[:0], l.queue[:n]...)
+		for _, p := range batch {
+			if !p.deferred {
+				l.urgent--
 			}
 		}
+		rest := copy(l.queue, l.queue[n:])
+		clear(l.queue[rest:])
+		l.queue = l.queue[:rest]
+		l.mu.Unlock()
+
 		buf = l.commit(h, buf[:0], batch)
 		if cap(buf) > maxKeptBuffer {
 			buf = nil // a rare huge batch should not pin its buffer
 		}
+		bytes := 0
+		for _, p := range batch {
+			bytes += len(p.record)
+		}
 		clear(batch) // drop the references to acknowledged records
+		l.mu.Lock()
+		l.queued -= n
+		l.queuedBytes -= bytes
+		close(l.room)
+		l.room = make(chan struct{})
+		l.mu.Unlock()
 	}
 }
 
 // commit writes batch as one write and one fsync. On success every record is acknowledged
 // with its sequence and hash; on failure none is, the file is cut back to its last durable
-// size, and every waiter gets errUnavailable. A failed write that could be cut back leaves
-// the log usable; a failed fsync, or a failed cut, breaks it until restart. It returns buf
-// for reuse.
+// size, every waiter gets errUnavailable, and every deferred record of the batch is counted
+// and logged as lost (its caller was answered when it was queued). A failed write that
+// could be cut back leaves the log usable; a failed fsync, or a failed cut, breaks it until
+// restart. It returns buf for reuse.
 func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 	fail := func(err error) {
+		// Count and log the loss before any waiter (a Sync among them) learns of the failure.
+		var lost []string
+		for _, p := range batch {
+			if p.deferred {
+				lost = append(lost, p.callID)
+			}
+		}
+		if len(lost) > 0 {
+			l.lostDeferred.Add(uint64(len(lost)))
+			l.logger.Error("deferred audit records lost: their callers were answered before the commit failed",
+				"path", l.path, "records", len(lost), "call_ids", lost, "err", err)
+		}
 		for _, p := range batch {
 			p.err = err
-			close(p.done)
+			if !p.deferred {
+				close(p.done)
+			}
 		}
 	}
-	if l.broken != nil {
-		fail(fmt.Errorf("%w: %w", errUnavailable, l.broken))
+	if err := l.broken.Load(); err != nil {
+		fail(fmt.Errorf("%w: %w", errUnavailable, *err))
 		return buf
 	}
 	seq, prev := l.seq, l.prev
 	for _, p := range batch {
+		if p.record == nil {
+			continue // a barrier
+		}
 		seq++
 		buf, prev = appendLine(h, buf, seq, prev, p.record)
 		p.seq, p.hash = seq, string(prev)
 	}
-	if _, err := l.f.Write(buf); err != nil {
-		l.logger.Error("audit log write failed; the batch is refused", "path", l.path, "records", len(batch), "err", err)
-		if rerr := l.restore(); rerr != nil {
-			l.breakLog(rerr)
+	if len(buf) > 0 {
+		if err := l.write(buf); err != nil {
+			l.logger.Error("audit log write failed; the batch is refused", "path", l.path, "records", len(batch), "err", err)
+			if rerr := l.restore(); rerr != nil {
+				l.breakLog(rerr)
+			}
+			fail(fmt.Errorf("%w: write audit log: %w", errUnavailable, err))
+			return buf
 		}
-		fail(fmt.Errorf("%w: write audit log: %w", errUnavailable, err))
-		return buf
+		if err := l.f.Sync(); err != nil {
+			// After a failed fsync the kernel may have dropped the dirty pages and a later
+			// fsync may succeed without them: nothing in memory can be trusted, only a
+			// restart that re-reads the file. Cut the batch off anyway so that the file stays
+			// a valid chain.
+			l.logger.Error("audit log fsync failed; the batch is refused", "path", l.path, "records", len(batch), "err", err)
+			if rerr := l.restore(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			l.breakLog(fmt.Errorf("fsync failed: %w", err))
+			fail(fmt.Errorf("%w: sync audit log: %w", errUnavailable, err))
+			return buf
+		}
 	}
-	if err := l.f.Sync(); err != nil {
-		// After a failed fsync the kernel may have dropped the dirty pages and a later fsync
-		// may succeed without them: nothing in memory can be trusted, only a restart that
-		// re-reads the file. Cut the batch off anyway so that the file stays a valid chain.
-		l.logger.Error("audit log fsync failed; the batch is refused", "path", l.path, "records", len(batch), "err", err)
-		if rerr := l.restore(); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		l.breakLog(fmt.Errorf("fsync failed: %w", err))
-		fail(fmt.Errorf("%w: sync audit log: %w", errUnavailable, err))
-		return buf
+	if len(buf) > 0 {
+		l.commits.Add(1)
 	}
 	l.seq, l.prev, l.size = seq, prev, l.size+int64(len(buf))
 	for _, p := range batch {
-		close(p.done)
+		if l.observe != nil {
+			l.observe(p)
+		}
+		if !p.deferred {
+			close(p.done)
+		}
 	}
 	return buf
+}
+
+// write writes buf to the file, unless a fault was injected with FailWrites.
+func (l *chainLog) write(buf []byte) error {
+	if err := l.writeFault.Load(); err != nil {
+		return *err
+	}
+	_, err := l.f.Write(buf)
+	return err
 }
 
 // breakLog makes every later append fail: the file's state is unknown until a restart
 // recovers it from disk.
 func (l *chainLog) breakLog(err error) {
-	l.broken = err
+	l.broken.Store(&err)
 	l.logger.Error("audit log is broken; refusing every append until restart", "path", l.path, "err", err)
 }
 
@@ -238,8 +431,9 @@ func (l *chainLog) restore() error {
 	return nil
 }
 
-// close stops accepting records, commits those already queued and closes the file. If ctx
-// ends first, the writer finishes on its own and close returns ctx's error.
+// close stops accepting records, commits those already queued (deferred ones included) and
+// closes the file. If ctx ends first, the writer finishes on its own and close returns ctx's
+// error.
 func (l *chainLog) close(ctx context.Context) error {
 	l.mu.Lock()
 	if l.closed {
@@ -247,8 +441,8 @@ func (l *chainLog) close(ctx context.Context) error {
 		return nil
 	}
 	l.closed = true
-	close(l.queue)
 	l.mu.Unlock()
+	l.signal()
 	select {
 	case <-l.done:
 	case <-ctx.Done():
