@@ -362,7 +362,7 @@ type gateway struct {
 
 func newGateway(t *testing.T, edit func(*ingress.Config)) *gateway {
 	t.Helper()
-	cfg := ingress.Config{AllowedHosts: "127.0.0.1,localhost", MaxBodyBytes: 64 << 10, MaxBatch: 4, MaxSessionsPerPrincipal: 8, AuthFailRate: 10, AuthFailBurst: 20, MaxStreamsPerPrincipal: 16}
+	cfg := ingress.Config{AllowedHosts: "127.0.0.1,localhost", AuthCacheTTL: time.Minute, MaxBodyBytes: 64 << 10, MaxBatch: 4, MaxSessionsPerPrincipal: 8, AuthFailRate: 10, AuthFailBurst: 20, MaxStreamsPerPrincipal: 16}
 	if edit != nil {
 		edit(&cfg)
 	}

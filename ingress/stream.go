@@ -63,10 +63,17 @@ type stream struct {
 	ready     chan struct{} // a message was queued (capacity 1)
 
 	// guarded by reg.mu
-	msgs   [][]byte
-	bytes  int64
-	closed bool
-	sse    *sseWriter
+	msgs     [][]byte
+	bytes    int64
+	closed   bool
+	overflow bool
+	sse      *sseWriter
+}
+
+func (st *stream) overflowed() bool {
+	st.reg.mu.Lock()
+	defer st.reg.mu.Unlock()
+	return st.overflow
 }
 
 func (r *streamRegistry) open(principal, session string, cancel context.CancelFunc) (*stream, *Error) {
@@ -138,6 +145,7 @@ func (st *stream) push(msg []byte) error {
 	n := int64(len(msg))
 	if st.bytes > 0 && st.bytes+n > r.queueBytes {
 		r.overflows++
+		st.overflow = true
 		st.stopLocked()
 		r.mu.Unlock()
 		return errQueueOverflow
@@ -223,6 +231,11 @@ func (s *Service) listen(x *exchange) {
 	_ = s.write(ctx, st, sse, ended)
 	cancel()
 	<-ended
+	if st.overflowed() {
+		// Cut the connection rather than end the stream cleanly: the host must not take a
+		// stream that lost messages for one that ended.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // write is the stream's writer: queued messages and keep-alive pings, until the stream ends.
