@@ -1,8 +1,10 @@
 package ingress_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"regexp"
 	"strings"
@@ -60,6 +62,9 @@ func TestAuditOutcome(t *testing.T) {
 		{"fail", -32602, auditv1.Outcome_OUTCOME_FAILED},
 		{"slow", -32005, auditv1.Outcome_OUTCOME_TIMED_OUT},
 		{"down", -32003, auditv1.Outcome_OUTCOME_FAILED},
+		{"big", -32006, auditv1.Outcome_OUTCOME_FAILED},
+		{"big-old", -32006, auditv1.Outcome_OUTCOME_FAILED},
+		{"crowded", -32007, auditv1.Outcome_OUTCOME_FAILED},
 	}
 	for _, tc := range cases {
 		t.Run(tc.tool, func(t *testing.T) {
@@ -105,6 +110,42 @@ func TestAuditOutcome(t *testing.T) {
 				t.Fatalf("bridge Send principal %q tenant %q, want alice t1", last.GetPrincipal(), last.GetTenant())
 			}
 		})
+	}
+}
+
+// TestHostGoneMidCall: a host that goes away while the upstream holds its call cancels the
+// upstream call, and the outcome record says so; nothing is answered as a 500.
+func TestHostGoneMidCall(t *testing.T) {
+	g := newGateway(t, nil)
+	sid := g.initialize("echo", tokenAlice, rev)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.url("echo"), strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"hang","arguments":{}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tokenAlice)
+	req.Header.Set("Mcp-Session-Id", sid)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = errors.New("answered: " + resp.Status)
+		}
+		done <- err
+	}()
+	select {
+	case <-g.bridge.hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the bridge")
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("client: %v", err)
+	}
+	recs := g.audit.waitRecords(t, 2)
+	o := recs[1].GetRecord()
+	if o.GetPhase() != auditv1.Phase_PHASE_OUTCOME || o.GetOutcome() != auditv1.Outcome_OUTCOME_FAILED || !strings.Contains(o.GetError(), "host went away") || o.GetCallId() != recs[0].GetRecord().GetCallId() {
+		t.Fatalf("outcome record %v, want FAILED: the host went away", o)
 	}
 }
 

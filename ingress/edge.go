@@ -183,12 +183,18 @@ func (s *Service) authFailed(x *exchange, addr string, e *Error, challenge strin
 	s.answerRefusal(x, nil, e)
 }
 
-// remoteIP is the host part of the peer address: the throttle's key.
+// remoteIP is the throttle's key: the peer's IPv4 address, or its IPv6 /64 (one host
+// commonly holds a whole /64).
 func remoteIP(r *http.Request) string {
-	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		h = r.RemoteAddr
+	}
+	ip := net.ParseIP(h)
+	if ip == nil || ip.To4() != nil {
 		return h
 	}
-	return r.RemoteAddr
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // bearer extracts the bearer token; ok is false for another scheme or an oversized value.

@@ -107,21 +107,25 @@ var Table = []*Error{
 	errUpstreamNoAnswer, errBadMessage, errDuplicateID, errCancelled, errInternal,
 }
 
-// bridgeReasons are the bridge's known, safe reasons (its domain errors' texts); a bridge
-// error is recognised by them and answered with the row's own message, never the bridge's
-// text, which may name paths, URLs or upstream bodies.
+// bridgeReasons are the bridge's known reasons (its domain errors' texts, before and after
+// the bridge gave host-safe reasons of its own); a bridge error is recognised by its code and
+// reason and answered with the row's own message, never the bridge's text.
 var bridgeReasons = []struct {
+	code   connect.Code // 0: any
 	reason string
 	err    *Error
 }{
-	{"message too large", errMessageTooLarge},
-	{"too many upstream processes", errTooManyUpstreams},
-	{"cannot start upstream", errUpstreamStart},
-	{"request id already in flight", errDuplicateID},
-	{"upstream rejected the message", errUpstreamRejected},
+	{connect.CodeFailedPrecondition, "exceeds the size limit", errMessageTooLarge},
+	{connect.CodeResourceExhausted, "message too large", errMessageTooLarge}, // before the bridge's own code for it
+	{0, "too many upstream processes", errTooManyUpstreams},
+	{0, "cannot start upstream", errUpstreamStart},
+	{0, "could not be started", errUpstreamStart},
+	{0, "request id already in flight", errDuplicateID},
+	{0, "upstream rejected the message", errUpstreamRejected},
 }
 
-// fromBridge names an error of the bridge (a *connect.Error).
+// fromBridge names an error of the bridge (a *connect.Error). A per-call timeout arrives as
+// DeadlineExceeded; a session whose upstream has ended as NotFound.
 func fromBridge(err error) *Error {
 	if errors.Is(err, context.Canceled) {
 		return errCancelled
@@ -140,7 +144,7 @@ func fromBridge(err error) *Error {
 	}
 	msg := message(err)
 	for _, r := range bridgeReasons {
-		if strings.Contains(msg, r.reason) {
+		if (r.code == 0 || r.code == code) && strings.Contains(msg, r.reason) {
 			return r.err
 		}
 	}
@@ -206,7 +210,9 @@ func (s *Service) answerRefusal(x *exchange, id []byte, e *Error) {
 	if e.Retry != "" {
 		h.Set("Retry-After", e.Retry)
 	}
-	if !x.bodyRead {
+	if !x.bodyRead && x.r.ProtoMajor == 1 {
+		// (HTTP/2 would read Connection: close as a GOAWAY for every stream of the
+		// connection; its unread request bodies are bounded by flow control instead.)
 		h.Set("Connection", "close")
 	}
 	writeError(x.w, e.Status, id, e.Code, hostMessage(e, x.traceID))

@@ -153,10 +153,11 @@ type fakeBridge struct {
 	flood     []byte        // Subscribe emits this until emit fails, when set
 	floodDone chan error    // Subscribe's end, when flooding
 	listening chan struct{} // a Subscribe is open (buffered)
+	hanging   chan struct{} // a "hang" call reached the bridge (buffered)
 }
 
 func newFakeBridge() *fakeBridge {
-	return &fakeBridge{floodDone: make(chan error, 8), listening: make(chan struct{}, 8)}
+	return &fakeBridge{floodDone: make(chan error, 8), listening: make(chan struct{}, 8), hanging: make(chan struct{}, 8)}
 }
 
 func (f *fakeBridge) calls() []*bridgev1.SendRequest {
@@ -221,6 +222,8 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 	case "gone":
 		return connect.NewError(connect.CodeNotFound, errors.New("the session's upstream has ended; start a new session"))
 	case "big":
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the upstream's message exceeds the size limit"))
+	case "big-old":
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("read stdout: message too large"))
 	case "crowded":
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many upstream processes"))
@@ -241,6 +244,7 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 	case "boom":
 		return connect.NewError(connect.CodeInternal, errors.New("panic at /secret/src/bridge.go:42"))
 	case "hang":
+		f.hanging <- struct{}{}
 		<-ctx.Done()
 		return connect.NewError(connect.CodeCanceled, ctx.Err())
 	}

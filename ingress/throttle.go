@@ -114,8 +114,10 @@ func (l *authLimiter) evict(now time.Time) {
 			delete(l.buckets, addr)
 		}
 	}
+	// Still full: forget a sixteenth at random, so that the sweep above runs once per many
+	// new addresses, not once per address.
 	for addr := range l.buckets {
-		if len(l.buckets) < maxThrottled {
+		if len(l.buckets) < maxThrottled-maxThrottled/16 {
 			break
 		}
 		delete(l.buckets, addr)
