@@ -154,10 +154,11 @@ type fakeBridge struct {
 	floodDone chan error    // Subscribe's end, when flooding
 	listening chan struct{} // a Subscribe is open (buffered)
 	hanging   chan struct{} // a "hang" call reached the bridge (buffered)
+	push      chan []byte   // messages a quiet Subscribe emits
 }
 
 func newFakeBridge() *fakeBridge {
-	return &fakeBridge{floodDone: make(chan error, 8), listening: make(chan struct{}, 8), hanging: make(chan struct{}, 8)}
+	return &fakeBridge{floodDone: make(chan error, 8), listening: make(chan struct{}, 8), hanging: make(chan struct{}, 8), push: make(chan []byte)}
 }
 
 func (f *fakeBridge) calls() []*bridgev1.SendRequest {
@@ -259,9 +260,15 @@ func (f *fakeBridge) Subscribe(ctx context.Context, _ *bridgev1.ListenRequest, r
 	f.mu.Lock()
 	flood := f.flood
 	f.mu.Unlock()
-	if flood == nil {
-		<-ctx.Done()
-		return ctx.Err()
+	for flood == nil {
+		select {
+		case m := <-f.push:
+			if err := emit(&bridgev1.ListenResponse{Message: m}); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	for {
 		if err := emit(&bridgev1.ListenResponse{Message: flood}); err != nil {

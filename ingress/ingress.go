@@ -145,8 +145,8 @@ func (c Config) withDefaults() Config {
 // NewHTTPServer returns the HTTP server for the ingress handler (alone or on a mux with
 // other handlers): HTTP/1.1 and h2c, with the header, read and idle timeouts of cfg. It sets
 // no WriteTimeout, which would cut every SSE stream; the ingress bounds each stream write
-// itself, and clears a request's read deadline once its body is read, so a long call or a
-// GET stream outlives ReadTimeout.
+// itself. ReadTimeout bounds reading a request (headers and body): net/http clears the read
+// deadline once the body is read, so a long call or a GET stream outlives it.
 func NewHTTPServer(h http.Handler, cfg Config) *http.Server {
 	cfg = cfg.withDefaults()
 	srv := rpcserver.NewServer(h)

@@ -27,10 +27,7 @@ func (s *Service) post(x *exchange) {
 		s.refuse(x, nil, errBodyRead, err)
 		return
 	}
-	x.bodyRead = true
-	// The body is in: the read deadline (ReadTimeout) was for it. A call or its stream may
-	// take longer, and an expired read deadline would cancel the request's context.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	x.bodyRead = true // and net/http has cleared the read deadline: a call may outlive ReadTimeout
 	hasSession := x.session.ID != ""
 	msgs, batch, err := jsonrpc.Parse(body, hasSession && x.session.ProtocolVersion == "2025-03-26")
 	if err != nil {

@@ -189,10 +189,7 @@ func (st *stream) setWriter(sse *sseWriter) {
 
 // listen serves the standalone SSE stream (GET).
 func (s *Service) listen(x *exchange) {
-	// A GET has no body: ReadTimeout must not end the stream (an expired read deadline
-	// cancels the request's context).
-	_ = http.NewResponseController(x.w).SetReadDeadline(time.Time{})
-	x.bodyRead = true
+	x.bodyRead = true // a GET has none (net/http clears its read deadline once it is read)
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
 	st, e := s.streams.open(x.principal.GetTenant()+"\x00"+x.principal.GetId(), x.session.ID, cancel)
