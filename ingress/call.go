@@ -181,33 +181,24 @@ func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r 
 	}
 	rec.Outcome, rec.Error = end.outcome()
 	rec.Latency = durationpb.New(time.Since(c.start))
-	if !end.reached {
-		rec.Phase = auditv1.Phase_PHASE_COMPLETE
-		if err := s.appendRecord(ctx, rec, false); err != nil {
-			refusal = errAuditUnavailable
-			final = jsonrpc.ErrorResponse(c.msg.ID, refusal.Code, hostMessage(refusal, c.traceID))
-		}
-		if !end.hostGone {
-			_ = r.answer(final, refusal)
-		}
-		return
+	rec.Phase = auditv1.Phase_PHASE_COMPLETE
+	if end.reached {
+		rec.Phase = auditv1.Phase_PHASE_OUTCOME
+		rec.ResultDigest = digest(final)
 	}
-	rec.Phase = auditv1.Phase_PHASE_OUTCOME
-	rec.ResultDigest = digest(final)
-	if s.cfg.StrictAudit {
+	durableFirst := !end.reached || s.cfg.StrictAudit
+	if durableFirst {
 		if err := s.appendRecord(ctx, rec, false); err != nil {
-			refusal = errAuditUnavailable
+			refusal = errAuditUnavailable // withhold the answer: no record, no answer
 			final = jsonrpc.ErrorResponse(c.msg.ID, refusal.Code, hostMessage(refusal, c.traceID))
 		}
-		if !end.hostGone {
-			_ = r.answer(final, refusal)
-		}
-		return
 	}
 	if !end.hostGone {
 		_ = r.answer(final, refusal)
 	}
-	_ = s.appendRecord(ctx, rec, true)
+	if !durableFirst {
+		_ = s.appendRecord(ctx, rec, true) // failures are logged; the answer is out
+	}
 }
 
 func (s *Service) logCall(ctx context.Context, c *call, end ending) {
@@ -215,7 +206,7 @@ func (s *Service) logCall(ctx context.Context, c *call, end ending) {
 	if end.cause != nil {
 		attrs = append(attrs, "cause", end.cause.Error())
 	}
-	s.logger.Log(context.WithoutCancel(ctx), end.refusal.Level, "call refused", attrs...)
+	s.logger.Log(context.WithoutCancel(ctx), end.refusal.Level, "call failed", attrs...)
 }
 
 // appendRecord appends one audit record with a context detached from the host's request
