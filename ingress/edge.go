@@ -153,7 +153,7 @@ func (s *Service) admit(x *exchange) bool {
 	p, err := s.auth.authenticate(r.Context(), credential, x.server)
 	if err != nil {
 		e := fromAuth(err)
-		if e != errUnauthenticated {
+		if e.Status != http.StatusUnauthorized {
 			s.limiter.refund(addr) // not the host's failure
 			s.refuse(x, nil, e, err)
 			return false

@@ -59,7 +59,10 @@ var (
 	errStreamAccept      = &Error{"stream_not_acceptable", http.StatusNotAcceptable, jsonrpc.CodeInvalidRequest, "Not Acceptable: Accept must include text/event-stream", slog.LevelDebug, ""}
 	errTwoCredentials    = &Error{"two_credentials", http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "Bad Request: more than one Authorization header", slog.LevelDebug, ""}
 	errMalformedAuth     = &Error{"malformed_authorization", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: malformed Authorization header", slog.LevelDebug, ""}
-	errUnauthenticated   = &Error{"unauthenticated", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: missing or invalid credential", slog.LevelDebug, ""}
+	errUnauthenticated   = &Error{"unauthenticated", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: invalid credential", slog.LevelDebug, ""}
+	errNoCredential      = &Error{"no_credential", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: no credential", slog.LevelDebug, ""}
+	errUnknownToken      = &Error{"unknown_token", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: unknown or revoked token", slog.LevelDebug, ""}
+	errTokenExpired      = &Error{"token_expired", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: token expired", slog.LevelDebug, ""}
 	errThrottled         = &Error{"auth_throttled", http.StatusTooManyRequests, codeThrottled, "Too Many Requests: too many failed authentications from this address", slog.LevelDebug, "1"}
 	errAuthUnavailable   = &Error{"auth_unavailable", http.StatusServiceUnavailable, codeUnavailable, "Service Unavailable: authentication is unavailable", slog.LevelWarn, "1"}
 	errSessionRequired   = &Error{"session_required", http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "Bad Request: Mcp-Session-Id header is required", slog.LevelDebug, ""}
@@ -98,7 +101,8 @@ var (
 var Table = []*Error{
 	errNotReady, errHostNotAllowed, errOriginNotAllowed, errBadRevision, errLastEventID,
 	errMethodNotAllowed, errBodyTooLarge, errMediaType, errNotAcceptable, errStreamAccept,
-	errTwoCredentials, errMalformedAuth, errUnauthenticated, errThrottled, errAuthUnavailable,
+	errTwoCredentials, errMalformedAuth, errUnauthenticated, errNoCredential, errUnknownToken,
+	errTokenExpired, errThrottled, errAuthUnavailable,
 	errSessionRequired, errSessionNotFound, errSessionEnded, errSessionStore, errTooManySessions,
 	errStreamOpen, errTooManyStreams, errBodyRead, errInvalidMessage, errBatchTooLarge, errNotNotification,
 	errInitializeAlone, errNoServer, errNoInitialize, errBatchServerReq, errDenied, errQuota,
@@ -172,10 +176,26 @@ func fromPolicy(err error) *Error {
 	return errPolicyUnavailable
 }
 
+// authReasons are authsvc's reasons for refusing a credential, made for the host to read.
+var authReasons = []struct {
+	reason string
+	err    *Error
+}{
+	{"no credential", errNoCredential},
+	{"unknown or revoked token", errUnknownToken},
+	{"token expired", errTokenExpired},
+}
+
 // fromAuth names an error of authsvc.
 func fromAuth(err error) *Error {
 	switch connect.CodeOf(err) {
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument:
+		msg := message(err)
+		for _, r := range authReasons {
+			if strings.Contains(msg, r.reason) {
+				return r.err
+			}
+		}
 		return errUnauthenticated
 	case connect.CodeCanceled:
 		return errCancelled

@@ -76,7 +76,10 @@ func TestErrorTable(t *testing.T) {
 			return send(t, http.DefaultClient, req)
 		}},
 		"malformed_authorization": post(nil, call, map[string]string{"Authorization": "Token abc"}),
-		"unauthenticated":         post(nil, call, map[string]string{"Authorization": "Bearer wrong"}),
+		"unauthenticated":         post(nil, call, map[string]string{"Authorization": "Bearer " + tokenOdd}),
+		"no_credential":           post(nil, call, map[string]string{"Authorization": ""}),
+		"unknown_token":           post(nil, call, map[string]string{"Authorization": "Bearer wrong"}),
+		"token_expired":           post(nil, call, map[string]string{"Authorization": "Bearer " + tokenExpired}),
 		"auth_throttled": {run: func(t *testing.T) response {
 			g, sid := plain(t, func(c *ingress.Config) { c.AuthFailRate, c.AuthFailBurst = 0.001, 1 })
 			h := map[string]string{"Mcp-Session-Id": sid, "Authorization": "Bearer wrong"}
@@ -171,6 +174,12 @@ func TestErrorTable(t *testing.T) {
 			}
 			if r.status != want {
 				t.Fatalf("status %d, want %d: %s", r.status, want, r.body)
+			}
+			// The fakes' causes name paths, URLs, addresses and upstream bodies: none may show.
+			for _, secret := range []string{"/secret", "/etc/", "/var/lib", "10.0.0.", "10.1.2.3", "postgres", "SECRET", "https://", "Traceback"} {
+				if strings.Contains(string(r.body), secret) {
+					t.Fatalf("the host sees %q: %s", secret, r.body)
+				}
 			}
 			if row.Name == "invalid_message" { // code and message are the parser's
 				if r.code != -32700 {

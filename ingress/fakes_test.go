@@ -33,6 +33,8 @@ const (
 	tokenAlice     = "tok-alice"     // alice in tenant t1
 	tokenBob       = "tok-bob"       // bob in tenant t2
 	tokenAuthDown  = "tok-auth-down" // authsvc answers Unavailable
+	tokenExpired   = "tok-expired"   // authsvc: token expired
+	tokenOdd       = "tok-odd"       // authsvc refuses with a reason the ingress does not know
 	serverHidden   = "hidden"        // policy denies initialize
 	serverMute     = "mute"          // the upstream answers initialize with nothing
 	serverOld      = "old"           // the upstream negotiates 2024-11-05
@@ -54,8 +56,14 @@ func (f *fakeAuth) Authenticate(_ context.Context, req *connect.Request[authv1.A
 		p = &authv1.Principal{Id: "bob", Tenant: "t2", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
 	case tokenAuthDown:
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("etcd at 10.0.0.7:2379 unreachable"))
+	case "":
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no credential"))
+	case tokenExpired:
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("token expired"))
+	case tokenOdd:
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("credential refused by rule 7 of /etc/gatehouse/auth.yaml"))
 	default:
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid credential"))
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("unknown or revoked token"))
 	}
 	return connect.NewResponse(&authv1.AuthenticateResponse{Principal: p}), nil
 }
