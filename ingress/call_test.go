@@ -93,9 +93,9 @@ func TestAuditOutcome(t *testing.T) {
 				t.Fatalf("outcome record %v deferred=%v call %s outcome %v, want a deferred OUTCOME of call %s with %v",
 					or.GetPhase(), o.GetDeferred(), or.GetCallId(), or.GetOutcome(), dr.GetCallId(), tc.outcome)
 			}
-			sum := sha256.Sum256(r.body)
+			sum := sha256.Sum256(r.payload)
 			if or.GetResultDigest() != hex.EncodeToString(sum[:]) {
-				t.Fatalf("result digest %s is not the SHA-256 of the answer %s", or.GetResultDigest(), r.body)
+				t.Fatalf("result digest %s is not the SHA-256 of the answer %s", or.GetResultDigest(), r.payload)
 			}
 			if or.GetLatency() == nil {
 				t.Fatal("outcome record without latency")
@@ -159,7 +159,7 @@ func TestAuditOutcomeDoesNotHoldAnswer(t *testing.T) {
 			sid := g.initialize("echo", tokenAlice, rev)
 			g.audit.set(func(f *fakeAudit) { f.hold = true })
 			answered := make(chan response, 1)
-			go func() { answered <- g.callTool("echo", sid, rev, "echo") }()
+			go func() { answered <- g.answerOf("echo", sid, "echo") }()
 			select {
 			case <-g.audit.entered:
 			case <-time.After(10 * time.Second):

@@ -1,6 +1,7 @@
 package ingress_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -406,11 +407,12 @@ func (g *gateway) url(server string) string { return g.srv.URL + "/servers/" + s
 
 // response is one answer of the gateway, with its JSON-RPC error when the body holds one.
 type response struct {
-	status int
-	header http.Header
-	body   []byte
-	code   int
-	msg    string
+	status  int
+	header  http.Header
+	body    []byte
+	payload []byte // the JSON-RPC message: the body, or an SSE stream's last event
+	code    int
+	msg     string
 }
 
 // do sends one request; header values replace the defaults (a POST of JSON accepting JSON
@@ -467,6 +469,7 @@ func decode(status int, header http.Header, b []byte) response {
 			Message string `json:"message"`
 		} `json:"error"`
 	}
+	r.payload = payload
 	var many []json.RawMessage
 	if json.Unmarshal(payload, &many) == nil && len(many) > 0 {
 		payload = many[0]
@@ -494,4 +497,31 @@ func (g *gateway) callTool(server, sid, revision, tool string) response {
 	g.t.Helper()
 	return g.do(http.MethodPost, server, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"`+tool+`","arguments":{"text":"x"}}}`,
 		map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": revision})
+}
+
+// answerOf posts a tools/call and returns as soon as its answer has arrived, without waiting
+// for the end of the response: an SSE stream is read event by event.
+func (g *gateway) answerOf(server, sid, tool string) response {
+	req, _ := http.NewRequest(http.MethodPost, g.url(server), strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"`+tool+`","arguments":{}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tokenAlice)
+	req.Header.Set("Mcp-Session-Id", sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return response{msg: err.Error()}
+	}
+	defer resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		return decode(resp.StatusCode, resp.Header, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok && strings.Contains(d, `"id":7`) {
+			return decode(resp.StatusCode, http.Header{"Content-Type": {"application/json"}}, []byte(d))
+		}
+	}
+	return response{status: resp.StatusCode, msg: "the stream ended without the answer"}
 }

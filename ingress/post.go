@@ -103,8 +103,9 @@ func (s *Service) forwardFailed(x *exchange, err error) {
 	s.refuse(x, nil, e, err)
 }
 
-// postReply answers a call on its POST: the upstream's messages before the answer as SSE, a
-// lone answer as JSON.
+// postReply answers a call on its POST: the upstream's messages and its answer as SSE (every
+// host accepts it; the conformance suite expects it), a refusal as JSON when nothing was
+// streamed yet.
 type postReply struct {
 	s       *Service
 	x       *exchange
@@ -120,21 +121,20 @@ func (p *postReply) emit(msg []byte) error {
 }
 
 func (p *postReply) answer(final []byte, refusal *Error) error {
-	if p.sse != nil {
-		return p.sse.send(final)
+	if p.sse == nil && refusal != nil {
+		status := http.StatusOK
+		if refusal == errSessionEnded {
+			// The session's upstream has ended: the session ends too, and 404 tells the
+			// host to start over.
+			status = refusal.Status
+			p.s.endSession(p.x.r.Context(), p.x.session.ID)
+		}
+		p.x.w.Header().Set("Content-Length", strconv.Itoa(len(final)))
+		writeJSON(p.x.w, status, final)
+		return http.NewResponseController(p.x.w).Flush()
 	}
-	status := http.StatusOK
-	if refusal == errSessionEnded {
-		// The session's upstream has ended: the session ends too, and 404 tells the host to
-		// start over.
-		status = refusal.Status
-		p.s.endSession(p.x.r.Context(), p.x.session.ID)
-	}
-	h := p.x.w.Header()
-	h.Set("Content-Length", strconv.Itoa(len(final)))
-	writeJSON(p.x.w, status, final)
-	// Flushed whole: the host has its answer even while a deferred audit append follows.
-	return http.NewResponseController(p.x.w).Flush()
+	// send flushes: the host has its answer even while a deferred audit append follows.
+	return p.emit(final)
 }
 
 // batchReply collects a batched call's answer; a batch is answered with responses only, so a
