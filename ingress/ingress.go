@@ -1,6 +1,10 @@
-// Package ingress is Gatehouse's public MCP surface: the Streamable HTTP transport for the
-// session-era revisions, the Origin/Host guard, body limits, sessions, authentication,
-// policy decisions and audit on the way to the bridge.
+// Package ingress is Gatehouse's public MCP surface, built in rooms: the edge of the
+// Streamable HTTP transport for the session-era revisions (edge.go: guard, CORS, limits,
+// header checks, the principal, the revision check), sessions (sessions.go), POST (post.go),
+// the GET stream (stream.go), and the call (call.go), which owns one invocation from the
+// policy decision through the write-ahead audit record and the bridge to its outcome. Every
+// refusal is a row of one table (errors.go). Rooms for other transports and revisions feed
+// the same call.
 package ingress
 
 import (
