@@ -63,7 +63,7 @@ var (
 	errNoCredential      = &Error{"no_credential", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: no credential", slog.LevelDebug, ""}
 	errUnknownToken      = &Error{"unknown_token", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: unknown or revoked token", slog.LevelDebug, ""}
 	errTokenExpired      = &Error{"token_expired", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: token expired", slog.LevelDebug, ""}
-	errThrottled         = &Error{"auth_throttled", http.StatusTooManyRequests, codeThrottled, "Too Many Requests: too many failed authentications from this address", slog.LevelDebug, "1"}
+	errThrottled         = &Error{"auth_throttled", http.StatusTooManyRequests, codeThrottled, "Too Many Requests: too many failed authentications from this address", slog.LevelDebug, ""} // Retry-After: when the bucket has a token again
 	errAuthUnavailable   = &Error{"auth_unavailable", http.StatusServiceUnavailable, codeUnavailable, "Service Unavailable: authentication is unavailable", slog.LevelWarn, "1"}
 	errSessionRequired   = &Error{"session_required", http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "Bad Request: Mcp-Session-Id header is required", slog.LevelDebug, ""}
 	errSessionNotFound   = &Error{"session_not_found", http.StatusNotFound, jsonrpc.CodeInvalidRequest, "Not Found: session not found", slog.LevelDebug, ""}
