@@ -156,18 +156,19 @@ func (f *fakeAudit) waitRecords(t *testing.T, n int) []*auditv1.AppendRequest {
 
 // fakeBridge answers by method and tool name (see deliver). It counts what it received.
 type fakeBridge struct {
-	mu        sync.Mutex
-	sent      []*bridgev1.SendRequest
-	ended     []string
-	flood     []byte        // Subscribe emits this until emit fails, when set
-	floodDone chan error    // Subscribe's end, when flooding
-	listening chan struct{} // a Subscribe is open (buffered)
-	hanging   chan struct{} // a "hang" call reached the bridge (buffered)
-	push      chan []byte   // messages a quiet Subscribe emits
+	mu         sync.Mutex
+	sent       []*bridgev1.SendRequest
+	ended      []string
+	flood      []byte        // Subscribe emits this until emit fails, when set
+	floodDone  chan error    // Subscribe's end, when flooding
+	listening  chan struct{} // a Subscribe is open (buffered)
+	hanging    chan struct{} // a "hang" call reached the bridge (buffered)
+	push       chan []byte   // messages a quiet Subscribe emits
+	chattyDone chan error    // how a "chatty" call's emitting ended
 }
 
 func newFakeBridge() *fakeBridge {
-	return &fakeBridge{floodDone: make(chan error, 8), listening: make(chan struct{}, 8), hanging: make(chan struct{}, 8), push: make(chan []byte)}
+	return &fakeBridge{floodDone: make(chan error, 8), listening: make(chan struct{}, 8), hanging: make(chan struct{}, 8), push: make(chan []byte), chattyDone: make(chan error, 8)}
 }
 
 func (f *fakeBridge) calls() []*bridgev1.SendRequest {
@@ -220,6 +221,14 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 			return err
 		}
 		return emit(&bridgev1.SendResponse{Final: true, Message: result(`{"content":[]}`)})
+	case "chatty": // progress until the host cannot take more
+		note := []byte(`{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"` + strings.Repeat("x", 16<<10) + `"}}`)
+		for {
+			if err := emit(&bridgev1.SendResponse{Message: note}); err != nil {
+				f.chattyDone <- err
+				return err
+			}
+		}
 	case "asks":
 		if err := emit(&bridgev1.SendResponse{Message: []byte(`{"jsonrpc":"2.0","id":"s1","method":"roots/list"}`)}); err != nil {
 			return err

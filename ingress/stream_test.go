@@ -3,10 +3,12 @@ package ingress_test
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 )
 
@@ -89,4 +91,26 @@ func TestStreamCaps(t *testing.T) {
 	waitFor(t, "the ended stream to be freed", func() bool { return g.svc.StreamStats().Open == 2 })
 	// Alice's freed slot is hers again.
 	openStream(t, g, "echo", c, tokenAlice)
+}
+
+// TestSSEWriteDeadline: a host that stops reading its POST's SSE stream fails the next write
+// after the write timeout; the call ends (the upstream call cancelled) and is recorded as
+// failed because the host went away.
+func TestSSEWriteDeadline(t *testing.T) {
+	g := newGateway(t, func(c *ingress.Config) { c.StreamWriteTimeout = 200 * time.Millisecond })
+	sid := g.initialize("echo", tokenAlice, rev)
+	body := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"chatty","arguments":{}}}`
+	rawConn(t, g, postHead(sid, tokenAlice, "Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body))
+	select {
+	case err := <-g.bridge.chattyDone:
+		if err == nil {
+			t.Fatal("emitting ended without an error")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a host that never reads holds the call")
+	}
+	recs := g.audit.waitRecords(t, 2)
+	if o := recs[1].GetRecord(); o.GetOutcome() != auditv1.Outcome_OUTCOME_FAILED || !strings.Contains(o.GetError(), "host went away") {
+		t.Fatalf("outcome %v %q, want FAILED: the host went away", o.GetOutcome(), o.GetError())
+	}
 }
