@@ -82,7 +82,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	}
 	d, err := s.decide(ctx, c.principal, c.server, c.msg.Method, c.msg.Name)
 	if err != nil {
-		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err})
+		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err, hostGone: ctx.Err() != nil})
 		return
 	}
 	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
