@@ -37,20 +37,32 @@ func newAuthCache(client authv1connect.AuthServiceClient, ttl time.Duration, now
 	return &authCache{client: client, ttl: ttl, now: now, entries: map[[sha256.Size]byte]cachedPrincipal{}}
 }
 
-func (c *authCache) authenticate(ctx context.Context, credential, server string) (*authv1.Principal, error) {
+func cacheKey(credential, server string) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write([]byte(credential))
 	h.Write([]byte{0})
 	h.Write([]byte(server))
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
-	now := c.now()
+	return key
+}
+
+// cached returns the principal of a credential authenticated within the cache's ttl.
+func (c *authCache) cached(credential, server string) (*authv1.Principal, bool) {
+	key := cacheKey(credential, server)
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.p, nil
+	if ok && c.now().Before(e.expires) {
+		return e.p, true
 	}
+	return nil, false
+}
+
+// authenticate asks authsvc and caches the principal.
+func (c *authCache) authenticate(ctx context.Context, credential, server string) (*authv1.Principal, error) {
+	key := cacheKey(credential, server)
+	now := c.now()
 	resp, err := c.client.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential, Server: server}))
 	if err != nil {
 		return nil, err

@@ -37,21 +37,21 @@ func hostname(hostport string) string {
 	return strings.ToLower(strings.Trim(hostport, "[]"))
 }
 
-// check returns "" when the request may proceed, or why it may not.
-func (g guard) check(r *http.Request) string {
+// check returns nil when the request may proceed, or why it may not.
+func (g guard) check(r *http.Request) *Error {
 	if !g.hosts[hostname(r.Host)] {
-		return "host not allowed"
+		return errHostNotAllowed
 	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {
-		return ""
+		return nil
 	}
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
-		return "origin not allowed"
+		return errOriginNotAllowed
 	}
 	if g.origins[strings.ToLower(u.Scheme+"://"+u.Host)] || g.hosts[hostname(u.Host)] {
-		return ""
+		return nil
 	}
-	return "origin not allowed"
+	return errOriginNotAllowed
 }

@@ -1,6 +1,10 @@
-// Package ingress is Gatehouse's public MCP surface: the Streamable HTTP transport for the
-// session-era revisions, the Origin/Host guard, body limits, sessions, authentication,
-// policy decisions and audit on the way to the bridge.
+// Package ingress is Gatehouse's public MCP surface, built in rooms: the edge of the
+// Streamable HTTP transport for the session-era revisions (edge.go: guard, CORS, limits,
+// header checks, the principal, the revision check), sessions (sessions.go), POST (post.go),
+// the GET stream (stream.go), and the call (call.go), which owns one invocation from the
+// policy decision through the write-ahead audit record and the bridge to its outcome. Every
+// refusal is a row of one table (errors.go). Rooms for other transports and revisions feed
+// the same call.
 package ingress
 
 import (
@@ -18,15 +22,12 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
-	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 )
 
 // Supported lists the protocol revisions the Streamable HTTP surface accepts, oldest first.
 var Supported = []string{"2025-03-26", "2025-06-18", "2025-11-25"}
-
-// defaultRevision is assumed when a host sends no MCP-Protocol-Version header (per the spec).
-const defaultRevision = "2025-03-26"
 
 // Config is the ingress configuration.
 type Config struct {
@@ -46,6 +47,29 @@ type Config struct {
 	// MaxSessionsPerPrincipal bounds the live sessions (and so stdio children per server) one
 	// principal may hold; 0 means no limit.
 	MaxSessionsPerPrincipal int
+	// StrictAudit makes a call's answer wait for its outcome record to be durable (and
+	// withholds the answer when it cannot be); by default the outcome is appended after the
+	// answer is written, the decision record having been made durable before the upstream
+	// saw the call.
+	StrictAudit bool
+	// MaxStreamsPerPrincipal bounds the GET streams one principal holds on this replica
+	// (each session has at most one); 0 means no limit.
+	MaxStreamsPerPrincipal int
+	// StreamQueueBytes bounds the bytes queued between the bridge and one GET stream's
+	// writer; a reader that falls further behind is disconnected.
+	StreamQueueBytes int64
+	// StreamWriteTimeout bounds each write to an SSE stream.
+	StreamWriteTimeout time.Duration
+	// HTTP server limits (NewHTTPServer). There is deliberately no write timeout: SSE
+	// streams live long; each of their writes has StreamWriteTimeout instead.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	// AuthFailRate and AuthFailBurst throttle failed authentications per source address
+	// (429 with Retry-After beyond); AuthFailRate 0 disables the throttle.
+	AuthFailRate  float64
+	AuthFailBurst int
 }
 
 // RegisterFlags binds the configuration to flags, with GATEHOUSE_INGRESS_* env fallbacks.
@@ -81,11 +105,74 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet, getenv func(string) string
 	fs.DurationVar(&c.AuthCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an authenticated credential is cached")
 	fs.IntVar(&c.MaxBatch, "max-batch", 64, "most messages in one JSON-RPC batch (2025-03-26 only)")
 	fs.IntVar(&c.MaxSessionsPerPrincipal, "max-sessions-per-principal", 64, "live sessions one principal may hold (503 beyond; 0: no limit)")
+	fs.BoolVar(&c.StrictAudit, "strict-audit", false, "make each answer wait until its audit outcome record is durable")
+	fs.IntVar(&c.MaxStreamsPerPrincipal, "max-streams-per-principal", 16, "GET streams one principal may hold on this replica (503 beyond; 0: no limit)")
+	fs.Int64Var(&c.StreamQueueBytes, "stream-queue-bytes", 4<<20, "bytes queued for one GET stream before its reader is disconnected")
+	fs.DurationVar(&c.StreamWriteTimeout, "stream-write-timeout", 10*time.Second, "longest a write to an SSE stream may take")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "longest a host may take to send request headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "longest a host may take to send a request (headers and body)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive connection is kept")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted")
+	fs.Float64Var(&c.AuthFailRate, "auth-fail-rate", 10, "failed authentications per second allowed per source address (429 beyond; 0: no throttle)")
+	fs.IntVar(&c.AuthFailBurst, "auth-fail-burst", 20, "burst of failed authentications per source address")
+}
+
+// withDefaults fills the limits a Config built without RegisterFlags leaves zero.
+func (c Config) withDefaults() Config {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 64
+	}
+	if c.StreamQueueBytes <= 0 {
+		c.StreamQueueBytes = 4 << 20
+	}
+	if c.StreamWriteTimeout <= 0 {
+		c.StreamWriteTimeout = 10 * time.Second
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.AuthFailRate > 0 && c.AuthFailBurst <= 0 {
+		c.AuthFailBurst = 1
+	}
+	return c
+}
+
+// NewHTTPServer returns the HTTP server for the ingress handler (alone or on a mux with
+// other handlers): HTTP/1.1 and h2c, with the header, read and idle timeouts of cfg. It sets
+// no WriteTimeout, which would cut every SSE stream; the ingress bounds each stream write
+// itself. ReadTimeout bounds reading a request (headers and body): net/http clears the read
+// deadline once the body is read, so a long call or a GET stream outlives it.
+func NewHTTPServer(h http.Handler, cfg Config) *http.Server {
+	cfg = cfg.withDefaults()
+	srv := rpcserver.NewServer(h)
+	srv.ReadHeaderTimeout = cfg.ReadHeaderTimeout
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.IdleTimeout = cfg.IdleTimeout
+	srv.MaxHeaderBytes = cfg.MaxHeaderBytes
+	return srv
 }
 
 // Catalog is the local snapshot of the registry the ingress routes by.
 type Catalog interface {
 	Server(name string) (*registryv1.Server, bool)
+}
+
+// Sessions is where host sessions live: *sessionstore.Store.
+type Sessions interface {
+	Create(ctx context.Context, rec sessionstore.Record, limit int) (sessionstore.Record, error)
+	Update(ctx context.Context, rec sessionstore.Record) error
+	Get(ctx context.Context, id string) (sessionstore.Record, error)
+	Touch(ctx context.Context, id string) error
+	Delete(ctx context.Context, id string) error
 }
 
 // Deps are the services the ingress calls.
@@ -95,7 +182,7 @@ type Deps struct {
 	Bridge   Bridge
 	Audit    auditv1connect.AuditServiceClient
 	Catalog  Catalog
-	Sessions *sessionstore.Store
+	Sessions Sessions
 }
 
 // Service serves the MCP surface.
@@ -105,6 +192,8 @@ type Service struct {
 	logger  *slog.Logger
 	guard   guard
 	auth    *authCache
+	limiter *authLimiter
+	streams *streamRegistry
 	now     func() time.Time
 	maxBody int64
 	ready   atomic.Bool
@@ -130,9 +219,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		return nil, fmt.Errorf("ingress: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
 	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 64
-	}
+	cfg = cfg.withDefaults()
 	g, err := newGuard(splitList(cfg.AllowedHosts), splitList(cfg.AllowedOrigins))
 	if err != nil {
 		return nil, err
@@ -140,6 +227,8 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, now: time.Now, maxBody: cfg.MaxBodyBytes}
 	s.draining, s.endDraining = context.WithCancel(context.Background())
 	s.auth = newAuthCache(deps.Auth, cfg.AuthCacheTTL, s.now)
+	s.limiter = newAuthLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, s.now)
+	s.streams = newStreamRegistry(cfg.MaxStreamsPerPrincipal, cfg.StreamQueueBytes)
 	return s, nil
 }
 
@@ -147,11 +236,6 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/servers/{name}/mcp", func(w http.ResponseWriter, r *http.Request) {
-		if !s.ready.Load() {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, nil, jsonrpc.CodeInternalError, "Service Unavailable: the gateway is not ready")
-			return
-		}
 		s.serveMCP(w, r)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -178,7 +178,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux.Handle("/servers/", public)
 	mux.Handle("/healthz", public)
 	mux.Handle("/", rpcserver.RequireToken(internalToken, internal))
-	srv := rpcserver.NewServer(mux)
+	srv := ingress.NewHTTPServer(mux, cfg.Ingress)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

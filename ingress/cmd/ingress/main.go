@@ -79,5 +79,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	svc.SetReady(true)
 	context.AfterFunc(ctx, func() { svc.SetReady(false) })
 	logger.Info("serving", "addr", ln.Addr().String())
-	return rpcserver.Serve(ctx, ln, rpcserver.NewServer(svc.Handler()), nil, 10*time.Second, logger)
+	return rpcserver.Serve(ctx, ln, ingress.NewHTTPServer(svc.Handler(), cfg), nil, 10*time.Second, logger)
 }

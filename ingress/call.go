@@ -1,0 +1,273 @@
+package ingress
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
+	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// auditTimeout bounds one audit append; past it a write-ahead append fails (the call is
+// refused) and a deferred one is logged as lost.
+const auditTimeout = 10 * time.Second
+
+// audited are the methods that policy decides and the audit log records.
+var audited = map[string]bool{"tools/call": true, "resources/read": true, "prompts/get": true}
+
+// call is one request of a host to a server, from the decision to the audit record. Every
+// room at the edge (the Streamable HTTP POST today; the HTTP+SSE, stateless and stdio rooms
+// later) turns what its host sends into a call and answers through its own replier. A call
+// assumes no session and no initialize: the session context, when the host has one, is data.
+type call struct {
+	id        string // 128 random bits, hex: the call_id of its audit records
+	traceID   string
+	principal *authv1.Principal
+	server    string
+	session   sessionstore.Record // zero for a host without a session
+	revision  string              // the revision negotiated with the upstream, "" when unknown
+	msg       *jsonrpc.Message
+	start     time.Time
+}
+
+// replier is how a call reaches its host: the room it came in through.
+type replier interface {
+	// emit writes an upstream message that precedes the answer (progress, log, a server
+	// request); an error ends the call: the host is gone, or cannot take that message.
+	emit(msg []byte) error
+	// answer writes the call's answer: final is the message the host gets (the upstream's
+	// response, or the JSON-RPC error of refusal when refusal is set).
+	answer(final []byte, refusal *Error) error
+}
+
+// ending is how a call ended, the one value its outcome is derived from (see conclude).
+type ending struct {
+	final         []byte // the upstream's final message; nil for a refusal
+	upstreamError bool   // final is an error response of the upstream
+	refusal       *Error
+	cause         error // what went wrong, for the log and the audit record
+	reached       bool  // the decision record is durable: the upstream may have seen the call
+	unrecorded    bool  // the audit log refused the decision record: nothing can be recorded
+	hostGone      bool
+}
+
+func newCallID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// run carries the call through: decide, write the decision ahead, relay, conclude.
+func (s *Service) run(ctx context.Context, c *call, r replier) {
+	if !audited[c.msg.Method] {
+		s.conclude(ctx, c, nil, r, s.relay(ctx, c, r))
+		return
+	}
+	rec := &auditv1.Record{
+		Time: timestamppb.New(c.start), TraceId: c.traceID, CallId: c.id, SessionId: c.session.ID,
+		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
+		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments),
+	}
+	d, err := s.decide(ctx, c.principal, c.server, c.msg.Method, c.msg.Name)
+	if err != nil {
+		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err, hostGone: ctx.Err() != nil})
+		return
+	}
+	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
+	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
+		s.conclude(ctx, c, rec, r, ending{refusal: errDenied})
+		return
+	}
+	// Write-ahead: the decision is durable before the upstream can see the call; if it
+	// cannot be made durable, the upstream never sees it (fail closed).
+	rec.Phase = auditv1.Phase_PHASE_DECISION
+	if err := s.appendRecord(ctx, rec, false); err != nil {
+		s.conclude(ctx, c, rec, r, ending{refusal: errAuditUnavailable, cause: err, unrecorded: true})
+		return
+	}
+	end := s.relay(ctx, c, r)
+	end.reached = true
+	// The outcome is a record of its own: the decision's may still be held by the log.
+	s.conclude(ctx, c, proto.Clone(rec).(*auditv1.Record), r, end)
+}
+
+// relay sends the call to the upstream through the bridge and streams what precedes the
+// answer to the host.
+func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
+	var final *bridgev1.SendResponse
+	var hostErr error
+	err := s.deps.Bridge.Deliver(ctx, s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.msg), func(msg *bridgev1.SendResponse) error {
+		if msg.GetFinal() {
+			final = msg
+			return nil
+		}
+		if err := r.emit(msg.GetMessage()); err != nil {
+			hostErr = err // ending Deliver cancels the upstream call
+			return err
+		}
+		return nil
+	})
+	switch {
+	case final != nil:
+		return ending{final: final.GetMessage(), upstreamError: final.GetError()}
+	case hostErr != nil:
+		var e *Error
+		if errors.As(hostErr, &e) {
+			return ending{refusal: e, cause: hostErr}
+		}
+		return ending{refusal: errCancelled, cause: hostErr, hostGone: true}
+	case err == nil:
+		return ending{refusal: errUpstreamNoAnswer}
+	}
+	return ending{refusal: fromBridge(err), cause: err, hostGone: ctx.Err() != nil}
+}
+
+// outcome is the audit outcome of an ending.
+func (e ending) outcome() (auditv1.Outcome, string) {
+	switch {
+	case e.refusal == nil && !e.upstreamError:
+		return auditv1.Outcome_OUTCOME_ALLOWED, ""
+	case e.refusal == nil:
+		return auditv1.Outcome_OUTCOME_FAILED, "upstream returned an error"
+	case e.hostGone:
+		return auditv1.Outcome_OUTCOME_FAILED, "the host went away before the response"
+	case e.refusal == errDenied || e.refusal == errQuota:
+		return auditv1.Outcome_OUTCOME_DENIED, e.refusal.Message
+	case e.refusal == errTimeout:
+		return auditv1.Outcome_OUTCOME_TIMED_OUT, e.refusal.Message
+	}
+	msg := e.refusal.Name
+	if e.cause != nil {
+		msg += ": " + e.cause.Error()
+	}
+	return auditv1.Outcome_OUTCOME_FAILED, msg
+}
+
+// conclude is the one place a call's outcome is set: it records it and answers the host, in
+// the order the audit mode requires.
+//   - Not audited, or the decision record refused: answer.
+//   - Ended before the upstream (denied, policy down): one COMPLETE record, durable before
+//     the answer; if it cannot be written the host gets the audit error instead.
+//   - After the upstream: an OUTCOME record with the same call id. By default the answer is
+//     written first and the record appended after it, deferred (group committed), with a
+//     context detached from the host; in strict mode the record is durable before the
+//     answer, and the answer is withheld if it cannot be.
+func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r replier, end ending) {
+	refusal := end.refusal
+	if refusal != nil && s.logger.Enabled(ctx, refusal.Level) {
+		s.logCall(ctx, c, end)
+	}
+	final := end.final
+	if refusal != nil {
+		final = jsonrpc.ErrorResponse(c.msg.ID, refusal.Code, hostMessage(refusal, c.traceID))
+	}
+	if rec == nil || end.unrecorded {
+		if !end.hostGone {
+			_ = r.answer(final, refusal)
+		}
+		return
+	}
+	rec.Outcome, rec.Error = end.outcome()
+	rec.Latency = durationpb.New(time.Since(c.start))
+	rec.Phase = auditv1.Phase_PHASE_COMPLETE
+	if end.reached {
+		rec.Phase = auditv1.Phase_PHASE_OUTCOME
+		rec.ResultDigest = digest(final)
+	}
+	durableFirst := !end.reached || s.cfg.StrictAudit
+	if durableFirst {
+		if err := s.appendRecord(ctx, rec, false); err != nil {
+			refusal = errAuditUnavailable // withhold the answer: no record, no answer
+			final = jsonrpc.ErrorResponse(c.msg.ID, refusal.Code, hostMessage(refusal, c.traceID))
+		}
+	}
+	if !end.hostGone {
+		_ = r.answer(final, refusal)
+	}
+	if !durableFirst {
+		_ = s.appendRecord(ctx, rec, true) // failures are logged; the answer is out
+	}
+}
+
+func (s *Service) logCall(ctx context.Context, c *call, end ending) {
+	attrs := []any{"call_id", c.id, "trace_id", c.traceID, "server", c.server, "method", c.msg.Method, "error", end.refusal.Name}
+	if end.cause != nil {
+		attrs = append(attrs, "cause", end.cause.Error())
+	}
+	s.logger.Log(context.WithoutCancel(ctx), end.refusal.Level, "call failed", attrs...)
+}
+
+// appendRecord appends one audit record with a context detached from the host's request
+// (bounded by auditTimeout): a host that goes away cannot erase the record of its call.
+// Deferred appends may be acknowledged before they are durable (group commit).
+func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferred bool) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
+	if _, err := s.deps.Audit.Append(actx, connect.NewRequest(&auditv1.AppendRequest{Record: rec, Deferred: deferred})); err != nil {
+		s.logger.Error("audit append failed", "call_id", rec.GetCallId(), "trace_id", rec.GetTraceId(), "phase", rec.GetPhase().String(), "deferred", deferred, "err", err)
+		return errAuditUnavailable
+	}
+	return nil
+}
+
+// decide asks policysvc whether the principal may do action on the server's named item.
+func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, action, name string) (*policyv1.CheckResponse, error) {
+	resp, err := s.deps.Policy.Check(ctx, connect.NewRequest(&policyv1.CheckRequest{
+		Subject:  &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindName(p.GetKind())},
+		Action:   action,
+		Resource: &policyv1.Resource{Server: server, Name: name},
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// sendRequest is the bridge's request for one host message; principal and tenant let the
+// bridge cap stdio children per principal and per tenant.
+func (s *Service) sendRequest(p *authv1.Principal, server, session, revision string, m *jsonrpc.Message) *bridgev1.SendRequest {
+	req := &bridgev1.SendRequest{
+		SessionId:       session,
+		Server:          server,
+		ProtocolVersion: revision,
+		Message:         m.Raw,
+		Principal:       p.GetId(),
+		Tenant:          p.GetTenant(),
+	}
+	if m.Kind == jsonrpc.KindRequest {
+		req.RequestId = m.ID
+	}
+	return req
+}
+
+func kindName(k authv1.PrincipalKind) string {
+	switch k {
+	case authv1.PrincipalKind_PRINCIPAL_KIND_USER:
+		return "user"
+	case authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE:
+		return "service"
+	case authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS:
+		return "anonymous"
+	}
+	return "unspecified"
+}
+
+func digest(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,247 @@
+package ingress
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"mime"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+)
+
+// The edge of the Streamable HTTP room: everything decided from the request line and headers
+// alone, before any body is read. A refusal here closes the connection (refuse), so a body the
+// host is still sending, or never sends, holds nothing.
+
+const (
+	headerSession  = "Mcp-Session-Id"
+	headerRevision = "MCP-Protocol-Version"
+)
+
+// exchange is one HTTP request on an MCP endpoint, as it moves through the rooms.
+type exchange struct {
+	w         http.ResponseWriter
+	r         *http.Request
+	traceID   string
+	server    string
+	revision  string // the MCP-Protocol-Version header, "" when absent
+	principal *authv1.Principal
+	session   sessionstore.Record // zero until the session is known
+	bodyRead  bool
+}
+
+func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{w: w, r: r, traceID: traceID(r), server: r.PathValue("name"), revision: r.Header.Get(headerRevision)}
+	if !s.ready.Load() {
+		s.refuse(x, nil, errNotReady, nil)
+		return
+	}
+	if e := s.guard.check(r); e != nil {
+		s.refuse(x, nil, e, nil)
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		// The guard admitted this origin: let browser hosts on it read the answer and the
+		// session header, and answer their preflights.
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	if r.Header.Get("Last-Event-ID") != "" {
+		// The gateway gives its events no ids, so any Last-Event-ID names a stream it never
+		// served: resuming it would replay another stream's messages or none.
+		s.refuse(x, nil, errLastEventID, nil)
+		return
+	}
+	var room func(*exchange)
+	switch r.Method {
+	case http.MethodPost:
+		if e := s.postHeaders(r); e != nil {
+			s.refuse(x, nil, e, nil)
+			return
+		}
+		room = s.post
+	case http.MethodGet:
+		if !accepts(r, "text/event-stream") {
+			s.refuse(x, nil, errStreamAccept, nil)
+			return
+		}
+		room = s.listen
+	case http.MethodDelete:
+		room = s.end
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		s.refuse(x, nil, errMethodNotAllowed, nil)
+		return
+	}
+	if !s.admit(x) {
+		return
+	}
+	// POST may open a session (initialize); GET and DELETE need one.
+	if e, cause := s.resume(x, r.Method != http.MethodPost); e != nil {
+		s.refuse(x, nil, e, cause)
+		return
+	}
+	// The one revision check: a revision the gateway speaks, or the one this session
+	// negotiated with its upstream (passed through unchanged, it may be older).
+	if !revisionAccepted(x.revision, x.session.ProtocolVersion) {
+		s.refuse(x, nil, errBadRevision, nil)
+		return
+	}
+	room(x)
+}
+
+// revisionAccepted reports whether the MCP-Protocol-Version header (v, "" when absent) is
+// acceptable on a session that negotiated negotiated ("" when there is no session yet).
+func revisionAccepted(v, negotiated string) bool {
+	return v == "" || slices.Contains(Supported, v) || (negotiated != "" && v == negotiated)
+}
+
+// postHeaders checks what a POST declares about its body before the body is read.
+func (s *Service) postHeaders(r *http.Request) *Error {
+	if r.ContentLength > s.maxBody {
+		return errBodyTooLarge
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return errMediaType
+	}
+	if !accepts(r, "application/json") || !accepts(r, "text/event-stream") {
+		return errNotAcceptable
+	}
+	return nil
+}
+
+// admit authenticates the host. It answers the host itself and returns false when the
+// request must stop. Failed authentications are throttled per source address: past the
+// bucket the host gets 429 without authsvc being asked.
+func (s *Service) admit(x *exchange) bool {
+	r := x.r
+	if len(r.Header.Values("Authorization")) > 1 {
+		s.refuse(x, nil, errTwoCredentials, nil)
+		return false
+	}
+	credential, ok := bearer(r)
+	addr := remoteIP(r)
+	if ok {
+		if p, hit := s.auth.cached(credential, x.server); hit {
+			x.principal = p
+			return true
+		}
+	}
+	if wait, allowed := s.limiter.allow(addr); !allowed {
+		x.w.Header().Set("Retry-After", wait)
+		s.refuse(x, nil, errThrottled, nil)
+		return false
+	}
+	if !ok {
+		s.authFailed(x, addr, errMalformedAuth, `Bearer realm="gatehouse", error="invalid_request"`)
+		return false
+	}
+	p, err := s.auth.authenticate(r.Context(), credential, x.server)
+	if err != nil {
+		e := fromAuth(err)
+		if e.Status != http.StatusUnauthorized {
+			s.limiter.refund(addr) // not the host's failure
+			s.refuse(x, nil, e, err)
+			return false
+		}
+		challenge := `Bearer realm="gatehouse"`
+		if credential != "" {
+			challenge = `Bearer realm="gatehouse", error="invalid_token"`
+		}
+		s.authFailed(x, addr, e, challenge)
+		return false
+	}
+	s.limiter.refund(addr)
+	x.principal = p
+	// Whether the server exists is not checked here: requests other than initialize need a
+	// session, which is bound to its server, and initialize asks policy. An unknown server
+	// and one the caller may not use are answered alike, so neither can be discovered.
+	return true
+}
+
+// authFailed answers a failed authentication: it spends a token of the address's bucket and
+// logs at most one line per address per minute, with the count of lines suppressed.
+func (s *Service) authFailed(x *exchange, addr string, e *Error, challenge string) {
+	if logNow, suppressed := s.limiter.fail(addr); logNow {
+		s.logger.Info("authentication failed", "addr", addr, "server", x.server, "trace_id", x.traceID, "error", e.Name, "suppressed", suppressed)
+	}
+	x.w.Header().Set("WWW-Authenticate", challenge)
+	s.answerRefusal(x, nil, e)
+}
+
+// remoteIP is the throttle's key: the peer's IPv4 address, or its IPv6 /64 (one host
+// commonly holds a whole /64).
+func remoteIP(r *http.Request) string {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		h = r.RemoteAddr
+	}
+	ip := net.ParseIP(h)
+	if ip == nil || ip.To4() != nil {
+		return h
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// bearer extracts the bearer token; ok is false for another scheme or an oversized value.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", true
+	}
+	scheme, token, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || len(token) > maxCredential {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// accepts reports whether the Accept header admits the media type.
+func accepts(r *http.Request, mediaType string) bool {
+	major, _, _ := strings.Cut(mediaType, "/")
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			if mt == mediaType || mt == "*/*" || mt == major+"/*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// traceID takes the trace id of a valid W3C traceparent header, or makes a new one.
+func traceID(r *http.Request) string {
+	if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' && tp[35] == '-' {
+		id := tp[3:35]
+		if _, err := hex.DecodeString(id); err == nil && id != strings.Repeat("0", 32) {
+			return id
+		}
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

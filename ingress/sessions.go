@@ -1,0 +1,137 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
+	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+)
+
+// The sessions room of the session-era revisions: resume a host's session, create one
+// (initialize), end one (DELETE, or its upstream gone).
+
+// resume loads the host's session into x. Without an Mcp-Session-Id header it is a refusal
+// when required, else nothing; an unknown, ended or foreign session is 404.
+func (s *Service) resume(x *exchange, required bool) (*Error, error) {
+	id := x.r.Header.Get(headerSession)
+	if id == "" {
+		if required {
+			return errSessionRequired, nil
+		}
+		return nil, nil
+	}
+	ctx := x.r.Context()
+	rec, err := s.deps.Sessions.Get(ctx, id)
+	if err == nil && (rec.Principal != x.principal.GetId() || rec.Tenant != x.principal.GetTenant() || rec.Server != x.server) {
+		err = sessionstore.ErrNotFound // another principal's or another server's session: never served
+	}
+	if err == nil {
+		err = s.deps.Sessions.Touch(ctx, id)
+	}
+	if errors.Is(err, sessionstore.ErrNotFound) {
+		return errSessionNotFound, nil
+	}
+	if err != nil {
+		return errSessionStore, err
+	}
+	x.session = rec
+	return nil, nil
+}
+
+// initialize opens a session: policy may the principal use this server at all, a session
+// record under a lease, then the upstream's own initialize, passed through unchanged. A
+// denied principal gets 404 and no session, as for a server that does not exist.
+func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
+	ctx := x.r.Context()
+	d, err := s.decide(ctx, x.principal, x.server, "initialize", "")
+	if err != nil {
+		s.refuse(x, m.ID, fromPolicy(err), err)
+		return
+	}
+	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
+		s.refuse(x, nil, errNoServer, nil)
+		return
+	}
+	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{Server: x.server, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant()}, s.cfg.MaxSessionsPerPrincipal)
+	if errors.Is(err, sessionstore.ErrTooManySessions) {
+		s.refuse(x, m.ID, errTooManySessions, err)
+		return
+	}
+	if err != nil {
+		s.refuse(x, m.ID, errSessionStore, err)
+		return
+	}
+	x.session = rec
+	var out [][]byte
+	var revision string
+	failed := false
+	err = s.deps.Bridge.Deliver(ctx, s.sendRequest(x.principal, x.server, rec.ID, rec.ProtocolVersion, m), func(msg *bridgev1.SendResponse) error {
+		out = append(out, msg.GetMessage())
+		if msg.GetProtocolVersion() != "" {
+			revision = msg.GetProtocolVersion()
+		}
+		if msg.GetFinal() {
+			failed = msg.GetError()
+		}
+		return nil
+	})
+	if err == nil && revision != "" {
+		rec.ProtocolVersion = revision
+		if uerr := s.deps.Sessions.Update(ctx, rec); uerr != nil {
+			s.endSession(context.WithoutCancel(ctx), rec.ID)
+			s.refuse(x, m.ID, errSessionStore, uerr)
+			return
+		}
+	}
+	if err != nil || failed || len(out) == 0 {
+		s.endSession(context.WithoutCancel(ctx), rec.ID)
+		if err != nil {
+			e := fromBridge(err)
+			if e == errCancelled && ctx.Err() != nil {
+				return // the host went away: no one to answer
+			}
+			if e == errSessionEnded {
+				e = errNoServer // the bridge does not know the server
+			}
+			s.refuse(x, m.ID, e, err)
+			return
+		}
+		if len(out) == 0 {
+			s.refuse(x, m.ID, errNoInitialize, nil)
+			return
+		}
+	} else {
+		x.w.Header().Set(headerSession, rec.ID)
+	}
+	if len(out) == 1 {
+		writeJSON(x.w, http.StatusOK, out[0])
+		return
+	}
+	sse := startSSE(x.w, s.cfg.StreamWriteTimeout)
+	for _, b := range out {
+		if sse.send(b) != nil {
+			return
+		}
+	}
+}
+
+// end ends the host's session (DELETE).
+func (s *Service) end(x *exchange) {
+	s.endSession(x.r.Context(), x.session.ID)
+	x.w.WriteHeader(http.StatusOK)
+}
+
+// endSession deletes the session record, ends its GET streams (freeing their queues) and its
+// upstreams.
+func (s *Service) endSession(ctx context.Context, id string) {
+	if err := s.deps.Sessions.Delete(ctx, id); err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
+		s.logger.Warn("end session", "session", id, "err", err)
+	}
+	s.streams.endSession(id)
+	// The bridges also reap on the session watch; this makes the common case immediate.
+	s.deps.Bridge.EndSession(id)
+}
