@@ -1,13 +1,21 @@
-// Package devetcd runs an embedded single-member etcd on free loopback ports: the etcd of
-// single-process mode, and of tests.
+// Package devetcd runs an embedded single-member etcd that only its own process (and its
+// user) can reach: the etcd of single-process mode, and of tests.
+//
+// etcd holds what the gateway trusts (registry entries whose commands the bridge runs, token
+// digests, sessions), so it listens on no TCP port at all: its client and peer listeners are
+// unix sockets with mode 0600 in a directory with mode 0700 inside the data directory, and the
+// HTTP/JSON gRPC gateway is off. A unix socket was chosen over loopback TCP with client
+// certificates because it needs no key material on disk, has no port another process could
+// take first, and the kernel enforces the owner check on every connect.
 package devetcd
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,47 +23,76 @@ import (
 	"go.uber.org/zap"
 )
 
+// SocketDir is the directory inside Config.Dir that holds etcd's sockets.
+const SocketDir = "sock"
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path is 108 bytes with its
+// terminating NUL).
+const maxSocketPath = 107
+
 // Etcd is a running embedded etcd and a client connected to it.
 type Etcd struct {
 	server *embed.Etcd
 	Client *clientv3.Client
+	socket string
 }
 
 // Config says where etcd keeps its data and how.
 type Config struct {
+	// Dir holds etcd's data and, in Dir/sock, its sockets.
 	Dir  string
 	Name string // the member name; "gatehouse" when empty
 	// NoFsync trades durability for speed: for tests only.
 	NoFsync bool
 }
 
-// Start starts etcd on free loopback ports and waits until it serves.
+// Start starts etcd on unix sockets in c.Dir/sock and waits until it serves.
 func Start(ctx context.Context, c Config) (*Etcd, error) {
-	clientURL, err := freeURL()
+	if c.Dir == "" {
+		return nil, errors.New("embedded etcd: a data directory is required")
+	}
+	dir, err := filepath.Abs(c.Dir)
 	if err != nil {
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	sockDir := filepath.Join(dir, SocketDir)
+	if err := privateDir(sockDir); err != nil {
 		return nil, err
 	}
-	peerURL, err := freeURL()
-	if err != nil {
-		return nil, err
+	clientSock := filepath.Join(sockDir, "client")
+	peerSock := filepath.Join(sockDir, "peer")
+	if len(peerSock) > maxSocketPath || len(clientSock) > maxSocketPath {
+		return nil, fmt.Errorf("embedded etcd: socket path %s is longer than %d bytes: choose a shorter data directory", clientSock, maxSocketPath)
 	}
+	clientURL := url.URL{Scheme: "unix", Path: clientSock}
+	peerURL := url.URL{Scheme: "unix", Path: peerSock}
+
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
 	if cfg.Name == "" {
 		cfg.Name = "gatehouse"
 	}
-	cfg.Dir = c.Dir
+	cfg.Dir = dir
 	cfg.UnsafeNoFsync = c.NoFsync
-	cfg.ListenClientUrls = []url.URL{*clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
-	cfg.ListenPeerUrls = []url.URL{*peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.EnableGRPCGateway = false
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	// A single member has no peers to hear from: no peer listener at all. The advertised
+	// peer URL only names the member in the cluster's configuration; nothing listens there.
+	cfg.ListenPeerUrls = nil
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.ListenMetricsUrls = nil
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	// The directory already keeps everyone else out; the sockets' own mode says so twice.
+	if err := os.Chmod(clientSock, 0o600); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd: socket mode: %w", err)
 	}
 	timer := time.NewTimer(60 * time.Second)
 	defer timer.Stop()
@@ -72,7 +109,7 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 		return nil, ctx.Err()
 	}
 	client, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{clientURL.Host},
+		Endpoints:   []string{"unix://" + clientSock},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
@@ -80,24 +117,40 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 		e.Close()
 		return nil, fmt.Errorf("connect to embedded etcd: %w", err)
 	}
-	return &Etcd{server: e, Client: client}, nil
+	return &Etcd{server: e, Client: client, socket: clientSock}, nil
 }
 
-// Endpoint is the client address, host:port.
-func (e *Etcd) Endpoint() string { return e.Client.Endpoints()[0] }
+// privateDir creates dir with mode 0700, or checks that an existing one is a directory of
+// this user and makes its mode 0700.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("embedded etcd: socket dir: %w", err)
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("embedded etcd: socket dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("embedded etcd: socket dir %s is not a directory", dir)
+	}
+	if uid, ok := ownerOf(st); ok && uid != os.Geteuid() {
+		return fmt.Errorf("embedded etcd: socket dir %s belongs to uid %d, not this process's %d", dir, uid, os.Geteuid())
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("embedded etcd: socket dir: %w", err)
+	}
+	return nil
+}
+
+// Endpoint is the client endpoint, unix:///path/to/socket: only this process's user can
+// connect to it.
+func (e *Etcd) Endpoint() string { return "unix://" + e.socket }
+
+// Socket is the path of the client socket.
+func (e *Etcd) Socket() string { return e.socket }
 
 // Close disconnects and stops etcd.
 func (e *Etcd) Close() {
 	_ = e.Client.Close()
 	e.server.Close()
-}
-
-func freeURL() (*url.URL, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("pick a port for etcd: %w", err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return &url.URL{Scheme: "http", Host: addr}, nil
 }
