@@ -24,6 +24,7 @@ const usage = `usage: gatehouse <command> [flags]
 
 commands:
   up        run every service in one process, on one port (single-process mode)
+  dev       development helpers: certs DIR (etcd TLS certificates for split mode)
 
 Run 'gatehouse <command> -h' for a command's flags.`
 
@@ -35,6 +36,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "up":
 		return up(ctx, args[1:], getenv, stdout, stderr)
+	case "dev":
+		return dev(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -35,6 +35,8 @@ type Etcd struct {
 	server *embed.Etcd
 	Client *clientv3.Client
 	socket string
+	// tempDir is the socket's directory when it is not in the data directory.
+	tempDir string
 }
 
 // Config says where etcd keeps its data and how.
@@ -46,7 +48,7 @@ type Config struct {
 	NoFsync bool
 }
 
-// Start starts etcd on unix sockets in c.Dir/sock and waits until it serves.
+// Start starts etcd on a unix socket in c.Dir/sock and waits until it serves.
 func Start(ctx context.Context, c Config) (*Etcd, error) {
 	if c.Dir == "" {
 		return nil, errors.New("embedded etcd: a data directory is required")
@@ -56,13 +58,24 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 		return nil, fmt.Errorf("embedded etcd: %w", err)
 	}
 	sockDir := filepath.Join(dir, SocketDir)
+	tempSockDir := ""
+	if len(filepath.Join(sockDir, "client")) > maxSocketPath {
+		// A unix socket path has at most 107 bytes: a deep data directory gets its socket in
+		// a private temporary directory instead (mode 0700, random name, removed by Close).
+		if tempSockDir, err = os.MkdirTemp("", "gatehouse-etcd-"); err != nil {
+			return nil, fmt.Errorf("embedded etcd: socket dir: %w", err)
+		}
+		sockDir = tempSockDir
+	}
 	if err := privateDir(sockDir); err != nil {
+		removeAll(tempSockDir)
 		return nil, err
 	}
 	clientSock := filepath.Join(sockDir, "client")
 	peerSock := filepath.Join(sockDir, "peer")
-	if len(peerSock) > maxSocketPath || len(clientSock) > maxSocketPath {
-		return nil, fmt.Errorf("embedded etcd: socket path %s is longer than %d bytes: choose a shorter data directory", clientSock, maxSocketPath)
+	if len(clientSock) > maxSocketPath {
+		removeAll(tempSockDir)
+		return nil, fmt.Errorf("embedded etcd: socket path %s is longer than %d bytes: set TMPDIR or the data directory shorter", clientSock, maxSocketPath)
 	}
 	clientURL := url.URL{Scheme: "unix", Path: clientSock}
 	peerURL := url.URL{Scheme: "unix", Path: peerSock}
@@ -87,26 +100,28 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
+		removeAll(tempSockDir)
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	started := &Etcd{server: e, socket: clientSock, tempDir: tempSockDir}
+	fail := func(err error) (*Etcd, error) {
+		started.Close()
+		return nil, err
 	}
 	// The directory already keeps everyone else out; the sockets' own mode says so twice.
 	if err := os.Chmod(clientSock, 0o600); err != nil {
-		e.Close()
-		return nil, fmt.Errorf("embedded etcd: socket mode: %w", err)
+		return fail(fmt.Errorf("embedded etcd: socket mode: %w", err))
 	}
 	timer := time.NewTimer(60 * time.Second)
 	defer timer.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("embedded etcd: %w", err)
+		return fail(fmt.Errorf("embedded etcd: %w", err))
 	case <-timer.C:
-		e.Close()
-		return nil, errors.New("embedded etcd did not become ready within 60s")
+		return fail(errors.New("embedded etcd did not become ready within 60s"))
 	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
+		return fail(ctx.Err())
 	}
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{"unix://" + clientSock},
@@ -114,10 +129,10 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
-		e.Close()
-		return nil, fmt.Errorf("connect to embedded etcd: %w", err)
+		return fail(fmt.Errorf("connect to embedded etcd: %w", err))
 	}
-	return &Etcd{server: e, Client: client, socket: clientSock}, nil
+	started.Client = client
+	return started, nil
 }
 
 // privateDir creates dir with mode 0700, or checks that an existing one is a directory of
@@ -149,8 +164,17 @@ func (e *Etcd) Endpoint() string { return "unix://" + e.socket }
 // Socket is the path of the client socket.
 func (e *Etcd) Socket() string { return e.socket }
 
-// Close disconnects and stops etcd.
+// Close disconnects, stops etcd and removes a temporary socket directory.
 func (e *Etcd) Close() {
-	_ = e.Client.Close()
+	if e.Client != nil {
+		_ = e.Client.Close()
+	}
 	e.server.Close()
+	removeAll(e.tempDir)
+}
+
+func removeAll(dir string) {
+	if dir != "" {
+		_ = os.RemoveAll(dir)
+	}
 }

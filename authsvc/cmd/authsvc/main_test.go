@@ -46,7 +46,7 @@ func TestRunErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-listen", "127.0.0.1:0"}, tt.args...)
+			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-listen", "127.0.0.1:0"}, tt.args...)
 			err := run(context.Background(), args, tt.getenv, &out)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
@@ -66,7 +66,7 @@ func TestRunServes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{
-			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-key-prefix", etcdtest.Prefix(t),
+			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-key-prefix", etcdtest.Prefix(t),
 			"-anonymous-servers", "echo", "-internal-token", internal, "-drain", "1s",
 		}, noenv, out)
 	}()

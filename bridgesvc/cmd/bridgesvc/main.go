@@ -42,7 +42,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var cfg bridgesvc.Config
 	cfg.RegisterFlags(fs)
 	token := fs.String("internal-token", getenv("GATEHOUSE_INTERNAL_TOKEN"), "shared secret required on internal RPCs and sent to the registry (empty: none)")
-	etcdEndpoints := fs.String("etcd-endpoints", getenv("GATEHOUSE_BRIDGESVC_ETCD_ENDPOINTS"), "comma-separated etcd endpoints; when set, sessions that end or expire there are reaped")
+	var etcdCfg etcdclient.Config
+	etcdCfg.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,8 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	if *etcdEndpoints != "" {
-		kv, err := etcdclient.New(*etcdEndpoints)
+	if len(etcdCfg.EndpointList()) > 0 {
+		kv, err := etcdclient.Dial(etcdCfg, logger)
 		if err != nil {
 			return err
 		}

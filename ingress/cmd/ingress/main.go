@@ -40,11 +40,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg.RegisterFlags(fs, getenv)
+	var etcdCfg etcdclient.Config
+	etcdCfg.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("svc", "ingress")
-	kv, err := etcdclient.New(cfg.EtcdEndpoints)
+	kv, err := etcdclient.Dial(etcdCfg, logger)
 	if err != nil {
 		return err
 	}

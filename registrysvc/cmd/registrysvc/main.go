@@ -39,6 +39,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs := flag.NewFlagSet("registrysvc", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	cfg.RegisterFlags(fs, getenv)
+	var etcdCfg etcdclient.Config
+	etcdCfg.RegisterFlags(fs)
 	token := fs.String("internal-token", getenv("GATEHOUSE_INTERNAL_TOKEN"), "shared secret required on internal RPCs (empty: none)")
 	drain := fs.Duration("drain", 10*time.Second, "how long in-flight requests get at shutdown")
 	if err := fs.Parse(args); err != nil {
@@ -56,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 	}
-	kv, err := etcdclient.New(cfg.EtcdEndpoints)
+	kv, err := etcdclient.Dial(etcdCfg, logger)
 	if err != nil {
 		return err
 	}
