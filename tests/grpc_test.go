@@ -24,7 +24,7 @@ func TestGRPCGoClients(t *testing.T) {
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	cfg := "servers:\n" + stdioEntry("echo", echo) +
 		"  - name: research-only\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    tenants: [research]\n"
-	g := gatehousetest.Start(t, gatehousetest.Options{Config: cfg, Args: []string{"--internal-token", internal}})
+	g := gatehousetest.Start(t, gatehousetest.Options{Config: cfg, Env: []string{"GATEHOUSE_INTERNAL_TOKEN=" + internal}})
 	conn, err := grpc.NewClient(strings.TrimPrefix(g.Base, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -45,7 +45,7 @@ func TestRunEtcdClientAuth(t *testing.T) {
 	t.Parallel()
 	t.Run("plaintext refused", func(t *testing.T) {
 		var out bytes.Buffer
-		err := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint()}, noenv, &out)
+		err := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint()}, withToken, &out)
 		if !errors.Is(err, etcdclient.ErrInsecure) || !strings.Contains(err.Error(), "--etcd-insecure-dev") {
 			t.Fatalf("err = %v, want ErrInsecure naming --etcd-insecure-dev", err)
 		}
@@ -55,7 +55,6 @@ func TestRunEtcdClientAuth(t *testing.T) {
 		if err := os.WriteFile(file, []byte("servers:\n  - name: web\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    tenants: [default]\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		const token = "test-internal-token"
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		out := &syncBuffer{}
@@ -65,8 +64,8 @@ func TestRunEtcdClientAuth(t *testing.T) {
 			done <- run(ctx, []string{
 				"-listen", "127.0.0.1:0", "-etcd-endpoints", secure.Endpoint, "-key-prefix", etcdtest.Prefix(t),
 				"-etcd-ca-file", c.CA, "-etcd-cert-file", c.ClientCert, "-etcd-key-file", c.ClientKey,
-				"-servers", file, "-internal-token", token, "-drain", "1s",
-			}, noenv, out)
+				"-servers", file, "-drain", "1s",
+			}, withToken, out)
 		}()
 		addr := waitServing(t, out, done)
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -96,6 +95,26 @@ func TestRunEtcdClientAuth(t *testing.T) {
 
 func noenv(string) string { return "" }
 
+const token = "test-internal-token"
+
+// withToken is an environment holding the internal token.
+func withToken(k string) string {
+	if k == "GATEHOUSE_INTERNAL_TOKEN" {
+		return token
+	}
+	return ""
+}
+
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, noenv, &out); err != nil {
+		t.Fatalf("-h: %v, want nil (exit 0)", err)
+	}
+	if !strings.Contains(out.String(), "-servers") || !strings.Contains(out.String(), "-etcd-ca-file") {
+		t.Errorf("usage:\n%s", out.String())
+	}
+}
+
 func TestRunErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -109,15 +128,16 @@ func TestRunErrors(t *testing.T) {
 		getenv  func(string) string
 		wantErr string
 	}{
-		{"unknown flag", []string{"-nope"}, noenv, "not defined"},
-		{"stray argument", []string{"extra"}, noenv, "unexpected arguments"},
-		{"missing servers file", []string{"-servers", filepath.Join(dir, "none.yaml")}, noenv, "servers file"},
-		{"bad servers file", []string{"-servers", bad}, noenv, "field comand not found"},
+		{"unknown flag", []string{"-nope"}, withToken, "not defined"},
+		{"stray argument", []string{"extra"}, withToken, "unexpected arguments"},
+		{"missing servers file", []string{"-servers", filepath.Join(dir, "none.yaml")}, withToken, "servers file"},
+		{"bad servers file", []string{"-servers", bad}, withToken, "field comand not found"},
+		{"no internal token", nil, noenv, "no internal token"},
 		{"bad env", nil, func(k string) string {
 			if k == "GATEHOUSE_REGISTRY_MAX_WATCHERS" {
 				return "many"
 			}
-			return ""
+			return withToken(k)
 		}, "GATEHOUSE_REGISTRY_MAX_WATCHERS"},
 	}
 	for _, tt := range tests {
@@ -143,7 +163,6 @@ func TestRunSeedsAndServes(t *testing.T) {
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const token = "test-internal-token"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
@@ -151,8 +170,8 @@ func TestRunSeedsAndServes(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{
 			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-key-prefix", etcdtest.Prefix(t),
-			"-servers", file, "-internal-token", token, "-drain", "1s",
-		}, noenv, out)
+			"-servers", file, "-drain", "1s",
+		}, withToken, out)
 	}()
 	addr := waitServing(t, out, done)
 
