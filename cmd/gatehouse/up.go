@@ -62,7 +62,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML file listing the servers (see docs/configuration.md; default: the embedded example)")
 	fs.StringVar(&c.Ingress.Listen, "listen", "127.0.0.1:8080", "address to serve on")
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for etcd and the audit log")
-	fs.StringVar(&c.PolicyDir, "policy-dir", "examples/policies", "directory of Cedar policies")
+	fs.StringVar(&c.PolicyDir, "policy-dir", "", "directory of Cedar policies and their schema (default: the embedded examples/policies, written to <data-dir>/default-policies)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs, svcmain.NoEnv)
@@ -108,12 +108,21 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err != nil {
 		return err
 	}
-	file, err := loadConfig(cfg.ConfigFile)
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary: %w", err)
+	}
+	file, err := loadConfig(cfg.ConfigFile, self)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.PolicyDir == "" {
+		if cfg.PolicyDir, err = writeDefaultPolicies(filepath.Join(cfg.DataDir, "default-policies")); err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Ingress.Listen)
 	if err != nil {
