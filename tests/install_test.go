@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,6 +109,10 @@ func TestInstalledUpAnywhere(t *testing.T) {
 	if text, ok := res.Content[0].(*mcp.TextContent); !ok || text.Text != "from anywhere" {
 		t.Fatalf("echo answered %#v, want the text back", res.Content[0])
 	}
+	// The gateway listens on one TCP port, the one it printed: its etcd is a unix socket.
+	if ports := listeningPorts(t, cmd.Process.Pid); len(ports) != 1 || !strings.HasSuffix(base, ":"+ports[0]) {
+		t.Errorf("gateway TCP listeners on ports %v, want only the printed %s", ports, base)
+	}
 	children := processesOf(t, bin)
 	if len(children) < 2 {
 		t.Errorf("want the gateway and its echo child running from %s, found pids %v", bin, children)
@@ -157,6 +162,42 @@ func processesOf(t *testing.T, bin string) []string {
 		pids = append(pids, p.Name())
 	}
 	return pids
+}
+
+// listeningPorts lists the ports (decimal) of the TCP sockets pid listens on.
+func listeningPorts(t *testing.T, pid int) []string {
+	t.Helper()
+	dir := filepath.Join("/proc", strconv.Itoa(pid))
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
+	if err != nil {
+		t.Skipf("no /proc fds: %v", err)
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var ports []string
+	for _, table := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(filepath.Join(dir, "net", table))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st ... inode; st 0A is LISTEN.
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+				continue
+			}
+			if i := strings.LastIndexByte(f[1], ':'); i >= 0 {
+				if p, err := strconv.ParseUint(f[1][i+1:], 16, 16); err == nil {
+					ports = append(ports, strconv.FormatUint(p, 10))
+				}
+			}
+		}
+	}
+	return ports
 }
 
 // lockedLog collects a process's stderr for failure messages.
