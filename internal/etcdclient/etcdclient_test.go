@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -117,6 +118,23 @@ func TestTLSClientAuth(t *testing.T) {
 		defer cancel()
 		if _, err := kv.Get(short, "/tls/k"); err == nil {
 			t.Fatal("a client without a certificate read etcd")
+		}
+	})
+
+	t.Run("without a client certificate the HTTP gateway paths refuse", func(t *testing.T) {
+		caPEM, err := os.ReadFile(certs.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		for _, path := range []string{"/v3/kv/range", "/v3/kv/put"} {
+			resp, err := client.Post(secure.Endpoint+path, "application/json", strings.NewReader(`{"key":"L3Rscy9r","value":"eA=="}`))
+			if err == nil {
+				resp.Body.Close()
+				t.Errorf("POST %s without a client certificate: %d, want the TLS handshake refused", path, resp.StatusCode)
+			}
 		}
 	})
 
