@@ -32,6 +32,7 @@ func TestRunRefusals(t *testing.T) {
 		{"dev token file readable by others", []string{"up"}, map[string]string{"GATEHOUSE_DEV_TOKEN_FILE": loose}, "must not be readable by group or others"},
 		{"internal token file readable by others", []string{"up"}, map[string]string{"GATEHOUSE_INTERNAL_TOKEN_FILE": loose}, "GATEHOUSE_INTERNAL_TOKEN_FILE"},
 		{"token twice", []string{"up"}, map[string]string{"GATEHOUSE_DEV_TOKEN": "x", "GATEHOUSE_DEV_TOKEN_FILE": loose}, "both set"},
+		{"internal token too short", []string{"up"}, map[string]string{"GATEHOUSE_INTERNAL_TOKEN": "short"}, "fewer than 16"},
 		{"bad env value", []string{"up"}, map[string]string{"GATEHOUSE_SESSION_TTL": "soon"}, "GATEHOUSE_SESSION_TTL"},
 		{"stray argument", []string{"up", "extra"}, nil, "unexpected arguments"},
 		{"dev without certs", []string{"dev"}, nil, "certs DIR"},

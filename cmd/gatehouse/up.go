@@ -104,7 +104,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err != nil {
 		return err
 	}
-	internalToken, err := svcmain.ReadSecret(getenv, svcmain.InternalTokenEnv)
+	internalToken, err := svcmain.InternalToken(getenv)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,23 @@ import (
 // holding it instead.
 const InternalTokenEnv = "GATEHOUSE_INTERNAL_TOKEN"
 
+// MinTokenBytes is the shortest internal token accepted: a short shared secret is a guessable
+// one.
+const MinTokenBytes = 16
+
+// InternalToken reads the internal token (ReadSecret of InternalTokenEnv): "" when unset, an
+// error when it is shorter than MinTokenBytes.
+func InternalToken(getenv func(string) string) (string, error) {
+	token, err := ReadSecret(getenv, InternalTokenEnv)
+	if err != nil {
+		return "", err
+	}
+	if token != "" && len(token) < MinTokenBytes {
+		return "", fmt.Errorf("%s: the internal token has %d bytes, fewer than %d", InternalTokenEnv, len(token), MinTokenBytes)
+	}
+	return token, nil
+}
+
 // maxSecretBytes bounds a secret file.
 const maxSecretBytes = 64 << 10
 

@@ -142,7 +142,7 @@ func Main(ctx context.Context, spec Spec, args []string, getenv func(string) str
 		return err
 	}
 	logger = logger.With("svc", spec.Name)
-	token, err := ReadSecret(getenv, InternalTokenEnv)
+	token, err := InternalToken(getenv)
 	if err != nil {
 		return err
 	}

@@ -185,9 +185,10 @@ func TestMainRefusals(t *testing.T) {
 		{"help exits 0", []string{"-h"}, nil, "", "GATEHOUSE_DEMO_<FLAG>"},
 		{"no token", []string{"-listen", "127.0.0.1:0"}, nil, "no internal token", ""},
 		{"token as flag", []string{"-internal-token", "x"}, nil, "not defined", ""},
-		{"stray argument", []string{"extra"}, map[string]string{svcmain.InternalTokenEnv: "t"}, "unexpected arguments", ""},
-		{"bad env", nil, map[string]string{"GATEHOUSE_DEMO_DRAIN": "soon", svcmain.InternalTokenEnv: "t"}, "GATEHOUSE_DEMO_DRAIN", ""},
-		{"bad log level", []string{"-log-level", "loud"}, map[string]string{svcmain.InternalTokenEnv: "t"}, "log level", ""},
+		{"stray argument", []string{"extra"}, map[string]string{svcmain.InternalTokenEnv: tok}, "unexpected arguments", ""},
+		{"bad env", nil, map[string]string{"GATEHOUSE_DEMO_DRAIN": "soon", svcmain.InternalTokenEnv: tok}, "GATEHOUSE_DEMO_DRAIN", ""},
+		{"bad log level", []string{"-log-level", "loud"}, map[string]string{svcmain.InternalTokenEnv: tok}, "log level", ""},
+		{"token too short", nil, map[string]string{svcmain.InternalTokenEnv: tok[:15]}, "fewer than 16", ""},
 		{"token file readable by others", nil, map[string]string{svcmain.InternalTokenEnv + "_FILE": worldReadable(t)}, "must not be readable", ""},
 	}
 	for _, tt := range tests {
@@ -209,6 +210,9 @@ func TestMainRefusals(t *testing.T) {
 	}
 }
 
+// tok is an internal token long enough to be accepted.
+const tok = "0123456789abcdef"
+
 func worldReadable(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(p, []byte("t"), 0o644); err != nil {
@@ -229,7 +233,7 @@ func TestMainServes(t *testing.T) {
 		env      map[string]string
 		wantWarn bool
 	}{
-		{"token from env", nil, map[string]string{svcmain.InternalTokenEnv: "t", "GATEHOUSE_DEMO_LISTEN": "127.0.0.1:0"}, false},
+		{"token from env", nil, map[string]string{svcmain.InternalTokenEnv: tok, "GATEHOUSE_DEMO_LISTEN": "127.0.0.1:0"}, false},
 		{"insecure dev", []string{"-insecure-no-internal-token-dev", "-listen", "127.0.0.1:0"}, nil, true},
 	}
 	for _, tt := range tests {
