@@ -136,16 +136,3 @@ func NewClient() *http.Client {
 
 // BaseURL turns a host:port into the URL Connect clients take.
 func BaseURL(addr string) string { return "http://" + addr }
-
-// ListenAndServe is the whole serving life of a split-mode service: listen on addr, mount the
-// handlers with health and reflection behind the internal token, serve until ctx ends, then
-// drain for at most drain.
-func ListenAndServe(ctx context.Context, addr, token string, drain time.Duration, logger *slog.Logger, handlers ...Handler) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	mux := NewMux(handlers...)
-	logger.Info("serving", "addr", ln.Addr().String())
-	return Serve(ctx, ln, NewServer(RequireToken(token, mux)), mux, drain, logger)
-}
