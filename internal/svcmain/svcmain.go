@@ -84,6 +84,9 @@ type Serving struct {
 	// Handler, when set, is served instead (the ingress's public surface): no internal
 	// token, no health service.
 	Handler http.Handler
+	// NewServer, when set, makes the http.Server for what is served (its timeouts and
+	// limits); nil means rpcserver.NewServer.
+	NewServer func(http.Handler) *http.Server
 	// Stopping runs when shutdown begins, before the drain: end long-lived streams, mark
 	// the service not ready.
 	Stopping func()
@@ -182,13 +185,17 @@ func serve(ctx context.Context, addr string, drain time.Duration, env *Env, s *S
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	newServer := s.NewServer
+	if newServer == nil {
+		newServer = rpcserver.NewServer
+	}
 	var mux *rpcserver.Mux
 	var srv *http.Server
 	if s.Handler != nil {
-		srv = rpcserver.NewServer(s.Handler)
+		srv = newServer(s.Handler)
 	} else {
 		mux = rpcserver.NewMux(s.Handlers...)
-		srv = rpcserver.NewServer(rpcserver.RequireToken(env.Token, mux))
+		srv = newServer(rpcserver.RequireToken(env.Token, mux))
 	}
 	env.Logger.Info("serving", append([]any{"addr", ln.Addr().String()}, s.LogAttrs...)...)
 	return rpcserver.ServeUntil(ctx, ln, srv, rpcserver.Shutdown{Mux: mux, Stopping: s.Stopping, Drain: drain}, env.Logger)
