@@ -196,7 +196,11 @@ func TestMainRefusals(t *testing.T) {
 			var out bytes.Buffer
 			var listen string
 			var built bool
-			err := svcmain.Main(context.Background(), spec(&listen, &built, make(chan struct{}), make(chan struct{})), tt.args, func(k string) string { return tt.env[k] }, &out)
+			// Already cancelled: should a refusal regress, Main builds, serves and returns at
+			// once, and the test fails on built instead of hanging.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			err := svcmain.Main(ctx, spec(&listen, &built, make(chan struct{}), make(chan struct{})), tt.args, func(k string) string { return tt.env[k] }, &out)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("err %v, want %q", err, tt.wantErr)
 			}
