@@ -109,9 +109,14 @@ func TestInstalledUpAnywhere(t *testing.T) {
 	if text, ok := res.Content[0].(*mcp.TextContent); !ok || text.Text != "from anywhere" {
 		t.Fatalf("echo answered %#v, want the text back", res.Content[0])
 	}
-	// The gateway listens on one TCP port, the one it printed: its etcd is a unix socket.
-	if ports := listeningPorts(t, cmd.Process.Pid); len(ports) != 1 || !strings.HasSuffix(base, ":"+ports[0]) {
+	// The gateway listens on one TCP port, the one it printed, and on no unix socket: its
+	// etcd has no listener at all.
+	ports, unix := listeningPorts(t, cmd.Process.Pid)
+	if len(ports) != 1 || !strings.HasSuffix(base, ":"+ports[0]) {
 		t.Errorf("gateway TCP listeners on ports %v, want only the printed %s", ports, base)
+	}
+	if unix != 0 {
+		t.Errorf("gateway has %d unix listeners, want none", unix)
 	}
 	children := processesOf(t, bin)
 	if len(children) < 2 {
@@ -164,8 +169,9 @@ func processesOf(t *testing.T, bin string) []string {
 	return pids
 }
 
-// listeningPorts lists the ports (decimal) of the TCP sockets pid listens on.
-func listeningPorts(t *testing.T, pid int) []string {
+// listeningPorts lists the ports (decimal) of the TCP sockets pid listens on, and counts its
+// listening unix sockets.
+func listeningPorts(t *testing.T, pid int) (ports []string, unix int) {
 	t.Helper()
 	dir := filepath.Join("/proc", strconv.Itoa(pid))
 	inodes := map[string]bool{}
@@ -178,7 +184,14 @@ func listeningPorts(t *testing.T, pid int) []string {
 			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
 		}
 	}
-	var ports []string
+	if data, err := os.ReadFile(filepath.Join(dir, "net", "unix")); err == nil {
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			// Num RefCount Protocol Flags Type St Inode [Path]; flag 00010000 is a listener.
+			if f := strings.Fields(line); len(f) >= 7 && f[3] == "00010000" && inodes[f[6]] {
+				unix++
+			}
+		}
+	}
 	for _, table := range []string{"tcp", "tcp6"} {
 		data, err := os.ReadFile(filepath.Join(dir, "net", table))
 		if err != nil {
@@ -197,7 +210,7 @@ func listeningPorts(t *testing.T, pid int) []string {
 			}
 		}
 	}
-	return ports
+	return ports, unix
 }
 
 // lockedLog collects a process's stderr for failure messages.

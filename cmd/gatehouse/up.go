@@ -131,7 +131,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer ln.Close()
 	addr := ln.Addr().String()
 
-	etcd, err := devetcd.Start(ctx, devetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd")})
+	// In-process: no listener at all, so nothing but this process reaches etcd.
+	etcd, err := devetcd.Start(ctx, devetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd"), InProcess: true})
 	if err != nil {
 		return err
 	}

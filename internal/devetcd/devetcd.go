@@ -1,12 +1,14 @@
-// Package devetcd runs an embedded single-member etcd that only its own process (and its
-// user) can reach: the etcd of single-process mode, and of tests.
+// Package devetcd runs an embedded single-member etcd that only its own process can reach:
+// the etcd of single-process mode, and of tests.
 //
 // etcd holds what the gateway trusts (registry entries whose commands the bridge runs, token
-// digests, sessions), so it listens on no TCP port at all: its client and peer listeners are
-// unix sockets with mode 0600 in a directory with mode 0700 inside the data directory, and the
-// HTTP/JSON gRPC gateway is off. A unix socket was chosen over loopback TCP with client
-// certificates because it needs no key material on disk, has no port another process could
-// take first, and the kernel enforces the owner check on every connect.
+// digests, sessions), so it listens on no TCP port at all, has no peer listener and no
+// HTTP/JSON gRPC gateway. In-process (single-process mode) it has no client listener either:
+// the gateway's client calls the server directly, so no other process can connect, not even
+// one of the same user (a stdio child). Otherwise (tests, whose split-mode binaries need an
+// endpoint) its one listener is a unix socket with mode 0600 in a directory with mode 0700
+// inside the data directory. Both were chosen over loopback TCP with client certificates:
+// no key material on disk, no port another process could take first.
 package devetcd
 
 import (
@@ -20,6 +22,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 )
 
@@ -46,6 +49,11 @@ type Config struct {
 	Name string // the member name; "gatehouse" when empty
 	// NoFsync trades durability for speed: for tests only.
 	NoFsync bool
+	// InProcess starts etcd with no listener at all: Client calls the server in-process
+	// (etcd's v3client), so nothing outside this process can reach it, not even processes of
+	// the same user. Single-process mode uses it; tests, whose split-mode binaries need an
+	// endpoint, use the socket.
+	InProcess bool
 }
 
 // Start starts etcd on a unix socket in c.Dir/sock and waits until it serves.
@@ -56,6 +64,9 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 	dir, err := filepath.Abs(c.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	if c.InProcess {
+		return startInProcess(ctx, c, dir)
 	}
 	sockDir := filepath.Join(dir, SocketDir)
 	tempSockDir := ""
@@ -80,24 +91,9 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 	clientURL := url.URL{Scheme: "unix", Path: clientSock}
 	peerURL := url.URL{Scheme: "unix", Path: peerSock}
 
-	cfg := embed.NewConfig()
-	cfg.Name = c.Name
-	if cfg.Name == "" {
-		cfg.Name = "gatehouse"
-	}
-	cfg.Dir = dir
-	cfg.UnsafeNoFsync = c.NoFsync
-	cfg.EnableGRPCGateway = false
+	cfg := newConfig(c, dir, peerURL)
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	// A single member has no peers to hear from: no peer listener at all. The advertised
-	// peer URL only names the member in the cluster's configuration; nothing listens there.
-	cfg.ListenPeerUrls = nil
-	cfg.AdvertisePeerUrls = []url.URL{peerURL}
-	cfg.ListenMetricsUrls = nil
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		removeAll(tempSockDir)
@@ -112,16 +108,8 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 	if err := os.Chmod(clientSock, 0o600); err != nil {
 		return fail(fmt.Errorf("embedded etcd: socket mode: %w", err))
 	}
-	timer := time.NewTimer(60 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		return fail(fmt.Errorf("embedded etcd: %w", err))
-	case <-timer.C:
-		return fail(errors.New("embedded etcd did not become ready within 60s"))
-	case <-ctx.Done():
-		return fail(ctx.Err())
+	if err := waitReady(ctx, e); err != nil {
+		return fail(err)
 	}
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{"unix://" + clientSock},
@@ -133,6 +121,62 @@ func Start(ctx context.Context, c Config) (*Etcd, error) {
 	}
 	started.Client = client
 	return started, nil
+}
+
+// newConfig is the embedded configuration common to both modes: one member, no peer
+// listener, no JSON gateway, no metrics listener, etcd's own logging silenced.
+func newConfig(c Config, dir string, peerURL url.URL) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	if cfg.Name == "" {
+		cfg.Name = "gatehouse"
+	}
+	cfg.Dir = dir
+	cfg.UnsafeNoFsync = c.NoFsync
+	cfg.EnableGRPCGateway = false
+	// A single member has no peers to hear from: no peer listener at all. The advertised
+	// peer URL only names the member in the cluster's configuration; nothing listens there.
+	cfg.ListenPeerUrls = nil
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.ListenMetricsUrls = nil
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	return cfg
+}
+
+// startInProcess starts etcd with no client listener and an in-process client.
+func startInProcess(ctx context.Context, c Config, dir string) (*Etcd, error) {
+	cfg := newConfig(c, dir, url.URL{Scheme: "unix", Path: filepath.Join(dir, "no-peer-listener")})
+	cfg.ListenClientUrls = nil
+	cfg.AdvertiseClientUrls = nil
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	started := &Etcd{server: e}
+	if err := waitReady(ctx, e); err != nil {
+		started.Close()
+		return nil, err
+	}
+	started.Client = v3client.New(e.Server)
+	return started, nil
+}
+
+// waitReady waits until e serves, at most 60 s.
+func waitReady(ctx context.Context, e *embed.Etcd) error {
+	timer := time.NewTimer(60 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("embedded etcd: %w", err)
+	case <-timer.C:
+		return errors.New("embedded etcd did not become ready within 60s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // privateDir creates dir with mode 0700, or checks that an existing one is a directory of
@@ -158,10 +202,15 @@ func privateDir(dir string) error {
 }
 
 // Endpoint is the client endpoint, unix:///path/to/socket: only this process's user can
-// connect to it.
-func (e *Etcd) Endpoint() string { return "unix://" + e.socket }
+// connect to it. It is empty in-process.
+func (e *Etcd) Endpoint() string {
+	if e.socket == "" {
+		return ""
+	}
+	return "unix://" + e.socket
+}
 
-// Socket is the path of the client socket.
+// Socket is the path of the client socket ("" in-process).
 func (e *Etcd) Socket() string { return e.socket }
 
 // Close disconnects, stops etcd and removes a temporary socket directory.

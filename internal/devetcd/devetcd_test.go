@@ -94,7 +94,7 @@ func start(t *testing.T) *devetcd.Etcd {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	before := listeningTCP(t)
+	before, beforeUnix := listeningTCP(t), listeningUnix(t)
 	e, err := devetcd.Start(context.Background(), devetcd.Config{Dir: dir, NoFsync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +102,16 @@ func start(t *testing.T) *devetcd.Etcd {
 	t.Cleanup(e.Close)
 	if got := newTCPListeners(t, before); len(got) > 0 {
 		t.Errorf("etcd opened TCP listeners (socket inodes %v); it must listen on its unix socket only", got)
+	}
+	// Exactly one new unix listener, its socket (which also shows listeningUnix sees them).
+	n := 0
+	for inode := range listeningUnix(t) {
+		if !beforeUnix[inode] {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d new unix listeners, want the one client socket", n)
 	}
 	return e
 }
@@ -306,4 +316,88 @@ func TestSocketDirOfAnotherUser(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
 		t.Fatalf("err %v, want a socket dir of another user refused", err)
 	}
+}
+
+// TestInProcess: in-process etcd opens no listener of any kind, and its client does what the
+// gateway needs of etcd: keys, leases with keep-alive, watches.
+func TestInProcess(t *testing.T) {
+	dir := t.TempDir()
+	beforeTCP, beforeUnix := listeningTCP(t), listeningUnix(t)
+	e, err := devetcd.Start(context.Background(), devetcd.Config{Dir: dir, NoFsync: true, InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := newTCPListeners(t, beforeTCP); len(got) > 0 {
+		t.Errorf("in-process etcd opened TCP listeners %v", got)
+	}
+	for inode := range listeningUnix(t) {
+		if !beforeUnix[inode] {
+			t.Errorf("in-process etcd opened a unix listener (inode %s)", inode)
+		}
+	}
+	if e.Endpoint() != "" || e.Socket() != "" {
+		t.Errorf("endpoint %q socket %q, want none", e.Endpoint(), e.Socket())
+	}
+	if _, err := os.Stat(filepath.Join(dir, devetcd.SocketDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket dir created in-process: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	watch := e.Client.Watch(ctx, "/w/", clientv3.WithPrefix())
+	lease, err := e.Client.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client.KeepAliveOnce(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client.Put(ctx, "/w/k", "v", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Client.Get(ctx, "/w/k")
+	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "v" || got.Kvs[0].Lease != int64(lease.ID) {
+		t.Fatalf("Get: %v %v", got, err)
+	}
+	select {
+	case w := <-watch:
+		if len(w.Events) != 1 || string(w.Events[0].Kv.Key) != "/w/k" {
+			t.Fatalf("watch: %+v", w)
+		}
+	case <-ctx.Done():
+		t.Fatal("no watch event")
+	}
+}
+
+// listeningUnix returns the inodes of this process's listening unix sockets.
+func listeningUnix(t *testing.T) map[string]bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Skipf("no /proc/net/unix: %v", err)
+	}
+	listening := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		// Num RefCount Protocol Flags Type St Inode [Path]; flag 00010000 is a listener.
+		if len(f) >= 7 && f[3] == "00010000" {
+			listening[f[6]] = true
+		}
+	}
+	own := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		if inode := strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"); listening[inode] {
+			own[inode] = true
+		}
+	}
+	return own
 }
