@@ -31,8 +31,11 @@ const (
 	FlagInsecureNoToken = "insecure-no-internal-token-dev"
 )
 
-// DefaultDrain is how long in-flight requests get at shutdown.
-const DefaultDrain = 10 * time.Second
+// DefaultDrain is how long in-flight requests get at shutdown; maxDrain bounds it.
+const (
+	DefaultDrain = 10 * time.Second
+	maxDrain     = 10 * time.Minute
+)
 
 // Etcd says whether a service uses etcd.
 type Etcd int
@@ -135,6 +138,9 @@ func Main(ctx context.Context, spec Spec, args []string, getenv func(string) str
 	if err := ApplyEnv(fs, prefix, getenv); err != nil {
 		return err
 	}
+	if *drain <= 0 || *drain > maxDrain {
+		return fmt.Errorf("--%s %v: must be above 0 and at most %v", FlagDrain, *drain, maxDrain)
+	}
 	if spec.OneShot != nil {
 		if done, err := spec.OneShot(stdout); done || err != nil {
 			return err
@@ -171,7 +177,7 @@ func Main(ctx context.Context, spec Spec, args []string, getenv func(string) str
 	return serve(ctx, fs.Lookup(FlagListen).Value.String(), *drain, env, serving)
 }
 
-// serve listens and serves until ctx ends, then: Stopping, NOT_SERVING, drain for at most
+// serve listens and serves until ctx ends, then: NOT_SERVING, Stopping, a drain of at most
 // drain, a hard stop, and Close.
 func serve(ctx context.Context, addr string, drain time.Duration, env *Env, s *Serving) (err error) {
 	if s.Close != nil {

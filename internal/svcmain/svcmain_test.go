@@ -187,6 +187,8 @@ func TestMainRefusals(t *testing.T) {
 		{"token as flag", []string{"-internal-token", "x"}, nil, "not defined", ""},
 		{"stray argument", []string{"extra"}, map[string]string{svcmain.InternalTokenEnv: tok}, "unexpected arguments", ""},
 		{"bad env", nil, map[string]string{"GATEHOUSE_DEMO_DRAIN": "soon", svcmain.InternalTokenEnv: tok}, "GATEHOUSE_DEMO_DRAIN", ""},
+		{"drain zero", []string{"-drain", "0s"}, map[string]string{svcmain.InternalTokenEnv: tok}, "must be above 0", ""},
+		{"drain too long", nil, map[string]string{"GATEHOUSE_DEMO_DRAIN": "1h", svcmain.InternalTokenEnv: tok}, "at most 10m", ""},
 		{"bad log level", []string{"-log-level", "loud"}, map[string]string{svcmain.InternalTokenEnv: tok}, "log level", ""},
 		{"token too short", nil, map[string]string{svcmain.InternalTokenEnv: tok[:15]}, "fewer than 16", ""},
 		{"token file readable by others", nil, map[string]string{svcmain.InternalTokenEnv + "_FILE": worldReadable(t)}, "must not be readable", ""},
