@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -121,19 +120,24 @@ when { resource.name == "add" };
 	if err != nil {
 		t.Fatalf("verify %s: %v", path, err)
 	}
-	if n != uint64(len(calls)) {
-		t.Fatalf("audit log holds %d records, want %d (one per tools/call)", n, len(calls))
+	// A call the upstream saw has a decision record written ahead and an outcome record; a
+	// denied call, which never reached the upstream, has one complete record.
+	records := map[string]int{"echo": 2, "add": 1, "no-such-tool": 2}
+	if n != 5 {
+		t.Fatalf("audit log holds %d records, want 5 (decision and outcome for the two calls that reached the upstream, one for the denied)", n)
 	}
-	// The chain covers the records' bodies: one byte changed in the second record (the
-	// denied call, made to look like a call of another tool) breaks it there.
+	// The chain covers the records' bodies: one byte changed in the denied call's record (made
+	// to look like a call of another tool) breaks it there. Outcomes are committed without
+	// holding the answer, so the records' order is not fixed: find the record first.
 	log, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := bytes.Index(log, []byte(`"tool":"add"`))
-	if at < 0 || bytes.Count(log[:at], []byte("\n")) != 1 {
-		t.Fatalf("no tool add in the second record of the log:\n%s", log)
+	if at < 0 {
+		t.Fatalf("no record of tool add in the log:\n%s", log)
 	}
+	seq := uint64(bytes.Count(log[:at], []byte("\n")) + 1)
 	tampered := bytes.Clone(log)
 	tampered[at+len(`"tool":"a`)] = 'x' // "adx"
 	copyPath := filepath.Join(t.TempDir(), auditsvc.FileName)
@@ -141,32 +145,53 @@ when { resource.name == "add" };
 		t.Fatal(err)
 	}
 	var chainErr *auditsvc.ChainError
-	if _, err := auditsvc.Verify(copyPath); !errors.As(err, &chainErr) || chainErr.Seq != 2 {
-		t.Fatalf("verify of a log with an edited record body: %v, want a chain error at sequence 2", err)
+	if _, err := auditsvc.Verify(copyPath); !errors.As(err, &chainErr) || chainErr.Seq != seq {
+		t.Fatalf("verify of a log with an edited record body: %v, want a chain error at sequence %d", err, seq)
 	}
 
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
+	type record struct {
+		Principal, Tenant, Server, Method, Tool, Outcome, Error, Phase string
+		CallID                                                         string `json:"call_id"`
+		ResultDigest                                                   string `json:"result_digest"`
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for i := 0; sc.Scan(); i++ {
-		var line struct {
-			Record struct {
-				Principal, Tenant, Server, Method, Tool, Outcome, Error string
-			} `json:"record"`
+	byTool := map[string][]record{}
+	for i, line := range bytes.Split(bytes.TrimSpace(log), []byte("\n")) {
+		var l struct {
+			Record record `json:"record"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+		if err := json.Unmarshal(line, &l); err != nil {
 			t.Fatalf("line %d: %v", i+1, err)
 		}
-		r := line.Record
-		if r.Tool != calls[i].tool || r.Outcome != calls[i].outcome || r.Principal != "dev" || r.Tenant != "default" || r.Server != "echo" || r.Method != "tools/call" {
-			t.Errorf("record %d = %+v, want tool %s outcome %s by dev/default on echo", i+1, r, calls[i].tool, calls[i].outcome)
+		r := l.Record
+		if r.Principal != "dev" || r.Tenant != "default" || r.Server != "echo" || r.Method != "tools/call" || r.CallID == "" {
+			t.Errorf("record %d = %+v, want a call id and dev/default on echo, tools/call", i+1, r)
 		}
-		if (r.Error == "") != (calls[i].outcome == "OUTCOME_ALLOWED") {
-			t.Errorf("record %d (%s) has error %q: want one exactly when the call was not allowed", i+1, r.Outcome, r.Error)
+		byTool[r.Tool] = append(byTool[r.Tool], r)
+	}
+	for _, call := range calls {
+		rs := byTool[call.tool]
+		if len(rs) != records[call.tool] {
+			t.Errorf("%s: %d records %+v, want %d", call.tool, len(rs), rs, records[call.tool])
+			continue
+		}
+		last := rs[len(rs)-1]
+		if len(rs) == 2 {
+			decision, outcome := rs[0], rs[1]
+			if decision.Phase == "PHASE_OUTCOME" {
+				decision, outcome = outcome, decision
+			}
+			if decision.Phase != "PHASE_DECISION" || decision.Outcome != "" || outcome.Phase != "PHASE_OUTCOME" || decision.CallID != outcome.CallID || outcome.ResultDigest == "" {
+				t.Errorf("%s: records %+v, want a decision without outcome and an outcome with a result digest, of one call id", call.tool, rs)
+			}
+			last = outcome
+		} else if last.Phase != "PHASE_COMPLETE" {
+			t.Errorf("%s: record %+v, want one complete record", call.tool, last)
+		}
+		if last.Outcome != call.outcome {
+			t.Errorf("%s: outcome %s, want %s", call.tool, last.Outcome, call.outcome)
+		}
+		if (last.Error == "") != (call.outcome == "OUTCOME_ALLOWED") {
+			t.Errorf("%s: outcome %s has error %q: want one exactly when the call was not allowed", call.tool, last.Outcome, last.Error)
 		}
 	}
 }

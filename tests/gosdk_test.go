@@ -28,7 +28,8 @@ type upstream struct {
 // echoReadme is the text of the example echo server's echo://readme resource.
 const echoReadme = `echo is a small MCP server used to test and measure Gatehouse.
 
-Tools:   echo {text} returns text unchanged; add {a, b} returns a+b.
+Tools:   echo {text} returns text unchanged; add {a, b} returns a+b;
+         hang {seconds} answers only when cancelled, or after seconds (default 300).
 Prompts: greet {name}.
 `
 

@@ -8,13 +8,19 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
 )
 
-// defaultConfig is used when no --config is given: the example echo server over stdio.
+// defaultConfig is used when no --config is given: the example echo server over stdio, run
+// by this binary (`gatehouse example-server echo`).
 //
 //go:embed default.yaml
 var defaultConfig []byte
 
-// loadConfig reads and validates the config file, or the embedded default when path is empty.
-func loadConfig(path string) (*config.File, error) {
+// selfCommand is the program name that, in the embedded default config only, means the
+// running binary.
+const selfCommand = "gatehouse"
+
+// loadConfig reads and validates the config file, or the embedded default when path is empty;
+// executable is the running binary, which the default's servers run.
+func loadConfig(path, executable string) (*config.File, error) {
 	data := defaultConfig
 	if path != "" {
 		f, err := os.Open(path)
@@ -40,6 +46,13 @@ func loadConfig(path string) (*config.File, error) {
 			path = "(embedded default)"
 		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if path == "" {
+		for _, s := range file.Servers {
+			if cmd := s.GetCommand(); len(cmd) > 0 && cmd[0] == selfCommand {
+				cmd[0] = executable
+			}
+		}
 	}
 	return file, nil
 }

@@ -24,6 +24,9 @@ const usage = `usage: gatehouse <command> [flags]
 
 commands:
   up        run every service in one process, on one port (single-process mode)
+  dev       development helpers: certs DIR (etcd TLS certificates for split mode)
+  example-server echo
+            the example MCP server the embedded default config runs
 
 Run 'gatehouse <command> -h' for a command's flags.`
 
@@ -35,6 +38,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "up":
 		return up(ctx, args[1:], getenv, stdout, stderr)
+	case "example-server":
+		return exampleServer(ctx, args[1:], stdout, stderr)
+	case "dev":
+		return dev(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil

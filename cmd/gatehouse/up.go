@@ -5,10 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -28,63 +28,101 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/devetcd"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 	"github.com/gatehouse-mcp/gatehouse/policysvc"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
 )
 
-// upConfig is single-process mode's configuration: the flags of `gatehouse up`.
+// Secrets of `gatehouse up`, read from the environment or a file (svcmain.ReadSecret), never
+// from flags: a command line is readable by every local user.
+const devTokenEnv = "GATEHOUSE_DEV_TOKEN"
+
+// upConfig is single-process mode's configuration: the flags of `gatehouse up`, and the
+// services' configurations, whose flags (and defaults) are the services' own.
 type upConfig struct {
-	ConfigFile    string
-	DataDir       string
-	DevToken      string
-	PolicyDir     string
-	LogLevel      string
-	Ingress       ingress.Config
-	StdioGrace    time.Duration
-	InternalToken string
-	DebugAddr     string
-	QuotaRate     float64
-	QuotaBurst    int
+	ConfigFile string
+	DataDir    string
+	PolicyDir  string
+	LogLevel   string
+	DebugAddr  string
+	Ingress    ingress.Config
+	Auth       authsvc.Config
+	Registry   registrysvc.Config
+	Policy     policysvc.Config
+	Bridge     bridgesvc.Config
+	Audit      auditsvc.Config
+}
+
+// registerFlags declares up's flags on fs: its own, the ingress's guard flags, and every
+// flag of the other services except those single-process mode sets itself (addresses, etcd,
+// key prefixes, files and directories it derives from --config and --data-dir). A service's
+// flag that clashes with one already declared gets the service's name as a prefix
+// (--audit-max-batch).
+func (c *upConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML file listing the servers (see docs/configuration.md; default: the embedded example)")
+	fs.StringVar(&c.Ingress.Listen, "listen", "127.0.0.1:8080", "address to serve on")
+	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for etcd and the audit log")
+	fs.StringVar(&c.PolicyDir, "policy-dir", "", "directory of Cedar policies and their schema (default: the embedded examples/policies, written to <data-dir>/default-policies)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
+	c.Ingress.RegisterGuardFlags(fs, svcmain.NoEnv)
+	set := []string{"listen", "registry-addr", "etcd-endpoints", "key-prefix"}
+	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", set...)
+	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Policy.RegisterFlags(fs, svcmain.NoEnv) }, "policy", append(set, "policy-dir")...)
+	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Audit.RegisterFlags(fs, svcmain.NoEnv) }, "audit", append(set, "dir")...)
+	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Registry.RegisterFlags(fs, svcmain.NoEnv) }, "registry", append(set, "servers")...)
+	// Anonymous access comes from the config file.
+	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Auth.RegisterFlags(fs, svcmain.NoEnv) }, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant")...)
 }
 
 func up(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var cfg upConfig
 	fs := flag.NewFlagSet("gatehouse up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_" + name); v != "" {
-			return v
-		}
-		return def
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: gatehouse up [flags]\n\nEvery flag also reads GATEHOUSE_<FLAG> (GATEHOUSE_DATA_DIR). Secrets come from the\nenvironment or a file: %s[_FILE] (the dev principal's token),\n%s[_FILE] (the internal RPCs' token; random when unset).\n\n", devTokenEnv, svcmain.InternalTokenEnv)
+		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.ConfigFile, "config", env("CONFIG", ""), "YAML file listing the servers (see docs/configuration.md)")
-	fs.StringVar(&cfg.Ingress.Listen, "listen", env("LISTEN", "127.0.0.1:8080"), "address to serve on")
-	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "data"), "directory for etcd and the audit log")
-	fs.StringVar(&cfg.DevToken, "dev-token", env("DEV_TOKEN", ""), "API token for the dev principal (generated and printed when empty)")
-	fs.StringVar(&cfg.PolicyDir, "policy-dir", env("POLICY_DIR", "examples/policies"), "directory of Cedar policies")
-	fs.StringVar(&cfg.LogLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
-	fs.StringVar(&cfg.InternalToken, "internal-token", env("INTERNAL_TOKEN", ""), "token internal RPCs on the port require (random when empty)")
-	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "serve net/http/pprof on this loopback address (off when empty)")
-	fs.DurationVar(&cfg.StdioGrace, "stdio-grace", 2*time.Second, "how long a stdio child gets to exit at each shutdown step")
-	fs.Float64Var(&cfg.QuotaRate, "quota-rate", 0, "tools/call per second per tenant (0: unlimited)")
-	fs.IntVar(&cfg.QuotaBurst, "quota-burst", 0, "burst of the per-tenant quota")
-	cfg.Ingress.RegisterGuardFlags(fs, getenv)
+	cfg.registerFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	logger, err := newLogger(stderr, cfg.LogLevel)
+	if err := svcmain.ApplyEnv(fs, "GATEHOUSE_", getenv); err != nil {
+		return err
+	}
+	logger, err := svcmain.NewLogger(stderr, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	file, err := loadConfig(cfg.ConfigFile)
+	devTokenValue, err := svcmain.ReadSecret(getenv, devTokenEnv)
+	if err != nil {
+		return err
+	}
+	internalToken, err := svcmain.InternalToken(getenv)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary: %w", err)
+	}
+	file, err := loadConfig(cfg.ConfigFile, self)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.PolicyDir == "" {
+		if cfg.PolicyDir, err = writeDefaultPolicies(filepath.Join(cfg.DataDir, "default-policies")); err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Ingress.Listen)
 	if err != nil {
@@ -93,14 +131,15 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer ln.Close()
 	addr := ln.Addr().String()
 
-	etcd, err := devetcd.Start(ctx, devetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd")})
+	// In-process: no listener at all, so nothing but this process reaches etcd.
+	etcd, err := devetcd.Start(ctx, devetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd"), InProcess: true})
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
 	kv := etcd.Client
 
-	registry, err := registrysvc.New(registrysvc.Config{KeyPrefix: "/gatehouse/registry/"}, kv, logger.With("svc", "registry"))
+	registry, err := registrysvc.New(cfg.Registry, kv, logger.With("svc", "registry"))
 	if err != nil {
 		return err
 	}
@@ -108,12 +147,10 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err := registry.Seed(ctx, file.Servers); err != nil {
 		return fmt.Errorf("seed registry: %w", err)
 	}
-	authCfg := authsvc.Config{
-		KeyPrefix:          "/gatehouse/auth/",
-		AnonymousServers:   strings.Join(file.Anonymous.Servers, ","),
-		AnonymousPrincipal: cmp.Or(file.Anonymous.Principal, "anonymous"),
-		AnonymousTenant:    cmp.Or(file.Anonymous.Tenant, "default"),
-	}
+	authCfg := cfg.Auth
+	authCfg.AnonymousServers = strings.Join(file.Anonymous.Servers, ",")
+	authCfg.AnonymousPrincipal = cmp.Or(file.Anonymous.Principal, authsvc.DefaultAnonymousPrincipal)
+	authCfg.AnonymousTenant = cmp.Or(file.Anonymous.Tenant, authsvc.DefaultAnonymousTenant)
 	auth, err := authsvc.New(authCfg, kv, logger.With("svc", "auth"))
 	if err != nil {
 		return err
@@ -121,7 +158,6 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer auth.Close(context.WithoutCancel(ctx))
 
 	// Every service reads the registry through a watch-fed local snapshot.
-	internalToken := cfg.InternalToken
 	if internalToken == "" {
 		internalToken = randomToken()
 	}
@@ -129,19 +165,25 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	base := rpcserver.BaseURL(addr)
 	cat := catalog.New()
 
-	policy, err := policysvc.New(policysvc.Config{PolicyDir: cfg.PolicyDir, QuotaRate: cfg.QuotaRate, QuotaBurst: cfg.QuotaBurst}, cat, logger.With("svc", "policy"))
+	cfg.Policy.PolicyDir = cfg.PolicyDir
+	policy, err := policysvc.New(cfg.Policy, cat, logger.With("svc", "policy"))
 	if err != nil {
 		return err
 	}
 	defer policy.Close(context.WithoutCancel(ctx))
 	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
 	// handlers finish and commit their audit records before the audit log closes.
-	audit, err := auditsvc.New(auditsvc.Config{Dir: filepath.Join(cfg.DataDir, "audit"), MaxBatch: 256}, logger.With("svc", "audit"))
+	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
 	if err != nil {
 		return err
 	}
 	defer audit.Close(context.WithoutCancel(ctx))
-	bridge, err := bridgesvc.New(bridgesvc.Config{StdioGrace: cfg.StdioGrace, MaxChildren: 256, MaxMessageBytes: 16 << 20, StateDir: filepath.Join(cfg.DataDir, "bridge")}, cat, logger.With("svc", "bridge"))
+	if cfg.Bridge.StateDir == "" {
+		// The bridge records its stdio children here, so a start after a crash ends them.
+		cfg.Bridge.StateDir = filepath.Join(cfg.DataDir, "bridge")
+	}
+	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"))
 	if err != nil {
 		return err
 	}
@@ -200,7 +242,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		<-served
 		return fmt.Errorf("registry snapshot: %w", err)
 	}
-	token, err := devToken(runCtx, auth, cfg.DevToken)
+	token, err := devToken(runCtx, auth, devTokenValue)
 	if err != nil {
 		cancel()
 		<-served
@@ -235,12 +277,4 @@ func randomToken() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

@@ -1,6 +1,6 @@
-// Package etcdtest runs a real embedded etcd on free loopback ports for tests. Starting one
-// takes a second or two, so a test package shares one (started in TestMain) and its tests
-// keep apart by key prefix.
+// Package etcdtest runs a real embedded etcd (devetcd, on a private unix socket) for tests.
+// Starting one takes a second or two, so a test package shares one (started in TestMain) and
+// its tests keep apart by key prefix.
 package etcdtest
 
 import (
@@ -45,7 +45,7 @@ func start(dir string) (*Etcd, error) {
 	return &Etcd{Client: e.Client, server: e, dir: dir}, nil
 }
 
-// Endpoint is the client address, host:port.
+// Endpoint is the client endpoint, unix:///path (only this user can connect).
 func (e *Etcd) Endpoint() string { return e.Client.Endpoints()[0] }
 
 // Close disconnects, stops etcd and removes its data.

@@ -79,6 +79,25 @@ func NewServer(h http.Handler) *http.Server {
 // Serve serves srv on ln until ctx ends, then marks every service NOT_SERVING, stops accepting
 // and drains in-flight requests for at most drain before closing what is left.
 func Serve(ctx context.Context, ln net.Listener, srv *http.Server, mux *Mux, drain time.Duration, logger *slog.Logger) error {
+	return ServeUntil(ctx, ln, srv, Shutdown{Mux: mux, Drain: drain}, logger)
+}
+
+// Shutdown is the order in which ServeUntil stops.
+type Shutdown struct {
+	// Mux, when set, has every service marked NOT_SERVING first, so health checks and load
+	// balancers stop sending new work.
+	Mux *Mux
+	// Stopping runs next, before the drain: it ends long-lived streams (which would hold
+	// the drain to its deadline) and marks the service not ready.
+	Stopping func()
+	// Drain is how long in-flight requests then get; what is left is closed.
+	Drain time.Duration
+}
+
+// ServeUntil serves srv on ln until ctx ends, then stops in the order of s: NOT_SERVING,
+// Stopping, no new connections and a drain of in-flight requests with a hard deadline, after
+// which every connection left is closed.
+func ServeUntil(ctx context.Context, ln net.Listener, srv *http.Server, s Shutdown, logger *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -86,14 +105,18 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server, mux *Mux, dra
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
-	if mux != nil {
-		mux.NotServing()
+	if s.Mux != nil {
+		s.Mux.NotServing()
 	}
-	logger.Info("draining", "addr", ln.Addr().String(), "deadline", drain)
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	if s.Stopping != nil {
+		s.Stopping()
+	}
+	logger.Info("draining", "addr", ln.Addr().String(), "deadline", s.Drain)
+	sctx, cancel := context.WithTimeout(context.Background(), s.Drain)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
+		logger.Warn("drain deadline passed: closing the connections left", "addr", ln.Addr().String())
 		err = srv.Close()
 	}
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
@@ -113,16 +136,3 @@ func NewClient() *http.Client {
 
 // BaseURL turns a host:port into the URL Connect clients take.
 func BaseURL(addr string) string { return "http://" + addr }
-
-// ListenAndServe is the whole serving life of a split-mode service: listen on addr, mount the
-// handlers with health and reflection behind the internal token, serve until ctx ends, then
-// drain for at most drain.
-func ListenAndServe(ctx context.Context, addr, token string, drain time.Duration, logger *slog.Logger, handlers ...Handler) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	mux := NewMux(handlers...)
-	logger.Info("serving", "addr", ln.Addr().String())
-	return Serve(ctx, ln, NewServer(RequireToken(token, mux)), mux, drain, logger)
-}

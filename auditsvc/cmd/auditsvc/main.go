@@ -7,16 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
-	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
 func main() {
@@ -29,45 +26,37 @@ func main() {
 	}
 }
 
-// run parses flags and serves the log until ctx ends, or verifies it with -verify. Logs
-// (JSON) and flag usage go to stdout.
+// run serves the log until ctx ends, or verifies it with -verify. Logs (JSON) and flag usage
+// go to stdout.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var cfg auditsvc.Config
-	fs := flag.NewFlagSet("auditsvc", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	cfg.RegisterFlags(fs, getenv)
-	token := fs.String("internal-token", getenv("GATEHOUSE_INTERNAL_TOKEN"), "shared secret required on internal RPCs (empty: none)")
-	drain := fs.Duration("drain", 10*time.Second, "how long in-flight requests get at shutdown")
-	verify := fs.Bool("verify", false, "verify the log in -dir, print how many records it holds, and exit")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if *verify {
-		path := filepath.Join(cfg.Dir, auditsvc.FileName)
-		n, err := auditsvc.Verify(path)
-		if err != nil {
-			return fmt.Errorf("%s: %d records verified, then: %w", path, n, err)
-		}
-		fmt.Fprintf(stdout, "%s: %d records, chain intact\n", path, n)
-		return nil
-	}
-	logger := slog.New(slog.NewJSONHandler(stdout, nil)).With("svc", "audit")
-
-	svc, err := auditsvc.New(cfg, logger)
-	if err != nil {
-		return err
-	}
-	// Closed last: the server has drained, so every acknowledged record is already durable
-	// and nothing new arrives.
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
-		defer cancel()
-		if err := svc.Close(cctx); err != nil {
-			logger.Error("close", "err", err)
-		}
-	}()
-	return rpcserver.ListenAndServe(ctx, cfg.Listen, *token, *drain, logger.With("log", svc.Path()), svc.Handlers()...)
+	var verify bool
+	return svcmain.Main(ctx, svcmain.Spec{
+		Name: "audit",
+		Flags: func(fs *flag.FlagSet) {
+			cfg.RegisterFlags(fs, svcmain.NoEnv)
+			fs.BoolVar(&verify, "verify", false, "verify the log in -dir, print how many records it holds, and exit")
+		},
+		OneShot: func(stdout io.Writer) (bool, error) {
+			if !verify {
+				return false, nil
+			}
+			path := filepath.Join(cfg.Dir, auditsvc.FileName)
+			n, err := auditsvc.Verify(path)
+			if err != nil {
+				return true, fmt.Errorf("%s: %d records verified, then: %w", path, n, err)
+			}
+			fmt.Fprintf(stdout, "%s: %d records, chain intact\n", path, n)
+			return true, nil
+		},
+		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
+			svc, err := auditsvc.New(cfg, env.Logger)
+			if err != nil {
+				return nil, err
+			}
+			// Closed last: the server has drained, so every acknowledged record is already
+			// durable and nothing new arrives.
+			return &svcmain.Serving{Handlers: svc.Handlers(), Close: svc.Close, LogAttrs: []any{"log", svc.Path()}}, nil
+		},
+	}, args, getenv, stdout)
 }

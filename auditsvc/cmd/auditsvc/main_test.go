@@ -15,6 +15,26 @@ import (
 
 func noenv(string) string { return "" }
 
+// withToken is an environment holding the internal token.
+func withToken(k string) string {
+	if k == "GATEHOUSE_INTERNAL_TOKEN" {
+		return "test-internal-token"
+	}
+	return ""
+}
+
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, noenv, &out); err != nil {
+		t.Fatalf("-h: %v, want nil (exit 0)", err)
+	}
+	for _, want := range []string{"-dir", "-verify", "-drain", "-insecure-no-internal-token-dev", "GATEHOUSE_AUDIT_"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestRunErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -25,6 +45,7 @@ func TestRunErrors(t *testing.T) {
 		{"unknown flag", []string{"-nope"}, "not defined"},
 		{"stray argument", []string{"extra"}, "unexpected arguments"},
 		{"verify a missing log", []string{"-verify", "-dir", "/nonexistent"}, "/nonexistent"},
+		{"no internal token", []string{"-dir", t.TempDir(), "-listen", "127.0.0.1:0"}, "no internal token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +95,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 			if k == "GATEHOUSE_AUDIT_DIR" {
 				return dir
 			}
-			return ""
+			return withToken(k)
 		}, &out)
 	}()
 	deadline := time.Now().Add(10 * time.Second)

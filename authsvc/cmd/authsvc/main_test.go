@@ -24,6 +24,28 @@ func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &shared)) }
 
 func noenv(string) string { return "" }
 
+const internal = "test-internal-token"
+
+// withToken is an environment holding the internal token.
+func withToken(k string) string {
+	if k == "GATEHOUSE_INTERNAL_TOKEN" {
+		return internal
+	}
+	return ""
+}
+
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, noenv, &out); err != nil {
+		t.Fatalf("-h: %v, want nil (exit 0)", err)
+	}
+	for _, want := range []string{"-anonymous-servers", "-etcd-cert-file", "-etcd-insecure-dev", "GATEHOUSE_AUTH_"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestRunErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -32,21 +54,24 @@ func TestRunErrors(t *testing.T) {
 		getenv  func(string) string
 		wantErr string
 	}{
-		{"unknown flag", []string{"-nope"}, noenv, "not defined"},
-		{"stray argument", []string{"extra"}, noenv, "unexpected arguments"},
-		{"bad anonymous server", []string{"-anonymous-servers", "echo,NO"}, noenv, `"NO"`},
+		{"unknown flag", []string{"-nope"}, withToken, "not defined"},
+		{"stray argument", []string{"extra"}, withToken, "unexpected arguments"},
+		{"bad anonymous server", []string{"-anonymous-servers", "echo,NO"}, withToken, `"NO"`},
+		// Without the token, CreateToken would mint tokens for anyone who reaches the port.
+		{"no internal token", nil, noenv, "no internal token"},
+		{"internal token as a flag", []string{"-internal-token", "x"}, withToken, "not defined"},
 		{"bad anonymous tenant from env", nil, func(k string) string {
 			if k == "GATEHOUSE_AUTH_ANONYMOUS_TENANT" {
 				return "a b"
 			}
-			return ""
+			return withToken(k)
 		}, "anonymous tenant"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-listen", "127.0.0.1:0"}, tt.args...)
+			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-listen", "127.0.0.1:0"}, tt.args...)
 			err := run(context.Background(), args, tt.getenv, &out)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
@@ -59,16 +84,15 @@ func TestRunErrors(t *testing.T) {
 // anonymous server, issues and uses a token over Connect, and stops it.
 func TestRunServes(t *testing.T) {
 	t.Parallel()
-	const internal = "test-internal-token"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{
-			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-key-prefix", etcdtest.Prefix(t),
-			"-anonymous-servers", "echo", "-internal-token", internal, "-drain", "1s",
-		}, noenv, out)
+			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-key-prefix", etcdtest.Prefix(t),
+			"-anonymous-servers", "echo", "-drain", "1s",
+		}, withToken, out)
 	}()
 	addr := waitServing(t, out, done)
 	base := rpcserver.BaseURL(addr)

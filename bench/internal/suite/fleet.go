@@ -214,8 +214,9 @@ func (f *fleet) startGatehouse(ctx context.Context, echoURL, token string) (stri
 	if err != nil {
 		return "", nil, err
 	}
-	argv := append([]string{bin, "up", "--config", cfgPath, "--listen", addr, "--data-dir", dataDir, "--dev-token", token}, f.cfg.GatehouseArgs...)
-	p, err := f.run(ctx, "gatehouse", argv, "http://"+addr+"/healthz", gatehouseReadyTimeout)
+	argv := append([]string{bin, "up", "--config", cfgPath, "--listen", addr, "--data-dir", dataDir}, f.cfg.GatehouseArgs...)
+	// The dev token is a secret: the environment, not the command line.
+	p, err := f.run(ctx, "gatehouse", argv, "http://"+addr+"/healthz", gatehouseReadyTimeout, "GATEHOUSE_DEV_TOKEN="+token)
 	if err == nil {
 		f.gatehouseData = dataDir
 	}
@@ -223,9 +224,13 @@ func (f *fleet) startGatehouse(ctx context.Context, echoURL, token string) (stri
 }
 
 // run starts a process in the repository root and waits until url answers.
-func (f *fleet) run(ctx context.Context, name string, argv []string, url string, timeout time.Duration) (*proc.Process, error) {
+func (f *fleet) run(ctx context.Context, name string, argv []string, url string, timeout time.Duration, env ...string) (*proc.Process, error) {
 	logPath := filepath.Join(f.work, strings.ReplaceAll(name, " ", "-")+".log")
-	p, err := proc.Start(proc.Spec{Name: name, Argv: argv, Dir: f.cfg.Repo, LogPath: logPath})
+	spec := proc.Spec{Name: name, Argv: argv, Dir: f.cfg.Repo, LogPath: logPath}
+	if len(env) > 0 {
+		spec.Env = append(os.Environ(), env...)
+	}
+	p, err := proc.Start(spec)
 	if err != nil {
 		return nil, err
 	}

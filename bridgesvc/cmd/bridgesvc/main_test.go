@@ -78,14 +78,14 @@ func TestRunSplitMode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
-	env := map[string]string{"GATEHOUSE_BRIDGESVC_REGISTRY_ADDR": regSrv.Listener.Addr().String()}
+	env := map[string]string{"GATEHOUSE_BRIDGE_REGISTRY_ADDR": regSrv.Listener.Addr().String(), "GATEHOUSE_INTERNAL_TOKEN": "test-internal-token"}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-stdio-grace", "200ms"}, func(k string) string { return env[k] }, &out)
 	}()
 
 	addr := servingAddr(t, &out, done)
-	client := bridgev1connect.NewBridgeServiceClient(rpcserver.NewClient(), rpcserver.BaseURL(addr))
+	client := bridgev1connect.NewBridgeServiceClient(rpcserver.WithToken(rpcserver.NewClient(), "test-internal-token"), rpcserver.BaseURL(addr))
 	var pid int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -166,7 +166,7 @@ func callPID(ctx context.Context, client bridgev1connect.BridgeServiceClient) (i
 }
 
 func TestRunNeedsRegistry(t *testing.T) {
-	err := run(context.Background(), nil, func(string) string { return "" }, &syncBuffer{})
+	err := run(context.Background(), []string{"-insecure-no-internal-token-dev"}, func(string) string { return "" }, &syncBuffer{})
 	if err == nil || !strings.Contains(err.Error(), "registry-addr") {
 		t.Fatalf("run = %v", err)
 	}

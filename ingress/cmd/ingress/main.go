@@ -6,8 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,14 +19,14 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
-	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ingress:", err)
@@ -35,49 +34,43 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+// run serves MCP until ctx ends. Logs (JSON) and flag usage go to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var cfg ingress.Config
-	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs, getenv)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("svc", "ingress")
-	kv, err := etcdclient.New(cfg.EtcdEndpoints)
-	if err != nil {
-		return err
-	}
-	defer kv.Close()
-	client := rpcserver.WithToken(rpcserver.NewClient(), getenv("GATEHOUSE_INTERNAL_TOKEN"))
-	cat := catalog.New()
-	go cat.Follow(ctx, registryv1connect.NewRegistryServiceClient(client, rpcserver.BaseURL(cfg.RegistryAddr)), logger)
-	sessions := sessionstore.New(kv, sessionstore.DefaultPrefix, cfg.SessionTTL, logger)
-	// Drop sessions ended on any replica (DELETE, expiry) from this replica's cache.
-	go sessions.Watch(ctx, nil)
-	svc, err := ingress.New(cfg, ingress.Deps{
-		Auth:     authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr)),
-		Policy:   policyv1connect.NewPolicyServiceClient(client, rpcserver.BaseURL(cfg.PolicyAddr)),
-		Bridge:   ingress.RemoteBridge(bridgev1connect.NewBridgeServiceClient(client, rpcserver.BaseURL(cfg.BridgeAddr)), logger),
-		Audit:    auditv1connect.NewAuditServiceClient(client, rpcserver.BaseURL(cfg.AuditAddr)),
-		Catalog:  cat,
-		Sessions: sessions,
-	}, logger)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = cat.WaitReady(readyCtx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("registry snapshot: %w", err)
-	}
-	svc.SetReady(true)
-	context.AfterFunc(ctx, func() { svc.SetReady(false) })
-	logger.Info("serving", "addr", ln.Addr().String())
-	return rpcserver.Serve(ctx, ln, ingress.NewHTTPServer(svc.Handler(), cfg), nil, 10*time.Second, logger)
+	return svcmain.Main(ctx, svcmain.Spec{
+		Name:  "ingress",
+		Flags: func(fs *flag.FlagSet) { cfg.RegisterFlags(fs, svcmain.NoEnv) },
+		Etcd:  svcmain.EtcdRequired,
+		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
+			client := env.Client
+			cat := catalog.New()
+			go cat.Follow(ctx, registryv1connect.NewRegistryServiceClient(client, rpcserver.BaseURL(cfg.RegistryAddr)), env.Logger)
+			sessions := sessionstore.New(env.Etcd, sessionstore.DefaultPrefix, cfg.SessionTTL, env.Logger)
+			// Drop sessions ended on any replica (DELETE, expiry) from this replica's cache.
+			go sessions.Watch(ctx, nil)
+			svc, err := ingress.New(cfg, ingress.Deps{
+				Auth:     authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr)),
+				Policy:   policyv1connect.NewPolicyServiceClient(client, rpcserver.BaseURL(cfg.PolicyAddr)),
+				Bridge:   ingress.RemoteBridge(bridgev1connect.NewBridgeServiceClient(client, rpcserver.BaseURL(cfg.BridgeAddr)), env.Logger),
+				Audit:    auditv1connect.NewAuditServiceClient(client, rpcserver.BaseURL(cfg.AuditAddr)),
+				Catalog:  cat,
+				Sessions: sessions,
+			}, env.Logger)
+			if err != nil {
+				return nil, err
+			}
+			readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err = cat.WaitReady(readyCtx)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("registry snapshot: %w", err)
+			}
+			svc.SetReady(true)
+			return &svcmain.Serving{
+				Handler:   svc.Handler(),
+				Stopping:  func() { svc.SetReady(false) },
+				NewServer: func(h http.Handler) *http.Server { return ingress.NewHTTPServer(h, cfg) },
+			}, nil
+		},
+	}, args, getenv, stdout)
 }

@@ -18,7 +18,8 @@ func TestRun(t *testing.T) {
 	}{
 		{"unknown flag", []string{"-nope"}, "not defined"},
 		{"stray argument", []string{"extra"}, "unexpected arguments"},
-		{"bad policy dir", []string{"-policy-dir", "/nonexistent", "-listen", "127.0.0.1:0"}, "/nonexistent"},
+		{"bad policy dir", []string{"-policy-dir", "/nonexistent", "-listen", "127.0.0.1:0", "-insecure-no-internal-token-dev"}, "/nonexistent"},
+		{"no internal token", []string{"-policy-dir", "../../../examples/policies", "-listen", "127.0.0.1:0"}, "no internal token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -32,6 +33,16 @@ func TestRun(t *testing.T) {
 	}
 }
 
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out); err != nil {
+		t.Fatalf("-h: %v, want nil (exit 0)", err)
+	}
+	if !strings.Contains(out.String(), "-policy-dir") || !strings.Contains(out.String(), "GATEHOUSE_POLICY_") {
+		t.Errorf("usage:\n%s", out.String())
+	}
+}
+
 // TestRunServesUntilCancelled starts the binary's run with the shipped policies and an
 // unreachable registry, and stops it.
 func TestRunServesUntilCancelled(t *testing.T) {
@@ -40,7 +51,12 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-policy-dir", "../../../examples/policies", "-registry-addr", "127.0.0.1:1", "-drain", "1s"}, func(string) string { return "" }, &out)
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-policy-dir", "../../../examples/policies", "-registry-addr", "127.0.0.1:1", "-drain", "1s"}, func(k string) string {
+			if k == "GATEHOUSE_INTERNAL_TOKEN" {
+				return "test-internal-token"
+			}
+			return ""
+		}, &out)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), `"msg":"serving"`) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"google.golang.org/grpc"
@@ -22,11 +24,96 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-var shared *etcdtest.Etcd
+var (
+	shared *etcdtest.Etcd
+	secure *etcdtest.TLSEtcd // etcd with --client-cert-auth, as split mode runs it
+)
 
-func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &shared)) }
+func TestMain(m *testing.M) {
+	var err error
+	if secure, err = etcdtest.StartTLS(); err != nil {
+		panic(err)
+	}
+	code := etcdtest.Main(m, &shared)
+	secure.Close()
+	os.Exit(code)
+}
+
+// TestRunEtcdClientAuth: split mode refuses a plaintext etcd unless told it is development,
+// and serves against an etcd that requires client certificates when given one.
+func TestRunEtcdClientAuth(t *testing.T) {
+	t.Parallel()
+	t.Run("plaintext refused", func(t *testing.T) {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint()}, withToken, &out)
+		if !errors.Is(err, etcdclient.ErrInsecure) || !strings.Contains(err.Error(), "--etcd-insecure-dev") {
+			t.Fatalf("err = %v, want ErrInsecure naming --etcd-insecure-dev", err)
+		}
+	})
+	t.Run("TLS client auth", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "servers.yaml")
+		if err := os.WriteFile(file, []byte("servers:\n  - name: web\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    tenants: [default]\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		out := &syncBuffer{}
+		done := make(chan error, 1)
+		c := secure.Certs
+		go func() {
+			done <- run(ctx, []string{
+				"-listen", "127.0.0.1:0", "-etcd-endpoints", secure.Endpoint, "-key-prefix", etcdtest.Prefix(t),
+				"-etcd-ca-file", c.CA, "-etcd-cert-file", c.ClientCert, "-etcd-key-file", c.ClientKey,
+				"-servers", file, "-drain", "1s",
+			}, withToken, out)
+		}()
+		addr := waitServing(t, out, done)
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer rcancel()
+		authed := metadata.AppendToOutgoingContext(rctx, strings.ToLower(rpcserver.InternalTokenHeader), token)
+		resp, err := registryv1.NewRegistryServiceClient(conn).ListServers(authed, &registryv1.ListServersRequest{Tenant: "default"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetServers()) != 1 || resp.GetServers()[0].GetName() != "web" {
+			t.Fatalf("ListServers = %v, want [web] (seeded through TLS etcd)", resp.GetServers())
+		}
+		if strings.Contains(out.String(), "DEVELOPMENT MODE") {
+			t.Errorf("a TLS start logged the development warning:\n%s", out.String())
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	})
+}
 
 func noenv(string) string { return "" }
+
+const token = "test-internal-token"
+
+// withToken is an environment holding the internal token.
+func withToken(k string) string {
+	if k == "GATEHOUSE_INTERNAL_TOKEN" {
+		return token
+	}
+	return ""
+}
+
+func TestRunHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, noenv, &out); err != nil {
+		t.Fatalf("-h: %v, want nil (exit 0)", err)
+	}
+	if !strings.Contains(out.String(), "-servers") || !strings.Contains(out.String(), "-etcd-ca-file") {
+		t.Errorf("usage:\n%s", out.String())
+	}
+}
 
 func TestRunErrors(t *testing.T) {
 	t.Parallel()
@@ -41,22 +128,23 @@ func TestRunErrors(t *testing.T) {
 		getenv  func(string) string
 		wantErr string
 	}{
-		{"unknown flag", []string{"-nope"}, noenv, "not defined"},
-		{"stray argument", []string{"extra"}, noenv, "unexpected arguments"},
-		{"missing servers file", []string{"-servers", filepath.Join(dir, "none.yaml")}, noenv, "servers file"},
-		{"bad servers file", []string{"-servers", bad}, noenv, "field comand not found"},
+		{"unknown flag", []string{"-nope"}, withToken, "not defined"},
+		{"stray argument", []string{"extra"}, withToken, "unexpected arguments"},
+		{"missing servers file", []string{"-servers", filepath.Join(dir, "none.yaml")}, withToken, "servers file"},
+		{"bad servers file", []string{"-servers", bad}, withToken, "field comand not found"},
+		{"no internal token", nil, noenv, "no internal token"},
 		{"bad env", nil, func(k string) string {
 			if k == "GATEHOUSE_REGISTRY_MAX_WATCHERS" {
 				return "many"
 			}
-			return ""
+			return withToken(k)
 		}, "GATEHOUSE_REGISTRY_MAX_WATCHERS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-listen", "127.0.0.1:0"}, tt.args...)
+			args := append([]string{"-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-listen", "127.0.0.1:0"}, tt.args...)
 			err := run(context.Background(), args, tt.getenv, &out)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
@@ -75,16 +163,15 @@ func TestRunSeedsAndServes(t *testing.T) {
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const token = "test-internal-token"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{
-			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-key-prefix", etcdtest.Prefix(t),
-			"-servers", file, "-internal-token", token, "-drain", "1s",
-		}, noenv, out)
+			"-listen", "127.0.0.1:0", "-etcd-endpoints", shared.Endpoint(), "-etcd-insecure-dev", "-key-prefix", etcdtest.Prefix(t),
+			"-servers", file, "-drain", "1s",
+		}, withToken, out)
 	}()
 	addr := waitServing(t, out, done)
 

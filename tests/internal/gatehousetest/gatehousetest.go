@@ -120,6 +120,7 @@ type Gateway struct {
 type Options struct {
 	Config string   // YAML text of the config file
 	Args   []string // extra flags for `gatehouse up`
+	Env    []string // extra environment (NAME=value), e.g. GATEHOUSE_INTERNAL_TOKEN
 }
 
 var upLine = regexp.MustCompile(`Gatehouse is up on (http://\S+)`)
@@ -136,10 +137,11 @@ func Start(t testing.TB, opts Options) *Gateway {
 	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), InternalToken: "internal-" + randomHex(t, 16),
 		DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
 	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
-		"--dev-token", g.Token, "--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
+		"--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
 	cmd := exec.Command(Bin(t, Gatehouse), args...)
 	cmd.Dir = RepoRoot(t)
-	cmd.Env = append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN="+g.InternalToken)
+	// Secrets go in the environment, never on the command line.
+	cmd.Env = append(append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN="+g.InternalToken, "GATEHOUSE_DEV_TOKEN="+g.Token), opts.Env...)
 	cmd.Stderr = g.logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

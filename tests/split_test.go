@@ -1,0 +1,252 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
+)
+
+// splitProc is one service binary of a split-mode run.
+type splitProc struct {
+	name string
+	addr string
+	cmd  *exec.Cmd
+	logs *lockedLog
+	done chan struct{}
+}
+
+// TestSplitMode runs the six service binaries as separate processes on loopback against an
+// etcd that requires TLS client certificates, the internal token given as a 0600 file: the
+// official TypeScript SDK client calls a stdio and a Streamable HTTP upstream through the
+// ingress binary, a session's DELETE reaps its stdio child, every call leaves an audit
+// record, and SIGTERM stops every process with nothing left behind.
+func TestSplitMode(t *testing.T) {
+	nodepeer.Node22(t)
+	etcd, err := etcdtest.StartTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+
+	bins := t.TempDir()
+	build := exec.Command("go", "build", "-o", bins+"/",
+		"./authsvc/cmd/authsvc", "./policysvc/cmd/policysvc", "./registrysvc/cmd/registrysvc",
+		"./bridgesvc/cmd/bridgesvc", "./auditsvc/cmd/auditsvc", "./ingress/cmd/ingress")
+	build.Dir = gatehousetest.RepoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built the six binaries")
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
+
+	state := t.TempDir()
+	const internal = "split-internal-token-0123456789"
+	tokenFile := filepath.Join(state, "internal-token")
+	if err := os.WriteFile(tokenFile, []byte(internal+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	servers := filepath.Join(state, "servers.yaml")
+	if err := os.WriteFile(servers, []byte("servers:\n"+stdioEntry("echo-stdio", echo)+httpEntry("echo-http", "http://"+echoAddr+"/mcp")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrs := map[string]string{}
+	for _, s := range []string{"auth", "policy", "registry", "bridge", "audit", "ingress"} {
+		addrs[s] = freeAddr(t)
+	}
+	c := etcd.Certs
+	etcdFlags := []string{"-etcd-endpoints", etcd.Endpoint, "-etcd-ca-file", c.CA, "-etcd-cert-file", c.ClientCert, "-etcd-key-file", c.ClientKey}
+	env := append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN_FILE="+tokenFile)
+	// Each process gets its address and peers from the environment, the rest from flags.
+	specs := []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"registrysvc", []string{"GATEHOUSE_REGISTRY_LISTEN=" + addrs["registry"]}, append([]string{"-servers", servers}, etcdFlags...)},
+		{"authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + addrs["auth"]}, etcdFlags},
+		{"policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + addrs["registry"]},
+			[]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}},
+		{"bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + addrs["registry"]}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
+		{"auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + addrs["audit"]}, []string{"-dir", filepath.Join(state, "audit")}},
+		{"ingress", []string{"GATEHOUSE_INGRESS_LISTEN=" + addrs["ingress"], "GATEHOUSE_INGRESS_AUTH_ADDR=" + addrs["auth"],
+			"GATEHOUSE_INGRESS_POLICY_ADDR=" + addrs["policy"], "GATEHOUSE_INGRESS_REGISTRY_ADDR=" + addrs["registry"],
+			"GATEHOUSE_INGRESS_BRIDGE_ADDR=" + addrs["bridge"], "GATEHOUSE_INGRESS_AUDIT_ADDR=" + addrs["audit"]}, etcdFlags},
+	}
+	procs := map[string]*splitProc{}
+	for _, s := range specs {
+		p := &splitProc{name: s.name, logs: &lockedLog{}, done: make(chan struct{})}
+		p.cmd = exec.Command(filepath.Join(bins, s.name), s.args...)
+		p.cmd.Env = append(append([]string(nil), env...), s.env...)
+		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = p.cmd.Wait(); close(p.done) }()
+		t.Cleanup(func() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		})
+		procs[s.name] = p
+	}
+	allLogs := func() string {
+		var b strings.Builder
+		for _, s := range specs {
+			fmt.Fprintf(&b, "--- %s\n%s", s.name, procs[s.name].logs.String())
+		}
+		return b.String()
+	}
+	// Every service serves once its "serving" line is out; one that exits (a port taken
+	// between freeAddr and its bind, a refused etcd) fails the test with its log.
+	for _, s := range specs {
+		p := procs[s.name]
+		gatehousetest.WaitFor(t, 60*time.Second, s.name+" to serve", func() bool {
+			select {
+			case <-p.done:
+				t.Fatalf("%s exited before serving:\n%s", s.name, allLogs())
+			default:
+			}
+			return strings.Contains(p.logs.String(), `"msg":"serving"`)
+		})
+		if strings.Contains(p.logs.String(), "DEVELOPMENT MODE") {
+			t.Errorf("%s started in development mode:\n%s", s.name, p.logs.String())
+		}
+	}
+
+	t.Logf("every service serving")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	auth := authv1connect.NewAuthServiceClient(rpcserver.WithToken(rpcserver.NewClient(), internal), rpcserver.BaseURL(addrs["auth"]))
+	created, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "dev", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}))
+	if err != nil {
+		t.Fatalf("CreateToken: %v\n%s", err, allLogs())
+	}
+	token := created.Msg.GetToken()
+	endpoint := func(server string) string { return "http://" + addrs["ingress"] + "/servers/" + server + "/mcp" }
+
+	for _, server := range []string{"echo-stdio", "echo-http"} {
+		t.Run("TypeScript SDK "+server, func(t *testing.T) {
+			res, err := nodepeer.RunClient(t, ctx, "--url", endpoint(server), "--token", token, "--call", "echo", "--args", `{"text":"split mode"}`)
+			if err != nil {
+				t.Fatalf("TypeScript client: %v\n%s", err, allLogs())
+			}
+			tr, err := res.ToolResult()
+			if err != nil || tr.IsError || tr.Text() != "split mode" {
+				t.Fatalf("tools/call result %s (%v)", res.Call, err)
+			}
+		})
+	}
+
+	t.Run("DELETE reaps the stdio child", func(t *testing.T) {
+		bridgePid := procs["bridgesvc"].cmd.Process.Pid
+		gatehousetest.WaitFor(t, 15*time.Second, "earlier sessions' children to be gone", func() bool {
+			return len(gatehousetest.ChildrenRunning(bridgePid, echo)) == 0
+		})
+		rc := rawClient{t: t, url: endpoint("echo-stdio"), token: token}
+		sid := rc.initialize("2025-06-18")
+		kids := gatehousetest.ChildrenRunning(bridgePid, echo)
+		if len(kids) != 1 {
+			t.Fatalf("want one echo child of bridgesvc, have %v", kids)
+		}
+		h := map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+		if r := rc.post(echoCall, h); r.status != http.StatusOK || !strings.Contains(string(r.body), "still serving") {
+			t.Fatalf("tools/call: %d %s", r.status, r.body)
+		}
+		if r := rc.do(http.MethodDelete, nil, h); r.status != http.StatusOK {
+			t.Fatalf("DELETE: %d %s", r.status, r.body)
+		}
+		// The session TTL is 30 minutes: only the DELETE can end the child this soon.
+		gatehousetest.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(kids[0]) })
+	})
+
+	t.Logf("stopping")
+	// SIGTERM every process; each exits cleanly and leaves no child.
+	for i := len(specs) - 1; i >= 0; i-- {
+		p := procs[specs[i].name]
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not exit within 30s of SIGTERM:\n%s", p.name, p.logs.String())
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("%s exited %d:\n%s", p.name, code, p.logs.String())
+		}
+	}
+
+	t.Logf("stopped")
+	// The audit log verifies and holds the calls: the two SDK calls and the raw one.
+	path := filepath.Join(state, "audit", auditsvc.FileName)
+	if _, err := auditsvc.Verify(path); err != nil {
+		t.Fatalf("verify %s: %v", path, err)
+	}
+	calls := auditedCalls(t, path)
+	if calls["echo-stdio"] < 2 || calls["echo-http"] < 1 {
+		t.Fatalf("audited tools/call of echo by dev per server: %v, want echo-stdio ≥ 2, echo-http ≥ 1", calls)
+	}
+	if _, err := net.DialTimeout("tcp", addrs["ingress"], time.Second); err == nil {
+		t.Error("the ingress port still accepts after SIGTERM")
+	}
+}
+
+// auditedCalls counts, per server, the records of allowed tools/call of echo by dev.
+func auditedCalls(t *testing.T, path string) map[string]int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	counts := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Record struct {
+				Principal, Tenant, Server, Method, Tool, Outcome string
+			} `json:"record"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		r := line.Record
+		if r.Principal == "dev" && r.Tenant == "default" && r.Method == "tools/call" && r.Tool == "echo" && r.Outcome == "OUTCOME_ALLOWED" {
+			counts[r.Server]++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return counts
+}
+
+// freeAddr returns a loopback address that was free a moment ago. A service that loses the
+// port to another process before binding it exits, which the test reports with its log.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
