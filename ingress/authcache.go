@@ -31,10 +31,58 @@ type authCache struct {
 
 	mu      sync.Mutex
 	entries map[[sha256.Size]byte]cachedPrincipal
+	// flights are the authentications under way: concurrent requests with one credential
+	// share one authsvc call (and one throttle token) instead of each asking.
+	flights map[[sha256.Size]byte]*authFlight
 }
 
+// authFlight is one authsvc call that several requests wait for; done is closed once p or
+// err is set.
+type authFlight struct {
+	done chan struct{}
+	p    *authv1.Principal
+	err  error
+}
+
+// authFlightTimeout bounds a shared authentication: it runs detached from the request that
+// leads it, so that the leader's host leaving does not fail the others.
+const authFlightTimeout = 10 * time.Second
+
 func newAuthCache(client authv1connect.AuthServiceClient, ttl time.Duration, now func() time.Time) *authCache {
-	return &authCache{client: client, ttl: ttl, now: now, entries: map[[sha256.Size]byte]cachedPrincipal{}}
+	return &authCache{client: client, ttl: ttl, now: now, entries: map[[sha256.Size]byte]cachedPrincipal{}, flights: map[[sha256.Size]byte]*authFlight{}}
+}
+
+// join returns the authentication under way for the credential, or starts one that the caller
+// leads (lead true): the leader must call land exactly once.
+func (c *authCache) join(credential, server string) (f *authFlight, key [sha256.Size]byte, lead bool) {
+	key = cacheKey(credential, server)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.flights[key]; f != nil {
+		return f, key, false
+	}
+	f = &authFlight{done: make(chan struct{})}
+	c.flights[key] = f
+	return f, key, true
+}
+
+// land ends a flight with its result, for every request waiting on it.
+func (c *authCache) land(key [sha256.Size]byte, f *authFlight, p *authv1.Principal, err error) {
+	f.p, f.err = p, err
+	c.mu.Lock()
+	delete(c.flights, key)
+	c.mu.Unlock()
+	close(f.done)
+}
+
+// wait waits for a flight another request leads.
+func (f *authFlight) wait(ctx context.Context) (*authv1.Principal, error) {
+	select {
+	case <-f.done:
+		return f.p, f.err
+	case <-ctx.Done():
+		return nil, connect.NewError(connect.CodeCanceled, ctx.Err())
+	}
 }
 
 func cacheKey(credential, server string) [sha256.Size]byte {

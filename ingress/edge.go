@@ -1,9 +1,11 @@
 package ingress
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"mime"
 	"net"
 	"net/http"
@@ -124,6 +126,9 @@ func (s *Service) postHeaders(r *http.Request) *Error {
 	return nil
 }
 
+// errThrottledAuth ends a shared authentication whose leader was throttled.
+var errThrottledAuth = errors.New("authentication throttled")
+
 // admit authenticates the host. It answers the host itself and returns false when the
 // request must stop. Failed authentications are throttled per source address: past the
 // bucket the host gets 429 without authsvc being asked.
@@ -141,20 +146,47 @@ func (s *Service) admit(x *exchange) bool {
 			return true
 		}
 	}
-	if wait, allowed := s.limiter.allow(addr); !allowed {
-		x.w.Header().Set("Retry-After", wait)
-		s.refuse(x, nil, errThrottled, nil)
-		return false
-	}
 	if !ok {
+		if wait, allowed := s.limiter.allow(addr); !allowed {
+			x.w.Header().Set("Retry-After", wait)
+			s.refuse(x, nil, errThrottled, nil)
+			return false
+		}
 		s.authFailed(x, addr, errMalformedAuth, `Bearer realm="gatehouse", error="invalid_request"`)
 		return false
 	}
-	p, err := s.auth.authenticate(r.Context(), credential, x.server)
+	// Concurrent requests with one credential share one authentication: only its leader
+	// spends a throttle token, so N hosts' first requests with a valid token are not throttled
+	// as N attempts, while each distinct guess still costs one.
+	flight, key, lead := s.auth.join(credential, x.server)
+	var p *authv1.Principal
+	var err error
+	if lead {
+		if wait, allowed := s.limiter.allow(addr); !allowed {
+			s.auth.land(key, flight, nil, errThrottledAuth)
+			x.w.Header().Set("Retry-After", wait)
+			s.refuse(x, nil, errThrottled, nil)
+			return false
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), authFlightTimeout)
+		p, err = s.auth.authenticate(actx, credential, x.server)
+		cancel()
+		s.auth.land(key, flight, p, err)
+	} else {
+		p, err = flight.wait(r.Context())
+		if errors.Is(err, errThrottledAuth) {
+			// The request leading this credential's authentication was throttled.
+			x.w.Header().Set("Retry-After", "1")
+			s.refuse(x, nil, errThrottled, nil)
+			return false
+		}
+	}
 	if err != nil {
 		e := fromAuth(err)
 		if e.Status != http.StatusUnauthorized {
-			s.limiter.refund(addr) // not the host's failure
+			if lead {
+				s.limiter.refund(addr) // not the host's failure
+			}
 			s.refuse(x, nil, e, err)
 			return false
 		}
@@ -165,7 +197,9 @@ func (s *Service) admit(x *exchange) bool {
 		s.authFailed(x, addr, e, challenge)
 		return false
 	}
-	s.limiter.refund(addr)
+	if lead {
+		s.limiter.refund(addr)
+	}
 	x.principal = p
 	// Whether the server exists is not checked here: requests other than initialize need a
 	// session, which is bound to its server, and initialize asks policy. An unknown server

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,11 +151,12 @@ func TestAuthThrottle(t *testing.T) {
 	g := newGateway(t, func(c *ingress.Config) { c.AuthFailRate, c.AuthFailBurst = 0.001, burst })
 	sid := g.initialize("echo", tokenAlice, rev)
 	before := g.auth.calls.Load()
+	var guesses atomic.Int64
 	bad := func(c *http.Client) response {
 		req, _ := http.NewRequest(http.MethodPost, g.url("echo"), strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Authorization", "Bearer guess")
+		req.Header.Set("Authorization", "Bearer guess-"+strconv.FormatInt(guesses.Add(1), 10)) // each a new guess
 		return send(t, c, req)
 	}
 	statuses := make(chan response, n)
@@ -193,6 +195,46 @@ func TestAuthThrottle(t *testing.T) {
 	}
 	if r := g.callTool("echo", sid, rev, "echo"); r.status != http.StatusOK || r.code != 0 {
 		t.Fatalf("a cached good credential from the throttled address: %d %s", r.status, r.body)
+	}
+}
+
+// TestAuthSharedAmongConcurrentRequests: many first requests with one valid credential from
+// one address, all in flight at once, share one authentication: none is throttled although
+// they outnumber the burst, and authsvc is asked once.
+func TestAuthSharedAmongConcurrentRequests(t *testing.T) {
+	const burst, n = 2, 16
+	g := newGateway(t, func(c *ingress.Config) {
+		c.AuthFailRate, c.AuthFailBurst = 0.001, burst
+		c.MaxSessionsPerPrincipal = n
+	})
+	g.auth.hold = make(chan struct{})
+	before := g.auth.calls.Load()
+	statuses := make(chan response, n)
+	var wg sync.WaitGroup
+	local := clientFrom("127.0.0.1")
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, g.url("echo"), strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+rev+`","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+tokenCarol)
+			statuses <- send(t, local, req)
+		}()
+	}
+	// Release authsvc only once it has been asked: every request is then in flight.
+	waitFor(t, "authsvc to be asked", func() bool { return g.auth.calls.Load() > before })
+	close(g.auth.hold)
+	wg.Wait()
+	close(statuses)
+	for r := range statuses {
+		if r.status != http.StatusOK {
+			t.Errorf("status %d %s, want 200", r.status, r.body)
+		}
+	}
+	if asked := g.auth.calls.Load() - before; asked >= n {
+		t.Fatalf("authsvc asked %d times for %d concurrent requests with one credential, want them to share", asked, n)
 	}
 }
 

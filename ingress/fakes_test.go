@@ -33,6 +33,7 @@ import (
 const (
 	tokenAlice     = "tok-alice"     // alice in tenant t1
 	tokenBob       = "tok-bob"       // bob in tenant t2
+	tokenCarol     = "tok-carol"     // carol in tenant t1; authsvc waits for fakeAuth.hold
 	tokenAuthDown  = "tok-auth-down" // authsvc answers Unavailable
 	tokenExpired   = "tok-expired"   // authsvc: token expired
 	tokenOdd       = "tok-odd"       // authsvc refuses with a reason the ingress does not know
@@ -45,12 +46,23 @@ const (
 type fakeAuth struct {
 	authv1connect.UnimplementedAuthServiceHandler
 	calls atomic.Int64
+	// hold, when set, is waited for by tokenCarol's authentications.
+	hold chan struct{}
 }
 
-func (f *fakeAuth) Authenticate(_ context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
+func (f *fakeAuth) Authenticate(ctx context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
 	f.calls.Add(1)
 	var p *authv1.Principal
 	switch req.Msg.GetCredential() {
+	case tokenCarol:
+		if f.hold != nil {
+			select {
+			case <-f.hold:
+			case <-ctx.Done():
+				return nil, connect.NewError(connect.CodeCanceled, ctx.Err())
+			}
+		}
+		p = &authv1.Principal{Id: "carol", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
 	case tokenAlice:
 		p = &authv1.Principal{Id: "alice", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
 	case tokenBob:
