@@ -94,6 +94,11 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	// cannot be made durable, the upstream never sees it (fail closed).
 	rec.Phase = auditv1.Phase_PHASE_DECISION
 	if err := s.appendRecord(ctx, rec, false); err != nil {
+		// The append may have failed after the record landed (a timeout): a FAILED outcome,
+		// if it can still be written, keeps recovery from reading the call as unknown.
+		out := proto.Clone(rec).(*auditv1.Record)
+		out.Phase, out.Outcome, out.Error = auditv1.Phase_PHASE_OUTCOME, auditv1.Outcome_OUTCOME_FAILED, "the audit log refused the decision record; the upstream never saw the call"
+		_ = s.appendRecord(ctx, out, true)
 		s.conclude(ctx, c, rec, r, ending{refusal: errAuditUnavailable, cause: err, unrecorded: true})
 		return
 	}
