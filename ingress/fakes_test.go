@@ -242,7 +242,9 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 			}
 		}
 	case "asks":
-		if err := emit(&bridgev1.SendResponse{Message: []byte(`{"jsonrpc":"2.0","id":"s1","method":"roots/list"}`)}); err != nil {
+		// A server request as upstreams may send it: a fractional id and an extension member,
+		// which only the routing reader (jsonrpc.Peek) accepts.
+		if err := emit(&bridgev1.SendResponse{Message: []byte(`{"jsonrpc":"2.0","id":1.5,"method":"roots/list","x-upstream":{}}`)}); err != nil {
 			return err
 		}
 		return emit(&bridgev1.SendResponse{Final: true, Message: result(`{"content":[]}`)})
