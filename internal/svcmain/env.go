@@ -73,7 +73,3 @@ func Defaults(register func(*flag.FlagSet)) {
 	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
 	register(fs)
 }
-
-// NoEnv is a getenv that finds nothing: services' RegisterFlags get it, so that every
-// environment fallback is applied by ApplyEnv, the same way for every flag.
-func NoEnv(string) string { return "" }
