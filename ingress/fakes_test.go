@@ -370,7 +370,7 @@ func (f *fakeSessions) Get(_ context.Context, id string) (sessionstore.Record, e
 
 func (f *fakeSessions) Touch(context.Context, string) error { return nil }
 
-func (f *fakeSessions) Delete(_ context.Context, id string) error {
+func (f *fakeSessions) End(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.records[id]; !ok {

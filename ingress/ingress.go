@@ -173,7 +173,7 @@ type Sessions interface {
 	Update(ctx context.Context, rec sessionstore.Record) error
 	Get(ctx context.Context, id string) (sessionstore.Record, error)
 	Touch(ctx context.Context, id string) error
-	Delete(ctx context.Context, id string) error
+	End(ctx context.Context, id string) error
 }
 
 // Deps are the services the ingress calls.
