@@ -114,7 +114,7 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		if name == "" {
 			continue
 		}
-		if !validServerName(name) {
+		if !ident.ValidServerName(name) {
 			return nil, fmt.Errorf("authsvc: anonymous server %q is not a server name ([a-z0-9][a-z0-9._-]{0,62})", name)
 		}
 		s.anonymous[name] = true

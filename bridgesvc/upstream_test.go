@@ -24,6 +24,7 @@ import (
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 // countingListener counts the TCP connections a server accepts.
@@ -171,7 +172,7 @@ func TestCallTimeout(t *testing.T) {
 		cancelled func(t *testing.T)
 	}{
 		{server: "stdio", message: "the upstream did not answer within 300ms", cancelled: func(t *testing.T) {
-			waitFor(t, func() bool { return strings.Contains(logs.String(), "hang cancelled") }, "the echo server to log the cancellation")
+			testsync.WaitFor(t, 10*time.Second, "the echo server to log the cancellation", func() bool { return strings.Contains(logs.String(), "hang cancelled") })
 		}},
 		{server: "http", message: "the upstream did not answer within 200ms", cancelled: func(t *testing.T) {
 			select {
@@ -212,18 +213,6 @@ func TestCallTimeout(t *testing.T) {
 				t.Fatalf("the timeout is not logged:\n%s", logs.String())
 			}
 		})
-	}
-}
-
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

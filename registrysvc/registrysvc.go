@@ -18,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -170,7 +171,7 @@ func (s *Service) GetServer(ctx context.Context, req *connect.Request[registryv1
 	if name == "" {
 		return nil, toConnect(invalid("name is required"))
 	}
-	if !config.ValidName(name) {
+	if !ident.ValidServerName(name) {
 		return nil, toConnect(invalid("name %.64q is not a server name ([a-z0-9][a-z0-9._-]{0,62})", name))
 	}
 	if err := s.waitReady(ctx); err != nil {

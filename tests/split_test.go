@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,8 +22,10 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
 
 // splitProc is one service binary of a split-mode run.
@@ -30,7 +33,7 @@ type splitProc struct {
 	name string
 	addr string
 	cmd  *exec.Cmd
-	logs *lockedLog
+	logs *testsync.Buffer
 	done chan struct{}
 }
 
@@ -94,7 +97,7 @@ func TestSplitMode(t *testing.T) {
 	}
 	procs := map[string]*splitProc{}
 	for _, s := range specs {
-		p := &splitProc{name: s.name, logs: &lockedLog{}, done: make(chan struct{})}
+		p := &splitProc{name: s.name, logs: &testsync.Buffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(filepath.Join(bins, s.name), s.args...)
 		p.cmd.Env = append(append([]string(nil), env...), s.env...)
 		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -119,7 +122,7 @@ func TestSplitMode(t *testing.T) {
 	// between freeAddr and its bind, a refused etcd) fails the test with its log.
 	for _, s := range specs {
 		p := procs[s.name]
-		gatehousetest.WaitFor(t, 60*time.Second, s.name+" to serve", func() bool {
+		testsync.WaitFor(t, 60*time.Second, s.name+" to serve", func() bool {
 			select {
 			case <-p.done:
 				t.Fatalf("%s exited before serving:\n%s", s.name, allLogs())
@@ -158,7 +161,7 @@ func TestSplitMode(t *testing.T) {
 
 	t.Run("DELETE reaps the stdio child", func(t *testing.T) {
 		bridgePid := procs["bridgesvc"].cmd.Process.Pid
-		gatehousetest.WaitFor(t, 15*time.Second, "earlier sessions' children to be gone", func() bool {
+		testsync.WaitFor(t, 15*time.Second, "earlier sessions' children to be gone", func() bool {
 			return len(gatehousetest.ChildrenRunning(bridgePid, echo)) == 0
 		})
 		rc := rawClient{t: t, url: endpoint("echo-stdio"), token: token}
@@ -175,7 +178,7 @@ func TestSplitMode(t *testing.T) {
 			t.Fatalf("DELETE: %d %s", r.status, r.body)
 		}
 		// The session TTL is 30 minutes: only the DELETE can end the child this soon.
-		gatehousetest.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(kids[0]) })
+		testsync.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(kids[0]) })
 	})
 
 	t.Logf("stopping")
@@ -243,10 +246,9 @@ func auditedCalls(t *testing.T, path string) map[string]int {
 // port to another process before binding it exits, which the test reports with its log.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := procnet.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
