@@ -41,7 +41,8 @@ type splitProc struct {
 // etcd that requires TLS client certificates, the internal token given as a 0600 file: the
 // official TypeScript SDK client calls a stdio and a Streamable HTTP upstream through the
 // ingress binary, a session's DELETE reaps its stdio child, every call leaves an audit
-// record, and SIGTERM stops every process with nothing left behind.
+// record, and SIGTERM stops every process with nothing left behind (bridgesvc reaps the child
+// of a session still open before it exits).
 func TestSplitMode(t *testing.T) {
 	nodepeer.Node22(t)
 	etcd, err := etcdtest.StartTLS()
@@ -159,8 +160,8 @@ func TestSplitMode(t *testing.T) {
 		})
 	}
 
+	bridgePid := procs["bridgesvc"].cmd.Process.Pid
 	t.Run("DELETE reaps the stdio child", func(t *testing.T) {
-		bridgePid := procs["bridgesvc"].cmd.Process.Pid
 		testsync.WaitFor(t, 15*time.Second, "earlier sessions' children to be gone", func() bool {
 			return len(gatehousetest.ChildrenRunning(bridgePid, echo)) == 0
 		})
@@ -181,10 +182,24 @@ func TestSplitMode(t *testing.T) {
 		testsync.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(kids[0]) })
 	})
 
+	// A session left open: its stdio child is bridgesvc's to end when it stops.
+	open := rawClient{t: t, url: endpoint("echo-stdio"), token: token}
+	openSid := open.initialize("2025-06-18")
+	if r := open.post(echoCall, map[string]string{"Mcp-Session-Id": openSid, "MCP-Protocol-Version": "2025-06-18"}); r.status != http.StatusOK || !strings.Contains(string(r.body), "still serving") {
+		t.Fatalf("tools/call on the session left open: %d %s", r.status, r.body)
+	}
+	openKids := gatehousetest.ChildrenRunning(bridgePid, echo)
+	if len(openKids) != 1 {
+		t.Fatalf("want one echo child of bridgesvc for the open session, have %v", openKids)
+	}
+
 	t.Logf("stopping")
 	// SIGTERM every process; each exits cleanly and leaves no child.
 	for i := len(specs) - 1; i >= 0; i-- {
 		p := procs[specs[i].name]
+		if p.name == "bridgesvc" && gatehousetest.ProcessGone(openKids[0]) {
+			t.Fatalf("the open session's child %d ended before bridgesvc was stopped", openKids[0])
+		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -193,6 +208,11 @@ func TestSplitMode(t *testing.T) {
 		}
 		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 			t.Errorf("%s exited %d:\n%s", p.name, code, p.logs.String())
+		}
+		// bridgesvc reaps its children before it exits: checked at once, not waited for (a
+		// child left to its parent-death signal would still be there, or a zombie).
+		if p.name == "bridgesvc" && !gatehousetest.ProcessGone(openKids[0]) {
+			t.Errorf("the open session's child %d outlived bridgesvc's exit", openKids[0])
 		}
 	}
 
