@@ -8,10 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,26 +130,9 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 	}
 }
 
-// echoBinary builds the project's example echo server (examples/servers/echo) once.
-var (
-	echoOnce sync.Once
-	echoPath string
-	echoErr  error
-)
-
+// echoBinary is the project's example echo server (examples/servers/echo).
 func echoBinary(t *testing.T) string {
-	t.Helper()
-	echoOnce.Do(func() {
-		echoPath = filepath.Join(binDir, "echo")
-		cmd := exec.Command("go", "build", "-o", echoPath, "github.com/gatehouse-mcp/gatehouse/examples/servers/echo")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			echoErr = fmt.Errorf("build the echo server: %v\n%s", err, out)
-		}
-	})
-	if echoErr != nil {
-		t.Fatal(echoErr)
-	}
-	return echoPath
+	return built(t, "echo", "github.com/gatehouse-mcp/gatehouse/examples/servers/echo")
 }
 
 // TestCallTimeout: a call the upstream does not answer ends with the call timeout (the
