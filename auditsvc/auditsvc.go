@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -50,6 +49,7 @@ const (
 
 // Defaults and bounds of the queue of records not yet durable.
 const (
+	defaultMaxBatch      = 256
 	defaultQueueBatches  = 4 // MaxQueue's default, in batches
 	defaultMaxQueueBytes = 16 << 20
 	maxMaxQueue          = 1 << 20
@@ -88,36 +88,17 @@ type Config struct {
 	// the next. It adds to their commit lag. Default (0) 2ms; negative: commit at once; at
 	// most 100ms.
 	CommitDelay time.Duration
-
-	envErr error
 }
 
-// RegisterFlags binds the configuration to flags, with GATEHOUSE_AUDIT_* env fallbacks
-// (e.g. GATEHOUSE_AUDIT_DIR). A malformed env value is reported by New.
-func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_AUDIT_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:7105"), "address to serve on")
-	fs.StringVar(&c.Dir, "dir", env("DIR", "./data/audit"), "directory of the audit log")
-	envInt := func(name, def string) int {
-		v, err := strconv.Atoi(env(name, def))
-		if err != nil && c.envErr == nil {
-			c.envErr = fmt.Errorf("GATEHOUSE_AUDIT_%s: %w", name, err)
-		}
-		return v
-	}
-	fs.IntVar(&c.MaxBatch, "max-batch", envInt("MAX_BATCH", "256"), "most records committed by one write and fsync")
-	fs.IntVar(&c.MaxQueue, "max-queue", envInt("MAX_QUEUE", "0"), "most records not yet durable; appends wait for room beyond (0: 4 × max-batch)")
-	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", envInt("MAX_QUEUE_BYTES", "0"), "most bytes of records not yet durable (0: 16 MiB)")
-	delay, err := time.ParseDuration(env("COMMIT_DELAY", "0s"))
-	if err != nil && c.envErr == nil {
-		c.envErr = fmt.Errorf("GATEHOUSE_AUDIT_COMMIT_DELAY: %w", err)
-	}
-	fs.DurationVar(&c.CommitDelay, "commit-delay", delay, "how long deferred records wait for a durable append to share their fsync (0: 2ms; negative: none)")
+// RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
+// (GATEHOUSE_AUDIT_<FLAG>) are svcmain's, applied to every flag alike.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7105", "address to serve on")
+	fs.StringVar(&c.Dir, "dir", "./data/audit", "directory of the audit log")
+	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "most records committed by one write and fsync")
+	fs.IntVar(&c.MaxQueue, "max-queue", 0, "most records not yet durable; appends wait for room beyond (0: 4 × max-batch)")
+	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 0, "most bytes of records not yet durable (0: 16 MiB)")
+	fs.DurationVar(&c.CommitDelay, "commit-delay", 0, "how long deferred records wait for a durable append to share their fsync (0: 2ms; negative: none)")
 }
 
 // Service appends records to the log.
@@ -133,14 +114,11 @@ type Service struct {
 // the outcome was recorded") for every decision record without an outcome, and continues the
 // chain from the last record. If those records cannot be written, New fails.
 func New(cfg Config, logger *slog.Logger) (*Service, error) {
-	if cfg.envErr != nil {
-		return nil, fmt.Errorf("auditsvc config: %w", cfg.envErr)
-	}
 	if cfg.Dir == "" {
 		return nil, errors.New("auditsvc: a directory is required")
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 256
+		cfg.MaxBatch = defaultMaxBatch
 	}
 	if cfg.MaxBatch > maxMaxBatch {
 		return nil, fmt.Errorf("auditsvc: max batch %d is above %d", cfg.MaxBatch, maxMaxBatch)

@@ -23,6 +23,7 @@ import (
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -226,7 +227,7 @@ func TestTornTailRecovered(t *testing.T) {
 	if n, err := auditsvc.Verify(path); err == nil || n != 3 || !strings.Contains(err.Error(), "incomplete") {
 		t.Fatalf("Verify of a torn log = %d, %v; want 3 and an incomplete-line error", n, err)
 	}
-	var logs syncBuffer
+	var logs testsync.Buffer
 	svc, err = auditsvc.New(auditsvc.Config{Dir: dir}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("New on a torn log: %v", err)
@@ -448,22 +449,4 @@ func TestAppendOverConnect(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("empty request: err = %v, want InvalidArgument", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

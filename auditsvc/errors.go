@@ -1,11 +1,11 @@
 package auditsvc
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
 // The domain errors of auditsvc, each mapped to one Connect code in codes.
@@ -27,31 +27,14 @@ var (
 //	errInvalidRecord  InvalidArgument
 //	errUnavailable    Unavailable (failed write or fsync, disk full, broken until restart, closed)
 //	context errors    Canceled, DeadlineExceeded (also while waiting for room in the queue)
-var codes = []struct {
-	err  error
-	code connect.Code
-}{
-	{errInvalidRecord, connect.CodeInvalidArgument},
-	{errUnavailable, connect.CodeUnavailable},
+var codes = rpcserver.ErrorCodes{
+	{Err: errInvalidRecord, Code: connect.CodeInvalidArgument},
+	{Err: errUnavailable, Code: connect.CodeUnavailable},
 }
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errInvalidRecord}, args...)...)
 }
 
-// toConnect turns an error into the Connect error callers see. Context errors keep their
-// own codes (Canceled, DeadlineExceeded).
-func toConnect(err error) *connect.Error {
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return connect.NewError(c.code, err)
-		}
-	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	}
-	return connect.NewError(connect.CodeInternal, err)
-}
+// toConnect turns an error into the Connect error callers see.
+func toConnect(err error) *connect.Error { return codes.Error(err) }

@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
+// TestRegisterFlags checks the flags' defaults and the environment names the binary reads
+// (svcmain applies GATEHOUSE_AUDIT_<FLAG> to every flag).
 func TestRegisterFlags(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -34,8 +37,11 @@ func TestRegisterFlags(t *testing.T) {
 			t.Parallel()
 			var cfg auditsvc.Config
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
-			cfg.RegisterFlags(fs, func(k string) string { return tt.env[k] })
+			cfg.RegisterFlags(fs)
 			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if err := svcmain.ApplyEnv(fs, "GATEHOUSE_AUDIT_", func(k string) string { return tt.env[k] }); err != nil {
 				t.Fatal(err)
 			}
 			if cfg.Listen != tt.listen || cfg.Dir != tt.dir || cfg.MaxBatch != tt.maxBatch ||
@@ -48,15 +54,16 @@ func TestRegisterFlags(t *testing.T) {
 		t.Run("malformed "+name, func(t *testing.T) {
 			t.Parallel()
 			var cfg auditsvc.Config
-			cfg.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError), func(k string) string {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			cfg.RegisterFlags(fs)
+			err := svcmain.ApplyEnv(fs, "GATEHOUSE_AUDIT_", func(k string) string {
 				if k == name {
 					return "many"
 				}
 				return ""
 			})
-			cfg.Dir = t.TempDir()
-			if _, err := auditsvc.New(cfg, nil); err == nil || !strings.Contains(err.Error(), name) {
-				t.Fatalf("New: err = %v, want one naming %s", err, name)
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("ApplyEnv: err = %v, want one naming %s", err, name)
 			}
 		})
 	}

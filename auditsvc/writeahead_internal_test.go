@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -131,9 +132,8 @@ func callRecord(id string, phase auditv1.Phase, o auditv1.Outcome) *auditv1.Reco
 func TestLostDeferredOutcomeRecovered(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	s, err := New(Config{Dir: dir}, slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil)))
+	var logs testsync.Buffer
+	s, err := New(Config{Dir: dir}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +159,9 @@ func TestLostDeferredOutcomeRecovered(t *testing.T) {
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
 	if !strings.Contains(logs.String(), `"call_ids":["c1"]`) {
 		t.Errorf("the lost record's call id is not logged:\n%s", logs.String())
 	}
-	mu.Unlock()
 	s, err = New(Config{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -243,17 +241,6 @@ func scanFile(t *testing.T, path string, probe *openCallsProbe) (chainState, int
 		*probe = append(*probe, s)
 		return nil
 	})
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }
 
 // TestCallID: recovery reads back every call id as marshalRecord stored it.

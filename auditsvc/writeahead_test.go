@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -242,7 +243,7 @@ func TestRecoveryWritesUnknownOutcome(t *testing.T) {
 	if err := svc.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testsync.Buffer
 	svc, err := auditsvc.New(auditsvc.Config{Dir: dir}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +289,7 @@ func TestDiskFullFailsClosed(t *testing.T) {
 	if os.Geteuid() == 0 {
 		dir, free = smallDisk(t)
 	}
-	var logs syncBuffer
+	var logs testsync.Buffer
 	svc, err := auditsvc.New(auditsvc.Config{Dir: dir}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -408,7 +409,7 @@ func runCrashChild(t *testing.T, mode, dir string) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashWriteAhead$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashModeEnv+"="+mode, crashDirEnv+"="+dir)
-	var stderr syncBuffer
+	var stderr testsync.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -49,21 +49,15 @@ type Config struct {
 	Clock func() time.Time
 }
 
-// RegisterFlags binds the configuration to flags, with GATEHOUSE_AUTH_* env fallbacks
-// (e.g. GATEHOUSE_AUTH_ANONYMOUS_SERVERS).
-func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_AUTH_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.Listen, "listen", env("LISTEN", DefaultListen), "address to serve on")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", env("KEY_PREFIX", DefaultKeyPrefix), "etcd key prefix of the token store")
-	fs.StringVar(&c.AnonymousServers, "anonymous-servers", env("ANONYMOUS_SERVERS", ""), "comma-separated servers hosts may use without a credential (empty: none)")
-	fs.StringVar(&c.AnonymousPrincipal, "anonymous-principal", env("ANONYMOUS_PRINCIPAL", DefaultAnonymousPrincipal), "principal id of anonymous callers")
-	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", env("ANONYMOUS_TENANT", DefaultAnonymousTenant), "tenant of anonymous callers")
+// RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
+// (GATEHOUSE_AUTH_<FLAG>) are svcmain's, applied to every flag alike.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve on")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the token store")
+	fs.StringVar(&c.AnonymousServers, "anonymous-servers", "", "comma-separated servers hosts may use without a credential (empty: none)")
+	fs.StringVar(&c.AnonymousPrincipal, "anonymous-principal", DefaultAnonymousPrincipal, "principal id of anonymous callers")
+	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", DefaultAnonymousTenant, "tenant of anonymous callers")
 }
 
 // Etcd is what the token store needs of an etcd client (*clientv3.Client has it): keys, and
@@ -120,7 +114,7 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		if name == "" {
 			continue
 		}
-		if !validServerName(name) {
+		if !ident.ValidServerName(name) {
 			return nil, fmt.Errorf("authsvc: anonymous server %q is not a server name ([a-z0-9][a-z0-9._-]{0,62})", name)
 		}
 		s.anonymous[name] = true

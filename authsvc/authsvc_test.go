@@ -1,7 +1,6 @@
 package authsvc_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -51,14 +50,14 @@ type fixture struct {
 	svc    *authsvc.Service
 	clock  *clock
 	prefix string
-	logs   *syncBuffer
+	logs   *testsync.Buffer
 }
 
 // newFixture returns a service on the test's own prefix of the shared etcd, with a settable
 // clock and its logs captured.
 func newFixture(t *testing.T, cfg authsvc.Config) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(), prefix: etcdtest.Prefix(t), logs: &syncBuffer{}}
+	f := &fixture{clock: newClock(), prefix: etcdtest.Prefix(t), logs: &testsync.Buffer{}}
 	cfg.KeyPrefix = f.prefix
 	cfg.Clock = f.clock.Now
 	svc, err := authsvc.New(cfg, shared.Client, slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -461,22 +460,4 @@ func TestOverConnect(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeResourceExhausted && connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("oversized request: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's writes and the test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

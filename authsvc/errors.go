@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
 // The domain errors of authsvc, each mapped to one Connect code in codes. authsvc decides who
@@ -25,18 +26,14 @@ var (
 	errUnavailable = errors.New("token store unavailable")
 )
 
-// codes maps each domain error to its Connect code; anything else is Internal.
-var codes = []struct {
-	err  error
-	code connect.Code
-}{
-	{errUnauthenticated, connect.CodeUnauthenticated},
-	{errInvalidRequest, connect.CodeInvalidArgument},
-	{errAlreadyExists, connect.CodeAlreadyExists},
-	{errNotFound, connect.CodeNotFound},
-	{errUnavailable, connect.CodeUnavailable},
-	{context.Canceled, connect.CodeCanceled},
-	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
+// codes maps each domain error to its Connect code; the caller's cancellation and deadline
+// keep theirs, anything else is Internal.
+var codes = rpcserver.ErrorCodes{
+	{Err: errUnauthenticated, Code: connect.CodeUnauthenticated},
+	{Err: errInvalidRequest, Code: connect.CodeInvalidArgument},
+	{Err: errAlreadyExists, Code: connect.CodeAlreadyExists},
+	{Err: errNotFound, Code: connect.CodeNotFound},
+	{Err: errUnavailable, Code: connect.CodeUnavailable},
 }
 
 // authError is errUnauthenticated with the reason the caller sees ("token expired"), so
@@ -66,13 +63,7 @@ func storeError(ctx context.Context, op string, err error) error {
 // toConnect turns a domain error into the Connect error callers see, logging the ones that
 // are not the caller's doing.
 func (s *Service) toConnect(err error) *connect.Error {
-	code := connect.CodeInternal
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			code = c.code
-			break
-		}
-	}
+	code := codes.Code(err)
 	if code == connect.CodeInternal || code == connect.CodeUnavailable {
 		s.logger.Error("auth request failed", "code", code.String(), "err", err)
 	}

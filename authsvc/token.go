@@ -246,21 +246,4 @@ func randomString(n int, encode func([]byte) string) string {
 	return encode(b)
 }
 
-// validServerName reports whether name is a registry server name: [a-z0-9][a-z0-9._-]{0,62}.
-func validServerName(name string) bool {
-	if len(name) == 0 || len(name) > 63 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 func sortedKeys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +35,6 @@ const (
 	DefaultStdioGrace      = 2 * time.Second
 	DefaultMaxChildren     = 256
 	DefaultMaxMessageBytes = 16 << 20
-	// EnvPrefix prefixes the environment variables that stand in for flags not given.
-	EnvPrefix = "GATEHOUSE_BRIDGESVC_"
 )
 
 // DefaultMaxChildrenPerTenant and DefaultMaxChildrenPerPrincipal keep one tenant, or one
@@ -86,7 +83,8 @@ type Config struct {
 	DefaultCallTimeout time.Duration
 }
 
-// RegisterFlags registers the configuration's flags on fs with their defaults.
+// RegisterFlags registers the configuration's flags on fs with their defaults. Environment
+// fallbacks (GATEHOUSE_BRIDGE_<FLAG>) are svcmain's, applied to every flag alike.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the bridge service on")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "", "host:port of the registry service")
@@ -97,26 +95,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory recording the live stdio children, so that a start after a crash ends them (empty: none)")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", DefaultMaxMessageBytes, "maximum size of one JSON-RPC message or stdout line")
 	fs.DurationVar(&c.DefaultCallTimeout, "call-timeout", DefaultCallTimeout, "how long a call waits for the upstream's answer when its server sets no timeout (at most 1h)")
-}
-
-// ApplyEnv sets every flag of fs not given on the command line from the environment variable
-// EnvPrefix+NAME (the flag name upper-cased, dashes as underscores), when that is set.
-func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(name); v != "" {
-			if serr := fs.Set(f.Name, v); serr != nil {
-				err = fmt.Errorf("%s: %w", name, serr)
-			}
-		}
-	})
-	return err
 }
 
 func (c *Config) validate() error {

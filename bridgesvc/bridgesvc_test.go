@@ -17,6 +17,7 @@ import (
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 )
@@ -349,7 +350,9 @@ func TestHTTPFaults(t *testing.T) {
 	})
 }
 
-func TestApplyEnv(t *testing.T) {
+// TestEnvNames checks the environment names the binary reads (svcmain applies
+// GATEHOUSE_BRIDGE_<FLAG> to every flag): the command line wins, a bad value is refused.
+func TestEnvNames(t *testing.T) {
 	t.Parallel()
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	var cfg bridgesvc.Config
@@ -358,18 +361,18 @@ func TestApplyEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{
-		"GATEHOUSE_BRIDGESVC_MAX_CHILDREN":  "9",
-		"GATEHOUSE_BRIDGESVC_STDIO_GRACE":   "5s",
-		"GATEHOUSE_BRIDGESVC_REGISTRY_ADDR": "127.0.0.1:7103",
+		"GATEHOUSE_BRIDGE_MAX_CHILDREN":  "9",
+		"GATEHOUSE_BRIDGE_STDIO_GRACE":   "5s",
+		"GATEHOUSE_BRIDGE_REGISTRY_ADDR": "127.0.0.1:7103",
 	}
-	if err := bridgesvc.ApplyEnv(fs, func(k string) string { return env[k] }); err != nil {
+	if err := svcmain.ApplyEnv(fs, "GATEHOUSE_BRIDGE_", func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MaxChildren != 3 || cfg.StdioGrace != 5*time.Second || cfg.RegistryAddr != "127.0.0.1:7103" || cfg.Listen != bridgesvc.DefaultListen || cfg.MaxMessageBytes != bridgesvc.DefaultMaxMessageBytes {
 		t.Fatalf("config = %+v", cfg)
 	}
-	env["GATEHOUSE_BRIDGESVC_MAX_MESSAGE_BYTES"] = "lots"
-	if err := bridgesvc.ApplyEnv(fs, func(k string) string { return env[k] }); err == nil {
+	env["GATEHOUSE_BRIDGE_MAX_MESSAGE_BYTES"] = "lots"
+	if err := svcmain.ApplyEnv(fs, "GATEHOUSE_BRIDGE_", func(k string) string { return env[k] }); err == nil {
 		t.Fatal("ApplyEnv accepted a bad value")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 )
@@ -115,11 +116,11 @@ func TestCapFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{
-		"GATEHOUSE_BRIDGESVC_MAX_CHILDREN_PER_PRINCIPAL": "9",
-		"GATEHOUSE_BRIDGESVC_MAX_CHILDREN_PER_TENANT":    "5",
-		"GATEHOUSE_BRIDGESVC_STATE_DIR":                  "/var/lib/gatehouse/bridge",
+		"GATEHOUSE_BRIDGE_MAX_CHILDREN_PER_PRINCIPAL": "9",
+		"GATEHOUSE_BRIDGE_MAX_CHILDREN_PER_TENANT":    "5",
+		"GATEHOUSE_BRIDGE_STATE_DIR":                  "/var/lib/gatehouse/bridge",
 	}
-	if err := bridgesvc.ApplyEnv(fs, func(k string) string { return env[k] }); err != nil {
+	if err := svcmain.ApplyEnv(fs, "GATEHOUSE_BRIDGE_", func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MaxChildrenPerPrincipal != 3 || cfg.MaxChildrenPerTenant != 5 || cfg.MaxChildren != bridgesvc.DefaultMaxChildren || cfg.StateDir != "/var/lib/gatehouse/bridge" {

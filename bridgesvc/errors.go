@@ -21,7 +21,7 @@ var (
 	ErrCatalogNotReady = errors.New("server catalogue not loaded yet")
 	// ErrUnsupportedTransport: the server's transport is one the bridge cannot speak.
 	ErrUnsupportedTransport = errors.New("unsupported transport")
-	// ErrSessionEnded: the session was ended (CloseSession, expiry) and takes no more messages.
+	// ErrSessionEnded: the session was ended (by the ingress or on expiry) and takes no more messages.
 	ErrSessionEnded = errors.New("session ended")
 	// ErrNoUpstream: the session has no live upstream for the server (it crashed, lost its
 	// session, or the gateway restarted) and the message is not an initialize: the host must

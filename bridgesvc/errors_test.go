@@ -1,7 +1,6 @@
 package bridgesvc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,33 +19,16 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
-// logBuffer is a log destination that tests can read while the bridge writes to it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newLoggedBridge is newBridge with the bridge's log kept for the test to read.
-func newLoggedBridge(t *testing.T, cfg bridgesvc.Config, cat bridgesvc.Catalog) (*bridge, *logBuffer) {
+func newLoggedBridge(t *testing.T, cfg bridgesvc.Config, cat bridgesvc.Catalog) (*bridge, *testsync.Buffer) {
 	t.Helper()
 	if cfg.StdioGrace == 0 {
 		cfg.StdioGrace = 200 * time.Millisecond
 	}
-	logs := &logBuffer{}
+	logs := &testsync.Buffer{}
 	svc, err := bridgesvc.New(cfg, cat, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

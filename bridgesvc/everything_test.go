@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,26 +23,9 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 )
 
-// The Go SDK's conformance server, built once per test binary.
-var (
-	buildOnce      sync.Once
-	buildErr       error
-	everythingPath string
-)
-
+// everythingServer is the Go SDK's conformance server.
 func everythingServer(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		everythingPath = filepath.Join(binDir, "everything-server")
-		cmd := exec.Command("go", "build", "-o", everythingPath, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build everything-server: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return everythingPath
+	return built(t, "everything-server", "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
 }
 
 // startEverythingHTTP runs the conformance server over Streamable HTTP on a free loopback

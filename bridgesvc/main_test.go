@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +31,32 @@ import (
 )
 
 var binDir string
+
+// builds are the programs built for the tests, once each per test binary.
+var builds sync.Map // name → *build
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// built builds the Go package pkg into binDir/name the first time it is asked for.
+func built(t *testing.T, name, pkg string) string {
+	t.Helper()
+	v, _ := builds.LoadOrStore(name, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
+		b.path = filepath.Join(binDir, name)
+		if out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
 
 func TestMain(m *testing.M) {
 	stdiotest.Run()

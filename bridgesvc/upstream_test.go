@@ -8,10 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +21,7 @@ import (
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 // countingListener counts the TCP connections a server accepts.
@@ -132,26 +130,9 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 	}
 }
 
-// echoBinary builds the project's example echo server (examples/servers/echo) once.
-var (
-	echoOnce sync.Once
-	echoPath string
-	echoErr  error
-)
-
+// echoBinary is the project's example echo server (examples/servers/echo).
 func echoBinary(t *testing.T) string {
-	t.Helper()
-	echoOnce.Do(func() {
-		echoPath = filepath.Join(binDir, "echo")
-		cmd := exec.Command("go", "build", "-o", echoPath, "github.com/gatehouse-mcp/gatehouse/examples/servers/echo")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			echoErr = fmt.Errorf("build the echo server: %v\n%s", err, out)
-		}
-	})
-	if echoErr != nil {
-		t.Fatal(echoErr)
-	}
-	return echoPath
+	return built(t, "echo", "github.com/gatehouse-mcp/gatehouse/examples/servers/echo")
 }
 
 // TestCallTimeout: a call the upstream does not answer ends with the call timeout (the
@@ -171,7 +152,7 @@ func TestCallTimeout(t *testing.T) {
 		cancelled func(t *testing.T)
 	}{
 		{server: "stdio", message: "the upstream did not answer within 300ms", cancelled: func(t *testing.T) {
-			waitFor(t, func() bool { return strings.Contains(logs.String(), "hang cancelled") }, "the echo server to log the cancellation")
+			testsync.WaitFor(t, 10*time.Second, "the echo server to log the cancellation", func() bool { return strings.Contains(logs.String(), "hang cancelled") })
 		}},
 		{server: "http", message: "the upstream did not answer within 200ms", cancelled: func(t *testing.T) {
 			select {
@@ -212,18 +193,6 @@ func TestCallTimeout(t *testing.T) {
 				t.Fatalf("the timeout is not logged:\n%s", logs.String())
 			}
 		})
-	}
-}
-
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/ingress"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 // rawConn opens a TCP connection to the gateway and writes head (a request's line and
@@ -224,7 +225,7 @@ func TestAuthSharedAmongConcurrentRequests(t *testing.T) {
 		}()
 	}
 	// Release authsvc only once it has been asked: every request is then in flight.
-	waitFor(t, "authsvc to be asked", func() bool { return g.auth.calls.Load() > before })
+	testsync.WaitFor(t, 20*time.Second, "authsvc to be asked", func() bool { return g.auth.calls.Load() > before })
 	close(g.auth.hold)
 	wg.Wait()
 	close(statuses)

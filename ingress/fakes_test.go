@@ -242,7 +242,9 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 			}
 		}
 	case "asks":
-		if err := emit(&bridgev1.SendResponse{Message: []byte(`{"jsonrpc":"2.0","id":"s1","method":"roots/list"}`)}); err != nil {
+		// A server request as upstreams may send it: a fractional id and an extension member,
+		// which only the routing reader (jsonrpc.Peek) accepts.
+		if err := emit(&bridgev1.SendResponse{Message: []byte(`{"jsonrpc":"2.0","id":1.5,"method":"roots/list","x-upstream":{}}`)}); err != nil {
 			return err
 		}
 		return emit(&bridgev1.SendResponse{Final: true, Message: result(`{"content":[]}`)})
@@ -368,7 +370,7 @@ func (f *fakeSessions) Get(_ context.Context, id string) (sessionstore.Record, e
 
 func (f *fakeSessions) Touch(context.Context, string) error { return nil }
 
-func (f *fakeSessions) Delete(_ context.Context, id string) error {
+func (f *fakeSessions) End(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.records[id]; !ok {

@@ -72,47 +72,48 @@ type Config struct {
 	AuthFailBurst int
 }
 
-// RegisterFlags binds the configuration to flags, with GATEHOUSE_INGRESS_* env fallbacks.
-func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_INGRESS_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:8080"), "address to serve MCP on")
-	fs.StringVar(&c.AuthAddr, "auth-addr", env("AUTH_ADDR", "127.0.0.1:7101"), "authsvc address")
-	fs.StringVar(&c.PolicyAddr, "policy-addr", env("POLICY_ADDR", "127.0.0.1:7102"), "policysvc address")
-	fs.StringVar(&c.RegistryAddr, "registry-addr", env("REGISTRY_ADDR", "127.0.0.1:7103"), "registrysvc address")
-	fs.StringVar(&c.BridgeAddr, "bridge-addr", env("BRIDGE_ADDR", "127.0.0.1:7104"), "bridgesvc address")
-	fs.StringVar(&c.AuditAddr, "audit-addr", env("AUDIT_ADDR", "127.0.0.1:7105"), "auditsvc address")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints")
-	c.RegisterGuardFlags(fs, getenv)
+// Defaults of the limits: the flags' defaults, and what New fills in for a Config built
+// without RegisterFlags.
+const (
+	defaultMaxBatch           = 64
+	defaultStreamQueueBytes   = 4 << 20
+	defaultStreamWriteTimeout = 10 * time.Second
+	defaultReadHeaderTimeout  = 10 * time.Second
+	defaultReadTimeout        = 30 * time.Second
+	defaultIdleTimeout        = 120 * time.Second
+	defaultMaxHeaderBytes     = 64 << 10
+)
+
+// RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
+// (GATEHOUSE_INGRESS_<FLAG>) are svcmain's, applied to every flag alike.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "address to serve MCP on")
+	fs.StringVar(&c.AuthAddr, "auth-addr", "127.0.0.1:7101", "authsvc address")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:7103", "registrysvc address")
+	fs.StringVar(&c.BridgeAddr, "bridge-addr", "127.0.0.1:7104", "bridgesvc address")
+	fs.StringVar(&c.AuditAddr, "audit-addr", "127.0.0.1:7105", "auditsvc address")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
+	c.RegisterGuardFlags(fs)
 }
 
 // RegisterGuardFlags binds the settings shared by split and single-process mode.
-func (c *Config) RegisterGuardFlags(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_INGRESS_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.AllowedHosts, "allowed-hosts", env("ALLOWED_HOSTS", "localhost,127.0.0.1,::1"), "host names accepted in the Host header (DNS-rebinding guard)")
-	fs.StringVar(&c.AllowedOrigins, "allowed-origins", env("ALLOWED_ORIGINS", ""), "extra browser origins accepted besides those on allowed hosts, e.g. https://app.example.com")
+func (c *Config) RegisterGuardFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.AllowedHosts, "allowed-hosts", "localhost,127.0.0.1,::1", "host names accepted in the Host header (DNS-rebinding guard)")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "extra browser origins accepted besides those on allowed hosts, e.g. https://app.example.com")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body accepted (413 beyond)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 30*time.Minute, "idle timeout of a session")
 	fs.DurationVar(&c.AuthCacheTTL, "auth-cache-ttl", 30*time.Second, "how long an authenticated credential is cached")
-	fs.IntVar(&c.MaxBatch, "max-batch", 64, "most messages in one JSON-RPC batch (2025-03-26 only)")
+	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "most messages in one JSON-RPC batch (2025-03-26 only)")
 	fs.IntVar(&c.MaxSessionsPerPrincipal, "max-sessions-per-principal", 64, "live sessions one principal may hold (503 beyond; 0: no limit)")
 	fs.BoolVar(&c.StrictAudit, "strict-audit", false, "make each answer wait until its audit outcome record is durable")
 	fs.IntVar(&c.MaxStreamsPerPrincipal, "max-streams-per-principal", 16, "GET streams one principal may hold on this replica (503 beyond; 0: no limit)")
-	fs.Int64Var(&c.StreamQueueBytes, "stream-queue-bytes", 4<<20, "bytes queued for one GET stream before its reader is disconnected")
-	fs.DurationVar(&c.StreamWriteTimeout, "stream-write-timeout", 10*time.Second, "longest a write to an SSE stream may take")
-	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "longest a host may take to send request headers")
-	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "longest a host may take to send a request (headers and body)")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 120*time.Second, "how long an idle keep-alive connection is kept")
-	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted")
+	fs.Int64Var(&c.StreamQueueBytes, "stream-queue-bytes", defaultStreamQueueBytes, "bytes queued for one GET stream before its reader is disconnected")
+	fs.DurationVar(&c.StreamWriteTimeout, "stream-write-timeout", defaultStreamWriteTimeout, "longest a write to an SSE stream may take")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "longest a host may take to send request headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", defaultReadTimeout, "longest a host may take to send a request (headers and body)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", defaultIdleTimeout, "how long an idle keep-alive connection is kept")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", defaultMaxHeaderBytes, "largest request header block accepted")
 	fs.Float64Var(&c.AuthFailRate, "auth-fail-rate", 10, "failed authentications per second allowed per source address (429 beyond; 0: no throttle)")
 	fs.IntVar(&c.AuthFailBurst, "auth-fail-burst", 20, "burst of failed authentications per source address")
 }
@@ -120,25 +121,25 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet, getenv func(string) string
 // withDefaults fills the limits a Config built without RegisterFlags leaves zero.
 func (c Config) withDefaults() Config {
 	if c.MaxBatch <= 0 {
-		c.MaxBatch = 64
+		c.MaxBatch = defaultMaxBatch
 	}
 	if c.StreamQueueBytes <= 0 {
-		c.StreamQueueBytes = 4 << 20
+		c.StreamQueueBytes = defaultStreamQueueBytes
 	}
 	if c.StreamWriteTimeout <= 0 {
-		c.StreamWriteTimeout = 10 * time.Second
+		c.StreamWriteTimeout = defaultStreamWriteTimeout
 	}
 	if c.ReadHeaderTimeout <= 0 {
-		c.ReadHeaderTimeout = 10 * time.Second
+		c.ReadHeaderTimeout = defaultReadHeaderTimeout
 	}
 	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = 30 * time.Second
+		c.ReadTimeout = defaultReadTimeout
 	}
 	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 120 * time.Second
+		c.IdleTimeout = defaultIdleTimeout
 	}
 	if c.MaxHeaderBytes <= 0 {
-		c.MaxHeaderBytes = 64 << 10
+		c.MaxHeaderBytes = defaultMaxHeaderBytes
 	}
 	if c.AuthFailRate > 0 && c.AuthFailBurst <= 0 {
 		c.AuthFailBurst = 1
@@ -172,7 +173,7 @@ type Sessions interface {
 	Update(ctx context.Context, rec sessionstore.Record) error
 	Get(ctx context.Context, id string) (sessionstore.Record, error)
 	Touch(ctx context.Context, id string) error
-	Delete(ctx context.Context, id string) error
+	End(ctx context.Context, id string) error
 }
 
 // Deps are the services the ingress calls.

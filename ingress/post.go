@@ -145,7 +145,8 @@ type batchReply struct {
 }
 
 func (b batchReply) emit(msg []byte) error {
-	if sm, err := jsonrpc.ParseMessage(msg); err == nil && sm.Kind == jsonrpc.KindRequest {
+	// msg is what the upstream sent: read by the routing entry point, not the host's strict one.
+	if m, err := jsonrpc.Peek(msg); err == nil && m.Kind == jsonrpc.KindRequest {
 		return errBatchServerReq
 	}
 	return nil

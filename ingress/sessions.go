@@ -128,7 +128,7 @@ func (s *Service) end(x *exchange) {
 // endSession deletes the session record, ends its GET streams (freeing their queues) and its
 // upstreams.
 func (s *Service) endSession(ctx context.Context, id string) {
-	if err := s.deps.Sessions.Delete(ctx, id); err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
+	if err := s.deps.Sessions.End(ctx, id); err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
 		s.logger.Warn("end session", "session", id, "err", err)
 	}
 	s.streams.endSession(id)

@@ -10,19 +10,8 @@ import (
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestStreamReaderNeverReads: a GET reader that never reads while the upstream floods: the
 // queue's own accounting never passes its bound, the reader is disconnected and the queue
@@ -46,7 +35,7 @@ func TestStreamReaderNeverReads(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the flood was never stopped; accounting %+v", g.svc.StreamStats())
 	}
-	waitFor(t, "the stream to end", func() bool { return g.svc.StreamStats().Open == 0 })
+	testsync.WaitFor(t, 20*time.Second, "the stream to end", func() bool { return g.svc.StreamStats().Open == 0 })
 	st := g.svc.StreamStats()
 	if st.Limit != bound || st.HighWater == 0 || st.HighWater > bound || st.Overflows != 1 || st.QueuedBytes != 0 {
 		t.Fatalf("accounting %+v, want a high-water mark within %d, one overflow, nothing queued", st, bound)
@@ -88,7 +77,7 @@ func TestStreamCaps(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("DELETE did not end the session's stream")
 	}
-	waitFor(t, "the ended stream to be freed", func() bool { return g.svc.StreamStats().Open == 2 })
+	testsync.WaitFor(t, 20*time.Second, "the ended stream to be freed", func() bool { return g.svc.StreamStats().Open == 2 })
 	// Alice's freed slot is hers again.
 	openStream(t, g, "echo", c, tokenAlice)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
 // The domain errors of policysvc, each mapped to one Connect code in codes.
@@ -19,14 +20,12 @@ var (
 	errNotReady = errors.New("registry snapshot not loaded yet")
 )
 
-// codes maps each domain error to its Connect code; anything else is Internal.
-var codes = []struct {
-	err  error
-	code connect.Code
-}{
-	{errInvalidRequest, connect.CodeInvalidArgument},
-	{errQuotaExhausted, connect.CodeResourceExhausted},
-	{errNotReady, connect.CodeUnavailable},
+// codes maps each domain error to its Connect code; the caller's cancellation and deadline
+// keep theirs, anything else is Internal.
+var codes = rpcserver.ErrorCodes{
+	{Err: errInvalidRequest, Code: connect.CodeInvalidArgument},
+	{Err: errQuotaExhausted, Code: connect.CodeResourceExhausted},
+	{Err: errNotReady, Code: connect.CodeUnavailable},
 }
 
 // quotaError is errQuotaExhausted with the tenant and when a token is next available.
@@ -48,14 +47,7 @@ func invalid(format string, args ...any) error {
 // toConnect turns a domain error into the Connect error callers see. A quota error also
 // carries a Retry-After header (whole seconds, at least 1).
 func toConnect(err error) *connect.Error {
-	code := connect.CodeInternal
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			code = c.code
-			break
-		}
-	}
-	ce := connect.NewError(code, err)
+	ce := codes.Error(err)
 	if qe, ok := errors.AsType[*quotaError](err); ok {
 		secs := max(1, int64((qe.retryAfter+time.Second-1)/time.Second))
 		ce.Meta().Set("Retry-After", strconv.FormatInt(secs, 10))

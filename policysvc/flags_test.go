@@ -5,9 +5,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 	"github.com/gatehouse-mcp/gatehouse/policysvc"
 )
 
+// TestRegisterFlags checks the flags' defaults and the environment names the binary reads
+// (svcmain applies GATEHOUSE_POLICY_<FLAG> to every flag).
 func TestRegisterFlags(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -15,7 +18,7 @@ func TestRegisterFlags(t *testing.T) {
 		env     map[string]string
 		args    []string
 		want    policysvc.Config
-		wantErr string // from New
+		wantErr string // from ApplyEnv
 	}{
 		{
 			name: "defaults",
@@ -43,17 +46,19 @@ func TestRegisterFlags(t *testing.T) {
 			t.Parallel()
 			var cfg policysvc.Config
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
-			cfg.RegisterFlags(fs, func(k string) string { return tt.env[k] })
+			cfg.RegisterFlags(fs)
 			if err := fs.Parse(tt.args); err != nil {
 				t.Fatal(err)
 			}
+			err := svcmain.ApplyEnv(fs, "GATEHOUSE_POLICY_", func(k string) string { return tt.env[k] })
 			if tt.wantErr != "" {
-				cfg.PolicyDir = shippedDir
-				_, err := policysvc.New(cfg, testCatalog(), nil)
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("New: err = %v, want one naming %s", err, tt.wantErr)
+					t.Fatalf("ApplyEnv: err = %v, want one naming %s", err, tt.wantErr)
 				}
 				return
+			}
+			if err != nil {
+				t.Fatal(err)
 			}
 			type fields struct {
 				listen, dir, registry string

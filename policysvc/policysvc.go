@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -51,32 +50,16 @@ type Config struct {
 	QuotaBurst int
 	// Clock is the time source of the quota; nil means time.Now. Not a flag: tests set it.
 	Clock func() time.Time
-
-	envErr error
 }
 
-// RegisterFlags binds the configuration to flags, with GATEHOUSE_POLICY_* env fallbacks
-// (e.g. GATEHOUSE_POLICY_QUOTA_RATE). A malformed env value is reported by New.
-func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_POLICY_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:7102"), "address to serve on")
-	fs.StringVar(&c.PolicyDir, "policy-dir", env("POLICY_DIR", "examples/policies"), "directory of Cedar policies (*.cedar) and their schema (*.cedarschema)")
-	fs.StringVar(&c.RegistryAddr, "registry-addr", env("REGISTRY_ADDR", "127.0.0.1:7103"), "registrysvc address")
-	rate, err := strconv.ParseFloat(env("QUOTA_RATE", "0"), 64)
-	if err != nil {
-		c.envErr = errors.Join(c.envErr, fmt.Errorf("GATEHOUSE_POLICY_QUOTA_RATE: %w", err))
-	}
-	burst, err := strconv.Atoi(env("QUOTA_BURST", "0"))
-	if err != nil {
-		c.envErr = errors.Join(c.envErr, fmt.Errorf("GATEHOUSE_POLICY_QUOTA_BURST: %w", err))
-	}
-	fs.Float64Var(&c.QuotaRate, "quota-rate", rate, "tools/call per second per tenant (0: unlimited)")
-	fs.IntVar(&c.QuotaBurst, "quota-burst", burst, "burst of the per-tenant quota (below 1: max(1, ceil(rate)))")
+// RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
+// (GATEHOUSE_POLICY_<FLAG>) are svcmain's, applied to every flag alike.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7102", "address to serve on")
+	fs.StringVar(&c.PolicyDir, "policy-dir", "examples/policies", "directory of Cedar policies (*.cedar) and their schema (*.cedarschema)")
+	fs.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:7103", "registrysvc address")
+	fs.Float64Var(&c.QuotaRate, "quota-rate", 0, "tools/call per second per tenant (0: unlimited)")
+	fs.IntVar(&c.QuotaBurst, "quota-burst", 0, "burst of the per-tenant quota (below 1: max(1, ceil(rate)))")
 }
 
 // Catalog is the local snapshot of the registry. The servers it returns must not be
@@ -103,9 +86,6 @@ type Service struct {
 
 // New loads and validates the policy bundle in cfg.PolicyDir; a bad policy fails it.
 func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
-	if cfg.envErr != nil {
-		return nil, fmt.Errorf("policysvc config: %w", cfg.envErr)
-	}
 	if servers == nil {
 		return nil, errors.New("policysvc: a catalog is required")
 	}

@@ -1,11 +1,11 @@
 package registrysvc
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
 // The domain errors of registrysvc, each mapped to one Connect code in codes.
@@ -24,19 +24,15 @@ var (
 	errClosed = errors.New("registry is shutting down")
 )
 
-// codes maps each domain error to its Connect code; anything else is Internal.
-var codes = []struct {
-	err  error
-	code connect.Code
-}{
-	{errInvalidRequest, connect.CodeInvalidArgument},
-	{errNotFound, connect.CodeNotFound},
-	{errNotReady, connect.CodeUnavailable},
-	{errTooManyWatchers, connect.CodeResourceExhausted},
-	{errLagged, connect.CodeUnavailable},
-	{errClosed, connect.CodeUnavailable},
-	{context.Canceled, connect.CodeCanceled},
-	{context.DeadlineExceeded, connect.CodeDeadlineExceeded},
+// codes maps each domain error to its Connect code; the caller's cancellation and deadline
+// keep theirs, anything else is Internal.
+var codes = rpcserver.ErrorCodes{
+	{Err: errInvalidRequest, Code: connect.CodeInvalidArgument},
+	{Err: errNotFound, Code: connect.CodeNotFound},
+	{Err: errNotReady, Code: connect.CodeUnavailable},
+	{Err: errTooManyWatchers, Code: connect.CodeResourceExhausted},
+	{Err: errLagged, Code: connect.CodeUnavailable},
+	{Err: errClosed, Code: connect.CodeUnavailable},
 }
 
 func invalid(format string, args ...any) error {
@@ -44,13 +40,4 @@ func invalid(format string, args ...any) error {
 }
 
 // toConnect turns a domain error into the Connect error callers see.
-func toConnect(err error) *connect.Error {
-	code := connect.CodeInternal
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			code = c.code
-			break
-		}
-	}
-	return connect.NewError(code, err)
-}
+func toConnect(err error) *connect.Error { return codes.Error(err) }

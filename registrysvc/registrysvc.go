@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -56,28 +56,16 @@ type Config struct {
 	ServersFile string
 	// MaxWatchers bounds concurrent WatchServers streams; 0 means DefaultMaxWatchers.
 	MaxWatchers int
-
-	envErr error
 }
 
-// RegisterFlags binds the configuration to flags, with GATEHOUSE_REGISTRY_* env fallbacks
-// (e.g. GATEHOUSE_REGISTRY_ETCD_ENDPOINTS). A malformed env value is reported by New.
-func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
-	env := func(name, def string) string {
-		if v := getenv("GATEHOUSE_REGISTRY_" + name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.Listen, "listen", env("LISTEN", DefaultListen), "address to serve on")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", "127.0.0.1:2379"), "comma-separated etcd endpoints")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", env("KEY_PREFIX", DefaultKeyPrefix), "etcd key prefix of the registry")
-	fs.StringVar(&c.ServersFile, "servers", env("SERVERS", ""), "YAML file of servers to seed the registry from at start (the file is the source of truth: servers it does not list are removed)")
-	watchers, err := strconv.Atoi(env("MAX_WATCHERS", strconv.Itoa(DefaultMaxWatchers)))
-	if err != nil {
-		c.envErr = errors.Join(c.envErr, fmt.Errorf("GATEHOUSE_REGISTRY_MAX_WATCHERS: %w", err))
-	}
-	fs.IntVar(&c.MaxWatchers, "max-watchers", watchers, "most concurrent WatchServers streams")
+// RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
+// (GATEHOUSE_REGISTRY_<FLAG>) are svcmain's, applied to every flag alike.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve on")
+	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the registry")
+	fs.StringVar(&c.ServersFile, "servers", "", "YAML file of servers to seed the registry from at start (the file is the source of truth: servers it does not list are removed)")
+	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchServers streams")
 }
 
 // Etcd is what the registry needs of an etcd client (*clientv3.Client has it).
@@ -111,9 +99,6 @@ type Service struct {
 // New starts the registry's watch of etcd in the background and returns at once; requests
 // wait (briefly) for the first snapshot. kv stays the caller's to close, after Close.
 func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
-	if cfg.envErr != nil {
-		return nil, fmt.Errorf("registrysvc config: %w", cfg.envErr)
-	}
 	if kv == nil {
 		return nil, errors.New("registrysvc: an etcd client is required")
 	}
@@ -186,7 +171,7 @@ func (s *Service) GetServer(ctx context.Context, req *connect.Request[registryv1
 	if name == "" {
 		return nil, toConnect(invalid("name is required"))
 	}
-	if !config.ValidName(name) {
+	if !ident.ValidServerName(name) {
 		return nil, toConnect(invalid("name %.64q is not a server name ([a-z0-9][a-z0-9._-]{0,62})", name))
 	}
 	if err := s.waitReady(ctx); err != nil {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -271,11 +271,11 @@ func TestReplicasShareEtcd(t *testing.T) {
 	if err := one.Seed(ctx, []*registryv1.Server{stdio("x"), web("y")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return slices.Equal(list(two), []string{"x", "y"}) })
+	testsync.WaitFor(t, 10*time.Second, "the second watcher to see x and y", func() bool { return slices.Equal(list(two), []string{"x", "y"}) })
 	if err := one.Seed(ctx, []*registryv1.Server{web("y")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return slices.Equal(list(two), []string{"y"}) })
+	testsync.WaitFor(t, 10*time.Second, "the second watcher to see y alone", func() bool { return slices.Equal(list(two), []string{"y"}) })
 
 	// The seed removed the unparsable values too: the configuration is the source of truth.
 	resp, err := shared.Client.Get(ctx, prefix+"servers/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -287,68 +287,13 @@ func TestReplicasShareEtcd(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or 10 seconds have passed.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// flakyEtcd breaks the registry's first watch when told to, and holds its next one until
-// released, so a test can change and compact etcd in between.
-type flakyEtcd struct {
-	*clientv3.Client
-	calls   atomic.Int32
-	brk     chan struct{}
-	release chan struct{}
-}
-
-func (f *flakyEtcd) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
-	n := f.calls.Add(1)
-	if n == 2 {
-		select {
-		case <-f.release:
-		case <-ctx.Done():
-		}
-	}
-	inner := f.Client.Watch(ctx, key, opts...)
-	if n != 1 {
-		return inner
-	}
-	out := make(chan clientv3.WatchResponse)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case wr, ok := <-inner:
-				if !ok {
-					return
-				}
-				select {
-				case out <- wr:
-				case <-f.brk:
-					return
-				}
-			case <-f.brk:
-				return
-			}
-		}
-	}()
-	return out
-}
-
 // TestWatchCompaction: when the revision a broken watch would resume from has been compacted
 // away, the registry reloads, and watchers get a fresh snapshot with what changed meanwhile.
 func TestWatchCompaction(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	prefix := etcdtest.Prefix(t)
-	kv := &flakyEtcd{Client: shared.Client, brk: make(chan struct{}), release: make(chan struct{})}
+	kv := etcdtest.NewWatchBreaker(shared.Client)
 	svc := newService(t, registrysvc.Config{KeyPrefix: prefix}, kv)
 	if err := svc.Seed(ctx, []*registryv1.Server{stdio("a"), stdio("b")}); err != nil {
 		t.Fatal(err)
@@ -362,7 +307,7 @@ func TestWatchCompaction(t *testing.T) {
 		t.Fatalf("first message %v", first)
 	}
 
-	close(kv.brk)
+	release := kv.BreakAndHold()
 	// While the registry waits to resume, b goes and c arrives, and history is compacted.
 	if _, err := shared.Client.Delete(ctx, prefix+"servers/b"); err != nil {
 		t.Fatal(err)
@@ -374,7 +319,7 @@ func TestWatchCompaction(t *testing.T) {
 	if _, err := shared.Client.Compact(ctx, put.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
-	close(kv.release)
+	release()
 
 	got := recv(t, stream)
 	if !got.GetSnapshot() || !slices.Equal(names(got.GetServers()), []string{"a", "c"}) {
@@ -422,7 +367,7 @@ func TestWatchLimitAndCancel(t *testing.T) {
 	cancel1()
 	_ = first.Close()
 	var second *connect.ServerStreamForClient[registryv1.WatchServersResponse]
-	waitFor(t, func() bool {
+	testsync.WaitFor(t, 10*time.Second, "a new WatchServers stream to be accepted", func() bool {
 		second, err = watch(ctx)
 		return err == nil
 	})

@@ -17,9 +17,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
-	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestCatalogFollowsRegistry runs internal/catalog against the real registry service (served
@@ -37,7 +36,7 @@ func TestCatalogFollowsRegistry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	prefix := etcdtest.Prefix(t)
-	kv := &holdableEtcd{Client: etcd.Client, brk: make(chan struct{})}
+	kv := etcdtest.NewWatchBreaker(etcd.Client)
 	registry, err := registrysvc.New(registrysvc.Config{KeyPrefix: prefix}, kv, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +104,7 @@ func TestCatalogFollowsRegistry(t *testing.T) {
 		if n := streams.breakAll(); n != 1 {
 			t.Fatalf("broke %d WatchServers streams, want the catalog's one", n)
 		}
-		gatehousetest.WaitFor(t, 30*time.Second, "the catalog to open a new WatchServers stream", func() bool { return streams.opened.Load() > before })
+		testsync.WaitFor(t, 30*time.Second, "the catalog to open a new WatchServers stream", func() bool { return streams.opened.Load() > before })
 		put(t, "d")
 		waitCatalog(t, cat, "a", "c", "d")
 	})
@@ -114,7 +113,7 @@ func TestCatalogFollowsRegistry(t *testing.T) {
 		// The registry's etcd watch breaks and is held while a goes, e arrives and the
 		// history is compacted: the registry can only reload, and the catalog learns of a's
 		// removal from the new snapshot alone.
-		release := kv.breakAndHold()
+		release := kv.BreakAndHold()
 		del(t, "a")
 		rev := put(t, "e")
 		if _, err := etcd.Client.Compact(ctx, rev); err != nil {
@@ -208,60 +207,4 @@ func (b *streamBreaker) breakAll() int {
 		cancel()
 	}
 	return len(b.cancels)
-}
-
-// holdableEtcd is the registry's etcd client with a fault switch: breakAndHold breaks the
-// registry's running watch and holds its next one until released.
-type holdableEtcd struct {
-	*clientv3.Client
-	mu   sync.Mutex
-	brk  chan struct{} // closed to break the running watch
-	hold chan struct{} // when not nil, a new watch waits until it is closed
-}
-
-func (h *holdableEtcd) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
-	h.mu.Lock()
-	brk, hold := h.brk, h.hold
-	h.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-ctx.Done():
-		}
-	}
-	inner := h.Client.Watch(ctx, key, opts...)
-	out := make(chan clientv3.WatchResponse)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case wr, ok := <-inner:
-				if !ok {
-					return
-				}
-				select {
-				case out <- wr:
-				case <-brk:
-					return
-				}
-			case <-brk:
-				return
-			}
-		}
-	}()
-	return out
-}
-
-func (h *holdableEtcd) breakAndHold() (release func()) {
-	h.mu.Lock()
-	old, hold := h.brk, make(chan struct{})
-	h.brk, h.hold = make(chan struct{}), hold
-	h.mu.Unlock()
-	close(old)
-	return func() {
-		h.mu.Lock()
-		h.hold = nil
-		h.mu.Unlock()
-		close(hold)
-	}
 }

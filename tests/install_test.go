@@ -10,11 +10,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -43,7 +43,7 @@ func TestInstalledUpAnywhere(t *testing.T) {
 	cmd := exec.Command(bin, "up", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "data"))
 	cmd.Dir = work
 	cmd.Env = env
-	var logs lockedLog
+	var logs testsync.Buffer
 	cmd.Stderr = &logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -132,7 +132,7 @@ func TestInstalledUpAnywhere(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gatehouse did not exit within 30s of SIGTERM:\n%s", logs.String())
 	}
-	gatehousetest.WaitFor(t, 20*time.Second, "every process of the installed binary to end", func() bool {
+	testsync.WaitFor(t, 20*time.Second, "every process of the installed binary to end", func() bool {
 		return len(processesOf(t, bin)) == 0
 	})
 	if entries, err := os.ReadDir(work); err != nil || len(entries) != 0 {
@@ -211,22 +211,4 @@ func listeningPorts(t *testing.T, pid int) (ports []string, unix int) {
 		}
 	}
 	return ports, unix
-}
-
-// lockedLog collects a process's stderr for failure messages.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,8 +22,10 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/nodepeer"
+	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
 
 // splitProc is one service binary of a split-mode run.
@@ -30,7 +33,7 @@ type splitProc struct {
 	name string
 	addr string
 	cmd  *exec.Cmd
-	logs *lockedLog
+	logs *testsync.Buffer
 	done chan struct{}
 }
 
@@ -38,7 +41,8 @@ type splitProc struct {
 // etcd that requires TLS client certificates, the internal token given as a 0600 file: the
 // official TypeScript SDK client calls a stdio and a Streamable HTTP upstream through the
 // ingress binary, a session's DELETE reaps its stdio child, every call leaves an audit
-// record, and SIGTERM stops every process with nothing left behind.
+// record, and SIGTERM stops every process with nothing left behind (bridgesvc reaps the child
+// of a session still open before it exits).
 func TestSplitMode(t *testing.T) {
 	nodepeer.Node22(t)
 	etcd, err := etcdtest.StartTLS()
@@ -94,7 +98,7 @@ func TestSplitMode(t *testing.T) {
 	}
 	procs := map[string]*splitProc{}
 	for _, s := range specs {
-		p := &splitProc{name: s.name, logs: &lockedLog{}, done: make(chan struct{})}
+		p := &splitProc{name: s.name, logs: &testsync.Buffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(filepath.Join(bins, s.name), s.args...)
 		p.cmd.Env = append(append([]string(nil), env...), s.env...)
 		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -119,7 +123,7 @@ func TestSplitMode(t *testing.T) {
 	// between freeAddr and its bind, a refused etcd) fails the test with its log.
 	for _, s := range specs {
 		p := procs[s.name]
-		gatehousetest.WaitFor(t, 60*time.Second, s.name+" to serve", func() bool {
+		testsync.WaitFor(t, 60*time.Second, s.name+" to serve", func() bool {
 			select {
 			case <-p.done:
 				t.Fatalf("%s exited before serving:\n%s", s.name, allLogs())
@@ -156,9 +160,9 @@ func TestSplitMode(t *testing.T) {
 		})
 	}
 
+	bridgePid := procs["bridgesvc"].cmd.Process.Pid
 	t.Run("DELETE reaps the stdio child", func(t *testing.T) {
-		bridgePid := procs["bridgesvc"].cmd.Process.Pid
-		gatehousetest.WaitFor(t, 15*time.Second, "earlier sessions' children to be gone", func() bool {
+		testsync.WaitFor(t, 15*time.Second, "earlier sessions' children to be gone", func() bool {
 			return len(gatehousetest.ChildrenRunning(bridgePid, echo)) == 0
 		})
 		rc := rawClient{t: t, url: endpoint("echo-stdio"), token: token}
@@ -175,13 +179,27 @@ func TestSplitMode(t *testing.T) {
 			t.Fatalf("DELETE: %d %s", r.status, r.body)
 		}
 		// The session TTL is 30 minutes: only the DELETE can end the child this soon.
-		gatehousetest.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(kids[0]) })
+		testsync.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(kids[0]) })
 	})
+
+	// A session left open: its stdio child is bridgesvc's to end when it stops.
+	open := rawClient{t: t, url: endpoint("echo-stdio"), token: token}
+	openSid := open.initialize("2025-06-18")
+	if r := open.post(echoCall, map[string]string{"Mcp-Session-Id": openSid, "MCP-Protocol-Version": "2025-06-18"}); r.status != http.StatusOK || !strings.Contains(string(r.body), "still serving") {
+		t.Fatalf("tools/call on the session left open: %d %s", r.status, r.body)
+	}
+	openKids := gatehousetest.ChildrenRunning(bridgePid, echo)
+	if len(openKids) != 1 {
+		t.Fatalf("want one echo child of bridgesvc for the open session, have %v", openKids)
+	}
 
 	t.Logf("stopping")
 	// SIGTERM every process; each exits cleanly and leaves no child.
 	for i := len(specs) - 1; i >= 0; i-- {
 		p := procs[specs[i].name]
+		if p.name == "bridgesvc" && gatehousetest.ProcessGone(openKids[0]) {
+			t.Fatalf("the open session's child %d ended before bridgesvc was stopped", openKids[0])
+		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -190,6 +208,11 @@ func TestSplitMode(t *testing.T) {
 		}
 		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 			t.Errorf("%s exited %d:\n%s", p.name, code, p.logs.String())
+		}
+		// bridgesvc reaps its children before it exits: checked at once, not waited for (a
+		// child left to its parent-death signal would still be there, or a zombie).
+		if p.name == "bridgesvc" && !gatehousetest.ProcessGone(openKids[0]) {
+			t.Errorf("the open session's child %d outlived bridgesvc's exit", openKids[0])
 		}
 	}
 
@@ -243,10 +266,9 @@ func auditedCalls(t *testing.T, path string) map[string]int {
 // port to another process before binding it exits, which the test reports with its log.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := procnet.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }

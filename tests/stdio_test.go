@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 )
 
@@ -44,7 +45,7 @@ func TestStdioChildReaped(t *testing.T) {
 		if r := c.do(http.MethodDelete, nil, map[string]string{"Mcp-Session-Id": sid}); r.status != http.StatusOK {
 			t.Fatalf("DELETE: %d %s", r.status, r.body)
 		}
-		gatehousetest.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(pid) })
+		testsync.WaitFor(t, 15*time.Second, "the child to be reaped after DELETE", func() bool { return gatehousetest.ProcessGone(pid) })
 	})
 
 	t.Run("expiry", func(t *testing.T) {
@@ -59,7 +60,7 @@ func TestStdioChildReaped(t *testing.T) {
 			t.Fatalf("want exactly one echo child of the gateway, have %v", kids)
 		}
 		pid := kids[0]
-		gatehousetest.WaitFor(t, 30*time.Second, "the child to be reaped after the session expired", func() bool { return gatehousetest.ProcessGone(pid) })
+		testsync.WaitFor(t, 30*time.Second, "the child to be reaped after the session expired", func() bool { return gatehousetest.ProcessGone(pid) })
 		if r := c.post(echoCall, map[string]string{"Mcp-Session-Id": sid}); r.status != http.StatusNotFound {
 			t.Fatalf("expired session answered %d, want 404", r.status)
 		}
@@ -73,7 +74,7 @@ func TestStdioChildReaped(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		gatehousetest.WaitFor(t, 15*time.Second, "the killed child to be reaped", func() bool { return gatehousetest.ProcessGone(pid) })
+		testsync.WaitFor(t, 15*time.Second, "the killed child to be reaped", func() bool { return gatehousetest.ProcessGone(pid) })
 		// A new child would not know the session: the session ends, the host starts over.
 		h := map[string]string{"Mcp-Session-Id": sid}
 		if r := c.post(echoCall, h); r.status != http.StatusNotFound {
@@ -127,12 +128,12 @@ func TestStdioTreeEnds(t *testing.T) {
 		t.Helper()
 		c := rawClient{t: t, url: g.Endpoint(name), token: g.Token}
 		sid := c.initialize("2025-06-18")
-		gatehousetest.WaitFor(t, 15*time.Second, "the server and its setsid grandchild", func() bool { return len(marked(markers[name])) == 2 })
+		testsync.WaitFor(t, 15*time.Second, "the server and its setsid grandchild", func() bool { return len(marked(markers[name])) == 2 })
 		return c, sid
 	}
 	noneLeft := func(t *testing.T, name, after string) {
 		t.Helper()
-		gatehousetest.WaitFor(t, 30*time.Second, "no process of the server's left "+after, func() bool { return len(marked(markers[name])) == 0 })
+		testsync.WaitFor(t, 30*time.Second, "no process of the server's left "+after, func() bool { return len(marked(markers[name])) == 0 })
 	}
 
 	t.Run("DELETE", func(t *testing.T) {
@@ -157,7 +158,7 @@ func TestStdioTreeEnds(t *testing.T) {
 		}
 		// The server dies with the gateway (parent-death signal); its setsid grandchild does
 		// not, and is left for the next start to end.
-		gatehousetest.WaitFor(t, 15*time.Second, "the server to die with the gateway", func() bool { return !isLive(server[0]) })
+		testsync.WaitFor(t, 15*time.Second, "the server to die with the gateway", func() bool { return !isLive(server[0]) })
 		if left := marked(markers["crashed"]); len(left) != 1 {
 			t.Fatalf("after the gateway died, processes %v of the server run; want its setsid grandchild alone", left)
 		}

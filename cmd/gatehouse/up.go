@@ -65,14 +65,14 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PolicyDir, "policy-dir", "", "directory of Cedar policies and their schema (default: the embedded examples/policies, written to <data-dir>/default-policies)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
-	c.Ingress.RegisterGuardFlags(fs, svcmain.NoEnv)
+	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "etcd-endpoints", "key-prefix"}
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", set...)
-	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Policy.RegisterFlags(fs, svcmain.NoEnv) }, "policy", append(set, "policy-dir")...)
-	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Audit.RegisterFlags(fs, svcmain.NoEnv) }, "audit", append(set, "dir")...)
-	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Registry.RegisterFlags(fs, svcmain.NoEnv) }, "registry", append(set, "servers")...)
+	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir")...)
+	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
+	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers")...)
 	// Anonymous access comes from the config file.
-	svcmain.Import(fs, func(fs *flag.FlagSet) { c.Auth.RegisterFlags(fs, svcmain.NoEnv) }, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant")...)
+	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant")...)
 }
 
 func up(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -138,15 +138,6 @@ func Parse(body []byte, allowBatch bool) ([]*Message, bool, error) {
 	return out, batch, nil
 }
 
-// ParseMessage parses exactly one message (no batch) by the strict rules.
-func ParseMessage(body []byte) (*Message, error) {
-	msgs, _, err := Parse(body, false)
-	if err != nil {
-		return nil, err
-	}
-	return msgs[0], nil
-}
-
 // Peek is the routing entry point for exactly one message an upstream sent. Errors wrap
 // ErrInvalidMessage and an *Error.
 func Peek(raw []byte) (Message, error) {

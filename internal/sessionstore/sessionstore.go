@@ -285,8 +285,8 @@ func (s *Store) Touch(ctx context.Context, id string) error {
 	return nil
 }
 
-// Delete ends a session: revoking its lease deletes the record everywhere.
-func (s *Store) Delete(ctx context.Context, id string) error {
+// End ends a session: revoking its lease deletes the record everywhere.
+func (s *Store) End(ctx context.Context, id string) error {
 	if _, err := s.Get(ctx, id); err != nil {
 		return err
 	}

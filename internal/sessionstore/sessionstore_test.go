@@ -48,7 +48,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := store.Delete(ctx, rec.ID); err != nil {
+	if err := store.End(ctx, rec.ID); err != nil {
 		t.Fatal(err)
 	}
 	// The other replica still caches the record; etcd no longer has it.
@@ -59,7 +59,7 @@ func TestLifecycle(t *testing.T) {
 	if _, err := other.Get(ctx, rec.ID); !errors.Is(err, sessionstore.ErrNotFound) {
 		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
 	}
-	if err := store.Delete(ctx, rec.ID); !errors.Is(err, sessionstore.ErrNotFound) {
+	if err := store.End(ctx, rec.ID); !errors.Is(err, sessionstore.ErrNotFound) {
 		t.Fatalf("second Delete: %v, want ErrNotFound", err)
 	}
 }
@@ -122,7 +122,7 @@ func TestSessionLimitPerPrincipal(t *testing.T) {
 	if _, err := store.Create(ctx, sessionstore.Record{Server: "echo", Principal: "carol", Tenant: "other"}, 2); err != nil {
 		t.Fatalf("carol in another tenant: %v", err)
 	}
-	if err := store.Delete(ctx, first.ID); err != nil {
+	if err := store.End(ctx, first.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.Create(ctx, carol, 2); err != nil {

@@ -66,14 +66,3 @@ func Import(dst *flag.FlagSet, register func(*flag.FlagSet), rename string, skip
 	})
 	return names
 }
-
-// Defaults fills a config with the defaults its RegisterFlags declares, for code that builds
-// a service without parsing flags.
-func Defaults(register func(*flag.FlagSet)) {
-	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
-	register(fs)
-}
-
-// NoEnv is a getenv that finds nothing: services' RegisterFlags get it, so that every
-// environment fallback is applied by ApplyEnv, the same way for every flag.
-func NoEnv(string) string { return "" }

@@ -53,8 +53,8 @@ type Spec struct {
 	// environment prefix GATEHOUSE_<NAME>_ (auth, policy, registry, bridge, audit, ingress).
 	Name string
 	// Flags registers the service's own flags (its Config's RegisterFlags), including
-	// --listen with its default port. A getenv passed to RegisterFlags should be NoEnv:
-	// Main applies the environment fallbacks itself, to every flag alike.
+	// --listen with its default port. Main applies the environment fallbacks, to every
+	// flag alike.
 	Flags func(fs *flag.FlagSet)
 	// Etcd says whether the service dials etcd.
 	Etcd Etcd

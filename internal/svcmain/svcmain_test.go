@@ -3,16 +3,16 @@ package svcmain_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain/svcmaintest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 func TestReadSecret(t *testing.T) {
@@ -132,24 +132,6 @@ func TestImport(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // spec is a service with one flag of its own that serves nothing but health.
 func spec(listen *string, built *bool, stopping, closed chan struct{}) svcmain.Spec {
 	return svcmain.Spec{
@@ -246,7 +228,7 @@ func TestMainServes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			out := &syncBuffer{}
+			out := &testsync.Buffer{}
 			var listen string
 			var built bool
 			stopping, closed := make(chan struct{}), make(chan struct{})
@@ -254,22 +236,12 @@ func TestMainServes(t *testing.T) {
 			go func() {
 				done <- svcmain.Main(ctx, spec(&listen, &built, stopping, closed), append(tt.args, "-drain", "2s"), func(k string) string { return tt.env[k] }, out)
 			}()
-			var serving map[string]any
-			deadline := time.Now().Add(10 * time.Second)
-			for serving == nil {
-				for _, line := range strings.Split(out.String(), "\n") {
-					var rec map[string]any
-					if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "serving" {
-						serving = rec
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("not serving:\n%s", out.String())
-				}
-				time.Sleep(5 * time.Millisecond)
+			addr := svcmaintest.WaitServing(t, out, done, 10*time.Second)
+			if !strings.HasPrefix(addr, "127.0.0.1:") || addr == "127.0.0.1:7999" {
+				t.Errorf("serving on %s: want the env's port", addr)
 			}
-			if serving["svc"] != "demo" || !strings.HasPrefix(serving["addr"].(string), "127.0.0.1:") || serving["addr"] == "127.0.0.1:7999" {
-				t.Errorf("serving line %v: want svc demo on the env's port", serving)
+			if !strings.Contains(out.String(), `"msg":"serving","svc":"demo"`) {
+				t.Errorf("no serving line keyed svc=demo:\n%s", out.String())
 			}
 			if got := strings.Contains(out.String(), `"level":"WARN"`); got != tt.wantWarn {
 				t.Errorf("WARN logged %v, want %v:\n%s", got, tt.wantWarn, out.String())

@@ -13,7 +13,6 @@ import (
 // Limits on one server spec: generous for real servers, small enough that a bad spec cannot
 // exhaust the registry, its watchers or the bridge.
 const (
-	maxNameBytes   = 63
 	maxArgs        = 256
 	maxArgBytes    = 4096
 	maxEnv         = 256
@@ -50,7 +49,7 @@ func Validate(s *registryv1.Server) error {
 	bad := func(field, format string, args ...any) error {
 		return &ValidationError{Server: s.GetName(), Field: field, Problem: fmt.Sprintf(format, args...)}
 	}
-	if !ValidName(s.GetName()) {
+	if !ident.ValidServerName(s.GetName()) {
 		return bad("name", "want [a-z0-9][a-z0-9._-]{0,62}")
 	}
 	switch s.GetTransport() {
@@ -156,23 +155,6 @@ func validateHTTP(s *registryv1.Server, bad func(string, string, ...any) error) 
 		return bad("dir", "not allowed for an http server")
 	}
 	return nil
-}
-
-// ValidName reports whether name is a valid server name: [a-z0-9][a-z0-9._-]{0,62}.
-func ValidName(name string) bool {
-	if len(name) == 0 || len(name) > maxNameBytes {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func validEnvKey(k string) bool {

@@ -34,7 +34,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name: "audit",
 		Flags: func(fs *flag.FlagSet) {
-			cfg.RegisterFlags(fs, svcmain.NoEnv)
+			cfg.RegisterFlags(fs)
 			fs.BoolVar(&verify, "verify", false, "verify the log in -dir, print how many records it holds, and exit")
 		},
 		OneShot: func(stdout io.Writer) (bool, error) {

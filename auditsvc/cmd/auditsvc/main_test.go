@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain/svcmaintest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 func noenv(string) string { return "" }
@@ -87,7 +88,7 @@ func TestRunVerify(t *testing.T) {
 func TestRunServesUntilCancelled(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testsync.Buffer
 	dir := t.TempDir()
 	done := make(chan error, 1)
 	go func() {
@@ -98,34 +99,9 @@ func TestRunServesUntilCancelled(t *testing.T) {
 			return withToken(k)
 		}, &out)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), `"msg":"serving"`) {
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("not serving; output:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	svcmaintest.WaitServing(t, &out, done, 10*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,7 +29,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var cfg authsvc.Config
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name:  "auth",
-		Flags: func(fs *flag.FlagSet) { cfg.RegisterFlags(fs, svcmain.NoEnv) },
+		Flags: cfg.RegisterFlags,
 		Etcd:  svcmain.EtcdRequired,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			svc, err := authsvc.New(cfg, env.Etcd, env.Logger)

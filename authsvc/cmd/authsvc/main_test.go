@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +13,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain/svcmaintest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 var shared *etcdtest.Etcd
@@ -86,7 +85,7 @@ func TestRunServes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &testsync.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{
@@ -94,7 +93,7 @@ func TestRunServes(t *testing.T) {
 			"-anonymous-servers", "echo", "-drain", "1s",
 		}, withToken, out)
 	}()
-	addr := waitServing(t, out, done)
+	addr := svcmaintest.WaitServing(t, out, done, 20*time.Second)
 	base := rpcserver.BaseURL(addr)
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
@@ -130,44 +129,4 @@ func TestRunServes(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not return after cancellation")
 	}
-}
-
-// waitServing waits for run's "serving" log line and returns the address it names.
-func waitServing(t *testing.T, out *syncBuffer, done <-chan error) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(out.String()))
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
-				return line.Addr
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	t.Fatalf("not serving after 20s; output:\n%s", out.String())
-	return ""
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's writes and the test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var cfg ingress.Config
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name:  "ingress",
-		Flags: func(fs *flag.FlagSet) { cfg.RegisterFlags(fs, svcmain.NoEnv) },
+		Flags: cfg.RegisterFlags,
 		Etcd:  svcmain.EtcdRequired,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			client := env.Client

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +33,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var cfg policysvc.Config
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name:  "policy",
-		Flags: func(fs *flag.FlagSet) { cfg.RegisterFlags(fs, svcmain.NoEnv) },
+		Flags: cfg.RegisterFlags,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			cat := catalog.New()
 			svc, err := policysvc.New(cfg, cat, env.Logger)

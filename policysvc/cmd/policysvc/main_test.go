@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain/svcmaintest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 func TestRun(t *testing.T) {
@@ -48,7 +51,7 @@ func TestRunHelp(t *testing.T) {
 func TestRunServesUntilCancelled(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testsync.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-policy-dir", "../../../examples/policies", "-registry-addr", "127.0.0.1:1", "-drain", "1s"}, func(k string) string {
@@ -58,14 +61,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 			return ""
 		}, &out)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), `"msg":"serving"`) {
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("not serving; output:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	svcmaintest.WaitServing(t, &out, done, 10*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,7 +32,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var cfg registrysvc.Config
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name:  "registry",
-		Flags: func(fs *flag.FlagSet) { cfg.RegisterFlags(fs, svcmain.NoEnv) },
+		Flags: cfg.RegisterFlags,
 		Etcd:  svcmain.EtcdRequired,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			var servers []*registryv1.Server

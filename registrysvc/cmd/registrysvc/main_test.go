@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +14,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/svcmain/svcmaintest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -57,7 +56,7 @@ func TestRunEtcdClientAuth(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		out := &syncBuffer{}
+		out := &testsync.Buffer{}
 		done := make(chan error, 1)
 		c := secure.Certs
 		go func() {
@@ -67,7 +66,7 @@ func TestRunEtcdClientAuth(t *testing.T) {
 				"-servers", file, "-drain", "1s",
 			}, withToken, out)
 		}()
-		addr := waitServing(t, out, done)
+		addr := svcmaintest.WaitServing(t, out, done, 20*time.Second)
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -165,7 +164,7 @@ func TestRunSeedsAndServes(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &testsync.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{
@@ -173,7 +172,7 @@ func TestRunSeedsAndServes(t *testing.T) {
 			"-servers", file, "-drain", "1s",
 		}, withToken, out)
 	}()
-	addr := waitServing(t, out, done)
+	addr := svcmaintest.WaitServing(t, out, done, 20*time.Second)
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -212,44 +211,4 @@ func TestRunSeedsAndServes(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not return after cancellation")
 	}
-}
-
-// waitServing waits for run's "serving" log line and returns the address it names.
-func waitServing(t *testing.T, out *syncBuffer, done <-chan error) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(out.String()))
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
-				return line.Addr
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run returned early: %v\n%s", err, out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	t.Fatalf("not serving after 20s; output:\n%s", out.String())
-	return ""
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's writes and the test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -27,6 +27,7 @@ import (
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
 
@@ -110,7 +111,7 @@ type Gateway struct {
 	// it (through the environment, never a flag) so tests can call the services directly.
 	InternalToken string
 	cmd           *exec.Cmd
-	logs          *lockedBuffer
+	logs          *testsync.Buffer
 	done          chan struct{}
 
 	raceReported bool
@@ -135,7 +136,7 @@ func Start(t testing.TB, opts Options) *Gateway {
 		t.Fatal(err)
 	}
 	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), InternalToken: "internal-" + randomHex(t, 16),
-		DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
+		DataDir: filepath.Join(dir, "data"), logs: &testsync.Buffer{}, done: make(chan struct{})}
 	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
 		"--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
 	cmd := exec.Command(Bin(t, Gatehouse), args...)
@@ -265,39 +266,6 @@ func (b BearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.Base.RoundTrip(r)
 }
 
-// WaitFor polls cond until it returns true or the deadline passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Pid is the gateway's process id.
 func (g *Gateway) Pid() int { return g.cmd.Process.Pid }
 
@@ -367,12 +335,10 @@ func StartServer(t testing.TB, argv func(addr string) []string) string {
 
 func startServerOnce(t testing.TB, argv func(addr string) []string) (string, error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := procnet.FreePort()
 	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+		return "", err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	args := argv(addr)
 	if len(args) == 0 {
@@ -380,7 +346,7 @@ func startServerOnce(t testing.TB, argv func(addr string) []string) (string, err
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := &lockedBuffer{}
+	out := &testsync.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start %s: %w", args[0], err)

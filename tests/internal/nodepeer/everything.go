@@ -74,7 +74,7 @@ func StartEverything(t testing.TB, mode string) Everything {
 	// The free port is found by binding and releasing it, so another process may take it before
 	// the server binds; the server then exits (EADDRINUSE) and another port is tried.
 	for range everythingStartTries {
-		port, err := freePort()
+		port, err := procnet.FreePort()
 		if err != nil {
 			t.Fatalf("nodepeer: %v", err)
 		}
@@ -162,16 +162,6 @@ func waitListening(ctx context.Context, pid, port int, exited <-chan struct{}) e
 		case <-tick.C:
 		}
 	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // EverythingDoc returns the text of one of server-everything's documentation files (e.g.

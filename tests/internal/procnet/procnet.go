@@ -1,17 +1,30 @@
 // Package procnet tells, from Linux's /proc, whether a given process is the one listening on
 // a TCP port. A test that picks a free port, releases it and starts a server there must know
 // that its server, and not another process that took the port meanwhile, is the one that
-// answers: a successful connection alone cannot tell them apart.
+// answers: a successful connection alone cannot tell them apart. FreePort picks the port.
 package procnet
 
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 )
+
+// FreePort returns a loopback TCP port that was free a moment ago. Another process may take
+// it before the caller's server binds it: the caller checks with Listening (or the server's
+// exit) and tries another port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
 
 // tcpListen is the state column of a listening socket in /proc/net/tcp.
 const tcpListen = "0A"
