@@ -23,20 +23,20 @@ import (
 // countedUpstream is an in-process MCP server (the official Go SDK's Streamable HTTP handler)
 // that counts the tools/call messages it is sent, before the SDK sees them: what the upstream
 // receives, whatever it then does with it. Its tools are echo {text} and hang, which signals
-// hanging when it holds a call and answers only when the call is cancelled.
+// hanging when it holds a call and answers only when the call is cancelled (or the test ends).
 type countedUpstream struct {
 	URL     string
 	calls   atomic.Int64
 	hanging chan struct{}
+	release chan struct{} // closed when the test ends
 }
 
-// maxUpstreamHang bounds how long the counted upstream's hang holds a call, so that a
-// gateway that never cancels cannot keep the test's server from closing.
-const maxUpstreamHang = 2 * time.Minute
+// maxUpstreamHang bounds how long the counted upstream's hang holds a call.
+const maxUpstreamHang = time.Minute
 
 func startCountedUpstream(t *testing.T) *countedUpstream {
 	t.Helper()
-	u := &countedUpstream{hanging: make(chan struct{}, 16)}
+	u := &countedUpstream{hanging: make(chan struct{}, 16), release: make(chan struct{})}
 	server := mcp.NewServer(&mcp.Implementation{Name: "counted", Version: "v1"}, nil)
 	type echoArgs struct {
 		Text string `json:"text"`
@@ -54,6 +54,8 @@ func startCountedUpstream(t *testing.T) *countedUpstream {
 			select {
 			case <-ctx.Done():
 				return nil, nil, ctx.Err()
+			case <-u.release:
+				return nil, nil, errors.New("hang: the test ended")
 			case <-time.After(maxUpstreamHang):
 				return nil, nil, errors.New("hang: never cancelled")
 			}
@@ -74,6 +76,8 @@ func startCountedUpstream(t *testing.T) *countedUpstream {
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	// Runs before srv.Close, which waits for the calls in progress.
+	t.Cleanup(func() { close(u.release) })
 	u.URL = srv.URL + "/mcp"
 	return u
 }
