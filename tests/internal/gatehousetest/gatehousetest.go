@@ -138,9 +138,9 @@ func Start(t testing.TB, opts Options) *Gateway {
 		t.Fatal(err)
 	}
 	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), InternalToken: "internal-" + randomHex(t, 16),
-		DataDir: opts.DataDir, logs: &lockedBuffer{}, done: make(chan struct{})}
-	if g.DataDir == "" {
-		g.DataDir = filepath.Join(dir, "data")
+		DataDir: filepath.Join(dir, "data"), logs: &lockedBuffer{}, done: make(chan struct{})}
+	if opts.DataDir != "" {
+		g.DataDir = opts.DataDir
 	}
 	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
 		"--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
