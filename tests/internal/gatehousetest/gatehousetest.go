@@ -122,6 +122,9 @@ type Options struct {
 	Config string   // YAML text of the config file
 	Args   []string // extra flags for `gatehouse up`
 	Env    []string // extra environment (NAME=value), e.g. GATEHOUSE_INTERNAL_TOKEN
+	// DataDir is the gateway's --data-dir; empty for a fresh one under the test's temporary
+	// directory. A test that restarts a gateway passes the first one's DataDir.
+	DataDir string
 }
 
 var upLine = regexp.MustCompile(`Gatehouse is up on (http://\S+)`)
@@ -137,6 +140,9 @@ func Start(t testing.TB, opts Options) *Gateway {
 	}
 	g := &Gateway{Token: "gh_test_" + strings.Repeat("x", 24), InternalToken: "internal-" + randomHex(t, 16),
 		DataDir: filepath.Join(dir, "data"), logs: &testsync.Buffer{}, done: make(chan struct{})}
+	if opts.DataDir != "" {
+		g.DataDir = opts.DataDir
+	}
 	args := append([]string{"up", "--config", cfgPath, "--listen", "127.0.0.1:0", "--data-dir", g.DataDir,
 		"--policy-dir", filepath.Join(RepoRoot(t), "examples", "policies")}, opts.Args...)
 	cmd := exec.Command(Bin(t, Gatehouse), args...)
@@ -208,6 +214,25 @@ func (g *Gateway) Stop(t testing.TB) {
 		_ = g.cmd.Process.Kill()
 		<-g.done
 		t.Errorf("gatehouse did not stop within 20s of SIGTERM")
+	}
+}
+
+// Kill sends SIGKILL, as a crash would, and waits until the process is gone. The gateway gets
+// no chance to stop its children or close its logs.
+func (g *Gateway) Kill(t testing.TB) {
+	t.Helper()
+	select {
+	case <-g.done:
+		t.Fatalf("gatehouse had already exited:\n%s", g.logs.String())
+	default:
+	}
+	if err := g.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL gatehouse: %v", err)
+	}
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gatehouse still running 20s after SIGKILL")
 	}
 }
 
