@@ -128,7 +128,7 @@ func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		room:          make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		done:          make(chan struct{}),
-		f:             f,
+		f:             dataFile{f},
 		seq:           st.seq,
 		prev:          st.hash,
 		size:          st.size,
