@@ -133,8 +133,11 @@ func (p *postReply) answer(final []byte, refusal *Error) error {
 		writeJSON(p.x.w, status, final)
 		return http.NewResponseController(p.x.w).Flush()
 	}
-	// send flushes: the host has its answer even while a deferred audit append follows.
-	return p.emit(final)
+	// Both flush: the host has its answer even while a deferred audit append follows.
+	if p.sse == nil {
+		return writeLoneEvent(p.x.w, p.timeout, final)
+	}
+	return p.sse.send(final)
 }
 
 // batchReply collects a batched call's answer; a batch is answered with responses only, so a
