@@ -19,7 +19,7 @@ import (
 // of every call, twice. Anything else goes through protojson itself, so its errors stay
 // protojson's.
 func marshalRecord(rec *auditv1.Record) ([]byte, error) {
-	b, ok := appendRecordJSON(make([]byte, 0, 512), rec)
+	b, ok := appendRecordJSON(make([]byte, 0, 1024), rec) // a call's records are 600-800 bytes
 	if !ok {
 		var err error
 		if b, err = marshalRecordProtojson(rec); err != nil {
