@@ -322,7 +322,7 @@ func TestLoneAnswerFraming(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+tokenAlice)
 			req.Header.Set("Mcp-Session-Id", sid)
 			req.Header.Set("MCP-Protocol-Version", rev)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
