@@ -7,9 +7,7 @@
 package auditsvc
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,7 +22,6 @@ import (
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -259,23 +256,6 @@ func (s *Service) FailWrites(err error) {
 		return
 	}
 	s.log.writeFault.Store(&err)
-}
-
-// marshalRecord is the record as stored: protojson with the proto field names, compacted.
-func marshalRecord(rec *auditv1.Record) ([]byte, error) {
-	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(raw))
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	if buf.Len() > maxRecordBytes {
-		return nil, invalid("record is %d bytes encoded, more than %d", buf.Len(), maxRecordBytes)
-	}
-	return buf.Bytes(), nil
 }
 
 // validateRecord checks what every record must have, by phase, and bounds every field:

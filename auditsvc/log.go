@@ -128,7 +128,7 @@ func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		room:          make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		done:          make(chan struct{}),
-		f:             f,
+		f:             dataFile{f},
 		seq:           st.seq,
 		prev:          st.hash,
 		size:          st.size,
@@ -239,8 +239,14 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 	if !p.deferred {
 		l.urgent++
 	}
+	// A deferred record queued behind others changes nothing the writer waits on: it is
+	// lingering until the oldest one's commitDelay (or committing, and looks at the queue
+	// again when done). Waking it for each would cost a switch per call under load.
+	wake := !p.deferred || len(l.queue) == 1 || len(l.queue) >= l.maxBatch
 	l.mu.Unlock()
-	l.signal()
+	if wake {
+		l.signal()
+	}
 	return nil
 }
 

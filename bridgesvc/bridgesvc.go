@@ -235,7 +235,23 @@ func (s *Service) Send(ctx context.Context, req *connect.Request[bridgev1.SendRe
 
 // Deliver is Send for an in-process caller (single-process mode): emit receives each message
 // that belongs to the request, the last one marked final. Errors are *connect.Error.
-func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) (err error) {
+func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit func(*bridgev1.SendResponse) error) error {
+	return s.deliver(ctx, r, nil, emit)
+}
+
+// DeliverParsed is Deliver for an in-process caller that has already read r.Message with
+// jsonrpc.Parse (the host's edge, whose rules are stricter than the bridge's): m is that
+// reading, and the message is not scanned a second time. m.Raw must be r.Message itself (the
+// same bytes, not a copy), or the request is refused.
+func (s *Service) DeliverParsed(ctx context.Context, r *bridgev1.SendRequest, m *jsonrpc.Message, emit func(*bridgev1.SendResponse) error) error {
+	if m == nil || len(m.Raw) == 0 || len(m.Raw) != len(r.GetMessage()) || &m.Raw[0] != &r.GetMessage()[0] {
+		return connectError(fmt.Errorf("%w: the parsed message is not the request's message", ErrInvalidArgument))
+	}
+	return s.deliver(ctx, r, m, emit)
+}
+
+// deliver validates r and sends its message, read from r.Message unless parsed is given.
+func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *jsonrpc.Message, emit func(*bridgev1.SendResponse) error) (err error) {
 	defer func() { s.logFailure("send", r.GetSessionId(), r.GetServer(), err) }()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
@@ -249,8 +265,10 @@ func (s *Service) Deliver(ctx context.Context, r *bridgev1.SendRequest, emit fun
 	if n := len(r.GetMessage()); n > s.cfg.MaxMessageBytes {
 		return connectError(fmt.Errorf("%w: the message is %d bytes, over the %d-byte limit", ErrMessageTooLarge, n, s.cfg.MaxMessageBytes))
 	}
-	m, err := jsonrpc.Peek(r.GetMessage())
-	if err != nil {
+	var m upstream.Message
+	if parsed != nil {
+		m = *parsed
+	} else if m, err = jsonrpc.Peek(r.GetMessage()); err != nil {
 		return connectError(err)
 	}
 	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || jsonrpc.IDKey(id) != jsonrpc.IDKey(m.ID)) {

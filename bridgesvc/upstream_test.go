@@ -21,6 +21,7 @@ import (
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
@@ -127,6 +128,61 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 				t.Fatalf("the upstream accepted %d connections over 1,000 sequential calls, want at most 4", n)
 			}
 		})
+	}
+}
+
+// TestDeliverParsed: the in-process entry point that takes the ingress's reading of the
+// message reaches the upstream like Deliver, checks the request id against that reading, and
+// refuses a reading that is not of the request's own bytes.
+func TestDeliverParsed(t *testing.T) {
+	t.Parallel()
+	up := startSDKUpstream(t, nil)
+	b := newBridge(t, bridgesvc.Config{}, static(&registryv1.Server{Name: "sdk", Transport: registryv1.Transport_TRANSPORT_STREAMABLE_HTTP, Url: up.url}))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	parsedSend := func(req *bridgev1.SendRequest, m *jsonrpc.Message) ([]*bridgev1.SendResponse, error) {
+		var out []*bridgev1.SendResponse
+		err := b.svc.DeliverParsed(ctx, req, m, func(r *bridgev1.SendResponse) error {
+			out = append(out, r)
+			return nil
+		})
+		return out, err
+	}
+	parse := func(s string) (*bridgev1.SendRequest, *jsonrpc.Message) {
+		msgs, _, err := jsonrpc.Parse([]byte(s), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := msgs[0]
+		return &bridgev1.SendRequest{SessionId: "s", Server: "sdk", Message: m.Raw, RequestId: m.ID}, m
+	}
+	for _, msg := range []string{initializeReq, `{"jsonrpc":"2.0","method":"notifications/initialized"}`} {
+		req, m := parse(msg)
+		if m.Kind != jsonrpc.KindRequest {
+			req.RequestId = nil
+		}
+		if _, err := parsedSend(req, m); err != nil {
+			t.Fatalf("%s: %v", msg, err)
+		}
+	}
+	req, m := parse(toolCall(5, "echo", `{"text":"parsed once"}`))
+	out, err := parsedSend(req, m)
+	if err != nil || len(out) != 1 || !out[0].GetFinal() || !bytes.Contains(out[0].GetMessage(), []byte("parsed once")) {
+		t.Fatalf("call = %v, %v", out, err)
+	}
+
+	req, m = parse(toolCall(6, "echo", `{"text":"x"}`))
+	req.RequestId = []byte("7")
+	if _, err := parsedSend(req, m); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a request id that is not the message's = %v, want InvalidArgument", err)
+	}
+	req, m = parse(toolCall(8, "echo", `{"text":"x"}`))
+	req.Message = bytes.Clone(req.Message)
+	if _, err := parsedSend(req, m); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a reading of other bytes = %v, want InvalidArgument", err)
+	}
+	if _, err := parsedSend(req, nil); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("no reading = %v, want InvalidArgument", err)
 	}
 }
 

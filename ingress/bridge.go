@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1/bridgev1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
 // Bridge is how the ingress reaches upstreams: bridgesvc itself in single-process mode, or
@@ -21,6 +22,22 @@ type Bridge interface {
 	Subscribe(ctx context.Context, req *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error
 	// EndSession ends every upstream of the session and returns when they are gone.
 	EndSession(id string)
+}
+
+// parsedDeliverer is a Bridge in this process (*bridgesvc.Service) that can take the
+// ingress's reading of a message along with it, instead of reading the message again.
+type parsedDeliverer interface {
+	DeliverParsed(ctx context.Context, req *bridgev1.SendRequest, m *jsonrpc.Message, emit func(*bridgev1.SendResponse) error) error
+}
+
+// deliver is Bridge.Deliver of req, whose Message is m.Raw: one scan of the message per hop
+// when the bridge is in this process. A remote bridge reads it again on its side of the
+// trust boundary.
+func (s *Service) deliver(ctx context.Context, req *bridgev1.SendRequest, m *jsonrpc.Message, emit func(*bridgev1.SendResponse) error) error {
+	if d, ok := s.deps.Bridge.(parsedDeliverer); ok {
+		return d.DeliverParsed(ctx, req, m, emit)
+	}
+	return s.deps.Bridge.Deliver(ctx, req, emit)
 }
 
 // RemoteBridge adapts a bridgesvc Connect client to Bridge.

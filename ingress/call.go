@@ -113,7 +113,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
 	var final *bridgev1.SendResponse
 	var hostErr error
-	err := s.deps.Bridge.Deliver(ctx, s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.msg), func(msg *bridgev1.SendResponse) error {
+	err := s.deliver(ctx, s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.msg), c.msg, func(msg *bridgev1.SendResponse) error {
 		if msg.GetFinal() {
 			final = msg
 			return nil

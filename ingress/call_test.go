@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -297,5 +298,58 @@ func TestProgressStreamsBeforeAnswer(t *testing.T) {
 	if !strings.HasPrefix(r.header.Get("Content-Type"), "text/event-stream") || strings.Count(string(r.body), "event: message") != 2 ||
 		!strings.Contains(string(r.body), "notifications/progress") {
 		t.Fatalf("got %s %s", r.header.Get("Content-Type"), r.body)
+	}
+}
+
+// TestLoneAnswerFraming: an answer with nothing streamed before it is one SSE event with a
+// Content-Length (not chunked), byte for byte the upstream's message; an answer after
+// progress is chunked, its length unknown when the stream began.
+func TestLoneAnswerFraming(t *testing.T) {
+	g := newGateway(t, nil)
+	sid := g.initialize("echo", tokenAlice, rev)
+	for _, tc := range []struct {
+		tool    string
+		events  int
+		chunked bool
+	}{
+		{"echo", 1, false},
+		{"progress", 2, true},
+	} {
+		t.Run(tc.tool, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, g.url("echo"), strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"`+tc.tool+`","arguments":{}}}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+tokenAlice)
+			req.Header.Set("Mcp-Session-Id", sid)
+			req.Header.Set("MCP-Protocol-Version", rev)
+			resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+				t.Fatalf("Content-Type %q, body %s", ct, body)
+			}
+			chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+			if chunked != tc.chunked || (!chunked && resp.ContentLength != int64(len(body))) {
+				t.Fatalf("transfer encoding %v, Content-Length %d, body of %d bytes", resp.TransferEncoding, resp.ContentLength, len(body))
+			}
+			if n := strings.Count(string(body), "event: message\ndata: "); n != tc.events {
+				t.Fatalf("%d events, want %d: %s", n, tc.events, body)
+			}
+			if !strings.HasSuffix(string(body), "\n\n") {
+				t.Fatalf("the last event is not terminated: %q", body)
+			}
+			if tc.tool == "echo" {
+				want := "event: message\ndata: " + `{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"echo"}]}}` + "\n\n"
+				if string(body) != want {
+					t.Fatalf("body %q, want %q", body, want)
+				}
+			}
+		})
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 func (s *Service) post(x *exchange) {
 	w, r := x.w, x.r
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	body, err := readBody(w, r, s.maxBody)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -77,6 +77,25 @@ func (s *Service) post(x *exchange) {
 	s.run(r.Context(), s.newCall(x, m), &postReply{s: s, x: x, timeout: s.cfg.StreamWriteTimeout})
 }
 
+// readBody reads the request body, at most max bytes (a longer one is a
+// *http.MaxBytesError). A body of declared length is read into a buffer of that size, in as
+// few reads as the connection allows; a chunked one grows as it comes.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, max)
+	if n := r.ContentLength; n >= 0 && n <= max {
+		// net/http ends the body after n bytes: one more byte to read is an error of its own.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(body, b); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(body)
+}
+
 func (s *Service) newCall(x *exchange, m *jsonrpc.Message) *call {
 	return &call{
 		id: newCallID(), traceID: x.traceID, principal: x.principal, server: x.server,
@@ -133,8 +152,11 @@ func (p *postReply) answer(final []byte, refusal *Error) error {
 		writeJSON(p.x.w, status, final)
 		return http.NewResponseController(p.x.w).Flush()
 	}
-	// send flushes: the host has its answer even while a deferred audit append follows.
-	return p.emit(final)
+	// Both flush: the host has its answer even while a deferred audit append follows.
+	if p.sse == nil {
+		return writeLoneEvent(p.x.w, p.timeout, final)
+	}
+	return p.sse.send(final)
 }
 
 // batchReply collects a batched call's answer; a batch is answered with responses only, so a

@@ -157,7 +157,7 @@ func (r *Reader) readLine() ([]byte, error) {
 			return nil, err
 		}
 		buf, _ := r.br.Peek(r.br.Buffered())
-		i := bytes.IndexAny(buf, "\r\n")
+		i := lineEnd(buf)
 		if i < 0 {
 			if len(r.line)+len(buf) > r.max {
 				return nil, fmt.Errorf("%w: line exceeds %d bytes", ErrTooLarge, r.max)
@@ -174,4 +174,19 @@ func (r *Reader) readLine() ([]byte, error) {
 		_, _ = r.br.Discard(i + 1)
 		return r.line, nil
 	}
+}
+
+// lineEnd is the index of the first CR or LF in b, or -1: bytes.IndexAny(b, "\r\n") with
+// two vectorised single-byte searches instead of a byte-at-a-time set lookup (an event's data
+// line is the whole message, kilobytes long).
+func lineEnd(b []byte) int {
+	i := bytes.IndexByte(b, '\n')
+	limit := b
+	if i >= 0 {
+		limit = b[:i]
+	}
+	if j := bytes.IndexByte(limit, '\r'); j >= 0 {
+		return j
+	}
+	return i
 }
