@@ -344,7 +344,22 @@ func TestCloseInterruptsCalls(t *testing.T) {
 	t.Parallel()
 	c := start(t, newSupervisor(t, stdio.Options{}), "server")
 	errc := make(chan error, 1)
-	go func() { _, err := call(t, c, toolCall(1, "block", "")); errc <- err }()
+	arrived := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var once sync.Once
+		errc <- c.Send(ctx, peek(t, toolCall(1, "hold", "")), func(upstream.Message) error {
+			once.Do(func() { close(arrived) })
+			return nil
+		})
+	}()
+	// Close only once the call is in flight: the child has it (its notification came back).
+	select {
+	case <-arrived:
+	case err := <-errc:
+		t.Fatalf("Send ended before the call arrived: %v", err)
+	}
 	closeChild(t, c)
 	if err := <-errc; !errors.Is(err, upstream.ErrClosed) {
 		t.Fatalf("in-flight Send = %v, want ErrClosed", err)

@@ -215,6 +215,9 @@ func (s *server) tool(id json.RawMessage, name string, args map[string]any, toke
 		fmt.Fprintln(os.Stderr, "second line")
 		s.result(id, text("wrote stderr"))
 	case "block":
+	case "hold":
+		// Like block, after a notification that tells the caller the call has arrived.
+		s.send(map[string]any{"jsonrpc": "2.0", "method": "notifications/message", "params": map[string]any{"level": "info", "data": "holding"}})
 	default:
 		s.send(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{"code": -32602, "message": "unknown tool " + name}})
 	}
