@@ -320,8 +320,7 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 	if resp.StatusCode == http.StatusAccepted {
 		return withReason(fmt.Errorf("%w: the upstream accepted a request without answering it", upstream.ErrProtocol), "the upstream accepted a request without answering it")
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch mt {
+	switch mt := mediaType(resp.Header.Get("Content-Type")); mt {
 	case "application/json":
 		err = c.readJSON(resp, &m, emit)
 	case "text/event-stream":
@@ -483,6 +482,18 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 		r.Release()
 		r = sse.NewReader(body, c.c.opts.MaxMessage)
 	}
+}
+
+// mediaType is the media type of a Content-Type value, lower case, "" when it does not parse.
+// The two an upstream sends on every call, bare, are answered without mime.ParseMediaType
+// (its parameter map is an allocation a call).
+func mediaType(ct string) string {
+	switch ct {
+	case "text/event-stream", "application/json":
+		return ct
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt
 }
 
 // drain reads what is left of a finished response stream, at most drainBytes and for at most
