@@ -48,6 +48,7 @@ type chainLog struct {
 	waiting     int           // appends waiting for room
 	room        chan struct{} // closed (and replaced) when a commit frees room
 	wake        chan struct{} // capacity 1: something was queued, or the log closed
+	alarm       *time.Timer   // signals the writer commitDelay after a deferred record entered an empty queue
 	done        chan struct{} // closed when the writer has exited
 
 	broken       atomic.Pointer[error] // set when the file's state is unknown until restart
@@ -133,6 +134,8 @@ func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		prev:          st.hash,
 		size:          st.size,
 	}
+	l.alarm = time.AfterFunc(time.Hour, l.signal)
+	l.alarm.Stop()
 	if err := l.closeOpenCalls(f, calls, lim.now()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("recover audit log %s: %w", path, err)
@@ -241,8 +244,19 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 	}
 	// A deferred record queued behind others changes nothing the writer waits on: it is
 	// lingering until the oldest one's commitDelay (or committing, and looks at the queue
-	// again when done). Waking it for each would cost a switch per call under load.
-	wake := !p.deferred || len(l.queue) == 1 || len(l.queue) >= l.maxBatch
+	// again when done). Waking it for each would cost a switch per call under load. One
+	// that enters an empty queue does not wake it either, but sets the alarm for
+	// commitDelay: a durable append usually comes first and takes it along (at one call at a
+	// time, the next call's decision), saving the writer a wake-up and a timer of its own;
+	// a writer busy committing looks at the queue when done, as before.
+	wake := !p.deferred || len(l.queue) >= l.maxBatch
+	if p.deferred && len(l.queue) == 1 {
+		if l.commitDelay > 0 {
+			l.alarm.Reset(l.commitDelay)
+		} else {
+			wake = true
+		}
+	}
 	l.mu.Unlock()
 	if wake {
 		l.signal()

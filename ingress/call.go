@@ -189,10 +189,12 @@ func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r 
 	rec.Phase = auditv1.Phase_PHASE_COMPLETE
 	if end.reached {
 		rec.Phase = auditv1.Phase_PHASE_OUTCOME
-		rec.ResultDigest = digest(final)
 	}
 	durableFirst := !end.reached || s.cfg.StrictAudit
 	if durableFirst {
+		if end.reached {
+			rec.ResultDigest = digest(final)
+		}
 		if err := s.appendRecord(ctx, rec, false); err != nil {
 			refusal = errAuditUnavailable // withhold the answer: no record, no answer
 			final = jsonrpc.ErrorResponse(c.msg.ID, refusal.Code, hostMessage(refusal, c.traceID))
@@ -202,6 +204,10 @@ func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r 
 		_ = r.answer(final, refusal)
 	}
 	if !durableFirst {
+		// The digest of what the host was answered, taken after the answer: the record
+		// follows it anyway, and hashing 16 KiB need not delay the host. answer does not
+		// modify final.
+		rec.ResultDigest = digest(final)
 		_ = s.appendRecord(ctx, rec, true) // failures are logged; the answer is out
 	}
 }

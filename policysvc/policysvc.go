@@ -82,6 +82,7 @@ type Service struct {
 	bundle  *cedarpolicy.Bundle
 	quota   *quota
 	cache   serverCache
+	princ   principalCache
 }
 
 // New loads and validates the policy bundle in cfg.PolicyDir; a bad policy fails it.
@@ -166,7 +167,7 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 		return resp, nil // an unknown server is denied, not an error: callers learn nothing
 	}
 	entry := s.cache.server(srv)
-	ents := requestEntities{sub: sub, server: entry.entity, bundle: b}
+	ents := requestEntities{sub: sub, server: entry.entity, bundle: b, cache: &s.princ}
 	resource := entry.entity.UID
 	if name := res.GetName(); name != "" {
 		typ, _ := itemType(action) // validateRequest checked it

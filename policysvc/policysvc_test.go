@@ -219,6 +219,41 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCheckSubjectChanges: the same principal id sent with other groups, another kind or
+// another tenant is decided on what it is sent with, every time (the principal entity
+// cache must not answer with the entity of an earlier Check).
+func TestCheckSubjectChanges(t *testing.T) {
+	t.Parallel()
+	svc := newService(t, policysvc.Config{}, nil)
+	allow, deny := policyv1.Decision_DECISION_ALLOW, policyv1.Decision_DECISION_DENY
+	del := &policyv1.Resource{Server: "files", Name: "delete"}
+	read := &policyv1.Resource{Server: "files", Name: "read"}
+	steps := []struct {
+		name     string
+		sub      *policyv1.Subject
+		res      *policyv1.Resource
+		decision policyv1.Decision
+	}{
+		{"staff may delete", subject("carol", "acme", "staff"), del, allow},
+		{"a contractor now", subject("carol", "acme", "staff", "contractors"), del, deny},
+		{"staff again", subject("carol", "acme", "staff"), del, allow},
+		{"same groups, another order", subject("carol", "acme", "contractors", "staff"), del, deny},
+		{"anonymous now", &policyv1.Subject{Id: "carol", Tenant: "acme", Kind: "anonymous", Groups: []string{"staff"}}, read, deny},
+		{"a user again", subject("carol", "acme", "staff"), read, allow},
+		{"another tenant", subject("carol", "globex", "staff"), read, deny},
+		{"back in acme", subject("carol", "acme", "staff"), read, allow},
+	}
+	for _, st := range steps {
+		resp, err := check(svc, &policyv1.CheckRequest{Subject: st.sub, Action: "tools/call", Resource: st.res})
+		if err != nil {
+			t.Fatalf("%s: Check: %v", st.name, err)
+		}
+		if resp.GetDecision() != st.decision {
+			t.Errorf("%s: decision = %v, want %v", st.name, resp.GetDecision(), st.decision)
+		}
+	}
+}
+
 // TestCheckCatalogUpdates: a change of a server's tenants is seen by the next Check.
 func TestCheckCatalogUpdates(t *testing.T) {
 	t.Parallel()

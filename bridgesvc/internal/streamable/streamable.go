@@ -239,6 +239,17 @@ func (c *Conn) bind(ctx context.Context) (context.Context, func()) {
 	return ctx, func() { stop(); cancel() }
 }
 
+// bindDetachable returns the context of one POST: it ends when the caller's ctx ends
+// (shortly after: the cancellation runs on a goroutine of its own), when the Conn ends, or
+// at stop. detach makes it outlive the caller's ctx, for reading the end of a stream whose
+// response the caller already has.
+func (c *Conn) bindDetachable(ctx context.Context) (rctx context.Context, detach, stop func()) {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopCaller := context.AfterFunc(ctx, cancel)
+	stopConn := context.AfterFunc(c.ctx, cancel)
+	return rctx, func() { stopCaller() }, func() { stopCaller(); stopConn(); cancel() }
+}
+
 // ctxErr explains why a bound context ended: the Conn was closed, or the caller's ctx.
 func (c *Conn) ctxErr(caller context.Context, err error) error {
 	if caller.Err() != nil {
@@ -260,8 +271,26 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 		return c.err // ended: nothing may reach the upstream (bind cancels only asynchronously)
 	default:
 	}
-	rctx, stop := c.bind(ctx)
-	defer stop()
+	if err := ctx.Err(); err != nil {
+		return err // the request context ends the caller's way only asynchronously (bind)
+	}
+	rctx, detach, stop := c.bindDetachable(ctx)
+	var rest io.ReadCloser // the rest of a response stream whose response is in
+	defer func() {
+		if rest == nil {
+			stop()
+			return
+		}
+		// The caller has its response: the stream's end (and the connection's return to the
+		// pool) is read after Send returns, no longer on the call's path. The caller's
+		// context may end now without tearing the connection down; the drain is bounded
+		// by drainTimeout and drainBytes, and by the Conn's end.
+		detach()
+		go func() {
+			c.drain(rest)
+			stop()
+		}()
+	}()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.url, bytes.NewReader(m.Raw))
 	if err != nil {
 		return withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached")
@@ -271,7 +300,11 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 	if err != nil {
 		return c.ctxErr(ctx, withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached"))
 	}
-	defer resp.Body.Close()
+	defer func() {
+		if rest == nil {
+			_ = resp.Body.Close()
+		}
+	}()
 	if resp.StatusCode/100 != 2 {
 		return c.statusErr(resp)
 	}
@@ -287,12 +320,11 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 	if resp.StatusCode == http.StatusAccepted {
 		return withReason(fmt.Errorf("%w: the upstream accepted a request without answering it", upstream.ErrProtocol), "the upstream accepted a request without answering it")
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch mt {
+	switch mt := mediaType(resp.Header.Get("Content-Type")); mt {
 	case "application/json":
 		err = c.readJSON(resp, &m, emit)
 	case "text/event-stream":
-		err = c.readStream(rctx, resp, &m, emit)
+		rest, err = c.readStream(rctx, resp, &m, emit)
 	default:
 		err = withReason(fmt.Errorf("%w: unexpected content type %q", upstream.ErrProtocol, mt), "the upstream answered with an unexpected content type")
 	}
@@ -386,8 +418,9 @@ func (c *Conn) readJSON(resp *http.Response, req *upstream.Message, emit upstrea
 
 // readStream emits the events of a response stream until the response to req. When the
 // stream breaks after the upstream gave its events ids, it resumes with GET and
-// Last-Event-ID, as the transport allows; otherwise the call fails.
-func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstream.Message, emit upstream.Emit) error {
+// Last-Event-ID, as the transport allows; otherwise the call fails. Once the response is
+// emitted it returns the stream, for the caller to drain; otherwise it closes it.
+func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstream.Message, emit upstream.Emit) (rest io.ReadCloser, err error) {
 	body := resp.Body
 	defer func() {
 		if body != nil {
@@ -412,43 +445,55 @@ func (c *Conn) readStream(ctx context.Context, resp *http.Response, req *upstrea
 			for i := range msgs {
 				last, err := c.deliver(req, &msgs[i], emit)
 				if last && err == nil {
-					// The upstream ends the stream right after the response: read to its end
-					// before the request's context is cancelled, so that the connection goes
-					// back to the pool instead of being torn down.
-					c.drain(body)
-					body = nil
+					// The upstream ends the stream right after the response: it is read to
+					// its end before the request's context is cancelled, so that the
+					// connection goes back to the pool instead of being torn down.
+					rest, body = body, nil
+					return rest, nil
 				}
 				if last || err != nil {
-					return err
+					return nil, err
 				}
 			}
 			continue
 		}
 		if errors.Is(err, sse.ErrTooLarge) {
-			return fmt.Errorf("%w: %v", upstream.ErrTooLarge, err)
+			return nil, fmt.Errorf("%w: %v", upstream.ErrTooLarge, err)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		if id := r.LastEventID(); id != "" {
 			lastID = id
 		}
 		if lastID == "" {
-			return withReason(fmt.Errorf("%w: the upstream ended the response stream before the response (%v)", upstream.ErrUnavailable, streamEnd(err)), "the upstream ended the response stream before the response")
+			return nil, withReason(fmt.Errorf("%w: the upstream ended the response stream before the response (%v)", upstream.ErrUnavailable, streamEnd(err)), "the upstream ended the response stream before the response")
 		}
 		if resumes++; resumes > c.c.opts.MaxResumes {
-			return withReason(fmt.Errorf("%w: the response stream broke %d times without progress", upstream.ErrUnavailable, resumes-1), "the upstream's response stream broke repeatedly")
+			return nil, withReason(fmt.Errorf("%w: the response stream broke %d times without progress", upstream.ErrUnavailable, resumes-1), "the upstream's response stream broke repeatedly")
 		}
 		retry, _ := r.Retry()
 		next, err := c.resume(ctx, lastID, min(retry, maxRetry))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		_ = body.Close()
 		body = next
 		r.Release()
 		r = sse.NewReader(body, c.c.opts.MaxMessage)
 	}
+}
+
+// mediaType is the media type of a Content-Type value, lower case, "" when it does not parse.
+// The two an upstream sends on every call, bare, are answered without mime.ParseMediaType
+// (its parameter map is an allocation a call).
+func mediaType(ct string) string {
+	switch ct {
+	case "text/event-stream", "application/json":
+		return ct
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt
 }
 
 // drain reads what is left of a finished response stream, at most drainBytes and for at most
