@@ -46,7 +46,7 @@ type chainLog struct {
 	queuedBytes int           // their bytes
 	urgent      int           // records in queue that someone waits on (durable appends, syncs)
 	waiting     int           // appends waiting for room
-	room        chan struct{} // closed (and replaced) when a commit frees room
+	room        chan struct{} // closed (and replaced) when a commit frees room while appends wait
 	wake        chan struct{} // capacity 1: something was queued, or the log closed
 	alarm       *time.Timer   // signals the writer commitDelay after a deferred record entered an empty queue
 	done        chan struct{} // closed when the writer has exited
@@ -340,8 +340,12 @@ func (l *chainLog) run() {
 		l.mu.Lock()
 		l.queued -= n
 		l.queuedBytes -= bytes
-		close(l.room)
-		l.room = make(chan struct{})
+		if l.waiting > 0 {
+			// Waiters took l.room under mu when they counted themselves: with none, nobody
+			// holds it, and a commit (one per call at one call at a time) allocates nothing.
+			close(l.room)
+			l.room = make(chan struct{})
+		}
 		l.mu.Unlock()
 	}
 }
