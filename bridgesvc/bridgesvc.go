@@ -274,14 +274,18 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	if id := r.GetRequestId(); len(id) > 0 && (m.Kind != upstream.KindRequest || jsonrpc.IDKey(id) != jsonrpc.IDKey(m.ID)) {
 		return connectError(fmt.Errorf("%w: request_id does not match the message's id", ErrInvalidArgument))
 	}
-	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant()})
+	srv, err := s.server(r.GetServer())
+	if err != nil {
+		return connectError(err)
+	}
+	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), srv, m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant()})
 	if err != nil {
 		return connectError(err)
 	}
 	if pv := r.GetProtocolVersion(); pv != "" {
 		conn.SetProtocolVersion(pv)
 	}
-	err = s.sendTimed(ctx, conn, r.GetSessionId(), r.GetServer(), m, func(out upstream.Message) error {
+	err = s.sendTimed(ctx, conn, r.GetSessionId(), r.GetServer(), s.callTimeout(srv), m, func(out upstream.Message) error {
 		resp := &bridgev1.SendResponse{Message: out.Raw}
 		if out.IsResponseTo(m.ID) {
 			resp.Final, resp.Error = true, out.IsError
@@ -483,12 +487,9 @@ func (s *Service) sessionLocked(id string) (*session, error) {
 	return sess, nil
 }
 
-// conn returns the session's upstream for a server, starting it when there is none.
-func (s *Service) conn(ctx context.Context, sessionID, name string, create bool, who owner) (upstream.Conn, error) {
-	srv, err := s.server(name)
-	if err != nil {
-		return nil, err
-	}
+// conn returns the session's upstream for a server (srv, the catalogue's entry for name),
+// starting it when there is none.
+func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registryv1.Server, create bool, who owner) (upstream.Conn, error) {
 	s.mu.Lock()
 	sess, err := s.sessionLocked(sessionID)
 	if err != nil {

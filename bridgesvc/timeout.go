@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 )
 
 // Bounds of the call timeout.
@@ -41,25 +42,22 @@ func formatDuration(d time.Duration) string {
 var errCallTimer = errors.New("call timeout")
 
 // callTimeout is the server's call_timeout when it sets a valid one, else the default.
-func (s *Service) callTimeout(server string) time.Duration {
-	if srv, ok := s.servers.Server(server); ok {
-		if ct := srv.GetCallTimeout(); ct != nil && ct.IsValid() {
-			if d := ct.AsDuration(); d > 0 && d <= MaxCallTimeout {
-				return d
-			}
+func (s *Service) callTimeout(srv *registryv1.Server) time.Duration {
+	if ct := srv.GetCallTimeout(); ct != nil && ct.IsValid() {
+		if d := ct.AsDuration(); d > 0 && d <= MaxCallTimeout {
+			return d
 		}
 	}
 	return s.cfg.DefaultCallTimeout
 }
 
-// sendTimed is conn.Send bounded, for a request, by the call timeout: the wait for its
-// response ends then, the upstream is told the request is cancelled, and the error is
+// sendTimed is conn.Send bounded, for a request, by after (the call timeout): the wait for
+// its response ends then, the upstream is told the request is cancelled, and the error is
 // ErrCallTimeout. The connection stays usable. A notification or a response is sent as is.
-func (s *Service) sendTimed(ctx context.Context, conn upstream.Conn, sessionID, server string, m upstream.Message, emit upstream.Emit) error {
+func (s *Service) sendTimed(ctx context.Context, conn upstream.Conn, sessionID, server string, after time.Duration, m upstream.Message, emit upstream.Emit) error {
 	if m.Kind != upstream.KindRequest {
 		return conn.Send(ctx, m, emit)
 	}
-	after := s.callTimeout(server)
 	cctx, cancel := context.WithTimeoutCause(ctx, after, errCallTimer)
 	defer cancel()
 	err := conn.Send(cctx, m, emit)
