@@ -46,7 +46,7 @@ cd "$root"
 bin/registrysvc "${etcd_tls[@]}" -servers "$config" & pids+=($!)
 bin/authsvc "${etcd_tls[@]}" & pids+=($!)
 bin/policysvc -registry-addr 127.0.0.1:7103 & pids+=($!)
-bin/bridgesvc -registry-addr 127.0.0.1:7103 "${etcd_tls[@]}" & pids+=($!)
+bin/bridgesvc -registry-addr 127.0.0.1:7103 -state-dir "$state/bridge" "${etcd_tls[@]}" & pids+=($!)
 bin/auditsvc -dir "$state/audit" & pids+=($!)
 bin/ingress "${etcd_tls[@]}" & pids+=($!)
 # A dev token, through authsvc's Connect API (plain JSON over HTTP); the internal token goes
