@@ -54,8 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if err != nil {
 				return nil, err
 			}
-			// Closed last: the server has drained, so every acknowledged record is already
-			// durable and nothing new arrives.
+			// Closed last: the server has drained, so nothing new arrives; Close commits
+			// what is still queued (deferred outcome records, acknowledged as queued only).
 			return &svcmain.Serving{Handlers: svc.Handlers(), Close: svc.Close, LogAttrs: []any{"log", svc.Path()}}, nil
 		},
 	}, args, getenv, stdout)
