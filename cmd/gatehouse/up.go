@@ -66,7 +66,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs)
-	set := []string{"listen", "registry-addr", "etcd-endpoints", "key-prefix"}
+	set := []string{"listen", "registry-addr", "key-prefix"}
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", set...)
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
