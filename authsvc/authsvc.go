@@ -34,8 +34,6 @@ const (
 type Config struct {
 	// Listen is the address the standalone binary serves on.
 	Listen string
-	// EtcdEndpoints is the comma-separated etcd client endpoints of the standalone binary.
-	EtcdEndpoints string
 	// KeyPrefix is where tokens live in etcd. Empty means DefaultKeyPrefix.
 	KeyPrefix string
 	// AnonymousServers is a comma-separated list of server names that hosts may use without
@@ -53,7 +51,6 @@ type Config struct {
 // (GATEHOUSE_AUTH_<FLAG>) are svcmain's, applied to every flag alike.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve on")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the token store")
 	fs.StringVar(&c.AnonymousServers, "anonymous-servers", "", "comma-separated servers hosts may use without a credential (empty: none)")
 	fs.StringVar(&c.AnonymousPrincipal, "anonymous-principal", DefaultAnonymousPrincipal, "principal id of anonymous callers")

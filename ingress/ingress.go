@@ -37,7 +37,6 @@ type Config struct {
 	RegistryAddr   string
 	BridgeAddr     string
 	AuditAddr      string
-	EtcdEndpoints  string
 	AllowedHosts   string
 	AllowedOrigins string
 	MaxBodyBytes   int64
@@ -93,7 +92,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:7103", "registrysvc address")
 	fs.StringVar(&c.BridgeAddr, "bridge-addr", "127.0.0.1:7104", "bridgesvc address")
 	fs.StringVar(&c.AuditAddr, "audit-addr", "127.0.0.1:7105", "auditsvc address")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	c.RegisterGuardFlags(fs)
 }
 

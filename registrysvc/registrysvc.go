@@ -47,8 +47,6 @@ const (
 type Config struct {
 	// Listen is the address the standalone binary serves on.
 	Listen string
-	// EtcdEndpoints is the comma-separated etcd client endpoints of the standalone binary.
-	EtcdEndpoints string
 	// KeyPrefix is where the registry keeps its keys in etcd; servers are under
 	// KeyPrefix + "servers/". Empty means DefaultKeyPrefix.
 	KeyPrefix string
@@ -62,7 +60,6 @@ type Config struct {
 // (GATEHOUSE_REGISTRY_<FLAG>) are svcmain's, applied to every flag alike.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve on")
-	fs.StringVar(&c.EtcdEndpoints, "etcd-endpoints", "127.0.0.1:2379", "comma-separated etcd endpoints")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the registry")
 	fs.StringVar(&c.ServersFile, "servers", "", "YAML file of servers to seed the registry from at start (the file is the source of truth: servers it does not list are removed)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchServers streams")

@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -217,47 +215,38 @@ func TestSplitMode(t *testing.T) {
 	}
 
 	t.Logf("stopped")
-	// The audit log verifies and holds the calls: the two SDK calls and the raw one.
+	// The audit log verifies.
 	path := filepath.Join(state, "audit", auditsvc.FileName)
 	if _, err := auditsvc.Verify(path); err != nil {
 		t.Fatalf("verify %s: %v", path, err)
 	}
-	calls := auditedCalls(t, path)
-	if calls["echo-stdio"] < 2 || calls["echo-http"] < 1 {
-		t.Fatalf("audited tools/call of echo by dev per server: %v, want echo-stdio ≥ 2, echo-http ≥ 1", calls)
+	// Each call has its own outcome record: the SDK's call on each server, and on echo-stdio
+	// the DELETE subtest's call and the open session's.
+	calls := auditedCalls(auditRecords(t, state))
+	if calls["echo-stdio"] != 3 || calls["echo-http"] != 1 {
+		t.Fatalf("allowed tools/call of echo by dev per server in the audit log: %v, want echo-stdio 3, echo-http 1", calls)
 	}
 	if _, err := net.DialTimeout("tcp", addrs["ingress"], time.Second); err == nil {
 		t.Error("the ingress port still accepts after SIGTERM")
 	}
 }
 
-// auditedCalls counts, per server, the records of allowed tools/call of echo by dev.
-func auditedCalls(t *testing.T, path string) map[string]int {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
+// auditedCalls counts, per server, the calls (distinct call ids) whose outcome record says
+// dev's tools/call of echo was allowed.
+func auditedCalls(records []auditRecord) map[string]int {
+	ids := map[string]map[string]bool{}
+	for _, r := range records {
+		if r.Principal == "dev" && r.Tenant == "default" && r.Method == "tools/call" && r.Tool == "echo" &&
+			r.Phase == "PHASE_OUTCOME" && r.Outcome == "OUTCOME_ALLOWED" && r.CallID != "" {
+			if ids[r.Server] == nil {
+				ids[r.Server] = map[string]bool{}
+			}
+			ids[r.Server][r.CallID] = true
+		}
 	}
-	defer f.Close()
 	counts := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var line struct {
-			Record struct {
-				Principal, Tenant, Server, Method, Tool, Outcome string
-			} `json:"record"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		r := line.Record
-		if r.Principal == "dev" && r.Tenant == "default" && r.Method == "tools/call" && r.Tool == "echo" && r.Outcome == "OUTCOME_ALLOWED" {
-			counts[r.Server]++
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	for server, set := range ids {
+		counts[server] = len(set)
 	}
 	return counts
 }

@@ -153,9 +153,7 @@ func TestStdioTreeEnds(t *testing.T) {
 		if len(server) != 1 {
 			t.Fatalf("want one server child of the gateway, have %v", server)
 		}
-		if err := syscall.Kill(g.Pid(), syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+		g.Kill(t)
 		// The server dies with the gateway (parent-death signal); its setsid grandchild does
 		// not, and is left for the next start to end.
 		testsync.WaitFor(t, 15*time.Second, "the server to die with the gateway", func() bool { return !isLive(server[0]) })

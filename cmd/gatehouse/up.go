@@ -66,7 +66,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs)
-	set := []string{"listen", "registry-addr", "etcd-endpoints", "key-prefix"}
+	set := []string{"listen", "registry-addr", "key-prefix"}
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", set...)
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
@@ -230,7 +230,10 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		}
 	}
 	served := make(chan error, 1)
-	go func() { served <- rpcserver.Serve(runCtx, ln, srv, internal, 10*time.Second, logger) }()
+	// As in split mode, the stop marks the gateway not ready (which ends the GET streams)
+	// before the drain, instead of leaving the streams to hold it to its deadline.
+	stop := rpcserver.Shutdown{Mux: internal, Stopping: func() { in.SetReady(false) }, Drain: 10 * time.Second}
+	go func() { served <- rpcserver.ServeUntil(runCtx, ln, srv, stop, logger) }()
 	go cat.Follow(runCtx, registryv1connect.NewRegistryServiceClient(client, base), logger.With("svc", "catalog"))
 	go sessions.Watch(runCtx, func(id string) { go bridge.EndSession(id) })
 
@@ -249,7 +252,9 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return err
 	}
 	in.SetReady(true)
-	context.AfterFunc(runCtx, func() { in.SetReady(false) })
+	if runCtx.Err() != nil {
+		in.SetReady(false) // the stop began before this line and its Stopping already ran
+	}
 	fmt.Fprintf(stdout, "Gatehouse is up on http://%s\n", addr)
 	for _, s := range cat.Servers() {
 		fmt.Fprintf(stdout, "  server %-20s http://%s/servers/%s/mcp\n", s.GetName(), addr, s.GetName())

@@ -45,24 +45,15 @@ type Config struct {
 	CAFile, CertFile, KeyFile string
 	// InsecureDev allows plaintext endpoints and no client certificate: development only.
 	InsecureDev bool
-
-	// endpoints, when set, is the value of an --etcd-endpoints flag a service's own config
-	// registered before RegisterFlags ran; it wins over Endpoints.
-	endpoints flag.Value
 }
 
 // DefaultEndpoints is the usual local etcd.
 const DefaultEndpoints = "127.0.0.1:2379"
 
 // RegisterFlags registers the etcd flags on fs, with c's current values as defaults (so a
-// service where etcd is optional leaves Endpoints empty). If fs already has --etcd-endpoints
-// (some services' configs declare it), that flag is used rather than registered again.
+// service where etcd is optional leaves Endpoints empty).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	if f := fs.Lookup(FlagEndpoints); f != nil {
-		c.endpoints = f.Value
-	} else {
-		fs.StringVar(&c.Endpoints, FlagEndpoints, c.Endpoints, "comma-separated etcd endpoints (https://host:port, or host:port with the TLS files)")
-	}
+	fs.StringVar(&c.Endpoints, FlagEndpoints, c.Endpoints, "comma-separated etcd endpoints (https://host:port, or host:port with the TLS files)")
 	fs.StringVar(&c.CAFile, FlagCAFile, c.CAFile, "PEM file of the CA that signed etcd's server certificate")
 	fs.StringVar(&c.CertFile, FlagCertFile, c.CertFile, "PEM file of this service's etcd client certificate")
 	fs.StringVar(&c.KeyFile, FlagKeyFile, c.KeyFile, "PEM file of the client certificate's key (not readable by group or others)")
@@ -71,12 +62,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // EndpointList returns the configured endpoints, trimmed, without empty entries.
 func (c *Config) EndpointList() []string {
-	raw := c.Endpoints
-	if c.endpoints != nil {
-		raw = c.endpoints.String()
-	}
 	var list []string
-	for _, e := range strings.Split(raw, ",") {
+	for _, e := range strings.Split(c.Endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			list = append(list, e)
 		}

@@ -169,16 +169,4 @@ func TestRegisterFlags(t *testing.T) {
 			t.Errorf("endpoints %q insecure %v", got, c.InsecureDev)
 		}
 	})
-	t.Run("a service's endpoints flag", func(t *testing.T) {
-		var c etcdclient.Config
-		fs := flag.NewFlagSet("x", flag.ContinueOnError)
-		svc := fs.String("etcd-endpoints", "d:1", "")
-		c.RegisterFlags(fs)
-		if err := fs.Parse([]string{"-etcd-endpoints", "e:1"}); err != nil {
-			t.Fatal(err)
-		}
-		if got := strings.Join(c.EndpointList(), ","); got != "e:1" || *svc != "e:1" {
-			t.Errorf("endpoints %q, service's %q; want e:1 in both", got, *svc)
-		}
-	})
 }

@@ -76,12 +76,6 @@ func NewServer(h http.Handler) *http.Server {
 	}
 }
 
-// Serve serves srv on ln until ctx ends, then marks every service NOT_SERVING, stops accepting
-// and drains in-flight requests for at most drain before closing what is left.
-func Serve(ctx context.Context, ln net.Listener, srv *http.Server, mux *Mux, drain time.Duration, logger *slog.Logger) error {
-	return ServeUntil(ctx, ln, srv, Shutdown{Mux: mux, Drain: drain}, logger)
-}
-
 // Shutdown is the order in which ServeUntil stops.
 type Shutdown struct {
 	// Mux, when set, has every service marked NOT_SERVING first, so health checks and load

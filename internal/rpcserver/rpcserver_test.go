@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/grpchealth"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 )
 
 type served struct {
@@ -97,18 +98,14 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		t.Errorf("health at Stopping: %v, want NOT_SERVING first", got)
 	}
 	// New connections are refused once the drain has begun.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testsync.WaitFor(t, 10*time.Second, "new connections to be refused while draining", func() bool {
 		c, err := net.Dial("tcp", s.addr)
 		if err != nil {
-			break
+			return true
 		}
 		_ = c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("still accepting connections while draining")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return false
+	})
 	close(s.release)
 	if r := wait(t, res, "response"); r.err != nil || r.body != "done" {
 		t.Fatalf("in-flight request: %q %v, want it to finish", r.body, r.err)
