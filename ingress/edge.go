@@ -139,14 +139,8 @@ func (s *Service) admit(x *exchange) bool {
 		return false
 	}
 	credential, ok := bearer(r)
-	addr := remoteIP(r)
-	if ok {
-		if p, hit := s.auth.cached(credential, x.server); hit {
-			x.principal = p
-			return true
-		}
-	}
 	if !ok {
+		addr := remoteIP(r)
 		if wait, allowed := s.limiter.allow(addr); !allowed {
 			x.w.Header().Set("Retry-After", wait)
 			s.refuse(x, nil, errThrottled, nil)
@@ -155,10 +149,16 @@ func (s *Service) admit(x *exchange) bool {
 		s.authFailed(x, addr, errMalformedAuth, `Bearer realm="gatehouse", error="invalid_request"`)
 		return false
 	}
+	key := cacheKey(credential, x.server)
+	if p, hit := s.auth.cached(key); hit {
+		x.principal = p
+		return true
+	}
+	addr := remoteIP(r) // the throttle's key: not needed by a cached credential
 	// Concurrent requests with one credential share one authentication: only its leader
 	// spends a throttle token, so N hosts' first requests with a valid token are not throttled
 	// as N attempts, while each distinct guess still costs one.
-	flight, key, lead := s.auth.join(credential, x.server)
+	flight, lead := s.auth.join(key)
 	var p *authv1.Principal
 	var err error
 	if lead {
@@ -169,7 +169,7 @@ func (s *Service) admit(x *exchange) bool {
 			return false
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), authFlightTimeout)
-		p, err = s.auth.authenticate(actx, credential, x.server)
+		p, err = s.auth.authenticate(actx, key, credential, x.server)
 		cancel()
 		s.auth.land(key, flight, p, err)
 	} else {
