@@ -129,7 +129,7 @@ func (s *Store) claim(ctx context.Context, rec Record, value string, lease clien
 		return fmt.Errorf("count sessions: %w", err)
 	}
 	held := resp.Kvs
-	for round := 0; round <= limit+1; round++ {
+	for round := 0; round <= limit; round++ {
 		slot, ok := freeSlot(owner, held, limit)
 		if !ok {
 			return fmt.Errorf("%w: %d of %d", ErrTooManySessions, len(held), limit)
