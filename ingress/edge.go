@@ -207,8 +207,9 @@ func (s *Service) admit(x *exchange) bool {
 	return true
 }
 
-// authFailed answers a failed authentication: it spends a token of the address's bucket and
-// logs at most one line per address per minute, with the count of lines suppressed.
+// authFailed answers a failed authentication, whose throttle token (reserved by allow, by the
+// request that led the authentication) stays spent, and logs at most one line per address
+// per minute, with the count of lines suppressed.
 func (s *Service) authFailed(x *exchange, addr string, e *Error, challenge string) {
 	if logNow, suppressed := s.limiter.fail(addr); logNow {
 		s.logger.Info("authentication failed", "addr", addr, "server", x.server, "trace_id", x.traceID, "error", e.Name, "suppressed", suppressed)
