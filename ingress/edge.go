@@ -266,14 +266,23 @@ func accepts(r *http.Request, mediaType string) bool {
 // traceID takes the trace id of a valid W3C traceparent header, or makes a new one.
 func traceID(r *http.Request) string {
 	if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' && tp[35] == '-' {
-		id := tp[3:35]
-		if _, err := hex.DecodeString(id); err == nil && id != strings.Repeat("0", 32) {
+		if id := tp[3:35]; isHex(id) && id != "00000000000000000000000000000000" {
 			return id
 		}
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// isHex reports whether s is hex digits only (either case), without decoding it.
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 func quote(s string) string {
