@@ -117,8 +117,10 @@ func (s *Service) postHeaders(r *http.Request) *Error {
 	if r.ContentLength > s.maxBody {
 		return errBodyTooLarge
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return errMediaType
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" { // the common form needs no parsing
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errMediaType
+		}
 	}
 	if !accepts(r, "application/json") || !accepts(r, "text/event-stream") {
 		return errNotAcceptable
@@ -250,10 +252,13 @@ func bearer(r *http.Request) (string, bool) {
 func accepts(r *http.Request, mediaType string) bool {
 	major, _, _ := strings.Cut(mediaType, "/")
 	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil {
-				continue
+		for part := range strings.SplitSeq(v, ",") {
+			mt := strings.TrimSpace(part)
+			if !bareType(mt) { // a bare type is its own parse (mime.ParseMediaType allocates its parameters)
+				var err error
+				if mt, _, err = mime.ParseMediaType(mt); err != nil {
+					continue
+				}
 			}
 			if mt == mediaType || mt == "*/*" || mt == major+"/*" {
 				return true
@@ -261,6 +266,23 @@ func accepts(r *http.Request, mediaType string) bool {
 		}
 	}
 	return false
+}
+
+// bareType reports whether v is a media type without parameters in the form
+// mime.ParseMediaType returns it (lower case): then v is its own parsed type.
+func bareType(v string) bool {
+	typ, sub, ok := strings.Cut(v, "/")
+	return ok && lowerToken(typ) && lowerToken(sub)
+}
+
+// lowerToken reports whether s is an RFC 2045 token without upper-case letters.
+func lowerToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || 'A' <= c && c <= 'Z' || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // traceID takes the trace id of a valid W3C traceparent header, or makes a new one.
