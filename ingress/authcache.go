@@ -52,18 +52,17 @@ func newAuthCache(client authv1connect.AuthServiceClient, ttl time.Duration, now
 	return &authCache{client: client, ttl: ttl, now: now, entries: map[[sha256.Size]byte]cachedPrincipal{}, flights: map[[sha256.Size]byte]*authFlight{}}
 }
 
-// join returns the authentication under way for the credential, or starts one that the caller
-// leads (lead true): the leader must call land exactly once.
-func (c *authCache) join(credential, server string) (f *authFlight, key [sha256.Size]byte, lead bool) {
-	key = cacheKey(credential, server)
+// join returns the authentication under way for the credential's key (cacheKey), or starts
+// one that the caller leads (lead true): the leader must call land exactly once.
+func (c *authCache) join(key [sha256.Size]byte) (f *authFlight, lead bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f := c.flights[key]; f != nil {
-		return f, key, false
+		return f, false
 	}
 	f = &authFlight{done: make(chan struct{})}
 	c.flights[key] = f
-	return f, key, true
+	return f, true
 }
 
 // land ends a flight with its result, for every request waiting on it.
@@ -95,9 +94,9 @@ func cacheKey(credential, server string) [sha256.Size]byte {
 	return key
 }
 
-// cached returns the principal of a credential authenticated within the cache's ttl.
-func (c *authCache) cached(credential, server string) (*authv1.Principal, bool) {
-	key := cacheKey(credential, server)
+// cached returns the principal of a credential (by its cacheKey) authenticated within the
+// cache's ttl.
+func (c *authCache) cached(key [sha256.Size]byte) (*authv1.Principal, bool) {
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	c.mu.Unlock()
@@ -107,9 +106,9 @@ func (c *authCache) cached(credential, server string) (*authv1.Principal, bool) 
 	return nil, false
 }
 
-// authenticate asks authsvc and caches the principal.
-func (c *authCache) authenticate(ctx context.Context, credential, server string) (*authv1.Principal, error) {
-	key := cacheKey(credential, server)
+// authenticate asks authsvc and caches the principal under key (cacheKey of credential and
+// server).
+func (c *authCache) authenticate(ctx context.Context, key [sha256.Size]byte, credential, server string) (*authv1.Principal, error) {
 	now := c.now()
 	resp, err := c.client.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential, Server: server}))
 	if err != nil {

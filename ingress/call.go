@@ -104,8 +104,9 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	}
 	end := s.relay(ctx, c, r)
 	end.reached = true
-	// The outcome is a record of its own: the decision's may still be held by the log.
-	s.conclude(ctx, c, proto.Clone(rec).(*auditv1.Record), r, end)
+	// The decision record becomes the outcome record: an append that returned holds nothing
+	// of the message (the log keeps its encoding), so it is not copied.
+	s.conclude(ctx, c, rec, r, end)
 }
 
 // relay sends the call to the upstream through the bridge and streams what precedes the

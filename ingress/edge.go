@@ -117,8 +117,10 @@ func (s *Service) postHeaders(r *http.Request) *Error {
 	if r.ContentLength > s.maxBody {
 		return errBodyTooLarge
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return errMediaType
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" { // the common form needs no parsing
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errMediaType
+		}
 	}
 	if !accepts(r, "application/json") || !accepts(r, "text/event-stream") {
 		return errNotAcceptable
@@ -139,14 +141,8 @@ func (s *Service) admit(x *exchange) bool {
 		return false
 	}
 	credential, ok := bearer(r)
-	addr := remoteIP(r)
-	if ok {
-		if p, hit := s.auth.cached(credential, x.server); hit {
-			x.principal = p
-			return true
-		}
-	}
 	if !ok {
+		addr := remoteIP(r)
 		if wait, allowed := s.limiter.allow(addr); !allowed {
 			x.w.Header().Set("Retry-After", wait)
 			s.refuse(x, nil, errThrottled, nil)
@@ -155,10 +151,16 @@ func (s *Service) admit(x *exchange) bool {
 		s.authFailed(x, addr, errMalformedAuth, `Bearer realm="gatehouse", error="invalid_request"`)
 		return false
 	}
+	key := cacheKey(credential, x.server)
+	if p, hit := s.auth.cached(key); hit {
+		x.principal = p
+		return true
+	}
+	addr := remoteIP(r) // the throttle's key: not needed by a cached credential
 	// Concurrent requests with one credential share one authentication: only its leader
 	// spends a throttle token, so N hosts' first requests with a valid token are not throttled
 	// as N attempts, while each distinct guess still costs one.
-	flight, key, lead := s.auth.join(credential, x.server)
+	flight, lead := s.auth.join(key)
 	var p *authv1.Principal
 	var err error
 	if lead {
@@ -169,7 +171,7 @@ func (s *Service) admit(x *exchange) bool {
 			return false
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), authFlightTimeout)
-		p, err = s.auth.authenticate(actx, credential, x.server)
+		p, err = s.auth.authenticate(actx, key, credential, x.server)
 		cancel()
 		s.auth.land(key, flight, p, err)
 	} else {
@@ -207,8 +209,9 @@ func (s *Service) admit(x *exchange) bool {
 	return true
 }
 
-// authFailed answers a failed authentication: it spends a token of the address's bucket and
-// logs at most one line per address per minute, with the count of lines suppressed.
+// authFailed answers a failed authentication, whose throttle token (reserved by allow, by the
+// request that led the authentication) stays spent, and logs at most one line per address
+// per minute, with the count of lines suppressed.
 func (s *Service) authFailed(x *exchange, addr string, e *Error, challenge string) {
 	if logNow, suppressed := s.limiter.fail(addr); logNow {
 		s.logger.Info("authentication failed", "addr", addr, "server", x.server, "trace_id", x.traceID, "error", e.Name, "suppressed", suppressed)
@@ -249,10 +252,13 @@ func bearer(r *http.Request) (string, bool) {
 func accepts(r *http.Request, mediaType string) bool {
 	major, _, _ := strings.Cut(mediaType, "/")
 	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil {
-				continue
+		for part := range strings.SplitSeq(v, ",") {
+			mt := strings.TrimSpace(part)
+			if !bareType(mt) { // a bare type is its own parse (mime.ParseMediaType allocates its parameters)
+				var err error
+				if mt, _, err = mime.ParseMediaType(mt); err != nil {
+					continue
+				}
 			}
 			if mt == mediaType || mt == "*/*" || mt == major+"/*" {
 				return true
@@ -262,17 +268,43 @@ func accepts(r *http.Request, mediaType string) bool {
 	return false
 }
 
+// bareType reports whether v is a media type without parameters in the form
+// mime.ParseMediaType returns it (lower case): then v is its own parsed type.
+func bareType(v string) bool {
+	typ, sub, ok := strings.Cut(v, "/")
+	return ok && lowerToken(typ) && lowerToken(sub)
+}
+
+// lowerToken reports whether s is an RFC 2045 token without upper-case letters.
+func lowerToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || 'A' <= c && c <= 'Z' || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // traceID takes the trace id of a valid W3C traceparent header, or makes a new one.
 func traceID(r *http.Request) string {
 	if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' && tp[35] == '-' {
-		id := tp[3:35]
-		if _, err := hex.DecodeString(id); err == nil && id != strings.Repeat("0", 32) {
+		if id := tp[3:35]; isHex(id) && id != "00000000000000000000000000000000" {
 			return id
 		}
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// isHex reports whether s is hex digits only (either case), without decoding it.
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 func quote(s string) string {

@@ -24,6 +24,7 @@ import (
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"google.golang.org/protobuf/proto"
 )
 
 // The in-process fakes of the services the ingress calls. Each records what it was asked, so
@@ -133,7 +134,7 @@ func (f *fakeAudit) Append(ctx context.Context, req *connect.Request[auditv1.App
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("disk full at /var/lib/gatehouse/audit"))
 	}
 	f.mu.Lock()
-	f.records = append(f.records, req.Msg)
+	f.records = append(f.records, proto.CloneOf(req.Msg)) // a copy, as the log keeps its encoding: the caller may reuse the message
 	f.mu.Unlock()
 	f.appended <- struct{}{}
 	return connect.NewResponse(&auditv1.AppendResponse{}), nil

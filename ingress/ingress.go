@@ -205,7 +205,7 @@ type Service struct {
 // drains) /healthz answers 503 and MCP requests get 503 with Retry-After.
 func (s *Service) SetReady(ready bool) {
 	s.ready.Store(ready)
-	if !ready && s.draining != nil {
+	if !ready {
 		s.endDraining()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,23 +78,36 @@ func (s *Service) post(x *exchange) {
 	s.run(r.Context(), s.newCall(x, m), &postReply{s: s, x: x, timeout: s.cfg.StreamWriteTimeout})
 }
 
+// bodyPrealloc is how much of a declared body's length is allocated before its bytes arrive.
+const bodyPrealloc = 64 << 10
+
 // readBody reads the request body, at most max bytes (a longer one is a
-// *http.MaxBytesError). A body of declared length is read into a buffer of that size, in as
-// few reads as the connection allows; a chunked one grows as it comes.
+// *http.MaxBytesError). A body of declared length is read into a buffer of that size (one
+// allocation up to bodyPrealloc; past it the buffer doubles as bytes arrive, so a host that
+// declares megabytes and sends them slowly holds only about what it sent), in as few reads as
+// the connection allows; a chunked one grows as it comes.
 func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
 	body := http.MaxBytesReader(w, r.Body, max)
-	if n := r.ContentLength; n >= 0 && n <= max {
-		// net/http ends the body after n bytes: one more byte to read is an error of its own.
-		b := make([]byte, n)
-		if _, err := io.ReadFull(body, b); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
+	n := r.ContentLength
+	if n < 0 || n > max {
+		return io.ReadAll(body)
+	}
+	// net/http ends the body after n bytes: one more byte to read is an error of its own.
+	b := make([]byte, 0, min(n, bodyPrealloc))
+	for int64(len(b)) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, int(min(n, 2*int64(cap(b))))-len(b))
+		}
+		k, err := body.Read(b[len(b):min(cap(b), int(n))])
+		b = b[:len(b)+k]
+		if err == io.EOF && int64(len(b)) < n {
+			return nil, io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
 			return nil, err
 		}
-		return b, nil
 	}
-	return io.ReadAll(body)
+	return b, nil
 }
 
 func (s *Service) newCall(x *exchange, m *jsonrpc.Message) *call {

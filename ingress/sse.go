@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +16,7 @@ type sseWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	aborted atomic.Bool // set by abort: no later write gets a deadline in the future
 }
 
 // startSSE writes the stream's headers; they reach the host with the first event, in the same
@@ -41,10 +43,16 @@ func (s *sseWriter) deadline() {
 	if s.timeout > 0 {
 		_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	}
+	// Checked after setting it: an abort that ran before this, or meanwhile, keeps its
+	// deadline in the past (abort sets the flag before the deadline).
+	if s.aborted.Load() {
+		_ = s.rc.SetWriteDeadline(time.Now())
+	}
 }
 
 // abort makes the write in progress, and every later one, fail now.
 func (s *sseWriter) abort() {
+	s.aborted.Store(true)
 	_ = s.rc.SetWriteDeadline(time.Now())
 }
 

@@ -128,12 +128,9 @@ type cachedPrincipal struct {
 }
 
 // get returns the entity of sub, building it when the cache holds no entity of that very
-// subject. A nil cache builds every time.
+// subject.
 func (c *principalCache) get(sub *policyv1.Subject) types.Entity {
 	id, tenant, kind, groups := sub.GetId(), sub.GetTenant(), sub.GetKind(), sub.GetGroups()
-	if c == nil {
-		return principalEntity(id, tenant, kind, groups)
-	}
 	c.mu.RLock()
 	e, ok := c.m[id]
 	c.mu.RUnlock()

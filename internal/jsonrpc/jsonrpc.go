@@ -19,6 +19,7 @@
 package jsonrpc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +85,12 @@ type Message struct {
 
 // IsResponseTo reports whether m is the response to the request with the given raw id.
 func (m *Message) IsResponseTo(id []byte) bool {
-	return m.Kind == KindResponse && id != nil && IDKey(m.ID) == IDKey(id)
+	if m.Kind != KindResponse || id == nil {
+		return false
+	}
+	// A peer usually echoes the id as it was written: equal bytes need no normalising (and
+	// no allocation).
+	return bytes.Equal(m.ID, id) || IDKey(m.ID) == IDKey(id)
 }
 
 // ErrInvalidMessage is wrapped by every error of the routing entry point (Peek, Split).

@@ -127,3 +127,18 @@ func TestIDKey(t *testing.T) {
 		t.Error("IsResponseTo does not compare normalised ids")
 	}
 }
+
+// TestIsResponseToEchoedAllocs: the common case, an id echoed as it was written, is matched
+// without normalising either id (the bridge asks for every upstream message). Not parallel:
+// AllocsPerRun.
+func TestIsResponseToEchoedAllocs(t *testing.T) {
+	echoed := jsonrpc.Message{Kind: jsonrpc.KindResponse, ID: []byte(`"call-7"`)}
+	id := []byte(`"call-7"`)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if !echoed.IsResponseTo(id) {
+			t.Fatal("an echoed id is not matched")
+		}
+	}); allocs != 0 {
+		t.Errorf("IsResponseTo of an id echoed as written: %v allocations, want 0", allocs)
+	}
+}

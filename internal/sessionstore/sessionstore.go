@@ -129,7 +129,7 @@ func (s *Store) claim(ctx context.Context, rec Record, value string, lease clien
 		return fmt.Errorf("count sessions: %w", err)
 	}
 	held := resp.Kvs
-	for round := 0; round <= limit+1; round++ {
+	for round := 0; round <= limit; round++ {
 		slot, ok := freeSlot(owner, held, limit)
 		if !ok {
 			return fmt.Errorf("%w: %d of %d", ErrTooManySessions, len(held), limit)
@@ -262,8 +262,16 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 // timeout per session, so the hot path rarely pays for it.
 func (s *Store) Touch(ctx context.Context, id string) error {
 	now := s.now()
-	s.mu.Lock()
+	// The common case, touched recently, needs only the read lock that every call's Get takes.
+	s.mu.RLock()
 	e, ok := s.cache[id]
+	fresh := ok && now.Sub(e.touchedAt) < s.ttl/4
+	s.mu.RUnlock()
+	if fresh {
+		return nil
+	}
+	s.mu.Lock()
+	e, ok = s.cache[id]
 	if !ok {
 		s.mu.Unlock()
 		return ErrNotFound
