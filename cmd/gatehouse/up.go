@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,16 +83,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		fs.PrintDefaults()
 	}
 	cfg.registerFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if err := svcmain.ApplyEnv(fs, "GATEHOUSE_", getenv); err != nil {
+	if help, err := svcmain.Parse(fs, args, "GATEHOUSE_", getenv); help || err != nil {
 		return err
 	}
 	logger, err := svcmain.NewLogger(stderr, cfg.LogLevel)

@@ -126,16 +126,7 @@ func Main(ctx context.Context, spec Spec, args []string, getenv func(string) str
 		}
 		etcdCfg.RegisterFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if err := ApplyEnv(fs, prefix, getenv); err != nil {
+	if help, err := Parse(fs, args, prefix, getenv); help || err != nil {
 		return err
 	}
 	if *drain <= 0 || *drain > maxDrain {
@@ -214,4 +205,20 @@ func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level: %w", err)
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// Parse parses args into fs, refuses arguments left over, and then applies the environment
+// fallbacks (prefix + FLAG) to every flag not given; help is true when -h was asked for (its
+// usage is printed, and the caller stops without an error).
+func Parse(fs *flag.FlagSet, args []string, prefix string, getenv func(string) string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, err
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return false, ApplyEnv(fs, prefix, getenv)
 }
