@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/gatehouse-mcp/gatehouse/cmd/gatehouse/internal/echoserver"
+	"github.com/gatehouse-mcp/gatehouse/examples/servers/echo/echoserver"
 )
 
 //go:generate go run generate.go

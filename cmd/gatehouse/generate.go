@@ -1,8 +1,8 @@
 //go:build ignore
 
 // generate.go refreshes the binary's copies of examples/ (see internal/examplecopy). Run it
-// with `go generate ./cmd/gatehouse` after changing examples/policies or
-// examples/servers/echo; TestExamplesInSync fails until then.
+// with `go generate ./cmd/gatehouse` after changing examples/policies; TestExamplesInSync
+// fails until then.
 package main
 
 import (

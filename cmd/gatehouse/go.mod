@@ -28,8 +28,9 @@ require (
 	github.com/gatehouse-mcp/gatehouse/internal v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/policysvc v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/registrysvc v0.0.0-00010101000000-000000000000
-	github.com/modelcontextprotocol/go-sdk v1.8.0
 )
+
+require github.com/modelcontextprotocol/go-sdk v1.8.0 // indirect
 
 require (
 	connectrpc.com/grpchealth v1.5.0 // indirect
@@ -41,6 +42,7 @@ require (
 	github.com/coreos/go-semver v0.3.1 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
+	github.com/gatehouse-mcp/gatehouse/examples v0.0.0
 	github.com/go-json-experiment/json v0.0.0-20260820222146-c27c302e5fc3 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
@@ -103,3 +105,5 @@ require (
 	k8s.io/utils v0.0.0-20260108192941-914a6e750570 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace github.com/gatehouse-mcp/gatehouse/examples => ../../examples

@@ -31,28 +31,25 @@ func TestDrift(t *testing.T) {
 			write(t, repo+"/examples/policies/default.cedar", "permit(principal, action, resource);")
 		}, "embedded/policies/default.cedar: differs"},
 		{"policy added", func(repo, _ string) { write(t, repo+"/examples/policies/extra.cedar", "x") }, "embedded/policies/extra.cedar: missing"},
-		{"server file added", func(repo, _ string) { write(t, repo+"/examples/servers/echo/hang.go", "package main\n") }, "internal/echoserver/hang.go: missing"},
-		{"server file removed", func(repo, _ string) { _ = os.Remove(repo + "/examples/servers/echo/server.go") }, "internal/echoserver/server.go: no longer in"},
-		{"copy edited", func(_, mod string) { write(t, mod+"/internal/echoserver/main.go", "package echoserver\n") }, "internal/echoserver/main.go"},
-		// A hand-written file beside the copies is not drift; tests are not copied.
-		{"hand-written and test files", func(repo, mod string) {
-			write(t, mod+"/internal/echoserver/run.go", "package echoserver\n")
-			write(t, repo+"/examples/servers/echo/main_test.go", "package main\n")
-		}, ""},
+		{"policy removed", func(repo, _ string) { _ = os.Remove(repo + "/examples/policies/default.cedar") }, "embedded/policies/default.cedar: no longer in"},
+		{"copy edited", func(_, mod string) { write(t, mod+"/embedded/policies/default.cedar", "edited") }, "embedded/policies/default.cedar: differs"},
+		// Files the copy does not match (docs beside the policies) are not drift.
+		{"other files", func(repo, _ string) { write(t, repo+"/examples/policies/NOTES.md", "x") }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			repo, mod := t.TempDir(), t.TempDir()
 			write(t, repo+"/examples/policies/default.cedar", "forbid(principal, action, resource);")
 			write(t, repo+"/examples/policies/README.md", "not copied")
-			write(t, repo+"/examples/servers/echo/main.go", "// Command echo.\npackage main\n\nfunc main() {}\n")
-			write(t, repo+"/examples/servers/echo/server.go", "package main\n\nfunc newServer() {}\n")
+			write(t, repo+"/examples/policies/schema.cedarschema", "namespace X {}")
 			if err := examplecopy.Write(repo, mod); err != nil {
 				t.Fatal(err)
 			}
-			got, err := os.ReadFile(mod + "/internal/echoserver/server.go")
-			if err != nil || !strings.HasPrefix(string(got), examplecopy.Generated) || !strings.Contains(string(got), "\npackage echoserver\n") {
-				t.Fatalf("copy %q %v: want a generated file of package echoserver", got, err)
+			if got, err := os.ReadFile(mod + "/embedded/policies/schema.cedarschema"); err != nil || string(got) != "namespace X {}" {
+				t.Fatalf("copy %q %v: want the schema as it is", got, err)
+			}
+			if _, err := os.Stat(mod + "/embedded/policies/README.md"); !os.IsNotExist(err) {
+				t.Fatalf("README.md copied (%v): only policies and the schema are", err)
 			}
 			tt.change(repo, mod)
 			drift, err := examplecopy.Drift(repo, mod)
