@@ -23,9 +23,17 @@ type logFile interface {
 }
 
 // chainLog is the append-only, hash-chained log file with group commit: appends queue their
-// records, and one writer goroutine writes whatever has queued (up to maxBatch records) as
-// one write and one fsync, then acknowledges each. Nothing is acknowledged as durable before
-// its fsync returns.
+// records, and one committer at a time writes whatever has queued (up to maxBatch records)
+// as one write and one fsync, then acknowledges each. Nothing is acknowledged as durable
+// before its fsync returns.
+//
+// The committer is whoever finds nobody committing when there is a reason to commit: an
+// append that waits for durability (or a sync) commits the queue itself, its own record
+// included, on its own goroutine, so that a lone caller pays for no hand-off to another
+// goroutine and back; otherwise the writer goroutine commits (deferred records lingering
+// for commitDelay, a backlog left behind a commit, the queue at close). A caller that
+// committed hands whatever queued meanwhile to the writer, so no caller commits for others
+// more than once.
 //
 // The queue is bounded in records and bytes, counting the batch being committed, so the
 // memory held by records not yet durable is at most maxQueue records and maxQueueBytes bytes
@@ -49,6 +57,7 @@ type chainLog struct {
 	room        chan struct{} // closed (and replaced) when a commit frees room while appends wait
 	wake        chan struct{} // capacity 1: something was queued, or the log closed
 	alarm       *time.Timer   // signals the writer commitDelay after a deferred record entered an empty queue
+	committing  bool          // a batch is being committed; the committer owns the fields below f
 	done        chan struct{} // closed when the writer has exited
 
 	broken       atomic.Pointer[error] // set when the file's state is unknown until restart
@@ -60,11 +69,14 @@ type chainLog struct {
 	// lag benchmark).
 	observe func(p *pending)
 
-	// Owned by the writer goroutine (and by open before it starts).
-	f    logFile
-	seq  uint64
-	prev []byte // hex hash of the last durable record
-	size int64  // bytes durable in the file
+	// Owned by the committer (and by open before the writer starts): whoever set committing.
+	f     logFile
+	seq   uint64
+	prev  []byte // hex hash of the last durable record
+	size  int64  // bytes durable in the file
+	batch []*pending
+	buf   []byte
+	h     hashWriter
 }
 
 // pending is one queued record and, once done is closed, its outcome. A pending without a
@@ -129,6 +141,8 @@ func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		room:          make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		done:          make(chan struct{}),
+		batch:         make([]*pending, 0, lim.maxBatch),
+		h:             sha256.New(),
 		f:             dataFile{f},
 		seq:           st.seq,
 		prev:          st.hash,
@@ -174,6 +188,7 @@ func (l *chainLog) append(ctx context.Context, record []byte, callID string, def
 	if deferred {
 		return 0, "", nil
 	}
+	l.lead()
 	select {
 	case <-p.done:
 		return p.seq, p.hash, p.err
@@ -190,6 +205,7 @@ func (l *chainLog) sync(ctx context.Context) error {
 	if err := l.enqueue(ctx, p); err != nil {
 		return err
 	}
+	l.lead()
 	select {
 	case <-p.done:
 		if p.err != nil {
@@ -242,14 +258,16 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 	if !p.deferred {
 		l.urgent++
 	}
-	// A deferred record queued behind others changes nothing the writer waits on: it is
-	// lingering until the oldest one's commitDelay (or committing, and looks at the queue
-	// again when done). Waking it for each would cost a switch per call under load. One
-	// that enters an empty queue does not wake it either, but sets the alarm for
-	// commitDelay: a durable append usually comes first and takes it along (at one call at a
-	// time, the next call's decision), saving the writer a wake-up and a timer of its own;
-	// a writer busy committing looks at the queue when done, as before.
-	wake := !p.deferred || len(l.queue) >= l.maxBatch
+	// A durable append (or a sync) commits the queue itself once it is queued (lead), or, if
+	// a commit is in progress, is taken along by the committer's next look at the queue:
+	// either way the writer is not woken for it. A deferred record queued behind others
+	// changes nothing the committer waits on either: the writer is lingering until the
+	// oldest one's commitDelay (or a commit is in progress, and the queue is looked at again
+	// when it is done). Waking it for each would cost a switch per call under load. One that
+	// enters an empty queue does not wake it either, but sets the alarm for commitDelay: a
+	// durable append usually comes first and takes it along (at one call at a time, the next
+	// call's decision), saving the writer a wake-up and a timer of its own.
+	wake := p.deferred && len(l.queue) >= l.maxBatch
 	if p.deferred && len(l.queue) == 1 {
 		if l.commitDelay > 0 {
 			l.alarm.Reset(l.commitDelay)
@@ -264,6 +282,64 @@ func (l *chainLog) enqueue(ctx context.Context, p *pending) error {
 	return nil
 }
 
+// lead commits the queue on the caller's goroutine if nobody is committing, then hands
+// whatever queued meanwhile (or a close waiting for the queue) to the writer. A caller that
+// finds a commit in progress leaves its record to it: every committer looks at the queue
+// again when done.
+func (l *chainLog) lead() {
+	l.mu.Lock()
+	if l.committing || len(l.queue) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.commitQueued()
+	handOff := len(l.queue) > 0 || l.closed
+	l.mu.Unlock()
+	if handOff {
+		l.signal()
+	}
+}
+
+// commitQueued commits up to maxBatch queued records as one batch. It is called with mu held,
+// nobody committing and the queue not empty; it releases mu during the commit and returns
+// with mu held again.
+func (l *chainLog) commitQueued() {
+	l.committing = true
+	n := min(len(l.queue), l.maxBatch)
+	batch := append(l.batch[:0], l.queue[:n]...)
+	for _, p := range batch {
+		if !p.deferred {
+			l.urgent--
+		}
+	}
+	rest := copy(l.queue, l.queue[n:])
+	clear(l.queue[rest:])
+	l.queue = l.queue[:rest]
+	l.mu.Unlock()
+
+	l.buf = l.commit(l.h, l.buf[:0], batch)
+	if cap(l.buf) > maxKeptBuffer {
+		l.buf = nil // a rare huge batch should not pin its buffer
+	}
+	bytes := 0
+	for _, p := range batch {
+		bytes += len(p.record)
+	}
+	clear(batch) // drop the references to acknowledged records
+	l.batch = batch
+
+	l.mu.Lock()
+	l.committing = false
+	l.queued -= n
+	l.queuedBytes -= bytes
+	if l.waiting > 0 {
+		// Waiters took l.room under mu when they counted themselves: with none, nobody
+		// holds it, and a commit (one per call at one call at a time) allocates nothing.
+		close(l.room)
+		l.room = make(chan struct{})
+	}
+}
+
 // signal wakes the writer if it waits.
 func (l *chainLog) signal() {
 	select {
@@ -275,29 +351,34 @@ func (l *chainLog) signal() {
 // maxKeptBuffer is the largest write buffer the writer keeps between batches.
 const maxKeptBuffer = 1 << 20
 
-// run is the writer: it takes up to maxBatch queued records and commits them, and exits
-// once the log is closed and the queue is empty. It commits as soon as anything is queued,
+// run is the writer: it commits what no caller commits, and exits once the log is closed,
+// the queue is empty and nobody is committing. It commits as soon as there is a reason to,
 // except when the queue holds deferred records only: then it waits, until commitDelay after
 // the oldest was queued, for a durable append (or a sync, a full batch, an append waiting for
-// room, close) to share the fsync. At one call at a time this keeps the hot path at one fsync per call: the outcome of
-// a call rides with the decision of the next instead of taking an fsync of its own that the
-// next decision would queue behind. A deferred record is therefore durable within
-// commitDelay plus the commit in progress plus its own commit.
+// room, close) to share the fsync. At one call at a time this keeps the hot path at one
+// fsync per call: the outcome of a call rides with the decision of the next instead of
+// taking an fsync of its own that the next decision would queue behind. A deferred record is
+// therefore durable within commitDelay plus the commit in progress plus its own commit.
 func (l *chainLog) run() {
 	defer close(l.done)
-	batch := make([]*pending, 0, l.maxBatch)
-	var buf []byte
-	h := sha256.New()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	l.mu.Lock()
 	for {
-		l.mu.Lock()
-		for !l.closed {
-			if len(l.queue) > 0 {
-				wait := l.commitDelay - time.Since(l.queue[0].queued)
-				if l.urgent > 0 || l.waiting > 0 || len(l.queue) >= l.maxBatch || wait <= 0 {
-					break
-				}
+		if l.committing || len(l.queue) == 0 {
+			if l.closed && !l.committing {
+				l.mu.Unlock()
+				return
+			}
+			// A committer signals when it is done and something is left, or the log closed.
+			l.mu.Unlock()
+			<-l.wake
+			l.mu.Lock()
+			continue
+		}
+		if !l.closed {
+			wait := l.commitDelay - time.Since(l.queue[0].queued)
+			if l.urgent == 0 && l.waiting == 0 && len(l.queue) < l.maxBatch && wait > 0 {
 				l.mu.Unlock()
 				linger.Reset(wait)
 				select {
@@ -308,45 +389,8 @@ func (l *chainLog) run() {
 				l.mu.Lock()
 				continue
 			}
-			l.mu.Unlock()
-			<-l.wake
-			l.mu.Lock()
 		}
-		if len(l.queue) == 0 {
-			l.mu.Unlock()
-			return
-		}
-		n := min(len(l.queue), l.maxBatch)
-		batch = append(batch[:0], l.queue[:n]...)
-		for _, p := range batch {
-			if !p.deferred {
-				l.urgent--
-			}
-		}
-		rest := copy(l.queue, l.queue[n:])
-		clear(l.queue[rest:])
-		l.queue = l.queue[:rest]
-		l.mu.Unlock()
-
-		buf = l.commit(h, buf[:0], batch)
-		if cap(buf) > maxKeptBuffer {
-			buf = nil // a rare huge batch should not pin its buffer
-		}
-		bytes := 0
-		for _, p := range batch {
-			bytes += len(p.record)
-		}
-		clear(batch) // drop the references to acknowledged records
-		l.mu.Lock()
-		l.queued -= n
-		l.queuedBytes -= bytes
-		if l.waiting > 0 {
-			// Waiters took l.room under mu when they counted themselves: with none, nobody
-			// holds it, and a commit (one per call at one call at a time) allocates nothing.
-			close(l.room)
-			l.room = make(chan struct{})
-		}
-		l.mu.Unlock()
+		l.commitQueued()
 	}
 }
 
