@@ -1,7 +1,8 @@
-// Package authsvc turns the credential an MCP host presents into a Principal. Today that is a
-// gateway-issued API token (stored in etcd only as its SHA-256 digest, scoped to a tenant,
-// revocable at once) or, for servers an operator opened to it, no credential at all
-// (a fixed anonymous principal). authsvc answers who is calling, never whether they may:
+// Package authsvc turns the credential an MCP host presents into a Principal: a JWT of a
+// configured OpenID Connect issuer (--identity-config; verified against the issuer's
+// published keys, audience = this gateway), a gateway-issued API token (stored in etcd only
+// as its SHA-256 digest, scoped to a tenant, revocable at once) or, for servers an operator
+// opened to it, no credential at all (a fixed anonymous principal). authsvc answers who is calling, never whether they may:
 // that is policysvc's PermissionDenied, so authsvc's only refusal is Unauthenticated.
 package authsvc
 
@@ -11,11 +12,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/authsvc/internal/oidc"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -43,8 +47,14 @@ type Config struct {
 	// DefaultAnonymousPrincipal and DefaultAnonymousTenant.
 	AnonymousPrincipal string
 	AnonymousTenant    string
+	// IdentityConfig is the identity file: the gateway's resource identifier and the OpenID
+	// Connect issuers whose JWTs are accepted (docs/identity.md). Empty: API tokens only.
+	IdentityConfig string
 	// Clock is the time source for token expiry; nil means time.Now. Not a flag: tests set it.
 	Clock func() time.Time
+	// IssuerClient fetches issuers' discovery documents and keys; nil means a client with
+	// timeouts that follows no redirects. Not a flag.
+	IssuerClient *http.Client
 }
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -55,6 +65,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AnonymousServers, "anonymous-servers", "", "comma-separated servers hosts may use without a credential (empty: none)")
 	fs.StringVar(&c.AnonymousPrincipal, "anonymous-principal", DefaultAnonymousPrincipal, "principal id of anonymous callers")
 	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", DefaultAnonymousTenant, "tenant of anonymous callers")
+	fs.StringVar(&c.IdentityConfig, "identity-config", "", "YAML file naming the gateway's resource URL and the OpenID Connect issuers whose tokens are accepted (empty: API tokens only)")
 }
 
 // Etcd is what the token store needs of an etcd client (*clientv3.Client has it): keys, and
@@ -72,6 +83,10 @@ type Service struct {
 	anonTen   string
 	now       func() time.Time
 	logger    *slog.Logger
+	// verifier checks OpenID Connect JWTs; nil when no issuer is configured.
+	verifier *oidc.Verifier
+	resource string   // the gateway's resource identifier; "" without issuers
+	scopes   []string // every scope some issuer requires
 }
 
 // New checks the configuration and returns the service; it does not contact etcd. kv stays
@@ -117,6 +132,30 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		s.anonymous[name] = true
 	}
 	s.tokens = &tokenStore{kv: kv, prefix: prefix, now: s.now}
+	if cfg.IdentityConfig != "" {
+		id, err := ReadIdentity(cfg.IdentityConfig)
+		if err != nil {
+			return nil, fmt.Errorf("authsvc: %w", err)
+		}
+		if len(id.Issuers) > 0 {
+			client := cfg.IssuerClient
+			if client == nil {
+				client = oidc.NewHTTPClient()
+			}
+			if s.verifier, err = oidc.New(id.Issuers, client, s.now, logger); err != nil {
+				return nil, fmt.Errorf("authsvc: %w", err)
+			}
+			s.resource = id.Resource
+			for _, c := range id.Issuers {
+				for _, sc := range c.RequiredScopes {
+					if !slices.Contains(s.scopes, sc) {
+						s.scopes = append(s.scopes, sc)
+					}
+				}
+			}
+			logger.Info("OpenID Connect issuers accepted", "issuers", strings.Join(s.verifier.Issuers(), ","), "resource", s.resource)
+		}
+	}
 	if len(s.anonymous) > 0 {
 		logger.Info("anonymous access enabled", "servers", strings.Join(sortedKeys(s.anonymous), ","), "principal", s.anonID, "tenant", s.anonTen)
 	}
@@ -164,6 +203,9 @@ func (s *Service) authenticate(ctx context.Context, credential, server string) (
 	if len(credential) > MaxTokenBytes {
 		return nil, unauthenticated("credential longer than %d bytes", MaxTokenBytes)
 	}
+	if s.verifier != nil && oidc.LooksLikeJWT(credential) {
+		return s.verifyJWT(ctx, credential, server)
+	}
 	rec, err := s.tokens.lookup(ctx, credential)
 	if err != nil {
 		return nil, err
@@ -193,4 +235,36 @@ func (s *Service) RevokeToken(ctx context.Context, req *connect.Request[authv1.R
 	}
 	s.logger.Info("token revoked", "token_id", req.Msg.GetTokenId())
 	return connect.NewResponse(&authv1.RevokeTokenResponse{}), nil
+}
+
+// verifyJWT checks an OpenID Connect token presented to a server's endpoint: its audience
+// must be the gateway, that endpoint, or one the issuer's configuration names.
+func (s *Service) verifyJWT(ctx context.Context, token, server string) (*authv1.Principal, error) {
+	resources := []string{s.resource}
+	if server != "" {
+		resources = append(resources, EndpointResource(s.resource, server))
+	}
+	p, err := s.verifier.Verify(ctx, token, resources)
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, oidc.ErrInvalidToken):
+		return nil, unauthenticated("%s", strings.TrimPrefix(err.Error(), oidc.ErrInvalidToken.Error()+": "))
+	case errors.Is(err, oidc.ErrInsufficientScope):
+		return nil, fmt.Errorf("%w: %w", errInsufficientScope, err)
+	case errors.Is(err, oidc.ErrUnavailable):
+		return nil, fmt.Errorf("%w: %w", errIssuerUnavailable, err)
+	}
+	return nil, err
+}
+
+// ResourceMetadata implements authv1connect.AuthServiceHandler.
+func (s *Service) ResourceMetadata(context.Context, *connect.Request[authv1.ResourceMetadataRequest]) (*connect.Response[authv1.ResourceMetadataResponse], error) {
+	resp := &authv1.ResourceMetadataResponse{}
+	if s.verifier != nil {
+		resp.Resource = s.resource
+		resp.AuthorizationServers = s.verifier.Issuers()
+		resp.ScopesSupported = slices.Clone(s.scopes)
+	}
+	return connect.NewResponse(resp), nil
 }

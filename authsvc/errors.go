@@ -10,9 +10,11 @@ import (
 )
 
 // The domain errors of authsvc, each mapped to one Connect code in codes. authsvc decides who
-// a caller is, never what they may do, so it has no PermissionDenied: a missing, unknown,
-// revoked or expired credential is Unauthenticated (the host should authenticate again);
-// refusing an authenticated principal is policysvc's PermissionDenied.
+// a caller is, never what they may do: a missing, unknown, revoked, expired or otherwise
+// invalid credential is Unauthenticated (the host should authenticate again); refusing an
+// authenticated principal is policysvc's PermissionDenied. The one PermissionDenied of
+// authsvc is a valid token that lacks a scope an issuer requires (RFC 6750's
+// insufficient_scope: the host needs another token, not the same one again).
 var (
 	// errUnauthenticated: no usable credential (see unauthenticated for the reasons).
 	errUnauthenticated = errors.New("unauthenticated")
@@ -24,6 +26,10 @@ var (
 	errNotFound = errors.New("token not found")
 	// errUnavailable: etcd did not answer; the caller may retry (and must not let anyone in).
 	errUnavailable = errors.New("token store unavailable")
+	// errIssuerUnavailable: an issuer's keys cannot be had; likewise.
+	errIssuerUnavailable = errors.New("issuer unavailable")
+	// errInsufficientScope: a valid token without a scope its issuer requires.
+	errInsufficientScope = errors.New("insufficient scope")
 )
 
 // codes maps each domain error to its Connect code; the caller's cancellation and deadline
@@ -34,6 +40,8 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errAlreadyExists, Code: connect.CodeAlreadyExists},
 	{Err: errNotFound, Code: connect.CodeNotFound},
 	{Err: errUnavailable, Code: connect.CodeUnavailable},
+	{Err: errIssuerUnavailable, Code: connect.CodeUnavailable},
+	{Err: errInsufficientScope, Code: connect.CodePermissionDenied},
 }
 
 // authError is errUnauthenticated with the reason the caller sees ("token expired"), so

@@ -148,7 +148,7 @@ func (s *Service) admit(x *exchange) bool {
 			s.refuse(x, nil, errThrottled, nil)
 			return false
 		}
-		s.authFailed(x, addr, errMalformedAuth, `Bearer realm="gatehouse", error="invalid_request"`)
+		s.authFailed(x, addr, errMalformedAuth, s.challenge(r.Context(), x.server, "invalid_request", ""))
 		return false
 	}
 	key := cacheKey(credential, x.server)
@@ -185,18 +185,27 @@ func (s *Service) admit(x *exchange) bool {
 	}
 	if err != nil {
 		e := fromAuth(err)
-		if e.Status != http.StatusUnauthorized {
+		switch e.Status {
+		case http.StatusUnauthorized:
+			// No credential gets the bare challenge (RFC 6750 3.1); a refused one says why.
+			code, why := "", ""
+			if credential != "" {
+				code, why = "invalid_token", message(err)
+			}
+			s.authFailed(x, addr, e, s.challenge(r.Context(), x.server, code, why))
+		case http.StatusForbidden:
+			// A valid token without a scope its issuer requires: not a guess, no throttle.
+			if lead {
+				s.limiter.refund(addr)
+			}
+			x.w.Header().Set("WWW-Authenticate", s.challenge(r.Context(), x.server, "insufficient_scope", message(err)))
+			s.refuse(x, nil, e, nil)
+		default:
 			if lead {
 				s.limiter.refund(addr) // not the host's failure
 			}
 			s.refuse(x, nil, e, err)
-			return false
 		}
-		challenge := `Bearer realm="gatehouse"`
-		if credential != "" {
-			challenge = `Bearer realm="gatehouse", error="invalid_token"`
-		}
-		s.authFailed(x, addr, e, challenge)
 		return false
 	}
 	if lead {

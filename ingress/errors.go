@@ -63,6 +63,7 @@ var (
 	errNoCredential      = &Error{"no_credential", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: no credential", slog.LevelDebug, ""}
 	errUnknownToken      = &Error{"unknown_token", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: unknown or revoked token", slog.LevelDebug, ""}
 	errTokenExpired      = &Error{"token_expired", http.StatusUnauthorized, jsonrpc.CodeInvalidRequest, "Unauthorized: token expired", slog.LevelDebug, ""}
+	errInsufficientScope = &Error{"insufficient_scope", http.StatusForbidden, jsonrpc.CodeInvalidRequest, "Forbidden: the token lacks a scope this gateway requires", slog.LevelDebug, ""}
 	errThrottled         = &Error{"auth_throttled", http.StatusTooManyRequests, codeThrottled, "Too Many Requests: too many failed authentications from this address", slog.LevelDebug, ""} // Retry-After: when the bucket has a token again
 	errAuthUnavailable   = &Error{"auth_unavailable", http.StatusServiceUnavailable, codeUnavailable, "Service Unavailable: authentication is unavailable", slog.LevelWarn, "1"}
 	errSessionRequired   = &Error{"session_required", http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "Bad Request: Mcp-Session-Id header is required", slog.LevelDebug, ""}
@@ -102,7 +103,7 @@ var Table = []*Error{
 	errNotReady, errHostNotAllowed, errOriginNotAllowed, errBadRevision, errLastEventID,
 	errMethodNotAllowed, errBodyTooLarge, errMediaType, errNotAcceptable, errStreamAccept,
 	errTwoCredentials, errMalformedAuth, errUnauthenticated, errNoCredential, errUnknownToken,
-	errTokenExpired, errThrottled, errAuthUnavailable,
+	errTokenExpired, errInsufficientScope, errThrottled, errAuthUnavailable,
 	errSessionRequired, errSessionNotFound, errSessionEnded, errSessionStore, errTooManySessions,
 	errStreamOpen, errTooManyStreams, errBodyRead, errInvalidMessage, errBatchTooLarge, errNotNotification,
 	errInitializeAlone, errNoServer, errNoInitialize, errBatchServerReq, errDenied, errQuota,
@@ -189,7 +190,9 @@ var authReasons = []struct {
 // fromAuth names an error of authsvc.
 func fromAuth(err error) *Error {
 	switch connect.CodeOf(err) {
-	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument:
+	case connect.CodePermissionDenied:
+		return errInsufficientScope // authsvc's only PermissionDenied
+	case connect.CodeUnauthenticated, connect.CodeInvalidArgument:
 		msg := message(err)
 		for _, r := range authReasons {
 			if strings.Contains(msg, r.reason) {

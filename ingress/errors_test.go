@@ -80,6 +80,7 @@ func TestErrorTable(t *testing.T) {
 		"no_credential":           post(nil, call, map[string]string{"Authorization": ""}),
 		"unknown_token":           post(nil, call, map[string]string{"Authorization": "Bearer wrong"}),
 		"token_expired":           post(nil, call, map[string]string{"Authorization": "Bearer " + tokenExpired}),
+		"insufficient_scope":      post(nil, call, map[string]string{"Authorization": "Bearer " + tokenNoScope}),
 		"auth_throttled": {run: func(t *testing.T) response {
 			g, sid := plain(t, func(c *ingress.Config) { c.AuthFailRate, c.AuthFailBurst = 0.001, 1 })
 			h := map[string]string{"Mcp-Session-Id": sid, "Authorization": "Bearer wrong"}

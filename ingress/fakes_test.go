@@ -38,6 +38,7 @@ const (
 	tokenAuthDown  = "tok-auth-down" // authsvc answers Unavailable
 	tokenExpired   = "tok-expired"   // authsvc: token expired
 	tokenOdd       = "tok-odd"       // authsvc refuses with a reason the ingress does not know
+	tokenNoScope   = "tok-no-scope"  // authsvc: a valid token without the scope its issuer requires
 	serverHidden   = "hidden"        // policy denies initialize
 	serverMute     = "mute"          // the upstream answers initialize with nothing
 	serverOld      = "old"           // the upstream negotiates 2024-11-05
@@ -46,7 +47,8 @@ const (
 
 type fakeAuth struct {
 	authv1connect.UnimplementedAuthServiceHandler
-	calls atomic.Int64
+	calls     atomic.Int64
+	metaCalls atomic.Int64
 	// hold, when set, is waited for by tokenCarol's authentications.
 	hold chan struct{}
 }
@@ -76,10 +78,23 @@ func (f *fakeAuth) Authenticate(ctx context.Context, req *connect.Request[authv1
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("token expired"))
 	case tokenOdd:
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("credential refused by rule 7 of /etc/gatehouse/auth.yaml"))
+	case tokenNoScope:
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("insufficient scope: token lacks the scope mcp"))
 	default:
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("unknown or revoked token"))
 	}
 	return connect.NewResponse(&authv1.AuthenticateResponse{Principal: p}), nil
+}
+
+// Resource metadata the fake authsvc publishes (see ResourceMetadata).
+const (
+	fakeResource = "https://gw.test"
+	fakeIssuer   = "https://idp.test"
+)
+
+func (f *fakeAuth) ResourceMetadata(context.Context, *connect.Request[authv1.ResourceMetadataRequest]) (*connect.Response[authv1.ResourceMetadataResponse], error) {
+	f.metaCalls.Add(1)
+	return connect.NewResponse(&authv1.ResourceMetadataResponse{Resource: fakeResource, AuthorizationServers: []string{fakeIssuer}, ScopesSupported: []string{"mcp"}}), nil
 }
 
 // fakePolicy allows everything but: initialize on serverHidden, the tool "forbidden"

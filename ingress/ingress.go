@@ -193,6 +193,7 @@ type Service struct {
 	auth    *authCache
 	limiter *authLimiter
 	streams *streamRegistry
+	meta    *resourceMeta
 	now     func() time.Time
 	maxBody int64
 	ready   atomic.Bool
@@ -228,12 +229,18 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 	s.auth = newAuthCache(deps.Auth, cfg.AuthCacheTTL, s.now)
 	s.limiter = newAuthLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, s.now)
 	s.streams = newStreamRegistry(cfg.MaxStreamsPerPrincipal, cfg.StreamQueueBytes)
+	s.meta = &resourceMeta{client: deps.Auth, now: s.now, onFail: func(err error) {
+		logger.Warn("authsvc did not say what to publish as resource metadata", "err", err)
+	}}
 	return s, nil
 }
 
-// Handler returns the MCP surface: /servers/{name}/mcp, and /healthz.
+// Handler returns the MCP surface: /servers/{name}/mcp, the protected resource metadata
+// (RFC 9728) under /.well-known/oauth-protected-resource, and /healthz.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+wellKnownResource, s.serveResourceMetadata)
+	mux.HandleFunc("GET "+wellKnownResource+"/", s.serveResourceMetadata)
 	mux.HandleFunc("/servers/{name}/mcp", func(w http.ResponseWriter, r *http.Request) {
 		s.serveMCP(w, r)
 	})

@@ -477,6 +477,106 @@ func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
 	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{6}
 }
 
+type ResourceMetadataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceMetadataRequest) Reset() {
+	*x = ResourceMetadataRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceMetadataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceMetadataRequest) ProtoMessage() {}
+
+func (x *ResourceMetadataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceMetadataRequest.ProtoReflect.Descriptor instead.
+func (*ResourceMetadataRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{7}
+}
+
+type ResourceMetadataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gateway's resource identifier (its public base URL); each server endpoint's own is
+	// resource + "/servers/<name>/mcp". Empty when no issuer is configured.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The issuers (authorization servers) whose tokens are accepted.
+	AuthorizationServers []string `protobuf:"bytes,2,rep,name=authorization_servers,json=authorizationServers,proto3" json:"authorization_servers,omitempty"`
+	// The scopes some issuer requires of every token.
+	ScopesSupported []string `protobuf:"bytes,3,rep,name=scopes_supported,json=scopesSupported,proto3" json:"scopes_supported,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ResourceMetadataResponse) Reset() {
+	*x = ResourceMetadataResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceMetadataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceMetadataResponse) ProtoMessage() {}
+
+func (x *ResourceMetadataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceMetadataResponse.ProtoReflect.Descriptor instead.
+func (*ResourceMetadataResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResourceMetadataResponse) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ResourceMetadataResponse) GetAuthorizationServers() []string {
+	if x != nil {
+		return x.AuthorizationServers
+	}
+	return nil
+}
+
+func (x *ResourceMetadataResponse) GetScopesSupported() []string {
+	if x != nil {
+		return x.ScopesSupported
+	}
+	return nil
+}
+
 var File_gatehouse_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
@@ -515,16 +615,22 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"/\n" +
 	"\x12RevokeTokenRequest\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\"\x15\n" +
-	"\x13RevokeTokenResponse*\x82\x01\n" +
+	"\x13RevokeTokenResponse\"\x19\n" +
+	"\x17ResourceMetadataRequest\"\x96\x01\n" +
+	"\x18ResourceMetadataResponse\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x123\n" +
+	"\x15authorization_servers\x18\x02 \x03(\tR\x14authorizationServers\x12)\n" +
+	"\x10scopes_supported\x18\x03 \x03(\tR\x0fscopesSupported*\x82\x01\n" +
 	"\rPrincipalKind\x12\x1e\n" +
 	"\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PRINCIPAL_KIND_USER\x10\x01\x12\x1a\n" +
 	"\x16PRINCIPAL_KIND_SERVICE\x10\x02\x12\x1c\n" +
-	"\x18PRINCIPAL_KIND_ANONYMOUS\x10\x032\xb0\x02\n" +
+	"\x18PRINCIPAL_KIND_ANONYMOUS\x10\x032\x9f\x03\n" +
 	"\vAuthService\x12a\n" +
 	"\fAuthenticate\x12&.gatehouse.auth.v1.AuthenticateRequest\x1a'.gatehouse.auth.v1.AuthenticateResponse\"\x00\x12^\n" +
 	"\vCreateToken\x12%.gatehouse.auth.v1.CreateTokenRequest\x1a&.gatehouse.auth.v1.CreateTokenResponse\"\x00\x12^\n" +
-	"\vRevokeToken\x12%.gatehouse.auth.v1.RevokeTokenRequest\x1a&.gatehouse.auth.v1.RevokeTokenResponse\"\x00B\xc9\x01\n" +
+	"\vRevokeToken\x12%.gatehouse.auth.v1.RevokeTokenRequest\x1a&.gatehouse.auth.v1.RevokeTokenResponse\"\x00\x12m\n" +
+	"\x10ResourceMetadata\x12*.gatehouse.auth.v1.ResourceMetadataRequest\x1a+.gatehouse.auth.v1.ResourceMetadataResponse\"\x00B\xc9\x01\n" +
 	"\x15com.gatehouse.auth.v1B\tAuthProtoP\x01Z?github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1;authv1\xa2\x02\x03GAX\xaa\x02\x11Gatehouse.Auth.V1\xca\x02\x11Gatehouse\\Auth\\V1\xe2\x02\x1dGatehouse\\Auth\\V1\\GPBMetadata\xea\x02\x13Gatehouse::Auth::V1b\x06proto3"
 
 var (
@@ -540,36 +646,40 @@ func file_gatehouse_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
-	(PrincipalKind)(0),            // 0: gatehouse.auth.v1.PrincipalKind
-	(*Principal)(nil),             // 1: gatehouse.auth.v1.Principal
-	(*AuthenticateRequest)(nil),   // 2: gatehouse.auth.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),  // 3: gatehouse.auth.v1.AuthenticateResponse
-	(*CreateTokenRequest)(nil),    // 4: gatehouse.auth.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 5: gatehouse.auth.v1.CreateTokenResponse
-	(*RevokeTokenRequest)(nil),    // 6: gatehouse.auth.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 7: gatehouse.auth.v1.RevokeTokenResponse
-	nil,                           // 8: gatehouse.auth.v1.Principal.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(PrincipalKind)(0),               // 0: gatehouse.auth.v1.PrincipalKind
+	(*Principal)(nil),                // 1: gatehouse.auth.v1.Principal
+	(*AuthenticateRequest)(nil),      // 2: gatehouse.auth.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),     // 3: gatehouse.auth.v1.AuthenticateResponse
+	(*CreateTokenRequest)(nil),       // 4: gatehouse.auth.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 5: gatehouse.auth.v1.CreateTokenResponse
+	(*RevokeTokenRequest)(nil),       // 6: gatehouse.auth.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 7: gatehouse.auth.v1.RevokeTokenResponse
+	(*ResourceMetadataRequest)(nil),  // 8: gatehouse.auth.v1.ResourceMetadataRequest
+	(*ResourceMetadataResponse)(nil), // 9: gatehouse.auth.v1.ResourceMetadataResponse
+	nil,                              // 10: gatehouse.auth.v1.Principal.AttributesEntry
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
 }
 var file_gatehouse_auth_v1_auth_proto_depIdxs = []int32{
-	0, // 0: gatehouse.auth.v1.Principal.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	8, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
-	9, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
-	1, // 3: gatehouse.auth.v1.AuthenticateResponse.principal:type_name -> gatehouse.auth.v1.Principal
-	0, // 4: gatehouse.auth.v1.CreateTokenRequest.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	2, // 5: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
-	4, // 6: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
-	6, // 7: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
-	3, // 8: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
-	5, // 9: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
-	7, // 10: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: gatehouse.auth.v1.Principal.kind:type_name -> gatehouse.auth.v1.PrincipalKind
+	10, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
+	11, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: gatehouse.auth.v1.AuthenticateResponse.principal:type_name -> gatehouse.auth.v1.Principal
+	0,  // 4: gatehouse.auth.v1.CreateTokenRequest.kind:type_name -> gatehouse.auth.v1.PrincipalKind
+	2,  // 5: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
+	4,  // 6: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
+	6,  // 7: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
+	8,  // 8: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
+	3,  // 9: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
+	5,  // 10: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
+	7,  // 11: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
+	9,  // 12: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_auth_v1_auth_proto_init() }
@@ -583,7 +693,7 @@ func file_gatehouse_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_auth_v1_auth_proto_rawDesc), len(file_gatehouse_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Authenticate_FullMethodName = "/gatehouse.auth.v1.AuthService/Authenticate"
-	AuthService_CreateToken_FullMethodName  = "/gatehouse.auth.v1.AuthService/CreateToken"
-	AuthService_RevokeToken_FullMethodName  = "/gatehouse.auth.v1.AuthService/RevokeToken"
+	AuthService_Authenticate_FullMethodName     = "/gatehouse.auth.v1.AuthService/Authenticate"
+	AuthService_CreateToken_FullMethodName      = "/gatehouse.auth.v1.AuthService/CreateToken"
+	AuthService_RevokeToken_FullMethodName      = "/gatehouse.auth.v1.AuthService/RevokeToken"
+	AuthService_ResourceMetadata_FullMethodName = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -38,6 +39,10 @@ type AuthServiceClient interface {
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	// RevokeToken deletes a token by its id; it stops authenticating at once.
 	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
+	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
+	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
+	ResourceMetadata(ctx context.Context, in *ResourceMetadataRequest, opts ...grpc.CallOption) (*ResourceMetadataResponse, error)
 }
 
 type authServiceClient struct {
@@ -78,6 +83,16 @@ func (c *authServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequ
 	return out, nil
 }
 
+func (c *authServiceClient) ResourceMetadata(ctx context.Context, in *ResourceMetadataRequest, opts ...grpc.CallOption) (*ResourceMetadataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResourceMetadataResponse)
+	err := c.cc.Invoke(ctx, AuthService_ResourceMetadata_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -92,6 +107,10 @@ type AuthServiceServer interface {
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	// RevokeToken deletes a token by its id; it stops authenticating at once.
 	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
+	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
+	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
+	ResourceMetadata(context.Context, *ResourceMetadataRequest) (*ResourceMetadataResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -110,6 +129,9 @@ func (UnimplementedAuthServiceServer) CreateToken(context.Context, *CreateTokenR
 }
 func (UnimplementedAuthServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedAuthServiceServer) ResourceMetadata(context.Context, *ResourceMetadataRequest) (*ResourceMetadataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResourceMetadata not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -186,6 +208,24 @@ func _AuthService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_ResourceMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResourceMetadataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ResourceMetadata(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ResourceMetadata_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ResourceMetadata(ctx, req.(*ResourceMetadataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +244,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeToken",
 			Handler:    _AuthService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "ResourceMetadata",
+			Handler:    _AuthService_ResourceMetadata_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

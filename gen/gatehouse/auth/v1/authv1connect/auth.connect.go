@@ -40,6 +40,9 @@ const (
 	AuthServiceCreateTokenProcedure = "/gatehouse.auth.v1.AuthService/CreateToken"
 	// AuthServiceRevokeTokenProcedure is the fully-qualified name of the AuthService's RevokeToken RPC.
 	AuthServiceRevokeTokenProcedure = "/gatehouse.auth.v1.AuthService/RevokeToken"
+	// AuthServiceResourceMetadataProcedure is the fully-qualified name of the AuthService's
+	// ResourceMetadata RPC.
+	AuthServiceResourceMetadataProcedure = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
 )
 
 // AuthServiceClient is a client for the gatehouse.auth.v1.AuthService service.
@@ -52,6 +55,10 @@ type AuthServiceClient interface {
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// RevokeToken deletes a token by its id; it stops authenticating at once.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
+	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
+	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
+	ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error)
 }
 
 // NewAuthServiceClient constructs a client for the gatehouse.auth.v1.AuthService service. By
@@ -83,14 +90,21 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(authServiceMethods.ByName("RevokeToken")),
 			connect.WithClientOptions(opts...),
 		),
+		resourceMetadata: connect.NewClient[v1.ResourceMetadataRequest, v1.ResourceMetadataResponse](
+			httpClient,
+			baseURL+AuthServiceResourceMetadataProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ResourceMetadata")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // authServiceClient implements AuthServiceClient.
 type authServiceClient struct {
-	authenticate *connect.Client[v1.AuthenticateRequest, v1.AuthenticateResponse]
-	createToken  *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
-	revokeToken  *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	authenticate     *connect.Client[v1.AuthenticateRequest, v1.AuthenticateResponse]
+	createToken      *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
+	revokeToken      *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	resourceMetadata *connect.Client[v1.ResourceMetadataRequest, v1.ResourceMetadataResponse]
 }
 
 // Authenticate calls gatehouse.auth.v1.AuthService.Authenticate.
@@ -108,6 +122,11 @@ func (c *authServiceClient) RevokeToken(ctx context.Context, req *connect.Reques
 	return c.revokeToken.CallUnary(ctx, req)
 }
 
+// ResourceMetadata calls gatehouse.auth.v1.AuthService.ResourceMetadata.
+func (c *authServiceClient) ResourceMetadata(ctx context.Context, req *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error) {
+	return c.resourceMetadata.CallUnary(ctx, req)
+}
+
 // AuthServiceHandler is an implementation of the gatehouse.auth.v1.AuthService service.
 type AuthServiceHandler interface {
 	// Authenticate resolves a bearer credential (or its absence) for one server endpoint.
@@ -118,6 +137,10 @@ type AuthServiceHandler interface {
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// RevokeToken deletes a token by its id; it stops authenticating at once.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
+	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
+	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
+	ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error)
 }
 
 // NewAuthServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -145,6 +168,12 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(authServiceMethods.ByName("RevokeToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceResourceMetadataHandler := connect.NewUnaryHandler(
+		AuthServiceResourceMetadataProcedure,
+		svc.ResourceMetadata,
+		connect.WithSchema(authServiceMethods.ByName("ResourceMetadata")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.auth.v1.AuthService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuthServiceAuthenticateProcedure:
@@ -153,6 +182,8 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceCreateTokenHandler.ServeHTTP(w, r)
 		case AuthServiceRevokeTokenProcedure:
 			authServiceRevokeTokenHandler.ServeHTTP(w, r)
+		case AuthServiceResourceMetadataProcedure:
+			authServiceResourceMetadataHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -172,4 +203,8 @@ func (UnimplementedAuthServiceHandler) CreateToken(context.Context, *connect.Req
 
 func (UnimplementedAuthServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.RevokeToken is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.ResourceMetadata is not implemented"))
 }
