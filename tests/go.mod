@@ -26,6 +26,7 @@ require (
 	github.com/gatehouse-mcp/gatehouse/gen v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/internal v0.0.0-00010101000000-000000000000
 	github.com/gatehouse-mcp/gatehouse/registrysvc v0.0.0-00010101000000-000000000000
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	go.etcd.io/etcd/client/v3 v3.7.3
 	google.golang.org/grpc v1.85.0

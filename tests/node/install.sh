@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Node MCP peers used by the end-to-end tests (the official TypeScript SDK,
-# server-everything, the conformance suite and a Node 22 runtime) into tests/node/node_modules,
-# exactly as package-lock.json pins them. CI runs it before `go test ./tests/...`.
+# server-everything, the conformance suite), the OpenID provider oidc-provider (run by
+# oidc.mjs) and a Node 22 runtime into tests/node/node_modules, exactly as package-lock.json
+# pins them. CI runs it before `go test ./tests/...`.
 #
 # Idempotent: when node_modules was installed from the same package.json and lock file (a stamp
 # file holds their hash) it only re-checks the Node 22 binary and returns.

@@ -93,12 +93,12 @@ func RunClient(t testing.TB, ctx context.Context, args ...string) (ClientResult,
 // the client works on both.
 func RunClientWith(t testing.TB, ctx context.Context, node string, args ...string) (ClientResult, error) {
 	t.Helper()
-	dir := peerDir(t)
+	dir := PeerDir(t)
 	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(dir, "client.mjs")}, args...)...)
 	cmd.Dir = dir
 	cmd.WaitDelay = 5 * time.Second
-	stdout := newCappedBuffer(maxClientStdout)
-	stderr := newCappedBuffer(maxClientStderr)
+	stdout := NewCappedBuffer(maxClientStdout)
+	stderr := NewCappedBuffer(maxClientStderr)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	err := cmd.Run()
 	if ctxErr := ctx.Err(); ctxErr != nil {

@@ -183,7 +183,7 @@ const maxSuiteOutput = 4 << 20
 func RunConformance(t testing.TB, ctx context.Context, url string, extra ...string) (Result, error) {
 	t.Helper()
 	node := Node22(t)
-	dir := peerDir(t)
+	dir := PeerDir(t)
 	outDir := t.TempDir()
 	args := append([]string{
 		filepath.Join(dir, "node_modules", "@modelcontextprotocol", "conformance", "dist", "index.js"),
@@ -192,8 +192,8 @@ func RunConformance(t testing.TB, ctx context.Context, url string, extra ...stri
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = dir
 	cmd.WaitDelay = 5 * time.Second
-	stdout := newCappedBuffer(maxSuiteOutput)
-	stderr := newCappedBuffer(maxSuiteOutput)
+	stdout := NewCappedBuffer(maxSuiteOutput)
+	stderr := NewCappedBuffer(maxSuiteOutput)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	start := time.Now()
 	runErr := cmd.Run()

@@ -53,7 +53,7 @@ type Everything struct {
 func StartEverything(t testing.TB, mode string) Everything {
 	t.Helper()
 	node := Node22(t)
-	dir := peerDir(t)
+	dir := PeerDir(t)
 	entry := filepath.Join(dir, "node_modules", "@modelcontextprotocol", "server-everything", "dist", "index.js")
 	if _, err := os.Stat(entry); err != nil {
 		t.Fatalf("nodepeer: server-everything: %v: %s", err, installHint)
@@ -95,7 +95,7 @@ func startEverythingOn(t testing.TB, node, preload, entry, mode, dir string, por
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "PORT=" + strconv.Itoa(port)}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	output := newCappedBuffer(256 << 10)
+	output := NewCappedBuffer(256 << 10)
 	cmd.Stdout, cmd.Stderr = output, output
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", node, err)
@@ -169,7 +169,7 @@ func waitListening(ctx context.Context, pid, port int, exited <-chan struct{}) e
 // of that resource must return, exactly.
 func EverythingDoc(t testing.TB, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(peerDir(t), "node_modules", "@modelcontextprotocol", "server-everything", "dist", "docs", name))
+	b, err := os.ReadFile(filepath.Join(PeerDir(t), "node_modules", "@modelcontextprotocol", "server-everything", "dist", "docs", name))
 	if err != nil {
 		t.Fatalf("nodepeer: server-everything document: %v: %s", err, installHint)
 	}

@@ -131,8 +131,9 @@ func installDigest(dir string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// peerDir returns tests/node after checking the install, failing the test otherwise.
-func peerDir(t testing.TB) string {
+// PeerDir returns the tests/node directory after checking the install (as Node22 does),
+// failing the test otherwise. Other helpers that run scripts from tests/node use it.
+func PeerDir(t testing.TB) string {
 	t.Helper()
 	dir, _, err := installed()
 	if err != nil {
@@ -141,18 +142,21 @@ func peerDir(t testing.TB) string {
 	return dir
 }
 
-// cappedBuffer keeps the first limit bytes written to it and counts the rest, so a chatty or
+// CappedBuffer keeps the first limit bytes written to it and counts the rest, so a chatty or
 // hostile peer cannot exhaust the test's memory. It is safe for concurrent writers.
-type cappedBuffer struct {
+type CappedBuffer struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	limit   int
 	dropped int
 }
 
-func newCappedBuffer(limit int) *cappedBuffer { return &cappedBuffer{limit: limit} }
+// NewCappedBuffer returns a CappedBuffer that keeps at most limit bytes.
+func NewCappedBuffer(limit int) *CappedBuffer { return &CappedBuffer{limit: limit} }
 
-func (b *cappedBuffer) Write(p []byte) (int, error) {
+// Write keeps what fits and always reports success, so the writer (a child process's output
+// copier) is never stopped by the cap.
+func (b *CappedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	room := b.limit - b.buf.Len()
@@ -169,7 +173,7 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 }
 
 // String returns what was kept, with a note when output was dropped.
-func (b *cappedBuffer) String() string {
+func (b *CappedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dropped > 0 {
@@ -179,14 +183,14 @@ func (b *cappedBuffer) String() string {
 }
 
 // Overflowed reports whether any output was dropped.
-func (b *cappedBuffer) Overflowed() bool {
+func (b *CappedBuffer) Overflowed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.dropped > 0
 }
 
 // Bytes returns a copy of what was kept.
-func (b *cappedBuffer) Bytes() []byte {
+func (b *CappedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes())

@@ -118,7 +118,7 @@ func TestDecodeClientLine(t *testing.T) {
 }
 
 func TestCappedBuffer(t *testing.T) {
-	b := newCappedBuffer(4)
+	b := NewCappedBuffer(4)
 	for _, s := range []string{"ab", "cdef", "g"} {
 		if n, err := b.Write([]byte(s)); n != len(s) || err != nil {
 			t.Fatalf("Write(%q) = %d, %v", s, n, err)
