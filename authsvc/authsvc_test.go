@@ -298,6 +298,7 @@ func TestCreateTokenValidation(t *testing.T) {
 		{"negative ttl", valid(func(r *authv1.CreateTokenRequest) { r.TtlSeconds = -1 }), "ttl_seconds"},
 		{"ttl too long", valid(func(r *authv1.CreateTokenRequest) { r.TtlSeconds = int64(authsvc.MaxTTL/time.Second) + 1 }), "ttl_seconds"},
 		{"short token", valid(func(r *authv1.CreateTokenRequest) { r.Token = "short-token-1234"[:15] }), "token"},
+		{"token shaped like a JWT", valid(func(r *authv1.CreateTokenRequest) { r.Token = "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl" }), "shape of a JWT"},
 		{"token with a space", valid(func(r *authv1.CreateTokenRequest) { r.Token = "a token with spaces" }), "visible ASCII"},
 		{"token with non-ASCII", valid(func(r *authv1.CreateTokenRequest) { r.Token = "tökentökentökentöken" }), "visible ASCII"},
 		{"token too long", valid(func(r *authv1.CreateTokenRequest) { r.Token = strings.Repeat("t", authsvc.MaxTokenBytes+1) }), "token"},

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/authsvc/internal/oidc"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -234,6 +235,9 @@ func validateCreate(req *authv1.CreateTokenRequest) (authv1.PrincipalKind, error
 			if t[i] < 0x21 || t[i] > 0x7e {
 				return 0, invalid("token: only visible ASCII characters (it travels in an Authorization header)")
 			}
+		}
+		if oidc.LooksLikeJWT(t) {
+			return 0, invalid("token: has the shape of a JWT, which is verified as an OpenID Connect token, never looked up")
 		}
 	}
 	return kind, nil

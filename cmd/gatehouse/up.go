@@ -209,6 +209,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	public := in.Handler()
 	mux.Handle("/servers/", public)
 	mux.Handle("/healthz", public)
+	mux.Handle("/.well-known/oauth-protected-resource", public)
+	mux.Handle("/.well-known/oauth-protected-resource/", public)
 	mux.Handle("/", rpcserver.RequireToken(internalToken, internal))
 	srv := ingress.NewHTTPServer(mux, cfg.Ingress)
 

@@ -10,17 +10,25 @@
 // the process exits 1, so the caller can assert on both success and refusal.
 //
 // Usage:
-//   node client.mjs --url URL [--token TOKEN] [--call NAME [--args JSON]]
+//   node client.mjs --url URL [--token TOKEN | --client-id ID --client-secret SECRET --issuer URL
+//                   [--scope SCOPES]] [--call NAME [--args JSON]]
 //                   [--read URI] [--prompt NAME [--prompt-args JSON]] [--timeout-ms N]
+//
+// With --client-id, the SDK's own OAuth client (ClientCredentialsProvider) gets the token: on
+// the gateway's 401 it reads the protected resource metadata the challenge names (RFC 9728),
+// then the authorization server's metadata, and asks that server (it must be --issuer) for a
+// token with the client credentials grant. The JSON line then also holds "authServers": the
+// authorization servers the SDK discovered.
 //
 // It runs under Node 20 and Node 22.
 
 import { parseArgs } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
 
 const usage =
-  "usage: client.mjs --url URL [--token TOKEN] [--call NAME [--args JSON]] " +
+  "usage: client.mjs --url URL [--token TOKEN | --client-id ID --client-secret SECRET --issuer URL [--scope SCOPES]] [--call NAME [--args JSON]] " +
   "[--read URI] [--prompt NAME [--prompt-args JSON]] [--timeout-ms N]";
 
 function fail(message) {
@@ -52,6 +60,10 @@ function parseOptions() {
       options: {
         url: { type: "string" },
         token: { type: "string" },
+        "client-id": { type: "string" },
+        "client-secret": { type: "string" },
+        issuer: { type: "string" },
+        scope: { type: "string" },
         call: { type: "string" },
         args: { type: "string" },
         read: { type: "string" },
@@ -66,6 +78,9 @@ function parseOptions() {
     fail(`${err.message}\n${usage}`);
   }
   const v = parsed.values;
+  if (v["client-id"] !== undefined && (v.token !== undefined || !v["client-secret"] || !v.issuer)) {
+    fail("--client-id needs --client-secret and --issuer, and excludes --token");
+  }
   if (!v.url) {
     fail(`--url is required\n${usage}`);
   }
@@ -94,6 +109,10 @@ function parseOptions() {
   return {
     url,
     token: v.token,
+    clientId: v["client-id"],
+    clientSecret: v["client-secret"],
+    issuer: v.issuer,
+    scope: v.scope,
     call: v.call,
     callArgs: parseObject("args", v.args),
     read: v.read,
@@ -117,7 +136,31 @@ async function main() {
   if (opts.token !== undefined) {
     requestInit.headers = { Authorization: `Bearer ${opts.token}` };
   }
-  const transport = new StreamableHTTPClientTransport(opts.url, { requestInit });
+  let authProvider;
+  if (opts.clientId !== undefined) {
+    authProvider = new ClientCredentialsProvider({
+      clientId: opts.clientId,
+      clientSecret: opts.clientSecret,
+      expectedIssuer: opts.issuer,
+      scope: opts.scope,
+    });
+  }
+  // The authorization servers the SDK discovered, from the metadata documents it fetched.
+  const authServers = new Set();
+  const fetchSeen = async (input, init) => {
+    const resp = await fetch(input, init);
+    // CLIENT_DEBUG=1 traces every request and its answer on stderr (for debugging a test).
+    if (process.env.CLIENT_DEBUG) process.stderr.write(`fetch ${init?.method ?? "GET"} ${input} -> ${resp.status} ${resp.headers.get("www-authenticate") ?? ""}\n`);
+    const u = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
+    if (u.pathname.startsWith("/.well-known/oauth-protected-resource") && resp.ok) {
+      const doc = await resp.clone().json();
+      for (const s of doc.authorization_servers ?? []) {
+        authServers.add(s);
+      }
+    }
+    return resp;
+  };
+  const transport = new StreamableHTTPClientTransport(opts.url, { requestInit, authProvider, fetch: fetchSeen });
   const client = new Client({ name: "gatehouse-e2e-node-host", version: "1.0.0" }, { capabilities: {} });
   // Errors on the optional standalone GET stream are reported here; they do not fail the run
   // unless a request fails too.
@@ -145,6 +188,9 @@ async function main() {
       read: null,
       prompt: null,
     };
+    if (authProvider !== undefined) {
+      out.authServers = [...authServers];
+    }
     const tools = await step("tools/list", () => client.listTools(undefined, reqOpts));
     out.tools = tools.tools.map((tool) => tool.name);
     if (opts.call !== undefined) {

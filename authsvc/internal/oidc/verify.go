@@ -96,13 +96,14 @@ func (v *Verifier) Issuers() []string {
 }
 
 // LooksLikeJWT reports whether a credential has the shape of a compact JWS (three base64url
-// parts), which gateway API tokens never have.
+// parts, the last empty in an unsecured "alg":"none" token, which Verify then refuses as
+// such), a shape gateway API tokens never have.
 func LooksLikeJWT(s string) bool {
 	if strings.Count(s, ".") != 2 {
 		return false
 	}
-	for part := range strings.SplitSeq(s, ".") {
-		if part == "" {
+	for i, part := range strings.Split(s, ".") {
+		if part == "" && i < 2 {
 			return false
 		}
 		for i := 0; i < len(part); i++ {

@@ -133,6 +133,18 @@ var upLine = regexp.MustCompile(`Gatehouse is up on (http://\S+)`)
 // then SIGKILL after 20s) by t.Cleanup.
 func Start(t testing.TB, opts Options) *Gateway {
 	t.Helper()
+	g, err := TryStart(t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TryStart is Start that returns an error, with the gateway's logs, when the gateway exits
+// before it is up (a port in opts.Args taken by another process, say), so the caller can try
+// again.
+func TryStart(t testing.TB, opts Options) (*Gateway, error) {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "gatehouse.yaml")
 	if err := os.WriteFile(cfgPath, []byte(opts.Config), 0o600); err != nil {
@@ -181,11 +193,11 @@ func Start(t testing.TB, opts Options) *Gateway {
 	select {
 	case g.Base = <-up:
 	case <-g.done:
-		t.Fatalf("gatehouse exited before it was up:\n%s", g.logs.String())
+		return nil, fmt.Errorf("gatehouse exited before it was up:\n%s", g.logs.String())
 	case <-time.After(90 * time.Second):
-		t.Fatalf("gatehouse not up within 90s:\n%s", g.logs.String())
+		return nil, fmt.Errorf("gatehouse not up within 90s:\n%s", g.logs.String())
 	}
-	return g
+	return g, nil
 }
 
 // Endpoint is the MCP endpoint of a configured server.

@@ -35,6 +35,9 @@ type ClientResult struct {
 	Call   json.RawMessage `json:"call"`
 	Read   json.RawMessage `json:"read"`
 	Prompt json.RawMessage `json:"prompt"`
+	// AuthServers are the authorization servers the SDK found in the gateway's protected
+	// resource metadata; set when the client got its token itself (--client-id).
+	AuthServers []string `json:"authServers"`
 }
 
 // ToolResult is the part of a tools/call result the tests assert on.
