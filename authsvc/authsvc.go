@@ -87,6 +87,8 @@ type Service struct {
 	verifier *oidc.Verifier
 	resource string   // the gateway's resource identifier; "" without issuers
 	scopes   []string // every scope some issuer requires
+	// certs maps verified client certificates; nil when none is mapped.
+	certs *certMapper
 }
 
 // New checks the configuration and returns the service; it does not contact etcd. kv stays
@@ -137,6 +139,11 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("authsvc: %w", err)
 		}
+		if len(id.SPIFFE)+len(id.Subjects) > 0 {
+			if s.certs, err = newCertMapper(id.SPIFFE, id.Subjects); err != nil {
+				return nil, fmt.Errorf("authsvc: %w", err)
+			}
+		}
 		if len(id.Issuers) > 0 {
 			client := cfg.IssuerClient
 			if client == nil {
@@ -181,18 +188,25 @@ func (s *Service) Close(context.Context) error { return nil }
 
 // Authenticate implements authv1connect.AuthServiceHandler.
 func (s *Service) Authenticate(ctx context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
-	p, err := s.authenticate(ctx, req.Msg.GetCredential(), req.Msg.GetServer())
+	p, err := s.authenticate(ctx, req.Msg.GetCredential(), req.Msg.GetServer(), req.Msg.GetClientCertificate())
 	if err != nil {
 		return nil, s.toConnect(err)
 	}
 	return connect.NewResponse(&authv1.AuthenticateResponse{Principal: p}), nil
 }
 
-// authenticate resolves a credential for a server. The credential itself is never logged
+// authenticate resolves a credential for a server: the bearer token if there is one, else
+// the client certificate, else the anonymous grant. The credential itself is never logged
 // and never part of an error.
-func (s *Service) authenticate(ctx context.Context, credential, server string) (*authv1.Principal, error) {
+func (s *Service) authenticate(ctx context.Context, credential, server string, cert *authv1.ClientCertificate) (*authv1.Principal, error) {
 	if len(server) > maxServerBytes {
 		return nil, invalid("server name is longer than %d bytes", maxServerBytes)
+	}
+	if credential == "" && cert != nil {
+		if s.certs == nil {
+			return nil, unauthenticated("client certificates are not mapped to principals here")
+		}
+		return s.certs.principal(cert)
 	}
 	if credential == "" {
 		if s.anonymous[server] {

@@ -26,11 +26,32 @@ type Identity struct {
 	// for this gateway.
 	Resource string
 	Issuers  []oidc.IssuerConfig
+	// SPIFFE and Subjects map verified client certificates to principals (mtls.go).
+	SPIFFE   []SPIFFEMapping
+	Subjects []SubjectMapping
 }
 
 type identityYAML struct {
 	Resource string       `yaml:"resource"`
 	OIDC     []issuerYAML `yaml:"oidc"`
+	MTLS     *mtlsYAML    `yaml:"mtls"`
+}
+
+type mtlsYAML struct {
+	SPIFFE []struct {
+		TrustDomain     string   `yaml:"trust_domain"`
+		Tenant          string   `yaml:"tenant"`
+		PrincipalPrefix string   `yaml:"principal_prefix"`
+		Groups          []string `yaml:"groups"`
+		Kind            string   `yaml:"kind"`
+	} `yaml:"spiffe"`
+	Subjects []struct {
+		CommonName string   `yaml:"common_name"`
+		Principal  string   `yaml:"principal"`
+		Tenant     string   `yaml:"tenant"`
+		Groups     []string `yaml:"groups"`
+		Kind       string   `yaml:"kind"`
+	} `yaml:"subjects"`
 }
 
 type issuerYAML struct {
@@ -118,6 +139,17 @@ func ParseIdentity(data []byte) (*Identity, error) {
 			return nil, fmt.Errorf("oidc[%d]: issuer %s is listed twice", i, c.Issuer)
 		}
 		id.Issuers = append(id.Issuers, c)
+	}
+	if m := raw.MTLS; m != nil {
+		for _, s := range m.SPIFFE {
+			id.SPIFFE = append(id.SPIFFE, SPIFFEMapping{TrustDomain: s.TrustDomain, Tenant: s.Tenant, PrincipalPrefix: s.PrincipalPrefix, Groups: s.Groups, Kind: s.Kind})
+		}
+		for _, s := range m.Subjects {
+			id.Subjects = append(id.Subjects, SubjectMapping{CommonName: s.CommonName, Principal: s.Principal, Tenant: s.Tenant, Groups: s.Groups, Kind: s.Kind})
+		}
+		if _, err := newCertMapper(id.SPIFFE, id.Subjects); err != nil {
+			return nil, err
+		}
 	}
 	return id, nil
 }

@@ -117,3 +117,13 @@ func TestAuthenticateOIDC(t *testing.T) {
 		t.Fatalf("ResourceMetadata = %v", m)
 	}
 }
+
+// writeFile writes a file into the test's temporary directory and returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -106,11 +106,11 @@ func (c *authCache) cached(key [sha256.Size]byte) (*authv1.Principal, bool) {
 	return nil, false
 }
 
-// authenticate asks authsvc and caches the principal under key (cacheKey of credential and
-// server).
-func (c *authCache) authenticate(ctx context.Context, key [sha256.Size]byte, credential, server string) (*authv1.Principal, error) {
+// authenticate asks authsvc and caches the principal under key (cacheKey of the request's
+// credential, or client certificate, and server).
+func (c *authCache) authenticate(ctx context.Context, key [sha256.Size]byte, req *authv1.AuthenticateRequest) (*authv1.Principal, error) {
 	now := c.now()
-	resp, err := c.client.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential, Server: server}))
+	resp, err := c.client.Authenticate(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -151,7 +152,17 @@ func (s *Service) admit(x *exchange) bool {
 		s.authFailed(x, addr, errMalformedAuth, s.challenge(r.Context(), x.server, "invalid_request", ""))
 		return false
 	}
-	key := cacheKey(credential, x.server)
+	// Without a bearer token, a verified client certificate is the credential: cached by
+	// the digest of the leaf, which differs from every bearer token's key.
+	cert := clientCertificate(r)
+	keyMaterial := credential
+	if credential == "" && cert != nil {
+		sum := sha256.Sum256(r.TLS.VerifiedChains[0][0].Raw)
+		keyMaterial = "mtls:" + hex.EncodeToString(sum[:])
+	} else {
+		cert = nil
+	}
+	key := cacheKey(keyMaterial, x.server)
 	if p, hit := s.auth.cached(key); hit {
 		x.principal = p
 		return true
@@ -171,7 +182,7 @@ func (s *Service) admit(x *exchange) bool {
 			return false
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), authFlightTimeout)
-		p, err = s.auth.authenticate(actx, key, credential, x.server)
+		p, err = s.auth.authenticate(actx, key, &authv1.AuthenticateRequest{Credential: credential, Server: x.server, ClientCertificate: cert})
 		cancel()
 		s.auth.land(key, flight, p, err)
 	} else {
@@ -189,8 +200,11 @@ func (s *Service) admit(x *exchange) bool {
 		case http.StatusUnauthorized:
 			// No credential gets the bare challenge (RFC 6750 3.1); a refused one says why.
 			code, why := "", ""
-			if credential != "" {
+			switch {
+			case credential != "":
 				code, why = "invalid_token", message(err)
+			case cert != nil:
+				why = message(err) // a certificate is no bearer token: no RFC 6750 error
 			}
 			s.authFailed(x, addr, e, s.challenge(r.Context(), x.server, code, why))
 		case http.StatusForbidden:

@@ -9,6 +9,7 @@ package ingress
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,6 +70,12 @@ type Config struct {
 	// (429 with Retry-After beyond); AuthFailRate 0 disables the throttle.
 	AuthFailRate  float64
 	AuthFailBurst int
+	// TLS of the listener (tls.go): a certificate and key, and optionally client
+	// certificates from a trust bundle, none, optional or required.
+	TLSCert        string
+	TLSKey         string
+	ClientCA       string
+	ClientCertMode string
 }
 
 // Defaults of the limits: the flags' defaults, and what New fills in for a Config built
@@ -114,6 +121,10 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", defaultMaxHeaderBytes, "largest request header block accepted")
 	fs.Float64Var(&c.AuthFailRate, "auth-fail-rate", 10, "failed authentications per second allowed per source address (429 beyond; 0: no throttle)")
 	fs.IntVar(&c.AuthFailBurst, "auth-fail-burst", 20, "burst of failed authentications per source address")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with (empty: plain HTTP)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.ClientCA, "client-ca", "", "PEM bundle of the CAs whose client certificates identify hosts (mTLS)")
+	fs.StringVar(&c.ClientCertMode, "client-cert", ClientCertNone, "client certificates: none, optional (verified when given) or require")
 }
 
 // withDefaults fills the limits a Config built without RegisterFlags leaves zero.
@@ -194,6 +205,7 @@ type Service struct {
 	limiter *authLimiter
 	streams *streamRegistry
 	meta    *resourceMeta
+	tls     *tls.Config // nil: plain HTTP
 	now     func() time.Time
 	maxBody int64
 	ready   atomic.Bool
@@ -224,7 +236,11 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, now: time.Now, maxBody: cfg.MaxBodyBytes}
+	tc, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, tls: tc, now: time.Now, maxBody: cfg.MaxBodyBytes}
 	s.draining, s.endDraining = context.WithCancel(context.Background())
 	s.auth = newAuthCache(deps.Auth, cfg.AuthCacheTTL, s.now)
 	s.limiter = newAuthLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, s.now)

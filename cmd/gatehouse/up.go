@@ -151,8 +151,13 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if internalToken == "" {
 		internalToken = randomToken()
 	}
-	client := rpcserver.WithToken(rpcserver.NewClient(), internalToken)
-	base := rpcserver.BaseURL(addr)
+	// The services' own RPCs (the catalog's follow of the registry) go through an in-memory
+	// listener serving the same internal mux, not the public one, which may speak TLS and ask
+	// hosts for client certificates.
+	pipe := rpcserver.NewPipeListener()
+	defer pipe.Close()
+	client := rpcserver.WithToken(pipe.Client(), internalToken)
+	const base = "http://gatehouse.internal"
 	cat := catalog.New()
 
 	cfg.Policy.PolicyDir = cfg.PolicyDir
@@ -212,7 +217,14 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux.Handle("/.well-known/oauth-protected-resource", public)
 	mux.Handle("/.well-known/oauth-protected-resource/", public)
 	mux.Handle("/", rpcserver.RequireToken(internalToken, internal))
-	srv := ingress.NewHTTPServer(mux, cfg.Ingress)
+	srv := in.HTTPServer(mux)
+	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own
+	if srv.TLSConfig != nil {
+		scheme = "https"
+	}
+	pipeSrv := rpcserver.NewServer(rpcserver.RequireToken(internalToken, internal))
+	go func() { _ = pipeSrv.Serve(pipe) }()
+	defer pipeSrv.Close()
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -247,9 +259,9 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if runCtx.Err() != nil {
 		in.SetReady(false) // the stop began before this line and its Stopping already ran
 	}
-	fmt.Fprintf(stdout, "Gatehouse is up on http://%s\n", addr)
+	fmt.Fprintf(stdout, "Gatehouse is up on %s://%s\n", scheme, addr)
 	for _, s := range cat.Servers() {
-		fmt.Fprintf(stdout, "  server %-20s http://%s/servers/%s/mcp\n", s.GetName(), addr, s.GetName())
+		fmt.Fprintf(stdout, "  server %-20s %s://%s/servers/%s/mcp\n", s.GetName(), scheme, addr, s.GetName())
 	}
 	fmt.Fprintf(stdout, "  dev token (principal dev, tenant default): %s\n", token)
 	logger.Info("ready", "addr", addr, "servers", len(cat.Servers()))

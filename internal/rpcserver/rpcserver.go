@@ -93,7 +93,13 @@ type Shutdown struct {
 // which every connection left is closed.
 func ServeUntil(ctx context.Context, ln net.Listener, srv *http.Server, s Shutdown, logger *slog.Logger) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil && len(srv.TLSConfig.Certificates) > 0 {
+			errc <- srv.ServeTLS(ln, "", "") // the certificates are in TLSConfig
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -68,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return &svcmain.Serving{
 				Handler:   svc.Handler(),
 				Stopping:  func() { svc.SetReady(false) },
-				NewServer: func(h http.Handler) *http.Server { return ingress.NewHTTPServer(h, cfg) },
+				NewServer: svc.HTTPServer,
 			}, nil
 		},
 	}, args, getenv, stdout)

@@ -127,7 +127,7 @@ type Options struct {
 	DataDir string
 }
 
-var upLine = regexp.MustCompile(`Gatehouse is up on (http://\S+)`)
+var upLine = regexp.MustCompile(`Gatehouse is up on (https?://\S+)`)
 
 // Start runs `gatehouse up` and waits until it says it is up. The process is stopped (SIGTERM,
 // then SIGKILL after 20s) by t.Cleanup.

@@ -166,9 +166,13 @@ type AuthenticateRequest struct {
 	// The bearer token without its scheme; empty when the host sent none.
 	Credential string `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
 	// The server endpoint the host addressed, for anonymous grants.
-	Server        string `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Server string `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	// The client certificate the host presented on a TLS connection, as the ingress verified it
+	// against its trust bundle; unset without one. It identifies the host when there is no
+	// bearer token.
+	ClientCertificate *ClientCertificate `protobuf:"bytes,3,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AuthenticateRequest) Reset() {
@@ -215,6 +219,86 @@ func (x *AuthenticateRequest) GetServer() string {
 	return ""
 }
 
+func (x *AuthenticateRequest) GetClientCertificate() *ClientCertificate {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return nil
+}
+
+// ClientCertificate is what authsvc needs of a verified client certificate (the leaf).
+type ClientCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The URI SANs that are SPIFFE IDs (spiffe://trust-domain/path).
+	SpiffeIds []string `protobuf:"bytes,1,rep,name=spiffe_ids,json=spiffeIds,proto3" json:"spiffe_ids,omitempty"`
+	// The subject's common name.
+	CommonName string `protobuf:"bytes,2,opt,name=common_name,json=commonName,proto3" json:"common_name,omitempty"`
+	// The subject in RFC 2253 form, for logs.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// When the certificate expires.
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientCertificate) Reset() {
+	*x = ClientCertificate{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientCertificate) ProtoMessage() {}
+
+func (x *ClientCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientCertificate.ProtoReflect.Descriptor instead.
+func (*ClientCertificate) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ClientCertificate) GetSpiffeIds() []string {
+	if x != nil {
+		return x.SpiffeIds
+	}
+	return nil
+}
+
+func (x *ClientCertificate) GetCommonName() string {
+	if x != nil {
+		return x.CommonName
+	}
+	return ""
+}
+
+func (x *ClientCertificate) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ClientCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
 type AuthenticateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Principal     *Principal             `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
@@ -224,7 +308,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[2]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +320,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[2]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +333,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AuthenticateResponse) GetPrincipal() *Principal {
@@ -275,7 +359,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[3]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +371,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[3]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +384,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTokenRequest) GetPrincipalId() string {
@@ -355,7 +439,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[4]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +451,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[4]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +464,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTokenResponse) GetTokenId() string {
@@ -406,7 +490,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[5]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +502,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[5]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +515,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RevokeTokenRequest) GetTokenId() string {
@@ -449,7 +533,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[6]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +545,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[6]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +558,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{7}
 }
 
 type ResourceMetadataRequest struct {
@@ -485,7 +569,7 @@ type ResourceMetadataRequest struct {
 
 func (x *ResourceMetadataRequest) Reset() {
 	*x = ResourceMetadataRequest{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[7]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +581,7 @@ func (x *ResourceMetadataRequest) String() string {
 func (*ResourceMetadataRequest) ProtoMessage() {}
 
 func (x *ResourceMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[7]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +594,7 @@ func (x *ResourceMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ResourceMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{8}
 }
 
 type ResourceMetadataResponse struct {
@@ -528,7 +612,7 @@ type ResourceMetadataResponse struct {
 
 func (x *ResourceMetadataResponse) Reset() {
 	*x = ResourceMetadataResponse{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +624,7 @@ func (x *ResourceMetadataResponse) String() string {
 func (*ResourceMetadataResponse) ProtoMessage() {}
 
 func (x *ResourceMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +637,7 @@ func (x *ResourceMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ResourceMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResourceMetadataResponse) GetResource() string {
@@ -594,12 +678,20 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"expireTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +
 	"\x13AuthenticateRequest\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\tR\n" +
 	"credential\x12\x16\n" +
-	"\x06server\x18\x02 \x01(\tR\x06server\"R\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12S\n" +
+	"\x12client_certificate\x18\x03 \x01(\v2$.gatehouse.auth.v1.ClientCertificateR\x11clientCertificate\"\xa6\x01\n" +
+	"\x11ClientCertificate\x12\x1d\n" +
+	"\n" +
+	"spiffe_ids\x18\x01 \x03(\tR\tspiffeIds\x12\x1f\n" +
+	"\vcommon_name\x18\x02 \x01(\tR\n" +
+	"commonName\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"R\n" +
 	"\x14AuthenticateResponse\x12:\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1c.gatehouse.auth.v1.PrincipalR\tprincipal\"\xd4\x01\n" +
 	"\x12CreateTokenRequest\x12!\n" +
@@ -646,40 +738,43 @@ func file_gatehouse_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
 	(PrincipalKind)(0),               // 0: gatehouse.auth.v1.PrincipalKind
 	(*Principal)(nil),                // 1: gatehouse.auth.v1.Principal
 	(*AuthenticateRequest)(nil),      // 2: gatehouse.auth.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),     // 3: gatehouse.auth.v1.AuthenticateResponse
-	(*CreateTokenRequest)(nil),       // 4: gatehouse.auth.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 5: gatehouse.auth.v1.CreateTokenResponse
-	(*RevokeTokenRequest)(nil),       // 6: gatehouse.auth.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 7: gatehouse.auth.v1.RevokeTokenResponse
-	(*ResourceMetadataRequest)(nil),  // 8: gatehouse.auth.v1.ResourceMetadataRequest
-	(*ResourceMetadataResponse)(nil), // 9: gatehouse.auth.v1.ResourceMetadataResponse
-	nil,                              // 10: gatehouse.auth.v1.Principal.AttributesEntry
-	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
+	(*ClientCertificate)(nil),        // 3: gatehouse.auth.v1.ClientCertificate
+	(*AuthenticateResponse)(nil),     // 4: gatehouse.auth.v1.AuthenticateResponse
+	(*CreateTokenRequest)(nil),       // 5: gatehouse.auth.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 6: gatehouse.auth.v1.CreateTokenResponse
+	(*RevokeTokenRequest)(nil),       // 7: gatehouse.auth.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 8: gatehouse.auth.v1.RevokeTokenResponse
+	(*ResourceMetadataRequest)(nil),  // 9: gatehouse.auth.v1.ResourceMetadataRequest
+	(*ResourceMetadataResponse)(nil), // 10: gatehouse.auth.v1.ResourceMetadataResponse
+	nil,                              // 11: gatehouse.auth.v1.Principal.AttributesEntry
+	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
 }
 var file_gatehouse_auth_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.auth.v1.Principal.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	10, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
-	11, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 3: gatehouse.auth.v1.AuthenticateResponse.principal:type_name -> gatehouse.auth.v1.Principal
-	0,  // 4: gatehouse.auth.v1.CreateTokenRequest.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	2,  // 5: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
-	4,  // 6: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
-	6,  // 7: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
-	8,  // 8: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
-	3,  // 9: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
-	5,  // 10: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
-	7,  // 11: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
-	9,  // 12: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	11, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
+	12, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 3: gatehouse.auth.v1.AuthenticateRequest.client_certificate:type_name -> gatehouse.auth.v1.ClientCertificate
+	12, // 4: gatehouse.auth.v1.ClientCertificate.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 5: gatehouse.auth.v1.AuthenticateResponse.principal:type_name -> gatehouse.auth.v1.Principal
+	0,  // 6: gatehouse.auth.v1.CreateTokenRequest.kind:type_name -> gatehouse.auth.v1.PrincipalKind
+	2,  // 7: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
+	5,  // 8: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
+	7,  // 9: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
+	9,  // 10: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
+	4,  // 11: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
+	6,  // 12: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
+	8,  // 13: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
+	10, // 14: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_auth_v1_auth_proto_init() }
@@ -693,7 +788,7 @@ func file_gatehouse_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_auth_v1_auth_proto_rawDesc), len(file_gatehouse_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
