@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -111,7 +110,7 @@ func ParseIdentity(data []byte) (*Identity, error) {
 		if id.Resource == "" {
 			return nil, errors.New("resource (the gateway's public URL) is required with oidc issuers: it is the audience their tokens are checked against")
 		}
-		if err := checkResource(id.Resource); err != nil {
+		if err := oidc.CheckURL(id.Resource, "resource"); err != nil {
 			return nil, err
 		}
 	}
@@ -152,26 +151,6 @@ func ParseIdentity(data []byte) (*Identity, error) {
 		}
 	}
 	return id, nil
-}
-
-// checkResource accepts the gateway's public URL: absolute, https (http on loopback only),
-// no query or fragment.
-func checkResource(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("resource %q: want an absolute URL without credentials, query or fragment", raw)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		h := u.Hostname()
-		if h != "localhost" && h != "127.0.0.1" && h != "::1" {
-			return fmt.Errorf("resource %q: http is allowed on a loopback host only; use https", raw)
-		}
-	default:
-		return fmt.Errorf("resource %q: want https", raw)
-	}
-	return nil
 }
 
 // EndpointResource is the resource identifier of one server's endpoint under the gateway's.

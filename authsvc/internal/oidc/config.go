@@ -88,11 +88,11 @@ type IssuerConfig struct {
 
 // Validate checks c and fills its defaults.
 func (c *IssuerConfig) Validate() error {
-	if err := checkURL(c.Issuer, "issuer"); err != nil {
+	if err := CheckURL(c.Issuer, "issuer"); err != nil {
 		return err
 	}
 	if c.JWKSURI != "" {
-		if err := checkURL(c.JWKSURI, "jwks_uri"); err != nil {
+		if err := CheckURL(c.JWKSURI, "jwks_uri"); err != nil {
 			return err
 		}
 	}
@@ -144,9 +144,10 @@ func (c *IssuerConfig) Validate() error {
 	return nil
 }
 
-// checkURL accepts an absolute https URL, or http on a loopback host (a provider on this
-// machine); keys fetched in the clear from elsewhere could be anyone's.
-func checkURL(raw, what string) error {
+// CheckURL accepts an absolute https URL, or http on a loopback host (a provider, or a
+// gateway, on this machine): keys fetched and tokens sent in the clear elsewhere could be
+// anyone's. what names the URL in the error.
+func CheckURL(raw, what string) error {
 	if raw == "" {
 		return fmt.Errorf("%s is required", what)
 	}

@@ -231,7 +231,7 @@ func (ks *keySet) discover(ctx context.Context) (string, error) {
 		if doc.Issuer != ks.issuer {
 			return "", fmt.Errorf("discovery document %s names issuer %q, not %q", u, doc.Issuer, ks.issuer)
 		}
-		if err := checkURL(doc.JWKSURI, "jwks_uri"); err != nil {
+		if err := CheckURL(doc.JWKSURI, "jwks_uri"); err != nil {
 			return "", fmt.Errorf("discovery document %s: %w", u, err)
 		}
 		return doc.JWKSURI, nil
