@@ -7,6 +7,7 @@
 package authsvc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -47,6 +48,8 @@ type Config struct {
 	// DefaultAnonymousPrincipal and DefaultAnonymousTenant.
 	AnonymousPrincipal string
 	AnonymousTenant    string
+	// MaxWatchers bounds concurrent WatchRevocations streams; 0 means DefaultMaxWatchers.
+	MaxWatchers int
 	// IdentityConfig is the identity file: the gateway's resource identifier and the OpenID
 	// Connect issuers whose JWTs are accepted (docs/identity.md). Empty: API tokens only.
 	IdentityConfig string
@@ -65,14 +68,16 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AnonymousServers, "anonymous-servers", "", "comma-separated servers hosts may use without a credential (empty: none)")
 	fs.StringVar(&c.AnonymousPrincipal, "anonymous-principal", DefaultAnonymousPrincipal, "principal id of anonymous callers")
 	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", DefaultAnonymousTenant, "tenant of anonymous callers")
+	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchRevocations streams (one per ingress replica)")
 	fs.StringVar(&c.IdentityConfig, "identity-config", "", "YAML file naming the gateway's resource URL and the OpenID Connect issuers whose tokens are accepted (empty: API tokens only)")
 }
 
-// Etcd is what the token store needs of an etcd client (*clientv3.Client has it): keys, and
-// leases so that expired tokens are removed by etcd itself.
+// Etcd is what the token store needs of an etcd client (*clientv3.Client has it): keys,
+// leases so that expired tokens are removed by etcd itself, and watches for WatchRevocations.
 type Etcd interface {
 	clientv3.KV
 	clientv3.Lease
+	clientv3.Watcher
 }
 
 // Service authenticates credentials and manages API tokens.
@@ -89,6 +94,11 @@ type Service struct {
 	scopes   []string // every scope some issuer requires
 	// certs maps verified client certificates; nil when none is mapped.
 	certs *certMapper
+	// watchers holds one slot per open WatchRevocations stream.
+	watchers chan struct{}
+	// closing ends when Close is called: the WatchRevocations streams end.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 // New checks the configuration and returns the service; it does not contact etcd. kv stays
@@ -117,6 +127,11 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if cfg.MaxWatchers < 0 {
+		return nil, fmt.Errorf("authsvc: max watchers must not be negative (%d)", cfg.MaxWatchers)
+	}
+	s.watchers = make(chan struct{}, cmp.Or(cfg.MaxWatchers, DefaultMaxWatchers))
+	s.closing, s.close = context.WithCancel(context.Background())
 	if !ident.ValidID(s.anonID) {
 		return nil, fmt.Errorf("authsvc: anonymous principal %q: want 1 to %d of [A-Za-z0-9._@-]", s.anonID, ident.MaxIDBytes)
 	}
@@ -182,10 +197,6 @@ func (s *Service) Handlers() []rpcserver.Handler {
 	return []rpcserver.Handler{{Service: authv1connect.AuthServiceName, Path: path, Handler: h}}
 }
 
-// Close releases nothing today (the etcd client is the caller's); it is here so every
-// service stops the same way.
-func (s *Service) Close(context.Context) error { return nil }
-
 // Authenticate implements authv1connect.AuthServiceHandler.
 func (s *Service) Authenticate(ctx context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
 	p, err := s.authenticate(ctx, req.Msg.GetCredential(), req.Msg.GetServer(), req.Msg.GetClientCertificate())
@@ -249,6 +260,15 @@ func (s *Service) RevokeToken(ctx context.Context, req *connect.Request[authv1.R
 	}
 	s.logger.Info("token revoked", "token_id", req.Msg.GetTokenId())
 	return connect.NewResponse(&authv1.RevokeTokenResponse{}), nil
+}
+
+// ListTokens implements authv1connect.AuthServiceHandler.
+func (s *Service) ListTokens(ctx context.Context, req *connect.Request[authv1.ListTokensRequest]) (*connect.Response[authv1.ListTokensResponse], error) {
+	tokens, next, err := s.tokens.list(ctx, req.Msg)
+	if err != nil {
+		return nil, s.toConnect(err)
+	}
+	return connect.NewResponse(&authv1.ListTokensResponse{Tokens: tokens, NextPageToken: next}), nil
 }
 
 // verifyJWT checks an OpenID Connect token presented to a server's endpoint: its audience

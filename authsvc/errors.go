@@ -30,6 +30,8 @@ var (
 	errIssuerUnavailable = errors.New("issuer unavailable")
 	// errInsufficientScope: a valid token without a scope its issuer requires.
 	errInsufficientScope = errors.New("insufficient scope")
+	// errTooManyWatchers: WatchRevocations beyond the configured number of streams.
+	errTooManyWatchers = errors.New("too many revocation watchers")
 )
 
 // codes maps each domain error to its Connect code; the caller's cancellation and deadline
@@ -42,6 +44,7 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errUnavailable, Code: connect.CodeUnavailable},
 	{Err: errIssuerUnavailable, Code: connect.CodeUnavailable},
 	{Err: errInsufficientScope, Code: connect.CodePermissionDenied},
+	{Err: errTooManyWatchers, Code: connect.CodeResourceExhausted},
 }
 
 // authError is errUnauthenticated with the reason the caller sees ("token expired"), so

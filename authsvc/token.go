@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/authsvc/internal/oidc"
@@ -35,6 +36,13 @@ const (
 	maxRequestBytes = 32 << 10
 	maxServerBytes  = 256
 	maxGroups       = 64
+	// Bounds of ListTokens: the page size (by default and at most), how many tokens one
+	// request examines (a tenant's page may come back short, with a next page token), and
+	// how many records one etcd transaction reads (etcd's default --max-txn-ops is 128).
+	defaultPageSize = 100
+	maxPageSize     = 500
+	maxListScan     = 5000
+	listBatch       = 100
 	// leaseGrace is how long etcd keeps an expiring token past its expiry before deleting
 	// it: until then Authenticate says "token expired" rather than "unknown token".
 	leaseGrace = time.Hour
@@ -190,6 +198,103 @@ func (ts *tokenStore) revoke(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s (revoked concurrently)", errNotFound, id)
 	}
 	return nil
+}
+
+// list returns a page of the tokens, of one tenant when req names it, ordered by token id.
+// The page token is the last id examined. Each request examines at most maxListScan ids,
+// reading ids and records at one revision.
+func (ts *tokenStore) list(ctx context.Context, req *authv1.ListTokensRequest) ([]*authv1.TokenInfo, string, error) {
+	tenant := req.GetTenant()
+	if tenant != "" && !ident.ValidID(tenant) {
+		return nil, "", invalid("tenant: want 1 to %d of [A-Za-z0-9._@-]", ident.MaxIDBytes)
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPageSize:
+		return nil, "", invalid("page_size: want 0 (the default, %d) to %d", defaultPageSize, maxPageSize)
+	case size == 0:
+		size = defaultPageSize
+	}
+	idPrefix := ts.idKey("")
+	from := idPrefix
+	if after := req.GetPageToken(); after != "" {
+		if !ident.ValidID(after) {
+			return nil, "", invalid("page_token: not a token of a ListTokens answer")
+		}
+		from = ts.idKey(after) + "\x00"
+	}
+	end := clientv3.GetPrefixRangeEnd(idPrefix)
+	var out []*authv1.TokenInfo
+	var rev int64
+	scanned := 0
+	last := ""
+	for scanned < maxListScan {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(min(listBatch, maxListScan-scanned)))}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		ids, err := ts.kv.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, "", storeError(ctx, "list token ids", err)
+		}
+		if rev == 0 {
+			rev = ids.Header.Revision
+		}
+		if len(ids.Kvs) == 0 {
+			return out, "", nil
+		}
+		reads := make([]clientv3.Op, len(ids.Kvs))
+		for i, kv := range ids.Kvs {
+			reads[i] = clientv3.OpGet(ts.tokenKey(string(kv.Value)), clientv3.WithRev(rev))
+		}
+		recs, err := ts.kv.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, "", storeError(ctx, "read token records", err)
+		}
+		for i, kv := range ids.Kvs {
+			scanned++
+			last = strings.TrimPrefix(string(kv.Key), idPrefix)
+			got := recs.Responses[i].GetResponseRange().GetKvs()
+			if len(got) == 0 {
+				continue // the two keys are written and deleted together: not expected
+			}
+			var rec record
+			if err := json.Unmarshal(got[0].Value, &rec); err != nil {
+				return nil, "", fmt.Errorf("decode token record %s: %w", got[0].Key, err)
+			}
+			if tenant != "" && rec.Tenant != tenant {
+				continue
+			}
+			out = append(out, rec.info())
+			if len(out) == size {
+				if i == len(ids.Kvs)-1 && !ids.More {
+					return out, "", nil
+				}
+				return out, last, nil
+			}
+		}
+		if !ids.More {
+			return out, "", nil
+		}
+		from = ts.idKey(last) + "\x00"
+	}
+	return out, last, nil
+}
+
+// info is what ListTokens tells of a token: never its value or digest.
+func (r *record) info() *authv1.TokenInfo {
+	info := &authv1.TokenInfo{
+		TokenId:     r.TokenID,
+		PrincipalId: r.PrincipalID,
+		Tenant:      r.Tenant,
+		Kind:        authv1.PrincipalKind(authv1.PrincipalKind_value[r.Kind]),
+		Groups:      r.Groups,
+		CreateTime:  timestamppb.New(r.CreateTime),
+	}
+	if r.ExpireTime != nil {
+		info.ExpireTime = timestamppb.New(*r.ExpireTime)
+	}
+	return info
 }
 
 // validateCreate checks a CreateTokenRequest and returns the principal kind to record.

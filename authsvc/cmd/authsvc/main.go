@@ -36,7 +36,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if err != nil {
 				return nil, err
 			}
-			return &svcmain.Serving{Handlers: svc.Handlers(), Close: svc.Close}, nil
+			return &svcmain.Serving{
+				Handlers: svc.Handlers(),
+				// Closing the service ends the WatchRevocations streams, which would otherwise
+				// hold the drain until its deadline; the ingresses resubscribe elsewhere.
+				Stopping: func() { _ = svc.Close(context.Background()) },
+				Close:    svc.Close,
+			}, nil
 		},
 	}, args, getenv, stdout)
 }

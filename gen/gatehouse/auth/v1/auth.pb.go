@@ -561,6 +561,400 @@ func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
 	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{7}
 }
 
+type ListTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this tenant's tokens; empty for every tenant.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The most tokens in one page: 0 means 100; at most 500.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListTokensRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListTokensRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTokensRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tokens of this page, ordered by token id. A page filtered by tenant may hold fewer
+	// than page_size tokens (even none) and still have a next page: each request examines a
+	// bounded number of tokens.
+	Tokens []*TokenInfo `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// Pass it as page_token for the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *ListTokensResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// TokenInfo describes a token: never its value, never its digest.
+type TokenInfo struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TokenId     string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	PrincipalId string                 `protobuf:"bytes,2,opt,name=principal_id,json=principalId,proto3" json:"principal_id,omitempty"`
+	Tenant      string                 `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Kind        PrincipalKind          `protobuf:"varint,4,opt,name=kind,proto3,enum=gatehouse.auth.v1.PrincipalKind" json:"kind,omitempty"`
+	Groups      []string               `protobuf:"bytes,5,rep,name=groups,proto3" json:"groups,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Unset when the token does not expire.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenInfo) Reset() {
+	*x = TokenInfo{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenInfo) ProtoMessage() {}
+
+func (x *TokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
+func (*TokenInfo) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TokenInfo) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetPrincipalId() string {
+	if x != nil {
+		return x.PrincipalId
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetKind() PrincipalKind {
+	if x != nil {
+		return x.Kind
+	}
+	return PrincipalKind_PRINCIPAL_KIND_UNSPECIFIED
+}
+
+func (x *TokenInfo) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *TokenInfo) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *TokenInfo) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+type WatchRevocationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resume after this revision (the revision of a message received before the stream
+	// broke), so that no revocation in between is missed; 0 to start from now.
+	AfterRevision int64 `protobuf:"varint,1,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
+	// How often to send a heartbeat when nothing happens: 0 means 5 seconds; 1 to 60 seconds.
+	HeartbeatSeconds int32 `protobuf:"varint,2,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsRequest) Reset() {
+	*x = WatchRevocationsRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsRequest) ProtoMessage() {}
+
+func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WatchRevocationsRequest) GetAfterRevision() int64 {
+	if x != nil {
+		return x.AfterRevision
+	}
+	return 0
+}
+
+func (x *WatchRevocationsRequest) GetHeartbeatSeconds() int32 {
+	if x != nil {
+		return x.HeartbeatSeconds
+	}
+	return 0
+}
+
+type WatchRevocationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every revocation up to this revision has been sent: resume after it.
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The tokens that stopped authenticating since the previous message.
+	Revoked []*RevokedToken `protobuf:"bytes,2,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	// Set when revocations may have been missed: those since after_revision can no longer be
+	// replayed (the store compacted its history), or one cannot be named. The watcher must
+	// treat every token it knows as possibly revoked.
+	HistoryLost   bool `protobuf:"varint,3,opt,name=history_lost,json=historyLost,proto3" json:"history_lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsResponse) Reset() {
+	*x = WatchRevocationsResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsResponse) ProtoMessage() {}
+
+func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WatchRevocationsResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchRevocationsResponse) GetRevoked() []*RevokedToken {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *WatchRevocationsResponse) GetHistoryLost() bool {
+	if x != nil {
+		return x.HistoryLost
+	}
+	return false
+}
+
+// RevokedToken names a token that no longer authenticates, and whose it was.
+type RevokedToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TokenId       string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	PrincipalId   string                 `protobuf:"bytes,2,opt,name=principal_id,json=principalId,proto3" json:"principal_id,omitempty"`
+	Tenant        string                 `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedToken) Reset() {
+	*x = RevokedToken{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedToken) ProtoMessage() {}
+
+func (x *RevokedToken) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedToken.ProtoReflect.Descriptor instead.
+func (*RevokedToken) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RevokedToken) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *RevokedToken) GetPrincipalId() string {
+	if x != nil {
+		return x.PrincipalId
+	}
+	return ""
+}
+
+func (x *RevokedToken) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
 type ResourceMetadataRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -569,7 +963,7 @@ type ResourceMetadataRequest struct {
 
 func (x *ResourceMetadataRequest) Reset() {
 	*x = ResourceMetadataRequest{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +975,7 @@ func (x *ResourceMetadataRequest) String() string {
 func (*ResourceMetadataRequest) ProtoMessage() {}
 
 func (x *ResourceMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +988,7 @@ func (x *ResourceMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceMetadataRequest.ProtoReflect.Descriptor instead.
 func (*ResourceMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{14}
 }
 
 type ResourceMetadataResponse struct {
@@ -612,7 +1006,7 @@ type ResourceMetadataResponse struct {
 
 func (x *ResourceMetadataResponse) Reset() {
 	*x = ResourceMetadataResponse{}
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +1018,7 @@ func (x *ResourceMetadataResponse) String() string {
 func (*ResourceMetadataResponse) ProtoMessage() {}
 
 func (x *ResourceMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +1031,7 @@ func (x *ResourceMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceMetadataResponse.ProtoReflect.Descriptor instead.
 func (*ResourceMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResourceMetadataResponse) GetResource() string {
@@ -707,7 +1101,36 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"/\n" +
 	"\x12RevokeTokenRequest\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\"\x15\n" +
-	"\x13RevokeTokenResponse\"\x19\n" +
+	"\x13RevokeTokenResponse\"g\n" +
+	"\x11ListTokensRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
+	"\x12ListTokensResponse\x124\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1c.gatehouse.auth.v1.TokenInfoR\x06tokens\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa9\x02\n" +
+	"\tTokenInfo\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12!\n" +
+	"\fprincipal_id\x18\x02 \x01(\tR\vprincipalId\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x124\n" +
+	"\x04kind\x18\x04 \x01(\x0e2 .gatehouse.auth.v1.PrincipalKindR\x04kind\x12\x16\n" +
+	"\x06groups\x18\x05 \x03(\tR\x06groups\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"m\n" +
+	"\x17WatchRevocationsRequest\x12%\n" +
+	"\x0eafter_revision\x18\x01 \x01(\x03R\rafterRevision\x12+\n" +
+	"\x11heartbeat_seconds\x18\x02 \x01(\x05R\x10heartbeatSeconds\"\x94\x01\n" +
+	"\x18WatchRevocationsResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x129\n" +
+	"\arevoked\x18\x02 \x03(\v2\x1f.gatehouse.auth.v1.RevokedTokenR\arevoked\x12!\n" +
+	"\fhistory_lost\x18\x03 \x01(\bR\vhistoryLost\"d\n" +
+	"\fRevokedToken\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12!\n" +
+	"\fprincipal_id\x18\x02 \x01(\tR\vprincipalId\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"\x19\n" +
 	"\x17ResourceMetadataRequest\"\x96\x01\n" +
 	"\x18ResourceMetadataResponse\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x123\n" +
@@ -717,11 +1140,14 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PRINCIPAL_KIND_USER\x10\x01\x12\x1a\n" +
 	"\x16PRINCIPAL_KIND_SERVICE\x10\x02\x12\x1c\n" +
-	"\x18PRINCIPAL_KIND_ANONYMOUS\x10\x032\x9f\x03\n" +
+	"\x18PRINCIPAL_KIND_ANONYMOUS\x10\x032\xed\x04\n" +
 	"\vAuthService\x12a\n" +
 	"\fAuthenticate\x12&.gatehouse.auth.v1.AuthenticateRequest\x1a'.gatehouse.auth.v1.AuthenticateResponse\"\x00\x12^\n" +
 	"\vCreateToken\x12%.gatehouse.auth.v1.CreateTokenRequest\x1a&.gatehouse.auth.v1.CreateTokenResponse\"\x00\x12^\n" +
-	"\vRevokeToken\x12%.gatehouse.auth.v1.RevokeTokenRequest\x1a&.gatehouse.auth.v1.RevokeTokenResponse\"\x00\x12m\n" +
+	"\vRevokeToken\x12%.gatehouse.auth.v1.RevokeTokenRequest\x1a&.gatehouse.auth.v1.RevokeTokenResponse\"\x00\x12[\n" +
+	"\n" +
+	"ListTokens\x12$.gatehouse.auth.v1.ListTokensRequest\x1a%.gatehouse.auth.v1.ListTokensResponse\"\x00\x12o\n" +
+	"\x10WatchRevocations\x12*.gatehouse.auth.v1.WatchRevocationsRequest\x1a+.gatehouse.auth.v1.WatchRevocationsResponse\"\x000\x01\x12m\n" +
 	"\x10ResourceMetadata\x12*.gatehouse.auth.v1.ResourceMetadataRequest\x1a+.gatehouse.auth.v1.ResourceMetadataResponse\"\x00B\xc9\x01\n" +
 	"\x15com.gatehouse.auth.v1B\tAuthProtoP\x01Z?github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1;authv1\xa2\x02\x03GAX\xaa\x02\x11Gatehouse.Auth.V1\xca\x02\x11Gatehouse\\Auth\\V1\xe2\x02\x1dGatehouse\\Auth\\V1\\GPBMetadata\xea\x02\x13Gatehouse::Auth::V1b\x06proto3"
 
@@ -738,7 +1164,7 @@ func file_gatehouse_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
 	(PrincipalKind)(0),               // 0: gatehouse.auth.v1.PrincipalKind
 	(*Principal)(nil),                // 1: gatehouse.auth.v1.Principal
@@ -749,32 +1175,47 @@ var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
 	(*CreateTokenResponse)(nil),      // 6: gatehouse.auth.v1.CreateTokenResponse
 	(*RevokeTokenRequest)(nil),       // 7: gatehouse.auth.v1.RevokeTokenRequest
 	(*RevokeTokenResponse)(nil),      // 8: gatehouse.auth.v1.RevokeTokenResponse
-	(*ResourceMetadataRequest)(nil),  // 9: gatehouse.auth.v1.ResourceMetadataRequest
-	(*ResourceMetadataResponse)(nil), // 10: gatehouse.auth.v1.ResourceMetadataResponse
-	nil,                              // 11: gatehouse.auth.v1.Principal.AttributesEntry
-	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
+	(*ListTokensRequest)(nil),        // 9: gatehouse.auth.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 10: gatehouse.auth.v1.ListTokensResponse
+	(*TokenInfo)(nil),                // 11: gatehouse.auth.v1.TokenInfo
+	(*WatchRevocationsRequest)(nil),  // 12: gatehouse.auth.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil), // 13: gatehouse.auth.v1.WatchRevocationsResponse
+	(*RevokedToken)(nil),             // 14: gatehouse.auth.v1.RevokedToken
+	(*ResourceMetadataRequest)(nil),  // 15: gatehouse.auth.v1.ResourceMetadataRequest
+	(*ResourceMetadataResponse)(nil), // 16: gatehouse.auth.v1.ResourceMetadataResponse
+	nil,                              // 17: gatehouse.auth.v1.Principal.AttributesEntry
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_gatehouse_auth_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.auth.v1.Principal.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	11, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
-	12, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
+	17, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
+	18, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
 	3,  // 3: gatehouse.auth.v1.AuthenticateRequest.client_certificate:type_name -> gatehouse.auth.v1.ClientCertificate
-	12, // 4: gatehouse.auth.v1.ClientCertificate.not_after:type_name -> google.protobuf.Timestamp
+	18, // 4: gatehouse.auth.v1.ClientCertificate.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 5: gatehouse.auth.v1.AuthenticateResponse.principal:type_name -> gatehouse.auth.v1.Principal
 	0,  // 6: gatehouse.auth.v1.CreateTokenRequest.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	2,  // 7: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
-	5,  // 8: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
-	7,  // 9: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
-	9,  // 10: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
-	4,  // 11: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
-	6,  // 12: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
-	8,  // 13: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
-	10, // 14: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 7: gatehouse.auth.v1.ListTokensResponse.tokens:type_name -> gatehouse.auth.v1.TokenInfo
+	0,  // 8: gatehouse.auth.v1.TokenInfo.kind:type_name -> gatehouse.auth.v1.PrincipalKind
+	18, // 9: gatehouse.auth.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	18, // 10: gatehouse.auth.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	14, // 11: gatehouse.auth.v1.WatchRevocationsResponse.revoked:type_name -> gatehouse.auth.v1.RevokedToken
+	2,  // 12: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
+	5,  // 13: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
+	7,  // 14: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
+	9,  // 15: gatehouse.auth.v1.AuthService.ListTokens:input_type -> gatehouse.auth.v1.ListTokensRequest
+	12, // 16: gatehouse.auth.v1.AuthService.WatchRevocations:input_type -> gatehouse.auth.v1.WatchRevocationsRequest
+	15, // 17: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
+	4,  // 18: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
+	6,  // 19: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
+	8,  // 20: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
+	10, // 21: gatehouse.auth.v1.AuthService.ListTokens:output_type -> gatehouse.auth.v1.ListTokensResponse
+	13, // 22: gatehouse.auth.v1.AuthService.WatchRevocations:output_type -> gatehouse.auth.v1.WatchRevocationsResponse
+	16, // 23: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_auth_v1_auth_proto_init() }
@@ -788,7 +1229,7 @@ func file_gatehouse_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_auth_v1_auth_proto_rawDesc), len(file_gatehouse_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

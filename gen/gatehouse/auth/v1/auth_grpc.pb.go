@@ -22,6 +22,8 @@ const (
 	AuthService_Authenticate_FullMethodName     = "/gatehouse.auth.v1.AuthService/Authenticate"
 	AuthService_CreateToken_FullMethodName      = "/gatehouse.auth.v1.AuthService/CreateToken"
 	AuthService_RevokeToken_FullMethodName      = "/gatehouse.auth.v1.AuthService/RevokeToken"
+	AuthService_ListTokens_FullMethodName       = "/gatehouse.auth.v1.AuthService/ListTokens"
+	AuthService_WatchRevocations_FullMethodName = "/gatehouse.auth.v1.AuthService/WatchRevocations"
 	AuthService_ResourceMetadata_FullMethodName = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
 )
 
@@ -37,8 +39,18 @@ type AuthServiceClient interface {
 	// CreateToken issues a gateway API token for a principal in a tenant. The token is returned
 	// once; only its digest is stored.
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
-	// RevokeToken deletes a token by its id; it stops authenticating at once.
+	// RevokeToken deletes a token by its id; it stops authenticating at once, and every
+	// WatchRevocations stream reports it.
 	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// ListTokens lists the tokens (never a token's value or its digest), a page at a time,
+	// optionally of one tenant only.
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// WatchRevocations streams the tokens that stop authenticating (revoked, or removed by
+	// the store after they expired), so that the ingress can forget them at once: its cached
+	// principals, the sessions they opened and their open streams. The first message says the
+	// watch is established; then one message per change, and a heartbeat at the requested
+	// interval, so that a silent stream is known to be broken.
+	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
 	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
@@ -83,6 +95,35 @@ func (c *authServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequ
 	return out, nil
 }
 
+func (c *authServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[0], AuthService_WatchRevocations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRevocationsRequest, WatchRevocationsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchRevocationsClient = grpc.ServerStreamingClient[WatchRevocationsResponse]
+
 func (c *authServiceClient) ResourceMetadata(ctx context.Context, in *ResourceMetadataRequest, opts ...grpc.CallOption) (*ResourceMetadataResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResourceMetadataResponse)
@@ -105,8 +146,18 @@ type AuthServiceServer interface {
 	// CreateToken issues a gateway API token for a principal in a tenant. The token is returned
 	// once; only its digest is stored.
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
-	// RevokeToken deletes a token by its id; it stops authenticating at once.
+	// RevokeToken deletes a token by its id; it stops authenticating at once, and every
+	// WatchRevocations stream reports it.
 	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// ListTokens lists the tokens (never a token's value or its digest), a page at a time,
+	// optionally of one tenant only.
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// WatchRevocations streams the tokens that stop authenticating (revoked, or removed by
+	// the store after they expired), so that the ingress can forget them at once: its cached
+	// principals, the sessions they opened and their open streams. The first message says the
+	// watch is established; then one message per change, and a heartbeat at the requested
+	// interval, so that a silent stream is known to be broken.
+	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
 	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
@@ -129,6 +180,12 @@ func (UnimplementedAuthServiceServer) CreateToken(context.Context, *CreateTokenR
 }
 func (UnimplementedAuthServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedAuthServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedAuthServiceServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
 }
 func (UnimplementedAuthServiceServer) ResourceMetadata(context.Context, *ResourceMetadataRequest) (*ResourceMetadataResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResourceMetadata not implemented")
@@ -208,6 +265,35 @@ func _AuthService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRevocationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthServiceServer).WatchRevocations(m, &grpc.GenericServerStream[WatchRevocationsRequest, WatchRevocationsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchRevocationsServer = grpc.ServerStreamingServer[WatchRevocationsResponse]
+
 func _AuthService_ResourceMetadata_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ResourceMetadataRequest)
 	if err := dec(in); err != nil {
@@ -246,10 +332,20 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthService_RevokeToken_Handler,
 		},
 		{
+			MethodName: "ListTokens",
+			Handler:    _AuthService_ListTokens_Handler,
+		},
+		{
 			MethodName: "ResourceMetadata",
 			Handler:    _AuthService_ResourceMetadata_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRevocations",
+			Handler:       _AuthService_WatchRevocations_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "gatehouse/auth/v1/auth.proto",
 }

@@ -40,6 +40,11 @@ const (
 	AuthServiceCreateTokenProcedure = "/gatehouse.auth.v1.AuthService/CreateToken"
 	// AuthServiceRevokeTokenProcedure is the fully-qualified name of the AuthService's RevokeToken RPC.
 	AuthServiceRevokeTokenProcedure = "/gatehouse.auth.v1.AuthService/RevokeToken"
+	// AuthServiceListTokensProcedure is the fully-qualified name of the AuthService's ListTokens RPC.
+	AuthServiceListTokensProcedure = "/gatehouse.auth.v1.AuthService/ListTokens"
+	// AuthServiceWatchRevocationsProcedure is the fully-qualified name of the AuthService's
+	// WatchRevocations RPC.
+	AuthServiceWatchRevocationsProcedure = "/gatehouse.auth.v1.AuthService/WatchRevocations"
 	// AuthServiceResourceMetadataProcedure is the fully-qualified name of the AuthService's
 	// ResourceMetadata RPC.
 	AuthServiceResourceMetadataProcedure = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
@@ -53,8 +58,18 @@ type AuthServiceClient interface {
 	// CreateToken issues a gateway API token for a principal in a tenant. The token is returned
 	// once; only its digest is stored.
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
-	// RevokeToken deletes a token by its id; it stops authenticating at once.
+	// RevokeToken deletes a token by its id; it stops authenticating at once, and every
+	// WatchRevocations stream reports it.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// ListTokens lists the tokens (never a token's value or its digest), a page at a time,
+	// optionally of one tenant only.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// WatchRevocations streams the tokens that stop authenticating (revoked, or removed by
+	// the store after they expired), so that the ingress can forget them at once: its cached
+	// principals, the sessions they opened and their open streams. The first message says the
+	// watch is established; then one message per change, and a heartbeat at the requested
+	// interval, so that a silent stream is known to be broken.
+	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.WatchRevocationsResponse], error)
 	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
@@ -90,6 +105,18 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(authServiceMethods.ByName("RevokeToken")),
 			connect.WithClientOptions(opts...),
 		),
+		listTokens: connect.NewClient[v1.ListTokensRequest, v1.ListTokensResponse](
+			httpClient,
+			baseURL+AuthServiceListTokensProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ListTokens")),
+			connect.WithClientOptions(opts...),
+		),
+		watchRevocations: connect.NewClient[v1.WatchRevocationsRequest, v1.WatchRevocationsResponse](
+			httpClient,
+			baseURL+AuthServiceWatchRevocationsProcedure,
+			connect.WithSchema(authServiceMethods.ByName("WatchRevocations")),
+			connect.WithClientOptions(opts...),
+		),
 		resourceMetadata: connect.NewClient[v1.ResourceMetadataRequest, v1.ResourceMetadataResponse](
 			httpClient,
 			baseURL+AuthServiceResourceMetadataProcedure,
@@ -104,6 +131,8 @@ type authServiceClient struct {
 	authenticate     *connect.Client[v1.AuthenticateRequest, v1.AuthenticateResponse]
 	createToken      *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
 	revokeToken      *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	listTokens       *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
+	watchRevocations *connect.Client[v1.WatchRevocationsRequest, v1.WatchRevocationsResponse]
 	resourceMetadata *connect.Client[v1.ResourceMetadataRequest, v1.ResourceMetadataResponse]
 }
 
@@ -122,6 +151,16 @@ func (c *authServiceClient) RevokeToken(ctx context.Context, req *connect.Reques
 	return c.revokeToken.CallUnary(ctx, req)
 }
 
+// ListTokens calls gatehouse.auth.v1.AuthService.ListTokens.
+func (c *authServiceClient) ListTokens(ctx context.Context, req *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return c.listTokens.CallUnary(ctx, req)
+}
+
+// WatchRevocations calls gatehouse.auth.v1.AuthService.WatchRevocations.
+func (c *authServiceClient) WatchRevocations(ctx context.Context, req *connect.Request[v1.WatchRevocationsRequest]) (*connect.ServerStreamForClient[v1.WatchRevocationsResponse], error) {
+	return c.watchRevocations.CallServerStream(ctx, req)
+}
+
 // ResourceMetadata calls gatehouse.auth.v1.AuthService.ResourceMetadata.
 func (c *authServiceClient) ResourceMetadata(ctx context.Context, req *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error) {
 	return c.resourceMetadata.CallUnary(ctx, req)
@@ -135,8 +174,18 @@ type AuthServiceHandler interface {
 	// CreateToken issues a gateway API token for a principal in a tenant. The token is returned
 	// once; only its digest is stored.
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
-	// RevokeToken deletes a token by its id; it stops authenticating at once.
+	// RevokeToken deletes a token by its id; it stops authenticating at once, and every
+	// WatchRevocations stream reports it.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// ListTokens lists the tokens (never a token's value or its digest), a page at a time,
+	// optionally of one tenant only.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// WatchRevocations streams the tokens that stop authenticating (revoked, or removed by
+	// the store after they expired), so that the ingress can forget them at once: its cached
+	// principals, the sessions they opened and their open streams. The first message says the
+	// watch is established; then one message per change, and a heartbeat at the requested
+	// interval, so that a silent stream is known to be broken.
+	WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.WatchRevocationsResponse]) error
 	// ResourceMetadata is what the ingress publishes as an OAuth 2.0 protected resource
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
@@ -168,6 +217,18 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(authServiceMethods.ByName("RevokeToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceListTokensHandler := connect.NewUnaryHandler(
+		AuthServiceListTokensProcedure,
+		svc.ListTokens,
+		connect.WithSchema(authServiceMethods.ByName("ListTokens")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceWatchRevocationsHandler := connect.NewServerStreamHandler(
+		AuthServiceWatchRevocationsProcedure,
+		svc.WatchRevocations,
+		connect.WithSchema(authServiceMethods.ByName("WatchRevocations")),
+		connect.WithHandlerOptions(opts...),
+	)
 	authServiceResourceMetadataHandler := connect.NewUnaryHandler(
 		AuthServiceResourceMetadataProcedure,
 		svc.ResourceMetadata,
@@ -182,6 +243,10 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceCreateTokenHandler.ServeHTTP(w, r)
 		case AuthServiceRevokeTokenProcedure:
 			authServiceRevokeTokenHandler.ServeHTTP(w, r)
+		case AuthServiceListTokensProcedure:
+			authServiceListTokensHandler.ServeHTTP(w, r)
+		case AuthServiceWatchRevocationsProcedure:
+			authServiceWatchRevocationsHandler.ServeHTTP(w, r)
 		case AuthServiceResourceMetadataProcedure:
 			authServiceResourceMetadataHandler.ServeHTTP(w, r)
 		default:
@@ -203,6 +268,14 @@ func (UnimplementedAuthServiceHandler) CreateToken(context.Context, *connect.Req
 
 func (UnimplementedAuthServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.RevokeToken is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.ListTokens is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) WatchRevocations(context.Context, *connect.Request[v1.WatchRevocationsRequest], *connect.ServerStream[v1.WatchRevocationsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.WatchRevocations is not implemented"))
 }
 
 func (UnimplementedAuthServiceHandler) ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error) {
