@@ -34,10 +34,13 @@ var (
 
 // Record is what the gateway knows about one host session.
 type Record struct {
-	ID              string    `json:"id"`
-	Server          string    `json:"server"`
-	Principal       string    `json:"principal"`
-	Tenant          string    `json:"tenant"`
+	ID        string `json:"id"`
+	Server    string `json:"server"`
+	Principal string `json:"principal"`
+	Tenant    string `json:"tenant"`
+	// TokenID is the API token that created the session ("" for other credentials): only
+	// requests authenticated by that token may use it, and its revocation ends it.
+	TokenID         string    `json:"tokenId,omitempty"`
 	ProtocolVersion string    `json:"protocolVersion,omitempty"`
 	Created         time.Time `json:"created"`
 }
@@ -180,6 +183,62 @@ func freeSlot(owner string, held []*mvccpb.KeyValue, limit int) (string, bool) {
 // under their prefix, so the session watch never sees it.
 func (s *Store) ownerPrefix(rec Record) string {
 	return strings.TrimSuffix(s.prefix, "/") + "-by-principal/" + rec.Tenant + "/" + rec.Principal + "/"
+}
+
+// listBatch is how many keys one read of List takes, and how many records one transaction
+// reads (etcd's default --max-txn-ops is 128).
+const listBatch = 100
+
+// List returns the live sessions of a principal, from etcd (sessions created on every
+// replica), through the principal's index of sessions.
+func (s *Store) List(ctx context.Context, tenant, principal string) ([]Record, error) {
+	owner := s.ownerPrefix(Record{Tenant: tenant, Principal: principal})
+	end := clientv3.GetPrefixRangeEnd(owner)
+	var out []Record
+	from := owner
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listBatch)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.kv.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		rev = resp.Header.Revision
+		var reads []clientv3.Op
+		for _, kv := range resp.Kvs {
+			// An index entry is a slot holding the session id (under a limit) or
+			// "id-"+the session id.
+			id := string(kv.Value)
+			if rest, ok := strings.CutPrefix(strings.TrimPrefix(string(kv.Key), owner), "id-"); ok {
+				id = rest
+			}
+			if validID(id) {
+				reads = append(reads, clientv3.OpGet(s.key(id), clientv3.WithRev(rev)))
+			}
+		}
+		if len(reads) > 0 {
+			txn, err := s.kv.Txn(ctx).Then(reads...).Commit()
+			if err != nil {
+				return nil, fmt.Errorf("read sessions: %w", err)
+			}
+			for _, r := range txn.Responses {
+				for _, kv := range r.GetResponseRange().GetKvs() {
+					var rec Record
+					if err := json.Unmarshal(kv.Value, &rec); err != nil {
+						return nil, fmt.Errorf("decode session %s: %w", kv.Key, err)
+					}
+					out = append(out, rec)
+				}
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return out, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // Update rewrites a session's record (e.g. its negotiated revision) under the same lease.

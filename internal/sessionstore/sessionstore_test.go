@@ -177,3 +177,64 @@ func TestSessionLimitUnderConcurrentCreates(t *testing.T) {
 		t.Fatalf("another principal at dave's cap: %v", err)
 	}
 }
+
+// TestList: a principal's sessions, created on any replica, with and without a cap (the two
+// forms of the principal's index), with the token that created each; ended sessions and
+// other principals' (the same id in another tenant too) are not listed.
+func TestList(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, limit := range []int{0, 300} {
+		store, prefix := newStore(t, time.Minute)
+		other := sessionstore.New(shared.Client, prefix, time.Minute, slog.New(slog.DiscardHandler))
+		want := map[string]string{} // session id -> token id
+		// More sessions than one read of the index takes.
+		for i := range 130 {
+			s := store
+			if i%2 == 1 {
+				s = other
+			}
+			tok := "tok-a"
+			if i%3 == 0 {
+				tok = "tok-b"
+			}
+			rec, err := s.Create(ctx, sessionstore.Record{Server: "echo", Principal: "alice", Tenant: "acme", TokenID: tok}, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[rec.ID] = tok
+		}
+		for _, r := range []sessionstore.Record{{Server: "echo", Principal: "bob", Tenant: "acme"}, {Server: "echo", Principal: "alice", Tenant: "beta"}} {
+			if _, err := store.Create(ctx, r, limit); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var gone string
+		for id := range want {
+			gone = id
+			break
+		}
+		if err := other.End(ctx, gone); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, gone)
+
+		// A replica that created none of them lists them all.
+		cold := sessionstore.New(shared.Client, prefix, time.Minute, slog.New(slog.DiscardHandler))
+		got, err := cold.List(ctx, "acme", "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("limit %d: %d sessions listed, want %d", limit, len(got), len(want))
+		}
+		for _, r := range got {
+			if tok, ok := want[r.ID]; !ok || r.TokenID != tok || r.Principal != "alice" || r.Tenant != "acme" {
+				t.Fatalf("limit %d: listed %+v", limit, r)
+			}
+		}
+		if none, err := cold.List(ctx, "acme", "nobody"); err != nil || len(none) != 0 {
+			t.Fatalf("a principal without sessions: %v, %v", none, err)
+		}
+	}
+}
