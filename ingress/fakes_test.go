@@ -18,12 +18,12 @@ import (
 	"connectrpc.com/connect"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -39,23 +39,94 @@ const (
 	tokenExpired   = "tok-expired"   // authsvc: token expired
 	tokenOdd       = "tok-odd"       // authsvc refuses with a reason the ingress does not know
 	tokenNoScope   = "tok-no-scope"  // authsvc: a valid token without the scope its issuer requires
-	serverHidden   = "hidden"        // policy denies initialize
-	serverMute     = "mute"          // the upstream answers initialize with nothing
-	serverOld      = "old"           // the upstream negotiates 2024-11-05
-	serverBatching = "batching"      // the upstream negotiates 2025-03-26 (batches)
+	tokenDave      = "tok-dave"      // dave in tenant t1, API token id idDave
+	tokenDave2     = "tok-dave-2"    // dave in tenant t1 again, another API token (idDave2)
+	idDave         = "id-dave-1"
+	idDave2        = "id-dave-2"
+	idCarol        = "id-carol"
+	serverHidden   = "hidden"   // policy denies initialize
+	serverMute     = "mute"     // the upstream answers initialize with nothing
+	serverOld      = "old"      // the upstream negotiates 2024-11-05
+	serverBatching = "batching" // the upstream negotiates 2025-03-26 (batches)
 )
 
 type fakeAuth struct {
-	authv1connect.UnimplementedAuthServiceHandler
 	calls     atomic.Int64
 	metaCalls atomic.Int64
 	// hold, when set, is waited for by tokenCarol's authentications.
 	hold chan struct{}
+	// revoked are the credentials authsvc refuses now.
+	revoked sync.Map
+	// subs receives each revocation subscription (FollowRevocations) for the test to drive;
+	// refuseSubs makes subscribing fail, as when authsvc is down.
+	subs       chan *fakeSub
+	refuseSubs atomic.Bool
+}
+
+func newFakeAuth() *fakeAuth { return &fakeAuth{subs: make(chan *fakeSub, 64)} }
+
+// fakeSub is one revocation subscription: the test sends messages, or ends it.
+type fakeSub struct {
+	req  *authv1.WatchRevocationsRequest
+	msgs chan *authv1.WatchRevocationsResponse
+	end  chan error
+}
+
+func (f *fakeAuth) FollowRevocations(ctx context.Context, req *authv1.WatchRevocationsRequest, emit func(*authv1.WatchRevocationsResponse) error) error {
+	if f.refuseSubs.Load() {
+		return connect.NewError(connect.CodeUnavailable, errors.New("authsvc at 10.0.0.6 unreachable"))
+	}
+	sub := &fakeSub{req: req, msgs: make(chan *authv1.WatchRevocationsResponse), end: make(chan error, 1)}
+	select {
+	case f.subs <- sub:
+	default:
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("the fake's subscriptions are full"))
+	}
+	for {
+		select {
+		case m := <-sub.msgs:
+			if err := emit(m); err != nil {
+				return err
+			}
+		case err := <-sub.end:
+			return err
+		case <-ctx.Done():
+			return connect.NewError(connect.CodeCanceled, ctx.Err())
+		}
+	}
+}
+
+// send delivers m on the subscription, and returns once the ingress has acted on it: the
+// fake emits synchronously, so a heartbeat sent after m is taken only when m's emit returned.
+func (s *fakeSub) send(t *testing.T, m *authv1.WatchRevocationsResponse) {
+	t.Helper()
+	for _, msg := range []*authv1.WatchRevocationsResponse{m, {Revision: m.GetRevision()}} {
+		select {
+		case s.msgs <- msg:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the ingress did not take a revocation message")
+		}
+	}
+}
+
+// nextSub waits for the ingress to subscribe.
+func (f *fakeAuth) nextSub(t *testing.T, within time.Duration) *fakeSub {
+	t.Helper()
+	select {
+	case s := <-f.subs:
+		return s
+	case <-time.After(within):
+		t.Fatalf("the ingress did not subscribe to revocations within %s", within)
+	}
+	return nil
 }
 
 func (f *fakeAuth) Authenticate(ctx context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
 	f.calls.Add(1)
 	var p *authv1.Principal
+	if _, revoked := f.revoked.Load(req.Msg.GetCredential()); revoked {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("unknown or revoked token"))
+	}
 	switch req.Msg.GetCredential() {
 	case tokenCarol:
 		if f.hold != nil {
@@ -65,7 +136,11 @@ func (f *fakeAuth) Authenticate(ctx context.Context, req *connect.Request[authv1
 				return nil, connect.NewError(connect.CodeCanceled, ctx.Err())
 			}
 		}
-		p = &authv1.Principal{Id: "carol", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
+		p = &authv1.Principal{Id: "carol", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER, Attributes: map[string]string{"token_id": idCarol}}
+	case tokenDave:
+		p = &authv1.Principal{Id: "dave", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER, Attributes: map[string]string{"token_id": idDave}}
+	case tokenDave2:
+		p = &authv1.Principal{Id: "dave", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER, Attributes: map[string]string{"token_id": idDave2}}
 	case tokenAlice:
 		p = &authv1.Principal{Id: "alice", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
 	case tokenBob:
@@ -341,9 +416,17 @@ type fakeSessions struct {
 	mu      sync.Mutex
 	records map[string]sessionstore.Record
 	down    bool
+	// When set, Create sends on creating and waits for hold to close before it stores.
+	creating chan struct{}
+	hold     chan struct{}
+	lists    atomic.Int64 // List calls
 }
 
 func (f *fakeSessions) Create(_ context.Context, rec sessionstore.Record, limit int) (sessionstore.Record, error) {
+	if f.hold != nil {
+		f.creating <- struct{}{}
+		<-f.hold
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -396,6 +479,26 @@ func (f *fakeSessions) End(_ context.Context, id string) error {
 	return nil
 }
 
+func (f *fakeSessions) List(_ context.Context, tenant, principal string) ([]sessionstore.Record, error) {
+	defer f.lists.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []sessionstore.Record
+	for _, r := range f.records {
+		if r.Tenant == tenant && r.Principal == principal {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSessions) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.records[id]
+	return ok
+}
+
 func (f *fakeSessions) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -413,6 +516,7 @@ type gateway struct {
 	t        *testing.T
 	svc      *ingress.Service
 	srv      *httptest.Server
+	logs     *testsync.Buffer
 	auth     *fakeAuth
 	audit    *fakeAudit
 	bridge   *fakeBridge
@@ -425,8 +529,8 @@ func newGateway(t *testing.T, edit func(*ingress.Config)) *gateway {
 	if edit != nil {
 		edit(&cfg)
 	}
-	g := &gateway{t: t, auth: &fakeAuth{}, audit: newFakeAudit(), bridge: newFakeBridge(), sessions: &fakeSessions{records: map[string]sessionstore.Record{}}}
-	svc, err := ingress.New(cfg, ingress.Deps{Auth: g.auth, Policy: fakePolicy{}, Bridge: g.bridge, Audit: g.audit, Catalog: fakeCatalog{}, Sessions: g.sessions}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	g := &gateway{t: t, logs: &testsync.Buffer{}, auth: newFakeAuth(), audit: newFakeAudit(), bridge: newFakeBridge(), sessions: &fakeSessions{records: map[string]sessionstore.Record{}}}
+	svc, err := ingress.New(cfg, ingress.Deps{Auth: g.auth, Policy: fakePolicy{}, Bridge: g.bridge, Audit: g.audit, Catalog: fakeCatalog{}, Sessions: g.sessions}, slog.New(slog.NewTextHandler(g.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

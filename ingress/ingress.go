@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -76,6 +75,9 @@ type Config struct {
 	TLSKey         string
 	ClientCA       string
 	ClientCertMode string
+	// RevocationHeartbeat is how often authsvc's revocation stream shows it is alive (whole
+	// seconds, 1s to 60s); a stream silent for three heartbeats is taken for broken.
+	RevocationHeartbeat time.Duration
 }
 
 // Defaults of the limits: the flags' defaults, and what New fills in for a Config built
@@ -125,6 +127,7 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "PEM bundle of the CAs whose client certificates identify hosts (mTLS)")
 	fs.StringVar(&c.ClientCertMode, "client-cert", ClientCertNone, "client certificates: none, optional (verified when given) or require")
+	fs.DurationVar(&c.RevocationHeartbeat, "revocation-heartbeat", defaultRevocationHeartbeat, "how often authsvc's revocation stream must show it is alive (1s to 60s); three missed heartbeats count as a broken stream")
 }
 
 // withDefaults fills the limits a Config built without RegisterFlags leaves zero.
@@ -149,6 +152,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if c.RevocationHeartbeat <= 0 {
+		c.RevocationHeartbeat = defaultRevocationHeartbeat
 	}
 	if c.AuthFailRate > 0 && c.AuthFailBurst <= 0 {
 		c.AuthFailBurst = 1
@@ -183,11 +189,13 @@ type Sessions interface {
 	Get(ctx context.Context, id string) (sessionstore.Record, error)
 	Touch(ctx context.Context, id string) error
 	End(ctx context.Context, id string) error
+	// List returns the live sessions of a principal (on every replica).
+	List(ctx context.Context, tenant, principal string) ([]sessionstore.Record, error)
 }
 
 // Deps are the services the ingress calls.
 type Deps struct {
-	Auth     authv1connect.AuthServiceClient
+	Auth     Auth
 	Policy   policyv1connect.PolicyServiceClient
 	Bridge   Bridge
 	Audit    auditv1connect.AuditServiceClient
@@ -232,6 +240,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("ingress: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
 	}
 	cfg = cfg.withDefaults()
+	if h := cfg.RevocationHeartbeat; h < time.Second || h > time.Minute || h%time.Second != 0 {
+		return nil, fmt.Errorf("ingress: revocation heartbeat %s: want whole seconds from 1s to 60s", h)
+	}
 	g, err := newGuard(splitList(cfg.AllowedHosts), splitList(cfg.AllowedOrigins))
 	if err != nil {
 		return nil, err

@@ -11,7 +11,6 @@ import (
 
 	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 )
 
@@ -34,7 +33,7 @@ const (
 // answer; later ones use the last answer while a new one is asked for, so neither an
 // unauthenticated flood nor a slow authsvc turns into one RPC per request.
 type resourceMeta struct {
-	client authv1connect.AuthServiceClient
+	client Auth
 	now    func() time.Time
 	onFail func(error)
 

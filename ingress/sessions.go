@@ -15,7 +15,10 @@ import (
 // (initialize), end one (DELETE, or its upstream gone).
 
 // resume loads the host's session into x. Without an Mcp-Session-Id header it is a refusal
-// when required, else nothing; an unknown, ended or foreign session is 404.
+// when required, else nothing; an unknown, ended or foreign session is 404. A session is
+// foreign unless the request's principal, tenant and server are the session's, and, for a
+// session an API token created, the request was authenticated by that very token: a new
+// token of the same principal does not inherit the sessions of a revoked one.
 func (s *Service) resume(x *exchange, required bool) (*Error, error) {
 	id := x.r.Header.Get(headerSession)
 	if id == "" {
@@ -26,7 +29,8 @@ func (s *Service) resume(x *exchange, required bool) (*Error, error) {
 	}
 	ctx := x.r.Context()
 	rec, err := s.deps.Sessions.Get(ctx, id)
-	if err == nil && (rec.Principal != x.principal.GetId() || rec.Tenant != x.principal.GetTenant() || rec.Server != x.server) {
+	if err == nil && (rec.Principal != x.principal.GetId() || rec.Tenant != x.principal.GetTenant() || rec.Server != x.server ||
+		rec.TokenID != tokenID(x.principal)) {
 		err = sessionstore.ErrNotFound // another principal's or another server's session: never served
 	}
 	if err == nil {
@@ -56,13 +60,21 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 		s.refuse(x, nil, errNoServer, nil)
 		return
 	}
-	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{Server: x.server, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant()}, s.cfg.MaxSessionsPerPrincipal)
+	token := tokenID(x.principal)
+	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{Server: x.server, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant(), TokenID: token}, s.cfg.MaxSessionsPerPrincipal)
 	if errors.Is(err, sessionstore.ErrTooManySessions) {
 		s.refuse(x, m.ID, errTooManySessions, err)
 		return
 	}
 	if err != nil {
 		s.refuse(x, m.ID, errSessionStore, err)
+		return
+	}
+	// A revocation processed before this session was stored could not find it among the
+	// token's sessions; it ends here instead. (One processed after finds it in the store.)
+	if token != "" && s.auth.isRevoked(token) {
+		s.endSession(context.WithoutCancel(ctx), rec.ID)
+		s.refuseRevoked(x, m.ID)
 		return
 	}
 	x.session = rec
@@ -117,6 +129,13 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 			return
 		}
 	}
+}
+
+// refuseRevoked answers a request whose API token was revoked while it was under way, as
+// a refused token is answered.
+func (s *Service) refuseRevoked(x *exchange, id []byte) {
+	x.w.Header().Set("WWW-Authenticate", s.challenge(x.r.Context(), x.server, "invalid_token", "unknown or revoked token"))
+	s.refuse(x, id, errUnknownToken, nil)
 }
 
 // end ends the host's session (DELETE).

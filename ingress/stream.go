@@ -59,6 +59,7 @@ type stream struct {
 	reg       *streamRegistry
 	session   string
 	principal string
+	token     string // the API token id that opened the session; "" for other credentials
 	cancel    context.CancelFunc
 	ready     chan struct{} // a message was queued (capacity 1)
 
@@ -76,7 +77,7 @@ func (st *stream) overflowed() bool {
 	return st.overflow
 }
 
-func (r *streamRegistry) open(principal, session string, cancel context.CancelFunc) (*stream, *Error) {
+func (r *streamRegistry) open(principal, token, session string, cancel context.CancelFunc) (*stream, *Error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.bySession[session] != nil {
@@ -85,7 +86,7 @@ func (r *streamRegistry) open(principal, session string, cancel context.CancelFu
 	if r.perPrincipal > 0 && r.byPrincipal[principal] >= r.perPrincipal {
 		return nil, errTooManyStreams
 	}
-	st := &stream{reg: r, session: session, principal: principal, cancel: cancel, ready: make(chan struct{}, 1)}
+	st := &stream{reg: r, session: session, principal: principal, token: token, cancel: cancel, ready: make(chan struct{}, 1)}
 	r.bySession[session] = st
 	r.byPrincipal[principal]++
 	return st, nil
@@ -113,6 +114,21 @@ func (r *streamRegistry) endSession(session string) {
 		st.stopLocked()
 	}
 	r.mu.Unlock()
+}
+
+// endToken ends the streams of the sessions the API token opened (with "": of every session
+// an API token opened) and returns how many it ended.
+func (r *streamRegistry) endToken(token string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, st := range r.bySession {
+		if st.token != "" && (token == "" || st.token == token) && !st.closed {
+			st.stopLocked()
+			n++
+		}
+	}
+	return n
 }
 
 // freeLocked drops the queue; the caller holds reg.mu.
@@ -192,12 +208,19 @@ func (s *Service) listen(x *exchange) {
 	x.bodyRead = true // a GET has none (net/http clears its read deadline once it is read)
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
-	st, e := s.streams.open(x.principal.GetTenant()+"\x00"+x.principal.GetId(), x.session.ID, cancel)
+	st, e := s.streams.open(x.principal.GetTenant()+"\x00"+x.principal.GetId(), x.session.TokenID, x.session.ID, cancel)
 	if e != nil {
 		s.refuse(x, nil, e, nil)
 		return
 	}
 	defer s.streams.close(st)
+	// A revocation processed between this request's authentication and the stream's
+	// registration found no stream to end: the stream ends here instead. (One processed
+	// after the registration ends it through the registry.)
+	if x.session.TokenID != "" && s.auth.isRevoked(x.session.TokenID) {
+		s.refuseRevoked(x, nil)
+		return
+	}
 	stop := context.AfterFunc(s.draining, cancel) // standalone streams end when the gateway drains
 	defer stop()
 

@@ -20,7 +20,6 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
@@ -148,7 +147,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer auth.Close(context.WithoutCancel(ctx))
 
 	// Every service reads the registry through a watch-fed local snapshot.
-	if internalToken == "" {
+	generatedInternal := internalToken == ""
+	if generatedInternal {
 		internalToken = randomToken()
 	}
 	// The services' own RPCs (the catalog's follow of the registry) go through an in-memory
@@ -240,6 +240,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	go func() { served <- rpcserver.ServeUntil(runCtx, ln, srv, stop, logger) }()
 	go cat.Follow(runCtx, registryv1connect.NewRegistryServiceClient(client, base), logger.With("svc", "catalog"))
 	go sessions.Watch(runCtx, func(id string) { go bridge.EndSession(id) })
+	go in.FollowRevocations(runCtx)
 
 	readyCtx, readyCancel := context.WithTimeout(runCtx, 30*time.Second)
 	err = cat.WaitReady(readyCtx)
@@ -264,12 +265,17 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		fmt.Fprintf(stdout, "  server %-20s %s://%s/servers/%s/mcp\n", s.GetName(), scheme, addr, s.GetName())
 	}
 	fmt.Fprintf(stdout, "  dev token (principal dev, tenant default): %s\n", token)
+	if generatedInternal {
+		// The token CLI needs the internal token as its admin credential (for now); a random
+		// one is never printed.
+		fmt.Fprintf(stdout, "  gatehouse token: set %s before gatehouse up, and pass the same value as GATEHOUSE_ADMIN_TOKEN\n", svcmain.InternalTokenEnv)
+	}
 	logger.Info("ready", "addr", addr, "servers", len(cat.Servers()))
 	return <-served
 }
 
 // devToken registers the dev principal's token: the given one, or a new one.
-func devToken(ctx context.Context, auth authv1connect.AuthServiceClient, token string) (string, error) {
+func devToken(ctx context.Context, auth *authsvc.Service, token string) (string, error) {
 	resp, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{
 		PrincipalId: "dev", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER, Token: token,
 	}))

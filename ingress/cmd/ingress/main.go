@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			// Drop sessions ended on any replica (DELETE, expiry) from this replica's cache.
 			go sessions.Watch(ctx, nil)
 			svc, err := ingress.New(cfg, ingress.Deps{
-				Auth:     authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr)),
+				Auth:     ingress.RemoteAuth(authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr))),
 				Policy:   policyv1connect.NewPolicyServiceClient(client, rpcserver.BaseURL(cfg.PolicyAddr)),
 				Bridge:   ingress.RemoteBridge(bridgev1connect.NewBridgeServiceClient(client, rpcserver.BaseURL(cfg.BridgeAddr)), env.Logger),
 				Audit:    auditv1connect.NewAuditServiceClient(client, rpcserver.BaseURL(cfg.AuditAddr)),
@@ -57,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if err != nil {
 				return nil, err
 			}
+			// Revoked API tokens stop working here within a moment (authsvc's stream).
+			go svc.FollowRevocations(ctx)
 			readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			err = cat.WaitReady(readyCtx)
 			cancel()
