@@ -30,7 +30,10 @@ require (
 	github.com/gatehouse-mcp/gatehouse/registrysvc v0.0.0-00010101000000-000000000000
 )
 
-require github.com/modelcontextprotocol/go-sdk v1.8.0 // indirect
+require (
+	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
+	github.com/modelcontextprotocol/go-sdk v1.8.0 // indirect
+)
 
 require (
 	connectrpc.com/grpchealth v1.5.0 // indirect

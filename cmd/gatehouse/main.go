@@ -24,6 +24,7 @@ const usage = `usage: gatehouse <command> [flags]
 
 commands:
   up        run every service in one process, on one port (single-process mode)
+  token     issue, list and revoke gateway API tokens
   dev       development helpers: certs DIR (etcd TLS certificates for split mode)
   example-server echo
             the example MCP server the embedded default config runs
@@ -38,6 +39,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "up":
 		return up(ctx, args[1:], getenv, stdout, stderr)
+	case "token":
+		return tokenCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "example-server":
 		return exampleServer(ctx, args[1:], stdout, stderr)
 	case "dev":
