@@ -35,14 +35,37 @@ type splitProc struct {
 	done chan struct{}
 }
 
-// TestSplitMode runs the six service binaries as separate processes on loopback against an
-// etcd that requires TLS client certificates, the internal token given as a 0600 file: the
-// official TypeScript SDK client calls a stdio and a Streamable HTTP upstream through the
-// ingress binary, a session's DELETE reaps its stdio child, every call leaves an audit
-// record, and SIGTERM stops every process with nothing left behind (bridgesvc reaps the child
-// of a session still open before it exits).
-func TestSplitMode(t *testing.T) {
-	nodepeer.Node22(t)
+// split is a split-mode run: the six service binaries (and more ingress processes when
+// asked for) on loopback against an etcd that requires TLS client certificates.
+type split struct {
+	addrs    map[string]string // by service: auth, policy, registry, bridge, audit, ingress, ingress2...
+	procs    map[string]*splitProc
+	order    []string // the processes in start order
+	internal string   // the internal token
+	echo     string   // the echo server's binary
+	state    string   // the run's directory (audit log, config)
+}
+
+// allLogs is every process's log, for a failure message.
+func (sp *split) allLogs() string {
+	var b strings.Builder
+	for _, name := range sp.order {
+		fmt.Fprintf(&b, "--- %s\n%s", name, sp.procs[name].logs.String())
+	}
+	return b.String()
+}
+
+// endpoint is a server's MCP endpoint on the named ingress process.
+func (sp *split) endpoint(ingress, server string) string {
+	return "http://" + sp.addrs[ingress] + "/servers/" + server + "/mcp"
+}
+
+// startSplit builds and starts the six service binaries, with ingresses ingress processes
+// (named "ingress", "ingress2", ...; each with its own address) sharing the other services
+// and etcd. The servers are echo-stdio and echo-http. The internal token is given as a 0600
+// file. It returns once every process serves; t.Cleanup kills what is left.
+func startSplit(t *testing.T, ingresses int) *split {
+	t.Helper()
 	etcd, err := etcdtest.StartTLS()
 	if err != nil {
 		t.Fatal(err)
@@ -58,46 +81,50 @@ func TestSplitMode(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	t.Logf("built the six binaries")
-	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
-	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
+	sp := &split{addrs: map[string]string{}, procs: map[string]*splitProc{}, internal: "split-internal-token-0123456789", state: t.TempDir()}
+	sp.echo = gatehousetest.Bin(t, gatehousetest.EchoServer)
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{sp.echo, "-http", addr} })
 
-	state := t.TempDir()
-	const internal = "split-internal-token-0123456789"
-	tokenFile := filepath.Join(state, "internal-token")
-	if err := os.WriteFile(tokenFile, []byte(internal+"\n"), 0o600); err != nil {
+	tokenFile := filepath.Join(sp.state, "internal-token")
+	if err := os.WriteFile(tokenFile, []byte(sp.internal+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	servers := filepath.Join(state, "servers.yaml")
-	if err := os.WriteFile(servers, []byte("servers:\n"+stdioEntry("echo-stdio", echo)+httpEntry("echo-http", "http://"+echoAddr+"/mcp")), 0o600); err != nil {
+	servers := filepath.Join(sp.state, "servers.yaml")
+	if err := os.WriteFile(servers, []byte("servers:\n"+stdioEntry("echo-stdio", sp.echo)+httpEntry("echo-http", "http://"+echoAddr+"/mcp")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addrs := map[string]string{}
-	for _, s := range []string{"auth", "policy", "registry", "bridge", "audit", "ingress"} {
-		addrs[s] = freeAddr(t)
+	ingressNames := []string{"ingress"}
+	for i := 2; i <= ingresses; i++ {
+		ingressNames = append(ingressNames, fmt.Sprintf("ingress%d", i))
+	}
+	for _, s := range append([]string{"auth", "policy", "registry", "bridge", "audit"}, ingressNames...) {
+		sp.addrs[s] = freeAddr(t)
 	}
 	c := etcd.Certs
 	etcdFlags := []string{"-etcd-endpoints", etcd.Endpoint, "-etcd-ca-file", c.CA, "-etcd-cert-file", c.ClientCert, "-etcd-key-file", c.ClientKey}
 	env := append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN_FILE="+tokenFile)
 	// Each process gets its address and peers from the environment, the rest from flags.
-	specs := []struct {
-		name string
-		env  []string
-		args []string
-	}{
-		{"registrysvc", []string{"GATEHOUSE_REGISTRY_LISTEN=" + addrs["registry"]}, append([]string{"-servers", servers}, etcdFlags...)},
-		{"authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + addrs["auth"]}, etcdFlags},
-		{"policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + addrs["registry"]},
-			[]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}},
-		{"bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + addrs["registry"]}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
-		{"auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + addrs["audit"]}, []string{"-dir", filepath.Join(state, "audit")}},
-		{"ingress", []string{"GATEHOUSE_INGRESS_LISTEN=" + addrs["ingress"], "GATEHOUSE_INGRESS_AUTH_ADDR=" + addrs["auth"],
-			"GATEHOUSE_INGRESS_POLICY_ADDR=" + addrs["policy"], "GATEHOUSE_INGRESS_REGISTRY_ADDR=" + addrs["registry"],
-			"GATEHOUSE_INGRESS_BRIDGE_ADDR=" + addrs["bridge"], "GATEHOUSE_INGRESS_AUDIT_ADDR=" + addrs["audit"]}, etcdFlags},
+	type spec struct {
+		name, bin string
+		env       []string
+		args      []string
 	}
-	procs := map[string]*splitProc{}
+	specs := []spec{
+		{"registrysvc", "registrysvc", []string{"GATEHOUSE_REGISTRY_LISTEN=" + sp.addrs["registry"]}, append([]string{"-servers", servers}, etcdFlags...)},
+		{"authsvc", "authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + sp.addrs["auth"]}, etcdFlags},
+		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"]},
+			[]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}},
+		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"]}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
+		{"auditsvc", "auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + sp.addrs["audit"]}, []string{"-dir", filepath.Join(sp.state, "audit")}},
+	}
+	for _, name := range ingressNames {
+		specs = append(specs, spec{name, "ingress", []string{"GATEHOUSE_INGRESS_LISTEN=" + sp.addrs[name], "GATEHOUSE_INGRESS_AUTH_ADDR=" + sp.addrs["auth"],
+			"GATEHOUSE_INGRESS_POLICY_ADDR=" + sp.addrs["policy"], "GATEHOUSE_INGRESS_REGISTRY_ADDR=" + sp.addrs["registry"],
+			"GATEHOUSE_INGRESS_BRIDGE_ADDR=" + sp.addrs["bridge"], "GATEHOUSE_INGRESS_AUDIT_ADDR=" + sp.addrs["audit"]}, etcdFlags})
+	}
 	for _, s := range specs {
 		p := &splitProc{name: s.name, logs: &testsync.Buffer{}, done: make(chan struct{})}
-		p.cmd = exec.Command(filepath.Join(bins, s.name), s.args...)
+		p.cmd = exec.Command(filepath.Join(bins, s.bin), s.args...)
 		p.cmd.Env = append(append([]string(nil), env...), s.env...)
 		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 		if err := p.cmd.Start(); err != nil {
@@ -108,33 +135,39 @@ func TestSplitMode(t *testing.T) {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		})
-		procs[s.name] = p
-	}
-	allLogs := func() string {
-		var b strings.Builder
-		for _, s := range specs {
-			fmt.Fprintf(&b, "--- %s\n%s", s.name, procs[s.name].logs.String())
-		}
-		return b.String()
+		sp.procs[s.name] = p
+		sp.order = append(sp.order, s.name)
 	}
 	// Every service serves once its "serving" line is out; one that exits (a port taken
 	// between freeAddr and its bind, a refused etcd) fails the test with its log.
-	for _, s := range specs {
-		p := procs[s.name]
-		testsync.WaitFor(t, 60*time.Second, s.name+" to serve", func() bool {
+	for _, name := range sp.order {
+		p := sp.procs[name]
+		testsync.WaitFor(t, 60*time.Second, name+" to serve", func() bool {
 			select {
 			case <-p.done:
-				t.Fatalf("%s exited before serving:\n%s", s.name, allLogs())
+				t.Fatalf("%s exited before serving:\n%s", name, sp.allLogs())
 			default:
 			}
 			return strings.Contains(p.logs.String(), `"msg":"serving"`)
 		})
 		if strings.Contains(p.logs.String(), "DEVELOPMENT MODE") {
-			t.Errorf("%s started in development mode:\n%s", s.name, p.logs.String())
+			t.Errorf("%s started in development mode:\n%s", name, p.logs.String())
 		}
 	}
-
 	t.Logf("every service serving")
+	return sp
+}
+
+// TestSplitMode runs the six service binaries as separate processes on loopback against an
+// etcd that requires TLS client certificates, the internal token given as a 0600 file: the
+// official TypeScript SDK client calls a stdio and a Streamable HTTP upstream through the
+// ingress binary, a session's DELETE reaps its stdio child, every call leaves an audit
+// record, and SIGTERM stops every process with nothing left behind (bridgesvc reaps the child
+// of a session still open before it exits).
+func TestSplitMode(t *testing.T) {
+	nodepeer.Node22(t)
+	sp := startSplit(t, 1)
+	procs, addrs, echo, internal, state, allLogs := sp.procs, sp.addrs, sp.echo, sp.internal, sp.state, sp.allLogs
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	auth := authv1connect.NewAuthServiceClient(rpcserver.WithToken(rpcserver.NewClient(), internal), rpcserver.BaseURL(addrs["auth"]))
@@ -143,7 +176,7 @@ func TestSplitMode(t *testing.T) {
 		t.Fatalf("CreateToken: %v\n%s", err, allLogs())
 	}
 	token := created.Msg.GetToken()
-	endpoint := func(server string) string { return "http://" + addrs["ingress"] + "/servers/" + server + "/mcp" }
+	endpoint := func(server string) string { return sp.endpoint("ingress", server) }
 
 	for _, server := range []string{"echo-stdio", "echo-http"} {
 		t.Run("TypeScript SDK "+server, func(t *testing.T) {
@@ -193,8 +226,8 @@ func TestSplitMode(t *testing.T) {
 
 	t.Logf("stopping")
 	// SIGTERM every process; each exits cleanly and leaves no child.
-	for i := len(specs) - 1; i >= 0; i-- {
-		p := procs[specs[i].name]
+	for i := len(sp.order) - 1; i >= 0; i-- {
+		p := procs[sp.order[i]]
 		if p.name == "bridgesvc" && gatehousetest.ProcessGone(openKids[0]) {
 			t.Fatalf("the open session's child %d ended before bridgesvc was stopped", openKids[0])
 		}
