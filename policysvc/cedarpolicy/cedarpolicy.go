@@ -191,6 +191,10 @@ func checkName(name string) error {
 // addPolicies parses one policy file and names its policies; ids maps each id taken so far to
 // its policy's index.
 func (b *Bundle) addPolicies(f *File, ids map[cedar.PolicyID]int, probs *problems) {
+	if p, deep := checkNesting(f.Name, f.Content); deep {
+		probs.add(p)
+		return
+	}
 	list, err := cedar.NewPolicyListFromBytes(f.Name, f.Content)
 	if err != nil {
 		probs.add(parseProblem(f.Name, err))
@@ -221,6 +225,10 @@ func (b *Bundle) addPolicies(f *File, ids map[cedar.PolicyID]int, probs *problem
 // validate checks every policy against the schema (strict mode) and keeps the schema's
 // action entities, so that policies may use action groups.
 func (b *Bundle) validate(f *File, probs *problems) {
+	if p, deep := checkNesting(f.Name, f.Content); deep {
+		probs.add(p)
+		return
+	}
 	var s schema.Schema
 	s.SetFilename(f.Name)
 	if err := s.UnmarshalCedar(f.Content); err != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -263,5 +264,56 @@ func TestReadDir(t *testing.T) {
 	}
 	if want := []string{"a.cedar", "b.cedar", "s.cedarschema"}; !slices.Equal(names, want) {
 		t.Fatalf("files %q, want %q", names, want)
+	}
+}
+
+// TestNestingLimit: brackets nested deeper than MaxNesting are refused before cedar-go sees
+// them (its validator takes time more than linear in record nesting: 40,000 levels took
+// seconds), with the position of the first bracket too many; brackets in strings and
+// comments do not count.
+func TestNestingLimit(t *testing.T) {
+	t.Parallel()
+	schema := shippedSchema(t)
+	deep := "// deep\npermit (principal, action, resource) when { " + strings.Repeat("{a:", 40000) + "1" + strings.Repeat("}", 40000) + " == {} };"
+	start := time.Now()
+	_, err := cedarpolicy.New([]cedarpolicy.File{{Name: "s.cedarschema", Content: schema}, {Name: "a.cedar", Content: []byte(deep)}})
+	// The parenthesis of the scope is the first level, so the 64th brace is one too many.
+	want := fmt.Sprintf("a.cedar:2:%d: nested more than %d deep", len("permit (principal, action, resource) when { ")+3*(cedarpolicy.MaxNesting-1)+1, cedarpolicy.MaxNesting)
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %.200v, want %s", err, want)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Logf("took %v", d) // not asserted: the machine may be slow; the error above is the check
+	}
+	quoted := "// " + strings.Repeat("(", 100) + "\n@id(\"" + strings.Repeat("[", 100) + "\") permit (principal, action, resource) when { context has \"" + strings.Repeat("{", 100) + "\\\"\" };"
+	if _, err := cedarpolicy.New([]cedarpolicy.File{{Name: "s.cedarschema", Content: schema}, {Name: "a.cedar", Content: []byte(quoted)}}); err != nil && strings.Contains(err.Error(), "nested") {
+		t.Fatalf("brackets in comments and strings counted: %v", err)
+	}
+	deepSchema := "namespace X { entity A { a: " + strings.Repeat("{ a: ", 100) + "Long" + strings.Repeat(" }", 100) + " }; }"
+	if _, err := cedarpolicy.New([]cedarpolicy.File{{Name: "s.cedarschema", Content: []byte(deepSchema)}, {Name: "a.cedar", Content: []byte(policyA)}}); err == nil || !strings.Contains(err.Error(), "s.cedarschema:1:") {
+		t.Fatalf("a deep schema: %v", err)
+	}
+}
+
+// TestLongMessages: a problem's message is bounded, however large the type cedar-go spells out.
+func TestLongMessages(t *testing.T) {
+	t.Parallel()
+	var fields []string
+	for i := range 500 {
+		fields = append(fields, fmt.Sprintf("field%d: 1", i))
+	}
+	p := "permit (principal, action == Gatehouse::Action::\"initialize\", resource) when { {" + strings.Join(fields, ", ") + "} == {} };"
+	_, err := cedarpolicy.New([]cedarpolicy.File{{Name: "s.cedarschema", Content: shippedSchema(t)}, {Name: "a.cedar", Content: []byte(p)}})
+	var perr *cedarpolicy.Error
+	if !errors.As(err, &perr) {
+		t.Fatalf("err = %v, want problems", err)
+	}
+	for _, pr := range perr.Problems {
+		if len(pr.Message) > 1100 {
+			t.Fatalf("a message of %d bytes", len(pr.Message))
+		}
+		if !strings.HasSuffix(pr.Message, "(truncated)") {
+			t.Fatalf("message %q: want the type cut short", pr.Message)
+		}
 	}
 }

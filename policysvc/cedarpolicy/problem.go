@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Problem is one thing wrong with a bundle: a file that does not parse, a policy that does
@@ -54,6 +55,7 @@ type problems struct {
 }
 
 func (ps *problems) add(p Problem) {
+	p.Message = truncate(p.Message)
 	if len(ps.list) == maxProblems {
 		ps.dropped++
 		return
@@ -65,9 +67,11 @@ func (ps *problems) err() error {
 	if len(ps.list) == 0 {
 		return nil
 	}
-	// In file order, then by position; problems without a file (the bundle's own) first.
-	list := slices.SortedStableFunc(slices.Values(ps.list), func(a, b Problem) int {
-		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	// In file order, then by position (problems without a file, the bundle's own, first),
+	// then by message: cedar-go reports one policy's problems in no fixed order, and the same
+	// bundle should read the same on every run.
+	list := slices.SortedFunc(slices.Values(ps.list), func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column), cmp.Compare(a.Message, b.Message))
 	})
 	if ps.dropped > 0 {
 		list = append(list, Problem{Message: fmt.Sprintf("and %d more problems", ps.dropped)})
@@ -117,4 +121,63 @@ func flatten(err error) []error {
 		out = append(out, flatten(e)...)
 	}
 	return out
+}
+
+// maxMessageBytes bounds one problem's message: cedar-go spells out whole types, which a
+// hostile bundle can make as large as itself.
+const maxMessageBytes = 1024
+
+// truncate cuts msg to maxMessageBytes at a rune boundary.
+func truncate(msg string) string {
+	if len(msg) <= maxMessageBytes {
+		return msg
+	}
+	cut := maxMessageBytes
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + " …(truncated)"
+}
+
+// MaxNesting bounds how deeply brackets, braces and parentheses nest in a policy or schema
+// file. cedar-go's validator takes time more than linear in the nesting of records, so a
+// small bundle could otherwise hold a replica for minutes; real policies nest a handful deep.
+const MaxNesting = 64
+
+// checkNesting finds the first place where brackets nest deeper than MaxNesting, skipping
+// string literals and // comments (the only kinds in Cedar's policy and schema syntax).
+func checkNesting(file string, content []byte) (Problem, bool) {
+	depth, line, col := 0, 1, 0
+	inString, escaped, inComment := false, false, false
+	for i := 0; i < len(content); i++ {
+		c := content[i]
+		col++
+		if c == '\n' {
+			line, col, inComment = line+1, 0, false
+			continue
+		}
+		switch {
+		case inComment:
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '/' && i+1 < len(content) && content[i+1] == '/':
+			inComment = true
+		case c == '(' || c == '[' || c == '{':
+			if depth++; depth > MaxNesting {
+				return Problem{File: file, Line: line, Column: col, Message: fmt.Sprintf("nested more than %d deep", MaxNesting)}, true
+			}
+		case c == ')' || c == ']' || c == '}':
+			depth = max(depth-1, 0)
+		}
+	}
+	return Problem{}, false
 }
