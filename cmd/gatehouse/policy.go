@@ -67,21 +67,27 @@ func policyCmd(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprintln(stderr, policyUsage)
 		return errors.New("policy: no command")
 	}
+	var err error
 	switch args[0] {
 	case "validate":
-		return policyValidate(args[1:], stdout, stderr)
+		err = policyValidate(args[1:], stdout, stderr)
 	case "test":
-		return policyTest(args[1:], stdout, stderr)
+		err = policyTest(args[1:], stdout, stderr)
 	case "explain":
-		return policyExplain(args[1:], stdout, stderr)
+		err = policyExplain(args[1:], stdout, stderr)
 	case "apply":
-		return policyApply(ctx, args[1:], getenv, stdout, stderr)
+		err = policyApply(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, policyUsage)
 		return nil
+	default:
+		fmt.Fprintln(stderr, policyUsage)
+		return fmt.Errorf("policy: unknown command %q", args[0])
 	}
-	fmt.Fprintln(stderr, policyUsage)
-	return fmt.Errorf("policy: unknown command %q", args[0])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h printed the command's usage
+	}
+	return err
 }
 
 // parseArgs parses flags that may come before or after the positional arguments (`apply DIR
@@ -123,25 +129,26 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// loadBundle reads and builds DIR's bundle; problems print as DIR/FILE:LINE:COL: message.
-func loadBundle(dir string, stderr io.Writer) (*cedarpolicy.Bundle, error) {
+// loadBundle reads and builds DIR's bundle, and returns its files too; problems print as
+// DIR/FILE:LINE:COL: message.
+func loadBundle(dir string, stderr io.Writer) (*cedarpolicy.Bundle, []cedarpolicy.File, error) {
 	files, err := cedarpolicy.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b, err := cedarpolicy.New(files)
 	if err == nil {
-		return b, nil
+		return b, files, nil
 	}
 	var perr *cedarpolicy.Error
 	if !errors.As(err, &perr) {
-		return nil, err
+		return nil, nil, err
 	}
 	printProblems(stderr, dir, perr.Problems)
 	if len(perr.Problems) == 1 {
-		return nil, fmt.Errorf("%s: 1 problem (listed above)", dir)
+		return nil, nil, fmt.Errorf("%s: 1 problem (listed above)", dir)
 	}
-	return nil, fmt.Errorf("%s: %d problems (listed above)", dir, len(perr.Problems))
+	return nil, nil, fmt.Errorf("%s: %d problems (listed above)", dir, len(perr.Problems))
 }
 
 // checkApplyLimits refuses a bundle policysvc would refuse for its size alone.
@@ -174,17 +181,13 @@ func policyValidate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := loadBundle(dir, stderr)
+	b, files, err := loadBundle(dir, stderr)
 	if err != nil {
 		return err
 	}
 	if !b.Validated() {
 		fmt.Fprintf(stderr, "%s: no %s file: the policies parse, but there is nothing to validate them against\n", dir, cedarpolicy.SchemaExt)
 		return fmt.Errorf("%s: no schema", dir)
-	}
-	files, err := cedarpolicy.ReadDir(dir)
-	if err != nil {
-		return err
 	}
 	if err := checkApplyLimits(dir, files); err != nil {
 		return err
@@ -203,7 +206,7 @@ func policyTest(args []string, stdout, stderr io.Writer) error {
 	if *fixturesDir == "" {
 		*fixturesDir = filepath.Join(dir, "tests")
 	}
-	b, err := loadBundle(dir, stderr)
+	b, _, err := loadBundle(dir, stderr)
 	if err != nil {
 		return err
 	}
@@ -307,7 +310,7 @@ func policyExplain(args []string, stdout, stderr io.Writer) error {
 	if *serverTenants == "" {
 		tenants = []string{*tenant}
 	}
-	b, err := loadBundle(*dir, stderr)
+	b, _, err := loadBundle(*dir, stderr)
 	if err != nil {
 		return err
 	}

@@ -107,6 +107,12 @@ func TestPolicyValidate(t *testing.T) {
 		if _, _, err := runPolicy(t, nil, "validate"); err == nil {
 			t.Fatal("validate without a directory passed")
 		}
+		if _, _, err := runPolicy(t, nil, "validate", "a", "b"); err == nil {
+			t.Fatal("validate with two directories passed")
+		}
+		if _, stderr, err := runPolicy(t, nil, "apply", "-h"); err != nil || !strings.Contains(stderr, "--url") && !strings.Contains(stderr, "-url") {
+			t.Fatalf("apply -h: %v\n%s", err, stderr)
+		}
 	})
 }
 
