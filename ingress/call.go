@@ -61,6 +61,8 @@ type ending struct {
 	reached       bool  // the decision record is durable: the upstream may have seen the call
 	unrecorded    bool  // the audit log refused the decision record: nothing can be recorded
 	hostGone      bool
+	// denial is the decision when policy refused the call: its error carries what decided.
+	denial *policyv1.CheckResponse
 }
 
 func newCallID() string {
@@ -87,7 +89,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	}
 	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
-		s.conclude(ctx, c, rec, r, ending{refusal: errDenied})
+		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
 		return
 	}
 	// Write-ahead: the decision is durable before the upstream can see the call; if it
@@ -177,7 +179,7 @@ func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r 
 	}
 	final := end.final
 	if refusal != nil {
-		final = jsonrpc.ErrorResponse(c.msg.ID, refusal.Code, hostMessage(refusal, c.traceID))
+		final = refusalResponse(c.msg.ID, refusal, c.traceID, end.denial)
 	}
 	if rec == nil || end.unrecorded {
 		if !end.hostGone {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -215,15 +216,18 @@ func TestStrictAuditWithholdsAnswer(t *testing.T) {
 }
 
 // TestDeniedCall: a denied call is one durable COMPLETE record and the bridge sees nothing.
+// A denial by policy names the bundle and the deciding policies in the error's data and the
+// record; other refusals carry no data.
 func TestDeniedCall(t *testing.T) {
 	cases := []struct {
 		tool    string
 		code    int
 		outcome auditv1.Outcome
+		data    string // the JSON-RPC error's data, "" for none
 	}{
-		{"forbidden", -32001, auditv1.Outcome_OUTCOME_DENIED},
-		{"quota", -32002, auditv1.Outcome_OUTCOME_DENIED},
-		{"policy-down", -32003, auditv1.Outcome_OUTCOME_FAILED},
+		{"forbidden", -32001, auditv1.Outcome_OUTCOME_DENIED, `{"bundle":"sha256:test","policies":["no-forbidden"]}`},
+		{"quota", -32002, auditv1.Outcome_OUTCOME_DENIED, ""},
+		{"policy-down", -32003, auditv1.Outcome_OUTCOME_FAILED, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.tool, func(t *testing.T) {
@@ -243,6 +247,20 @@ func TestDeniedCall(t *testing.T) {
 			rec := recs[0].GetRecord()
 			if recs[0].GetDeferred() || rec.GetPhase() != auditv1.Phase_PHASE_COMPLETE || rec.GetOutcome() != tc.outcome || !callID.MatchString(rec.GetCallId()) || rec.GetTool() != tc.tool {
 				t.Fatalf("record %v deferred=%v, want one durable COMPLETE %v", rec, recs[0].GetDeferred(), tc.outcome)
+			}
+			var answer struct {
+				Error struct {
+					Data json.RawMessage `json:"data"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(r.payload, &answer); err != nil {
+				t.Fatalf("answer %s: %v", r.payload, err)
+			}
+			if string(answer.Error.Data) != tc.data {
+				t.Fatalf("error data %s, want %q", answer.Error.Data, tc.data)
+			}
+			if tc.data != "" && (rec.GetBundleVersion() != "sha256:test" || strings.Join(rec.GetPolicyIds(), ",") != "no-forbidden") {
+				t.Fatalf("record names bundle %q and policies %q, want the decision's", rec.GetBundleVersion(), rec.GetPolicyIds())
 			}
 		})
 	}

@@ -2,12 +2,14 @@ package ingress
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
@@ -212,6 +214,43 @@ func message(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
+}
+
+// denialData is the data of a denial's JSON-RPC error: the bundle that decided and the ids of
+// the policies that did (never their text), so that a host's report leads an operator to
+// them (gatehouse policy explain reproduces the decision).
+type denialData struct {
+	Bundle   string   `json:"bundle"`
+	Policies []string `json:"policies"`
+}
+
+// refusalResponse is the JSON-RPC error answering id with refusal e; a denial by policy
+// (decision not nil) carries denialData.
+func refusalResponse(id json.RawMessage, e *Error, traceID string, decision *policyv1.CheckResponse) []byte {
+	if decision == nil {
+		return jsonrpc.ErrorResponse(id, e.Code, hostMessage(e, traceID))
+	}
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	type errorObject struct {
+		Code    int        `json:"code"`
+		Message string     `json:"message"`
+		Data    denialData `json:"data"`
+	}
+	data := denialData{Bundle: decision.GetBundleVersion(), Policies: decision.GetPolicyIds()}
+	if data.Policies == nil {
+		data.Policies = []string{} // denied by default: no policy decided
+	}
+	b, err := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   errorObject     `json:"error"`
+	}{"2.0", id, errorObject{e.Code, hostMessage(e, traceID), data}})
+	if err != nil {
+		panic(err) // only strings and an id the parser validated
+	}
+	return b
 }
 
 // hostMessage is what the host reads: the row's message and the trace id.

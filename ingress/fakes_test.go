@@ -20,6 +20,7 @@ import (
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
@@ -174,7 +175,9 @@ func (f *fakeAuth) ResourceMetadata(context.Context, *connect.Request[authv1.Res
 
 // fakePolicy allows everything but: initialize on serverHidden, the tool "forbidden"
 // (denied), "quota" (quota exhausted) and "policy-down" (unavailable).
-type fakePolicy struct{}
+type fakePolicy struct {
+	policyv1connect.UnimplementedPolicyServiceHandler // the admin RPCs the ingress never calls
+}
 
 func (fakePolicy) Check(_ context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
 	allow := &policyv1.CheckResponse{Decision: policyv1.Decision_DECISION_ALLOW, BundleVersion: "sha256:test", PolicyIds: []string{"allow-all"}}

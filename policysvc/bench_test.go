@@ -11,7 +11,7 @@ import (
 
 // BenchmarkCheck is the hot path without the network: one allowed tools/call.
 func BenchmarkCheck(b *testing.B) {
-	svc, err := policysvc.New(policysvc.Config{PolicyDir: shippedDir}, testCatalog(), nil)
+	svc, err := policysvc.New(policysvc.Config{PolicyDir: shippedDir}, testCatalog(), nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,6 +18,13 @@ var (
 	errQuotaExhausted = errors.New("quota exhausted")
 	// errNotReady: the registry snapshot has not arrived yet, so no server is known.
 	errNotReady = errors.New("registry snapshot not loaded yet")
+	// errInvalidBundle: an applied bundle does not parse, does not match its schema, has no
+	// schema, or is too large; the active bundle stays.
+	errInvalidBundle = errors.New("invalid policy bundle")
+	// errNoStore: this policysvc runs without etcd, so it cannot apply a bundle.
+	errNoStore = errors.New("no bundle store: policysvc runs without etcd (--etcd-endpoints), so bundles cannot be applied")
+	// errStore: etcd did not take the bundle.
+	errStore = errors.New("bundle store unavailable")
 )
 
 // codes maps each domain error to its Connect code; the caller's cancellation and deadline
@@ -26,6 +33,9 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errInvalidRequest, Code: connect.CodeInvalidArgument},
 	{Err: errQuotaExhausted, Code: connect.CodeResourceExhausted},
 	{Err: errNotReady, Code: connect.CodeUnavailable},
+	{Err: errInvalidBundle, Code: connect.CodeInvalidArgument},
+	{Err: errNoStore, Code: connect.CodeFailedPrecondition},
+	{Err: errStore, Code: connect.CodeUnavailable},
 }
 
 // quotaError is errQuotaExhausted with the tenant and when a token is next available.

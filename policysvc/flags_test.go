@@ -26,8 +26,8 @@ func TestRegisterFlags(t *testing.T) {
 		},
 		{
 			name: "env",
-			env:  map[string]string{"GATEHOUSE_POLICY_QUOTA_RATE": "2.5", "GATEHOUSE_POLICY_QUOTA_BURST": "10", "GATEHOUSE_POLICY_POLICY_DIR": "/etc/p"},
-			want: policysvc.Config{Listen: "127.0.0.1:7102", PolicyDir: "/etc/p", RegistryAddr: "127.0.0.1:7103", QuotaRate: 2.5, QuotaBurst: 10},
+			env:  map[string]string{"GATEHOUSE_POLICY_QUOTA_RATE": "2.5", "GATEHOUSE_POLICY_QUOTA_BURST": "10", "GATEHOUSE_POLICY_POLICY_DIR": "/etc/p", "GATEHOUSE_POLICY_KEY_PREFIX": "/p/"},
+			want: policysvc.Config{Listen: "127.0.0.1:7102", PolicyDir: "/etc/p", RegistryAddr: "127.0.0.1:7103", KeyPrefix: "/p/", QuotaRate: 2.5, QuotaBurst: 10},
 		},
 		{
 			name: "flags override env",
@@ -61,12 +61,15 @@ func TestRegisterFlags(t *testing.T) {
 				t.Fatal(err)
 			}
 			type fields struct {
-				listen, dir, registry string
-				rate                  float64
-				burst                 int
+				listen, dir, registry, prefix string
+				rate                          float64
+				burst                         int
 			}
-			got := fields{cfg.Listen, cfg.PolicyDir, cfg.RegistryAddr, cfg.QuotaRate, cfg.QuotaBurst}
-			want := fields{tt.want.Listen, tt.want.PolicyDir, tt.want.RegistryAddr, tt.want.QuotaRate, tt.want.QuotaBurst}
+			if tt.want.KeyPrefix == "" {
+				tt.want.KeyPrefix = policysvc.DefaultKeyPrefix
+			}
+			got := fields{cfg.Listen, cfg.PolicyDir, cfg.RegistryAddr, cfg.KeyPrefix, cfg.QuotaRate, cfg.QuotaBurst}
+			want := fields{tt.want.Listen, tt.want.PolicyDir, tt.want.RegistryAddr, tt.want.KeyPrefix, tt.want.QuotaRate, tt.want.QuotaBurst}
 			if got != want {
 				t.Errorf("config = %+v, want %+v", got, want)
 			}

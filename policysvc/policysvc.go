@@ -1,6 +1,8 @@
 // Package policysvc decides whether a principal may perform an MCP method on a server, tool,
-// resource or prompt: Cedar policies from a directory, evaluated against entities built from
-// the request and the registry's local snapshot, plus per-tenant quotas on tools/call.
+// resource or prompt: Cedar policies, evaluated against entities built from the request and
+// the registry's local snapshot, plus per-tenant quotas on tools/call. The policies are a
+// bundle applied through ApplyBundle and kept in etcd, which every replica watches and
+// switches to atomically; without one, the bundle in a directory read at start.
 package policysvc
 
 import (
@@ -9,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -40,8 +44,16 @@ const toolsCall = "tools/call"
 type Config struct {
 	// Listen is the address the standalone binary serves on.
 	Listen string
-	// PolicyDir holds the *.cedar policies and, optionally, one *.cedarschema.
+	// PolicyDir holds the *.cedar policies and, optionally, one *.cedarschema. With etcd, it is
+	// the fallback used while etcd holds no applied bundle (unless ApplyDir).
 	PolicyDir string
+	// KeyPrefix is where the applied bundle lives in etcd (KeyPrefix + "bundle"). Empty means
+	// DefaultKeyPrefix.
+	KeyPrefix string
+	// ApplyDir, with etcd, applies the PolicyDir bundle at start: it is stored in etcd,
+	// replacing the stored one, and every replica switches to it. Without it a stored bundle
+	// wins over PolicyDir. Not a flag: `gatehouse up --policy-dir` sets it.
+	ApplyDir bool
 	// RegistryAddr is the registry the standalone binary follows for its server catalogue.
 	RegistryAddr string
 	// QuotaRate is tools/call per second allowed per tenant; 0 is unlimited.
@@ -56,7 +68,8 @@ type Config struct {
 // (GATEHOUSE_POLICY_<FLAG>) are svcmain's, applied to every flag alike.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7102", "address to serve on")
-	fs.StringVar(&c.PolicyDir, "policy-dir", "examples/policies", "directory of Cedar policies (*.cedar) and their schema (*.cedarschema)")
+	fs.StringVar(&c.PolicyDir, "policy-dir", "examples/policies", "directory of Cedar policies (*.cedar) and their schema (*.cedarschema); with etcd, used until a bundle is applied")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the applied policy bundle")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:7103", "registrysvc address")
 	fs.Float64Var(&c.QuotaRate, "quota-rate", 0, "tools/call per second per tenant (0: unlimited)")
 	fs.IntVar(&c.QuotaBurst, "quota-burst", 0, "burst of the per-tenant quota (below 1: max(1, ceil(rate)))")
@@ -79,32 +92,40 @@ type Service struct {
 	servers Catalog
 	ready   <-chan struct{}
 	logger  *slog.Logger
-	bundle  *cedarpolicy.Bundle
 	quota   *quota
 	cache   serverCache
 	princ   principalCache
+
+	// active is the bundle deciding now; a new one is swapped in whole, and a decision
+	// loads it once, so decisions in flight finish on the bundle they started with.
+	active atomic.Pointer[active]
+	kv     Etcd   // nil: no store, the directory's bundle only
+	key    string // the applied bundle's etcd key
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the watch of the stored bundle has returned
 }
 
-// New loads and validates the policy bundle in cfg.PolicyDir; a bad policy fails it.
-func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
+// New loads the policy bundle and returns the service. Without etcd (kv nil) the bundle is
+// cfg.PolicyDir's. With etcd it is the bundle stored there by ApplyBundle, or, while there is
+// none, cfg.PolicyDir's; with cfg.ApplyDir, cfg.PolicyDir's is stored first. New then follows
+// the stored bundle until Close. A bundle that does not load fails New: a replica never
+// decides by other policies than the ones applied. kv stays the caller's to close, after
+// Close.
+func New(cfg Config, servers Catalog, kv Etcd, logger *slog.Logger) (*Service, error) {
 	if servers == nil {
 		return nil, errors.New("policysvc: a catalog is required")
 	}
-	if cfg.PolicyDir == "" {
+	if cfg.PolicyDir == "" && kv == nil {
 		return nil, errors.New("policysvc: a policy directory is required")
+	}
+	if cfg.ApplyDir && (kv == nil || cfg.PolicyDir == "") {
+		return nil, errors.New("policysvc: applying the policy directory at start needs etcd and a directory")
 	}
 	if cfg.QuotaRate < 0 || cfg.QuotaBurst < 0 {
 		return nil, fmt.Errorf("policysvc: quota rate and burst must not be negative (rate %v, burst %d)", cfg.QuotaRate, cfg.QuotaBurst)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
-	}
-	bundle, err := cedarpolicy.Load(cfg.PolicyDir)
-	if err != nil {
-		return nil, fmt.Errorf("policysvc: load policies from %s: %w", cfg.PolicyDir, err)
-	}
-	if !bundle.Validated() {
-		logger.Warn("no schema in the policy directory: policies are not validated", "dir", cfg.PolicyDir)
 	}
 	now := cfg.Clock
 	if now == nil {
@@ -113,28 +134,73 @@ func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
 	s := &Service{
 		servers: servers,
 		logger:  logger,
-		bundle:  bundle,
 		quota:   newQuota(cfg.QuotaRate, cfg.QuotaBurst, now),
+		kv:      kv,
+		key:     bundleKey(cfg.KeyPrefix),
 	}
 	if r, ok := servers.(readier); ok {
 		s.ready = r.Ready()
 	}
-	logger.Info("policy bundle loaded", "dir", cfg.PolicyDir, "version", bundle.Version(),
-		"policies", bundle.Len(), "files", bundle.Files(), "validated", bundle.Validated())
+	if kv == nil {
+		b, _, err := loadDir(cfg.PolicyDir, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.install(&active{bundle: b}, "dir")
+		return s, nil
+	}
+	rev, err := s.start(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go s.follow(ctx, rev)
 	return s, nil
 }
 
-// BundleVersion is the active bundle's content digest.
-func (s *Service) BundleVersion() string { return s.bundle.Version() }
+// loadDir loads the bundle of a policy directory, and returns its files too.
+func loadDir(dir string, logger *slog.Logger) (*cedarpolicy.Bundle, []cedarpolicy.File, error) {
+	files, err := cedarpolicy.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("policysvc: load policies from %s: %w", dir, err)
+	}
+	b, err := cedarpolicy.New(files)
+	if err != nil {
+		return nil, nil, fmt.Errorf("policysvc: load policies from %s: %w", dir, err)
+	}
+	if !b.Validated() {
+		logger.Warn("no schema in the policy directory: policies are not validated", "dir", dir)
+	}
+	return b, files, nil
+}
 
-// Handlers returns the PolicyService handler to mount.
+// BundleVersion is the active bundle's content digest.
+func (s *Service) BundleVersion() string { return s.active.Load().bundle.Version() }
+
+// Handlers returns the PolicyService handler to mount. ApplyBundle may read a whole bundle;
+// every other method keeps the small bound of a Check.
 func (s *Service) Handlers() []rpcserver.Handler {
-	path, h := policyv1connect.NewPolicyServiceHandler(s, connect.WithReadMaxBytes(maxRequestBytes))
+	path, small := policyv1connect.NewPolicyServiceHandler(s, connect.WithReadMaxBytes(maxRequestBytes))
+	_, large := policyv1connect.NewPolicyServiceHandler(s, connect.WithReadMaxBytes(maxApplyBytes))
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == policyv1connect.PolicyServiceApplyBundleProcedure {
+			large.ServeHTTP(w, r)
+			return
+		}
+		small.ServeHTTP(w, r)
+	})
 	return []rpcserver.Handler{{Service: policyv1connect.PolicyServiceName, Path: path, Handler: h}}
 }
 
-// Close releases nothing today; it is here so every service stops the same way.
-func (s *Service) Close(context.Context) error { return nil }
+// Close stops following the stored bundle.
+func (s *Service) Close(context.Context) error {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+	}
+	return nil
+}
 
 // Check implements policyv1connect.PolicyServiceHandler.
 func (s *Service) Check(_ context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
@@ -158,27 +224,80 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 			return nil, errNotReady
 		}
 	}
-	b := s.bundle
-	resp := &policyv1.CheckResponse{Decision: policyv1.Decision_DECISION_DENY, BundleVersion: b.Version()}
-	sub, res, action := req.GetSubject(), req.GetResource(), req.GetAction()
+	b := s.active.Load().bundle
+	ents, creq, ok := s.request(b, &s.cache, &s.princ, req, types.Record{})
+	if !ok {
+		return denied(b), nil
+	}
+	resp := s.decide(b, ents, creq)
+	if resp.GetDecision() != policyv1.Decision_DECISION_ALLOW {
+		return resp, nil
+	}
+	sub, action := req.GetSubject(), req.GetAction()
+	if s.quota != nil && action == toolsCall {
+		if ok, wait := s.quota.take(sub.GetTenant()); !ok {
+			return nil, &quotaError{tenant: sub.GetTenant(), retryAfter: wait}
+		}
+	}
+	return resp, nil
+}
 
+// Evaluate decides req by bundle b exactly as Check does, with the same validation and the
+// same entities (built from servers), but without the quota and the registry's readiness: for
+// tools that try policies before they are applied (gatehouse policy test and explain).
+// cedarContext is the request's Cedar context; Check's is empty today. Unlike Check, it also
+// checks the request against the bundle's schema when the schema declares the action, so a
+// test case whose context the schema would not produce fails instead of passing vacuously.
+func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest, cedarContext types.Record) (*policyv1.CheckResponse, error) {
+	if err := validateRequest(req); err != nil {
+		return nil, err
+	}
+	s := &Service{servers: servers, logger: slog.New(slog.DiscardHandler)}
+	ents, creq, ok := s.request(b, &serverCache{}, &principalCache{}, req, cedarContext)
+	if !ok {
+		return denied(b), nil
+	}
+	if err := b.ValidateRequest(creq); err != nil {
+		return nil, invalid("the request does not match the schema: %v", err)
+	}
+	return s.decide(b, ents, creq), nil
+}
+
+// request builds the Cedar request of a valid CheckRequest and the few entities it needs, the
+// server's and the principal's from the caches; ok is false for a server the registry does
+// not know.
+func (s *Service) request(b *cedarpolicy.Bundle, cache *serverCache, princ *principalCache, req *policyv1.CheckRequest, cedarContext types.Record) (*requestEntities, types.Request, bool) {
+	sub, res, action := req.GetSubject(), req.GetResource(), req.GetAction()
 	srv, ok := s.servers.Server(res.GetServer())
 	if !ok {
-		return resp, nil // an unknown server is denied, not an error: callers learn nothing
+		return nil, types.Request{}, false
 	}
-	entry := s.cache.server(srv)
-	ents := requestEntities{sub: sub, server: entry.entity, bundle: b, cache: &s.princ}
+	entry := cache.server(srv)
+	ents := &requestEntities{sub: sub, server: entry.entity, bundle: b, cache: princ}
 	resource := entry.entity.UID
 	if name := res.GetName(); name != "" {
 		typ, _ := itemType(action) // validateRequest checked it
 		ents.item = entry.item(typ, name)
 		resource = ents.item.UID
 	}
-	decision, diag := b.Authorize(&ents, types.Request{
+	return ents, types.Request{
 		Principal: types.NewEntityUID(cedarpolicy.TypePrincipal, types.String(sub.GetId())),
 		Action:    types.NewEntityUID(cedarpolicy.TypeAction, types.String(action)),
 		Resource:  resource,
-	})
+		Context:   cedarContext,
+	}, true
+}
+
+// denied is the answer for a server the registry does not know: denied, not an error, so
+// callers learn nothing, and decided by no policy.
+func denied(b *cedarpolicy.Bundle) *policyv1.CheckResponse {
+	return &policyv1.CheckResponse{Decision: policyv1.Decision_DECISION_DENY, BundleVersion: b.Version()}
+}
+
+// decide evaluates a Cedar request by bundle b.
+func (s *Service) decide(b *cedarpolicy.Bundle, ents *requestEntities, creq types.Request) *policyv1.CheckResponse {
+	resp := denied(b)
+	decision, diag := b.Authorize(ents, creq)
 	if len(diag.Reasons) > 0 {
 		resp.PolicyIds = make([]string, len(diag.Reasons))
 		for i, r := range diag.Reasons {
@@ -190,18 +309,12 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 		for i, e := range diag.Errors {
 			resp.Errors[i] = e.String()
 		}
-		s.logger.Warn("policy evaluation errors", "version", b.Version(), "action", action, "errors", resp.Errors)
+		s.logger.Warn("policy evaluation errors", "version", b.Version(), "action", string(creq.Action.ID), "errors", resp.Errors)
 	}
-	if decision != types.Allow {
-		return resp, nil
+	if decision == types.Allow {
+		resp.Decision = policyv1.Decision_DECISION_ALLOW
 	}
-	if s.quota != nil && action == toolsCall {
-		if ok, wait := s.quota.take(sub.GetTenant()); !ok {
-			return nil, &quotaError{tenant: sub.GetTenant(), retryAfter: wait}
-		}
-	}
-	resp.Decision = policyv1.Decision_DECISION_ALLOW
-	return resp, nil
+	return resp
 }
 
 // validateRequest checks presence and bounds of every field the decision uses.

@@ -100,7 +100,7 @@ func newService(t *testing.T, cfg policysvc.Config, cat policysvc.Catalog) *poli
 	if cat == nil {
 		cat = testCatalog()
 	}
-	svc, err := policysvc.New(cfg, cat, nil)
+	svc, err := policysvc.New(cfg, cat, nil, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -458,7 +458,7 @@ func TestNewRejectsBadBundles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := policysvc.New(policysvc.Config{PolicyDir: writeDir(t, tt.files)}, testCatalog(), nil)
+			_, err := policysvc.New(policysvc.Config{PolicyDir: writeDir(t, tt.files)}, testCatalog(), nil, nil)
 			if err == nil {
 				t.Fatal("New succeeded, want an error")
 			}
@@ -472,7 +472,7 @@ func TestNewRejectsBadBundles(t *testing.T) {
 	}
 	t.Run("missing dir", func(t *testing.T) {
 		t.Parallel()
-		_, err := policysvc.New(policysvc.Config{PolicyDir: filepath.Join(t.TempDir(), "nope")}, testCatalog(), nil)
+		_, err := policysvc.New(policysvc.Config{PolicyDir: filepath.Join(t.TempDir(), "nope")}, testCatalog(), nil, nil)
 		if err == nil || !strings.Contains(err.Error(), "nope") {
 			t.Fatalf("err = %v, want one naming the directory", err)
 		}
@@ -481,10 +481,10 @@ func TestNewRejectsBadBundles(t *testing.T) {
 
 func TestNewConfig(t *testing.T) {
 	t.Parallel()
-	if _, err := policysvc.New(policysvc.Config{PolicyDir: shippedDir, QuotaRate: -1}, testCatalog(), nil); err == nil {
+	if _, err := policysvc.New(policysvc.Config{PolicyDir: shippedDir, QuotaRate: -1}, testCatalog(), nil, nil); err == nil {
 		t.Error("negative quota rate accepted")
 	}
-	if _, err := policysvc.New(policysvc.Config{PolicyDir: shippedDir}, nil, nil); err == nil {
+	if _, err := policysvc.New(policysvc.Config{PolicyDir: shippedDir}, nil, nil, nil); err == nil {
 		t.Error("nil catalog accepted")
 	}
 }

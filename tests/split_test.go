@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,7 +114,7 @@ func startSplit(t *testing.T, ingresses int) *split {
 		{"registrysvc", "registrysvc", []string{"GATEHOUSE_REGISTRY_LISTEN=" + sp.addrs["registry"]}, append([]string{"-servers", servers}, etcdFlags...)},
 		{"authsvc", "authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + sp.addrs["auth"]}, etcdFlags},
 		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"]},
-			[]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}},
+			append([]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}, etcdFlags...)},
 		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"]}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
 		{"auditsvc", "auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + sp.addrs["audit"]}, []string{"-dir", filepath.Join(sp.state, "audit")}},
 	}
@@ -190,6 +191,19 @@ func TestSplitMode(t *testing.T) {
 			}
 		})
 	}
+
+	// A bundle applied to policysvc (through etcd) decides the calls that follow.
+	t.Run("policy apply", func(t *testing.T) {
+		stdout, stderr, err := gatehouseCLI(t, []string{"GATEHOUSE_ADMIN_TOKEN=" + internal}, "policy", "apply",
+			"--url", rpcserver.BaseURL(addrs["policy"]), filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies"))
+		if err != nil || !strings.HasPrefix(stdout, "applied sha256:") {
+			t.Fatalf("apply: %v\n%s%s\n%s", err, stdout, stderr, allLogs())
+		}
+		// Through the RPC or its own watch, whichever comes first: a bundle from etcd has a revision.
+		if logs := procs["policysvc"].logs.String(); !regexp.MustCompile(`"msg":"policy bundle active".*"rev":\d+`).MatchString(logs) {
+			t.Fatalf("policysvc did not switch to the applied bundle:\n%s", logs)
+		}
+	})
 
 	bridgePid := procs["bridgesvc"].cmd.Process.Pid
 	t.Run("DELETE reaps the stdio child", func(t *testing.T) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,19 +18,15 @@ import (
 // gateway promises) plus slack for a loaded test machine.
 const revocationBound = 2*time.Second + 3*time.Second
 
-// gatehouseCLI runs the built gatehouse binary with env (and PATH and HOME only, so the
-// test's own environment cannot leak a GATEHOUSE_ variable in) and returns its stdout.
-func gatehouseCLI(t *testing.T, env []string, args ...string) string {
+// mustCLI runs the built gatehouse binary (gatehouseCLI) and returns its stdout, failing the
+// test if it fails.
+func mustCLI(t *testing.T, env []string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(gatehousetest.Bin(t, gatehousetest.Gatehouse), args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, stderr, err := gatehouseCLI(t, env, args...)
 	if err != nil {
-		t.Fatalf("gatehouse %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		t.Fatalf("gatehouse %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	}
-	return string(out)
+	return out
 }
 
 var issuedToken = regexp.MustCompile(`(?m)^token_id: ([0-9a-f]+)\ntoken:    (\S+)\n$`)
@@ -40,7 +34,7 @@ var issuedToken = regexp.MustCompile(`(?m)^token_id: ([0-9a-f]+)\ntoken:    (\S+
 // issueToken runs `gatehouse token issue` and returns the token's id and value.
 func issueToken(t *testing.T, env []string, args ...string) (id, token string) {
 	t.Helper()
-	out := gatehouseCLI(t, env, append([]string{"token", "issue"}, args...)...)
+	out := mustCLI(t, env, append([]string{"token", "issue"}, args...)...)
 	m := issuedToken.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("token issue printed %q", out)
@@ -100,7 +94,7 @@ func TestTokenCLIRevocation(t *testing.T) {
 	env := []string{"GATEHOUSE_URL=" + g.Base, "GATEHOUSE_ADMIN_TOKEN=" + g.InternalToken}
 	id, token := issueToken(t, env, "--principal", "erin", "--tenant", "default", "--groups", "ops", "--ttl", "24h")
 
-	list := gatehouseCLI(t, env, "token", "list", "--tenant", "default")
+	list := mustCLI(t, env, "token", "list", "--tenant", "default")
 	if !regexp.MustCompile(id+`\s+erin\s+default\s+user\s+ops\s+\S+Z\s+\S+Z`).MatchString(list) || strings.Contains(list, token) {
 		t.Fatalf("token list:\n%s", list)
 	}
@@ -135,7 +129,7 @@ func TestTokenCLIRevocation(t *testing.T) {
 		t.Fatalf("tools/call: %d %s", r.status, r.body)
 	}
 
-	if out := gatehouseCLI(t, env, "token", "revoke", id); out != "revoked "+id+"\n" {
+	if out := mustCLI(t, env, "token", "revoke", id); out != "revoked "+id+"\n" {
 		t.Fatalf("token revoke printed %q", out)
 	}
 	start := time.Now()
@@ -154,7 +148,7 @@ func TestTokenCLIRevocation(t *testing.T) {
 	if r := dev.post(echoCall, devSess); r.status != http.StatusOK || !strings.Contains(string(r.body), "still serving") {
 		t.Fatalf("dev's session after another token's revocation: %d %s", r.status, r.body)
 	}
-	if list := gatehouseCLI(t, env, "token", "list"); strings.Contains(list, id) {
+	if list := mustCLI(t, env, "token", "list"); strings.Contains(list, id) {
 		t.Fatalf("token list shows the revoked token:\n%s", list)
 	}
 }
@@ -186,7 +180,7 @@ func TestSplitModeRevocation(t *testing.T) {
 	second := sp.procs["ingress2"]
 	pid := second.cmd.Process.Pid
 
-	gatehouseCLI(t, env, "token", "revoke", id)
+	mustCLI(t, env, "token", "revoke", id)
 	start := time.Now()
 	testsync.WaitFor(t, revocationBound, "both ingresses to refuse the revoked token and the second's stream to end", func() bool {
 		return a.post(echoCall, sess).status == http.StatusUnauthorized && b.post(echoCall, sess).status == http.StatusUnauthorized && closed(stream)

@@ -115,6 +115,9 @@ type auditRecord struct {
 	Tool      string `json:"tool"`
 	Principal string `json:"principal"`
 	Tenant    string `json:"tenant"`
+	// The decision: the bundle that made it and the policies that did.
+	BundleVersion string   `json:"bundle_version"`
+	PolicyIDs     []string `json:"policy_ids"`
 }
 
 func auditPath(dataDir string) string { return filepath.Join(dataDir, "audit", auditsvc.FileName) }

@@ -25,6 +25,7 @@ const usage = `usage: gatehouse <command> [flags]
 commands:
   up        run every service in one process, on one port (single-process mode)
   token     issue, list and revoke gateway API tokens
+  policy    write, check and roll out Cedar policies: validate, test, explain, apply
   dev       development helpers: certs DIR (etcd TLS certificates for split mode)
   example-server echo
             the example MCP server the embedded default config runs
@@ -45,6 +46,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exampleServer(ctx, args[1:], stdout, stderr)
 	case "dev":
 		return dev(args[1:], stdout, stderr)
+	case "policy":
+		return policyCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil

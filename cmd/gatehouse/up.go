@@ -60,7 +60,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML file listing the servers (see docs/configuration.md; default: the embedded example)")
 	fs.StringVar(&c.Ingress.Listen, "listen", "127.0.0.1:8080", "address to serve on")
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for etcd and the audit log")
-	fs.StringVar(&c.PolicyDir, "policy-dir", "", "directory of Cedar policies and their schema (default: the embedded examples/policies, written to <data-dir>/default-policies)")
+	fs.StringVar(&c.PolicyDir, "policy-dir", "", "directory of Cedar policies and their schema, applied at start as gatehouse policy apply would (default: the bundle last applied, else the embedded examples/policies, written to <data-dir>/default-policies)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs)
@@ -108,7 +108,12 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if cfg.PolicyDir == "" {
+	// A directory named at start is applied: stored in etcd like a bundle from `gatehouse policy
+	// apply`, so the two are one mechanism and the last one applied decides. The embedded
+	// default is only a fallback for a data dir where nothing was ever applied: stored, it
+	// would outlive the binary that brought it.
+	applyDir := cfg.PolicyDir != ""
+	if !applyDir {
 		if cfg.PolicyDir, err = writeDefaultPolicies(filepath.Join(cfg.DataDir, "default-policies")); err != nil {
 			return err
 		}
@@ -160,8 +165,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	const base = "http://gatehouse.internal"
 	cat := catalog.New()
 
-	cfg.Policy.PolicyDir = cfg.PolicyDir
-	policy, err := policysvc.New(cfg.Policy, cat, logger.With("svc", "policy"))
+	cfg.Policy.PolicyDir, cfg.Policy.ApplyDir = cfg.PolicyDir, applyDir
+	policy, err := policysvc.New(cfg.Policy, cat, kv, logger.With("svc", "policy"))
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -16,6 +15,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	cedar "github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -58,16 +59,25 @@ type Bundle struct {
 	files    []string
 	ids      []cedar.PolicyID
 	policies []*cedar.Policy
-	schema   bool
-	actions  map[types.EntityUID]types.Entity
+	// validator is set when every policy was validated against a schema.
+	validator *validate.Validator
+	actions   map[types.EntityUID]types.Entity
 }
 
-// Load reads every *.cedar file in dir (not its subdirectories; hidden files are skipped)
-// and, when there is one, the *.cedarschema file, and validates every policy against that
-// schema. A policy's id is its @id annotation, or "<file>:<line>" without one; ids must be
-// unique. The version is "sha256:" + the hex digest of the files' names and contents in name
-// order (see Digest).
+// Load reads the bundle in dir (see ReadDir) and builds it (see New). A policy's id is its
+// @id annotation, or "<file>:<line>" without one; ids must be unique. The version is
+// "sha256:" + the hex digest of the files' names and contents in name order (see Digest).
 func Load(dir string) (*Bundle, error) {
+	files, err := ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return New(files)
+}
+
+// ReadDir reads the bundle files of dir: every *.cedar and *.cedarschema file in it (not its
+// subdirectories; hidden files are skipped, symlinks followed), in name order.
+func ReadDir(dir string) ([]File, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read policy dir: %w", err)
@@ -100,7 +110,7 @@ func Load(dir string) (*Bundle, error) {
 		}
 		files = append(files, File{Name: name, Content: content})
 	}
-	return New(files)
+	return files, nil
 }
 
 // File is one named file of a bundle.
@@ -111,103 +121,148 @@ type File struct {
 
 // New builds a bundle from files already in memory (for bundles that come from elsewhere
 // than a directory, e.g. a store). Names ending in SchemaExt are the schema (at most one),
-// names ending in PolicyExt are policies; anything else is an error. The order of files does
-// not matter: they are taken in name order.
+// names ending in PolicyExt are policies; anything else, and any name that is not a plain
+// base name, is an error. The order of files does not matter: they are taken in name order.
+// A bundle that fails is reported as an *Error listing every problem found (up to a limit),
+// each at its file and, where cedar-go gives one, its line and column.
 func New(files []File) (*Bundle, error) {
 	files = slices.SortedFunc(slices.Values(files), func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	b := &Bundle{version: Digest(files)}
+	var probs problems
 	var schemaFile *File
 	var nPolicyFiles int
 	seen := make(map[string]bool, len(files))
+	ids := make(map[cedar.PolicyID]int)
 	for i := range files {
 		f := &files[i]
+		if err := checkName(f.Name); err != nil {
+			probs.add(Problem{Message: err.Error()})
+			continue
+		}
 		if seen[f.Name] {
-			return nil, fmt.Errorf("policy bundle: file %s appears twice", f.Name)
+			probs.add(Problem{File: f.Name, Message: "the file appears twice in the bundle"})
+			continue
 		}
 		seen[f.Name] = true
 		b.files = append(b.files, f.Name)
 		switch filepath.Ext(f.Name) {
 		case SchemaExt:
 			if schemaFile != nil {
-				return nil, fmt.Errorf("policy bundle: more than one schema (%s, %s)", schemaFile.Name, f.Name)
+				probs.add(Problem{File: f.Name, Message: fmt.Sprintf("more than one schema (%s, %s)", schemaFile.Name, f.Name)})
+				continue
 			}
 			schemaFile = f
 		case PolicyExt:
 			nPolicyFiles++
-			if err := b.addPolicies(f); err != nil {
-				return nil, err
-			}
-		default:
-			return nil, fmt.Errorf("policy bundle: %s is neither a policy (%s) nor a schema (%s)", f.Name, PolicyExt, SchemaExt)
+			b.addPolicies(f, ids, &probs)
 		}
 	}
 	if nPolicyFiles == 0 {
-		return nil, fmt.Errorf("policy bundle: no %s files", PolicyExt)
+		probs.add(Problem{Message: fmt.Sprintf("no %s files", PolicyExt)})
 	}
 	if schemaFile != nil {
-		if err := b.validate(schemaFile); err != nil {
-			return nil, err
-		}
+		b.validate(schemaFile, &probs)
+	}
+	if err := probs.err(); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
-// addPolicies parses one policy file and names its policies.
-func (b *Bundle) addPolicies(f *File) error {
+// maxNameBytes bounds a file name; names come from the network when a bundle is applied.
+const maxNameBytes = 255
+
+// checkName accepts a plain base name ending in PolicyExt or SchemaExt.
+func checkName(name string) error {
+	switch {
+	case name == "" || len(name) > maxNameBytes:
+		return fmt.Errorf("file name %.64q: must be 1 to %d bytes", name, maxNameBytes)
+	case !utf8.ValidString(name) || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsControl(r) || r == '/' || r == '\\' }):
+		return fmt.Errorf("file name %.64q: must be a base name of printable UTF-8", name)
+	case strings.HasPrefix(name, "."):
+		return fmt.Errorf("file name %.64q: hidden files are not part of a bundle", name)
+	}
+	if ext := filepath.Ext(name); ext != PolicyExt && ext != SchemaExt {
+		return fmt.Errorf("file name %.64q: neither a policy (%s) nor a schema (%s)", name, PolicyExt, SchemaExt)
+	}
+	return nil
+}
+
+// addPolicies parses one policy file and names its policies; ids maps each id taken so far to
+// its policy's index.
+func (b *Bundle) addPolicies(f *File, ids map[cedar.PolicyID]int, probs *problems) {
+	if p, deep := checkNesting(f.Name, f.Content); deep {
+		probs.add(p)
+		return
+	}
 	list, err := cedar.NewPolicyListFromBytes(f.Name, f.Content)
 	if err != nil {
-		return fmt.Errorf("parse %s: %w", f.Name, err)
+		probs.add(parseProblem(f.Name, err))
+		return
 	}
 	for _, p := range list {
 		pos := p.Position()
 		id := cedar.PolicyID(fmt.Sprintf("%s:%d", f.Name, pos.Line))
 		if v, ok := p.Annotations()[idAnnotation]; ok {
 			if v == "" {
-				return fmt.Errorf("%s:%d: empty @id", f.Name, pos.Line)
+				probs.add(Problem{File: f.Name, Line: pos.Line, Column: pos.Column, Message: "empty @id"})
+				continue
 			}
 			id = cedar.PolicyID(v)
 		}
-		for i, other := range b.ids {
-			if other == id {
-				op := b.policies[i].Position()
-				return fmt.Errorf("%s:%d: policy id %q already used at %s:%d", f.Name, pos.Line, id, op.Filename, op.Line)
-			}
+		if i, ok := ids[id]; ok {
+			op := b.policies[i].Position()
+			probs.add(Problem{File: f.Name, Line: pos.Line, Column: pos.Column,
+				Message: fmt.Sprintf("policy id %q already used at %s:%d", id, op.Filename, op.Line)})
+			continue
 		}
+		ids[id] = len(b.ids)
 		b.ids = append(b.ids, id)
 		b.policies = append(b.policies, p)
 	}
-	return nil
 }
 
 // validate checks every policy against the schema (strict mode) and keeps the schema's
 // action entities, so that policies may use action groups.
-func (b *Bundle) validate(f *File) error {
+func (b *Bundle) validate(f *File, probs *problems) {
+	if p, deep := checkNesting(f.Name, f.Content); deep {
+		probs.add(p)
+		return
+	}
 	var s schema.Schema
 	s.SetFilename(f.Name)
 	if err := s.UnmarshalCedar(f.Content); err != nil {
-		return fmt.Errorf("parse schema %s: %w", f.Name, err)
+		probs.add(schemaProblem(f.Name, err))
+		return
 	}
 	resolved, err := s.Resolve()
 	if err != nil {
-		return fmt.Errorf("resolve schema %s: %w", f.Name, err)
+		probs.add(Problem{File: f.Name, Message: "resolve schema: " + err.Error()})
+		return
 	}
 	v := validate.New(resolved)
-	var errs []error
+	valid := true
 	for i, p := range b.policies {
-		if err := v.Policy(string(b.ids[i]), (*xast.Policy)(p.AST())); err != nil {
-			pos := p.Position()
-			errs = append(errs, fmt.Errorf("%s:%d: %w", pos.Filename, pos.Line, err))
+		err := v.Policy(string(b.ids[i]), (*xast.Policy)(p.AST()))
+		if err == nil {
+			continue
+		}
+		valid = false
+		// cedar-go reports a policy's problems without positions inside it: each is placed
+		// at the policy's first line (its annotations included).
+		pos := p.Position()
+		for _, e := range flatten(err) {
+			probs.add(Problem{File: pos.Filename, Line: pos.Line, Column: pos.Column, Message: e.Error()})
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("policies do not match schema %s: %w", f.Name, errors.Join(errs...))
+	if !valid {
+		return
 	}
-	b.schema = true
+	b.validator = v
 	b.actions = make(map[types.EntityUID]types.Entity, len(resolved.Actions))
 	for uid, a := range resolved.Actions {
 		b.actions[uid] = a.Entity
 	}
-	return nil
 }
 
 func readFile(path string) ([]byte, error) {
@@ -251,7 +306,7 @@ func (b *Bundle) Version() string { return b.version }
 func (b *Bundle) Files() []string { return append([]string(nil), b.files...) }
 
 // Validated reports whether the bundle had a schema that every policy was validated against.
-func (b *Bundle) Validated() bool { return b.schema }
+func (b *Bundle) Validated() bool { return b.validator != nil }
 
 // Len is the number of policies.
 func (b *Bundle) Len() int { return len(b.policies) }
@@ -273,6 +328,19 @@ func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 func (b *Bundle) Action(uid types.EntityUID) (types.Entity, bool) {
 	e, ok := b.actions[uid]
 	return e, ok
+}
+
+// ValidateRequest checks a request against the schema: the principal and resource types the
+// action applies to, and its context. It is nil without a schema, and for an action the
+// schema does not declare (Cedar denies those by default; the gateway still asks).
+func (b *Bundle) ValidateRequest(req cedar.Request) error {
+	if b.validator == nil {
+		return nil
+	}
+	if _, ok := b.actions[req.Action]; !ok {
+		return nil
+	}
+	return b.validator.Request(req)
 }
 
 // Authorize evaluates req with entities against every policy: Cedar's semantics, forbid

@@ -1,5 +1,6 @@
-// Command policysvc serves Gatehouse's policy decisions (split mode): Cedar policies from a
-// directory, servers from the registry's watch stream.
+// Command policysvc serves Gatehouse's policy decisions (split mode): Cedar policies applied
+// through etcd (or, without etcd or before the first apply, from a directory), servers from
+// the registry's watch stream.
 package main
 
 import (
@@ -34,9 +35,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name:  "policy",
 		Flags: cfg.RegisterFlags,
+		// Without etcd a replica decides by its directory alone and cannot apply bundles.
+		Etcd: svcmain.EtcdOptional,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			cat := catalog.New()
-			svc, err := policysvc.New(cfg, cat, env.Logger)
+			var kv policysvc.Etcd
+			if env.Etcd != nil {
+				kv = env.Etcd
+			} else {
+				env.Logger.Warn("no etcd (--etcd-endpoints): deciding by --policy-dir only; bundles cannot be applied", "dir", cfg.PolicyDir)
+			}
+			svc, err := policysvc.New(cfg, cat, kv, env.Logger)
 			if err != nil {
 				return nil, err
 			}

@@ -326,6 +326,226 @@ func (x *CheckResponse) GetErrors() []string {
 	return nil
 }
 
+// BundleFile is one file of a policy bundle.
+type BundleFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's base name: NAME.cedar (policies) or NAME.cedarschema (the schema).
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Content       []byte `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleFile) Reset() {
+	*x = BundleFile{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleFile) ProtoMessage() {}
+
+func (x *BundleFile) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleFile.ProtoReflect.Descriptor instead.
+func (*BundleFile) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BundleFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BundleFile) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+// Bundle is a set of Cedar policies and the schema they are written against.
+type Bundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The files: *.cedar policies and exactly one *.cedarschema.
+	Files []*BundleFile `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	// "sha256:" and the hex SHA-256 of the files in name order, each as its name's length
+	// (8-byte big-endian), its name, its content's length and its content. policysvc computes
+	// it; a request that names another version is refused.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The git commit the files were read from ("-dirty" appended when the directory had
+	// uncommitted changes); empty when unknown. For people reading logs: decisions name the
+	// version.
+	GitCommit     string `protobuf:"bytes,3,opt,name=git_commit,json=gitCommit,proto3" json:"git_commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bundle) Reset() {
+	*x = Bundle{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bundle) ProtoMessage() {}
+
+func (x *Bundle) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
+func (*Bundle) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Bundle) GetFiles() []*BundleFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *Bundle) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Bundle) GetGitCommit() string {
+	if x != nil {
+		return x.GitCommit
+	}
+	return ""
+}
+
+type ApplyBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundle        *Bundle                `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyBundleRequest) Reset() {
+	*x = ApplyBundleRequest{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyBundleRequest) ProtoMessage() {}
+
+func (x *ApplyBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyBundleRequest.ProtoReflect.Descriptor instead.
+func (*ApplyBundleRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ApplyBundleRequest) GetBundle() *Bundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type ApplyBundleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version now active.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The version that was stored before, empty when there was none.
+	PreviousVersion string `protobuf:"bytes,2,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ApplyBundleResponse) Reset() {
+	*x = ApplyBundleResponse{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyBundleResponse) ProtoMessage() {}
+
+func (x *ApplyBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyBundleResponse.ProtoReflect.Descriptor instead.
+func (*ApplyBundleResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ApplyBundleResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ApplyBundleResponse) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
 var File_gatehouse_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
@@ -348,13 +568,28 @@ const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"policy_ids\x18\x02 \x03(\tR\tpolicyIds\x12%\n" +
 	"\x0ebundle_version\x18\x03 \x01(\tR\rbundleVersion\x12\x16\n" +
-	"\x06errors\x18\x04 \x03(\tR\x06errors*K\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors\":\n" +
+	"\n" +
+	"BundleFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\fR\acontent\"x\n" +
+	"\x06Bundle\x125\n" +
+	"\x05files\x18\x01 \x03(\v2\x1f.gatehouse.policy.v1.BundleFileR\x05files\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"git_commit\x18\x03 \x01(\tR\tgitCommit\"I\n" +
+	"\x12ApplyBundleRequest\x123\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x1b.gatehouse.policy.v1.BundleR\x06bundle\"Z\n" +
+	"\x13ApplyBundleResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12)\n" +
+	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion*K\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022a\n" +
+	"\rDECISION_DENY\x10\x022\xc5\x01\n" +
 	"\rPolicyService\x12P\n" +
-	"\x05Check\x12!.gatehouse.policy.v1.CheckRequest\x1a\".gatehouse.policy.v1.CheckResponse\"\x00B\xd9\x01\n" +
+	"\x05Check\x12!.gatehouse.policy.v1.CheckRequest\x1a\".gatehouse.policy.v1.CheckResponse\"\x00\x12b\n" +
+	"\vApplyBundle\x12'.gatehouse.policy.v1.ApplyBundleRequest\x1a(.gatehouse.policy.v1.ApplyBundleResponse\"\x00B\xd9\x01\n" +
 	"\x17com.gatehouse.policy.v1B\vPolicyProtoP\x01ZCgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1;policyv1\xa2\x02\x03GPX\xaa\x02\x13Gatehouse.Policy.V1\xca\x02\x13Gatehouse\\Policy\\V1\xe2\x02\x1fGatehouse\\Policy\\V1\\GPBMetadata\xea\x02\x15Gatehouse::Policy::V1b\x06proto3"
 
 var (
@@ -370,25 +605,33 @@ func file_gatehouse_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
-	(Decision)(0),         // 0: gatehouse.policy.v1.Decision
-	(*Subject)(nil),       // 1: gatehouse.policy.v1.Subject
-	(*Resource)(nil),      // 2: gatehouse.policy.v1.Resource
-	(*CheckRequest)(nil),  // 3: gatehouse.policy.v1.CheckRequest
-	(*CheckResponse)(nil), // 4: gatehouse.policy.v1.CheckResponse
+	(Decision)(0),               // 0: gatehouse.policy.v1.Decision
+	(*Subject)(nil),             // 1: gatehouse.policy.v1.Subject
+	(*Resource)(nil),            // 2: gatehouse.policy.v1.Resource
+	(*CheckRequest)(nil),        // 3: gatehouse.policy.v1.CheckRequest
+	(*CheckResponse)(nil),       // 4: gatehouse.policy.v1.CheckResponse
+	(*BundleFile)(nil),          // 5: gatehouse.policy.v1.BundleFile
+	(*Bundle)(nil),              // 6: gatehouse.policy.v1.Bundle
+	(*ApplyBundleRequest)(nil),  // 7: gatehouse.policy.v1.ApplyBundleRequest
+	(*ApplyBundleResponse)(nil), // 8: gatehouse.policy.v1.ApplyBundleResponse
 }
 var file_gatehouse_policy_v1_policy_proto_depIdxs = []int32{
 	1, // 0: gatehouse.policy.v1.CheckRequest.subject:type_name -> gatehouse.policy.v1.Subject
 	2, // 1: gatehouse.policy.v1.CheckRequest.resource:type_name -> gatehouse.policy.v1.Resource
 	0, // 2: gatehouse.policy.v1.CheckResponse.decision:type_name -> gatehouse.policy.v1.Decision
-	3, // 3: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
-	4, // 4: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 3: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
+	6, // 4: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
+	3, // 5: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
+	7, // 6: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
+	4, // 7: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
+	8, // 8: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_policy_v1_policy_proto_init() }
@@ -402,7 +645,7 @@ func file_gatehouse_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_policy_v1_policy_proto_rawDesc), len(file_gatehouse_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_Check_FullMethodName = "/gatehouse.policy.v1.PolicyService/Check"
+	PolicyService_Check_FullMethodName       = "/gatehouse.policy.v1.PolicyService/Check"
+	PolicyService_ApplyBundle_FullMethodName = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -30,6 +31,11 @@ const (
 type PolicyServiceClient interface {
 	// Check returns one decision.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
+	// ApplyBundle validates a policy bundle (every file parses, every policy matches the
+	// bundle's schema) and makes it the active bundle of every policysvc replica: it is stored
+	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
+	// and the active one stays. An admin RPC: today it requires the internal token.
+	ApplyBundle(ctx context.Context, in *ApplyBundleRequest, opts ...grpc.CallOption) (*ApplyBundleResponse, error)
 }
 
 type policyServiceClient struct {
@@ -50,6 +56,16 @@ func (c *policyServiceClient) Check(ctx context.Context, in *CheckRequest, opts 
 	return out, nil
 }
 
+func (c *policyServiceClient) ApplyBundle(ctx context.Context, in *ApplyBundleRequest, opts ...grpc.CallOption) (*ApplyBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyBundleResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ApplyBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -58,6 +74,11 @@ func (c *policyServiceClient) Check(ctx context.Context, in *CheckRequest, opts 
 type PolicyServiceServer interface {
 	// Check returns one decision.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
+	// ApplyBundle validates a policy bundle (every file parses, every policy matches the
+	// bundle's schema) and makes it the active bundle of every policysvc replica: it is stored
+	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
+	// and the active one stays. An admin RPC: today it requires the internal token.
+	ApplyBundle(context.Context, *ApplyBundleRequest) (*ApplyBundleResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -70,6 +91,9 @@ type UnimplementedPolicyServiceServer struct{}
 
 func (UnimplementedPolicyServiceServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedPolicyServiceServer) ApplyBundle(context.Context, *ApplyBundleRequest) (*ApplyBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyBundle not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -110,6 +134,24 @@ func _PolicyService_Check_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_ApplyBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ApplyBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ApplyBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ApplyBundle(ctx, req.(*ApplyBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -120,6 +162,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Check",
 			Handler:    _PolicyService_Check_Handler,
+		},
+		{
+			MethodName: "ApplyBundle",
+			Handler:    _PolicyService_ApplyBundle_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

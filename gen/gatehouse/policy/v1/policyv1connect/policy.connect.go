@@ -35,12 +35,20 @@ const (
 const (
 	// PolicyServiceCheckProcedure is the fully-qualified name of the PolicyService's Check RPC.
 	PolicyServiceCheckProcedure = "/gatehouse.policy.v1.PolicyService/Check"
+	// PolicyServiceApplyBundleProcedure is the fully-qualified name of the PolicyService's ApplyBundle
+	// RPC.
+	PolicyServiceApplyBundleProcedure = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
 )
 
 // PolicyServiceClient is a client for the gatehouse.policy.v1.PolicyService service.
 type PolicyServiceClient interface {
 	// Check returns one decision.
 	Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error)
+	// ApplyBundle validates a policy bundle (every file parses, every policy matches the
+	// bundle's schema) and makes it the active bundle of every policysvc replica: it is stored
+	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
+	// and the active one stays. An admin RPC: today it requires the internal token.
+	ApplyBundle(context.Context, *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error)
 }
 
 // NewPolicyServiceClient constructs a client for the gatehouse.policy.v1.PolicyService service. By
@@ -60,12 +68,19 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("Check")),
 			connect.WithClientOptions(opts...),
 		),
+		applyBundle: connect.NewClient[v1.ApplyBundleRequest, v1.ApplyBundleResponse](
+			httpClient,
+			baseURL+PolicyServiceApplyBundleProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("ApplyBundle")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // policyServiceClient implements PolicyServiceClient.
 type policyServiceClient struct {
-	check *connect.Client[v1.CheckRequest, v1.CheckResponse]
+	check       *connect.Client[v1.CheckRequest, v1.CheckResponse]
+	applyBundle *connect.Client[v1.ApplyBundleRequest, v1.ApplyBundleResponse]
 }
 
 // Check calls gatehouse.policy.v1.PolicyService.Check.
@@ -73,10 +88,20 @@ func (c *policyServiceClient) Check(ctx context.Context, req *connect.Request[v1
 	return c.check.CallUnary(ctx, req)
 }
 
+// ApplyBundle calls gatehouse.policy.v1.PolicyService.ApplyBundle.
+func (c *policyServiceClient) ApplyBundle(ctx context.Context, req *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error) {
+	return c.applyBundle.CallUnary(ctx, req)
+}
+
 // PolicyServiceHandler is an implementation of the gatehouse.policy.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Check returns one decision.
 	Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error)
+	// ApplyBundle validates a policy bundle (every file parses, every policy matches the
+	// bundle's schema) and makes it the active bundle of every policysvc replica: it is stored
+	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
+	// and the active one stays. An admin RPC: today it requires the internal token.
+	ApplyBundle(context.Context, *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -92,10 +117,18 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("Check")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceApplyBundleHandler := connect.NewUnaryHandler(
+		PolicyServiceApplyBundleProcedure,
+		svc.ApplyBundle,
+		connect.WithSchema(policyServiceMethods.ByName("ApplyBundle")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.policy.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServiceCheckProcedure:
 			policyServiceCheckHandler.ServeHTTP(w, r)
+		case PolicyServiceApplyBundleProcedure:
+			policyServiceApplyBundleHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -107,4 +140,8 @@ type UnimplementedPolicyServiceHandler struct{}
 
 func (UnimplementedPolicyServiceHandler) Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.Check is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) ApplyBundle(context.Context, *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.ApplyBundle is not implemented"))
 }
