@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,19 +18,12 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
-	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
-	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 	"github.com/gatehouse-mcp/gatehouse/policysvc"
 	"github.com/gatehouse-mcp/gatehouse/policysvc/cedarpolicy"
 	"github.com/gatehouse-mcp/gatehouse/policysvc/fixtures"
 )
 
-// The gateway the operator CLI talks to, and its admin credential. The credential comes from
-// the environment or a file only (svcmain.ReadSecret), never a flag.
 const (
-	gatewayURLEnv   = "GATEHOUSE_URL"
-	defaultURL      = "http://127.0.0.1:8080"
-	adminTokenEnv   = "GATEHOUSE_ADMIN_TOKEN"
 	adminRPCTimeout = 60 * time.Second
 	gitTimeout      = 10 * time.Second
 )
@@ -355,18 +347,9 @@ func policyApply(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	if *url == "" {
-		*url = getenv(gatewayURLEnv)
-	}
-	if *url == "" {
-		*url = defaultURL
-	}
-	token, err := svcmain.ReadSecret(getenv, adminTokenEnv)
+	base, hc, err := adminClient("apply", *url, getenv, adminRPCTimeout)
 	if err != nil {
 		return err
-	}
-	if token == "" {
-		return fmt.Errorf("apply: no admin credential: set %s or %s_FILE", adminTokenEnv, adminTokenEnv)
 	}
 	files, err := cedarpolicy.ReadDir(dir)
 	if err != nil {
@@ -379,13 +362,13 @@ func policyApply(ctx context.Context, args []string, getenv func(string) string,
 	for _, f := range files {
 		bundle.Files = append(bundle.Files, &policyv1.BundleFile{Name: f.Name, Content: f.Content})
 	}
-	client := policyv1connect.NewPolicyServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: adminRPCTimeout}, token), strings.TrimSuffix(*url, "/"))
+	client := policyv1connect.NewPolicyServiceClient(hc, base)
 	resp, err := client.ApplyBundle(ctx, connect.NewRequest(&policyv1.ApplyBundleRequest{Bundle: bundle}))
 	if err != nil {
 		if connect.CodeOf(err) == connect.CodeInvalidArgument {
 			// The gateway's validation names files by base name: print them as DIR/FILE.
 			fmt.Fprintln(stderr, prefixFiles(connectMessage(err), dir, files))
-			return fmt.Errorf("apply: %s refused the bundle (the reasons are listed above); the active bundle stays", *url)
+			return fmt.Errorf("apply: %s refused the bundle (the reasons are listed above); the active bundle stays", base)
 		}
 		return fmt.Errorf("apply: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -15,17 +14,12 @@ import (
 	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
-	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
-	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
 // `gatehouse token`: the operator's hand on gateway API tokens, through authsvc's RPCs at
 // the gateway's URL (in `gatehouse up` the internal RPCs share the MCP port).
 
 const (
-	gatewayURLEnv = "GATEHOUSE_URL"
-	adminTokenEnv = "GATEHOUSE_ADMIN_TOKEN"
-	defaultURL    = "http://127.0.0.1:8080"
 	// tokenTimeout bounds each RPC of the CLI.
 	tokenTimeout = 30 * time.Second
 	// maxListPages bounds `token list`: at 500 tokens a page, a million tokens.
@@ -118,18 +112,10 @@ func (tf *tokenFlags) parse(args []string, want int) (help bool, err error) {
 
 // client returns authsvc's client at the gateway, with the admin credential.
 func (tf *tokenFlags) client(getenv func(string) string) (authv1connect.AuthServiceClient, error) {
-	base, err := gatewayURL(tf.url)
+	base, hc, err := adminClient("token "+tf.name, tf.url, getenv, tokenTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("token %s: --url: %w", tf.name, err)
+		return nil, err
 	}
-	admin, err := svcmain.ReadSecret(getenv, adminTokenEnv)
-	if err != nil {
-		return nil, fmt.Errorf("token %s: %w", tf.name, err)
-	}
-	if admin == "" {
-		return nil, fmt.Errorf("token %s: no admin credential: set %s or %s_FILE (for now the gateway's internal token)", tf.name, adminTokenEnv, adminTokenEnv)
-	}
-	hc := rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: tokenTimeout}, admin)
 	return authv1connect.NewAuthServiceClient(hc, base), nil
 }
 
