@@ -20,12 +20,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
+// maxPolicyArguments is the most of a call's arguments sent to policysvc (its
+// MaxArgumentBytes, within the 64 KiB of a Check request): larger ones are flagged instead.
+const maxPolicyArguments = 48 << 10
+
 // auditTimeout bounds one audit append; past it a write-ahead append fails (the call is
 // refused) and a deferred one is logged as lost.
 const auditTimeout = 10 * time.Second
-
-// audited are the methods that policy decides and the audit log records.
-var audited = map[string]bool{"tools/call": true, "resources/read": true, "prompts/get": true}
 
 // call is one request of a host to a server, from the decision to the audit record. Every
 // room at the edge (the Streamable HTTP POST today; the HTTP+SSE, stateless and stdio rooms
@@ -39,6 +40,7 @@ type call struct {
 	session   sessionstore.Record // zero for a host without a session
 	revision  string              // the revision negotiated with the upstream, "" when unknown
 	msg       *jsonrpc.Message
+	source    string // the host's address, for policy conditions
 	start     time.Time
 }
 
@@ -71,18 +73,22 @@ func newCallID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// run carries the call through: decide, write the decision ahead, relay, conclude.
+// run carries the call through: decide, write the decision ahead, relay, conclude. Every
+// request is decided and audited, whatever its method (policy decides a method its schema
+// does not name as the catch-all action).
 func (s *Service) run(ctx context.Context, c *call, r replier) {
-	if !audited[c.msg.Method] {
-		s.conclude(ctx, c, nil, r, s.relay(ctx, c, r))
-		return
-	}
 	rec := &auditv1.Record{
 		Time: timestamppb.New(c.start), TraceId: c.traceID, CallId: c.id, SessionId: c.session.ID,
 		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
 		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments),
 	}
-	d, err := s.decide(ctx, c.principal, c.server, c.msg.Method, c.msg.Name)
+	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
+	if len(c.msg.Arguments) > maxPolicyArguments {
+		rc.ArgumentsTooLarge = true // policysvc denies if a policy reads them
+	} else {
+		rc.Arguments = c.msg.Arguments
+	}
+	d, err := s.decide(ctx, c.principal, c.server, c.msg.Method, c.msg.Name, rc)
 	if err != nil {
 		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err, hostGone: ctx.Err() != nil})
 		return
@@ -236,12 +242,14 @@ func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferre
 	return nil
 }
 
-// decide asks policysvc whether the principal may do action on the server's named item.
-func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, action, name string) (*policyv1.CheckResponse, error) {
+// decide asks policysvc whether the principal may do action on the server's named item, in
+// the request's context (what conditions may test: arguments, source, session, revision).
+func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, action, name string, rc *policyv1.RequestContext) (*policyv1.CheckResponse, error) {
 	resp, err := s.deps.Policy.Check(ctx, connect.NewRequest(&policyv1.CheckRequest{
 		Subject:  &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindName(p.GetKind())},
 		Action:   action,
 		Resource: &policyv1.Resource{Server: server, Name: name},
+		Context:  rc,
 	}))
 	if err != nil {
 		return nil, err

@@ -243,6 +243,14 @@ func (s *Service) authFailed(x *exchange, addr string, e *Error, challenge strin
 	s.answerRefusal(x, nil, e)
 }
 
+// sourceAddress is the host's IP address, as policy conditions see it (context.source).
+func sourceAddress(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
 // remoteIP is the throttle's key: the peer's IPv4 address, or its IPv6 /64 (one host
 // commonly holds a whole /64).
 func remoteIP(r *http.Request) string {

@@ -113,7 +113,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 func (s *Service) newCall(x *exchange, m *jsonrpc.Message) *call {
 	return &call{
 		id: newCallID(), traceID: x.traceID, principal: x.principal, server: x.server,
-		session: x.session, revision: x.session.ProtocolVersion, msg: m, start: time.Now(),
+		session: x.session, revision: x.session.ProtocolVersion, msg: m, source: sourceAddress(x.r), start: time.Now(),
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net/http"
 
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The sessions room of the session-era revisions: resume a host's session, create one
@@ -51,12 +53,25 @@ func (s *Service) resume(x *exchange, required bool) (*Error, error) {
 // denied principal gets 404 and no session, as for a server that does not exist.
 func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 	ctx := x.r.Context()
-	d, err := s.decide(ctx, x.principal, x.server, "initialize", "")
+	d, err := s.decide(ctx, x.principal, x.server, "initialize", "", &policyv1.RequestContext{
+		SourceAddress: sourceAddress(x.r), ProtocolVersion: m.ProtocolVersion,
+	})
 	if err != nil {
 		s.refuse(x, m.ID, fromPolicy(err), err)
 		return
 	}
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
+		// The denial is recorded, durably, before the host hears of it: who tried to open
+		// which server, and by which policies it was refused.
+		rec := &auditv1.Record{
+			Time: timestamppb.Now(), TraceId: x.traceID, CallId: newCallID(), Principal: x.principal.GetId(),
+			Tenant: x.principal.GetTenant(), Server: x.server, Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
+			Outcome: auditv1.Outcome_OUTCOME_DENIED, Error: errDenied.Name, BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(),
+		}
+		if err := s.appendRecord(ctx, rec, false); err != nil {
+			s.refuse(x, m.ID, errAuditUnavailable, err)
+			return
+		}
 		s.refuse(x, nil, errNoServer, nil)
 		return
 	}

@@ -2,7 +2,6 @@ package policysvc
 
 import (
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -76,15 +75,15 @@ func serverEntity(srv *registryv1.Server) types.Entity {
 	}
 }
 
-// itemType is the entity type of the named thing an action acts on, by the method's
-// namespace; ok is false for methods that act on no named thing.
+// itemType is the entity type of the named thing a method acts on; ok is false for methods
+// that act on no named thing (they act on the server).
 func itemType(action string) (types.EntityType, bool) {
-	switch {
-	case strings.HasPrefix(action, "tools/"):
+	switch action {
+	case "tools/call":
 		return cedarpolicy.TypeTool, true
-	case strings.HasPrefix(action, "resources/"):
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		return cedarpolicy.TypeResource, true
-	case strings.HasPrefix(action, "prompts/"):
+	case "prompts/get":
 		return cedarpolicy.TypePrompt, true
 	}
 	return "", false

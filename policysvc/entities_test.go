@@ -3,10 +3,12 @@ package policysvc
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cedar-policy/cedar-go/types"
 	"github.com/cedar-policy/cedar-go/x/exp/schema"
 	"github.com/cedar-policy/cedar-go/x/exp/schema/validate"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/policysvc/cedarpolicy"
 )
@@ -47,15 +49,25 @@ func TestEntitiesMatchSchema(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	for _, action := range []string{"initialize", "tools/call", "resources/read", "prompts/get"} {
+	for _, action := range []string{"initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/templates/list",
+		"resources/read", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
+		"completion/complete", "logging/setLevel", catchAll} {
 		resource := server.UID
 		if typ, ok := itemType(action); ok {
 			resource = itemEntity(typ, server.UID, "thing").UID
+		}
+		// The context as Check builds it, arguments included.
+		cctx, err := cedarContext(&policyv1.CheckRequest{Action: action, Context: &policyv1.RequestContext{
+			Arguments: []byte(`{"force":true,"other":null}`), SourceAddress: "127.0.0.1", SessionId: "s", ProtocolVersion: "2025-11-25",
+		}}, time.Now(), true)
+		if err != nil {
+			t.Fatal(err)
 		}
 		req := types.Request{
 			Principal: entities["principal"].UID,
 			Action:    types.NewEntityUID(cedarpolicy.TypeAction, types.String(action)),
 			Resource:  resource,
+			Context:   cctx,
 		}
 		if err := v.Request(req); err != nil {
 			t.Errorf("request %s: %v", action, err)

@@ -91,6 +91,7 @@ type readier interface{ Ready() <-chan struct{} }
 type Service struct {
 	servers Catalog
 	ready   <-chan struct{}
+	now     func() time.Time // the time conditions see (context.time)
 	logger  *slog.Logger
 	quota   *quota
 	cache   serverCache
@@ -133,6 +134,7 @@ func New(cfg Config, servers Catalog, kv Etcd, logger *slog.Logger) (*Service, e
 	}
 	s := &Service{
 		servers: servers,
+		now:     now,
 		logger:  logger,
 		quota:   newQuota(cfg.QuotaRate, cfg.QuotaBurst, now),
 		kv:      kv,
@@ -225,7 +227,14 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 		}
 	}
 	b := s.active.Load().bundle
-	ents, creq, ok := s.request(b, &s.cache, &s.princ, req, types.Record{})
+	cctx, err := cedarContext(req, s.now(), b.ReadsArguments())
+	if err != nil {
+		// Arguments a policy might test cannot be converted: deny, and say why.
+		resp := denied(b)
+		resp.Errors = []string{err.Error()}
+		return resp, nil
+	}
+	ents, creq, ok := s.request(b, &s.cache, &s.princ, req, cctx)
 	if !ok {
 		return denied(b), nil
 	}
@@ -242,18 +251,32 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 	return resp, nil
 }
 
-// Evaluate decides req by bundle b exactly as Check does, with the same validation and the
-// same entities (built from servers), but without the quota and the registry's readiness: for
-// tools that try policies before they are applied (gatehouse policy test and explain).
-// cedarContext is the request's Cedar context; Check's is empty today. Unlike Check, it also
-// checks the request against the bundle's schema when the schema declares the action, so a
-// test case whose context the schema would not produce fails instead of passing vacuously.
-func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest, cedarContext types.Record) (*policyv1.CheckResponse, error) {
+// Evaluate decides req by bundle b exactly as Check does, with the same validation, the
+// same entities (built from servers) and the same context (as Check builds it at now),
+// without the quota and the registry's readiness: for tools that try policies before they
+// are applied (gatehouse policy test and explain). overlay replaces members of the context
+// (a test case's time or arguments, say). Unlike Check, it also checks the request against
+// the bundle's schema when the schema declares the action, so a test case whose context the
+// schema would not produce fails instead of passing vacuously.
+func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest, overlay types.Record, now time.Time) (*policyv1.CheckResponse, error) {
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
+	base, err := cedarContext(req, now, b.ReadsArguments())
+	if err != nil {
+		resp := denied(b)
+		resp.Errors = []string{err.Error()}
+		return resp, nil
+	}
+	m := types.RecordMap{}
+	for k, v := range base.All() {
+		m[k] = v
+	}
+	for k, v := range overlay.All() {
+		m[k] = v
+	}
 	s := &Service{servers: servers, logger: slog.New(slog.DiscardHandler)}
-	ents, creq, ok := s.request(b, &serverCache{}, &principalCache{}, req, cedarContext)
+	ents, creq, ok := s.request(b, &serverCache{}, &principalCache{}, req, types.NewRecord(m))
 	if !ok {
 		return denied(b), nil
 	}
@@ -275,14 +298,15 @@ func (s *Service) request(b *cedarpolicy.Bundle, cache *serverCache, princ *prin
 	entry := cache.server(srv)
 	ents := &requestEntities{sub: sub, server: entry.entity, bundle: b, cache: princ}
 	resource := entry.entity.UID
-	if name := res.GetName(); name != "" {
+	act := actionOf(b, action)
+	if name := res.GetName(); name != "" && act != catchAll { // the catch-all acts on the server
 		typ, _ := itemType(action) // validateRequest checked it
 		ents.item = entry.item(typ, name)
 		resource = ents.item.UID
 	}
 	return ents, types.Request{
 		Principal: types.NewEntityUID(cedarpolicy.TypePrincipal, types.String(sub.GetId())),
-		Action:    types.NewEntityUID(cedarpolicy.TypeAction, types.String(action)),
+		Action:    types.NewEntityUID(cedarpolicy.TypeAction, types.String(act)),
 		Resource:  resource,
 		Context:   cedarContext,
 	}, true

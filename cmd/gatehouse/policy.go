@@ -311,7 +311,7 @@ func policyExplain(args []string, stdout, stderr io.Writer) error {
 		Action:   *action,
 		Resource: &policyv1.Resource{Server: server, Name: name},
 	}
-	d, err := policysvc.Evaluate(b, catalog.Static(&registryv1.Server{Name: server, Tenants: tenants}), req, rec)
+	d, err := policysvc.Evaluate(b, catalog.Static(&registryv1.Server{Name: server, Tenants: tenants}), req, rec, time.Now())
 	if err != nil {
 		return fmt.Errorf("explain: %w", err)
 	}

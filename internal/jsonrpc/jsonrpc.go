@@ -67,7 +67,8 @@ type Message struct {
 	ID json.RawMessage
 	// Params is the raw params member, nil when absent.
 	Params json.RawMessage
-	// Name is params.name of tools/call and prompts/get, params.uri of resources/read.
+	// Name is params.name of tools/call and prompts/get, params.uri of resources/read,
+	// resources/subscribe and resources/unsubscribe.
 	Name string
 	// Arguments is params.arguments, raw, of tools/call and prompts/get.
 	Arguments json.RawMessage

@@ -249,7 +249,7 @@ func (s *scanner) readParams(m *Message, f *fields, strict bool) *Error {
 	field := fName
 	switch m.Method {
 	case "tools/call", "prompts/get":
-	case "resources/read":
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		field = fURI
 	case "initialize":
 		field = fPVersion

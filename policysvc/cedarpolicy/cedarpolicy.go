@@ -5,6 +5,7 @@
 package cedarpolicy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -62,6 +63,9 @@ type Bundle struct {
 	// validator is set when every policy was validated against a schema.
 	validator *validate.Validator
 	actions   map[types.EntityUID]types.Entity
+	// readsArguments: some policy text mentions "arguments" (context.arguments), so
+	// requests need the arguments converted; no policy that does means none is.
+	readsArguments bool
 }
 
 // Load reads the bundle in dir (see ReadDir) and builds it (see New). A policy's id is its
@@ -155,6 +159,7 @@ func New(files []File) (*Bundle, error) {
 		case PolicyExt:
 			nPolicyFiles++
 			b.addPolicies(f, ids, &probs)
+			b.readsArguments = b.readsArguments || bytes.Contains(f.Content, []byte("arguments"))
 		}
 	}
 	if nPolicyFiles == 0 {
@@ -322,6 +327,10 @@ func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 		}
 	}
 }
+
+// ReadsArguments reports whether some policy may read context.arguments (its text mentions
+// arguments): the caller then converts a call's arguments for the context.
+func (b *Bundle) ReadsArguments() bool { return b.readsArguments }
 
 // Action returns the action entity the schema declares for uid (with its action groups as
 // parents); ok is false without a schema or for an undeclared action.

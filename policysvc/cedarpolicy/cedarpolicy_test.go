@@ -231,7 +231,11 @@ func TestValidateRequest(t *testing.T) {
 	principal := types.NewEntityUID(cedarpolicy.TypePrincipal, "alice")
 	server := types.NewEntityUID(cedarpolicy.TypeServer, "files")
 	initialize := types.NewEntityUID(cedarpolicy.TypeAction, "initialize")
-	if err := b.ValidateRequest(cedar.Request{Principal: principal, Action: initialize, Resource: server}); err != nil {
+	valid := types.NewRecord(types.RecordMap{
+		"time":   types.NewRecord(types.RecordMap{"unix": types.Long(0), "hour": types.Long(0), "weekday": types.Long(4)}),
+		"source": types.String("127.0.0.1"), "session": types.String(""), "revision": types.String(""), "method": types.String("initialize"),
+	})
+	if err := b.ValidateRequest(cedar.Request{Principal: principal, Action: initialize, Resource: server, Context: valid}); err != nil {
 		t.Errorf("a valid request: %v", err)
 	}
 	withContext := types.NewRecord(types.RecordMap{"force": types.True})
@@ -242,7 +246,7 @@ func TestValidateRequest(t *testing.T) {
 	if err := b.ValidateRequest(cedar.Request{Principal: principal, Action: initialize, Resource: tool}); err == nil {
 		t.Error("a resource type the action does not apply to passed")
 	}
-	undeclared := types.NewEntityUID(cedarpolicy.TypeAction, "tools/list")
+	undeclared := types.NewEntityUID(cedarpolicy.TypeAction, "experimental/frobnicate")
 	if err := b.ValidateRequest(cedar.Request{Principal: principal, Action: undeclared, Resource: server, Context: withContext}); err != nil {
 		t.Errorf("an undeclared action: %v", err)
 	}

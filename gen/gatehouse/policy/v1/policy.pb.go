@@ -197,9 +197,12 @@ func (x *Resource) GetName() string {
 type CheckRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Subject *Subject               `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	// The MCP method, e.g. "tools/call".
-	Action        string    `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
-	Resource      *Resource `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The MCP method, e.g. "tools/call". A method the bundle's schema does not name is decided
+	// as the catch-all action "other" (context.method says which it was).
+	Action   string    `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Resource *Resource `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	// What conditions may test besides the principal and the resource.
+	Context       *RequestContext `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +258,99 @@ func (x *CheckRequest) GetResource() *Resource {
 	return nil
 }
 
+func (x *CheckRequest) GetContext() *RequestContext {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+// RequestContext is the Cedar context of a request, as the caller saw it. The time is
+// policysvc's own, never the caller's.
+type RequestContext struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tools/call or prompts/get arguments as the host sent them: a JSON object. policysvc
+	// converts it to a Cedar record (context.arguments) when the bundle refers to arguments;
+	// one too large or too deep to convert is denied, never skipped.
+	Arguments []byte `protobuf:"bytes,1,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// The host's address (IP).
+	SourceAddress string `protobuf:"bytes,2,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	// The host's session; empty without one.
+	SessionId string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The MCP revision negotiated for the session; empty before one is.
+	ProtocolVersion string `protobuf:"bytes,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	// The arguments were larger than the caller sends (arguments is then empty): a bundle that
+	// reads arguments denies the request, one that does not decides as usual.
+	ArgumentsTooLarge bool `protobuf:"varint,5,opt,name=arguments_too_large,json=argumentsTooLarge,proto3" json:"arguments_too_large,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RequestContext) Reset() {
+	*x = RequestContext{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestContext) ProtoMessage() {}
+
+func (x *RequestContext) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestContext.ProtoReflect.Descriptor instead.
+func (*RequestContext) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RequestContext) GetArguments() []byte {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
+func (x *RequestContext) GetSourceAddress() string {
+	if x != nil {
+		return x.SourceAddress
+	}
+	return ""
+}
+
+func (x *RequestContext) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RequestContext) GetProtocolVersion() string {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return ""
+}
+
+func (x *RequestContext) GetArgumentsTooLarge() bool {
+	if x != nil {
+		return x.ArgumentsTooLarge
+	}
+	return false
+}
+
 type CheckResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Decision Decision               `protobuf:"varint,1,opt,name=decision,proto3,enum=gatehouse.policy.v1.Decision" json:"decision,omitempty"`
@@ -270,7 +366,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +378,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +391,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CheckResponse) GetDecision() Decision {
@@ -338,7 +434,7 @@ type BundleFile struct {
 
 func (x *BundleFile) Reset() {
 	*x = BundleFile{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +446,7 @@ func (x *BundleFile) String() string {
 func (*BundleFile) ProtoMessage() {}
 
 func (x *BundleFile) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +459,7 @@ func (x *BundleFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleFile.ProtoReflect.Descriptor instead.
 func (*BundleFile) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BundleFile) GetName() string {
@@ -399,7 +495,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +507,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +520,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Bundle) GetFiles() []*BundleFile {
@@ -457,7 +553,7 @@ type ApplyBundleRequest struct {
 
 func (x *ApplyBundleRequest) Reset() {
 	*x = ApplyBundleRequest{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +565,7 @@ func (x *ApplyBundleRequest) String() string {
 func (*ApplyBundleRequest) ProtoMessage() {}
 
 func (x *ApplyBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +578,7 @@ func (x *ApplyBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBundleRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBundleRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApplyBundleRequest) GetBundle() *Bundle {
@@ -504,7 +600,7 @@ type ApplyBundleResponse struct {
 
 func (x *ApplyBundleResponse) Reset() {
 	*x = ApplyBundleResponse{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +612,7 @@ func (x *ApplyBundleResponse) String() string {
 func (*ApplyBundleResponse) ProtoMessage() {}
 
 func (x *ApplyBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +625,7 @@ func (x *ApplyBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBundleResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBundleResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApplyBundleResponse) GetVersion() string {
@@ -558,11 +654,19 @@ const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\"6\n" +
 	"\bResource\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\x99\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xd8\x01\n" +
 	"\fCheckRequest\x126\n" +
 	"\asubject\x18\x01 \x01(\v2\x1c.gatehouse.policy.v1.SubjectR\asubject\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x129\n" +
-	"\bresource\x18\x03 \x01(\v2\x1d.gatehouse.policy.v1.ResourceR\bresource\"\xa8\x01\n" +
+	"\bresource\x18\x03 \x01(\v2\x1d.gatehouse.policy.v1.ResourceR\bresource\x12=\n" +
+	"\acontext\x18\x04 \x01(\v2#.gatehouse.policy.v1.RequestContextR\acontext\"\xcf\x01\n" +
+	"\x0eRequestContext\x12\x1c\n" +
+	"\targuments\x18\x01 \x01(\fR\targuments\x12%\n" +
+	"\x0esource_address\x18\x02 \x01(\tR\rsourceAddress\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12)\n" +
+	"\x10protocol_version\x18\x04 \x01(\tR\x0fprotocolVersion\x12.\n" +
+	"\x13arguments_too_large\x18\x05 \x01(\bR\x11argumentsTooLarge\"\xa8\x01\n" +
 	"\rCheckResponse\x129\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1d.gatehouse.policy.v1.DecisionR\bdecision\x12\x1d\n" +
 	"\n" +
@@ -605,33 +709,35 @@ func file_gatehouse_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
 	(Decision)(0),               // 0: gatehouse.policy.v1.Decision
 	(*Subject)(nil),             // 1: gatehouse.policy.v1.Subject
 	(*Resource)(nil),            // 2: gatehouse.policy.v1.Resource
 	(*CheckRequest)(nil),        // 3: gatehouse.policy.v1.CheckRequest
-	(*CheckResponse)(nil),       // 4: gatehouse.policy.v1.CheckResponse
-	(*BundleFile)(nil),          // 5: gatehouse.policy.v1.BundleFile
-	(*Bundle)(nil),              // 6: gatehouse.policy.v1.Bundle
-	(*ApplyBundleRequest)(nil),  // 7: gatehouse.policy.v1.ApplyBundleRequest
-	(*ApplyBundleResponse)(nil), // 8: gatehouse.policy.v1.ApplyBundleResponse
+	(*RequestContext)(nil),      // 4: gatehouse.policy.v1.RequestContext
+	(*CheckResponse)(nil),       // 5: gatehouse.policy.v1.CheckResponse
+	(*BundleFile)(nil),          // 6: gatehouse.policy.v1.BundleFile
+	(*Bundle)(nil),              // 7: gatehouse.policy.v1.Bundle
+	(*ApplyBundleRequest)(nil),  // 8: gatehouse.policy.v1.ApplyBundleRequest
+	(*ApplyBundleResponse)(nil), // 9: gatehouse.policy.v1.ApplyBundleResponse
 }
 var file_gatehouse_policy_v1_policy_proto_depIdxs = []int32{
 	1, // 0: gatehouse.policy.v1.CheckRequest.subject:type_name -> gatehouse.policy.v1.Subject
 	2, // 1: gatehouse.policy.v1.CheckRequest.resource:type_name -> gatehouse.policy.v1.Resource
-	0, // 2: gatehouse.policy.v1.CheckResponse.decision:type_name -> gatehouse.policy.v1.Decision
-	5, // 3: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
-	6, // 4: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
-	3, // 5: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
-	7, // 6: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
-	4, // 7: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
-	8, // 8: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 2: gatehouse.policy.v1.CheckRequest.context:type_name -> gatehouse.policy.v1.RequestContext
+	0, // 3: gatehouse.policy.v1.CheckResponse.decision:type_name -> gatehouse.policy.v1.Decision
+	6, // 4: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
+	7, // 5: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
+	3, // 6: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
+	8, // 7: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
+	5, // 8: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
+	9, // 9: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_policy_v1_policy_proto_init() }
@@ -645,7 +751,7 @@ func file_gatehouse_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_policy_v1_policy_proto_rawDesc), len(file_gatehouse_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,204 @@
+package policysvc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cedar-policy/cedar-go/types"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/policysvc/cedarpolicy"
+)
+
+// The Cedar context of a request: what a condition may test besides the principal and the
+// resource. Every action's context has the same shape (the schema's RequestContext):
+//
+//	context.time      {unix: Long, hour: Long, weekday: Long}  policysvc's clock, UTC;
+//	                  weekday 0 is Sunday
+//	context.source    String   the host's address
+//	context.session   String   the session id ("" without one)
+//	context.revision  String   the negotiated MCP revision ("" before one)
+//	context.method    String   the MCP method (for the catch-all action, which one)
+//	context.arguments Record   tools/call and prompts/get arguments, when the bundle
+//	                           refers to arguments at all (otherwise not built: the hot
+//	                           path pays for no conversion it does not use)
+//
+// Arguments are JSON: objects become records, arrays sets, strings strings, integers longs,
+// true/false booleans, other numbers decimals (at most 4 decimal places, as Cedar's decimal
+// has) and null members are left out. Arguments that cannot be converted (too large, too
+// deep, too many values, a number Cedar cannot hold) make the request denied with the reason
+// in the response's errors: a policy that forbids by argument must never be skipped.
+
+// MaxArgumentBytes is the most of a call's arguments a caller sends (within the 64 KiB Check
+// request); beyond, it sends arguments_too_large instead.
+const MaxArgumentBytes = 48 << 10
+
+// Bounds of the arguments conversion.
+const (
+	maxArgumentBytes  = MaxArgumentBytes
+	maxArgumentDepth  = 16
+	maxArgumentValues = 4096
+)
+
+// catchAll is the action of every method the bundle's schema does not declare.
+const catchAll = "other"
+
+// errArguments is a conversion failure: the request is denied.
+var errArguments = errors.New("arguments cannot be given to policy")
+
+// cedarContext builds the context of req at now. usesArguments says whether the bundle
+// refers to arguments.
+func cedarContext(req *policyv1.CheckRequest, now time.Time, usesArguments bool) (types.Record, error) {
+	c := req.GetContext()
+	now = now.UTC()
+	m := types.RecordMap{
+		"time": types.NewRecord(types.RecordMap{
+			"unix":    types.Long(now.Unix()),
+			"hour":    types.Long(now.Hour()),
+			"weekday": types.Long(now.Weekday()),
+		}),
+		"source":   types.String(c.GetSourceAddress()),
+		"session":  types.String(c.GetSessionId()),
+		"revision": types.String(c.GetProtocolVersion()),
+		"method":   types.String(req.GetAction()),
+	}
+	if usesArguments {
+		if c.GetArgumentsTooLarge() {
+			return types.Record{}, fmt.Errorf("%w: larger than the gateway sends to policy (%d bytes)", errArguments, MaxArgumentBytes)
+		}
+		args := types.NewRecord(types.RecordMap{})
+		if raw := c.GetArguments(); len(bytes.TrimSpace(raw)) > 0 {
+			var err error
+			if args, err = convertArguments(raw); err != nil {
+				return types.Record{}, err
+			}
+		}
+		m["arguments"] = args
+	}
+	return types.NewRecord(m), nil
+}
+
+// convertArguments turns a JSON object into a Cedar record, within the bounds.
+func convertArguments(raw []byte) (types.Record, error) {
+	if len(raw) > maxArgumentBytes {
+		return types.Record{}, fmt.Errorf("%w: %d bytes, more than %d", errArguments, len(raw), maxArgumentBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	conv := &argConverter{dec: dec}
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return types.Record{}, fmt.Errorf("%w: not a JSON object", errArguments)
+	}
+	rec, err := conv.object(1)
+	if err != nil {
+		return types.Record{}, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return types.Record{}, fmt.Errorf("%w: data after the object", errArguments)
+	}
+	return rec, nil
+}
+
+// argConverter walks a JSON document token by token (no intermediate tree), counting values.
+type argConverter struct {
+	dec    *json.Decoder
+	values int
+}
+
+func (c *argConverter) count() error {
+	c.values++
+	if c.values > maxArgumentValues {
+		return fmt.Errorf("%w: more than %d values", errArguments, maxArgumentValues)
+	}
+	return nil
+}
+
+// object reads the members of an object whose '{' was read.
+func (c *argConverter) object(depth int) (types.Record, error) {
+	m := types.RecordMap{}
+	for c.dec.More() {
+		tok, err := c.dec.Token()
+		if err != nil {
+			return types.Record{}, fmt.Errorf("%w: %v", errArguments, err)
+		}
+		key, _ := tok.(string)
+		v, present, err := c.value(depth)
+		if err != nil {
+			return types.Record{}, err
+		}
+		if present {
+			m[types.String(key)] = v
+		}
+	}
+	if _, err := c.dec.Token(); err != nil { // '}'
+		return types.Record{}, fmt.Errorf("%w: %v", errArguments, err)
+	}
+	return types.NewRecord(m), nil
+}
+
+// value reads one value; present is false for null.
+func (c *argConverter) value(depth int) (types.Value, bool, error) {
+	if err := c.count(); err != nil {
+		return nil, false, err
+	}
+	tok, err := c.dec.Token()
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", errArguments, err)
+	}
+	switch t := tok.(type) {
+	case nil:
+		return nil, false, nil
+	case bool:
+		return types.Boolean(t), true, nil
+	case string:
+		return types.String(t), true, nil
+	case json.Number:
+		if i, err := t.Int64(); err == nil {
+			return types.Long(i), true, nil
+		}
+		d, err := types.ParseDecimal(string(t))
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: the number %.40s is neither a 64-bit integer nor a decimal of at most 4 places", errArguments, string(t))
+		}
+		return d, true, nil
+	case json.Delim:
+		if depth >= maxArgumentDepth {
+			return nil, false, fmt.Errorf("%w: nested deeper than %d", errArguments, maxArgumentDepth)
+		}
+		if t == '{' {
+			r, err := c.object(depth + 1)
+			return r, err == nil, err
+		}
+		var vals []types.Value
+		for c.dec.More() {
+			v, present, err := c.value(depth + 1)
+			if err != nil {
+				return nil, false, err
+			}
+			if present {
+				vals = append(vals, v)
+			}
+		}
+		if _, err := c.dec.Token(); err != nil { // ']'
+			return nil, false, fmt.Errorf("%w: %v", errArguments, err)
+		}
+		return types.NewSet(vals...), true, nil
+	}
+	return nil, false, fmt.Errorf("%w: unexpected %v", errArguments, tok)
+}
+
+// actionOf is the Cedar action of a method: the method itself where the bundle's schema
+// declares it (or the bundle has no schema), else the catch-all.
+func actionOf(b *cedarpolicy.Bundle, method string) string {
+	if !b.Validated() {
+		return method
+	}
+	if _, ok := b.Action(types.NewEntityUID(cedarpolicy.TypeAction, types.String(method))); ok {
+		return method
+	}
+	return catchAll
+}
