@@ -70,7 +70,8 @@ func cedarContext(req *policyv1.CheckRequest, now time.Time, usesArguments bool)
 			return types.Record{}, fmt.Errorf("%w: larger than the gateway sends to policy (%d bytes)", errArguments, MaxArgumentBytes)
 		}
 		args := types.NewRecord(types.RecordMap{})
-		if raw := c.GetArguments(); len(bytes.TrimSpace(raw)) > 0 {
+		// No arguments, and "arguments": null (as some clients send), are an empty record.
+		if raw := bytes.TrimSpace(c.GetArguments()); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
 			var err error
 			if args, err = convertArguments(raw); err != nil {
 				return types.Record{}, err

@@ -58,6 +58,7 @@ func TestArgumentsDecide(t *testing.T) {
 		by   string
 	}{
 		{``, policyv1.Decision_DECISION_ALLOW, "tenant-tools"},
+		{`null`, policyv1.Decision_DECISION_ALLOW, "tenant-tools"},
 		{`{}`, policyv1.Decision_DECISION_ALLOW, "tenant-tools"},
 		{`{"force":false,"name":"x","n":2,"f":1.5,"list":[1,2],"deep":{"a":{"b":null}}}`, policyv1.Decision_DECISION_ALLOW, "tenant-tools"},
 		{`{"force":true}`, policyv1.Decision_DECISION_DENY, "no-forced-delete"},
