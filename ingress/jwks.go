@@ -12,16 +12,13 @@ import (
 
 // The public keys of the tokens the gateway mints for upstreams (gateway-jwt), published for
 // those upstreams to verify them: GET /.well-known/jwks.json, the document authsvc's JWKS
-// returns. The ingress asks authsvc at most once a second, so an unauthenticated flood is not
-// one RPC per request, while an upstream that sees a new key id and fetches the set again
-// finds a key rotated a moment before.
+// returns (from its memory: the keys are watched in etcd). Each request asks authsvc, so an
+// upstream that meets a new key id and fetches the set again finds a key rotated a moment
+// before; concurrent requests share one ask, so a flood of them is at most one RPC in
+// flight per ingress replica.
 
 const (
 	wellKnownJWKS = "/.well-known/jwks.json"
-	// jwksTTL is how long an answer of authsvc is served before the next request asks
-	// again (and waits for the answer: a rotated key must be found by the fetch that looks
-	// for it).
-	jwksTTL = time.Second
 	// jwksStale is how long the last answer is still served while authsvc cannot be asked.
 	jwksStale = 10 * time.Minute
 	jwksAsk   = 5 * time.Second
@@ -41,15 +38,10 @@ type jwksCache struct {
 	flight chan struct{}
 }
 
-// get returns the set, asking authsvc when the last answer is older than jwksTTL; nil when
-// none can be had.
+// get returns the set, from an ask of authsvc under way or a new one, or the last answer
+// when authsvc cannot answer (up to jwksStale); nil when none can be had.
 func (c *jwksCache) get(ctx context.Context) []byte {
 	c.mu.Lock()
-	if c.doc != nil && c.now().Sub(c.at) < jwksTTL {
-		d := c.doc
-		c.mu.Unlock()
-		return d
-	}
 	if c.flight == nil {
 		c.flight = make(chan struct{})
 		go c.ask(c.flight)
