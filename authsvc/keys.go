@@ -142,7 +142,7 @@ func (kr *keyring) current(ctx context.Context) (*keyState, error) {
 // them, so one leaving does not fail the others.
 func (kr *keyring) load(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(kr.ctx, 10*time.Second)
-	st, err := kr.read(ctx)
+	st, seen, err := kr.readAt(ctx)
 	cancel()
 	kr.mu.Lock()
 	kr.flightErr = err
@@ -150,7 +150,7 @@ func (kr *keyring) load(done chan struct{}) {
 		kr.setLocked(st)
 		if !kr.watching {
 			kr.watching = true
-			go kr.watch(st.rev)
+			go kr.watch(seen)
 		}
 	}
 	kr.flight = nil
@@ -173,18 +173,26 @@ func (kr *keyring) set(st *keyState) {
 
 // read gets the document from etcd.
 func (kr *keyring) read(ctx context.Context) (*keyState, error) {
-	resp, err := kr.kv.Get(ctx, kr.key)
-	if err != nil {
-		return nil, storeError(ctx, "read signing keys", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return &keyState{}, nil
-	}
-	return parseKeys(resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	st, _, err := kr.readAt(ctx)
+	return st, err
 }
 
-// watch follows the document from after rev until Close, starting over from a fresh read
-// when the watch breaks (compaction, a lost leader).
+// readAt gets the document from etcd, and the store's revision it was read at: a watch from
+// the next one misses no change.
+func (kr *keyring) readAt(ctx context.Context) (*keyState, int64, error) {
+	resp, err := kr.kv.Get(ctx, kr.key)
+	if err != nil {
+		return nil, 0, storeError(ctx, "read signing keys", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return &keyState{}, resp.Header.Revision, nil
+	}
+	st, err := parseKeys(resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	return st, resp.Header.Revision, err
+}
+
+// watch follows the document from after the store's revision rev until Close, starting over
+// from a fresh read when the watch breaks (compaction, a lost leader).
 func (kr *keyring) watch(rev int64) {
 	backoff := 100 * time.Millisecond
 	for kr.ctx.Err() == nil {
@@ -221,16 +229,14 @@ func (kr *keyring) watch(rev int64) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 		rctx, rcancel := context.WithTimeout(kr.ctx, 10*time.Second)
-		st, err := kr.read(rctx)
+		st, seen, err := kr.readAt(rctx)
 		rcancel()
 		if err != nil {
 			kr.logger.Warn("signing keys: watch broken and etcd unreadable; retrying", "err", err)
 			continue
 		}
 		kr.set(st)
-		if st.rev > rev {
-			rev = st.rev
-		}
+		rev = max(rev, seen)
 	}
 }
 

@@ -440,3 +440,23 @@ func TestSigningKeysWatchBroken(t *testing.T) {
 		return err == nil && resp.Msg.GetKeyId() == rot.Msg.GetKeyId()
 	})
 }
+
+// TestSigningKeysFirstKeyWatched: a replica that has read the keys before any existed (a JWKS
+// request) learns of the first key another replica creates, with no request to etcd of its
+// own.
+func TestSigningKeysFirstKeyWatched(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, authsvc.Config{})
+	other, err := authsvc.New(authsvc.Config{KeyPrefix: f.prefix, Clock: f.clock.Now}, shared.Client, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close(context.Background()) })
+	if set := jwks(t, other); len(set.Keys) != 0 {
+		t.Fatalf("JWKS %v before any key", kids(set))
+	}
+	resp := f.mint(t, &authv1.MintUpstreamTokenRequest{PrincipalId: "p", Tenant: "t", Audience: "urn:a"})
+	testsync.WaitFor(t, 10*time.Second, "the other replica to publish the first key", func() bool {
+		return slices.Equal(kids(jwks(t, other)), []string{resp.GetKeyId()})
+	})
+}
