@@ -53,6 +53,9 @@ type Config struct {
 	// IdentityConfig is the identity file: the gateway's resource identifier and the OpenID
 	// Connect issuers whose JWTs are accepted (docs/identity.md). Empty: API tokens only.
 	IdentityConfig string
+	// UpstreamTokenIssuer is the iss of the tokens minted for upstreams (gateway-jwt); empty
+	// means the identity file's resource, else DefaultUpstreamTokenIssuer.
+	UpstreamTokenIssuer string
 	// Clock is the time source for token expiry; nil means time.Now. Not a flag: tests set it.
 	Clock func() time.Time
 	// IssuerClient fetches issuers' discovery documents and keys; nil means a client with
@@ -70,6 +73,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", DefaultAnonymousTenant, "tenant of anonymous callers")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchRevocations streams (one per ingress replica)")
 	fs.StringVar(&c.IdentityConfig, "identity-config", "", "YAML file naming the gateway's resource URL and the OpenID Connect issuers whose tokens are accepted (empty: API tokens only)")
+	fs.StringVar(&c.UpstreamTokenIssuer, "upstream-token-issuer", "", "iss of the JWTs minted for upstreams (gateway-jwt; empty: the identity file's resource, else \"gatehouse\")")
 }
 
 // Etcd is what the token store needs of an etcd client (*clientv3.Client has it): keys,
@@ -99,6 +103,9 @@ type Service struct {
 	// closing ends when Close is called: the WatchRevocations streams end.
 	closing context.Context
 	close   context.CancelFunc
+	// keys sign upstream tokens (keys.go); issuer is their iss.
+	keys   *keyring
+	issuer string
 }
 
 // New checks the configuration and returns the service; it does not contact etcd. kv stays
@@ -149,10 +156,14 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		s.anonymous[name] = true
 	}
 	s.tokens = &tokenStore{kv: kv, prefix: prefix, now: s.now}
+	s.issuer = cfg.UpstreamTokenIssuer
 	if cfg.IdentityConfig != "" {
 		id, err := ReadIdentity(cfg.IdentityConfig)
 		if err != nil {
 			return nil, fmt.Errorf("authsvc: %w", err)
+		}
+		if s.issuer == "" {
+			s.issuer = id.Resource // the gateway's public URL, when the file names it
 		}
 		if len(id.SPIFFE)+len(id.Subjects) > 0 {
 			if s.certs, err = newCertMapper(id.SPIFFE, id.Subjects); err != nil {
@@ -178,6 +189,13 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 			logger.Info("OpenID Connect issuers accepted", "issuers", strings.Join(s.verifier.Issuers(), ","), "resource", s.resource)
 		}
 	}
+	if s.issuer == "" {
+		s.issuer = DefaultUpstreamTokenIssuer
+	}
+	if len(s.issuer) > maxAudienceBytes || !visibleASCII(s.issuer) {
+		return nil, fmt.Errorf("authsvc: upstream token issuer %q: want 1 to %d visible ASCII characters", s.issuer, maxAudienceBytes)
+	}
+	s.keys = newKeyring(s.closing, kv, prefix, s.now, logger)
 	if len(s.anonymous) > 0 {
 		logger.Info("anonymous access enabled", "servers", strings.Join(sortedKeys(s.anonymous), ","), "principal", s.anonID, "tenant", s.anonTen)
 	}

@@ -32,6 +32,9 @@ var (
 	errInsufficientScope = errors.New("insufficient scope")
 	// errTooManyWatchers: WatchRevocations beyond the configured number of streams.
 	errTooManyWatchers = errors.New("too many revocation watchers")
+	// errTooManyKeys: RotateSigningKey while too many earlier keys are still published; the
+	// operator waits until the oldest one's tokens have expired.
+	errTooManyKeys = errors.New("too many signing keys still published")
 )
 
 // codes maps each domain error to its Connect code; the caller's cancellation and deadline
@@ -45,6 +48,7 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errIssuerUnavailable, Code: connect.CodeUnavailable},
 	{Err: errInsufficientScope, Code: connect.CodePermissionDenied},
 	{Err: errTooManyWatchers, Code: connect.CodeResourceExhausted},
+	{Err: errTooManyKeys, Code: connect.CodeFailedPrecondition},
 }
 
 // authError is errUnauthenticated with the reason the caller sees ("token expired"), so

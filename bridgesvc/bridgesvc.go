@@ -23,9 +23,11 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/upstreamtoken"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/streamable"
+	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/tokenexchange"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
 )
 
@@ -60,6 +62,9 @@ type Config struct {
 	Listen string
 	// RegistryAddr is the registry service's host:port (split mode follows its catalogue).
 	RegistryAddr string
+	// AuthAddr is authsvc's host:port, which mints the tokens of gateway-jwt servers (split
+	// mode); empty: such servers cannot be called.
+	AuthAddr string
 	// StdioGrace is each wait of a stdio child's shutdown: close stdin, wait, SIGTERM, wait,
 	// SIGKILL.
 	StdioGrace time.Duration
@@ -88,6 +93,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the bridge service on")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "", "host:port of the registry service")
+	fs.StringVar(&c.AuthAddr, "auth-addr", "", "host:port of authsvc, which mints the tokens of gateway-jwt servers (empty: none)")
 	fs.DurationVar(&c.StdioGrace, "stdio-grace", DefaultStdioGrace, "each wait of a stdio child's shutdown (stdin close, then SIGTERM, then SIGKILL)")
 	fs.IntVar(&c.MaxChildren, "max-children", DefaultMaxChildren, "maximum stdio children of this bridge")
 	fs.IntVar(&c.MaxChildrenPerTenant, "max-children-per-tenant", DefaultMaxChildrenPerTenant, "maximum stdio children of one tenant (at most -max-children)")
@@ -148,6 +154,11 @@ type Service struct {
 	log     *slog.Logger
 	sup     *stdio.Supervisor
 	http    *streamable.Client
+	// Upstream identity (identity.go): secrets the config names, gateway-jwt tokens (nil
+	// without WithUpstreamTokens), exchanged tokens.
+	secrets  *secrets
+	tokens   *upstreamtoken.Cache
+	exchange *tokenexchange.Client
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -179,7 +190,7 @@ type entry struct {
 }
 
 // New returns the bridge.
-func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
+func New(cfg Config, servers Catalog, logger *slog.Logger, opts ...Option) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("bridge config: %w", err)
 	}
@@ -213,6 +224,11 @@ func New(cfg Config, servers Catalog, logger *slog.Logger) (*Service, error) {
 		}),
 		sessions: map[string]*session{},
 		ended:    tombstones{set: map[string]struct{}{}},
+		secrets:  newSecrets(),
+		exchange: tokenexchange.New(tokenexchange.Options{}),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	if r, ok := servers.(interface{ Ready() <-chan struct{} }); ok {
 		s.ready = r.Ready()
@@ -256,7 +272,7 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
-	if err := checkOwner(r.GetPrincipal(), r.GetTenant()); err != nil {
+	if err := checkOwner(r.GetPrincipal(), r.GetTenant(), r.GetGroups()); err != nil {
 		return connectError(err)
 	}
 	if pv := r.GetProtocolVersion(); pv != "" && !upstream.ValidProtocolVersion(pv) {
@@ -278,7 +294,9 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	if err != nil {
 		return connectError(err)
 	}
-	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), srv, m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant()})
+	// The host's token, for a server that exchanges it, goes no further than this call.
+	ctx = withSubject(ctx, r.GetSubjectToken())
+	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), srv, m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant(), groups: r.GetGroups()})
 	if err != nil {
 		return connectError(err)
 	}
@@ -333,6 +351,7 @@ func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, read
 	forward := func(m upstream.Message) error {
 		return emit(&bridgev1.ListenResponse{Message: m.Raw})
 	}
+	ctx = withSubject(ctx, r.GetSubjectToken())
 	for {
 		conn, err := s.await(ctx, sess, r.GetServer())
 		if err != nil {
@@ -442,16 +461,31 @@ func checkKey(sessionID, server string) error {
 	return nil
 }
 
-// owner is who a stdio child started for a Send counts against.
-type owner struct{ principal, tenant string }
+// owner is who an upstream is started for: a stdio child counts against its principal and
+// tenant, and an upstream told who calls (gateway-jwt) is told this caller.
+type owner struct {
+	principal, tenant string
+	groups            []string
+}
 
-// checkOwner accepts an absent principal or tenant (callers that do not say) or an ident id.
-func checkOwner(principal, tenant string) error {
+// maxGroups bounds the groups a request names.
+const maxGroups = 64
+
+// checkOwner accepts an absent principal or tenant (callers that do not say) or an ident id,
+// and groups that are ident ids.
+func checkOwner(principal, tenant string, groups []string) error {
 	switch {
 	case principal != "" && !ident.ValidID(principal):
 		return fmt.Errorf("%w: principal is not a valid id", ErrInvalidArgument)
 	case tenant != "" && !ident.ValidID(tenant):
 		return fmt.Errorf("%w: tenant is not a valid id", ErrInvalidArgument)
+	case len(groups) > maxGroups:
+		return fmt.Errorf("%w: %d groups, more than %d", ErrInvalidArgument, len(groups), maxGroups)
+	}
+	for _, g := range groups {
+		if !ident.ValidID(g) {
+			return fmt.Errorf("%w: a group is not a valid id", ErrInvalidArgument)
+		}
 	}
 	return nil
 }
@@ -549,12 +583,16 @@ func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *e
 	switch t := srv.GetTransport(); t {
 	case registryv1.Transport_TRANSPORT_STDIO:
 		var c *stdio.Child
-		if c, err = s.sup.Start(stdio.Spec{Argv: srv.GetCommand(), Env: srv.GetEnv(), Dir: srv.GetDir(), Logger: logger, Principal: who.principal, Tenant: who.tenant}); err == nil {
+		var env map[string]string
+		if env, err = s.childEnv(srv); err != nil {
+			break
+		}
+		if c, err = s.sup.Start(stdio.Spec{Argv: srv.GetCommand(), Env: env, Dir: srv.GetDir(), Logger: logger, Principal: who.principal, Tenant: who.tenant}); err == nil {
 			conn = c
 		}
 	case registryv1.Transport_TRANSPORT_STREAMABLE_HTTP:
 		var c *streamable.Conn
-		if c, err = s.http.Dial(srv.GetUrl(), logger); err == nil {
+		if c, err = s.http.Dial(srv.GetUrl(), logger, s.credential(srv, who)); err == nil {
 			conn = c
 		}
 	default:

@@ -35,6 +35,17 @@ var (
 	// server's call_timeout, else Config.DefaultCallTimeout). The call was cancelled upstream;
 	// the session stays usable.
 	ErrCallTimeout = errors.New("upstream call timed out")
+	// ErrIdentity: the server's upstream identity cannot be used as configured (identity.go):
+	// its secret is not set or not readable, or gateway-jwt without authsvc.
+	ErrIdentity = errors.New("upstream identity misconfigured")
+	// ErrIdentityUnavailable: what identifies the caller to the upstream cannot be had now:
+	// authsvc, or the authorization server of a token exchange, is unavailable.
+	ErrIdentityUnavailable = errors.New("upstream identity unavailable")
+	// ErrExchangeRefused: the authorization server refused to exchange the host's token.
+	ErrExchangeRefused = errors.New("token exchange refused")
+	// ErrNoSubjectToken: a server that acts with the caller's own identity (token exchange),
+	// and a message that carries no host token to exchange.
+	ErrNoSubjectToken = errors.New("the server acts with the caller's own identity (token exchange) and the call carries no OpenID Connect token")
 
 	ErrInvalidMessage = upstream.ErrInvalidMessage
 	// ErrUpstreamTooLarge: a message (or stdout line) from the upstream over the size limit.
@@ -73,6 +84,10 @@ var codes = []struct {
 	{err: ErrCatalogNotReady, code: connect.CodeUnavailable},
 	{err: ErrUnsupportedTransport, code: connect.CodeUnimplemented, reason: "the server's transport is not supported", warn: true},
 	{err: ErrCallTimeout, code: connect.CodeDeadlineExceeded, warn: true},
+	{err: ErrIdentity, code: connect.CodeFailedPrecondition, reason: "the gateway cannot identify the caller to the upstream", warn: true},
+	{err: ErrIdentityUnavailable, code: connect.CodeUnavailable, reason: "the gateway cannot identify the caller to the upstream now", warn: true},
+	{err: ErrExchangeRefused, code: connect.CodePermissionDenied, reason: "the authorization server refused to exchange the caller's token for the upstream's"},
+	{err: ErrNoSubjectToken, code: connect.CodeFailedPrecondition},
 	{err: ErrUpstreamTooLarge, code: connect.CodeFailedPrecondition, reason: "the upstream's message exceeds the size limit", warn: true},
 	{err: ErrTooManyChildren, code: connect.CodeResourceExhausted, warn: true},
 	{err: ErrSpawn, code: connect.CodeFailedPrecondition, reason: "the upstream could not be started", warn: true},

@@ -42,6 +42,7 @@ type call struct {
 	msg       *jsonrpc.Message
 	source    string // the host's address, for policy conditions
 	start     time.Time
+	subject   string // the host's token, for a server that exchanges it (identity.go)
 }
 
 // replier is how a call reaches its host: the room it came in through.
@@ -122,7 +123,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
 	var final *bridgev1.SendResponse
 	var hostErr error
-	err := s.deliver(ctx, s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.msg), c.msg, func(msg *bridgev1.SendResponse) error {
+	err := s.deliver(ctx, s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.subject, c.msg), c.msg, func(msg *bridgev1.SendResponse) error {
 		if msg.GetFinal() {
 			final = msg
 			return nil
@@ -258,8 +259,10 @@ func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, actio
 }
 
 // sendRequest is the bridge's request for one host message; principal and tenant let the
-// bridge cap stdio children per principal and per tenant.
-func (s *Service) sendRequest(p *authv1.Principal, server, session, revision string, m *jsonrpc.Message) *bridgev1.SendRequest {
+// bridge cap stdio children per principal and per tenant, and with the groups tell an
+// upstream who calls (gateway-jwt); subject is the host's token for a server that exchanges
+// it, "" for any other.
+func (s *Service) sendRequest(p *authv1.Principal, server, session, revision, subject string, m *jsonrpc.Message) *bridgev1.SendRequest {
 	req := &bridgev1.SendRequest{
 		SessionId:       session,
 		Server:          server,
@@ -267,6 +270,8 @@ func (s *Service) sendRequest(p *authv1.Principal, server, session, revision str
 		Message:         m.Raw,
 		Principal:       p.GetId(),
 		Tenant:          p.GetTenant(),
+		Groups:          p.GetGroups(),
+		SubjectToken:    subject,
 	}
 	if m.Kind == jsonrpc.KindRequest {
 		req.RequestId = m.ID

@@ -36,6 +36,9 @@ type exchange struct {
 	principal *authv1.Principal
 	session   sessionstore.Record // zero until the session is known
 	bodyRead  bool
+	// subject is the host's own token, kept only for a server that exchanges it for the
+	// upstream's (identity.go); "" otherwise.
+	subject string
 }
 
 func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +105,10 @@ func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
 	// negotiated with its upstream (passed through unchanged, it may be older).
 	if !revisionAccepted(x.revision, x.session.ProtocolVersion) {
 		s.refuse(x, nil, errBadRevision, nil)
+		return
+	}
+	if e := s.bindSubject(x); e != nil {
+		s.refuse(x, nil, e, nil)
 		return
 	}
 	room(x)

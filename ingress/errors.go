@@ -98,6 +98,9 @@ var (
 	errDuplicateID       = &Error{"duplicate_id", http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "request id already in flight", slog.LevelDebug, ""}
 	errCancelled         = &Error{"cancelled", http.StatusServiceUnavailable, codeCancelled, "Service Unavailable: the call was cancelled", slog.LevelInfo, "1"}
 	errInternal          = &Error{"internal", http.StatusInternalServerError, jsonrpc.CodeInternalError, "internal error", slog.LevelError, ""}
+	errNeedsUserToken    = &Error{"needs_user_token", http.StatusForbidden, jsonrpc.CodeInvalidRequest, "Forbidden: this server acts with the caller's own identity (token exchange); authenticate with an OpenID Connect token of an issuer the gateway trusts", slog.LevelDebug, ""}
+	errUpstreamIdentity  = &Error{"upstream_identity", http.StatusBadGateway, codeUnavailable, "the gateway cannot identify the caller to the upstream", slog.LevelWarn, ""}
+	errExchangeRefused   = &Error{"token_exchange_refused", http.StatusForbidden, jsonrpc.CodeInvalidRequest, "Forbidden: the authorization server refused to exchange the caller's token for the upstream's", slog.LevelInfo, ""}
 )
 
 // Table lists every row, for tests and docs.
@@ -112,6 +115,7 @@ var Table = []*Error{
 	errPolicyUnavailable, errAuditUnavailable, errTimeout, errMessageTooLarge,
 	errTooManyUpstreams, errUpstreamStart, errUpstreamRejected, errUpstreamDown,
 	errUpstreamNoAnswer, errBadMessage, errDuplicateID, errCancelled, errInternal,
+	errNeedsUserToken, errUpstreamIdentity, errExchangeRefused,
 }
 
 // bridgeReasons are the bridge's known reasons (its domain errors' texts, before and after
@@ -129,6 +133,9 @@ var bridgeReasons = []struct {
 	{0, "could not be started", errUpstreamStart},
 	{0, "request id already in flight", errDuplicateID},
 	{0, "upstream rejected the message", errUpstreamRejected},
+	{0, "cannot identify the caller to the upstream", errUpstreamIdentity},
+	{0, "refused to exchange the caller's token", errExchangeRefused},
+	{0, "carries no OpenID Connect token", errNeedsUserToken},
 }
 
 // fromBridge names an error of the bridge (a *connect.Error). A per-call timeout arrives as

@@ -158,6 +158,9 @@ func TestErrorTable(t *testing.T) {
 		"duplicate_id":               tool("dup"),
 		"cancelled":                  tool("cancelled"),
 		"internal":                   tool("boom"),
+		"needs_user_token":           initialize(serverExchange),
+		"upstream_identity":          tool("identity"),
+		"token_exchange_refused":     tool("exchange-refused"),
 	}
 	for _, row := range ingress.Table {
 		t.Run(row.Name, func(t *testing.T) {

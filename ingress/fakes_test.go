@@ -45,10 +45,12 @@ const (
 	idDave         = "id-dave-1"
 	idDave2        = "id-dave-2"
 	idCarol        = "id-carol"
-	serverHidden   = "hidden"   // policy denies initialize
-	serverMute     = "mute"     // the upstream answers initialize with nothing
-	serverOld      = "old"      // the upstream negotiates 2024-11-05
-	serverBatching = "batching" // the upstream negotiates 2025-03-26 (batches)
+	serverHidden   = "hidden"        // policy denies initialize
+	serverMute     = "mute"          // the upstream answers initialize with nothing
+	serverOld      = "old"           // the upstream negotiates 2024-11-05
+	serverBatching = "batching"      // the upstream negotiates 2025-03-26 (batches)
+	tokenOIDC      = "eyJ.oidc.erin" // erin in tenant t1, authenticated with an OpenID Connect JWT
+	serverExchange = "exchange"      // its identity mode is token-exchange
 )
 
 type fakeAuth struct {
@@ -71,6 +73,11 @@ type fakeSub struct {
 	req  *authv1.WatchRevocationsRequest
 	msgs chan *authv1.WatchRevocationsResponse
 	end  chan error
+}
+
+// JWKS publishes no key: the fake mints no upstream token.
+func (f *fakeAuth) JWKS(context.Context, *connect.Request[authv1.JWKSRequest]) (*connect.Response[authv1.JWKSResponse], error) {
+	return connect.NewResponse(&authv1.JWKSResponse{Jwks: `{"keys":[]}`}), nil
 }
 
 func (f *fakeAuth) FollowRevocations(ctx context.Context, req *authv1.WatchRevocationsRequest, emit func(*authv1.WatchRevocationsResponse) error) error {
@@ -146,6 +153,8 @@ func (f *fakeAuth) Authenticate(ctx context.Context, req *connect.Request[authv1
 		p = &authv1.Principal{Id: "alice", Tenant: "t1", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
 	case tokenBob:
 		p = &authv1.Principal{Id: "bob", Tenant: "t2", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}
+	case tokenOIDC:
+		p = &authv1.Principal{Id: "erin", Tenant: "t1", Groups: []string{"ops"}, Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER, Attributes: map[string]string{"auth": "oidc"}}
 	case tokenAuthDown:
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("etcd at 10.0.0.7:2379 unreachable"))
 	case "":
@@ -264,6 +273,7 @@ func (f *fakeAudit) waitRecords(t *testing.T, n int) []*auditv1.AppendRequest {
 type fakeBridge struct {
 	mu         sync.Mutex
 	sent       []*bridgev1.SendRequest
+	listens    []*bridgev1.ListenRequest
 	ended      []string
 	flood      []byte        // Subscribe emits this until emit fails, when set
 	floodDone  chan error    // Subscribe's end, when flooding
@@ -370,6 +380,10 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 		return connect.NewError(connect.CodeCanceled, errors.New("bridge shutting down"))
 	case "boom":
 		return connect.NewError(connect.CodeInternal, errors.New("panic at /secret/src/bridge.go:42"))
+	case "identity":
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the gateway cannot identify the caller to the upstream"))
+	case "exchange-refused":
+		return connect.NewError(connect.CodePermissionDenied, errors.New("the authorization server refused to exchange the caller's token for the upstream's"))
 	case "hang":
 		f.hanging <- struct{}{}
 		<-ctx.Done()
@@ -378,7 +392,10 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 	return emit(&bridgev1.SendResponse{Final: true, Message: result(`{}`)})
 }
 
-func (f *fakeBridge) Subscribe(ctx context.Context, _ *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error {
+func (f *fakeBridge) Subscribe(ctx context.Context, req *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) error {
+	f.mu.Lock()
+	f.listens = append(f.listens, req)
+	f.mu.Unlock()
 	if err := ready(); err != nil {
 		return err
 	}
@@ -511,6 +528,9 @@ func (f *fakeSessions) count() int {
 type fakeCatalog struct{}
 
 func (fakeCatalog) Server(name string) (*registryv1.Server, bool) {
+	if name == serverExchange {
+		return &registryv1.Server{Name: name, Identity: &registryv1.UpstreamIdentity{Mode: &registryv1.UpstreamIdentity_TokenExchange{TokenExchange: &registryv1.TokenExchange{}}}}, true
+	}
 	return &registryv1.Server{Name: name}, true
 }
 

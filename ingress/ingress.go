@@ -213,6 +213,7 @@ type Service struct {
 	limiter *authLimiter
 	streams *streamRegistry
 	meta    *resourceMeta
+	jwks    *jwksCache
 	tls     *tls.Config // nil: plain HTTP
 	now     func() time.Time
 	maxBody int64
@@ -259,15 +260,20 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 	s.meta = &resourceMeta{client: deps.Auth, now: s.now, onFail: func(err error) {
 		logger.Warn("authsvc did not say what to publish as resource metadata", "err", err)
 	}}
+	s.jwks = &jwksCache{client: deps.Auth, now: s.now, onFail: func(err error) {
+		logger.Warn("authsvc did not give the upstream tokens' key set", "err", err)
+	}}
 	return s, nil
 }
 
 // Handler returns the MCP surface: /servers/{name}/mcp, the protected resource metadata
-// (RFC 9728) under /.well-known/oauth-protected-resource, and /healthz.
+// (RFC 9728) under /.well-known/oauth-protected-resource, the key set of the tokens minted
+// for upstreams at /.well-known/jwks.json, and /healthz.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+wellKnownResource, s.serveResourceMetadata)
 	mux.HandleFunc("GET "+wellKnownResource+"/", s.serveResourceMetadata)
+	mux.HandleFunc("GET "+wellKnownJWKS, s.serveJWKS)
 	mux.HandleFunc("/servers/{name}/mcp", func(w http.ResponseWriter, r *http.Request) {
 		s.serveMCP(w, r)
 	})

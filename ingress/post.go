@@ -113,13 +113,13 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 func (s *Service) newCall(x *exchange, m *jsonrpc.Message) *call {
 	return &call{
 		id: newCallID(), traceID: x.traceID, principal: x.principal, server: x.server,
-		session: x.session, revision: x.session.ProtocolVersion, msg: m, source: sourceAddress(x.r), start: time.Now(),
+		session: x.session, revision: x.session.ProtocolVersion, msg: m, source: sourceAddress(x.r), start: time.Now(), subject: x.subject,
 	}
 }
 
 // forward delivers a notification or a response to the upstream.
 func (s *Service) forward(x *exchange, m *jsonrpc.Message) error {
-	req := s.sendRequest(x.principal, x.server, x.session.ID, x.session.ProtocolVersion, m)
+	req := s.sendRequest(x.principal, x.server, x.session.ID, x.session.ProtocolVersion, x.subject, m)
 	return s.deps.Bridge.Deliver(x.r.Context(), req, func(*bridgev1.SendResponse) error { return nil })
 }
 

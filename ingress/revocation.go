@@ -32,6 +32,9 @@ import (
 type Auth interface {
 	Authenticate(context.Context, *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error)
 	ResourceMetadata(context.Context, *connect.Request[authv1.ResourceMetadataRequest]) (*connect.Response[authv1.ResourceMetadataResponse], error)
+	// JWKS is the key set of the tokens minted for upstreams, published at
+	// /.well-known/jwks.json (jwks.go).
+	JWKS(context.Context, *connect.Request[authv1.JWKSRequest]) (*connect.Response[authv1.JWKSResponse], error)
 	// FollowRevocations streams revoked tokens (WatchRevocations): emit gets each message,
 	// the first once the watch is established, until ctx ends or the stream breaks.
 	FollowRevocations(ctx context.Context, req *authv1.WatchRevocationsRequest, emit func(*authv1.WatchRevocationsResponse) error) error

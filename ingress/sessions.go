@@ -96,7 +96,7 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 	var out [][]byte
 	var revision string
 	failed := false
-	err = s.deps.Bridge.Deliver(ctx, s.sendRequest(x.principal, x.server, rec.ID, rec.ProtocolVersion, m), func(msg *bridgev1.SendResponse) error {
+	err = s.deps.Bridge.Deliver(ctx, s.sendRequest(x.principal, x.server, rec.ID, rec.ProtocolVersion, x.subject, m), func(msg *bridgev1.SendResponse) error {
 		out = append(out, msg.GetMessage())
 		if msg.GetProtocolVersion() != "" {
 			revision = msg.GetProtocolVersion()

@@ -230,7 +230,7 @@ func (s *Service) listen(x *exchange) {
 	go func() {
 		defer close(ended)
 		subscribed <- s.deps.Bridge.Subscribe(ctx, &bridgev1.ListenRequest{
-			SessionId: x.session.ID, Server: x.server, ProtocolVersion: x.session.ProtocolVersion,
+			SessionId: x.session.ID, Server: x.server, ProtocolVersion: x.session.ProtocolVersion, SubjectToken: x.subject,
 		}, func() error {
 			close(opened)
 			return nil

@@ -47,9 +47,23 @@ func (o *oidcGateway) endpoint() string { return o.g.Endpoint("echo") }
 // gateway's resource identifier (its URL) is the audience the provider puts in tokens.
 func startOIDCGateway(t *testing.T, key oidcpeer.Key) *oidcGateway {
 	t.Helper()
+	return startOIDCGatewayWith(t, key, oidcSetup{})
+}
+
+// oidcSetup adds to what startOIDCGateway starts: resources (audiences) and clients at the
+// provider, servers in the gateway's config (servers gets the provider, once it runs), and
+// the gateway's environment.
+type oidcSetup struct {
+	Resources []string
+	Clients   []oidcpeer.Client
+	Servers   func(idp *oidcpeer.Provider) string
+	Env       []string
+}
+
+func startOIDCGatewayWith(t *testing.T, key oidcpeer.Key, setup oidcSetup) *oidcGateway {
+	t.Helper()
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{echo, "-http", addr} })
-	config := "servers:\n" + httpEntry("echo", "http://"+echoAddr+"/mcp")
 	var errs []string
 	for range 3 {
 		port, err := procnet.FreePort()
@@ -59,16 +73,20 @@ func startOIDCGateway(t *testing.T, key oidcpeer.Key) *oidcGateway {
 		base := fmt.Sprintf("http://127.0.0.1:%d", port)
 		idp := oidcpeer.Start(t, oidcpeer.Options{
 			Keys:      []oidcpeer.Key{key},
-			Clients:   []oidcpeer.Client{{ID: oidcClient, Secret: oidcSecret, Claims: map[string]any{"tenant": "default", "groups": []string{"readers"}}}},
-			Resources: []string{base, base + "/servers/echo/mcp"},
+			Clients:   append([]oidcpeer.Client{{ID: oidcClient, Secret: oidcSecret, Claims: map[string]any{"tenant": "default", "groups": []string{"readers"}}}}, setup.Clients...),
+			Resources: append([]string{base, base + "/servers/echo/mcp"}, setup.Resources...),
 		})
+		config := "servers:\n" + httpEntry("echo", "http://"+echoAddr+"/mcp")
+		if setup.Servers != nil {
+			config += setup.Servers(idp)
+		}
 		identity := filepath.Join(t.TempDir(), "identity.yaml")
 		doc := fmt.Sprintf("resource: %s\noidc:\n  - issuer: %s\n    tenant_claim: tenant\n    groups_claim: groups\n    principal_prefix: idp.\n    required_scopes: [%s]\n",
 			base, idp.Issuer(), oidcpeer.ScopeTools)
 		if err := os.WriteFile(identity, []byte(doc), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		g, err := gatehousetest.TryStart(t, gatehousetest.Options{Config: config, Args: []string{"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--identity-config", identity}})
+		g, err := gatehousetest.TryStart(t, gatehousetest.Options{Config: config, Env: setup.Env, Args: []string{"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--identity-config", identity}})
 		if err == nil {
 			return &oidcGateway{g: g, idp: idp, resource: base}
 		}

@@ -44,6 +44,7 @@ type split struct {
 	order    []string // the processes in start order
 	internal string   // the internal token
 	echo     string   // the echo server's binary
+	echoURL  string   // the echo server over Streamable HTTP, with its whoami tool
 	state    string   // the run's directory (audit log, config)
 }
 
@@ -84,14 +85,19 @@ func startSplit(t *testing.T, ingresses int) *split {
 	t.Logf("built the six binaries")
 	sp := &split{addrs: map[string]string{}, procs: map[string]*splitProc{}, internal: "split-internal-token-0123456789", state: t.TempDir()}
 	sp.echo = gatehousetest.Bin(t, gatehousetest.EchoServer)
-	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{sp.echo, "-http", addr} })
+	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{sp.echo, "-http", addr, "-whoami"} })
+	sp.echoURL = "http://" + echoAddr + "/mcp"
 
 	tokenFile := filepath.Join(sp.state, "internal-token")
 	if err := os.WriteFile(tokenFile, []byte(sp.internal+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	servers := filepath.Join(sp.state, "servers.yaml")
-	if err := os.WriteFile(servers, []byte("servers:\n"+stdioEntry("echo-stdio", sp.echo)+httpEntry("echo-http", "http://"+echoAddr+"/mcp")), 0o600); err != nil {
+	// Two more upstreams tell who calls: a secret in the bridge's environment, and a token
+	// the bridge has authsvc mint.
+	identities := httpEntry("echo-static", sp.echoURL) + "    identity:\n      mode: static\n      secret_env: SPLIT_UPSTREAM_SECRET\n" +
+		httpEntry("echo-jwt", sp.echoURL) + "    identity:\n      mode: gateway-jwt\n"
+	if err := os.WriteFile(servers, []byte("servers:\n"+stdioEntry("echo-stdio", sp.echo)+httpEntry("echo-http", sp.echoURL)+identities), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ingressNames := []string{"ingress"}
@@ -115,7 +121,8 @@ func startSplit(t *testing.T, ingresses int) *split {
 		{"authsvc", "authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + sp.addrs["auth"]}, etcdFlags},
 		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"]},
 			append([]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}, etcdFlags...)},
-		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"]}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
+		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"],
+			"GATEHOUSE_BRIDGE_AUTH_ADDR=" + sp.addrs["auth"], "SPLIT_UPSTREAM_SECRET=split-secret-7f3a"}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
 		{"auditsvc", "auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + sp.addrs["audit"]}, []string{"-dir", filepath.Join(sp.state, "audit")}},
 	}
 	for _, name := range ingressNames {
@@ -202,6 +209,16 @@ func TestSplitMode(t *testing.T) {
 		// Through the RPC or its own watch, whichever comes first: a bundle from etcd has a revision.
 		if logs := procs["policysvc"].logs.String(); !regexp.MustCompile(`"msg":"policy bundle active".*"rev":\d+`).MatchString(logs) {
 			t.Fatalf("policysvc did not switch to the applied bundle:\n%s", logs)
+		}
+	})
+
+	t.Run("upstream identity", func(t *testing.T) {
+		if got := whoami(t, allLogs, endpoint("echo-static"), token); got.Authorization != "Bearer split-secret-7f3a" {
+			t.Fatalf("echo-static got Authorization %q, want the secret in the bridge's environment", got.Authorization)
+		}
+		got := whoami(t, allLogs, endpoint("echo-jwt"), token)
+		if c, _ := verifyUpstreamToken(t, got.Authorization, gatewayJWKS(t, "http://"+addrs["ingress"]), sp.echoURL); c.Subject != "dev" || c.Tenant != "default" {
+			t.Fatalf("echo-jwt: the token's claims %+v, want dev in default", c)
 		}
 	})
 

@@ -65,7 +65,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "key-prefix"}
-	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", set...)
+	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr")...)
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers")...)
@@ -183,7 +183,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		// The bridge records its stdio children here, so a start after a crash ends them.
 		cfg.Bridge.StateDir = filepath.Join(cfg.DataDir, "bridge")
 	}
-	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"))
+	// The bridge mints gateway-jwt tokens with authsvc in this process.
+	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth))
 	if err != nil {
 		return err
 	}
@@ -221,6 +222,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux.Handle("/healthz", public)
 	mux.Handle("/.well-known/oauth-protected-resource", public)
 	mux.Handle("/.well-known/oauth-protected-resource/", public)
+	mux.Handle("/.well-known/jwks.json", public)
 	mux.Handle("/", rpcserver.RequireToken(internalToken, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own

@@ -1,11 +1,9 @@
 package svcmain
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"strings"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/secret"
 )
 
 // InternalTokenEnv names the internal token's variable; InternalTokenEnv+"_FILE" names a file
@@ -29,13 +27,11 @@ func InternalToken(getenv func(string) string) (string, error) {
 	return token, nil
 }
 
-// maxSecretBytes bounds a secret file.
-const maxSecretBytes = 64 << 10
-
 // ReadSecret returns the secret in the environment variable name, or in the file that
 // name+"_FILE" names, or "" when neither is set. Secrets never come from flags: a command line
 // is readable by every local user in /proc/PID/cmdline. A file must be a regular file of at
-// most 64 KiB that neither group nor others can read; one trailing newline is dropped.
+// most 64 KiB that neither group nor others can read (secret.ReadFile); one trailing newline
+// is dropped.
 func ReadSecret(getenv func(string) string, name string) (string, error) {
 	value, path := getenv(name), getenv(name+"_FILE")
 	switch {
@@ -44,34 +40,9 @@ func ReadSecret(getenv func(string) string, name string) (string, error) {
 	case path == "":
 		return value, nil
 	}
-	f, err := os.Open(path)
+	s, err := secret.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("%s_FILE: %w", name, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("%s_FILE: %w", name, err)
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s_FILE: %s is not a regular file", name, path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%s_FILE: %s has mode %04o: a secret file must not be readable by group or others (chmod 600 it)", name, path, perm)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxSecretBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("%s_FILE: read %s: %w", name, path, err)
-	}
-	if len(data) > maxSecretBytes {
-		return "", fmt.Errorf("%s_FILE: %s is larger than %d bytes", name, path, maxSecretBytes)
-	}
-	secret := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
-	if secret == "" {
-		return "", fmt.Errorf("%s_FILE: %s is empty", name, path)
-	}
-	if strings.ContainsAny(secret, "\r\n") {
-		return "", errors.New(name + "_FILE: the secret spans more than one line")
-	}
-	return secret, nil
+	return s, nil
 }

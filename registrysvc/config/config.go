@@ -69,6 +69,9 @@ type serverYAML struct {
 	// Timeout bounds each call's wait for the upstream's answer (a Go duration, "30s");
 	// empty leaves the bridge's default.
 	Timeout string `yaml:"timeout"`
+	// Identity says how the gateway identifies itself, or its caller, to the upstream
+	// (identity.go); absent means not at all.
+	Identity *identityYAML `yaml:"identity"`
 }
 
 type anonymousYAML struct {
@@ -160,6 +163,13 @@ func (rs serverYAML) server() (*registryv1.Server, error) {
 			return nil, &ValidationError{Server: rs.Name, Field: "timeout", Problem: fmt.Sprintf("%q is not a duration such as 30s or 2m", rs.Timeout)}
 		}
 		s.CallTimeout = durationpb.New(d)
+	}
+	if rs.Identity != nil {
+		id, err := rs.Identity.identity(rs.Name)
+		if err != nil {
+			return nil, err
+		}
+		s.Identity = id
 	}
 	switch strings.ToLower(rs.Transport) {
 	case TransportStdio:

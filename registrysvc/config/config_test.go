@@ -251,6 +251,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("servers:\n  - name: a\n    transport: http\n    url: http://x/\n"))
 	f.Add([]byte("a: &a [*a, *a]\n"))
 	f.Add([]byte("servers: [{name: x, transport: stdio, command: [\"\"]}]"))
+	f.Add([]byte("servers:\n  - name: a\n    transport: http\n    url: http://x/\n    identity:\n      mode: gateway-jwt\n      ttl: 1m\n      scheme: \"\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := config.Parse(data)
 		if err != nil {

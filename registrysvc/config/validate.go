@@ -41,7 +41,9 @@ func (e *ValidationError) Error() string {
 // details that transport needs and no others. stdio needs an argv (never run through a
 // shell) whose first element is set, and no url; http needs an absolute http or https URL
 // without credentials, and no command, env or dir. Env keys are environment variable names;
-// tenants are non-empty ids; a call timeout, when set, is more than 0 and at most an hour. It returns a *ValidationError for the first problem.
+// tenants are non-empty ids; a call timeout, when set, is more than 0 and at most an hour;
+// an upstream identity fits the transport (validateIdentity). It returns a *ValidationError
+// for the first problem.
 func Validate(s *registryv1.Server) error {
 	if s == nil {
 		return &ValidationError{Field: "server", Problem: "missing"}
@@ -65,6 +67,9 @@ func Validate(s *registryv1.Server) error {
 		return bad("transport", "required: stdio or http")
 	default:
 		return bad("transport", "unknown transport %d", s.GetTransport())
+	}
+	if err := validateIdentity(s, bad); err != nil {
+		return err
 	}
 	if ct := s.GetCallTimeout(); ct != nil {
 		if err := ct.CheckValid(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -45,7 +46,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				return nil, errors.New("-registry-addr (or GATEHOUSE_BRIDGE_REGISTRY_ADDR) is required")
 			}
 			cat := catalog.New()
-			svc, err := bridgesvc.New(cfg, cat, env.Logger)
+			var opts []bridgesvc.Option
+			if cfg.AuthAddr != "" {
+				opts = append(opts, bridgesvc.WithUpstreamTokens(authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))))
+			}
+			svc, err := bridgesvc.New(cfg, cat, env.Logger, opts...)
 			if err != nil {
 				return nil, err
 			}
@@ -65,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 					defer cancel()
 					return svc.Close(cctx)
 				},
-				LogAttrs: []any{"registry", cfg.RegistryAddr},
+				LogAttrs: []any{"registry", cfg.RegistryAddr, "auth", cfg.AuthAddr},
 			}, nil
 		},
 	}, args, getenv, stdout)

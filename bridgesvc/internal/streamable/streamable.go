@@ -3,8 +3,9 @@
 // (session, server) holding the upstream's Mcp-Session-Id and protocol revision.
 //
 // A request carries only what the transport needs (Content-Type, Accept, Mcp-Session-Id,
-// MCP-Protocol-Version, Last-Event-ID, User-Agent). The bridge holds no host credential and
-// copies no header or environment variable into upstream requests.
+// MCP-Protocol-Version, Last-Event-ID, User-Agent) and, when the server's config asks for
+// one, the credential that identifies the gateway or its caller to the upstream (a
+// Credential). No header of the host's request is ever copied upstream.
 package streamable
 
 import (
@@ -103,8 +104,14 @@ func NewClient(opts Options) *Client {
 // CloseIdleConnections releases pooled connections.
 func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
-// Dial returns a Conn for the endpoint. No request is made until the first Send.
-func (c *Client) Dial(endpoint string, logger *slog.Logger) (*Conn, error) {
+// Credential returns the header that identifies the gateway, or its caller, to the upstream
+// on one request, from what ctx carries (the call's caller). An error fails the request, and
+// is not sent; name "" sends no credential.
+type Credential func(ctx context.Context) (name, value string, err error)
+
+// Dial returns a Conn for the endpoint; cred, when not nil, adds its header to every request.
+// No request is made until the first Send.
+func (c *Client) Dial(endpoint string, logger *slog.Logger, cred Credential) (*Conn, error) {
 	u, err := url.Parse(endpoint)
 	switch {
 	case err != nil:
@@ -119,7 +126,7 @@ func (c *Client) Dial(endpoint string, logger *slog.Logger) (*Conn, error) {
 		logger = c.opts.Logger
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Conn{c: c, url: u.String(), log: logger, ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
+	return &Conn{c: c, url: u.String(), log: logger, cred: cred, ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
 }
 
 // Conn is one upstream session over Streamable HTTP.
@@ -127,6 +134,7 @@ type Conn struct {
 	c      *Client
 	url    string
 	log    *slog.Logger
+	cred   Credential      // nil: no credential
 	ctx    context.Context // ends when the Conn ends; every request is bound to it
 	cancel context.CancelFunc
 
@@ -192,7 +200,11 @@ func (c *Conn) Close(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
-	c.header(req, nil)
+	if err := c.header(ctx, req, nil); err != nil {
+		// Best effort: the upstream may end the session without the credential, or
+		// expire it.
+		c.log.Debug("delete upstream session without a credential", "err", err)
+	}
 	resp, err := c.c.hc.Do(req)
 	if err != nil {
 		c.log.Debug("delete upstream session", "err", err)
@@ -206,8 +218,10 @@ func (c *Conn) Close(ctx context.Context) error {
 	return nil
 }
 
-// header sets the transport headers. m is the message being posted, nil for GET and DELETE.
-func (c *Conn) header(req *http.Request, m *upstream.Message) {
+// header sets the transport headers and the credential, from ctx (the caller's request).
+// m is the message being posted, nil for GET and DELETE. It fails only when the credential
+// cannot be had.
+func (c *Conn) header(ctx context.Context, req *http.Request, m *upstream.Message) error {
 	h := req.Header
 	h.Set("User-Agent", userAgent)
 	switch req.Method {
@@ -217,9 +231,18 @@ func (c *Conn) header(req *http.Request, m *upstream.Message) {
 	case http.MethodGet:
 		h.Set("Accept", "text/event-stream")
 	}
+	if c.cred != nil {
+		name, value, err := c.cred(ctx)
+		if err != nil {
+			return err
+		}
+		if name != "" {
+			h.Set(name, value)
+		}
+	}
 	if m != nil && m.Method == "initialize" {
 		// A new upstream session: no session id, no revision yet.
-		return
+		return nil
 	}
 	c.mu.Lock()
 	sid, pv := c.sessionID, c.protocolVersion
@@ -230,6 +253,7 @@ func (c *Conn) header(req *http.Request, m *upstream.Message) {
 	if pv != "" {
 		h.Set("MCP-Protocol-Version", pv)
 	}
+	return nil
 }
 
 // bind returns a context that also ends when the Conn ends.
@@ -295,7 +319,9 @@ func (c *Conn) Send(ctx context.Context, m upstream.Message, emit upstream.Emit)
 	if err != nil {
 		return withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached")
 	}
-	c.header(req, &m)
+	if err := c.header(ctx, req, &m); err != nil {
+		return err
+	}
 	resp, err := c.c.hc.Do(req)
 	if err != nil {
 		return c.ctxErr(ctx, withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached"))
@@ -555,7 +581,9 @@ func (c *Conn) get(ctx context.Context, lastID string) (*http.Response, error) {
 	if err != nil {
 		return nil, withReason(fmt.Errorf("%w: %v", upstream.ErrUnavailable, err), "the upstream could not be reached")
 	}
-	c.header(req, nil)
+	if err := c.header(ctx, req, nil); err != nil {
+		return nil, err
+	}
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}

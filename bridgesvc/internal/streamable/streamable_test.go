@@ -197,7 +197,7 @@ func newConn(t *testing.T, f *fake) (*streamable.Conn, *streamable.Client) {
 	t.Cleanup(srv.Close)
 	client := streamable.NewClient(streamable.Options{MaxMessage: 1024, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	t.Cleanup(client.CloseIdleConnections)
-	conn, err := client.Dial(srv.URL+"/mcp", nil)
+	conn, err := client.Dial(srv.URL+"/mcp", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +422,7 @@ func TestDialRejects(t *testing.T) {
 	t.Parallel()
 	client := streamable.NewClient(streamable.Options{})
 	for _, u := range []string{"ftp://x/", "/relative", "http://user:pass@127.0.0.1/", "::bad"} {
-		if _, err := client.Dial(u, nil); !errors.Is(err, upstream.ErrSpawn) {
+		if _, err := client.Dial(u, nil, nil); !errors.Is(err, upstream.ErrSpawn) {
 			t.Errorf("Dial(%q) = %v, want ErrSpawn", u, err)
 		}
 	}

@@ -127,7 +127,14 @@ type Client struct {
 	// Claims are added to every access token issued to the client (e.g. tenant, groups).
 	// They cannot override the provider's own claims (iss, sub, aud, exp, scope, ...).
 	Claims map[string]any
+	// TokenExchange allows the client (which needs a Secret) the token exchange grant (RFC
+	// 8693): it trades an access token of this provider for one with the same sub, for a
+	// configured resource (see oidc.mjs).
+	TokenExchange bool
 }
+
+// GrantTokenExchange is the token exchange grant type (RFC 8693).
+const GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 // Options configure a provider.
 type Options struct {
@@ -301,7 +308,13 @@ func (c Client) metadata() (clientMetadata, error) {
 	if c.Secret != "" {
 		md.GrantTypes = append(md.GrantTypes, "client_credentials")
 		md.TokenEndpointAuthMethod = "client_secret_basic"
+		if c.TokenExchange {
+			md.GrantTypes = append(md.GrantTypes, GrantTokenExchange)
+		}
 	} else {
+		if c.TokenExchange {
+			return clientMetadata{}, fmt.Errorf("client %q: token exchange needs a Secret", c.ID)
+		}
 		if len(c.RedirectURIs) == 0 {
 			return clientMetadata{}, fmt.Errorf("client %q: a public client (no Secret) needs RedirectURIs", c.ID)
 		}
@@ -565,16 +578,34 @@ func (e *TokenError) Error() string {
 // 8707) and scope are sent when not empty; the provider defaults resource to the only one
 // configured. The token is a JWT for a configured resource. A refusal is a *TokenError.
 func (p *Provider) Token(ctx context.Context, clientID, secret, resource, scope string) (string, error) {
-	md, err := p.Discover(ctx)
-	if err != nil {
-		return "", err
-	}
 	form := url.Values{"grant_type": {"client_credentials"}}
 	if resource != "" {
 		form.Set("resource", resource)
 	}
 	if scope != "" {
 		form.Set("scope", scope)
+	}
+	return p.tokenRequest(ctx, clientID, secret, form)
+}
+
+// Exchange trades subjectToken (an access token of this provider) for one whose audience is
+// audience, as the client (allowed TokenExchange) asks with the token exchange grant. A
+// refusal is a *TokenError.
+func (p *Provider) Exchange(ctx context.Context, clientID, secret, subjectToken, audience string) (string, error) {
+	return p.tokenRequest(ctx, clientID, secret, url.Values{
+		"grant_type":         {GrantTokenExchange},
+		"subject_token":      {subjectToken},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+		"audience":           {audience},
+	})
+}
+
+// tokenRequest posts form to the token endpoint as the client (client_secret_basic) and
+// returns the Bearer access token of the answer.
+func (p *Provider) tokenRequest(ctx context.Context, clientID, secret string, form url.Values) (string, error) {
+	md, err := p.Discover(ctx)
+	if err != nil {
+		return "", err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, md.TokenEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {

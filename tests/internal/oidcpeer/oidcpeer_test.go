@@ -306,3 +306,82 @@ func jsonEqual(got []byte, want any) bool {
 	w, err := json.Marshal(want)
 	return err == nil && string(got) == string(w)
 }
+
+// TestTokenExchange: the provider's token exchange grant (oidc.mjs) trades one of its access
+// tokens for one with the same sub and the requested audience, naming the client that asked
+// (act), and refuses everything else.
+func TestTokenExchange(t *testing.T) {
+	signer := oidcpeer.NewECKey(t, "ec-x")
+	p := oidcpeer.Start(t, oidcpeer.Options{
+		Keys: []oidcpeer.Key{signer},
+		Clients: []oidcpeer.Client{
+			{ID: "agent", Secret: "agent-secret"},
+			{ID: "gateway", Secret: "gateway-secret", TokenExchange: true},
+		},
+		Resources: []string{resourceA, resourceB},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md, err := p.Discover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := fetchJWKS(t, ctx, md.JWKSURI)
+	subject, err := p.Token(ctx, "agent", "agent-secret", resourceA, oidcpeer.ScopeTools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchanged, err := p.Exchange(ctx, "gateway", "gateway-secret", subject, resourceB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := verify(t, exchanged, jwks, signer)
+	if claims["sub"] != "agent" || claims["aud"] != resourceB || claims["iss"] != p.Issuer() || claims["client_id"] != "gateway" {
+		t.Fatalf("exchanged token claims %v", claims)
+	}
+	if act, _ := claims["act"].(map[string]any); act["sub"] != "gateway" {
+		t.Fatalf("act %v, want the gateway", claims["act"])
+	}
+
+	forged := oidcpeer.NewECKey(t, "ec-x") // the provider's kid, another key
+	for _, tt := range []struct {
+		name, client, secret, subject, audience, code string
+	}{
+		{"a client without the grant", "agent", "agent-secret", subject, resourceB, "invalid_request"},
+		{"an unknown audience", "gateway", "gateway-secret", subject, "https://elsewhere.example", "invalid_target"},
+		{"a token of another key", "gateway", "gateway-secret", signWith(t, forged, map[string]any{"iss": p.Issuer(), "sub": "x", "exp": time.Now().Add(time.Minute).Unix()}), resourceB, "invalid_grant"},
+		{"an expired token", "gateway", "gateway-secret", signWith(t, signer, map[string]any{"iss": p.Issuer(), "sub": "x", "exp": time.Now().Add(-time.Minute).Unix()}), resourceB, "invalid_grant"},
+		{"not a JWT", "gateway", "gateway-secret", "opaque-token", resourceB, "invalid_grant"},
+	} {
+		t.Run("refused: "+tt.name, func(t *testing.T) {
+			_, err := p.Exchange(ctx, tt.client, tt.secret, tt.subject, tt.audience)
+			var te *oidcpeer.TokenError
+			if !errors.As(err, &te) || te.Code != tt.code {
+				t.Fatalf("err = %v, want %s", err, tt.code)
+			}
+		})
+	}
+}
+
+// signWith signs claims with k (kid in the header) as the provider would.
+func signWith(t *testing.T, k oidcpeer.Key, claims map[string]any) string {
+	t.Helper()
+	priv := k.Private()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(k.Algorithm()), Key: priv.Key}, (&jose.SignerOptions{}).WithHeader("kid", k.KID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

@@ -49,7 +49,7 @@ func connectInMemory(t *testing.T) *mcp.ClientSession {
 	t.Helper()
 	ctx := t.Context()
 	serverT, clientT := mcp.NewInMemoryTransports()
-	ss, err := newServer(slog.New(slog.DiscardHandler)).Connect(ctx, serverT, nil)
+	ss, err := newServer(slog.New(slog.DiscardHandler), options{}).Connect(ctx, serverT, nil)
 	if err != nil {
 		t.Fatalf("server connect: %v", err)
 	}
@@ -156,7 +156,7 @@ func TestHangEndsWhenCancelled(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
 	serverT, clientT := mcp.NewInMemoryTransports()
-	ss, err := newServer(slog.New(slog.NewTextHandler(&logs, nil))).Connect(t.Context(), serverT, nil)
+	ss, err := newServer(slog.New(slog.NewTextHandler(&logs, nil)), options{}).Connect(t.Context(), serverT, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +298,7 @@ func TestRunRejects(t *testing.T) {
 		{name: "non-loopback", args: []string{"-http", "0.0.0.0:0"}, wantSub: "not a loopback"},
 		{name: "extra argument", args: []string{"stray"}, wantSub: "unexpected arguments"},
 		{name: "bad log level", args: []string{"-log-level", "loud"}, wantSub: "log level"},
+		{name: "whoami-env without whoami", args: []string{"-whoami-env", "HOME"}, wantSub: "needs -whoami"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -384,11 +385,11 @@ func TestStreamableHTTP(t *testing.T) {
 var urlPattern = regexp.MustCompile(`url=(http://\S+/mcp)`)
 
 // startHTTP runs the binary on an ephemeral loopback port and returns the MCP
-// URL it logged, plus its stdout. The process is stopped by t.Cleanup.
-func startHTTP(t *testing.T) (string, *syncBuffer) {
+// URL it logged, plus its stdout; args are more flags. The process is stopped by t.Cleanup.
+func startHTTP(t *testing.T, args ...string) (string, *syncBuffer) {
 	t.Helper()
 	var stdout syncBuffer
-	cmd := exec.Command(binary, "-http", "127.0.0.1:0")
+	cmd := exec.Command(binary, append([]string{"-http", "127.0.0.1:0"}, args...)...)
 	cmd.Stdout = &stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {

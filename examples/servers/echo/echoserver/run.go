@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -22,6 +23,8 @@ type config struct {
 	AllowRemote  bool
 	JSONResponse bool
 	LogLevel     string
+	Whoami       bool
+	WhoamiEnv    string
 }
 
 // shutdownGrace bounds how long in-flight HTTP requests get once the server is
@@ -42,18 +45,29 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow -http to bind a non-loopback address")
 	fs.BoolVar(&cfg.JSONResponse, "json-response", false, "answer POSTs with application/json instead of an SSE stream")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&cfg.Whoami, "whoami", false, "add the whoami tool, which reports the Authorization header of each call (for testing what a gateway sends upstream)")
+	fs.StringVar(&cfg.WhoamiEnv, "whoami-env", "", "comma-separated environment variables whoami also reports (needs -whoami)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	opts := options{Whoami: cfg.Whoami}
+	for name := range strings.SplitSeq(cfg.WhoamiEnv, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			opts.WhoamiEnv = append(opts.WhoamiEnv, name)
+		}
+	}
+	if len(opts.WhoamiEnv) > 0 && !opts.Whoami {
+		return errors.New("-whoami-env needs -whoami")
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return fmt.Errorf("log level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	server := newServer(logger)
+	server := newServer(logger, opts)
 
 	if cfg.HTTPAddr == "" {
 		logger.Info("serving MCP over stdio")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -55,9 +56,26 @@ const (
 	maxHang     = time.Hour
 )
 
+// options are the server's optional parts, off by default so that the default server (the
+// one the benchmarks measure) stays what it is.
+type options struct {
+	// Whoami adds the whoami tool, which tells the caller how it was identified to this
+	// server: the Authorization header of the HTTP request that carried the call ("" over
+	// stdio) and the environment variables named in WhoamiEnv. It exists to test what a
+	// gateway sends upstream, and reveals credentials to whoever may call it.
+	Whoami    bool
+	WhoamiEnv []string
+}
+
+// WhoamiResult is the structured output of the whoami tool.
+type WhoamiResult struct {
+	Authorization string            `json:"authorization" jsonschema:"the Authorization header of the request that carried the call"`
+	Env           map[string]string `json:"env,omitempty" jsonschema:"the environment variables the server was told to report, when set"`
+}
+
 // newServer builds the MCP server with every tool, resource and prompt; it is
 // transport-agnostic so tests can drive it in memory.
-func newServer(logger *slog.Logger) *mcp.Server {
+func newServer(logger *slog.Logger, opts options) *mcp.Server {
 	server := mcp.NewServer(&mcp.Implementation{Name: "echo", Title: "Gatehouse echo server", Version: Version},
 		&mcp.ServerOptions{Logger: logger, Instructions: "Call echo to get your text back, add to sum two numbers."})
 
@@ -76,6 +94,13 @@ func newServer(logger *slog.Logger) *mcp.Server {
 		Description: "Answers only when the call is cancelled (it then ends with an error), or after seconds; for testing timeouts.",
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: new(false)},
 	}, hangTool(logger))
+	if opts.Whoami {
+		mcp.AddTool(server, &mcp.Tool{
+			Name:        "whoami",
+			Description: "Reports the Authorization header this call arrived with and the configured environment variables (a test tool).",
+			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: new(false)},
+		}, whoamiTool(opts.WhoamiEnv))
+	}
 
 	server.AddResource(&mcp.Resource{
 		URI:         readmeURI,
@@ -98,6 +123,25 @@ func echo(_ context.Context, _ *mcp.CallToolRequest, in EchoArgs) (*mcp.CallTool
 		return nil, nil, fmt.Errorf("text is %d bytes, more than the %d allowed", len(in.Text), maxTextBytes)
 	}
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+}
+
+func whoamiTool(envNames []string) mcp.ToolHandlerFor[struct{}, WhoamiResult] {
+	return func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, WhoamiResult, error) {
+		var out WhoamiResult
+		if req.Extra != nil && req.Extra.Header != nil {
+			out.Authorization = req.Extra.Header.Get("Authorization")
+		}
+		for _, name := range envNames {
+			if v, ok := os.LookupEnv(name); ok {
+				if out.Env == nil {
+					out.Env = map[string]string{}
+				}
+				out.Env[name] = v
+			}
+		}
+		// Content is left empty so the SDK fills it with the JSON of the output.
+		return nil, out, nil
+	}
 }
 
 func add(_ context.Context, _ *mcp.CallToolRequest, in AddArgs) (*mcp.CallToolResult, AddResult, error) {

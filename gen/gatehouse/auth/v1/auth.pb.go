@@ -1055,6 +1055,326 @@ func (x *ResourceMetadataResponse) GetScopesSupported() []string {
 	return nil
 }
 
+type MintUpstreamTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who is calling: the token's sub, tenant and groups claims.
+	PrincipalId string   `protobuf:"bytes,1,opt,name=principal_id,json=principalId,proto3" json:"principal_id,omitempty"`
+	Tenant      string   `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Groups      []string `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	// The upstream the token is for: its aud claim (the server's URL unless configured).
+	Audience string `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
+	// The token's lifetime in seconds; 0 means the default (300). Between 30 and 900.
+	TtlSeconds    int64 `protobuf:"varint,5,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintUpstreamTokenRequest) Reset() {
+	*x = MintUpstreamTokenRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintUpstreamTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintUpstreamTokenRequest) ProtoMessage() {}
+
+func (x *MintUpstreamTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintUpstreamTokenRequest.ProtoReflect.Descriptor instead.
+func (*MintUpstreamTokenRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MintUpstreamTokenRequest) GetPrincipalId() string {
+	if x != nil {
+		return x.PrincipalId
+	}
+	return ""
+}
+
+func (x *MintUpstreamTokenRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *MintUpstreamTokenRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *MintUpstreamTokenRequest) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *MintUpstreamTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type MintUpstreamTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The compact JWS.
+	Token      string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	IssueTime  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The id of the key that signed it (the JWS header's kid).
+	KeyId         string `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintUpstreamTokenResponse) Reset() {
+	*x = MintUpstreamTokenResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintUpstreamTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintUpstreamTokenResponse) ProtoMessage() {}
+
+func (x *MintUpstreamTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintUpstreamTokenResponse.ProtoReflect.Descriptor instead.
+func (*MintUpstreamTokenResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MintUpstreamTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *MintUpstreamTokenResponse) GetIssueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssueTime
+	}
+	return nil
+}
+
+func (x *MintUpstreamTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *MintUpstreamTokenResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+type JWKSRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWKSRequest) Reset() {
+	*x = JWKSRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWKSRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWKSRequest) ProtoMessage() {}
+
+func (x *JWKSRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWKSRequest.ProtoReflect.Descriptor instead.
+func (*JWKSRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+}
+
+type JWKSResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The JSON Web Key Set document, {"keys":[...]}: public keys only.
+	Jwks          string `protobuf:"bytes,1,opt,name=jwks,proto3" json:"jwks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWKSResponse) Reset() {
+	*x = JWKSResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWKSResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWKSResponse) ProtoMessage() {}
+
+func (x *JWKSResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWKSResponse.ProtoReflect.Descriptor instead.
+func (*JWKSResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *JWKSResponse) GetJwks() string {
+	if x != nil {
+		return x.Jwks
+	}
+	return ""
+}
+
+type RotateSigningKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyRequest) Reset() {
+	*x = RotateSigningKeyRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyRequest) ProtoMessage() {}
+
+func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+}
+
+type RotateSigningKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the key that signs from now on.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The ids of the earlier keys still published.
+	PublishedKeyIds []string `protobuf:"bytes,2,rep,name=published_key_ids,json=publishedKeyIds,proto3" json:"published_key_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyResponse) Reset() {
+	*x = RotateSigningKeyResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyResponse) ProtoMessage() {}
+
+func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RotateSigningKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RotateSigningKeyResponse) GetPublishedKeyIds() []string {
+	if x != nil {
+		return x.PublishedKeyIds
+	}
+	return nil
+}
+
 var File_gatehouse_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
@@ -1135,12 +1455,33 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\x18ResourceMetadataResponse\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x123\n" +
 	"\x15authorization_servers\x18\x02 \x03(\tR\x14authorizationServers\x12)\n" +
-	"\x10scopes_supported\x18\x03 \x03(\tR\x0fscopesSupported*\x82\x01\n" +
+	"\x10scopes_supported\x18\x03 \x03(\tR\x0fscopesSupported\"\xaa\x01\n" +
+	"\x18MintUpstreamTokenRequest\x12!\n" +
+	"\fprincipal_id\x18\x01 \x01(\tR\vprincipalId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\tR\x06groups\x12\x1a\n" +
+	"\baudience\x18\x04 \x01(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\x05 \x01(\x03R\n" +
+	"ttlSeconds\"\xc0\x01\n" +
+	"\x19MintUpstreamTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
+	"\n" +
+	"issue_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x15\n" +
+	"\x06key_id\x18\x04 \x01(\tR\x05keyId\"\r\n" +
+	"\vJWKSRequest\"\"\n" +
+	"\fJWKSResponse\x12\x12\n" +
+	"\x04jwks\x18\x01 \x01(\tR\x04jwks\"\x19\n" +
+	"\x17RotateSigningKeyRequest\"]\n" +
+	"\x18RotateSigningKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12*\n" +
+	"\x11published_key_ids\x18\x02 \x03(\tR\x0fpublishedKeyIds*\x82\x01\n" +
 	"\rPrincipalKind\x12\x1e\n" +
 	"\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PRINCIPAL_KIND_USER\x10\x01\x12\x1a\n" +
 	"\x16PRINCIPAL_KIND_SERVICE\x10\x02\x12\x1c\n" +
-	"\x18PRINCIPAL_KIND_ANONYMOUS\x10\x032\xed\x04\n" +
+	"\x18PRINCIPAL_KIND_ANONYMOUS\x10\x032\x99\a\n" +
 	"\vAuthService\x12a\n" +
 	"\fAuthenticate\x12&.gatehouse.auth.v1.AuthenticateRequest\x1a'.gatehouse.auth.v1.AuthenticateResponse\"\x00\x12^\n" +
 	"\vCreateToken\x12%.gatehouse.auth.v1.CreateTokenRequest\x1a&.gatehouse.auth.v1.CreateTokenResponse\"\x00\x12^\n" +
@@ -1148,7 +1489,10 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"ListTokens\x12$.gatehouse.auth.v1.ListTokensRequest\x1a%.gatehouse.auth.v1.ListTokensResponse\"\x00\x12o\n" +
 	"\x10WatchRevocations\x12*.gatehouse.auth.v1.WatchRevocationsRequest\x1a+.gatehouse.auth.v1.WatchRevocationsResponse\"\x000\x01\x12m\n" +
-	"\x10ResourceMetadata\x12*.gatehouse.auth.v1.ResourceMetadataRequest\x1a+.gatehouse.auth.v1.ResourceMetadataResponse\"\x00B\xc9\x01\n" +
+	"\x10ResourceMetadata\x12*.gatehouse.auth.v1.ResourceMetadataRequest\x1a+.gatehouse.auth.v1.ResourceMetadataResponse\"\x00\x12p\n" +
+	"\x11MintUpstreamToken\x12+.gatehouse.auth.v1.MintUpstreamTokenRequest\x1a,.gatehouse.auth.v1.MintUpstreamTokenResponse\"\x00\x12I\n" +
+	"\x04JWKS\x12\x1e.gatehouse.auth.v1.JWKSRequest\x1a\x1f.gatehouse.auth.v1.JWKSResponse\"\x00\x12m\n" +
+	"\x10RotateSigningKey\x12*.gatehouse.auth.v1.RotateSigningKeyRequest\x1a+.gatehouse.auth.v1.RotateSigningKeyResponse\"\x00B\xc9\x01\n" +
 	"\x15com.gatehouse.auth.v1B\tAuthProtoP\x01Z?github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1;authv1\xa2\x02\x03GAX\xaa\x02\x11Gatehouse.Auth.V1\xca\x02\x11Gatehouse\\Auth\\V1\xe2\x02\x1dGatehouse\\Auth\\V1\\GPBMetadata\xea\x02\x13Gatehouse::Auth::V1b\x06proto3"
 
 var (
@@ -1164,58 +1508,72 @@ func file_gatehouse_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
-	(PrincipalKind)(0),               // 0: gatehouse.auth.v1.PrincipalKind
-	(*Principal)(nil),                // 1: gatehouse.auth.v1.Principal
-	(*AuthenticateRequest)(nil),      // 2: gatehouse.auth.v1.AuthenticateRequest
-	(*ClientCertificate)(nil),        // 3: gatehouse.auth.v1.ClientCertificate
-	(*AuthenticateResponse)(nil),     // 4: gatehouse.auth.v1.AuthenticateResponse
-	(*CreateTokenRequest)(nil),       // 5: gatehouse.auth.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 6: gatehouse.auth.v1.CreateTokenResponse
-	(*RevokeTokenRequest)(nil),       // 7: gatehouse.auth.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),      // 8: gatehouse.auth.v1.RevokeTokenResponse
-	(*ListTokensRequest)(nil),        // 9: gatehouse.auth.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),       // 10: gatehouse.auth.v1.ListTokensResponse
-	(*TokenInfo)(nil),                // 11: gatehouse.auth.v1.TokenInfo
-	(*WatchRevocationsRequest)(nil),  // 12: gatehouse.auth.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil), // 13: gatehouse.auth.v1.WatchRevocationsResponse
-	(*RevokedToken)(nil),             // 14: gatehouse.auth.v1.RevokedToken
-	(*ResourceMetadataRequest)(nil),  // 15: gatehouse.auth.v1.ResourceMetadataRequest
-	(*ResourceMetadataResponse)(nil), // 16: gatehouse.auth.v1.ResourceMetadataResponse
-	nil,                              // 17: gatehouse.auth.v1.Principal.AttributesEntry
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(PrincipalKind)(0),                // 0: gatehouse.auth.v1.PrincipalKind
+	(*Principal)(nil),                 // 1: gatehouse.auth.v1.Principal
+	(*AuthenticateRequest)(nil),       // 2: gatehouse.auth.v1.AuthenticateRequest
+	(*ClientCertificate)(nil),         // 3: gatehouse.auth.v1.ClientCertificate
+	(*AuthenticateResponse)(nil),      // 4: gatehouse.auth.v1.AuthenticateResponse
+	(*CreateTokenRequest)(nil),        // 5: gatehouse.auth.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 6: gatehouse.auth.v1.CreateTokenResponse
+	(*RevokeTokenRequest)(nil),        // 7: gatehouse.auth.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 8: gatehouse.auth.v1.RevokeTokenResponse
+	(*ListTokensRequest)(nil),         // 9: gatehouse.auth.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),        // 10: gatehouse.auth.v1.ListTokensResponse
+	(*TokenInfo)(nil),                 // 11: gatehouse.auth.v1.TokenInfo
+	(*WatchRevocationsRequest)(nil),   // 12: gatehouse.auth.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),  // 13: gatehouse.auth.v1.WatchRevocationsResponse
+	(*RevokedToken)(nil),              // 14: gatehouse.auth.v1.RevokedToken
+	(*ResourceMetadataRequest)(nil),   // 15: gatehouse.auth.v1.ResourceMetadataRequest
+	(*ResourceMetadataResponse)(nil),  // 16: gatehouse.auth.v1.ResourceMetadataResponse
+	(*MintUpstreamTokenRequest)(nil),  // 17: gatehouse.auth.v1.MintUpstreamTokenRequest
+	(*MintUpstreamTokenResponse)(nil), // 18: gatehouse.auth.v1.MintUpstreamTokenResponse
+	(*JWKSRequest)(nil),               // 19: gatehouse.auth.v1.JWKSRequest
+	(*JWKSResponse)(nil),              // 20: gatehouse.auth.v1.JWKSResponse
+	(*RotateSigningKeyRequest)(nil),   // 21: gatehouse.auth.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),  // 22: gatehouse.auth.v1.RotateSigningKeyResponse
+	nil,                               // 23: gatehouse.auth.v1.Principal.AttributesEntry
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
 }
 var file_gatehouse_auth_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.auth.v1.Principal.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	17, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
-	18, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 1: gatehouse.auth.v1.Principal.attributes:type_name -> gatehouse.auth.v1.Principal.AttributesEntry
+	24, // 2: gatehouse.auth.v1.Principal.expire_time:type_name -> google.protobuf.Timestamp
 	3,  // 3: gatehouse.auth.v1.AuthenticateRequest.client_certificate:type_name -> gatehouse.auth.v1.ClientCertificate
-	18, // 4: gatehouse.auth.v1.ClientCertificate.not_after:type_name -> google.protobuf.Timestamp
+	24, // 4: gatehouse.auth.v1.ClientCertificate.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 5: gatehouse.auth.v1.AuthenticateResponse.principal:type_name -> gatehouse.auth.v1.Principal
 	0,  // 6: gatehouse.auth.v1.CreateTokenRequest.kind:type_name -> gatehouse.auth.v1.PrincipalKind
 	11, // 7: gatehouse.auth.v1.ListTokensResponse.tokens:type_name -> gatehouse.auth.v1.TokenInfo
 	0,  // 8: gatehouse.auth.v1.TokenInfo.kind:type_name -> gatehouse.auth.v1.PrincipalKind
-	18, // 9: gatehouse.auth.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	18, // 10: gatehouse.auth.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	24, // 9: gatehouse.auth.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	24, // 10: gatehouse.auth.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
 	14, // 11: gatehouse.auth.v1.WatchRevocationsResponse.revoked:type_name -> gatehouse.auth.v1.RevokedToken
-	2,  // 12: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
-	5,  // 13: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
-	7,  // 14: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
-	9,  // 15: gatehouse.auth.v1.AuthService.ListTokens:input_type -> gatehouse.auth.v1.ListTokensRequest
-	12, // 16: gatehouse.auth.v1.AuthService.WatchRevocations:input_type -> gatehouse.auth.v1.WatchRevocationsRequest
-	15, // 17: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
-	4,  // 18: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
-	6,  // 19: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
-	8,  // 20: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
-	10, // 21: gatehouse.auth.v1.AuthService.ListTokens:output_type -> gatehouse.auth.v1.ListTokensResponse
-	13, // 22: gatehouse.auth.v1.AuthService.WatchRevocations:output_type -> gatehouse.auth.v1.WatchRevocationsResponse
-	16, // 23: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	24, // 12: gatehouse.auth.v1.MintUpstreamTokenResponse.issue_time:type_name -> google.protobuf.Timestamp
+	24, // 13: gatehouse.auth.v1.MintUpstreamTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 14: gatehouse.auth.v1.AuthService.Authenticate:input_type -> gatehouse.auth.v1.AuthenticateRequest
+	5,  // 15: gatehouse.auth.v1.AuthService.CreateToken:input_type -> gatehouse.auth.v1.CreateTokenRequest
+	7,  // 16: gatehouse.auth.v1.AuthService.RevokeToken:input_type -> gatehouse.auth.v1.RevokeTokenRequest
+	9,  // 17: gatehouse.auth.v1.AuthService.ListTokens:input_type -> gatehouse.auth.v1.ListTokensRequest
+	12, // 18: gatehouse.auth.v1.AuthService.WatchRevocations:input_type -> gatehouse.auth.v1.WatchRevocationsRequest
+	15, // 19: gatehouse.auth.v1.AuthService.ResourceMetadata:input_type -> gatehouse.auth.v1.ResourceMetadataRequest
+	17, // 20: gatehouse.auth.v1.AuthService.MintUpstreamToken:input_type -> gatehouse.auth.v1.MintUpstreamTokenRequest
+	19, // 21: gatehouse.auth.v1.AuthService.JWKS:input_type -> gatehouse.auth.v1.JWKSRequest
+	21, // 22: gatehouse.auth.v1.AuthService.RotateSigningKey:input_type -> gatehouse.auth.v1.RotateSigningKeyRequest
+	4,  // 23: gatehouse.auth.v1.AuthService.Authenticate:output_type -> gatehouse.auth.v1.AuthenticateResponse
+	6,  // 24: gatehouse.auth.v1.AuthService.CreateToken:output_type -> gatehouse.auth.v1.CreateTokenResponse
+	8,  // 25: gatehouse.auth.v1.AuthService.RevokeToken:output_type -> gatehouse.auth.v1.RevokeTokenResponse
+	10, // 26: gatehouse.auth.v1.AuthService.ListTokens:output_type -> gatehouse.auth.v1.ListTokensResponse
+	13, // 27: gatehouse.auth.v1.AuthService.WatchRevocations:output_type -> gatehouse.auth.v1.WatchRevocationsResponse
+	16, // 28: gatehouse.auth.v1.AuthService.ResourceMetadata:output_type -> gatehouse.auth.v1.ResourceMetadataResponse
+	18, // 29: gatehouse.auth.v1.AuthService.MintUpstreamToken:output_type -> gatehouse.auth.v1.MintUpstreamTokenResponse
+	20, // 30: gatehouse.auth.v1.AuthService.JWKS:output_type -> gatehouse.auth.v1.JWKSResponse
+	22, // 31: gatehouse.auth.v1.AuthService.RotateSigningKey:output_type -> gatehouse.auth.v1.RotateSigningKeyResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_auth_v1_auth_proto_init() }
@@ -1229,7 +1587,7 @@ func file_gatehouse_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_auth_v1_auth_proto_rawDesc), len(file_gatehouse_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Authenticate_FullMethodName     = "/gatehouse.auth.v1.AuthService/Authenticate"
-	AuthService_CreateToken_FullMethodName      = "/gatehouse.auth.v1.AuthService/CreateToken"
-	AuthService_RevokeToken_FullMethodName      = "/gatehouse.auth.v1.AuthService/RevokeToken"
-	AuthService_ListTokens_FullMethodName       = "/gatehouse.auth.v1.AuthService/ListTokens"
-	AuthService_WatchRevocations_FullMethodName = "/gatehouse.auth.v1.AuthService/WatchRevocations"
-	AuthService_ResourceMetadata_FullMethodName = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
+	AuthService_Authenticate_FullMethodName      = "/gatehouse.auth.v1.AuthService/Authenticate"
+	AuthService_CreateToken_FullMethodName       = "/gatehouse.auth.v1.AuthService/CreateToken"
+	AuthService_RevokeToken_FullMethodName       = "/gatehouse.auth.v1.AuthService/RevokeToken"
+	AuthService_ListTokens_FullMethodName        = "/gatehouse.auth.v1.AuthService/ListTokens"
+	AuthService_WatchRevocations_FullMethodName  = "/gatehouse.auth.v1.AuthService/WatchRevocations"
+	AuthService_ResourceMetadata_FullMethodName  = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
+	AuthService_MintUpstreamToken_FullMethodName = "/gatehouse.auth.v1.AuthService/MintUpstreamToken"
+	AuthService_JWKS_FullMethodName              = "/gatehouse.auth.v1.AuthService/JWKS"
+	AuthService_RotateSigningKey_FullMethodName  = "/gatehouse.auth.v1.AuthService/RotateSigningKey"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -55,6 +58,17 @@ type AuthServiceClient interface {
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
 	ResourceMetadata(ctx context.Context, in *ResourceMetadataRequest, opts ...grpc.CallOption) (*ResourceMetadataResponse, error)
+	// MintUpstreamToken signs a short-lived JWT that tells one upstream who is calling through
+	// the gateway (upstream identity mode gateway-jwt): sub = the principal, its tenant and
+	// groups, aud = the upstream. The bridge calls it and caches the token for half its life.
+	MintUpstreamToken(ctx context.Context, in *MintUpstreamTokenRequest, opts ...grpc.CallOption) (*MintUpstreamTokenResponse, error)
+	// JWKS returns the public keys upstream tokens are signed with (RFC 7517): the active key
+	// and every earlier one whose tokens may still be valid. The ingress publishes it at
+	// /.well-known/jwks.json.
+	JWKS(ctx context.Context, in *JWKSRequest, opts ...grpc.CallOption) (*JWKSResponse, error)
+	// RotateSigningKey makes a new key the one that signs upstream tokens. The previous key
+	// stays published until every token it signed has expired. An admin RPC.
+	RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error)
 }
 
 type authServiceClient struct {
@@ -134,6 +148,36 @@ func (c *authServiceClient) ResourceMetadata(ctx context.Context, in *ResourceMe
 	return out, nil
 }
 
+func (c *authServiceClient) MintUpstreamToken(ctx context.Context, in *MintUpstreamTokenRequest, opts ...grpc.CallOption) (*MintUpstreamTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintUpstreamTokenResponse)
+	err := c.cc.Invoke(ctx, AuthService_MintUpstreamToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) JWKS(ctx context.Context, in *JWKSRequest, opts ...grpc.CallOption) (*JWKSResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JWKSResponse)
+	err := c.cc.Invoke(ctx, AuthService_JWKS_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateSigningKeyResponse)
+	err := c.cc.Invoke(ctx, AuthService_RotateSigningKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -162,6 +206,17 @@ type AuthServiceServer interface {
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
 	ResourceMetadata(context.Context, *ResourceMetadataRequest) (*ResourceMetadataResponse, error)
+	// MintUpstreamToken signs a short-lived JWT that tells one upstream who is calling through
+	// the gateway (upstream identity mode gateway-jwt): sub = the principal, its tenant and
+	// groups, aud = the upstream. The bridge calls it and caches the token for half its life.
+	MintUpstreamToken(context.Context, *MintUpstreamTokenRequest) (*MintUpstreamTokenResponse, error)
+	// JWKS returns the public keys upstream tokens are signed with (RFC 7517): the active key
+	// and every earlier one whose tokens may still be valid. The ingress publishes it at
+	// /.well-known/jwks.json.
+	JWKS(context.Context, *JWKSRequest) (*JWKSResponse, error)
+	// RotateSigningKey makes a new key the one that signs upstream tokens. The previous key
+	// stays published until every token it signed has expired. An admin RPC.
+	RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -189,6 +244,15 @@ func (UnimplementedAuthServiceServer) WatchRevocations(*WatchRevocationsRequest,
 }
 func (UnimplementedAuthServiceServer) ResourceMetadata(context.Context, *ResourceMetadataRequest) (*ResourceMetadataResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResourceMetadata not implemented")
+}
+func (UnimplementedAuthServiceServer) MintUpstreamToken(context.Context, *MintUpstreamTokenRequest) (*MintUpstreamTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintUpstreamToken not implemented")
+}
+func (UnimplementedAuthServiceServer) JWKS(context.Context, *JWKSRequest) (*JWKSResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JWKS not implemented")
+}
+func (UnimplementedAuthServiceServer) RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateSigningKey not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -312,6 +376,60 @@ func _AuthService_ResourceMetadata_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_MintUpstreamToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintUpstreamTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).MintUpstreamToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_MintUpstreamToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).MintUpstreamToken(ctx, req.(*MintUpstreamTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_JWKS_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JWKSRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).JWKS(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_JWKS_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).JWKS(ctx, req.(*JWKSRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_RotateSigningKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSigningKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RotateSigningKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RotateSigningKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RotateSigningKey(ctx, req.(*RotateSigningKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -338,6 +456,18 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResourceMetadata",
 			Handler:    _AuthService_ResourceMetadata_Handler,
+		},
+		{
+			MethodName: "MintUpstreamToken",
+			Handler:    _AuthService_MintUpstreamToken_Handler,
+		},
+		{
+			MethodName: "JWKS",
+			Handler:    _AuthService_JWKS_Handler,
+		},
+		{
+			MethodName: "RotateSigningKey",
+			Handler:    _AuthService_RotateSigningKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

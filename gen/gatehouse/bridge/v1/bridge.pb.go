@@ -32,8 +32,13 @@ type SendRequest struct {
 	// The JSON-RPC id of message when it is a request, as raw JSON; empty otherwise.
 	RequestId []byte `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Who the session belongs to: stdio children are capped per principal and per tenant.
-	Principal     string `protobuf:"bytes,6,opt,name=principal,proto3" json:"principal,omitempty"`
-	Tenant        string `protobuf:"bytes,7,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Principal string `protobuf:"bytes,6,opt,name=principal,proto3" json:"principal,omitempty"`
+	Tenant    string `protobuf:"bytes,7,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The principal's groups, for an upstream that is told who calls (gateway-jwt).
+	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
+	// The host's OpenID Connect token, set only for a server whose identity mode is
+	// token-exchange: the bridge exchanges it for the upstream's. Never logged or stored.
+	SubjectToken  string `protobuf:"bytes,9,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -117,6 +122,20 @@ func (x *SendRequest) GetTenant() string {
 	return ""
 }
 
+func (x *SendRequest) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *SendRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
+	}
+	return ""
+}
+
 type SendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One JSON-RPC message from the upstream.
@@ -194,8 +213,10 @@ type ListenRequest struct {
 	SessionId       string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Server          string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
 	ProtocolVersion string                 `protobuf:"bytes,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// As SendRequest.subject_token.
+	SubjectToken  string `protobuf:"bytes,4,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListenRequest) Reset() {
@@ -245,6 +266,13 @@ func (x *ListenRequest) GetServer() string {
 func (x *ListenRequest) GetProtocolVersion() string {
 	if x != nil {
 		return x.ProtocolVersion
+	}
+	return ""
+}
+
+func (x *ListenRequest) GetSubjectToken() string {
+	if x != nil {
+		return x.SubjectToken
 	}
 	return ""
 }
@@ -377,7 +405,7 @@ var File_gatehouse_bridge_v1_bridge_proto protoreflect.FileDescriptor
 
 const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\xde\x01\n" +
+	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\x9b\x02\n" +
 	"\vSendRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -387,17 +415,20 @@ const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x05 \x01(\fR\trequestId\x12\x1c\n" +
 	"\tprincipal\x18\x06 \x01(\tR\tprincipal\x12\x16\n" +
-	"\x06tenant\x18\a \x01(\tR\x06tenant\"\x7f\n" +
+	"\x06tenant\x18\a \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06groups\x18\b \x03(\tR\x06groups\x12#\n" +
+	"\rsubject_token\x18\t \x01(\tR\fsubjectToken\"\x7f\n" +
 	"\fSendResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\tR\x0fprotocolVersion\x12\x14\n" +
 	"\x05final\x18\x03 \x01(\bR\x05final\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\bR\x05error\"q\n" +
+	"\x05error\x18\x04 \x01(\bR\x05error\"\x96\x01\n" +
 	"\rListenRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12)\n" +
-	"\x10protocol_version\x18\x03 \x01(\tR\x0fprotocolVersion\"*\n" +
+	"\x10protocol_version\x18\x03 \x01(\tR\x0fprotocolVersion\x12#\n" +
+	"\rsubject_token\x18\x04 \x01(\tR\fsubjectToken\"*\n" +
 	"\x0eListenResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\"4\n" +
 	"\x13CloseSessionRequest\x12\x1d\n" +

@@ -88,7 +88,10 @@ type Server struct {
 	Dir string `protobuf:"bytes,7,opt,name=dir,proto3" json:"dir,omitempty"`
 	// How long one call may wait for the upstream's response; zero means the bridge's default
 	// (60 s). Past it the host gets a timeout error and the call is audited as timed out.
-	CallTimeout   *durationpb.Duration `protobuf:"bytes,8,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
+	CallTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
+	// How the gateway identifies itself, or its caller, to the upstream; unset means not at
+	// all. The host's own credential never reaches an upstream.
+	Identity      *UpstreamIdentity `protobuf:"bytes,9,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +182,387 @@ func (x *Server) GetCallTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Server) GetIdentity() *UpstreamIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+// UpstreamIdentity is what an upstream is told of who calls. It never holds a secret: only
+// where the bridge reads one when it needs it (its environment, or a file).
+type UpstreamIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Mode:
+	//
+	//	*UpstreamIdentity_Static
+	//	*UpstreamIdentity_GatewayJwt
+	//	*UpstreamIdentity_TokenExchange
+	Mode isUpstreamIdentity_Mode `protobuf_oneof:"mode"`
+	// The HTTP header that carries the credential; empty means Authorization. HTTP upstreams
+	// only.
+	Header string `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
+	// What precedes the credential in the header; unset means "Bearer", empty sends the
+	// credential alone. HTTP upstreams only.
+	Scheme        *string `protobuf:"bytes,5,opt,name=scheme,proto3,oneof" json:"scheme,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpstreamIdentity) Reset() {
+	*x = UpstreamIdentity{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamIdentity) ProtoMessage() {}
+
+func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamIdentity.ProtoReflect.Descriptor instead.
+func (*UpstreamIdentity) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UpstreamIdentity) GetMode() isUpstreamIdentity_Mode {
+	if x != nil {
+		return x.Mode
+	}
+	return nil
+}
+
+func (x *UpstreamIdentity) GetStatic() *StaticCredential {
+	if x != nil {
+		if x, ok := x.Mode.(*UpstreamIdentity_Static); ok {
+			return x.Static
+		}
+	}
+	return nil
+}
+
+func (x *UpstreamIdentity) GetGatewayJwt() *GatewayToken {
+	if x != nil {
+		if x, ok := x.Mode.(*UpstreamIdentity_GatewayJwt); ok {
+			return x.GatewayJwt
+		}
+	}
+	return nil
+}
+
+func (x *UpstreamIdentity) GetTokenExchange() *TokenExchange {
+	if x != nil {
+		if x, ok := x.Mode.(*UpstreamIdentity_TokenExchange); ok {
+			return x.TokenExchange
+		}
+	}
+	return nil
+}
+
+func (x *UpstreamIdentity) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *UpstreamIdentity) GetScheme() string {
+	if x != nil && x.Scheme != nil {
+		return *x.Scheme
+	}
+	return ""
+}
+
+type isUpstreamIdentity_Mode interface {
+	isUpstreamIdentity_Mode()
+}
+
+type UpstreamIdentity_Static struct {
+	// A credential of the upstream's own, the same for every caller.
+	Static *StaticCredential `protobuf:"bytes,1,opt,name=static,proto3,oneof"`
+}
+
+type UpstreamIdentity_GatewayJwt struct {
+	// A short-lived JWT the gateway mints for each caller (authsvc's MintUpstreamToken).
+	GatewayJwt *GatewayToken `protobuf:"bytes,2,opt,name=gateway_jwt,json=gatewayJwt,proto3,oneof"`
+}
+
+type UpstreamIdentity_TokenExchange struct {
+	// The host's OpenID Connect token exchanged (RFC 8693) at an authorization server for
+	// one whose audience is the upstream.
+	TokenExchange *TokenExchange `protobuf:"bytes,3,opt,name=token_exchange,json=tokenExchange,proto3,oneof"`
+}
+
+func (*UpstreamIdentity_Static) isUpstreamIdentity_Mode() {}
+
+func (*UpstreamIdentity_GatewayJwt) isUpstreamIdentity_Mode() {}
+
+func (*UpstreamIdentity_TokenExchange) isUpstreamIdentity_Mode() {}
+
+// SecretRef says where a secret is read, by the service that needs it (the bridge): exactly
+// one of an environment variable's name and a file's path.
+type SecretRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Env           string                 `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
+	File          string                 `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretRef) Reset() {
+	*x = SecretRef{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretRef) ProtoMessage() {}
+
+func (x *SecretRef) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
+func (*SecretRef) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SecretRef) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
+func (x *SecretRef) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+type StaticCredential struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Secret *SecretRef             `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// stdio servers: the child's environment variable that receives the secret (HTTP servers
+	// get it in the header instead).
+	ChildEnv      string `protobuf:"bytes,2,opt,name=child_env,json=childEnv,proto3" json:"child_env,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StaticCredential) Reset() {
+	*x = StaticCredential{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StaticCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StaticCredential) ProtoMessage() {}
+
+func (x *StaticCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StaticCredential.ProtoReflect.Descriptor instead.
+func (*StaticCredential) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StaticCredential) GetSecret() *SecretRef {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *StaticCredential) GetChildEnv() string {
+	if x != nil {
+		return x.ChildEnv
+	}
+	return ""
+}
+
+type GatewayToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's aud claim; empty means the server's URL.
+	Audience string `protobuf:"bytes,1,opt,name=audience,proto3" json:"audience,omitempty"`
+	// The token's lifetime; unset means 5 minutes (between 30 s and 15 min).
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayToken) Reset() {
+	*x = GatewayToken{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayToken) ProtoMessage() {}
+
+func (x *GatewayToken) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayToken.ProtoReflect.Descriptor instead.
+func (*GatewayToken) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GatewayToken) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *GatewayToken) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type TokenExchange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The authorization server's token endpoint.
+	TokenEndpoint string `protobuf:"bytes,1,opt,name=token_endpoint,json=tokenEndpoint,proto3" json:"token_endpoint,omitempty"`
+	// The gateway's client at that server, authenticated with client_secret_basic.
+	ClientId     string     `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSecret *SecretRef `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// The audience parameter: the upstream; empty means the server's URL.
+	Audience string `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
+	// Optional resource (RFC 8707) and scope parameters.
+	Resource      string `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
+	Scope         string `protobuf:"bytes,6,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenExchange) Reset() {
+	*x = TokenExchange{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenExchange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenExchange) ProtoMessage() {}
+
+func (x *TokenExchange) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenExchange.ProtoReflect.Descriptor instead.
+func (*TokenExchange) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TokenExchange) GetTokenEndpoint() string {
+	if x != nil {
+		return x.TokenEndpoint
+	}
+	return ""
+}
+
+func (x *TokenExchange) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *TokenExchange) GetClientSecret() *SecretRef {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return nil
+}
+
+func (x *TokenExchange) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *TokenExchange) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *TokenExchange) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
 type GetServerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -188,7 +572,7 @@ type GetServerRequest struct {
 
 func (x *GetServerRequest) Reset() {
 	*x = GetServerRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -200,7 +584,7 @@ func (x *GetServerRequest) String() string {
 func (*GetServerRequest) ProtoMessage() {}
 
 func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -213,7 +597,7 @@ func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
 func (*GetServerRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetServerRequest) GetName() string {
@@ -232,7 +616,7 @@ type GetServerResponse struct {
 
 func (x *GetServerResponse) Reset() {
 	*x = GetServerResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +628,7 @@ func (x *GetServerResponse) String() string {
 func (*GetServerResponse) ProtoMessage() {}
 
 func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +641,7 @@ func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
 func (*GetServerResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetServerResponse) GetServer() *Server {
@@ -277,7 +661,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +673,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +686,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListServersRequest) GetTenant() string {
@@ -321,7 +705,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +717,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +730,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -364,7 +748,7 @@ type WatchServersRequest struct {
 
 func (x *WatchServersRequest) Reset() {
 	*x = WatchServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +760,7 @@ func (x *WatchServersRequest) String() string {
 func (*WatchServersRequest) ProtoMessage() {}
 
 func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +773,7 @@ func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersRequest.ProtoReflect.Descriptor instead.
 func (*WatchServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 // WatchServersResponse is one event: a full snapshot first, then upserts and deletes.
@@ -405,7 +789,7 @@ type WatchServersResponse struct {
 
 func (x *WatchServersResponse) Reset() {
 	*x = WatchServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +801,7 @@ func (x *WatchServersResponse) String() string {
 func (*WatchServersResponse) ProtoMessage() {}
 
 func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +814,7 @@ func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersResponse.ProtoReflect.Descriptor instead.
 func (*WatchServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchServersResponse) GetSnapshot() bool {
@@ -458,7 +842,7 @@ var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe4\x02\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa9\x03\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -467,10 +851,36 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\x03url\x18\x05 \x01(\tR\x03url\x12\x18\n" +
 	"\atenants\x18\x06 \x03(\tR\atenants\x12\x10\n" +
 	"\x03dir\x18\a \x01(\tR\x03dir\x12<\n" +
-	"\fcall_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x1a6\n" +
+	"\fcall_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x12C\n" +
+	"\bidentity\x18\t \x01(\v2'.gatehouse.registry.v1.UpstreamIdentityR\bidentity\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x02\n" +
+	"\x10UpstreamIdentity\x12A\n" +
+	"\x06static\x18\x01 \x01(\v2'.gatehouse.registry.v1.StaticCredentialH\x00R\x06static\x12F\n" +
+	"\vgateway_jwt\x18\x02 \x01(\v2#.gatehouse.registry.v1.GatewayTokenH\x00R\n" +
+	"gatewayJwt\x12M\n" +
+	"\x0etoken_exchange\x18\x03 \x01(\v2$.gatehouse.registry.v1.TokenExchangeH\x00R\rtokenExchange\x12\x16\n" +
+	"\x06header\x18\x04 \x01(\tR\x06header\x12\x1b\n" +
+	"\x06scheme\x18\x05 \x01(\tH\x01R\x06scheme\x88\x01\x01B\x06\n" +
+	"\x04modeB\t\n" +
+	"\a_scheme\"1\n" +
+	"\tSecretRef\x12\x10\n" +
+	"\x03env\x18\x01 \x01(\tR\x03env\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\"i\n" +
+	"\x10StaticCredential\x128\n" +
+	"\x06secret\x18\x01 \x01(\v2 .gatehouse.registry.v1.SecretRefR\x06secret\x12\x1b\n" +
+	"\tchild_env\x18\x02 \x01(\tR\bchildEnv\"W\n" +
+	"\fGatewayToken\x12\x1a\n" +
+	"\baudience\x18\x01 \x01(\tR\baudience\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xe8\x01\n" +
+	"\rTokenExchange\x12%\n" +
+	"\x0etoken_endpoint\x18\x01 \x01(\tR\rtokenEndpoint\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12E\n" +
+	"\rclient_secret\x18\x03 \x01(\v2 .gatehouse.registry.v1.SecretRefR\fclientSecret\x12\x1a\n" +
+	"\baudience\x18\x04 \x01(\tR\baudience\x12\x1a\n" +
+	"\bresource\x18\x05 \x01(\tR\bresource\x12\x14\n" +
+	"\x05scope\x18\x06 \x01(\tR\x05scope\"&\n" +
 	"\x10GetServerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
 	"\x11GetServerResponse\x125\n" +
@@ -507,37 +917,49 @@ func file_gatehouse_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_gatehouse_registry_v1_registry_proto_goTypes = []any{
 	(Transport)(0),               // 0: gatehouse.registry.v1.Transport
 	(*Server)(nil),               // 1: gatehouse.registry.v1.Server
-	(*GetServerRequest)(nil),     // 2: gatehouse.registry.v1.GetServerRequest
-	(*GetServerResponse)(nil),    // 3: gatehouse.registry.v1.GetServerResponse
-	(*ListServersRequest)(nil),   // 4: gatehouse.registry.v1.ListServersRequest
-	(*ListServersResponse)(nil),  // 5: gatehouse.registry.v1.ListServersResponse
-	(*WatchServersRequest)(nil),  // 6: gatehouse.registry.v1.WatchServersRequest
-	(*WatchServersResponse)(nil), // 7: gatehouse.registry.v1.WatchServersResponse
-	nil,                          // 8: gatehouse.registry.v1.Server.EnvEntry
-	(*durationpb.Duration)(nil),  // 9: google.protobuf.Duration
+	(*UpstreamIdentity)(nil),     // 2: gatehouse.registry.v1.UpstreamIdentity
+	(*SecretRef)(nil),            // 3: gatehouse.registry.v1.SecretRef
+	(*StaticCredential)(nil),     // 4: gatehouse.registry.v1.StaticCredential
+	(*GatewayToken)(nil),         // 5: gatehouse.registry.v1.GatewayToken
+	(*TokenExchange)(nil),        // 6: gatehouse.registry.v1.TokenExchange
+	(*GetServerRequest)(nil),     // 7: gatehouse.registry.v1.GetServerRequest
+	(*GetServerResponse)(nil),    // 8: gatehouse.registry.v1.GetServerResponse
+	(*ListServersRequest)(nil),   // 9: gatehouse.registry.v1.ListServersRequest
+	(*ListServersResponse)(nil),  // 10: gatehouse.registry.v1.ListServersResponse
+	(*WatchServersRequest)(nil),  // 11: gatehouse.registry.v1.WatchServersRequest
+	(*WatchServersResponse)(nil), // 12: gatehouse.registry.v1.WatchServersResponse
+	nil,                          // 13: gatehouse.registry.v1.Server.EnvEntry
+	(*durationpb.Duration)(nil),  // 14: google.protobuf.Duration
 }
 var file_gatehouse_registry_v1_registry_proto_depIdxs = []int32{
-	0, // 0: gatehouse.registry.v1.Server.transport:type_name -> gatehouse.registry.v1.Transport
-	8, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
-	9, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
-	1, // 3: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
-	1, // 4: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	1, // 5: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	2, // 6: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
-	4, // 7: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
-	6, // 8: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
-	3, // 9: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
-	5, // 10: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
-	7, // 11: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: gatehouse.registry.v1.Server.transport:type_name -> gatehouse.registry.v1.Transport
+	13, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
+	14, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
+	2,  // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
+	4,  // 4: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
+	5,  // 5: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
+	6,  // 6: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
+	3,  // 7: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
+	14, // 8: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
+	3,  // 9: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
+	1,  // 10: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
+	1,  // 11: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	1,  // 12: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	7,  // 13: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
+	9,  // 14: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
+	11, // 15: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
+	8,  // 16: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
+	10, // 17: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
+	12, // 18: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_registry_v1_registry_proto_init() }
@@ -545,13 +967,18 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 	if File_gatehouse_registry_v1_registry_proto != nil {
 		return
 	}
+	file_gatehouse_registry_v1_registry_proto_msgTypes[1].OneofWrappers = []any{
+		(*UpstreamIdentity_Static)(nil),
+		(*UpstreamIdentity_GatewayJwt)(nil),
+		(*UpstreamIdentity_TokenExchange)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_registry_v1_registry_proto_rawDesc), len(file_gatehouse_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

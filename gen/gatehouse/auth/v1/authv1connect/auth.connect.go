@@ -48,6 +48,14 @@ const (
 	// AuthServiceResourceMetadataProcedure is the fully-qualified name of the AuthService's
 	// ResourceMetadata RPC.
 	AuthServiceResourceMetadataProcedure = "/gatehouse.auth.v1.AuthService/ResourceMetadata"
+	// AuthServiceMintUpstreamTokenProcedure is the fully-qualified name of the AuthService's
+	// MintUpstreamToken RPC.
+	AuthServiceMintUpstreamTokenProcedure = "/gatehouse.auth.v1.AuthService/MintUpstreamToken"
+	// AuthServiceJWKSProcedure is the fully-qualified name of the AuthService's JWKS RPC.
+	AuthServiceJWKSProcedure = "/gatehouse.auth.v1.AuthService/JWKS"
+	// AuthServiceRotateSigningKeyProcedure is the fully-qualified name of the AuthService's
+	// RotateSigningKey RPC.
+	AuthServiceRotateSigningKeyProcedure = "/gatehouse.auth.v1.AuthService/RotateSigningKey"
 )
 
 // AuthServiceClient is a client for the gatehouse.auth.v1.AuthService service.
@@ -74,6 +82,17 @@ type AuthServiceClient interface {
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
 	ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error)
+	// MintUpstreamToken signs a short-lived JWT that tells one upstream who is calling through
+	// the gateway (upstream identity mode gateway-jwt): sub = the principal, its tenant and
+	// groups, aud = the upstream. The bridge calls it and caches the token for half its life.
+	MintUpstreamToken(context.Context, *connect.Request[v1.MintUpstreamTokenRequest]) (*connect.Response[v1.MintUpstreamTokenResponse], error)
+	// JWKS returns the public keys upstream tokens are signed with (RFC 7517): the active key
+	// and every earlier one whose tokens may still be valid. The ingress publishes it at
+	// /.well-known/jwks.json.
+	JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error)
+	// RotateSigningKey makes a new key the one that signs upstream tokens. The previous key
+	// stays published until every token it signed has expired. An admin RPC.
+	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 }
 
 // NewAuthServiceClient constructs a client for the gatehouse.auth.v1.AuthService service. By
@@ -123,17 +142,38 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(authServiceMethods.ByName("ResourceMetadata")),
 			connect.WithClientOptions(opts...),
 		),
+		mintUpstreamToken: connect.NewClient[v1.MintUpstreamTokenRequest, v1.MintUpstreamTokenResponse](
+			httpClient,
+			baseURL+AuthServiceMintUpstreamTokenProcedure,
+			connect.WithSchema(authServiceMethods.ByName("MintUpstreamToken")),
+			connect.WithClientOptions(opts...),
+		),
+		jWKS: connect.NewClient[v1.JWKSRequest, v1.JWKSResponse](
+			httpClient,
+			baseURL+AuthServiceJWKSProcedure,
+			connect.WithSchema(authServiceMethods.ByName("JWKS")),
+			connect.WithClientOptions(opts...),
+		),
+		rotateSigningKey: connect.NewClient[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse](
+			httpClient,
+			baseURL+AuthServiceRotateSigningKeyProcedure,
+			connect.WithSchema(authServiceMethods.ByName("RotateSigningKey")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // authServiceClient implements AuthServiceClient.
 type authServiceClient struct {
-	authenticate     *connect.Client[v1.AuthenticateRequest, v1.AuthenticateResponse]
-	createToken      *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
-	revokeToken      *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
-	listTokens       *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
-	watchRevocations *connect.Client[v1.WatchRevocationsRequest, v1.WatchRevocationsResponse]
-	resourceMetadata *connect.Client[v1.ResourceMetadataRequest, v1.ResourceMetadataResponse]
+	authenticate      *connect.Client[v1.AuthenticateRequest, v1.AuthenticateResponse]
+	createToken       *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
+	revokeToken       *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	listTokens        *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
+	watchRevocations  *connect.Client[v1.WatchRevocationsRequest, v1.WatchRevocationsResponse]
+	resourceMetadata  *connect.Client[v1.ResourceMetadataRequest, v1.ResourceMetadataResponse]
+	mintUpstreamToken *connect.Client[v1.MintUpstreamTokenRequest, v1.MintUpstreamTokenResponse]
+	jWKS              *connect.Client[v1.JWKSRequest, v1.JWKSResponse]
+	rotateSigningKey  *connect.Client[v1.RotateSigningKeyRequest, v1.RotateSigningKeyResponse]
 }
 
 // Authenticate calls gatehouse.auth.v1.AuthService.Authenticate.
@@ -166,6 +206,21 @@ func (c *authServiceClient) ResourceMetadata(ctx context.Context, req *connect.R
 	return c.resourceMetadata.CallUnary(ctx, req)
 }
 
+// MintUpstreamToken calls gatehouse.auth.v1.AuthService.MintUpstreamToken.
+func (c *authServiceClient) MintUpstreamToken(ctx context.Context, req *connect.Request[v1.MintUpstreamTokenRequest]) (*connect.Response[v1.MintUpstreamTokenResponse], error) {
+	return c.mintUpstreamToken.CallUnary(ctx, req)
+}
+
+// JWKS calls gatehouse.auth.v1.AuthService.JWKS.
+func (c *authServiceClient) JWKS(ctx context.Context, req *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error) {
+	return c.jWKS.CallUnary(ctx, req)
+}
+
+// RotateSigningKey calls gatehouse.auth.v1.AuthService.RotateSigningKey.
+func (c *authServiceClient) RotateSigningKey(ctx context.Context, req *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error) {
+	return c.rotateSigningKey.CallUnary(ctx, req)
+}
+
 // AuthServiceHandler is an implementation of the gatehouse.auth.v1.AuthService service.
 type AuthServiceHandler interface {
 	// Authenticate resolves a bearer credential (or its absence) for one server endpoint.
@@ -190,6 +245,17 @@ type AuthServiceHandler interface {
 	// (RFC 9728) and names in its 401 challenges: the gateway's resource identifier and the
 	// issuers whose tokens Authenticate accepts. Empty when no issuer is configured.
 	ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error)
+	// MintUpstreamToken signs a short-lived JWT that tells one upstream who is calling through
+	// the gateway (upstream identity mode gateway-jwt): sub = the principal, its tenant and
+	// groups, aud = the upstream. The bridge calls it and caches the token for half its life.
+	MintUpstreamToken(context.Context, *connect.Request[v1.MintUpstreamTokenRequest]) (*connect.Response[v1.MintUpstreamTokenResponse], error)
+	// JWKS returns the public keys upstream tokens are signed with (RFC 7517): the active key
+	// and every earlier one whose tokens may still be valid. The ingress publishes it at
+	// /.well-known/jwks.json.
+	JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error)
+	// RotateSigningKey makes a new key the one that signs upstream tokens. The previous key
+	// stays published until every token it signed has expired. An admin RPC.
+	RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error)
 }
 
 // NewAuthServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -235,6 +301,24 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(authServiceMethods.ByName("ResourceMetadata")),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceMintUpstreamTokenHandler := connect.NewUnaryHandler(
+		AuthServiceMintUpstreamTokenProcedure,
+		svc.MintUpstreamToken,
+		connect.WithSchema(authServiceMethods.ByName("MintUpstreamToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceJWKSHandler := connect.NewUnaryHandler(
+		AuthServiceJWKSProcedure,
+		svc.JWKS,
+		connect.WithSchema(authServiceMethods.ByName("JWKS")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceRotateSigningKeyHandler := connect.NewUnaryHandler(
+		AuthServiceRotateSigningKeyProcedure,
+		svc.RotateSigningKey,
+		connect.WithSchema(authServiceMethods.ByName("RotateSigningKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.auth.v1.AuthService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuthServiceAuthenticateProcedure:
@@ -249,6 +333,12 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceWatchRevocationsHandler.ServeHTTP(w, r)
 		case AuthServiceResourceMetadataProcedure:
 			authServiceResourceMetadataHandler.ServeHTTP(w, r)
+		case AuthServiceMintUpstreamTokenProcedure:
+			authServiceMintUpstreamTokenHandler.ServeHTTP(w, r)
+		case AuthServiceJWKSProcedure:
+			authServiceJWKSHandler.ServeHTTP(w, r)
+		case AuthServiceRotateSigningKeyProcedure:
+			authServiceRotateSigningKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -280,4 +370,16 @@ func (UnimplementedAuthServiceHandler) WatchRevocations(context.Context, *connec
 
 func (UnimplementedAuthServiceHandler) ResourceMetadata(context.Context, *connect.Request[v1.ResourceMetadataRequest]) (*connect.Response[v1.ResourceMetadataResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.ResourceMetadata is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) MintUpstreamToken(context.Context, *connect.Request[v1.MintUpstreamTokenRequest]) (*connect.Response[v1.MintUpstreamTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.MintUpstreamToken is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) JWKS(context.Context, *connect.Request[v1.JWKSRequest]) (*connect.Response[v1.JWKSResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.JWKS is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) RotateSigningKey(context.Context, *connect.Request[v1.RotateSigningKeyRequest]) (*connect.Response[v1.RotateSigningKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.auth.v1.AuthService.RotateSigningKey is not implemented"))
 }
