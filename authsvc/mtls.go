@@ -122,9 +122,11 @@ func (m *certMapper) principal(c *authv1.ClientCertificate) (*authv1.Principal, 
 		if !ok {
 			return nil, unauthenticated("client certificate trust domain is not accepted")
 		}
-		path := strings.Trim(u.Path, "/")
+		// Segments are joined with ".", so a segment may hold neither "." nor an escape:
+		// /ns/web, /ns.web and /ns%2Fweb must not name one principal.
+		path := strings.Trim(u.EscapedPath(), "/")
 		id := mp.PrincipalPrefix + strings.ReplaceAll(path, "/", ".")
-		if path == "" || !ident.ValidID(id) {
+		if path == "" || strings.ContainsAny(path, ".%") || strings.Contains(path, "//") || !ident.ValidID(id) {
 			return nil, unauthenticated("client certificate SPIFFE path is not a principal id")
 		}
 		p = &authv1.Principal{Id: id, Kind: principalKind(mp.Kind), Tenant: mp.Tenant, Groups: mp.Groups,

@@ -47,6 +47,8 @@ func TestClientCertificates(t *testing.T) {
 		{"two ids", &authv1.ClientCertificate{SpiffeIds: []string{"spiffe://prod.example/a", "spiffe://prod.example/b"}}, "more than one"},
 		{"no path", &authv1.ClientCertificate{SpiffeIds: []string{"spiffe://prod.example"}}, "not a principal id"},
 		{"path not an id", &authv1.ClientCertificate{SpiffeIds: []string{"spiffe://prod.example/a%20b"}}, "not a principal id"},
+		{"a dot in a segment", &authv1.ClientCertificate{SpiffeIds: []string{"spiffe://prod.example/ns.web"}}, "not a principal id"},
+		{"an escaped slash", &authv1.ClientCertificate{SpiffeIds: []string{"spiffe://prod.example/ns%2Fweb"}}, "not a principal id"},
 		{"with a port", &authv1.ClientCertificate{SpiffeIds: []string{"spiffe://prod.example:8/a"}}, "malformed"},
 		{"unmapped subject", &authv1.ClientCertificate{CommonName: "intruder"}, "not mapped"},
 	} {

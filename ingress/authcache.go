@@ -115,8 +115,18 @@ func (f *authFlight) wait(ctx context.Context) (*authv1.Principal, error) {
 	}
 }
 
-func cacheKey(credential, server string) [sha256.Size]byte {
+// The kinds of credential a cache key is made of. The kind is part of the key, so no bearer
+// token, whatever its text, has the key of a client certificate.
+const (
+	credBearer      byte = 'b'
+	credCertificate byte = 'c'
+)
+
+// cacheKey is the cache's key for a credential of a kind (credBearer: the token;
+// credCertificate: the leaf's DER) presented to a server.
+func cacheKey(kind byte, credential, server string) [sha256.Size]byte {
 	h := sha256.New()
+	h.Write([]byte{kind})
 	h.Write([]byte(credential))
 	h.Write([]byte{0})
 	h.Write([]byte(server))

@@ -371,3 +371,22 @@ func TestLoneAnswerFraming(t *testing.T) {
 		})
 	}
 }
+
+// An allowed initialize is audited as a call is: its decision durable before the upstream
+// sees it, then its outcome.
+func TestInitializeAudited(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t, nil)
+	sid := g.initialize("echo", tokenAlice, "2025-06-18")
+	recs := g.audit.openings()
+	if len(recs) != 2 {
+		t.Fatalf("%d initialize records, want a decision and an outcome", len(recs))
+	}
+	d, o := recs[0].GetRecord(), recs[1].GetRecord()
+	if d.GetPhase() != auditv1.Phase_PHASE_DECISION || recs[0].GetDeferred() || d.GetSessionId() != sid || d.GetPrincipal() != "alice" {
+		t.Fatalf("decision record %v (deferred %v)", d, recs[0].GetDeferred())
+	}
+	if o.GetPhase() != auditv1.Phase_PHASE_OUTCOME || o.GetOutcome() != auditv1.Outcome_OUTCOME_ALLOWED || o.GetCallId() != d.GetCallId() {
+		t.Fatalf("outcome record %v", o)
+	}
+}

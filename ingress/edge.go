@@ -3,7 +3,6 @@ package ingress
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -160,16 +159,14 @@ func (s *Service) admit(x *exchange) bool {
 		return false
 	}
 	// Without a bearer token, a verified client certificate is the credential: cached by
-	// the digest of the leaf, which differs from every bearer token's key.
+	// its leaf under a key of its own kind, which no bearer token's key can equal.
 	cert := clientCertificate(r)
-	keyMaterial := credential
+	key := cacheKey(credBearer, credential, x.server)
 	if credential == "" && cert != nil {
-		sum := sha256.Sum256(r.TLS.VerifiedChains[0][0].Raw)
-		keyMaterial = "mtls:" + hex.EncodeToString(sum[:])
+		key = cacheKey(credCertificate, string(r.TLS.VerifiedChains[0][0].Raw), x.server)
 	} else {
 		cert = nil
 	}
-	key := cacheKey(keyMaterial, x.server)
 	if p, hit := s.auth.cached(key); hit {
 		x.principal = p
 		return true

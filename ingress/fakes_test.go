@@ -205,10 +205,13 @@ func (fakePolicy) Check(_ context.Context, req *connect.Request[policyv1.CheckRe
 }
 
 // fakeAudit keeps the records appended. It refuses the phases in refuse, and holds an
-// OUTCOME append while hold is set: it sends on entered and waits for release.
+// OUTCOME append while hold is set: it sends on entered and waits for release. The records
+// of initialize (session opening) are kept apart, in opened, and neither refused nor held,
+// so that tests about calls see their calls' records only.
 type fakeAudit struct {
 	mu       sync.Mutex
 	records  []*auditv1.AppendRequest
+	opened   []*auditv1.AppendRequest
 	refuse   map[auditv1.Phase]bool
 	hold     bool
 	entered  chan struct{}
@@ -221,6 +224,12 @@ func newFakeAudit() *fakeAudit {
 }
 
 func (f *fakeAudit) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (*connect.Response[auditv1.AppendResponse], error) {
+	if req.Msg.GetRecord().GetMethod() == "initialize" {
+		f.mu.Lock()
+		f.opened = append(f.opened, proto.CloneOf(req.Msg))
+		f.mu.Unlock()
+		return connect.NewResponse(&auditv1.AppendResponse{}), nil
+	}
 	f.mu.Lock()
 	refuse, hold := f.refuse[req.Msg.GetRecord().GetPhase()], f.hold && req.Msg.GetRecord().GetPhase() == auditv1.Phase_PHASE_OUTCOME
 	f.mu.Unlock()
@@ -247,6 +256,13 @@ func (f *fakeAudit) set(edit func(f *fakeAudit)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	edit(f)
+}
+
+// openings are the records of initialize.
+func (f *fakeAudit) openings() []*auditv1.AppendRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*auditv1.AppendRequest(nil), f.opened...)
 }
 
 func (f *fakeAudit) all() []*auditv1.AppendRequest {

@@ -10,7 +10,9 @@ import (
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"time"
 )
 
 // The sessions room of the session-era revisions: resume a host's session, create one
@@ -93,6 +95,19 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 		return
 	}
 	x.session = rec
+	// Write-ahead, as for every call: the decision is durable before the upstream sees the
+	// initialize (or any credential minted for it); the outcome follows, deferred.
+	start := time.Now()
+	audit := &auditv1.Record{
+		Time: timestamppb.New(start), TraceId: x.traceID, CallId: newCallID(), SessionId: rec.ID, Principal: x.principal.GetId(),
+		Tenant: x.principal.GetTenant(), Server: x.server, Method: "initialize", Phase: auditv1.Phase_PHASE_DECISION,
+		BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(),
+	}
+	if err := s.appendRecord(ctx, audit, false); err != nil {
+		s.endSession(context.WithoutCancel(ctx), rec.ID)
+		s.refuse(x, m.ID, errAuditUnavailable, err)
+		return
+	}
 	var out [][]byte
 	var revision string
 	failed := false
@@ -106,6 +121,22 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 		}
 		return nil
 	})
+	audit.Phase, audit.Latency, audit.Outcome = auditv1.Phase_PHASE_OUTCOME, durationpb.New(time.Since(start)), auditv1.Outcome_OUTCOME_ALLOWED
+	switch {
+	case err != nil:
+		audit.Outcome, audit.Error = auditv1.Outcome_OUTCOME_FAILED, fromBridge(err).Name
+	case failed:
+		audit.Outcome, audit.Error = auditv1.Outcome_OUTCOME_FAILED, "upstream_error"
+	case len(out) == 0:
+		audit.Outcome, audit.Error = auditv1.Outcome_OUTCOME_FAILED, errNoInitialize.Name
+	}
+	// Deferred (a failure is logged), or in strict mode durable before the answer, which
+	// is withheld if it cannot be.
+	if aerr := s.appendRecord(ctx, audit, !s.cfg.StrictAudit); aerr != nil && s.cfg.StrictAudit {
+		s.endSession(context.WithoutCancel(ctx), rec.ID)
+		s.refuse(x, m.ID, errAuditUnavailable, aerr)
+		return
+	}
 	if err == nil && revision != "" {
 		rec.ProtocolVersion = revision
 		if uerr := s.deps.Sessions.Update(ctx, rec); uerr != nil {

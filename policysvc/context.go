@@ -46,6 +46,9 @@ const (
 // catchAll is the action of every method the bundle's schema does not declare.
 const catchAll = "other"
 
+// adminActionPrefix starts the admin actions of the operator CLI, which no host method is.
+const adminActionPrefix = "admin/"
+
 // errArguments is a conversion failure: the request is denied.
 var errArguments = errors.New("arguments cannot be given to policy")
 

@@ -63,6 +63,10 @@ func TestArgumentsDecide(t *testing.T) {
 		{`{"force":false,"name":"x","n":2,"f":1.5,"list":[1,2],"deep":{"a":{"b":null}}}`, policyv1.Decision_DECISION_ALLOW, "tenant-tools"},
 		{`{"force":true}`, policyv1.Decision_DECISION_DENY, "no-forced-delete"},
 		{`{"name":"x","force":true,"other":null}`, policyv1.Decision_DECISION_DENY, "no-forced-delete"},
+		// A forbid that cannot evaluate (force of another type) denies: it is never skipped.
+		{`{"force":"true"}`, policyv1.Decision_DECISION_DENY, "tenant-tools"},
+		{`{"force":1}`, policyv1.Decision_DECISION_DENY, "tenant-tools"},
+		{`{"force":[true]}`, policyv1.Decision_DECISION_DENY, "tenant-tools"},
 	} {
 		resp := decide(t, svc, alice, "tools/call", "files", "delete_repo", &policyv1.RequestContext{Arguments: []byte(tt.args)})
 		if resp.GetDecision() != tt.want || strings.Join(resp.GetPolicyIds(), ",") != tt.by {
@@ -134,5 +138,18 @@ func TestArgumentsTooLarge(t *testing.T) {
 	resp = decide(t, plain, subject("alice", "acme"), "tools/call", "files", "read", &policyv1.RequestContext{ArgumentsTooLarge: true})
 	if len(resp.GetErrors()) != 0 || resp.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		t.Fatalf("a bundle that reads none: %v %v", resp.GetDecision(), resp.GetErrors())
+	}
+}
+
+// A host method named like an admin action is the catch-all: a host cannot borrow the
+// permits of the operator's admin actions.
+func TestHostMethodNamedLikeAdmin(t *testing.T) {
+	t.Parallel()
+	dir := writeDir(t, map[string]string{"gatehouse.cedarschema": shippedSchema(t), "a.cedar": `
+@id("admins-apply") permit (principal, action == Gatehouse::Action::"admin/policy.apply", resource);
+`})
+	svc := newService(t, policysvc.Config{PolicyDir: dir}, nil)
+	if d := decide(t, svc, subject("alice", "acme"), "admin/policy.apply", "files", "", nil).GetDecision(); d != policyv1.Decision_DECISION_DENY {
+		t.Fatalf("a host's admin/policy.apply: %v, want the catch-all's deny", d)
 	}
 }

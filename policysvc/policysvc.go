@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
@@ -234,7 +236,7 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 		resp.Errors = []string{err.Error()}
 		return resp, nil
 	}
-	ents, creq, ok := s.request(b, &s.cache, &s.princ, req, cctx)
+	ents, creq, ok := s.request(b, &s.cache, &s.princ, req, cctx, true)
 	if !ok {
 		return denied(b), nil
 	}
@@ -276,7 +278,7 @@ func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest
 		m[k] = v
 	}
 	s := &Service{servers: servers, logger: slog.New(slog.DiscardHandler)}
-	ents, creq, ok := s.request(b, &serverCache{}, &principalCache{}, req, types.NewRecord(m))
+	ents, creq, ok := s.request(b, &serverCache{}, &principalCache{}, req, types.NewRecord(m), false)
 	if !ok {
 		return denied(b), nil
 	}
@@ -289,7 +291,10 @@ func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest
 // request builds the Cedar request of a valid CheckRequest and the few entities it needs, the
 // server's and the principal's from the caches; ok is false for a server the registry does
 // not know.
-func (s *Service) request(b *cedarpolicy.Bundle, cache *serverCache, princ *principalCache, req *policyv1.CheckRequest, cedarContext types.Record) (*requestEntities, types.Request, bool) {
+//
+// host says the action is a host's method (Check): one named like an admin action is then
+// the catch-all, so that a host cannot borrow an admin action's permits.
+func (s *Service) request(b *cedarpolicy.Bundle, cache *serverCache, princ *principalCache, req *policyv1.CheckRequest, cedarContext types.Record, host bool) (*requestEntities, types.Request, bool) {
 	sub, res, action := req.GetSubject(), req.GetResource(), req.GetAction()
 	srv, ok := s.servers.Server(res.GetServer())
 	if !ok {
@@ -299,6 +304,9 @@ func (s *Service) request(b *cedarpolicy.Bundle, cache *serverCache, princ *prin
 	ents := &requestEntities{sub: sub, server: entry.entity, bundle: b, cache: princ}
 	resource := entry.entity.UID
 	act := actionOf(b, action)
+	if host && strings.HasPrefix(action, adminActionPrefix) {
+		act = catchAll
+	}
 	if name := res.GetName(); name != "" && act != catchAll { // the catch-all acts on the server
 		typ, _ := itemType(action) // validateRequest checked it
 		ents.item = entry.item(typ, name)
@@ -335,10 +343,23 @@ func (s *Service) decide(b *cedarpolicy.Bundle, ents *requestEntities, creq type
 		}
 		s.logger.Warn("policy evaluation errors", "version", b.Version(), "action", string(creq.Action.ID), "errors", resp.Errors)
 	}
-	if decision == types.Allow {
+	// Cedar skips a policy that fails to evaluate. A permit that errs allows nothing, but a
+	// forbid that errs (an argument of another type than it tests, say) would let the
+	// permits through: the gateway denies instead.
+	if decision == types.Allow && !forbidErred(b, diag.Errors) {
 		resp.Decision = policyv1.Decision_DECISION_ALLOW
 	}
 	return resp
+}
+
+// forbidErred reports whether a forbid policy is among those that failed to evaluate.
+func forbidErred(b *cedarpolicy.Bundle, errs []types.DiagnosticError) bool {
+	for _, e := range errs {
+		if b.Forbids(cedar.PolicyID(e.PolicyID)) {
+			return true
+		}
+	}
+	return false
 }
 
 // validateRequest checks presence and bounds of every field the decision uses.

@@ -89,6 +89,9 @@ forbid (principal, action == Gatehouse::Action::"initialize", resource == Gateho
 			return r.Method == w.method && r.Tool == w.tool && r.Outcome == w.outcome && r.Server == "echo"
 		})
 	}
+	waitAudit(t, g.DataDir, "the allowed initialize's outcome", func(r auditRecord) bool {
+		return r.Method == "initialize" && r.Server == "echo" && r.Phase == "PHASE_OUTCOME" && r.Outcome == "OUTCOME_ALLOWED"
+	})
 	rec := waitAudit(t, g.DataDir, "the denied initialize", func(r auditRecord) bool {
 		return r.Method == "initialize" && r.Server == "locked" && r.Outcome == "OUTCOME_DENIED"
 	})

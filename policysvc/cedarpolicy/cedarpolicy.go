@@ -63,6 +63,8 @@ type Bundle struct {
 	// validator is set when every policy was validated against a schema.
 	validator *validate.Validator
 	actions   map[types.EntityUID]types.Entity
+	// forbids are the ids of the forbid policies.
+	forbids map[cedar.PolicyID]bool
 	// readsArguments: some policy text mentions "arguments" (context.arguments), so
 	// requests need the arguments converted; no policy that does means none is.
 	readsArguments bool
@@ -224,6 +226,12 @@ func (b *Bundle) addPolicies(f *File, ids map[cedar.PolicyID]int, probs *problem
 		ids[id] = len(b.ids)
 		b.ids = append(b.ids, id)
 		b.policies = append(b.policies, p)
+		if p.Effect() == cedar.Forbid {
+			if b.forbids == nil {
+				b.forbids = map[cedar.PolicyID]bool{}
+			}
+			b.forbids[id] = true
+		}
 	}
 }
 
@@ -327,6 +335,9 @@ func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 		}
 	}
 }
+
+// Forbids reports whether the policy with this id is a forbid.
+func (b *Bundle) Forbids(id cedar.PolicyID) bool { return b.forbids[id] }
 
 // ReadsArguments reports whether some policy may read context.arguments (its text mentions
 // arguments): the caller then converts a call's arguments for the context.

@@ -33,6 +33,9 @@ const (
 	// most one fetch per refetchEvery after the burst.
 	refetchBurst = 2
 	refetchEvery = 30 * time.Second
+	// fetchBackoff is how long after a failed fetch no other is started: while an issuer is
+	// down, tokens naming it neither drive fetches back to back nor each wait for one.
+	fetchBackoff = 5 * time.Second
 )
 
 // errUnknownKey is a key id the issuer's JWKS does not hold, even after a refetch (or while
@@ -52,6 +55,8 @@ type keySet struct {
 	jwksURI  string // configured, or from discovery once it succeeded
 	keys     []jose.JSONWebKey
 	fetched  time.Time // when keys were fetched; zero before the first success
+	failed   time.Time // when the last fetch failed; zero after a success
+	lastErr  error     // its error
 	flight   *fetchFlight
 	budget   float64 // refetches available (a token bucket of refetchBurst)
 	budgetAt time.Time
@@ -74,24 +79,29 @@ func newKeySet(issuer, jwksURI string, client *http.Client, now func() time.Time
 // keysMaxAge, and once more (within the refetch budget) when none matches.
 func (ks *keySet) candidates(ctx context.Context, kid, alg string) ([]jose.JSONWebKey, error) {
 	ks.mu.Lock()
-	age := ks.now().Sub(ks.fetched)
-	fresh := !ks.fetched.IsZero() && age < keysMaxAge
+	now := ks.now()
+	fresh := !ks.fetched.IsZero() && now.Sub(ks.fetched) < keysMaxAge
+	usable := !ks.fetched.IsZero() && now.Sub(ks.fetched) < keysStaleLimit
+	backingOff, lastErr := now.Sub(ks.failed) < fetchBackoff, ks.lastErr
 	ks.mu.Unlock()
-	if !fresh {
+	switch {
+	case fresh:
+	case usable:
+		// Stale but usable: refresh in the background, answer from what is held now.
+		if !backingOff {
+			ks.refresh()
+		}
+	case backingOff:
+		return nil, lastErr
+	default:
 		if err := ks.fetch(ctx); err != nil {
-			ks.mu.Lock()
-			usable := !ks.fetched.IsZero() && ks.now().Sub(ks.fetched) < keysStaleLimit
-			ks.mu.Unlock()
-			if !usable {
-				return nil, err
-			}
-			ks.logger.Warn("issuer keys could not be refreshed; using the last ones fetched", "issuer", ks.issuer, "err", err)
+			return nil, err
 		}
 	}
 	if keys := ks.match(kid, alg); len(keys) > 0 {
 		return keys, nil
 	}
-	if !ks.spendRefetch() {
+	if backingOff || !ks.spendRefetch() {
 		return nil, errUnknownKey
 	}
 	if err := ks.fetch(ctx); err != nil {
@@ -129,16 +139,23 @@ func (ks *keySet) spendRefetch() bool {
 	return true
 }
 
+// refresh starts a fetch unless one is under way, without waiting for it.
+func (ks *keySet) refresh() { ks.start() }
+
+// start joins the fetch under way or starts one.
+func (ks *keySet) start() *fetchFlight {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.flight == nil {
+		ks.flight = &fetchFlight{done: make(chan struct{})}
+		go ks.run(ks.flight)
+	}
+	return ks.flight
+}
+
 // fetch joins the fetch under way or starts one, and waits for it until ctx ends.
 func (ks *keySet) fetch(ctx context.Context) error {
-	ks.mu.Lock()
-	f := ks.flight
-	if f == nil {
-		f = &fetchFlight{done: make(chan struct{})}
-		ks.flight = f
-		go ks.run(f)
-	}
-	ks.mu.Unlock()
+	f := ks.start()
 	select {
 	case <-f.done:
 		return f.err
@@ -151,15 +168,20 @@ func (ks *keySet) run(f *fetchFlight) {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
 	keys, jwksURI, err := ks.load(ctx)
+	if err != nil {
+		err = fmt.Errorf("fetch the keys of issuer %s: %w", ks.issuer, err)
+		// Logged once a fetch, not once a token: a fetch is at most one per fetchBackoff.
+		ks.logger.Warn("issuer keys could not be fetched", "issuer", ks.issuer, "err", err)
+	}
 	ks.mu.Lock()
 	if err == nil {
 		ks.keys, ks.jwksURI, ks.fetched = keys, jwksURI, ks.now()
+		ks.failed, ks.lastErr = time.Time{}, nil
+	} else {
+		ks.failed, ks.lastErr = ks.now(), err
 	}
 	ks.flight = nil
 	ks.mu.Unlock()
-	if err != nil {
-		err = fmt.Errorf("fetch the keys of issuer %s: %w", ks.issuer, err)
-	}
 	f.err = err
 	close(f.done)
 }

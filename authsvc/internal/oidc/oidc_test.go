@@ -36,6 +36,7 @@ type testIssuer struct {
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey // public keys served
 	docIssuer string            // the issuer the discovery document names; "" means the real one
+	down      bool              // every request is answered 503
 	discovery atomic.Int32
 	jwks      atomic.Int32
 }
@@ -46,6 +47,13 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		ti.discovery.Add(1)
+		ti.mu.Lock()
+		down := ti.down
+		ti.mu.Unlock()
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		iss := ti.srv.URL
 		ti.mu.Lock()
 		if ti.docIssuer != "" {
@@ -392,5 +400,29 @@ func TestLooksLikeJWT(t *testing.T) {
 		if got := LooksLikeJWT(s); got != want {
 			t.Errorf("LooksLikeJWT(%q) = %v", s, got)
 		}
+	}
+}
+
+// While an issuer is down, tokens naming it do not drive fetches back to back: after a failed
+// fetch, none is tried for fetchBackoff, and tokens are refused as unavailable at once.
+func TestIssuerDownBacksOff(t *testing.T) {
+	t.Parallel()
+	ti := newTestIssuer(t)
+	k := rsaKey(t, "k1")
+	ti.publish(k)
+	ti.mu.Lock()
+	ti.down = true
+	ti.mu.Unlock()
+	now := time.Now()
+	v := newVerifier(t, ti, now, nil)
+	tok := sign(t, k, ti.claimsFor(now))
+	for range 20 {
+		if _, err := v.Verify(context.Background(), tok, nil); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Verify = %v, want unavailable", err)
+		}
+	}
+	// Discovery tries both metadata locations once: one fetch for the 20 tokens.
+	if got := ti.discovery.Load(); got != 1 {
+		t.Fatalf("discovery asked %d times for 20 tokens within the backoff, want 1", got)
 	}
 }
