@@ -52,9 +52,24 @@ const adminActionPrefix = "admin/"
 // errArguments is a conversion failure: the request is denied.
 var errArguments = errors.New("arguments cannot be given to policy")
 
-// cedarContext builds the context of req at now. usesArguments says whether the bundle
-// refers to arguments.
-func cedarContext(req *policyv1.CheckRequest, now time.Time, usesArguments bool) (types.Record, error) {
+// argumentsNeed is what of a call's arguments a bundle reads: none (read false), all, or
+// the named top-level members. Converting only those spares the hot path the conversion of
+// arguments nobody tests (a 16 KiB text, say).
+type argumentsNeed struct {
+	read    bool
+	all     bool
+	members map[string]bool
+}
+
+// needOf is what bundle b reads of the arguments.
+func needOf(b *cedarpolicy.Bundle) argumentsNeed {
+	all, members := b.ArgumentMembers()
+	return argumentsNeed{read: b.ReadsArguments(), all: all || !b.Validated(), members: members}
+}
+
+// cedarContext builds the context of req at now, with the arguments need says.
+func cedarContext(req *policyv1.CheckRequest, now time.Time, need argumentsNeed) (types.Record, error) {
+	usesArguments := need.read
 	c := req.GetContext()
 	now = now.UTC()
 	m := types.RecordMap{
@@ -76,7 +91,12 @@ func cedarContext(req *policyv1.CheckRequest, now time.Time, usesArguments bool)
 		// No arguments, and "arguments": null (as some clients send), are an empty record.
 		if raw := bytes.TrimSpace(c.GetArguments()); len(raw) > 0 && !bytes.Equal(raw, []byte("null")) {
 			var err error
-			if args, err = convertArguments(raw); err != nil {
+			if need.all {
+				args, err = convertArguments(raw)
+			} else {
+				args, err = convertMembers(raw, need.members)
+			}
+			if err != nil {
 				return types.Record{}, err
 			}
 		}
@@ -205,4 +225,181 @@ func actionOf(b *cedarpolicy.Bundle, method string) string {
 		return method
 	}
 	return catchAll
+}
+
+// convertMembers converts the named top-level members of a JSON object, and only them: the
+// others are stepped over (a linear scan that allocates nothing for them).
+func convertMembers(raw []byte, members map[string]bool) (types.Record, error) {
+	if len(raw) > maxArgumentBytes {
+		return types.Record{}, fmt.Errorf("%w: %d bytes, more than %d", errArguments, len(raw), maxArgumentBytes)
+	}
+	m := types.RecordMap{}
+	conv := &argConverter{}
+	err := eachMember(raw, func(key, value []byte) error {
+		name, err := memberName(key)
+		if err != nil {
+			return err
+		}
+		if !members[name] {
+			return nil
+		}
+		conv.dec = json.NewDecoder(bytes.NewReader(value))
+		conv.dec.UseNumber()
+		v, present, err := conv.value(1)
+		if err != nil {
+			return err
+		}
+		if present {
+			m[types.String(name)] = v
+		} else {
+			delete(m, types.String(name))
+		}
+		return nil
+	})
+	if err != nil {
+		return types.Record{}, err
+	}
+	return types.NewRecord(m), nil
+}
+
+// memberName decodes a member name (a JSON string, quotes included); one without escapes
+// costs one allocation.
+func memberName(key []byte) (string, error) {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return string(key[1 : len(key)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(key, &s); err != nil {
+		return "", fmt.Errorf("%w: a member name: %v", errArguments, err)
+	}
+	return s, nil
+}
+
+// eachMember calls fn with each member's name (a JSON string, quotes included) and value of
+// the JSON object raw. It checks what it needs to find the members' extents; the conversion
+// of a value checks that value in full.
+func eachMember(raw []byte, fn func(key, value []byte) error) error {
+	bad := func(what string) error { return fmt.Errorf("%w: not a JSON object (%s)", errArguments, what) }
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return bad("no opening brace")
+	}
+	i = skipSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		if skipSpace(raw, i+1) != len(raw) {
+			return bad("data after the object")
+		}
+		return nil
+	}
+	for {
+		if i >= len(raw) || raw[i] != '"' {
+			return bad("a member name is not a string")
+		}
+		end, ok := stringEnd(raw, i)
+		if !ok {
+			return bad("an unterminated string")
+		}
+		key := raw[i:end]
+		i = skipSpace(raw, end)
+		if i >= len(raw) || raw[i] != ':' {
+			return bad("no colon after a member name")
+		}
+		i = skipSpace(raw, i+1)
+		vend, why := valueEnd(raw, i)
+		if why != "" {
+			return fmt.Errorf("%w: %s", errArguments, why)
+		}
+		if err := fn(key, raw[i:vend]); err != nil {
+			return err
+		}
+		i = skipSpace(raw, vend)
+		if i >= len(raw) {
+			return bad("no closing brace")
+		}
+		if raw[i] == '}' {
+			if skipSpace(raw, i+1) != len(raw) {
+				return bad("data after the object")
+			}
+			return nil
+		}
+		if raw[i] != ',' {
+			return bad("no comma between members")
+		}
+		i = skipSpace(raw, i+1)
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the string starting at b[i] == '"': the first quote not
+// escaped, that is not preceded by an odd run of backslashes.
+func stringEnd(b []byte, i int) (int, bool) {
+	for j := i + 1; ; {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return 0, false
+		}
+		q := j + k
+		n := 0
+		for p := q - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1, true
+		}
+		j = q + 1
+	}
+}
+
+// valueEnd returns the index after the value starting at b[i]: a string, an object or array
+// (brackets matched outside strings, nesting bounded), or a scalar up to a delimiter; or why
+// it cannot.
+func valueEnd(b []byte, i int) (int, string) {
+	const malformed = "not a JSON object (a malformed value)"
+	if i >= len(b) {
+		return 0, malformed
+	}
+	switch b[i] {
+	case '"':
+		if end, ok := stringEnd(b, i); ok {
+			return end, ""
+		}
+		return 0, malformed
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end, ok := stringEnd(b, j)
+				if !ok {
+					return 0, malformed
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+				if depth >= maxArgumentDepth {
+					return 0, fmt.Sprintf("nested deeper than %d", maxArgumentDepth)
+				}
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, ""
+				}
+			}
+		}
+		return 0, malformed
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	if j == i {
+		return 0, malformed
+	}
+	return j, ""
 }

@@ -79,13 +79,16 @@ func TestArgumentsDecide(t *testing.T) {
 func TestArgumentsThatCannotBeConverted(t *testing.T) {
 	t.Parallel()
 	svc := contextService(t, time.Date(2026, 1, 7, 12, 0, 0, 0, time.UTC))
-	deep := strings.Repeat(`{"a":`, 20) + `1` + strings.Repeat(`}`, 20)
-	many := `{"a":[` + strings.TrimSuffix(strings.Repeat(`1,`, 5000), ",") + `]}`
+	// The policies read force: what is wrong with it cannot be converted. (Members no policy
+	// reads are stepped over, not converted.)
+	deep := `{"force":` + strings.Repeat(`{"a":`, 20) + `1` + strings.Repeat(`}`, 20) + `}`
+	many := `{"force":[` + strings.TrimSuffix(strings.Repeat(`1,`, 5000), ",") + `]}`
 	for _, tt := range []struct{ name, args, want string }{
 		{"too deep", deep, "nested deeper"},
 		{"too many values", many, "more than 4096 values"},
 		{"too large", `{"a":"` + strings.Repeat("x", 50<<10) + `"}`, "bytes, more than"},
-		{"a number Cedar cannot hold", `{"force":false,"x":1e400}`, "neither a 64-bit integer nor a decimal"},
+		{"a number Cedar cannot hold", `{"force":1e400}`, "neither a 64-bit integer nor a decimal"},
+		{"an unterminated string elsewhere", `{"text":"abc,"force":true}`, "not a JSON object"},
 		{"not an object", `[1]`, "not a JSON object"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

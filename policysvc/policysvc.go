@@ -229,7 +229,11 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 		}
 	}
 	b := s.active.Load().bundle
-	cctx, err := cedarContext(req, s.now(), b.ReadsArguments())
+	var cctx types.Record // a bundle that reads no context is decided without one
+	var err error
+	if b.ReadsContext() {
+		cctx, err = cedarContext(req, s.now(), needOf(b))
+	}
 	if err != nil {
 		// Arguments a policy might test cannot be converted: deny, and say why.
 		resp := denied(b)
@@ -264,7 +268,7 @@ func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
-	base, err := cedarContext(req, now, b.ReadsArguments())
+	base, err := cedarContext(req, now, needOf(b))
 	if err != nil {
 		resp := denied(b)
 		resp.Errors = []string{err.Error()}

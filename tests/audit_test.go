@@ -122,9 +122,10 @@ when { resource.name == "add" };
 	}
 	// A call the upstream saw has a decision record written ahead and an outcome record; a
 	// denied call, which never reached the upstream, has one complete record.
+	// The session's initialize is audited the same way: a decision and an outcome.
 	records := map[string]int{"echo": 2, "add": 1, "no-such-tool": 2}
-	if n != 5 {
-		t.Fatalf("audit log holds %d records, want 5 (decision and outcome for the two calls that reached the upstream, one for the denied)", n)
+	if n != 7 {
+		t.Fatalf("audit log holds %d records, want 7 (decision and outcome for the initialize and the two calls that reached the upstream, one for the denied)", n)
 	}
 	// The chain covers the records' bodies: one byte changed in the denied call's record (made
 	// to look like a call of another tool) breaks it there. Outcomes are committed without
@@ -163,10 +164,17 @@ when { resource.name == "add" };
 			t.Fatalf("line %d: %v", i+1, err)
 		}
 		r := l.Record
+		if r.Method == "initialize" {
+			byTool["(initialize)"] = append(byTool["(initialize)"], r)
+			continue
+		}
 		if r.Principal != "dev" || r.Tenant != "default" || r.Server != "echo" || r.Method != "tools/call" || r.CallID == "" {
 			t.Errorf("record %d = %+v, want a call id and dev/default on echo, tools/call", i+1, r)
 		}
 		byTool[r.Tool] = append(byTool[r.Tool], r)
+	}
+	if rs := byTool["(initialize)"]; len(rs) != 2 || rs[0].CallID != rs[1].CallID || rs[0].Principal != "dev" {
+		t.Errorf("initialize records %+v, want a decision and an outcome of one call id", rs)
 	}
 	for _, call := range calls {
 		rs := byTool[call.tool]

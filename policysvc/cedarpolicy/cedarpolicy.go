@@ -14,6 +14,7 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -68,6 +69,14 @@ type Bundle struct {
 	// readsArguments: some policy text mentions "arguments" (context.arguments), so
 	// requests need the arguments converted; no policy that does means none is.
 	readsArguments bool
+	// argumentMembers are the members of context.arguments the policies name (arguments.x,
+	// arguments has x, arguments["x"]); allArguments: some policy uses arguments otherwise,
+	// so all of them are needed.
+	argumentMembers map[string]bool
+	allArguments    bool
+	// readsContext: some policy text mentions "context"; none does means requests need no
+	// context at all.
+	readsContext bool
 }
 
 // Load reads the bundle in dir (see ReadDir) and builds it (see New). A policy's id is its
@@ -162,6 +171,8 @@ func New(files []File) (*Bundle, error) {
 			nPolicyFiles++
 			b.addPolicies(f, ids, &probs)
 			b.readsArguments = b.readsArguments || bytes.Contains(f.Content, []byte("arguments"))
+			b.noteArgumentMembers(f.Content)
+			b.readsContext = b.readsContext || bytes.Contains(f.Content, []byte("context"))
 		}
 	}
 	if nPolicyFiles == 0 {
@@ -338,6 +349,52 @@ func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 
 // Forbids reports whether the policy with this id is a forbid.
 func (b *Bundle) Forbids(id cedar.PolicyID) bool { return b.forbids[id] }
+
+// argumentUse finds each mention of arguments in a policy text, and what follows it.
+var argumentUse = regexp.MustCompile(`\barguments\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\s+has\s+([A-Za-z_][A-Za-z0-9_]*)|\s+has\s+"((?:[^"\\]|\\.)*)"|\s*\[\s*"((?:[^"\\]|\\.)*)"\s*\])?`)
+
+// noteArgumentMembers records which members of the arguments a policy text reads; a mention
+// it cannot read a member from (the record as a whole, an escaped name) needs them all.
+func (b *Bundle) noteArgumentMembers(text []byte) {
+	for _, ix := range argumentUse.FindAllSubmatchIndex(text, -1) {
+		if bytes.HasSuffix(bytes.TrimRight(text[:ix[0]], " \t\r\n"), []byte("has")) {
+			continue // `context has arguments` tests the record's presence, reads no member
+		}
+		m := make([][]byte, len(ix)/2)
+		for i := range m {
+			if ix[2*i] >= 0 {
+				m[i] = text[ix[2*i]:ix[2*i+1]]
+			}
+		}
+		var name string
+		switch {
+		case m[2] != nil:
+			name = string(m[2])
+		case m[3] != nil:
+			name = string(m[3])
+		case m[4] != nil && !bytes.Contains(m[4], []byte(`\`)):
+			name = string(m[4])
+		case m[5] != nil && !bytes.Contains(m[5], []byte(`\`)):
+			name = string(m[5])
+		default:
+			b.allArguments = true
+			continue
+		}
+		if b.argumentMembers == nil {
+			b.argumentMembers = map[string]bool{}
+		}
+		b.argumentMembers[name] = true
+	}
+}
+
+// ArgumentMembers says which members of a call's arguments policies read: all, or those
+// named in members (nil when no policy reads any).
+func (b *Bundle) ArgumentMembers() (all bool, members map[string]bool) {
+	return b.allArguments, b.argumentMembers
+}
+
+// ReadsContext reports whether some policy may read the context (its text mentions context).
+func (b *Bundle) ReadsContext() bool { return b.readsContext }
 
 // ReadsArguments reports whether some policy may read context.arguments (its text mentions
 // arguments): the caller then converts a call's arguments for the context.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -318,6 +319,32 @@ func TestLongMessages(t *testing.T) {
 		}
 		if !strings.HasSuffix(pr.Message, "(truncated)") {
 			t.Fatalf("message %q: want the type cut short", pr.Message)
+		}
+	}
+}
+
+// The members of the arguments a bundle's policies read are found in their text; a use of
+// the record as a whole needs them all.
+func TestArgumentMembers(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		text    string
+		all     bool
+		members string
+	}{
+		{`permit (principal, action, resource) when { context has arguments && context.arguments has force && context.arguments.force };`, false, "force"},
+		{`permit (principal, action, resource) when { context.arguments["dry run"] == true && context.arguments . mode == "x" };`, false, "dry run,mode"},
+		{`permit (principal, action, resource) when { context.arguments == {} };`, true, ""},
+		{`permit (principal, action, resource);`, false, ""},
+	} {
+		b, err := cedarpolicy.New([]cedarpolicy.File{{Name: "p.cedar", Content: []byte(tt.text)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, members := b.ArgumentMembers()
+		got := slices.Sorted(maps.Keys(members))
+		if all != tt.all || strings.Join(got, ",") != tt.members {
+			t.Errorf("%s: all %v members %v, want %v %q", tt.text, all, got, tt.all, tt.members)
 		}
 	}
 }
