@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/cedar-policy/cedar-go/types"
@@ -59,31 +60,67 @@ type argumentsNeed struct {
 	read    bool
 	all     bool
 	members map[string]bool
+	// context: the members of the context the bundle reads (all of them when allContext).
+	allContext bool
+	context    map[string]bool
 }
 
-// needOf is what bundle b reads of the arguments.
+// needOf is what bundle b reads of the context and the arguments.
 func needOf(b *cedarpolicy.Bundle) argumentsNeed {
 	all, members := b.ArgumentMembers()
-	return argumentsNeed{read: b.ReadsArguments(), all: all || !b.Validated(), members: members}
+	allCtx, ctx := b.ContextMembers()
+	// Without a schema nothing bounds what a policy may read: build everything.
+	return argumentsNeed{read: b.ReadsArguments(), all: all || !b.Validated(), members: members,
+		allContext: allCtx || !b.Validated(), context: ctx}
+}
+
+// wants says whether the context member name is to be built.
+func (n argumentsNeed) wants(name string) bool { return n.allContext || n.context[name] }
+
+// timeRecord is context.time for one second, built once a second: most requests of a
+// second share it.
+type timeRecord struct {
+	unix int64
+	rec  types.Record
+}
+
+var lastTime atomic.Pointer[timeRecord]
+
+func timeOf(now time.Time) types.Record {
+	now = now.UTC()
+	if t := lastTime.Load(); t != nil && t.unix == now.Unix() {
+		return t.rec
+	}
+	t := &timeRecord{unix: now.Unix(), rec: types.NewRecord(types.RecordMap{
+		"unix":    types.Long(now.Unix()),
+		"hour":    types.Long(now.Hour()),
+		"weekday": types.Long(now.Weekday()),
+	})}
+	lastTime.Store(t)
+	return t.rec
 }
 
 // cedarContext builds the context of req at now, with the arguments need says.
 func cedarContext(req *policyv1.CheckRequest, now time.Time, need argumentsNeed) (types.Record, error) {
 	usesArguments := need.read
 	c := req.GetContext()
-	now = now.UTC()
-	m := types.RecordMap{
-		"time": types.NewRecord(types.RecordMap{
-			"unix":    types.Long(now.Unix()),
-			"hour":    types.Long(now.Hour()),
-			"weekday": types.Long(now.Weekday()),
-		}),
-		"source":   types.String(c.GetSourceAddress()),
-		"session":  types.String(c.GetSessionId()),
-		"revision": types.String(c.GetProtocolVersion()),
-		"method":   types.String(req.GetAction()),
+	m := make(types.RecordMap, 6)
+	if need.wants("time") {
+		m["time"] = timeOf(now)
 	}
-	if usesArguments {
+	if need.wants("source") {
+		m["source"] = types.String(c.GetSourceAddress())
+	}
+	if need.wants("session") {
+		m["session"] = types.String(c.GetSessionId())
+	}
+	if need.wants("revision") {
+		m["revision"] = types.String(c.GetProtocolVersion())
+	}
+	if need.wants("method") {
+		m["method"] = types.String(req.GetAction())
+	}
+	if usesArguments && need.wants("arguments") {
 		if c.GetArgumentsTooLarge() {
 			return types.Record{}, fmt.Errorf("%w: larger than the gateway sends to policy (%d bytes)", errArguments, MaxArgumentBytes)
 		}

@@ -59,7 +59,7 @@ func TestEntitiesMatchSchema(t *testing.T) {
 		// The context as Check builds it, arguments included.
 		cctx, err := cedarContext(&policyv1.CheckRequest{Action: action, Context: &policyv1.RequestContext{
 			Arguments: []byte(`{"force":true,"other":null}`), SourceAddress: "127.0.0.1", SessionId: "s", ProtocolVersion: "2025-11-25",
-		}}, time.Now(), argumentsNeed{read: true, all: true})
+		}}, time.Now(), argumentsNeed{read: true, all: true, allContext: true})
 		if err != nil {
 			t.Fatal(err)
 		}

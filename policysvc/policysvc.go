@@ -268,7 +268,9 @@ func Evaluate(b *cedarpolicy.Bundle, servers Catalog, req *policyv1.CheckRequest
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
-	base, err := cedarContext(req, now, needOf(b))
+	need := needOf(b)
+	need.allContext = true // the whole context, as the schema declares it: the request is validated
+	base, err := cedarContext(req, now, need)
 	if err != nil {
 		resp := denied(b)
 		resp.Errors = []string{err.Error()}

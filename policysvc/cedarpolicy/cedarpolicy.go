@@ -69,11 +69,9 @@ type Bundle struct {
 	// readsArguments: some policy text mentions "arguments" (context.arguments), so
 	// requests need the arguments converted; no policy that does means none is.
 	readsArguments bool
-	// argumentMembers are the members of context.arguments the policies name (arguments.x,
-	// arguments has x, arguments["x"]); allArguments: some policy uses arguments otherwise,
-	// so all of them are needed.
-	argumentMembers map[string]bool
-	allArguments    bool
+	// arguments and context: what the policies read of context.arguments and of the
+	// context.
+	arguments, context memberUse
 	// readsContext: some policy text mentions "context"; none does means requests need no
 	// context at all.
 	readsContext bool
@@ -142,7 +140,7 @@ type File struct {
 // each at its file and, where cedar-go gives one, its line and column.
 func New(files []File) (*Bundle, error) {
 	files = slices.SortedFunc(slices.Values(files), func(a, b File) int { return strings.Compare(a.Name, b.Name) })
-	b := &Bundle{version: Digest(files)}
+	b := &Bundle{version: Digest(files), arguments: *newMemberUse("arguments"), context: *newMemberUse("context")}
 	var probs problems
 	var schemaFile *File
 	var nPolicyFiles int
@@ -171,7 +169,8 @@ func New(files []File) (*Bundle, error) {
 			nPolicyFiles++
 			b.addPolicies(f, ids, &probs)
 			b.readsArguments = b.readsArguments || bytes.Contains(f.Content, []byte("arguments"))
-			b.noteArgumentMembers(f.Content)
+			b.arguments.note(f.Content)
+			b.context.note(f.Content)
 			b.readsContext = b.readsContext || bytes.Contains(f.Content, []byte("context"))
 		}
 	}
@@ -350,15 +349,24 @@ func (b *Bundle) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 // Forbids reports whether the policy with this id is a forbid.
 func (b *Bundle) Forbids(id cedar.PolicyID) bool { return b.forbids[id] }
 
-// argumentUse finds each mention of arguments in a policy text, and what follows it.
-var argumentUse = regexp.MustCompile(`\barguments\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\s+has\s+([A-Za-z_][A-Za-z0-9_]*)|\s+has\s+"((?:[^"\\]|\\.)*)"|\s*\[\s*"((?:[^"\\]|\\.)*)"\s*\])?`)
+// memberUse is what policy texts read of a record they name by one word (context,
+// arguments): the members they name (word.x, word has x, word["x"]), or all of them when a
+// mention names none (the record as a whole, an escaped name). A mention after `has` tests
+// the record's presence and reads none of it.
+type memberUse struct {
+	re      *regexp.Regexp
+	members map[string]bool
+	all     bool
+}
 
-// noteArgumentMembers records which members of the arguments a policy text reads; a mention
-// it cannot read a member from (the record as a whole, an escaped name) needs them all.
-func (b *Bundle) noteArgumentMembers(text []byte) {
-	for _, ix := range argumentUse.FindAllSubmatchIndex(text, -1) {
+func newMemberUse(word string) *memberUse {
+	return &memberUse{re: regexp.MustCompile(`\b` + word + `\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\s+has\s+([A-Za-z_][A-Za-z0-9_]*)|\s+has\s+"((?:[^"\\]|\\.)*)"|\s*\[\s*"((?:[^"\\]|\\.)*)"\s*\])?`)}
+}
+
+func (u *memberUse) note(text []byte) {
+	for _, ix := range u.re.FindAllSubmatchIndex(text, -1) {
 		if bytes.HasSuffix(bytes.TrimRight(text[:ix[0]], " \t\r\n"), []byte("has")) {
-			continue // `context has arguments` tests the record's presence, reads no member
+			continue
 		}
 		m := make([][]byte, len(ix)/2)
 		for i := range m {
@@ -377,20 +385,25 @@ func (b *Bundle) noteArgumentMembers(text []byte) {
 		case m[5] != nil && !bytes.Contains(m[5], []byte(`\`)):
 			name = string(m[5])
 		default:
-			b.allArguments = true
+			u.all = true
 			continue
 		}
-		if b.argumentMembers == nil {
-			b.argumentMembers = map[string]bool{}
+		if u.members == nil {
+			u.members = map[string]bool{}
 		}
-		b.argumentMembers[name] = true
+		u.members[name] = true
 	}
 }
 
 // ArgumentMembers says which members of a call's arguments policies read: all, or those
 // named in members (nil when no policy reads any).
 func (b *Bundle) ArgumentMembers() (all bool, members map[string]bool) {
-	return b.allArguments, b.argumentMembers
+	return b.arguments.all, b.arguments.members
+}
+
+// ContextMembers says which members of the context policies read: all, or those named.
+func (b *Bundle) ContextMembers() (all bool, members map[string]bool) {
+	return b.context.all, b.context.members
 }
 
 // ReadsContext reports whether some policy may read the context (its text mentions context).
