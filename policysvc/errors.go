@@ -14,6 +14,8 @@ import (
 var (
 	// errInvalidRequest: the request is malformed (missing or oversized fields).
 	errInvalidRequest = errors.New("invalid request")
+	// errCallerDenied: a caller with its own identity may not ask about that tenant.
+	errCallerDenied = errors.New("permission denied")
 	// errQuotaExhausted: the tenant has used up its tools/call allowance for now.
 	errQuotaExhausted = errors.New("quota exhausted")
 	// errNotReady: the registry snapshot has not arrived yet, so no server is known.
@@ -31,6 +33,7 @@ var (
 // keep theirs, anything else is Internal.
 var codes = rpcserver.ErrorCodes{
 	{Err: errInvalidRequest, Code: connect.CodeInvalidArgument},
+	{Err: errCallerDenied, Code: connect.CodePermissionDenied},
 	{Err: errQuotaExhausted, Code: connect.CodeResourceExhausted},
 	{Err: errNotReady, Code: connect.CodeUnavailable},
 	{Err: errInvalidBundle, Code: connect.CodeInvalidArgument},

@@ -207,7 +207,15 @@ func (s *Service) Close(context.Context) error {
 }
 
 // Check implements policyv1connect.PolicyServiceHandler.
-func (s *Service) Check(_ context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
+func (s *Service) Check(ctx context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
+	if c, ok := rpcserver.CallerFrom(ctx); ok && c.Principal != nil {
+		if err := validateRequest(req.Msg); err != nil {
+			return nil, toConnect(err)
+		}
+		if err := s.authorizeCaller(c.Principal, actionAPICheck, req.Msg.GetSubject().GetTenant()); err != nil {
+			return nil, toConnect(err)
+		}
+	}
 	resp, err := s.check(req.Msg)
 	if err != nil {
 		return nil, toConnect(err)
@@ -333,7 +341,7 @@ func denied(b *cedarpolicy.Bundle) *policyv1.CheckResponse {
 }
 
 // decide evaluates a Cedar request by bundle b.
-func (s *Service) decide(b *cedarpolicy.Bundle, ents *requestEntities, creq types.Request) *policyv1.CheckResponse {
+func (s *Service) decide(b *cedarpolicy.Bundle, ents types.EntityGetter, creq types.Request) *policyv1.CheckResponse {
 	resp := denied(b)
 	decision, diag := b.Authorize(ents, creq)
 	if len(diag.Reasons) > 0 {

@@ -2,10 +2,14 @@ package tests
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -86,6 +90,40 @@ func TestGRPCGoClients(t *testing.T) {
 			}
 		})
 	}
+	// Another team's service, with a service token of its own (no internal token): Cedar lets
+	// it ask about principals of its tenant, and of no other.
+	t.Run("policy Check with a service identity", func(t *testing.T) {
+		auth := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: gatehousetest.ClientTimeout}, g.InternalToken), g.Base)
+		created, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "billing-svc", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		asService := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+created.Msg.GetToken())
+		ask := func(ctx context.Context, tenant string) error {
+			_, err := policy.Check(ctx, &policyv1.CheckRequest{
+				Subject: &policyv1.Subject{Id: "alice", Tenant: tenant, Kind: "user"}, Action: "tools/call",
+				Resource: &policyv1.Resource{Server: "echo", Name: "echo"},
+			})
+			return err
+		}
+		if err := ask(asService, "default"); err != nil {
+			t.Fatalf("its own tenant: %v", err)
+		}
+		if err := ask(asService, "research"); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("another tenant: %v, want PermissionDenied", err)
+		}
+		if err := ask(ctx, "default"); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("no identity: %v, want Unauthenticated", err)
+		}
+		bogus := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer gh_not_a_token_at_all_0000")
+		if err := ask(bogus, "default"); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("an unknown token: %v, want Unauthenticated", err)
+		}
+		// Its own credential opens Check only: the other RPCs still need the internal token.
+		if _, err := registry.ListServers(asService, &registryv1.ListServersRequest{Tenant: "default"}); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("registry with a service identity: %v, want Unauthenticated", err)
+		}
+	})
 	t.Run("policy Check invalid", func(t *testing.T) {
 		_, err := policy.Check(authed, &policyv1.CheckRequest{Action: "tools/call"})
 		if status.Code(err) != codes.InvalidArgument {

@@ -20,6 +20,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/ingress"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
@@ -223,7 +224,18 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux.Handle("/.well-known/oauth-protected-resource", public)
 	mux.Handle("/.well-known/oauth-protected-resource/", public)
 	mux.Handle("/.well-known/jwks.json", public)
-	mux.Handle("/", rpcserver.RequireToken(internalToken, internal))
+	// The services' RPCs need the internal token, except policysvc's Check, which other
+	// teams' services may call with their own credential (Cedar decides which tenants they
+	// may ask about).
+	callerAuth := func(ctx context.Context, credential string) (*authv1.Principal, error) {
+		resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg.GetPrincipal(), nil
+	}
+	openToCallers := map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true}
+	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own
 	if srv.TLSConfig != nil {
