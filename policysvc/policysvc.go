@@ -46,6 +46,9 @@ const toolsCall = "tools/call"
 type Config struct {
 	// Listen is the address the standalone binary serves on.
 	Listen string
+	// AuthAddr is authsvc's address, where the standalone binary authenticates callers that
+	// present a credential of their own to Check (empty: the internal token only).
+	AuthAddr string
 	// PolicyDir holds the *.cedar policies and, optionally, one *.cedarschema. With etcd, it is
 	// the fallback used while etcd holds no applied bundle (unless ApplyDir).
 	PolicyDir string
@@ -70,6 +73,7 @@ type Config struct {
 // (GATEHOUSE_POLICY_<FLAG>) are svcmain's, applied to every flag alike.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7102", "address to serve on")
+	fs.StringVar(&c.AuthAddr, "auth-addr", "127.0.0.1:7101", "authsvc address, to authenticate other teams' services calling Check with their own credential (empty: internal token only)")
 	fs.StringVar(&c.PolicyDir, "policy-dir", "examples/policies", "directory of Cedar policies (*.cedar) and their schema (*.cedarschema); with etcd, used until a bundle is applied")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the applied policy bundle")
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:7103", "registrysvc address")

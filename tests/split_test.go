@@ -19,6 +19,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
@@ -119,7 +121,7 @@ func startSplit(t *testing.T, ingresses int) *split {
 	specs := []spec{
 		{"registrysvc", "registrysvc", []string{"GATEHOUSE_REGISTRY_LISTEN=" + sp.addrs["registry"]}, append([]string{"-servers", servers}, etcdFlags...)},
 		{"authsvc", "authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + sp.addrs["auth"]}, etcdFlags},
-		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"]},
+		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"], "GATEHOUSE_POLICY_AUTH_ADDR=" + sp.addrs["auth"]},
 			append([]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}, etcdFlags...)},
 		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"],
 			"GATEHOUSE_BRIDGE_AUTH_ADDR=" + sp.addrs["auth"], "SPLIT_UPSTREAM_SECRET=split-secret-7f3a"}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
@@ -209,6 +211,29 @@ func TestSplitMode(t *testing.T) {
 		// Through the RPC or its own watch, whichever comes first: a bundle from etcd has a revision.
 		if logs := procs["policysvc"].logs.String(); !regexp.MustCompile(`"msg":"policy bundle active".*"rev":\d+`).MatchString(logs) {
 			t.Fatalf("policysvc did not switch to the applied bundle:\n%s", logs)
+		}
+	})
+
+	// Another team's service calls the policysvc binary with its own service token: its own
+	// tenant only (authsvc says who it is, Cedar which tenants it may ask about).
+	t.Run("policy Check with a service identity", func(t *testing.T) {
+		svcTok, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "billing-svc", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy := policyv1connect.NewPolicyServiceClient(&http.Client{Transport: gatehousetest.BearerTransport{Token: svcTok.Msg.GetToken(), Base: rpcserver.NewClient().Transport}}, rpcserver.BaseURL(addrs["policy"]))
+		ask := func(tenant string) error {
+			_, err := policy.Check(ctx, connect.NewRequest(&policyv1.CheckRequest{
+				Subject: &policyv1.Subject{Id: "alice", Tenant: tenant, Kind: "user"}, Action: "tools/call",
+				Resource: &policyv1.Resource{Server: "echo-http", Name: "echo"},
+			}))
+			return err
+		}
+		if err := ask("default"); err != nil {
+			t.Fatalf("its own tenant: %v\n%s", err, allLogs())
+		}
+		if err := ask("research"); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("another tenant: %v, want PermissionDenied", err)
 		}
 	})
 

@@ -67,7 +67,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "key-prefix"}
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr")...)
-	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir")...)
+	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers")...)
 	// Anonymous access comes from the config file.

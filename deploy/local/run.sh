@@ -45,7 +45,7 @@ etcd_tls=(-etcd-endpoints "$etcd_endpoints" -etcd-ca-file "$certs/ca.pem"
 cd "$root"
 bin/registrysvc "${etcd_tls[@]}" -servers "$config" & pids+=($!)
 bin/authsvc "${etcd_tls[@]}" & pids+=($!)
-bin/policysvc -registry-addr 127.0.0.1:7103 & pids+=($!)
+bin/policysvc -registry-addr 127.0.0.1:7103 "${etcd_tls[@]}" & pids+=($!)
 bin/bridgesvc -registry-addr 127.0.0.1:7103 -state-dir "$state/bridge" "${etcd_tls[@]}" & pids+=($!)
 bin/auditsvc -dir "$state/audit" & pids+=($!)
 bin/ingress "${etcd_tls[@]}" & pids+=($!)

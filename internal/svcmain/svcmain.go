@@ -97,6 +97,11 @@ type Serving struct {
 	Close func(ctx context.Context) error
 	// LogAttrs are added to the "serving" log line.
 	LogAttrs []any
+	// CallerAuth, when set, opens the procedures in OpenToCallers to callers with a bearer
+	// credential of their own, authenticated by it (rpcserver.Guard); every procedure still
+	// takes the internal token.
+	CallerAuth    rpcserver.Authenticate
+	OpenToCallers map[string]bool
 }
 
 // Main runs a service binary: parse args (the environment filling flags not given), log,
@@ -192,7 +197,11 @@ func serve(ctx context.Context, addr string, drain time.Duration, env *Env, s *S
 		srv = newServer(s.Handler)
 	} else {
 		mux = rpcserver.NewMux(s.Handlers...)
-		srv = newServer(rpcserver.RequireToken(env.Token, mux))
+		if s.CallerAuth != nil {
+			srv = newServer(rpcserver.Guard(env.Token, s.CallerAuth, s.OpenToCallers, mux))
+		} else {
+			srv = newServer(rpcserver.RequireToken(env.Token, mux))
+		}
 	}
 	env.Logger.Info("serving", append([]any{"addr", ln.Addr().String()}, s.LogAttrs...)...)
 	return rpcserver.ServeUntil(ctx, ln, srv, rpcserver.Shutdown{Mux: mux, Stopping: s.Stopping, Drain: drain}, env.Logger)

@@ -11,6 +11,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -50,10 +54,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				return nil, err
 			}
 			go cat.Follow(ctx, registryv1connect.NewRegistryServiceClient(env.Client, rpcserver.BaseURL(cfg.RegistryAddr)), env.Logger.With("part", "catalog"))
-			return &svcmain.Serving{
+			serving := &svcmain.Serving{
 				Handlers: svc.Handlers(), Close: svc.Close,
 				LogAttrs: []any{"registry", cfg.RegistryAddr, "bundle", svc.BundleVersion()},
-			}, nil
+			}
+			if cfg.AuthAddr != "" {
+				// Other teams' services may call Check with their own credential: authsvc
+				// says who they are, Cedar which tenants they may ask about.
+				auth := authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))
+				serving.CallerAuth = func(ctx context.Context, credential string) (*authv1.Principal, error) {
+					resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
+					if err != nil {
+						return nil, err
+					}
+					return resp.Msg.GetPrincipal(), nil
+				}
+				serving.OpenToCallers = map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true}
+			}
+			return serving, nil
 		},
 	}, args, getenv, stdout)
 }
