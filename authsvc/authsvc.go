@@ -61,6 +61,12 @@ type Config struct {
 	// IssuerClient fetches issuers' discovery documents and keys; nil means a client with
 	// timeouts that follows no redirects. Not a flag.
 	IssuerClient *http.Client
+	// PolicyAddr is policysvc's address, which the standalone binary asks to decide admin
+	// requests (empty: admin RPCs are refused to every caller).
+	PolicyAddr string
+	// Authorize decides admin requests (admin.go); the standalone binary makes it from
+	// PolicyAddr, single-process mode from its policysvc. Not a flag.
+	Authorize Authorizer
 }
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -73,6 +79,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AnonymousTenant, "anonymous-tenant", DefaultAnonymousTenant, "tenant of anonymous callers")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchRevocations streams (one per ingress replica)")
 	fs.StringVar(&c.IdentityConfig, "identity-config", "", "YAML file naming the gateway's resource URL and the OpenID Connect issuers whose tokens are accepted (empty: API tokens only)")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address, which decides operators' admin requests (empty: admin RPCs refused to every caller)")
 	fs.StringVar(&c.UpstreamTokenIssuer, "upstream-token-issuer", "", "iss of the JWTs minted for upstreams (gateway-jwt; empty: the identity file's resource, else \"gatehouse\")")
 }
 
@@ -98,6 +105,8 @@ type Service struct {
 	scopes   []string // every scope some issuer requires
 	// certs maps verified client certificates; nil when none is mapped.
 	certs *certMapper
+	// authorize decides admin requests; nil refuses every operator's.
+	authorize Authorizer
 	// watchers holds one slot per open WatchRevocations stream.
 	watchers chan struct{}
 	// closing ends when Close is called: the WatchRevocations streams end.
@@ -130,6 +139,7 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		anonTen:   orDefault(cfg.AnonymousTenant, DefaultAnonymousTenant),
 		now:       cfg.Clock,
 		logger:    logger,
+		authorize: cfg.Authorize,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -262,6 +272,9 @@ func (s *Service) authenticate(ctx context.Context, credential, server string, c
 // CreateToken implements authv1connect.AuthServiceHandler. The token is in the response
 // only; etcd holds its digest.
 func (s *Service) CreateToken(ctx context.Context, req *connect.Request[authv1.CreateTokenRequest]) (*connect.Response[authv1.CreateTokenResponse], error) {
+	if err := s.admin(ctx, actionIssueTokens, req.Msg.GetTenant()); err != nil {
+		return nil, s.toConnect(err)
+	}
 	id, token, err := s.tokens.create(ctx, req.Msg)
 	if err != nil {
 		return nil, s.toConnect(err)
@@ -273,6 +286,15 @@ func (s *Service) CreateToken(ctx context.Context, req *connect.Request[authv1.C
 
 // RevokeToken implements authv1connect.AuthServiceHandler.
 func (s *Service) RevokeToken(ctx context.Context, req *connect.Request[authv1.RevokeTokenRequest]) (*connect.Response[authv1.RevokeTokenResponse], error) {
+	if _, isCaller := rpcserver.CallerFrom(ctx); isCaller && ident.ValidID(req.Msg.GetTokenId()) {
+		tenant, err := s.tokens.tenantOf(ctx, req.Msg.GetTokenId())
+		if err != nil {
+			return nil, s.toConnect(err)
+		}
+		if err := s.admin(ctx, actionRevokeTokens, tenant); err != nil {
+			return nil, s.toConnect(err)
+		}
+	}
 	if err := s.tokens.revoke(ctx, req.Msg.GetTokenId()); err != nil {
 		return nil, s.toConnect(err)
 	}
@@ -282,6 +304,10 @@ func (s *Service) RevokeToken(ctx context.Context, req *connect.Request[authv1.R
 
 // ListTokens implements authv1connect.AuthServiceHandler.
 func (s *Service) ListTokens(ctx context.Context, req *connect.Request[authv1.ListTokensRequest]) (*connect.Response[authv1.ListTokensResponse], error) {
+	// Listing every tenant's tokens is decided on the gateway, one tenant's on that tenant.
+	if err := s.admin(ctx, actionListTokens, req.Msg.GetTenant()); err != nil {
+		return nil, s.toConnect(err)
+	}
 	tokens, next, err := s.tokens.list(ctx, req.Msg)
 	if err != nil {
 		return nil, s.toConnect(err)

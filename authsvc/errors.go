@@ -28,6 +28,9 @@ var (
 	errUnavailable = errors.New("token store unavailable")
 	// errIssuerUnavailable: an issuer's keys cannot be had; likewise.
 	errIssuerUnavailable = errors.New("issuer unavailable")
+	// errAdminDenied: an admin request made with the internal token alone, or refused by
+	// policy.
+	errAdminDenied = errors.New("permission denied")
 	// errInsufficientScope: a valid token without a scope its issuer requires.
 	errInsufficientScope = errors.New("insufficient scope")
 	// errTooManyWatchers: WatchRevocations beyond the configured number of streams.
@@ -47,6 +50,7 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errUnavailable, Code: connect.CodeUnavailable},
 	{Err: errIssuerUnavailable, Code: connect.CodeUnavailable},
 	{Err: errInsufficientScope, Code: connect.CodePermissionDenied},
+	{Err: errAdminDenied, Code: connect.CodePermissionDenied},
 	{Err: errTooManyWatchers, Code: connect.CodeResourceExhausted},
 	{Err: errTooManyKeys, Code: connect.CodeFailedPrecondition},
 }

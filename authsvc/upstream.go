@@ -143,6 +143,9 @@ func (s *Service) JWKS(ctx context.Context, _ *connect.Request[authv1.JWKSReques
 // RotateSigningKey implements authv1connect.AuthServiceHandler. Tokens already minted (and
 // cached by bridges for up to half their life) stay valid: their key stays published.
 func (s *Service) RotateSigningKey(ctx context.Context, _ *connect.Request[authv1.RotateSigningKeyRequest]) (*connect.Response[authv1.RotateSigningKeyResponse], error) {
+	if err := s.admin(ctx, actionRotateKeys, ""); err != nil {
+		return nil, s.toConnect(err)
+	}
 	st, err := s.keys.rotate(ctx)
 	if err != nil {
 		return nil, s.toConnect(err)

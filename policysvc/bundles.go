@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/policysvc/cedarpolicy"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -153,6 +154,17 @@ func protoFiles(files []cedarpolicy.File) []*policyv1.BundleFile {
 
 // ApplyBundle implements policyv1connect.PolicyServiceHandler.
 func (s *Service) ApplyBundle(ctx context.Context, req *connect.Request[policyv1.ApplyBundleRequest]) (*connect.Response[policyv1.ApplyBundleResponse], error) {
+	// An operator's request, decided by Cedar (admin/policy.apply on the gateway); the
+	// internal token alone is not enough.
+	p, err := rpcserver.AdminCaller(ctx)
+	if err != nil {
+		return nil, toConnect(fmt.Errorf("%w: %w", errCallerDenied, err))
+	}
+	if p != nil {
+		if err := s.authorizeCaller(p, "admin/policy.apply", ""); err != nil {
+			return nil, toConnect(err)
+		}
+	}
 	resp, err := s.apply(ctx, req.Msg.GetBundle())
 	if err != nil {
 		s.logger.Info("policy bundle refused", "err", err)

@@ -1,7 +1,11 @@
 package policysvc
 
 import (
+	"context"
 	"fmt"
+
+	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 
 	"github.com/cedar-policy/cedar-go/types"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
@@ -17,28 +21,66 @@ import (
 // actionAPICheck is the action a caller needs on a tenant to ask Check about its principals.
 const actionAPICheck = "api/policy.check"
 
-// authorizeCaller decides whether principal p may ask action about tenant.
+// authorizeCaller decides whether principal p may do action on tenant (the gateway as a
+// whole when tenant is empty).
 func (s *Service) authorizeCaller(p *authv1.Principal, action, tenant string) error {
-	b := s.active.Load().bundle
-	principal := principalEntity(p.GetId(), p.GetTenant(), kindOf(p.GetKind()), p.GetGroups())
-	resource := types.NewEntityUID(cedarpolicy.TypeTenant, types.String(tenant))
-	ents := callerEntities{principal: principal, tenant: types.Entity{UID: resource}, bundle: b}
-	// The context of every action (a caller's request has no session, source or arguments
-	// of a host): conditions on time hold for callers too.
-	cctx, err := cedarContext(&policyv1.CheckRequest{Action: action}, s.now(), argumentsNeed{allContext: true})
+	resp, err := s.authorize(subjectOf(p), action, tenant)
 	if err != nil {
 		return err
 	}
-	resp := s.decide(b, &ents, types.Request{
+	if resp.GetDecision() != policyv1.Decision_DECISION_ALLOW {
+		on := "tenant " + tenant
+		if tenant == "" {
+			on = "the gateway"
+		}
+		return fmt.Errorf("%w: %s may not %s on %s", errCallerDenied, p.GetId(), action, on)
+	}
+	return nil
+}
+
+// authorize decides action by sub on tenant, or on the gateway when tenant is empty.
+func (s *Service) authorize(sub *policyv1.Subject, action, tenant string) (*policyv1.AuthorizeResponse, error) {
+	if sub.GetId() == "" || sub.GetTenant() == "" || action == "" || len(action) > maxActionBytes || len(tenant) > maxTenantBytes {
+		return nil, invalid("authorize: subject id and tenant, and an action, are required, within their bounds")
+	}
+	b := s.active.Load().bundle
+	principal := principalEntity(sub.GetId(), sub.GetTenant(), sub.GetKind(), sub.GetGroups())
+	resource := types.NewEntityUID(cedarpolicy.TypeTenant, types.String(tenant))
+	if tenant == "" {
+		resource = types.NewEntityUID(cedarpolicy.TypeGateway, cedarpolicy.GatewayID)
+	}
+	ents := callerEntities{principal: principal, tenant: types.Entity{UID: resource}, bundle: b}
+	// The context of every action (no session, source or arguments of a host here):
+	// conditions on time hold for these requests too.
+	cctx, err := cedarContext(&policyv1.CheckRequest{Action: action}, s.now(), argumentsNeed{allContext: true})
+	if err != nil {
+		return nil, err
+	}
+	d := s.decide(b, &ents, types.Request{
 		Principal: principal.UID,
 		Action:    types.NewEntityUID(cedarpolicy.TypeAction, types.String(action)),
 		Resource:  resource,
 		Context:   cctx,
 	})
-	if resp.GetDecision() != policyv1.Decision_DECISION_ALLOW {
-		return fmt.Errorf("%w: %s may not ask about tenant %s (%s)", errCallerDenied, p.GetId(), tenant, action)
+	return &policyv1.AuthorizeResponse{Decision: d.GetDecision(), PolicyIds: d.GetPolicyIds(), BundleVersion: d.GetBundleVersion()}, nil
+}
+
+// Authorize implements policyv1connect.PolicyServiceHandler (the gateway's own services ask
+// it, with the internal token, about their callers' admin requests).
+func (s *Service) Authorize(ctx context.Context, req *connect.Request[policyv1.AuthorizeRequest]) (*connect.Response[policyv1.AuthorizeResponse], error) {
+	if c, ok := rpcserver.CallerFrom(ctx); ok && c.Principal != nil {
+		return nil, toConnect(fmt.Errorf("%w: Authorize is for the gateway's own services", errCallerDenied))
 	}
-	return nil
+	resp, err := s.authorize(req.Msg.GetSubject(), req.Msg.GetAction(), req.Msg.GetTenant())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// subjectOf is a principal as policy sees it.
+func subjectOf(p *authv1.Principal) *policyv1.Subject {
+	return &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindOf(p.GetKind())}
 }
 
 // callerEntities are the entities of a caller's authorization.

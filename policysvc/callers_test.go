@@ -44,3 +44,39 @@ func TestCallerAuthorized(t *testing.T) {
 		})
 	}
 }
+
+// Admin requests are decided by the shipped policies: the gatehouse-admins group administers
+// every tenant and the gateway; nobody else does; and Authorize answers the gateway's own
+// services only.
+func TestAdminDecisions(t *testing.T) {
+	t.Parallel()
+	svc := newService(t, policysvc.Config{PolicyDir: shippedDir}, nil)
+	internal := rpcserver.WithCaller(context.Background(), rpcserver.Caller{})
+	ask := func(ctx context.Context, sub *policyv1.Subject, action, tenant string) (policyv1.Decision, error) {
+		resp, err := svc.Authorize(ctx, connect.NewRequest(&policyv1.AuthorizeRequest{Subject: sub, Action: action, Tenant: tenant}))
+		if err != nil {
+			return 0, err
+		}
+		return resp.Msg.GetDecision(), nil
+	}
+	admin := &policyv1.Subject{Id: "ops", Tenant: "default", Kind: "user", Groups: []string{"gatehouse-admins"}}
+	user := &policyv1.Subject{Id: "bob", Tenant: "acme", Kind: "user"}
+	for _, tt := range []struct {
+		sub            *policyv1.Subject
+		action, tenant string
+		want           policyv1.Decision
+	}{
+		{admin, "admin/tokens.issue", "acme", policyv1.Decision_DECISION_ALLOW},
+		{admin, "admin/policy.apply", "", policyv1.Decision_DECISION_ALLOW},
+		{user, "admin/tokens.issue", "acme", policyv1.Decision_DECISION_DENY},
+		{user, "admin/keys.rotate", "", policyv1.Decision_DECISION_DENY},
+	} {
+		if d, err := ask(internal, tt.sub, tt.action, tt.tenant); err != nil || d != tt.want {
+			t.Errorf("%s %s on %q: %v %v, want %v", tt.sub.GetId(), tt.action, tt.tenant, d, err, tt.want)
+		}
+	}
+	asCaller := rpcserver.WithCaller(context.Background(), rpcserver.Caller{Principal: &authv1.Principal{Id: "svc", Tenant: "acme"}})
+	if _, err := ask(asCaller, admin, "admin/policy.apply", ""); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("Authorize asked by a caller: %v, want PermissionDenied", err)
+	}
+}

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -93,7 +92,7 @@ func TestGRPCGoClients(t *testing.T) {
 	// Another team's service, with a service token of its own (no internal token): Cedar lets
 	// it ask about principals of its tenant, and of no other.
 	t.Run("policy Check with a service identity", func(t *testing.T) {
-		auth := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: gatehousetest.ClientTimeout}, g.InternalToken), g.Base)
+		auth := authv1connect.NewAuthServiceClient(g.AdminClient(), g.Base)
 		created, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "billing-svc", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE}))
 		if err != nil {
 			t.Fatal(err)

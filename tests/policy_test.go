@@ -68,7 +68,7 @@ func TestPolicyApply(t *testing.T) {
 		t.Fatalf("echo before the apply: %v %v\n%s", res, err, g.Logs())
 	}
 
-	admin := []string{"GATEHOUSE_ADMIN_TOKEN=" + g.InternalToken, "GATEHOUSE_URL=" + g.Base}
+	admin := []string{"GATEHOUSE_ADMIN_TOKEN=" + g.Token, "GATEHOUSE_URL=" + g.Base}
 	dir := policyDir(t, map[string]string{"retired.cedar": noEcho})
 	stdout, stderr, err := gatehouseCLI(t, admin, "policy", "apply", dir)
 	if err != nil {

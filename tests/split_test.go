@@ -45,6 +45,7 @@ type split struct {
 	procs    map[string]*splitProc
 	order    []string // the processes in start order
 	internal string   // the internal token
+	admin    string   // the first operator's token (authsvc's bootstrap admin token)
 	echo     string   // the echo server's binary
 	echoURL  string   // the echo server over Streamable HTTP, with its whoami tool
 	state    string   // the run's directory (audit log, config)
@@ -85,7 +86,7 @@ func startSplit(t *testing.T, ingresses int) *split {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	t.Logf("built the six binaries")
-	sp := &split{addrs: map[string]string{}, procs: map[string]*splitProc{}, internal: "split-internal-token-0123456789", state: t.TempDir()}
+	sp := &split{addrs: map[string]string{}, procs: map[string]*splitProc{}, internal: "split-internal-token-0123456789", admin: "split-operator-token-0123456789", state: t.TempDir()}
 	sp.echo = gatehousetest.Bin(t, gatehousetest.EchoServer)
 	echoAddr := gatehousetest.StartServer(t, func(addr string) []string { return []string{sp.echo, "-http", addr, "-whoami"} })
 	sp.echoURL = "http://" + echoAddr + "/mcp"
@@ -120,7 +121,7 @@ func startSplit(t *testing.T, ingresses int) *split {
 	}
 	specs := []spec{
 		{"registrysvc", "registrysvc", []string{"GATEHOUSE_REGISTRY_LISTEN=" + sp.addrs["registry"]}, append([]string{"-servers", servers}, etcdFlags...)},
-		{"authsvc", "authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + sp.addrs["auth"]}, etcdFlags},
+		{"authsvc", "authsvc", []string{"GATEHOUSE_AUTH_LISTEN=" + sp.addrs["auth"], "GATEHOUSE_AUTH_POLICY_ADDR=" + sp.addrs["policy"], "GATEHOUSE_BOOTSTRAP_ADMIN_TOKEN=" + sp.admin}, etcdFlags},
 		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"], "GATEHOUSE_POLICY_AUTH_ADDR=" + sp.addrs["auth"]},
 			append([]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}, etcdFlags...)},
 		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"],
@@ -177,10 +178,10 @@ func startSplit(t *testing.T, ingresses int) *split {
 func TestSplitMode(t *testing.T) {
 	nodepeer.Node22(t)
 	sp := startSplit(t, 1)
-	procs, addrs, echo, internal, state, allLogs := sp.procs, sp.addrs, sp.echo, sp.internal, sp.state, sp.allLogs
+	procs, addrs, echo, state, allLogs := sp.procs, sp.addrs, sp.echo, sp.state, sp.allLogs
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	auth := authv1connect.NewAuthServiceClient(rpcserver.WithToken(rpcserver.NewClient(), internal), rpcserver.BaseURL(addrs["auth"]))
+	auth := authv1connect.NewAuthServiceClient(&http.Client{Transport: gatehousetest.BearerTransport{Token: sp.admin, Base: rpcserver.NewClient().Transport}}, rpcserver.BaseURL(addrs["auth"]))
 	created, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "dev", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER}))
 	if err != nil {
 		t.Fatalf("CreateToken: %v\n%s", err, allLogs())
@@ -203,7 +204,7 @@ func TestSplitMode(t *testing.T) {
 
 	// A bundle applied to policysvc (through etcd) decides the calls that follow.
 	t.Run("policy apply", func(t *testing.T) {
-		stdout, stderr, err := gatehouseCLI(t, []string{"GATEHOUSE_ADMIN_TOKEN=" + internal}, "policy", "apply",
+		stdout, stderr, err := gatehouseCLI(t, []string{"GATEHOUSE_ADMIN_TOKEN=" + sp.admin}, "policy", "apply",
 			"--url", rpcserver.BaseURL(addrs["policy"]), filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies"))
 		if err != nil || !strings.HasPrefix(stdout, "applied sha256:") {
 			t.Fatalf("apply: %v\n%s%s\n%s", err, stdout, stderr, allLogs())

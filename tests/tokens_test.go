@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -91,7 +95,7 @@ func closed(c <-chan struct{}) bool {
 func TestTokenCLIRevocation(t *testing.T) {
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	g := gatehousetest.Start(t, gatehousetest.Options{Config: "servers:\n" + stdioEntry("echo", echo)})
-	env := []string{"GATEHOUSE_URL=" + g.Base, "GATEHOUSE_ADMIN_TOKEN=" + g.InternalToken}
+	env := []string{"GATEHOUSE_URL=" + g.Base, "GATEHOUSE_ADMIN_TOKEN=" + g.Token}
 	id, token := issueToken(t, env, "--principal", "erin", "--tenant", "default", "--groups", "ops", "--ttl", "24h")
 
 	list := mustCLI(t, env, "token", "list", "--tenant", "default")
@@ -163,7 +167,7 @@ func TestSplitModeRevocation(t *testing.T) {
 			return strings.Contains(sp.procs[name].logs.String(), "revocation watch established")
 		})
 	}
-	env := []string{"GATEHOUSE_URL=http://" + sp.addrs["auth"], "GATEHOUSE_ADMIN_TOKEN=" + sp.internal}
+	env := []string{"GATEHOUSE_URL=http://" + sp.addrs["auth"], "GATEHOUSE_ADMIN_TOKEN=" + sp.admin}
 	id, token := issueToken(t, env, "--principal", "erin", "--tenant", "default")
 	_, devToken := issueToken(t, env, "--principal", "dev", "--tenant", "default")
 
@@ -203,5 +207,31 @@ func TestSplitModeRevocation(t *testing.T) {
 	}
 	if logs := second.logs.String(); !strings.Contains(logs, `"token_id":"`+id+`"`) {
 		t.Fatalf("the second ingress did not log the revocation of %s:\n%s", id, logs)
+	}
+}
+
+// TestAdminDecidedByPolicy: the admin RPCs are an operator's requests decided by Cedar: the
+// internal token alone opens none of them, a principal the policies do not let administer is
+// refused, and the dev principal (in gatehouse-admins) is allowed, through the CLI too.
+func TestAdminDecidedByPolicy(t *testing.T) {
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	g := gatehousetest.Start(t, gatehousetest.Options{Config: "servers:\n" + stdioEntry("echo", echo)})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	issue := connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "mallory", Tenant: "default"})
+	internalOnly := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: gatehousetest.ClientTimeout}, g.InternalToken), g.Base)
+	if _, err := internalOnly.CreateToken(ctx, issue); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("CreateToken with the internal token alone: %v, want PermissionDenied", err)
+	}
+	bob := g.NewToken(t, "bob", "default") // a user, in no admin group
+	asBob := authv1connect.NewAuthServiceClient(&http.Client{Transport: gatehousetest.BearerTransport{Token: bob, Base: http.DefaultTransport}, Timeout: gatehousetest.ClientTimeout}, g.Base)
+	if _, err := asBob.CreateToken(ctx, issue); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("CreateToken by a user the policies do not let administer: %v, want PermissionDenied", err)
+	}
+	if _, _, err := gatehouseCLI(t, []string{"GATEHOUSE_URL=" + g.Base, "GATEHOUSE_ADMIN_TOKEN=" + bob}, "token", "list"); err == nil {
+		t.Fatal("token list by bob succeeded")
+	}
+	if out := mustCLI(t, []string{"GATEHOUSE_URL=" + g.Base, "GATEHOUSE_ADMIN_TOKEN=" + g.Token}, "token", "list", "--tenant", "default"); !strings.Contains(out, "bob") {
+		t.Fatalf("token list by the dev principal does not show bob's token:\n%s", out)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
-	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/oidcpeer"
 	"github.com/go-jose/go-jose/v4"
@@ -179,7 +178,7 @@ func TestUpstreamIdentityGatewayJWT(t *testing.T) {
 	g := gatehousetest.Start(t, gatehousetest.Options{Config: config})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	auth := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: gatehousetest.ClientTimeout}, g.InternalToken), g.Base)
+	auth := authv1connect.NewAuthServiceClient(g.AdminClient(), g.Base)
 	created, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default", Groups: []string{"ops", "readers"}}))
 	if err != nil {
 		t.Fatal(err)
@@ -188,8 +187,8 @@ func TestUpstreamIdentityGatewayJWT(t *testing.T) {
 	got := whoami(t, g.Logs, g.Endpoint("jwt"), g.Token)
 	set := gatewayJWKS(t, g.Base)
 	c, oldKID := verifyUpstreamToken(t, got.Authorization, set, up)
-	if c.Subject != "dev" || c.Tenant != "default" || c.Groups != nil || c.ID == "" || c.Expiry.Time().Sub(c.IssuedAt.Time()) != 5*time.Minute {
-		t.Fatalf("the token's claims %+v: want sub dev, tenant default, a jti, five minutes of life", c)
+	if c.Subject != "dev" || c.Tenant != "default" || strings.Join(c.Groups, ",") != "gatehouse-admins" || c.ID == "" || c.Expiry.Time().Sub(c.IssuedAt.Time()) != 5*time.Minute {
+		t.Fatalf("the token's claims %+v: want sub dev, tenant default, the group gatehouse-admins, a jti, five minutes of life", c)
 	}
 	got = whoami(t, g.Logs, g.Endpoint("jwt-aud"), created.Msg.GetToken())
 	c, _ = verifyUpstreamToken(t, got.Authorization, set, "urn:e2e:echo")

@@ -5,12 +5,12 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
-// The gateway the operator CLI (token, policy apply) talks to, and its admin credential. The
-// credential comes from the environment or a file only (svcmain.ReadSecret), never a flag.
+// The gateway the operator CLI (token, policy apply) talks to, and the operator's credential
+// (an API token or an OpenID Connect token of a principal the policies let administer). It
+// comes from the environment or a file only (svcmain.ReadSecret), never a flag.
 const (
 	gatewayURLEnv = "GATEHOUSE_URL"
 	adminTokenEnv = "GATEHOUSE_ADMIN_TOKEN"
@@ -36,7 +36,20 @@ func adminClient(what, rawURL string, getenv func(string) string, timeout time.D
 		return "", nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if admin == "" {
-		return "", nil, fmt.Errorf("%s: no admin credential: set %s or %s_FILE (for now the gateway's internal token)", what, adminTokenEnv, adminTokenEnv)
+		return "", nil, fmt.Errorf("%s: no admin credential: set %s or %s_FILE to an operator's token (gatehouse up: its dev token)", what, adminTokenEnv, adminTokenEnv)
 	}
-	return base, rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: timeout}, admin), nil
+	return base, &http.Client{Transport: bearer{token: admin, next: http.DefaultTransport}, Timeout: timeout}, nil
+}
+
+// bearer sends the operator's credential as a bearer token: the gateway authenticates it and
+// Cedar decides each admin request (the internal token alone opens no admin RPC).
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }

@@ -49,9 +49,9 @@ commands:
 
 Every command exits 1 when something is wrong. apply talks to the gateway at --url (default
 $GATEHOUSE_URL, else ` + defaultURL + `) with the admin credential from
-$GATEHOUSE_ADMIN_TOKEN or the file $GATEHOUSE_ADMIN_TOKEN_FILE names. For now that
-credential is the gateway's internal token (GATEHOUSE_INTERNAL_TOKEN of gatehouse up); a
-later release decides admin calls by Cedar, with a principal's own credential.`
+$GATEHOUSE_ADMIN_TOKEN or the file $GATEHOUSE_ADMIN_TOKEN_FILE names: an operator's own
+credential, sent as a bearer token; Cedar decides (admin/policy.apply on the gateway). The
+internal token alone opens no admin RPC.`
 
 // policyCmd runs `gatehouse policy ...`.
 func policyCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -228,7 +228,7 @@ func TestPolicyApply(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = svc.Close(context.Background()) })
 	const token = "admin-token-0123456789"
-	srv := httptest.NewServer(rpcserver.RequireToken(token, rpcserver.NewMux(svc.Handlers()...)))
+	srv := httptest.NewServer(operatorOnly(token, rpcserver.NewMux(svc.Handlers()...)))
 	t.Cleanup(srv.Close)
 	env := map[string]string{"GATEHOUSE_URL": srv.URL, "GATEHOUSE_ADMIN_TOKEN": token}
 

@@ -38,10 +38,11 @@ commands:
             sessions and open streams it created end
 
 Every command takes --url (the gateway; default $` + gatewayURLEnv + ` or ` + defaultURL + `).
-The admin credential comes from the environment only: ` + adminTokenEnv + `, or
-` + adminTokenEnv + `_FILE naming a file only its owner can read. For now it is the
-gateway's internal token (GATEHOUSE_INTERNAL_TOKEN of ` + "`gatehouse up`" + ` or of the services);
-a later release decides admin RPCs by Cedar policy for an admin principal instead.`
+The operator's credential comes from the environment only: ` + adminTokenEnv + `, or
+` + adminTokenEnv + `_FILE naming a file only its owner can read. It is sent as a bearer
+token, and Cedar decides each request (admin/tokens.issue, .list, .revoke on the tenant);
+the shipped policies let the group gatehouse-admins administer (gatehouse up's dev token is
+in it). The internal token alone opens no admin RPC.`
 
 func tokenCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -84,7 +85,7 @@ func newTokenFlags(name, synopsis string, getenv func(string) string, stdout io.
 	tf.fs.SetOutput(io.Discard)
 	tf.fs.Usage = func() {}
 	tf.usage = func() {
-		fmt.Fprintf(stdout, "usage: gatehouse token %s\n\nThe admin credential comes from %s or %s_FILE (for now the gateway's internal token).\n\n", synopsis, adminTokenEnv, adminTokenEnv)
+		fmt.Fprintf(stdout, "usage: gatehouse token %s\n\nThe operator's credential comes from %s or %s_FILE.\n\n", synopsis, adminTokenEnv, adminTokenEnv)
 		tf.fs.SetOutput(stdout)
 		tf.fs.PrintDefaults()
 		tf.fs.SetOutput(io.Discard)

@@ -31,7 +31,7 @@ func tokenGateway(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(rpcserver.RequireToken(testAdmin, rpcserver.NewMux(auth.Handlers()...)))
+	srv := httptest.NewServer(operatorOnly(testAdmin, rpcserver.NewMux(auth.Handlers()...)))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -171,7 +171,7 @@ func TestTokenHelp(t *testing.T) {
 		if err != nil {
 			t.Errorf("%v: %v, want nil", args, err)
 		}
-		if !strings.Contains(out, "GATEHOUSE_ADMIN_TOKEN") || !strings.Contains(out, "internal token") {
+		if !strings.Contains(out, "GATEHOUSE_ADMIN_TOKEN") || !strings.Contains(out, "credential") {
 			t.Errorf("%v: help does not say where the admin credential comes from:\n%s", args, out)
 		}
 	}

@@ -71,7 +71,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers")...)
 	// Anonymous access comes from the config file.
-	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant")...)
+	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
 }
 
 func up(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -143,6 +143,11 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return fmt.Errorf("seed registry: %w", err)
 	}
 	authCfg := cfg.Auth
+	// Operators' admin requests are decided by policysvc, made below.
+	var policy *policysvc.Service
+	authCfg.Authorize = func(ctx context.Context, p *authv1.Principal, action, tenant string) error {
+		return authsvc.PolicyAuthorizer(policy)(ctx, p, action, tenant)
+	}
 	authCfg.AnonymousServers = strings.Join(file.Anonymous.Servers, ",")
 	authCfg.AnonymousPrincipal = cmp.Or(file.Anonymous.Principal, authsvc.DefaultAnonymousPrincipal)
 	authCfg.AnonymousTenant = cmp.Or(file.Anonymous.Tenant, authsvc.DefaultAnonymousTenant)
@@ -167,7 +172,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	cat := catalog.New()
 
 	cfg.Policy.PolicyDir, cfg.Policy.ApplyDir = cfg.PolicyDir, applyDir
-	policy, err := policysvc.New(cfg.Policy, cat, kv, logger.With("svc", "policy"))
+	policy, err = policysvc.New(cfg.Policy, cat, kv, logger.With("svc", "policy"))
 	if err != nil {
 		return err
 	}
@@ -234,7 +239,11 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		}
 		return resp.Msg.GetPrincipal(), nil
 	}
-	openToCallers := map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true}
+	// And the admin RPCs, which operators call with their own credential (Cedar decides).
+	openToCallers := map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true, policyv1connect.PolicyServiceApplyBundleProcedure: true}
+	for _, p := range authsvc.AdminProcedures {
+		openToCallers[p] = true
+	}
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own
@@ -283,12 +292,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	for _, s := range cat.Servers() {
 		fmt.Fprintf(stdout, "  server %-20s %s://%s/servers/%s/mcp\n", s.GetName(), scheme, addr, s.GetName())
 	}
-	fmt.Fprintf(stdout, "  dev token (principal dev, tenant default): %s\n", token)
-	if generatedInternal {
-		// The token CLI needs the internal token as its admin credential (for now); a random
-		// one is never printed.
-		fmt.Fprintf(stdout, "  gatehouse token: set %s before gatehouse up, and pass the same value as GATEHOUSE_ADMIN_TOKEN\n", svcmain.InternalTokenEnv)
-	}
+	fmt.Fprintf(stdout, "  dev token (principal dev, tenant default, group %s): %s\n", authsvc.AdminGroup, token)
+	fmt.Fprintf(stdout, "  gatehouse token and gatehouse policy apply: GATEHOUSE_ADMIN_TOKEN=<the dev token>\n")
 	logger.Info("ready", "addr", addr, "servers", len(cat.Servers()))
 	return <-served
 }
@@ -297,6 +302,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 func devToken(ctx context.Context, auth *authsvc.Service, token string) (string, error) {
 	resp, err := auth.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{
 		PrincipalId: "dev", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER, Token: token,
+		Groups: []string{authsvc.AdminGroup}, // the dev principal administers its own gateway
 	}))
 	if connect.CodeOf(err) == connect.CodeAlreadyExists && token != "" {
 		return token, nil // the data dir already holds this dev token

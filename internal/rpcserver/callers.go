@@ -3,6 +3,7 @@ package rpcserver
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -73,4 +74,22 @@ func Guard(token string, authn Authenticate, open map[string]bool, next http.Han
 		}
 		next.ServeHTTP(w, r.WithContext(WithCaller(r.Context(), Caller{Principal: p})))
 	})
+}
+
+// ErrNeedOperator refuses an admin RPC made with the internal token alone.
+var ErrNeedOperator = errors.New("admin RPCs need an operator's own credential (Authorization: Bearer); the internal token alone is not enough")
+
+// AdminCaller is the operator making an admin RPC: the principal of the caller's own
+// credential, to be decided by Cedar. A request with the internal token alone is refused
+// (ErrNeedOperator). Outside Guard (a direct call within the process, as single-process
+// mode's start makes) it returns nil, nil: the process itself.
+func AdminCaller(ctx context.Context) (*authv1.Principal, error) {
+	c, ok := CallerFrom(ctx)
+	if !ok {
+		return nil, nil
+	}
+	if c.Principal == nil {
+		return nil, ErrNeedOperator
+	}
+	return c.Principal, nil
 }

@@ -36,6 +36,9 @@ const (
 // Gatehouse's entity model, as examples/policies/gatehouse.cedarschema declares it.
 const (
 	TypeTenant    types.EntityType = "Gatehouse::Tenant"
+	// TypeGateway is the gateway itself, what gateway-wide admin actions act on; its one
+	// entity is GatewayID.
+	TypeGateway types.EntityType = "Gatehouse::Gateway"
 	TypeGroup     types.EntityType = "Gatehouse::Group"
 	TypePrincipal types.EntityType = "Gatehouse::Principal"
 	TypeServer    types.EntityType = "Gatehouse::Server"
@@ -51,6 +54,9 @@ const (
 	maxFileBytes = 4 << 20
 	maxFiles     = 1024
 )
+
+// GatewayID is the id of the gateway's entity.
+const GatewayID = "gateway"
 
 // idAnnotation names a policy: decisions report it, and it must be unique in a bundle.
 const idAnnotation = "id"

@@ -10,7 +10,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
@@ -32,12 +36,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Flags: cfg.RegisterFlags,
 		Etcd:  svcmain.EtcdRequired,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
+			if cfg.PolicyAddr != "" {
+				cfg.Authorize = authsvc.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
+			}
 			svc, err := authsvc.New(cfg, env.Etcd, env.Logger)
 			if err != nil {
 				return nil, err
 			}
+			// The first operator's token, from the environment or a file: principal admin of
+			// tenant default, in the group the shipped policies let administer the gateway.
+			bootstrap, err := svcmain.ReadSecret(getenv, authsvc.BootstrapAdminEnv)
+			if err != nil {
+				return nil, err
+			}
+			if bootstrap != "" {
+				if err := svc.EnsureToken(ctx, &authv1.CreateTokenRequest{PrincipalId: "admin", Tenant: "default", Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER,
+					Groups: []string{authsvc.AdminGroup}, Token: bootstrap}); err != nil {
+					return nil, fmt.Errorf("bootstrap admin token: %w", err)
+				}
+			}
+			open := map[string]bool{}
+			for _, p := range authsvc.AdminProcedures {
+				open[p] = true
+			}
 			return &svcmain.Serving{
-				Handlers: svc.Handlers(),
+				// Operators call the admin RPCs with their own credential, authenticated here.
+				CallerAuth: func(ctx context.Context, credential string) (*authv1.Principal, error) {
+					resp, err := svc.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
+					if err != nil {
+						return nil, err
+					}
+					return resp.Msg.GetPrincipal(), nil
+				},
+				OpenToCallers: open,
+				Handlers:      svc.Handlers(),
 				// Closing the service ends the WatchRevocations streams, which would otherwise
 				// hold the drain until its deadline; the ingresses resubscribe elsewhere.
 				Stopping: func() { _ = svc.Close(context.Background()) },

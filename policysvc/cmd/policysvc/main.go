@@ -69,7 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 					}
 					return resp.Msg.GetPrincipal(), nil
 				}
-				serving.OpenToCallers = map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true}
+				// And operators apply bundles with their own credential (Cedar decides).
+				serving.OpenToCallers = map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true, policyv1connect.PolicyServiceApplyBundleProcedure: true}
 			}
 			return serving, nil
 		},

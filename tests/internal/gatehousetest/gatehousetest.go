@@ -26,7 +26,6 @@ import (
 	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
-	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
 )
@@ -262,13 +261,19 @@ func (g *Gateway) AuthClient() *http.Client {
 	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: base}}
 }
 
+// AdminClient is an HTTP client of an operator: it presents the dev token (whose principal
+// is in the group the shipped policies let administer), as `gatehouse token` does.
+func (g *Gateway) AdminClient() *http.Client {
+	return &http.Client{Transport: BearerTransport{Token: g.Token, Base: http.DefaultTransport}, Timeout: ClientTimeout}
+}
+
 // NewToken mints an API token for principal in tenant through authsvc's CreateToken on the
 // gateway's port (with the internal token), as an operator would.
 func (g *Gateway) NewToken(t testing.TB, principal, tenant string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := authv1connect.NewAuthServiceClient(rpcserver.WithToken(&http.Client{Transport: http.DefaultTransport, Timeout: ClientTimeout}, g.InternalToken), g.Base)
+	client := authv1connect.NewAuthServiceClient(g.AdminClient(), g.Base)
 	resp, err := client.CreateToken(ctx, connect.NewRequest(&authv1.CreateTokenRequest{
 		PrincipalId: principal, Tenant: tenant, Kind: authv1.PrincipalKind_PRINCIPAL_KIND_USER,
 	}))

@@ -642,6 +642,128 @@ func (x *ApplyBundleResponse) GetPreviousVersion() string {
 	return ""
 }
 
+type AuthorizeRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Subject *Subject               `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The action, e.g. "admin/tokens.issue".
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// The tenant acted on; empty for the gateway as a whole.
+	Tenant        string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeRequest) Reset() {
+	*x = AuthorizeRequest{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeRequest) ProtoMessage() {}
+
+func (x *AuthorizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeRequest.ProtoReflect.Descriptor instead.
+func (*AuthorizeRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AuthorizeRequest) GetSubject() *Subject {
+	if x != nil {
+		return x.Subject
+	}
+	return nil
+}
+
+func (x *AuthorizeRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuthorizeRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type AuthorizeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decision      Decision               `protobuf:"varint,1,opt,name=decision,proto3,enum=gatehouse.policy.v1.Decision" json:"decision,omitempty"`
+	PolicyIds     []string               `protobuf:"bytes,2,rep,name=policy_ids,json=policyIds,proto3" json:"policy_ids,omitempty"`
+	BundleVersion string                 `protobuf:"bytes,3,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeResponse) Reset() {
+	*x = AuthorizeResponse{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeResponse) ProtoMessage() {}
+
+func (x *AuthorizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeResponse.ProtoReflect.Descriptor instead.
+func (*AuthorizeResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AuthorizeResponse) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+func (x *AuthorizeResponse) GetPolicyIds() []string {
+	if x != nil {
+		return x.PolicyIds
+	}
+	return nil
+}
+
+func (x *AuthorizeResponse) GetBundleVersion() string {
+	if x != nil {
+		return x.BundleVersion
+	}
+	return ""
+}
+
 var File_gatehouse_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
@@ -686,14 +808,24 @@ const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
 	"\x06bundle\x18\x01 \x01(\v2\x1b.gatehouse.policy.v1.BundleR\x06bundle\"Z\n" +
 	"\x13ApplyBundleResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12)\n" +
-	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion*K\n" +
+	"\x10previous_version\x18\x02 \x01(\tR\x0fpreviousVersion\"z\n" +
+	"\x10AuthorizeRequest\x126\n" +
+	"\asubject\x18\x01 \x01(\v2\x1c.gatehouse.policy.v1.SubjectR\asubject\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\"\x94\x01\n" +
+	"\x11AuthorizeResponse\x129\n" +
+	"\bdecision\x18\x01 \x01(\x0e2\x1d.gatehouse.policy.v1.DecisionR\bdecision\x12\x1d\n" +
+	"\n" +
+	"policy_ids\x18\x02 \x03(\tR\tpolicyIds\x12%\n" +
+	"\x0ebundle_version\x18\x03 \x01(\tR\rbundleVersion*K\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022\xc5\x01\n" +
+	"\rDECISION_DENY\x10\x022\xa3\x02\n" +
 	"\rPolicyService\x12P\n" +
 	"\x05Check\x12!.gatehouse.policy.v1.CheckRequest\x1a\".gatehouse.policy.v1.CheckResponse\"\x00\x12b\n" +
-	"\vApplyBundle\x12'.gatehouse.policy.v1.ApplyBundleRequest\x1a(.gatehouse.policy.v1.ApplyBundleResponse\"\x00B\xd9\x01\n" +
+	"\vApplyBundle\x12'.gatehouse.policy.v1.ApplyBundleRequest\x1a(.gatehouse.policy.v1.ApplyBundleResponse\"\x00\x12\\\n" +
+	"\tAuthorize\x12%.gatehouse.policy.v1.AuthorizeRequest\x1a&.gatehouse.policy.v1.AuthorizeResponse\"\x00B\xd9\x01\n" +
 	"\x17com.gatehouse.policy.v1B\vPolicyProtoP\x01ZCgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1;policyv1\xa2\x02\x03GPX\xaa\x02\x13Gatehouse.Policy.V1\xca\x02\x13Gatehouse\\Policy\\V1\xe2\x02\x1fGatehouse\\Policy\\V1\\GPBMetadata\xea\x02\x15Gatehouse::Policy::V1b\x06proto3"
 
 var (
@@ -709,7 +841,7 @@ func file_gatehouse_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
 	(Decision)(0),               // 0: gatehouse.policy.v1.Decision
 	(*Subject)(nil),             // 1: gatehouse.policy.v1.Subject
@@ -721,23 +853,29 @@ var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
 	(*Bundle)(nil),              // 7: gatehouse.policy.v1.Bundle
 	(*ApplyBundleRequest)(nil),  // 8: gatehouse.policy.v1.ApplyBundleRequest
 	(*ApplyBundleResponse)(nil), // 9: gatehouse.policy.v1.ApplyBundleResponse
+	(*AuthorizeRequest)(nil),    // 10: gatehouse.policy.v1.AuthorizeRequest
+	(*AuthorizeResponse)(nil),   // 11: gatehouse.policy.v1.AuthorizeResponse
 }
 var file_gatehouse_policy_v1_policy_proto_depIdxs = []int32{
-	1, // 0: gatehouse.policy.v1.CheckRequest.subject:type_name -> gatehouse.policy.v1.Subject
-	2, // 1: gatehouse.policy.v1.CheckRequest.resource:type_name -> gatehouse.policy.v1.Resource
-	4, // 2: gatehouse.policy.v1.CheckRequest.context:type_name -> gatehouse.policy.v1.RequestContext
-	0, // 3: gatehouse.policy.v1.CheckResponse.decision:type_name -> gatehouse.policy.v1.Decision
-	6, // 4: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
-	7, // 5: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
-	3, // 6: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
-	8, // 7: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
-	5, // 8: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
-	9, // 9: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1,  // 0: gatehouse.policy.v1.CheckRequest.subject:type_name -> gatehouse.policy.v1.Subject
+	2,  // 1: gatehouse.policy.v1.CheckRequest.resource:type_name -> gatehouse.policy.v1.Resource
+	4,  // 2: gatehouse.policy.v1.CheckRequest.context:type_name -> gatehouse.policy.v1.RequestContext
+	0,  // 3: gatehouse.policy.v1.CheckResponse.decision:type_name -> gatehouse.policy.v1.Decision
+	6,  // 4: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
+	7,  // 5: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
+	1,  // 6: gatehouse.policy.v1.AuthorizeRequest.subject:type_name -> gatehouse.policy.v1.Subject
+	0,  // 7: gatehouse.policy.v1.AuthorizeResponse.decision:type_name -> gatehouse.policy.v1.Decision
+	3,  // 8: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
+	8,  // 9: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
+	10, // 10: gatehouse.policy.v1.PolicyService.Authorize:input_type -> gatehouse.policy.v1.AuthorizeRequest
+	5,  // 11: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
+	9,  // 12: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
+	11, // 13: gatehouse.policy.v1.PolicyService.Authorize:output_type -> gatehouse.policy.v1.AuthorizeResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_policy_v1_policy_proto_init() }
@@ -751,7 +889,7 @@ func file_gatehouse_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_policy_v1_policy_proto_rawDesc), len(file_gatehouse_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

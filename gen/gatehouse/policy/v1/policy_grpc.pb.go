@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PolicyService_Check_FullMethodName       = "/gatehouse.policy.v1.PolicyService/Check"
 	PolicyService_ApplyBundle_FullMethodName = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
+	PolicyService_Authorize_FullMethodName   = "/gatehouse.policy.v1.PolicyService/Authorize"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -36,6 +37,9 @@ type PolicyServiceClient interface {
 	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
 	// and the active one stays. An admin RPC: today it requires the internal token.
 	ApplyBundle(ctx context.Context, in *ApplyBundleRequest, opts ...grpc.CallOption) (*ApplyBundleResponse, error)
+	// Authorize decides an operator's or a service's request to the gateway itself (an admin
+	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
+	Authorize(ctx context.Context, in *AuthorizeRequest, opts ...grpc.CallOption) (*AuthorizeResponse, error)
 }
 
 type policyServiceClient struct {
@@ -66,6 +70,16 @@ func (c *policyServiceClient) ApplyBundle(ctx context.Context, in *ApplyBundleRe
 	return out, nil
 }
 
+func (c *policyServiceClient) Authorize(ctx context.Context, in *AuthorizeRequest, opts ...grpc.CallOption) (*AuthorizeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthorizeResponse)
+	err := c.cc.Invoke(ctx, PolicyService_Authorize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -79,6 +93,9 @@ type PolicyServiceServer interface {
 	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
 	// and the active one stays. An admin RPC: today it requires the internal token.
 	ApplyBundle(context.Context, *ApplyBundleRequest) (*ApplyBundleResponse, error)
+	// Authorize decides an operator's or a service's request to the gateway itself (an admin
+	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
+	Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -94,6 +111,9 @@ func (UnimplementedPolicyServiceServer) Check(context.Context, *CheckRequest) (*
 }
 func (UnimplementedPolicyServiceServer) ApplyBundle(context.Context, *ApplyBundleRequest) (*ApplyBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ApplyBundle not implemented")
+}
+func (UnimplementedPolicyServiceServer) Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Authorize not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -152,6 +172,24 @@ func _PolicyService_ApplyBundle_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_Authorize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorizeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).Authorize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_Authorize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).Authorize(ctx, req.(*AuthorizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +204,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ApplyBundle",
 			Handler:    _PolicyService_ApplyBundle_Handler,
+		},
+		{
+			MethodName: "Authorize",
+			Handler:    _PolicyService_Authorize_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -38,6 +38,8 @@ const (
 	// PolicyServiceApplyBundleProcedure is the fully-qualified name of the PolicyService's ApplyBundle
 	// RPC.
 	PolicyServiceApplyBundleProcedure = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
+	// PolicyServiceAuthorizeProcedure is the fully-qualified name of the PolicyService's Authorize RPC.
+	PolicyServiceAuthorizeProcedure = "/gatehouse.policy.v1.PolicyService/Authorize"
 )
 
 // PolicyServiceClient is a client for the gatehouse.policy.v1.PolicyService service.
@@ -49,6 +51,9 @@ type PolicyServiceClient interface {
 	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
 	// and the active one stays. An admin RPC: today it requires the internal token.
 	ApplyBundle(context.Context, *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error)
+	// Authorize decides an operator's or a service's request to the gateway itself (an admin
+	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
+	Authorize(context.Context, *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error)
 }
 
 // NewPolicyServiceClient constructs a client for the gatehouse.policy.v1.PolicyService service. By
@@ -74,6 +79,12 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("ApplyBundle")),
 			connect.WithClientOptions(opts...),
 		),
+		authorize: connect.NewClient[v1.AuthorizeRequest, v1.AuthorizeResponse](
+			httpClient,
+			baseURL+PolicyServiceAuthorizeProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("Authorize")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -81,6 +92,7 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 type policyServiceClient struct {
 	check       *connect.Client[v1.CheckRequest, v1.CheckResponse]
 	applyBundle *connect.Client[v1.ApplyBundleRequest, v1.ApplyBundleResponse]
+	authorize   *connect.Client[v1.AuthorizeRequest, v1.AuthorizeResponse]
 }
 
 // Check calls gatehouse.policy.v1.PolicyService.Check.
@@ -93,6 +105,11 @@ func (c *policyServiceClient) ApplyBundle(ctx context.Context, req *connect.Requ
 	return c.applyBundle.CallUnary(ctx, req)
 }
 
+// Authorize calls gatehouse.policy.v1.PolicyService.Authorize.
+func (c *policyServiceClient) Authorize(ctx context.Context, req *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error) {
+	return c.authorize.CallUnary(ctx, req)
+}
+
 // PolicyServiceHandler is an implementation of the gatehouse.policy.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Check returns one decision.
@@ -102,6 +119,9 @@ type PolicyServiceHandler interface {
 	// in etcd, which every replica watches. An invalid bundle is refused with InvalidArgument
 	// and the active one stays. An admin RPC: today it requires the internal token.
 	ApplyBundle(context.Context, *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error)
+	// Authorize decides an operator's or a service's request to the gateway itself (an admin
+	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
+	Authorize(context.Context, *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -123,12 +143,20 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("ApplyBundle")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceAuthorizeHandler := connect.NewUnaryHandler(
+		PolicyServiceAuthorizeProcedure,
+		svc.Authorize,
+		connect.WithSchema(policyServiceMethods.ByName("Authorize")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.policy.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServiceCheckProcedure:
 			policyServiceCheckHandler.ServeHTTP(w, r)
 		case PolicyServiceApplyBundleProcedure:
 			policyServiceApplyBundleHandler.ServeHTTP(w, r)
+		case PolicyServiceAuthorizeProcedure:
+			policyServiceAuthorizeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -144,4 +172,8 @@ func (UnimplementedPolicyServiceHandler) Check(context.Context, *connect.Request
 
 func (UnimplementedPolicyServiceHandler) ApplyBundle(context.Context, *connect.Request[v1.ApplyBundleRequest]) (*connect.Response[v1.ApplyBundleResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.ApplyBundle is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) Authorize(context.Context, *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.Authorize is not implemented"))
 }
