@@ -35,10 +35,10 @@ const (
 
 // Gatehouse's entity model, as examples/policies/gatehouse.cedarschema declares it.
 const (
-	TypeTenant    types.EntityType = "Gatehouse::Tenant"
+	TypeTenant types.EntityType = "Gatehouse::Tenant"
 	// TypeGateway is the gateway itself, what gateway-wide admin actions act on; its one
 	// entity is GatewayID.
-	TypeGateway types.EntityType = "Gatehouse::Gateway"
+	TypeGateway   types.EntityType = "Gatehouse::Gateway"
 	TypeGroup     types.EntityType = "Gatehouse::Group"
 	TypePrincipal types.EntityType = "Gatehouse::Principal"
 	TypeServer    types.EntityType = "Gatehouse::Server"
