@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"connectrpc.com/connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
-	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
@@ -26,9 +24,8 @@ const (
 	actionRotateKeys   = "admin/keys.rotate"
 )
 
-// Authorizer decides whether principal p may do an admin action on tenant (the gateway as a
-// whole when tenant is empty): nil when allowed, an error saying why not otherwise.
-type Authorizer func(ctx context.Context, p *authv1.Principal, action, tenant string) error
+// Authorizer decides admin requests (rpcserver.PolicyAuthorizer asks policysvc).
+type Authorizer = rpcserver.Authorizer
 
 // admin decides the admin request in ctx.
 func (s *Service) admin(ctx context.Context, action, tenant string) error {
@@ -44,6 +41,9 @@ func (s *Service) admin(ctx context.Context, action, tenant string) error {
 	}
 	if err := s.authorize(ctx, p, action, tenant); err != nil {
 		s.logger.Info("admin request refused", "principal", p.GetId(), "action", action, "tenant", tenant, "err", err)
+		if errors.Is(err, rpcserver.ErrPolicyUnavailable) {
+			return fmt.Errorf("%w: %w", errUnavailable, err)
+		}
 		return fmt.Errorf("%w: %w", errAdminDenied, err)
 	}
 	return nil
@@ -71,43 +71,6 @@ func (ts *tokenStore) tenantOf(ctx context.Context, id string) (string, error) {
 		return "", fmt.Errorf("decode token record: %w", err)
 	}
 	return r.Tenant, nil
-}
-
-// PolicyAsker is what PolicyAuthorizer needs of policysvc: its client, or the service itself
-// in single-process mode.
-type PolicyAsker interface {
-	Authorize(context.Context, *connect.Request[policyv1.AuthorizeRequest]) (*connect.Response[policyv1.AuthorizeResponse], error)
-}
-
-// PolicyAuthorizer decides admin requests by asking policysvc's Authorize, as the gateway's
-// own service.
-func PolicyAuthorizer(policy PolicyAsker) Authorizer {
-	return func(ctx context.Context, p *authv1.Principal, action, tenant string) error {
-		resp, err := policy.Authorize(rpcserver.WithCaller(ctx, rpcserver.Caller{}), connect.NewRequest(&policyv1.AuthorizeRequest{
-			Subject: &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindName(p.GetKind())},
-			Action:  action, Tenant: tenant,
-		}))
-		if err != nil {
-			return fmt.Errorf("ask policy: %w", err)
-		}
-		if resp.Msg.GetDecision() != policyv1.Decision_DECISION_ALLOW {
-			return fmt.Errorf("%s is not allowed %s (bundle %s)", p.GetId(), action, resp.Msg.GetBundleVersion())
-		}
-		return nil
-	}
-}
-
-// kindName is a principal kind's name in policy.
-func kindName(k authv1.PrincipalKind) string {
-	switch k {
-	case authv1.PrincipalKind_PRINCIPAL_KIND_USER:
-		return "user"
-	case authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE:
-		return "service"
-	case authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS:
-		return "anonymous"
-	}
-	return "unspecified"
 }
 
 // AdminProcedures are the admin RPCs, which operators call with their own credential.

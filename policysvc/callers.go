@@ -80,7 +80,7 @@ func (s *Service) Authorize(ctx context.Context, req *connect.Request[policyv1.A
 
 // subjectOf is a principal as policy sees it.
 func subjectOf(p *authv1.Principal) *policyv1.Subject {
-	return &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindOf(p.GetKind())}
+	return &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: rpcserver.KindName(p.GetKind())}
 }
 
 // callerEntities are the entities of a caller's authorization.
@@ -99,17 +99,4 @@ func (e *callerEntities) Get(uid types.EntityUID) (types.Entity, bool) {
 		return e.bundle.Action(uid)
 	}
 	return types.Entity{}, false
-}
-
-// kindOf is a principal kind's name in policy.
-func kindOf(k authv1.PrincipalKind) string {
-	switch k {
-	case authv1.PrincipalKind_PRINCIPAL_KIND_USER:
-		return "user"
-	case authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE:
-		return "service"
-	case authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS:
-		return "anonymous"
-	}
-	return "unspecified"
 }

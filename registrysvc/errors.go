@@ -14,6 +14,8 @@ var (
 	errInvalidRequest = errors.New("invalid request")
 	// errNotFound: no server has that name.
 	errNotFound = errors.New("server not found")
+	// errCallerDenied: another team's caller may not list that tenant.
+	errCallerDenied = errors.New("permission denied")
 	// errNotReady: the first snapshot has not been read from etcd yet.
 	errNotReady = errors.New("registry not loaded yet")
 	// errTooManyWatchers: MaxWatchers streams are already open.
@@ -29,6 +31,7 @@ var (
 var codes = rpcserver.ErrorCodes{
 	{Err: errInvalidRequest, Code: connect.CodeInvalidArgument},
 	{Err: errNotFound, Code: connect.CodeNotFound},
+	{Err: errCallerDenied, Code: connect.CodePermissionDenied},
 	{Err: errNotReady, Code: connect.CodeUnavailable},
 	{Err: errTooManyWatchers, Code: connect.CodeResourceExhausted},
 	{Err: errLagged, Code: connect.CodeUnavailable},

@@ -54,6 +54,15 @@ type Config struct {
 	ServersFile string
 	// MaxWatchers bounds concurrent WatchServers streams; 0 means DefaultMaxWatchers.
 	MaxWatchers int
+	// AuthAddr and PolicyAddr are authsvc's and policysvc's addresses, where the standalone
+	// binary authenticates other teams' callers and asks which tenants they may list
+	// (empty: the internal token only).
+	AuthAddr   string
+	PolicyAddr string
+	// Authorize decides other teams' callers (api/registry.list on a tenant); nil refuses
+	// them. Not a flag: the binary makes it from PolicyAddr, single-process mode from its
+	// policysvc.
+	Authorize rpcserver.Authorizer
 }
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -63,6 +72,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the registry")
 	fs.StringVar(&c.ServersFile, "servers", "", "YAML file of servers to seed the registry from at start (the file is the source of truth: servers it does not list are removed)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchServers streams")
+	fs.StringVar(&c.AuthAddr, "auth-addr", "127.0.0.1:7101", "authsvc address, to authenticate other teams' services calling GetServer and ListServers with their own credential (empty: internal token only)")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address, which decides which tenants such callers may list")
 }
 
 // Etcd is what the registry needs of an etcd client (*clientv3.Client has it).
@@ -77,6 +88,7 @@ type Service struct {
 	prefix      string // KeyPrefix + "servers/"
 	logger      *slog.Logger
 	maxWatchers int
+	authorize   rpcserver.Authorizer
 
 	mu       sync.RWMutex
 	servers  map[string]*registryv1.Server // immutable messages, replaced on change
@@ -118,6 +130,7 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		prefix:      prefix + "servers/",
 		logger:      logger,
 		maxWatchers: orDefault(cfg.MaxWatchers, DefaultMaxWatchers),
+		authorize:   cfg.Authorize,
 		servers:     map[string]*registryv1.Server{},
 		changed:     make(chan struct{}),
 		subs:        map[*subscriber]struct{}{},
@@ -177,6 +190,11 @@ func (s *Service) GetServer(ctx context.Context, req *connect.Request[registryv1
 	s.mu.RLock()
 	srv, ok := s.servers[name]
 	s.mu.RUnlock()
+	// Another team's caller sees a server approved for a tenant it may list, and no other:
+	// one it may not see is answered as one that does not exist.
+	if ok && !s.mayList(ctx, srv.GetTenants()...) {
+		ok = false
+	}
 	if !ok {
 		return nil, toConnect(fmt.Errorf("%w: %q", errNotFound, name))
 	}
@@ -189,6 +207,14 @@ func (s *Service) ListServers(ctx context.Context, req *connect.Request[registry
 	tenant := req.Msg.GetTenant()
 	if len(tenant) > maxTenantBytes {
 		return nil, toConnect(invalid("tenant is longer than %d bytes", maxTenantBytes))
+	}
+	if c, ok := rpcserver.CallerFrom(ctx); ok && c.Principal != nil {
+		if tenant == "" {
+			return nil, toConnect(fmt.Errorf("%w: name the tenant to list", errCallerDenied))
+		}
+		if !s.mayList(ctx, tenant) {
+			return nil, toConnect(fmt.Errorf("%w: %s may not list tenant %s", errCallerDenied, c.Principal.GetId(), tenant))
+		}
 	}
 	if err := s.waitReady(ctx); err != nil {
 		return nil, toConnect(err)
@@ -260,4 +286,26 @@ func (s *Service) waitReady(ctx context.Context) error {
 
 func sortByName(servers []*registryv1.Server) {
 	slices.SortFunc(servers, func(a, b *registryv1.Server) int { return strings.Compare(a.GetName(), b.GetName()) })
+}
+
+// actionList is what another team's caller needs on a tenant to see its servers.
+const actionList = "api/registry.list"
+
+// mayList reports whether the caller in ctx may see servers of one of tenants: the gateway's
+// own services (and calls within the process) always; another team's caller when policy
+// lets it list one of them.
+func (s *Service) mayList(ctx context.Context, tenants ...string) bool {
+	c, ok := rpcserver.CallerFrom(ctx)
+	if !ok || c.Principal == nil {
+		return true
+	}
+	if s.authorize == nil {
+		return false
+	}
+	for _, t := range tenants {
+		if s.authorize(ctx, c.Principal, actionList, t) == nil {
+			return true
+		}
+	}
+	return false
 }

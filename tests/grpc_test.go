@@ -118,9 +118,23 @@ func TestGRPCGoClients(t *testing.T) {
 		if err := ask(bogus, "default"); status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("an unknown token: %v, want Unauthenticated", err)
 		}
-		// Its own credential opens Check only: the other RPCs still need the internal token.
-		if _, err := registry.ListServers(asService, &registryv1.ListServersRequest{Tenant: "default"}); status.Code(err) != codes.Unauthenticated {
-			t.Fatalf("registry with a service identity: %v, want Unauthenticated", err)
+		// The registry, likewise: its own tenant's servers, and no other's.
+		list, err := registry.ListServers(asService, &registryv1.ListServersRequest{Tenant: "default"})
+		if err != nil || len(list.GetServers()) != 1 || list.GetServers()[0].GetName() != "echo" {
+			t.Fatalf("ListServers of its own tenant: %v %v", list, err)
+		}
+		if _, err := registry.ListServers(asService, &registryv1.ListServersRequest{Tenant: "research"}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("ListServers of another tenant: %v, want PermissionDenied", err)
+		}
+		if _, err := registry.GetServer(asService, &registryv1.GetServerRequest{Name: "research-only"}); status.Code(err) != codes.NotFound {
+			t.Fatalf("GetServer of another tenant's server: %v, want NotFound (as if it did not exist)", err)
+		}
+		if _, err := registry.GetServer(asService, &registryv1.GetServerRequest{Name: "echo"}); err != nil {
+			t.Fatalf("GetServer of its own tenant's server: %v", err)
+		}
+		// Every other RPC still needs the internal token.
+		if _, err := policy.ApplyBundle(asService, &policyv1.ApplyBundleRequest{}); status.Code(err) == codes.OK {
+			t.Fatal("ApplyBundle by a service succeeded")
 		}
 	})
 	t.Run("policy Check invalid", func(t *testing.T) {

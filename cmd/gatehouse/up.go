@@ -69,7 +69,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr")...)
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
-	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers")...)
+	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr")...)
 	// Anonymous access comes from the config file.
 	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
 }
@@ -134,7 +134,15 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	defer etcd.Close()
 	kv := etcd.Client
 
-	registry, err := registrysvc.New(cfg.Registry, kv, logger.With("svc", "registry"))
+	// policysvc, made below, decides other teams' and operators' requests to the registry
+	// and authsvc.
+	var policy *policysvc.Service
+	askPolicy := func(ctx context.Context, p *authv1.Principal, action, tenant string) error {
+		return rpcserver.PolicyAuthorizer(policy)(ctx, p, action, tenant)
+	}
+	regCfg := cfg.Registry
+	regCfg.Authorize = askPolicy
+	registry, err := registrysvc.New(regCfg, kv, logger.With("svc", "registry"))
 	if err != nil {
 		return err
 	}
@@ -143,11 +151,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return fmt.Errorf("seed registry: %w", err)
 	}
 	authCfg := cfg.Auth
-	// Operators' admin requests are decided by policysvc, made below.
-	var policy *policysvc.Service
-	authCfg.Authorize = func(ctx context.Context, p *authv1.Principal, action, tenant string) error {
-		return authsvc.PolicyAuthorizer(policy)(ctx, p, action, tenant)
-	}
+	authCfg.Authorize = askPolicy // operators' admin requests
 	authCfg.AnonymousServers = strings.Join(file.Anonymous.Servers, ",")
 	authCfg.AnonymousPrincipal = cmp.Or(file.Anonymous.Principal, authsvc.DefaultAnonymousPrincipal)
 	authCfg.AnonymousTenant = cmp.Or(file.Anonymous.Tenant, authsvc.DefaultAnonymousTenant)
@@ -244,6 +248,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	for _, p := range authsvc.AdminProcedures {
 		openToCallers[p] = true
 	}
+	openToCallers[registryv1connect.RegistryServiceGetServerProcedure] = true
+	openToCallers[registryv1connect.RegistryServiceListServersProcedure] = true
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own

@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Etcd:  svcmain.EtcdRequired,
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			if cfg.PolicyAddr != "" {
-				cfg.Authorize = authsvc.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
+				cfg.Authorize = rpcserver.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
 			}
 			svc, err := authsvc.New(cfg, env.Etcd, env.Logger)
 			if err != nil {

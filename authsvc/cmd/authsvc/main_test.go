@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +29,28 @@ const internal = "test-internal-token"
 
 // withToken is an environment holding the internal token.
 func withToken(k string) string {
-	if k == "GATEHOUSE_INTERNAL_TOKEN" {
+	switch k {
+	case "GATEHOUSE_INTERNAL_TOKEN":
 		return internal
+	case "GATEHOUSE_BOOTSTRAP_ADMIN_TOKEN":
+		return bootstrapAdmin
 	}
 	return ""
+}
+
+// bootstrapAdmin is the first operator's token the binary registers at start.
+const bootstrapAdmin = "bootstrap-admin-token-0123456789"
+
+// bearer sends a bearer credential.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 func TestRunHelp(t *testing.T) {
@@ -104,19 +124,27 @@ func TestRunServes(t *testing.T) {
 		t.Fatalf("CreateToken without the internal token: %v, want Unauthenticated", err)
 	}
 	client := authv1connect.NewAuthServiceClient(rpcserver.WithToken(rpcserver.NewClient(), internal), base)
-	created, err := client.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default"}))
-	if err != nil {
-		t.Fatal(err)
+	// An admin RPC with the internal token alone is refused; with the operator's own
+	// credential it is decided by policysvc, which does not run here: unavailable, never
+	// allowed.
+	if _, err := client.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default"})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("CreateToken with the internal token alone: %v, want PermissionDenied", err)
 	}
-	resp, err := client.Authenticate(rctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: created.Msg.GetToken(), Server: "echo"}))
-	if err != nil || resp.Msg.GetPrincipal().GetId() != "alice" {
+	operator := authv1connect.NewAuthServiceClient(&http.Client{Transport: bearer{token: bootstrapAdmin, next: rpcserver.NewClient().Transport}}, base)
+	if _, err := operator.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default"})); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("CreateToken by the operator with no policysvc to decide: %v, want Unavailable", err)
+	}
+	// The bootstrap token is the first operator's: principal admin, in the admin group.
+	created := struct{ token string }{bootstrapAdmin}
+	resp, err := client.Authenticate(rctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: created.token, Server: "echo"}))
+	if err != nil || resp.Msg.GetPrincipal().GetId() != "admin" || !slices.Contains(resp.Msg.GetPrincipal().GetGroups(), "gatehouse-admins") {
 		t.Fatalf("Authenticate: %v, %v", resp, err)
 	}
 	anon, err := client.Authenticate(rctx, connect.NewRequest(&authv1.AuthenticateRequest{Server: "echo"}))
 	if err != nil || anon.Msg.GetPrincipal().GetKind() != authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS {
 		t.Fatalf("anonymous Authenticate: %v, %v", anon, err)
 	}
-	if strings.Contains(out.String(), created.Msg.GetToken()) {
+	if strings.Contains(out.String(), created.token) {
 		t.Fatal("the logs contain the token")
 	}
 

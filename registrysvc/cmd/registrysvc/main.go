@@ -3,8 +3,14 @@
 package main
 
 import (
+	"connectrpc.com/connect"
 	"context"
 	"fmt"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"io"
 	"os"
 	"os/signal"
@@ -42,6 +48,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 					return nil, err
 				}
 			}
+			if cfg.PolicyAddr != "" {
+				cfg.Authorize = rpcserver.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
+			}
 			svc, err := registrysvc.New(cfg, env.Etcd, env.Logger)
 			if err != nil {
 				return nil, err
@@ -52,14 +61,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 					return nil, err
 				}
 			}
-			return &svcmain.Serving{
+			serving := &svcmain.Serving{
 				Handlers: svc.Handlers(),
 				// Closing the service ends the WatchServers streams, which would otherwise
 				// hold the drain until its deadline.
 				Stopping: func() { _ = svc.Close(context.Background()) },
 				Close:    svc.Close,
 				LogAttrs: []any{"seeded", len(servers), "servers_file", cfg.ServersFile},
-			}, nil
+			}
+			if cfg.AuthAddr != "" {
+				// Other teams' services may read the catalogue with their own credential:
+				// authsvc says who they are, policy which tenants they may list.
+				auth := authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))
+				serving.CallerAuth = func(ctx context.Context, credential string) (*authv1.Principal, error) {
+					resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
+					if err != nil {
+						return nil, err
+					}
+					return resp.Msg.GetPrincipal(), nil
+				}
+				serving.OpenToCallers = map[string]bool{registryv1connect.RegistryServiceGetServerProcedure: true, registryv1connect.RegistryServiceListServersProcedure: true}
+			}
+			return serving, nil
 		},
 	}, args, getenv, stdout)
 }
