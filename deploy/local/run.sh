@@ -44,20 +44,14 @@ etcd_tls=(-etcd-endpoints "$etcd_endpoints" -etcd-ca-file "$certs/ca.pem"
 
 cd "$root"
 bin/registrysvc "${etcd_tls[@]}" -servers "$config" & pids+=($!)
-bin/authsvc "${etcd_tls[@]}" & pids+=($!)
+# The first operator's token (principal admin of tenant default, in gatehouse-admins, which the
+# shipped policies let administer): authsvc registers it at start; it is also a host's token.
+admin_token=${GATEHOUSE_BOOTSTRAP_ADMIN_TOKEN:-gh_$(head -c 32 /dev/urandom | base64 | tr -d '/+=')}
+GATEHOUSE_BOOTSTRAP_ADMIN_TOKEN=$admin_token bin/authsvc "${etcd_tls[@]}" & pids+=($!)
 bin/policysvc -registry-addr 127.0.0.1:7103 "${etcd_tls[@]}" & pids+=($!)
 bin/bridgesvc -registry-addr 127.0.0.1:7103 -state-dir "$state/bridge" "${etcd_tls[@]}" & pids+=($!)
 bin/auditsvc -dir "$state/audit" & pids+=($!)
 bin/ingress "${etcd_tls[@]}" & pids+=($!)
-# A dev token, through authsvc's Connect API (plain JSON over HTTP); the internal token goes
-# in a header read from stdin, not on curl's command line.
-for _ in $(seq 1 50); do
-  resp=$(printf 'Gatehouse-Internal-Token: %s\n' "$GATEHOUSE_INTERNAL_TOKEN" |
-    curl -sf -H "Content-Type: application/json" -H @- \
-    -d '{"principalId":"dev","tenant":"default","kind":"PRINCIPAL_KIND_USER"}' \
-    http://127.0.0.1:7101/gatehouse.auth.v1.AuthService/CreateToken) && break
-  sleep 0.2
-done
 echo "split mode up: http://127.0.0.1:8080/servers/<name>/mcp (Ctrl-C stops every process)"
-echo "dev token (principal dev, tenant default): $(printf '%s' "$resp" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')"
+echo "operator token (principal admin, tenant default, group gatehouse-admins; GATEHOUSE_ADMIN_TOKEN for gatehouse token and policy apply): $admin_token"
 wait
