@@ -68,7 +68,7 @@ func TestInstalledUpAnywhere(t *testing.T) {
 	})
 
 	upRE := regexp.MustCompile(`Gatehouse is up on (http://\S+)`)
-	tokenRE := regexp.MustCompile(`dev token \(principal dev, tenant default\): (\S+)`)
+	tokenRE := regexp.MustCompile(`dev token \(principal dev, tenant default[^)]*\): (\S+)`)
 	var base, token string
 	deadline := time.After(90 * time.Second)
 	for base == "" || token == "" {
