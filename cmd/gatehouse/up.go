@@ -236,13 +236,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// The services' RPCs need the internal token, except policysvc's Check, which other
 	// teams' services may call with their own credential (Cedar decides which tenants they
 	// may ask about).
-	callerAuth := func(ctx context.Context, credential string) (*authv1.Principal, error) {
-		resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
-		if err != nil {
-			return nil, err
-		}
-		return resp.Msg.GetPrincipal(), nil
-	}
+	callerAuth := rpcserver.AuthenticateWith(auth)
 	// And the admin RPCs, which operators call with their own credential (Cedar decides).
 	openToCallers := map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true, policyv1connect.PolicyServiceApplyBundleProcedure: true}
 	for _, p := range authsvc.AdminProcedures {

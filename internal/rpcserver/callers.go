@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+
+	"connectrpc.com/connect"
 	"net/http"
 	"strings"
 
@@ -92,4 +94,21 @@ func AdminCaller(ctx context.Context) (*authv1.Principal, error) {
 		return nil, ErrNeedOperator
 	}
 	return c.Principal, nil
+}
+
+// Authenticator is what AuthenticateWith needs of authsvc: its client, or the service itself.
+type Authenticator interface {
+	Authenticate(context.Context, *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error)
+}
+
+// AuthenticateWith is the Authenticate of Guard that asks authsvc (its client in split mode,
+// the service itself in single-process mode) who a caller's credential is.
+func AuthenticateWith(auth Authenticator) Authenticate {
+	return func(ctx context.Context, credential string) (*authv1.Principal, error) {
+		resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg.GetPrincipal(), nil
+	}
 }

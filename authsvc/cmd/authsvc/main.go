@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
@@ -61,13 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			}
 			return &svcmain.Serving{
 				// Operators call the admin RPCs with their own credential, authenticated here.
-				CallerAuth: func(ctx context.Context, credential string) (*authv1.Principal, error) {
-					resp, err := svc.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
-					if err != nil {
-						return nil, err
-					}
-					return resp.Msg.GetPrincipal(), nil
-				},
+				CallerAuth:    rpcserver.AuthenticateWith(svc),
 				OpenToCallers: open,
 				Handlers:      svc.Handlers(),
 				// Closing the service ends the WatchRevocations streams, which would otherwise

@@ -11,8 +11,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"connectrpc.com/connect"
-	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
@@ -62,13 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				// Other teams' services may call Check with their own credential: authsvc
 				// says who they are, Cedar which tenants they may ask about.
 				auth := authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))
-				serving.CallerAuth = func(ctx context.Context, credential string) (*authv1.Principal, error) {
-					resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
-					if err != nil {
-						return nil, err
-					}
-					return resp.Msg.GetPrincipal(), nil
-				}
+				serving.CallerAuth = rpcserver.AuthenticateWith(auth)
 				// And operators apply bundles with their own credential (Cedar decides).
 				serving.OpenToCallers = map[string]bool{policyv1connect.PolicyServiceCheckProcedure: true, policyv1connect.PolicyServiceApplyBundleProcedure: true}
 			}

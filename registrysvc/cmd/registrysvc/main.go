@@ -3,10 +3,8 @@
 package main
 
 import (
-	"connectrpc.com/connect"
 	"context"
 	"fmt"
-	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
@@ -73,13 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				// Other teams' services may read the catalogue with their own credential:
 				// authsvc says who they are, policy which tenants they may list.
 				auth := authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))
-				serving.CallerAuth = func(ctx context.Context, credential string) (*authv1.Principal, error) {
-					resp, err := auth.Authenticate(ctx, connect.NewRequest(&authv1.AuthenticateRequest{Credential: credential}))
-					if err != nil {
-						return nil, err
-					}
-					return resp.Msg.GetPrincipal(), nil
-				}
+				serving.CallerAuth = rpcserver.AuthenticateWith(auth)
 				serving.OpenToCallers = map[string]bool{registryv1connect.RegistryServiceGetServerProcedure: true, registryv1connect.RegistryServiceListServersProcedure: true}
 			}
 			return serving, nil
