@@ -66,6 +66,8 @@ type issuerYAML struct {
 	GroupsClaim     string   `yaml:"groups_claim"`
 	Kind            string   `yaml:"kind"`
 	RequiredScopes  []string `yaml:"required_scopes"`
+	AllowedTenants  []string `yaml:"allowed_tenants"`
+	AllowedGroups   []string `yaml:"allowed_groups"`
 }
 
 // ReadIdentity reads and validates an identity file.
@@ -123,6 +125,7 @@ func ParseIdentity(data []byte) (*Identity, error) {
 			PrincipalClaim: r.PrincipalClaim, PrincipalPrefix: r.PrincipalPrefix,
 			TenantClaim: r.TenantClaim, Tenant: r.Tenant, GroupsClaim: r.GroupsClaim,
 			Kind: r.Kind, RequiredScopes: r.RequiredScopes,
+			AllowedTenants: r.AllowedTenants, AllowedGroups: r.AllowedGroups,
 		}
 		if r.ClockSkew != "" {
 			d, err := time.ParseDuration(r.ClockSkew)

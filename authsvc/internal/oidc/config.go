@@ -81,6 +81,13 @@ type IssuerConfig struct {
 	GroupsClaim string
 	// Kind is the principal kind of its tokens: KindUser (the default) or KindService.
 	Kind string
+	// AllowedTenants, when set, are the only tenants a tenant claim may name (a token naming
+	// another is refused); AllowedGroups the only groups taken from the groups claim (others
+	// are dropped: a group grants, so dropping one only takes away). Groups and tenants are
+	// one namespace across issuers, API tokens and certificates: without these lists an
+	// issuer can name any of them.
+	AllowedTenants []string
+	AllowedGroups  []string
 	// RequiredScopes must all be granted by a token (its `scope` claim, space-separated, or
 	// `scp` array); a token without them is refused as insufficient_scope.
 	RequiredScopes []string
@@ -135,6 +142,19 @@ func (c *IssuerConfig) Validate() error {
 	case KindUser, KindService:
 	default:
 		return fmt.Errorf("kind %q: want %s or %s", c.Kind, KindUser, KindService)
+	}
+	for _, t := range c.AllowedTenants {
+		if !ident.ValidID(t) {
+			return fmt.Errorf("allowed_tenants: %q is not a tenant id", t)
+		}
+	}
+	if len(c.AllowedTenants) > 0 && c.TenantClaim == "" {
+		return errors.New("allowed_tenants needs tenant_claim (a fixed tenant needs no list)")
+	}
+	for _, g := range c.AllowedGroups {
+		if !ident.ValidID(g) {
+			return fmt.Errorf("allowed_groups: %q is not a group id", g)
+		}
 	}
 	for i, s := range c.RequiredScopes {
 		if s == "" || strings.ContainsAny(s, " \"\\") {

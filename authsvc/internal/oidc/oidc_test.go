@@ -426,3 +426,31 @@ func TestIssuerDownBacksOff(t *testing.T) {
 		t.Fatalf("discovery asked %d times for 20 tokens within the backoff, want 1", got)
 	}
 }
+
+// An issuer's allow-lists: a tenant outside is refused, groups outside are dropped.
+func TestAllowedTenantsAndGroups(t *testing.T) {
+	t.Parallel()
+	ti := newTestIssuer(t)
+	k := rsaKey(t, "k1")
+	ti.publish(k)
+	now := time.Now()
+	v := newVerifier(t, ti, now, func(c *IssuerConfig) {
+		c.AllowedTenants = []string{"acme"}
+		c.AllowedGroups = []string{"readers"}
+	})
+	p, err := v.Verify(context.Background(), sign(t, k, ti.claimsFor(now)), nil)
+	if err != nil || strings.Join(p.GetGroups(), ",") != "readers" {
+		t.Fatalf("Verify = %v, %v; want groups [readers] (devs dropped)", p, err)
+	}
+	c := ti.claimsFor(now)
+	c["tenant"] = "globex"
+	if _, err := v.Verify(context.Background(), sign(t, k, c), nil); !errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), "may not") {
+		t.Fatalf("a tenant outside the list: %v, want invalid", err)
+	}
+	c["groups"] = []string{"gatehouse-admins"}
+	c["tenant"] = "acme"
+	p, err = v.Verify(context.Background(), sign(t, k, c), nil)
+	if err != nil || len(p.GetGroups()) != 0 {
+		t.Fatalf("an admin group the issuer may not grant: %v %v, want no groups", p, err)
+	}
+}

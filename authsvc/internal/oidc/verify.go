@@ -209,6 +209,9 @@ func (is *issuer) principal(std jwt.Claims, claims map[string]any, resources []s
 		if !ident.ValidID(tenant) {
 			return nil, invalid("%s claim is missing or not a tenant id", c.TenantClaim)
 		}
+		if len(c.AllowedTenants) > 0 && !slices.Contains(c.AllowedTenants, tenant) {
+			return nil, invalid("%s claim names a tenant this issuer may not", c.TenantClaim)
+		}
 	}
 	var groups []string
 	if c.GroupsClaim != "" {
@@ -222,6 +225,9 @@ func (is *issuer) principal(std jwt.Claims, claims map[string]any, resources []s
 			if !ident.ValidID(g) {
 				return nil, invalid("%s claim holds a name that is not a group id", c.GroupsClaim)
 			}
+		}
+		if len(c.AllowedGroups) > 0 {
+			groups = slices.DeleteFunc(groups, func(g string) bool { return !slices.Contains(c.AllowedGroups, g) })
 		}
 		groups = slices.Compact(slices.Sorted(slices.Values(groups)))
 	}
