@@ -113,6 +113,16 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	}
 	end := s.relay(ctx, c, r)
 	end.reached = true
+	if end.final != nil && !end.upstreamError {
+		// A list shows only what a call would be allowed on; if it cannot be filtered it is
+		// not shown at all.
+		filtered, err := s.filterList(ctx, c, end.final)
+		if err != nil {
+			end = ending{refusal: fromPolicy(err), cause: err, reached: true, hostGone: ctx.Err() != nil}
+		} else {
+			end.final = filtered
+		}
+	}
 	// The decision record becomes the outcome record: an append that returned holds nothing
 	// of the message (the log keeps its encoding), so it is not copied.
 	s.conclude(ctx, c, rec, r, end)
@@ -247,7 +257,7 @@ func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferre
 // the request's context (what conditions may test: arguments, source, session, revision).
 func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, action, name string, rc *policyv1.RequestContext) (*policyv1.CheckResponse, error) {
 	resp, err := s.deps.Policy.Check(ctx, connect.NewRequest(&policyv1.CheckRequest{
-		Subject:  &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindName(p.GetKind())},
+		Subject:  subjectOf(p),
 		Action:   action,
 		Resource: &policyv1.Resource{Server: server, Name: name},
 		Context:  rc,
@@ -256,6 +266,11 @@ func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, actio
 		return nil, err
 	}
 	return resp.Msg, nil
+}
+
+// subjectOf is the principal as policy sees it.
+func subjectOf(p *authv1.Principal) *policyv1.Subject {
+	return &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindName(p.GetKind())}
 }
 
 // sendRequest is the bridge's request for one host message; principal and tenant let the

@@ -390,3 +390,31 @@ func TestInitializeAudited(t *testing.T) {
 		t.Fatalf("outcome record %v", o)
 	}
 }
+
+// A list shows only what a call would be allowed on: the items policy's Filter refuses are
+// taken out of the upstream's answer, the rest (and the cursor) pass unchanged.
+func TestListFiltered(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t, nil)
+	sid := g.initialize("echo", tokenAlice, rev)
+	r := g.do(http.MethodPost, "echo", `{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}`, map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": rev})
+	var msg struct {
+		Result struct {
+			Tools []struct {
+				Name        string `json:"name"`
+				Description string `json:"description"`
+			} `json:"tools"`
+			NextCursor string `json:"nextCursor"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(r.payload, &msg); err != nil {
+		t.Fatalf("%v: %s", err, r.payload)
+	}
+	var names []string
+	for _, tool := range msg.Result.Tools {
+		names = append(names, tool.Name)
+	}
+	if strings.Join(names, ",") != "echo,add" || msg.Result.Tools[1].Description != "a + b" || msg.Result.NextCursor != "p2" {
+		t.Fatalf("listed %v (cursor %q): want echo and add, forbidden taken out", msg.Result.Tools, msg.Result.NextCursor)
+	}
+}

@@ -182,6 +182,15 @@ func (f *fakeAuth) ResourceMetadata(context.Context, *connect.Request[authv1.Res
 	return connect.NewResponse(&authv1.ResourceMetadataResponse{Resource: fakeResource, AuthorizationServers: []string{fakeIssuer}, ScopesSupported: []string{"mcp"}}), nil
 }
 
+// Filter allows every item but "forbidden".
+func (fakePolicy) Filter(_ context.Context, req *connect.Request[policyv1.FilterRequest]) (*connect.Response[policyv1.FilterResponse], error) {
+	resp := &policyv1.FilterResponse{BundleVersion: "sha256:test"}
+	for _, n := range req.Msg.GetNames() {
+		resp.Allowed = append(resp.Allowed, n != "forbidden")
+	}
+	return connect.NewResponse(resp), nil
+}
+
 // fakePolicy allows everything but: initialize on serverHidden, the tool "forbidden"
 // (denied), "quota" (quota exhausted) and "policy-down" (unavailable).
 type fakePolicy struct {
@@ -338,6 +347,9 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 			rev = "2025-03-26"
 		}
 		return emit(&bridgev1.SendResponse{Final: true, ProtocolVersion: rev, Message: result(`{"protocolVersion":"` + rev + `","capabilities":{},"serverInfo":{"name":"fake","version":"1"}}`)})
+	}
+	if m.Method == "tools/list" {
+		return emit(&bridgev1.SendResponse{Final: true, Message: result(`{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"forbidden"},{"name":"add","description":"a + b"}],"nextCursor":"p2"}`)})
 	}
 	if m.Method != "tools/call" {
 		if id == "" {

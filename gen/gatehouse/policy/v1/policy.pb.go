@@ -764,6 +764,137 @@ func (x *AuthorizeResponse) GetBundleVersion() string {
 	return ""
 }
 
+type FilterRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Subject *Subject               `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The action each item would be used with, e.g. "tools/call".
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Server string `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	// The items' names (a resource's URI); at most 4096.
+	Names         []string        `protobuf:"bytes,4,rep,name=names,proto3" json:"names,omitempty"`
+	Context       *RequestContext `protobuf:"bytes,5,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilterRequest) Reset() {
+	*x = FilterRequest{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilterRequest) ProtoMessage() {}
+
+func (x *FilterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilterRequest.ProtoReflect.Descriptor instead.
+func (*FilterRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FilterRequest) GetSubject() *Subject {
+	if x != nil {
+		return x.Subject
+	}
+	return nil
+}
+
+func (x *FilterRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *FilterRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *FilterRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *FilterRequest) GetContext() *RequestContext {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+type FilterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// allowed[i] says whether names[i] would be allowed.
+	Allowed       []bool `protobuf:"varint,1,rep,packed,name=allowed,proto3" json:"allowed,omitempty"`
+	BundleVersion string `protobuf:"bytes,2,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilterResponse) Reset() {
+	*x = FilterResponse{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilterResponse) ProtoMessage() {}
+
+func (x *FilterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilterResponse.ProtoReflect.Descriptor instead.
+func (*FilterResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FilterResponse) GetAllowed() []bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return nil
+}
+
+func (x *FilterResponse) GetBundleVersion() string {
+	if x != nil {
+		return x.BundleVersion
+	}
+	return ""
+}
+
 var File_gatehouse_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
@@ -817,15 +948,25 @@ const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1d.gatehouse.policy.v1.DecisionR\bdecision\x12\x1d\n" +
 	"\n" +
 	"policy_ids\x18\x02 \x03(\tR\tpolicyIds\x12%\n" +
-	"\x0ebundle_version\x18\x03 \x01(\tR\rbundleVersion*K\n" +
+	"\x0ebundle_version\x18\x03 \x01(\tR\rbundleVersion\"\xcc\x01\n" +
+	"\rFilterRequest\x126\n" +
+	"\asubject\x18\x01 \x01(\v2\x1c.gatehouse.policy.v1.SubjectR\asubject\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
+	"\x06server\x18\x03 \x01(\tR\x06server\x12\x14\n" +
+	"\x05names\x18\x04 \x03(\tR\x05names\x12=\n" +
+	"\acontext\x18\x05 \x01(\v2#.gatehouse.policy.v1.RequestContextR\acontext\"Q\n" +
+	"\x0eFilterResponse\x12\x18\n" +
+	"\aallowed\x18\x01 \x03(\bR\aallowed\x12%\n" +
+	"\x0ebundle_version\x18\x02 \x01(\tR\rbundleVersion*K\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022\xa3\x02\n" +
+	"\rDECISION_DENY\x10\x022\xf8\x02\n" +
 	"\rPolicyService\x12P\n" +
 	"\x05Check\x12!.gatehouse.policy.v1.CheckRequest\x1a\".gatehouse.policy.v1.CheckResponse\"\x00\x12b\n" +
 	"\vApplyBundle\x12'.gatehouse.policy.v1.ApplyBundleRequest\x1a(.gatehouse.policy.v1.ApplyBundleResponse\"\x00\x12\\\n" +
-	"\tAuthorize\x12%.gatehouse.policy.v1.AuthorizeRequest\x1a&.gatehouse.policy.v1.AuthorizeResponse\"\x00B\xd9\x01\n" +
+	"\tAuthorize\x12%.gatehouse.policy.v1.AuthorizeRequest\x1a&.gatehouse.policy.v1.AuthorizeResponse\"\x00\x12S\n" +
+	"\x06Filter\x12\".gatehouse.policy.v1.FilterRequest\x1a#.gatehouse.policy.v1.FilterResponse\"\x00B\xd9\x01\n" +
 	"\x17com.gatehouse.policy.v1B\vPolicyProtoP\x01ZCgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1;policyv1\xa2\x02\x03GPX\xaa\x02\x13Gatehouse.Policy.V1\xca\x02\x13Gatehouse\\Policy\\V1\xe2\x02\x1fGatehouse\\Policy\\V1\\GPBMetadata\xea\x02\x15Gatehouse::Policy::V1b\x06proto3"
 
 var (
@@ -841,7 +982,7 @@ func file_gatehouse_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
 	(Decision)(0),               // 0: gatehouse.policy.v1.Decision
 	(*Subject)(nil),             // 1: gatehouse.policy.v1.Subject
@@ -855,6 +996,8 @@ var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
 	(*ApplyBundleResponse)(nil), // 9: gatehouse.policy.v1.ApplyBundleResponse
 	(*AuthorizeRequest)(nil),    // 10: gatehouse.policy.v1.AuthorizeRequest
 	(*AuthorizeResponse)(nil),   // 11: gatehouse.policy.v1.AuthorizeResponse
+	(*FilterRequest)(nil),       // 12: gatehouse.policy.v1.FilterRequest
+	(*FilterResponse)(nil),      // 13: gatehouse.policy.v1.FilterResponse
 }
 var file_gatehouse_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: gatehouse.policy.v1.CheckRequest.subject:type_name -> gatehouse.policy.v1.Subject
@@ -865,17 +1008,21 @@ var file_gatehouse_policy_v1_policy_proto_depIdxs = []int32{
 	7,  // 5: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
 	1,  // 6: gatehouse.policy.v1.AuthorizeRequest.subject:type_name -> gatehouse.policy.v1.Subject
 	0,  // 7: gatehouse.policy.v1.AuthorizeResponse.decision:type_name -> gatehouse.policy.v1.Decision
-	3,  // 8: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
-	8,  // 9: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
-	10, // 10: gatehouse.policy.v1.PolicyService.Authorize:input_type -> gatehouse.policy.v1.AuthorizeRequest
-	5,  // 11: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
-	9,  // 12: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
-	11, // 13: gatehouse.policy.v1.PolicyService.Authorize:output_type -> gatehouse.policy.v1.AuthorizeResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 8: gatehouse.policy.v1.FilterRequest.subject:type_name -> gatehouse.policy.v1.Subject
+	4,  // 9: gatehouse.policy.v1.FilterRequest.context:type_name -> gatehouse.policy.v1.RequestContext
+	3,  // 10: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
+	8,  // 11: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
+	10, // 12: gatehouse.policy.v1.PolicyService.Authorize:input_type -> gatehouse.policy.v1.AuthorizeRequest
+	12, // 13: gatehouse.policy.v1.PolicyService.Filter:input_type -> gatehouse.policy.v1.FilterRequest
+	5,  // 14: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
+	9,  // 15: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
+	11, // 16: gatehouse.policy.v1.PolicyService.Authorize:output_type -> gatehouse.policy.v1.AuthorizeResponse
+	13, // 17: gatehouse.policy.v1.PolicyService.Filter:output_type -> gatehouse.policy.v1.FilterResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_policy_v1_policy_proto_init() }
@@ -889,7 +1036,7 @@ func file_gatehouse_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_policy_v1_policy_proto_rawDesc), len(file_gatehouse_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	PolicyService_Check_FullMethodName       = "/gatehouse.policy.v1.PolicyService/Check"
 	PolicyService_ApplyBundle_FullMethodName = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
 	PolicyService_Authorize_FullMethodName   = "/gatehouse.policy.v1.PolicyService/Authorize"
+	PolicyService_Filter_FullMethodName      = "/gatehouse.policy.v1.PolicyService/Filter"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -40,6 +41,11 @@ type PolicyServiceClient interface {
 	// Authorize decides an operator's or a service's request to the gateway itself (an admin
 	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
 	Authorize(ctx context.Context, in *AuthorizeRequest, opts ...grpc.CallOption) (*AuthorizeResponse, error)
+	// Filter decides a whole list in one round trip: for each named tool, resource or prompt
+	// of the server, whether the action on it would be allowed (as Check decides, arguments
+	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
+	// call would be allowed on.
+	Filter(ctx context.Context, in *FilterRequest, opts ...grpc.CallOption) (*FilterResponse, error)
 }
 
 type policyServiceClient struct {
@@ -80,6 +86,16 @@ func (c *policyServiceClient) Authorize(ctx context.Context, in *AuthorizeReques
 	return out, nil
 }
 
+func (c *policyServiceClient) Filter(ctx context.Context, in *FilterRequest, opts ...grpc.CallOption) (*FilterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FilterResponse)
+	err := c.cc.Invoke(ctx, PolicyService_Filter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -96,6 +112,11 @@ type PolicyServiceServer interface {
 	// Authorize decides an operator's or a service's request to the gateway itself (an admin
 	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
 	Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error)
+	// Filter decides a whole list in one round trip: for each named tool, resource or prompt
+	// of the server, whether the action on it would be allowed (as Check decides, arguments
+	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
+	// call would be allowed on.
+	Filter(context.Context, *FilterRequest) (*FilterResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -114,6 +135,9 @@ func (UnimplementedPolicyServiceServer) ApplyBundle(context.Context, *ApplyBundl
 }
 func (UnimplementedPolicyServiceServer) Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Authorize not implemented")
+}
+func (UnimplementedPolicyServiceServer) Filter(context.Context, *FilterRequest) (*FilterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Filter not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -190,6 +214,24 @@ func _PolicyService_Authorize_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_Filter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FilterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).Filter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_Filter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).Filter(ctx, req.(*FilterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +250,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Authorize",
 			Handler:    _PolicyService_Authorize_Handler,
+		},
+		{
+			MethodName: "Filter",
+			Handler:    _PolicyService_Filter_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

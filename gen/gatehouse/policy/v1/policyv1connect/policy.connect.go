@@ -40,6 +40,8 @@ const (
 	PolicyServiceApplyBundleProcedure = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
 	// PolicyServiceAuthorizeProcedure is the fully-qualified name of the PolicyService's Authorize RPC.
 	PolicyServiceAuthorizeProcedure = "/gatehouse.policy.v1.PolicyService/Authorize"
+	// PolicyServiceFilterProcedure is the fully-qualified name of the PolicyService's Filter RPC.
+	PolicyServiceFilterProcedure = "/gatehouse.policy.v1.PolicyService/Filter"
 )
 
 // PolicyServiceClient is a client for the gatehouse.policy.v1.PolicyService service.
@@ -54,6 +56,11 @@ type PolicyServiceClient interface {
 	// Authorize decides an operator's or a service's request to the gateway itself (an admin
 	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
 	Authorize(context.Context, *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error)
+	// Filter decides a whole list in one round trip: for each named tool, resource or prompt
+	// of the server, whether the action on it would be allowed (as Check decides, arguments
+	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
+	// call would be allowed on.
+	Filter(context.Context, *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error)
 }
 
 // NewPolicyServiceClient constructs a client for the gatehouse.policy.v1.PolicyService service. By
@@ -85,6 +92,12 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("Authorize")),
 			connect.WithClientOptions(opts...),
 		),
+		filter: connect.NewClient[v1.FilterRequest, v1.FilterResponse](
+			httpClient,
+			baseURL+PolicyServiceFilterProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("Filter")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -93,6 +106,7 @@ type policyServiceClient struct {
 	check       *connect.Client[v1.CheckRequest, v1.CheckResponse]
 	applyBundle *connect.Client[v1.ApplyBundleRequest, v1.ApplyBundleResponse]
 	authorize   *connect.Client[v1.AuthorizeRequest, v1.AuthorizeResponse]
+	filter      *connect.Client[v1.FilterRequest, v1.FilterResponse]
 }
 
 // Check calls gatehouse.policy.v1.PolicyService.Check.
@@ -110,6 +124,11 @@ func (c *policyServiceClient) Authorize(ctx context.Context, req *connect.Reques
 	return c.authorize.CallUnary(ctx, req)
 }
 
+// Filter calls gatehouse.policy.v1.PolicyService.Filter.
+func (c *policyServiceClient) Filter(ctx context.Context, req *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error) {
+	return c.filter.CallUnary(ctx, req)
+}
+
 // PolicyServiceHandler is an implementation of the gatehouse.policy.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Check returns one decision.
@@ -122,6 +141,11 @@ type PolicyServiceHandler interface {
 	// Authorize decides an operator's or a service's request to the gateway itself (an admin
 	// action, an API call) on a tenant, or on the gateway as a whole when tenant is empty.
 	Authorize(context.Context, *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error)
+	// Filter decides a whole list in one round trip: for each named tool, resource or prompt
+	// of the server, whether the action on it would be allowed (as Check decides, arguments
+	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
+	// call would be allowed on.
+	Filter(context.Context, *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -149,6 +173,12 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("Authorize")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceFilterHandler := connect.NewUnaryHandler(
+		PolicyServiceFilterProcedure,
+		svc.Filter,
+		connect.WithSchema(policyServiceMethods.ByName("Filter")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.policy.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServiceCheckProcedure:
@@ -157,6 +187,8 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceApplyBundleHandler.ServeHTTP(w, r)
 		case PolicyServiceAuthorizeProcedure:
 			policyServiceAuthorizeHandler.ServeHTTP(w, r)
+		case PolicyServiceFilterProcedure:
+			policyServiceFilterHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -176,4 +208,8 @@ func (UnimplementedPolicyServiceHandler) ApplyBundle(context.Context, *connect.R
 
 func (UnimplementedPolicyServiceHandler) Authorize(context.Context, *connect.Request[v1.AuthorizeRequest]) (*connect.Response[v1.AuthorizeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.Authorize is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) Filter(context.Context, *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.Filter is not implemented"))
 }

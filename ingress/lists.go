@@ -1,0 +1,87 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"connectrpc.com/connect"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+)
+
+// Discovery equals authorization: a list an upstream answers shows the host only the items a
+// call would be allowed on. The ingress asks policysvc's Filter for the whole list in one
+// round trip (per maxFilterNames items) and rewrites the result without the others.
+
+// listKinds are the list methods whose answers are filtered: the member of the result that
+// holds the items, the member of an item that names it, and the action a call on it is.
+var listKinds = map[string]struct{ field, key, action string }{
+	"tools/list":     {"tools", "name", "tools/call"},
+	"prompts/list":   {"prompts", "name", "prompts/get"},
+	"resources/list": {"resources", "uri", "resources/read"},
+}
+
+// maxFilterNames is the most names of one Filter request (policysvc's MaxFilterNames).
+const maxFilterNames = 4096
+
+// filterList returns the upstream's answer to a list method with only the items the caller
+// may use. An answer without a result (an error) or not a list is returned unchanged; one
+// whose items cannot be read is an error (nothing unfiltered reaches the host).
+func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte, error) {
+	kind, ok := listKinds[c.msg.Method]
+	if !ok {
+		return final, nil
+	}
+	var msg map[string]json.RawMessage
+	if err := json.Unmarshal(final, &msg); err != nil {
+		return nil, fmt.Errorf("read the upstream's %s answer: %w", c.msg.Method, err)
+	}
+	raw, ok := msg["result"]
+	if !ok {
+		return final, nil
+	}
+	var result map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &result); err != nil {
+		return nil, fmt.Errorf("read the upstream's %s result: %w", c.msg.Method, err)
+	}
+	var items []json.RawMessage
+	if list, ok := result[kind.field]; ok {
+		if err := json.Unmarshal(list, &items); err != nil {
+			return nil, fmt.Errorf("read the upstream's %s: %w", kind.field, err)
+		}
+	}
+	names := make([]string, len(items))
+	for i, it := range items {
+		var named map[string]json.RawMessage
+		if err := json.Unmarshal(it, &named); err != nil {
+			return nil, fmt.Errorf("read an item of %s: %w", kind.field, err)
+		}
+		// An item without a name cannot be decided: it is not listed.
+		_ = json.Unmarshal(named[kind.key], &names[i])
+	}
+	kept := make([]json.RawMessage, 0, len(items))
+	for start := 0; start < len(items); start += maxFilterNames {
+		end := min(start+maxFilterNames, len(items))
+		resp, err := s.deps.Policy.Filter(ctx, connect.NewRequest(&policyv1.FilterRequest{
+			Subject: subjectOf(c.principal), Action: kind.action, Server: c.server, Names: names[start:end],
+			Context: &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision},
+		}))
+		if err != nil {
+			return nil, err
+		}
+		for i, allowed := range resp.Msg.GetAllowed() {
+			if allowed && names[start+i] != "" && start+i < end {
+				kept = append(kept, items[start+i])
+			}
+		}
+	}
+	list, err := json.Marshal(kept)
+	if err != nil {
+		return nil, err
+	}
+	result[kind.field] = list
+	if msg["result"], err = json.Marshal(result); err != nil {
+		return nil, err
+	}
+	return json.Marshal(msg)
+}
