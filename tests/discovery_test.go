@@ -162,4 +162,3 @@ func listTools(t *testing.T, c rawClient, sid string) []string {
 	t.Fatal("tools/list did not end in 100 pages")
 	return nil
 }
-
