@@ -10,10 +10,10 @@ import (
 
 	"connectrpc.com/connect"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdfollow"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/policysvc/cedarpolicy"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -37,12 +37,6 @@ const (
 
 // storeTimeout bounds one read or write of the stored bundle.
 const storeTimeout = 10 * time.Second
-
-// Backoff between attempts to read or watch the stored bundle after a failure.
-const (
-	minBackoff = 50 * time.Millisecond
-	maxBackoff = 5 * time.Second
-)
 
 // gitCommit is what a bundle may name as its source: a hex object name (SHA-1 or SHA-256),
 // "-dirty" when the work tree had changes.
@@ -280,34 +274,7 @@ func decodeStored(kv *mvccpb.KeyValue) (*active, error) {
 // rev, resumed where it broke; after a compaction, a fresh read.
 func (s *Service) follow(ctx context.Context, rev int64) {
 	defer close(s.done)
-	backoff := minBackoff
-	for ctx.Err() == nil {
-		if rev == 0 {
-			r, err := s.reload(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.logger.Warn("reading the stored policy bundle failed; retrying", "err", err, "backoff", backoff)
-				}
-				backoff = sleep(ctx, backoff)
-				continue
-			}
-			rev, backoff = r, minBackoff
-		}
-		last, err := s.watch(ctx, rev)
-		if last > rev {
-			rev, backoff = last, minBackoff
-		}
-		switch {
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, rpctypes.ErrCompacted):
-			s.logger.Info("policy bundle watch compacted; reading it again", "rev", rev)
-			rev = 0
-			continue
-		}
-		s.logger.Warn("policy bundle watch broken; resuming", "err", err, "rev", rev, "backoff", backoff)
-		backoff = sleep(ctx, backoff)
-	}
+	etcdfollow.Follow(ctx, etcdfollow.Funcs{Load: s.reload, Watch: s.watch}, rev, s.logger, "the stored policy bundle")
 }
 
 // reload reads the stored bundle, installs it if it is newer than the active one, and
@@ -363,15 +330,4 @@ func (s *Service) changed(kv *mvccpb.KeyValue) {
 		return
 	}
 	s.install(a, "etcd")
-}
-
-// sleep waits d or until ctx ends, and returns the next backoff.
-func sleep(ctx context.Context, d time.Duration) time.Duration {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-	return min(2*d, maxBackoff)
 }

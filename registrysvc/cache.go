@@ -9,18 +9,12 @@ import (
 	"time"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdfollow"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
-)
-
-// Backoff between attempts to read or watch etcd after a failure.
-const (
-	minBackoff = 50 * time.Millisecond
-	maxBackoff = 5 * time.Second
 )
 
 // watchStreamKey gives the registry's etcd watch a gRPC stream of its own (the client shares
@@ -38,46 +32,7 @@ type subscriber struct {
 // snapshot (which every subscriber receives).
 func (s *Service) run(ctx context.Context) {
 	defer close(s.done)
-	backoff := minBackoff
-	var rev int64 // the revision the cache reflects; 0 until a snapshot is loaded
-	for ctx.Err() == nil {
-		if rev == 0 {
-			r, err := s.load(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.logger.Warn("registry snapshot failed; retrying", "err", err, "backoff", backoff)
-				}
-				backoff = sleep(ctx, backoff)
-				continue
-			}
-			rev, backoff = r, minBackoff
-		}
-		last, err := s.watch(ctx, rev)
-		if last > rev {
-			rev, backoff = last, minBackoff
-		}
-		switch {
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, rpctypes.ErrCompacted):
-			s.logger.Info("registry watch compacted; reloading the snapshot", "rev", rev)
-			rev = 0
-			continue
-		}
-		s.logger.Warn("registry watch broken; resuming", "err", err, "rev", rev, "backoff", backoff)
-		backoff = sleep(ctx, backoff)
-	}
-}
-
-// sleep waits d or until ctx ends, and returns the next backoff.
-func sleep(ctx context.Context, d time.Duration) time.Duration {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-	return min(2*d, maxBackoff)
+	etcdfollow.Follow(ctx, etcdfollow.Funcs{Load: s.load, Watch: s.watch}, 0, s.logger, "the registry")
 }
 
 // load replaces the cache with every server in etcd and sends the snapshot to every
