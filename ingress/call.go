@@ -14,6 +14,7 @@ import (
 	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -270,7 +271,7 @@ func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, actio
 
 // subjectOf is the principal as policy sees it.
 func subjectOf(p *authv1.Principal) *policyv1.Subject {
-	return &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: kindName(p.GetKind())}
+	return &policyv1.Subject{Id: p.GetId(), Tenant: p.GetTenant(), Groups: p.GetGroups(), Kind: rpcserver.KindName(p.GetKind())}
 }
 
 // sendRequest is the bridge's request for one host message; principal and tenant let the
@@ -292,18 +293,6 @@ func (s *Service) sendRequest(p *authv1.Principal, server, session, revision, su
 		req.RequestId = m.ID
 	}
 	return req
-}
-
-func kindName(k authv1.PrincipalKind) string {
-	switch k {
-	case authv1.PrincipalKind_PRINCIPAL_KIND_USER:
-		return "user"
-	case authv1.PrincipalKind_PRINCIPAL_KIND_SERVICE:
-		return "service"
-	case authv1.PrincipalKind_PRINCIPAL_KIND_ANONYMOUS:
-		return "anonymous"
-	}
-	return "unspecified"
 }
 
 func digest(b []byte) string {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
@@ -38,18 +39,7 @@ func adminClient(what, rawURL string, getenv func(string) string, timeout time.D
 	if admin == "" {
 		return "", nil, fmt.Errorf("%s: no admin credential: set %s or %s_FILE to an operator's token (gatehouse up: its dev token)", what, adminTokenEnv, adminTokenEnv)
 	}
-	return base, &http.Client{Transport: bearer{token: admin, next: http.DefaultTransport}, Timeout: timeout}, nil
-}
-
-// bearer sends the operator's credential as a bearer token: the gateway authenticates it and
-// Cedar decides each admin request (the internal token alone opens no admin RPC).
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
+	// Sent as a bearer token: the gateway authenticates it and Cedar decides each admin
+	// request (the internal token alone opens no admin RPC).
+	return base, rpcserver.WithBearer(&http.Client{Timeout: timeout}, admin), nil
 }

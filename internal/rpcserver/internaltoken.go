@@ -48,3 +48,26 @@ func WithToken(c *http.Client, token string) *http.Client {
 	}
 	return &http.Client{Transport: tokenTransport{token: token, next: c.Transport}, Timeout: c.Timeout}
 }
+
+type bearerTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.next.RoundTrip(r)
+}
+
+// WithBearer returns a client that sends token as a bearer credential on every request: an
+// operator's or another team's own credential, which Guard authenticates.
+func WithBearer(c *http.Client, token string) *http.Client {
+	next := c.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	out := *c
+	out.Transport = bearerTransport{token: token, next: next}
+	return &out
+}

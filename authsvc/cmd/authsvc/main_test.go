@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -40,18 +39,6 @@ func withToken(k string) string {
 
 // bootstrapAdmin is the first operator's token the binary registers at start.
 const bootstrapAdmin = "bootstrap-admin-token-0123456789"
-
-// bearer sends a bearer credential.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
-}
 
 func TestRunHelp(t *testing.T) {
 	var out bytes.Buffer
@@ -130,7 +117,7 @@ func TestRunServes(t *testing.T) {
 	if _, err := client.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default"})); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("CreateToken with the internal token alone: %v, want PermissionDenied", err)
 	}
-	operator := authv1connect.NewAuthServiceClient(&http.Client{Transport: bearer{token: bootstrapAdmin, next: rpcserver.NewClient().Transport}}, base)
+	operator := authv1connect.NewAuthServiceClient(rpcserver.WithBearer(rpcserver.NewClient(), bootstrapAdmin), base)
 	if _, err := operator.CreateToken(rctx, connect.NewRequest(&authv1.CreateTokenRequest{PrincipalId: "alice", Tenant: "default"})); connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("CreateToken by the operator with no policysvc to decide: %v, want Unavailable", err)
 	}
