@@ -211,8 +211,8 @@ func TestPolicyExplain(t *testing.T) {
 	}
 }
 
-// TestPolicyApply applies through a real policysvc on a real etcd, behind the internal token
-// as on the gateway's port: an applied bundle decides at once, an invalid one is refused
+// TestPolicyApply applies through a real policysvc on a real etcd, behind a stand-in for the
+// operator's authentication (operatorOnly): an applied bundle decides at once, an invalid one is refused
 // with its problems at DIR/FILE:LINE and the applied one stays, and no credential is no call.
 func TestPolicyApply(t *testing.T) {
 	t.Parallel()

@@ -18,8 +18,8 @@ import (
 
 const testAdmin = "admin-token-0123456789abcdef"
 
-// tokenGateway serves a real authsvc on a real etcd behind the internal token, as `gatehouse
-// up` serves it on its port.
+// tokenGateway serves a real authsvc on a real etcd behind a stand-in for the operator's
+// authentication (operatorOnly); Cedar's decisions on admin requests are tested end to end.
 func tokenGateway(t *testing.T) string {
 	t.Helper()
 	etcd, err := etcdtest.Start()
