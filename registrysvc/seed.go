@@ -41,6 +41,9 @@ func (s *Service) Seed(ctx context.Context, servers []*registryv1.Server) error 
 		}
 		want[srv.GetName()] = srv
 	}
+	if err := config.CheckPrefixes(servers); err != nil {
+		return fmt.Errorf("seed registry: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, seedTimeout)
 	defer cancel()
 	for range seedAttempts {

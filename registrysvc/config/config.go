@@ -72,6 +72,9 @@ type serverYAML struct {
 	// Identity says how the gateway identifies itself, or its caller, to the upstream
 	// (identity.go); absent means not at all.
 	Identity *identityYAML `yaml:"identity"`
+	// Prefix is what the aggregated endpoint puts before the server's tool and prompt names
+	// ("<prefix>__<name>"): absent means the server's name, "" means none.
+	Prefix *string `yaml:"prefix"`
 }
 
 type anonymousYAML struct {
@@ -121,6 +124,9 @@ func Parse(data []byte) (*File, error) {
 		seen[s.GetName()] = true
 		f.Servers = append(f.Servers, s)
 	}
+	if err := CheckPrefixes(f.Servers); err != nil {
+		return nil, err
+	}
 	if a := raw.Anonymous; a != nil {
 		for i, name := range a.Servers {
 			if !seen[name] {
@@ -156,6 +162,7 @@ func (rs serverYAML) server() (*registryv1.Server, error) {
 		Dir:     rs.Dir,
 		Url:     rs.URL,
 		Tenants: rs.Tenants,
+		Prefix:  rs.Prefix,
 	}
 	if rs.Timeout != "" {
 		d, err := time.ParseDuration(rs.Timeout)

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -263,4 +264,42 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPrefixes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml, wantErr string
+		want                []string // the servers' effective prefixes
+	}{
+		{name: "defaults to the name", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp'}\n- {name: b, transport: http, url: 'http://127.0.0.1:2/mcp'}\n", want: []string{"a", "b"}},
+		{name: "own and none", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp', prefix: x}\n- {name: b, transport: http, url: 'http://127.0.0.1:2/mcp', prefix: ''}\n", want: []string{"x", ""}},
+		{name: "two without", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp', prefix: ''}\n- {name: b, transport: http, url: 'http://127.0.0.1:2/mcp', prefix: ''}\n", wantErr: "at most one server may have none"},
+		{name: "same prefix", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp', prefix: p}\n- {name: b, transport: http, url: 'http://127.0.0.1:2/mcp', prefix: p}\n", wantErr: "collides"},
+		{name: "one begins the other", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp'}\n- {name: z, transport: http, url: 'http://127.0.0.1:2/mcp', prefix: a__b}\n- {name: m, transport: http, url: 'http://127.0.0.1:3/mcp'}\n", wantErr: `"a__b" collides with server "a"`},
+		{name: "underscore names", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp'}\n- {name: a_, transport: http, url: 'http://127.0.0.1:2/mcp'}\n", wantErr: "collides"},
+		{name: "bad prefix", yaml: "servers:\n- {name: a, transport: http, url: 'http://127.0.0.1:1/mcp', prefix: 'A B'}\n", wantErr: "prefix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := config.Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse: err %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range f.Servers {
+				got = append(got, config.Prefix(s))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("prefixes %q, want %q", got, tt.want)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +79,9 @@ func Validate(s *registryv1.Server) error {
 		if d := ct.AsDuration(); d <= 0 || d > MaxCallTimeout {
 			return bad("timeout", "%v: want more than 0 and at most %v", d, MaxCallTimeout)
 		}
+	}
+	if p := s.Prefix; p != nil && *p != "" && !ident.ValidServerName(*p) {
+		return bad("prefix", "%.70q: want [a-z0-9][a-z0-9._-]{0,62}, or \"\" for none", *p)
 	}
 	if len(s.GetTenants()) > maxTenants {
 		return bad("tenants", "%d tenants, more than the limit of %d", len(s.GetTenants()), maxTenants)
@@ -176,4 +180,46 @@ func validEnvKey(k string) bool {
 		}
 	}
 	return true
+}
+
+// NameSeparator joins a server's prefix and a tool or prompt name on the aggregated endpoint.
+const NameSeparator = "__"
+
+// Prefix is the server's effective prefix on the aggregated endpoint: its own name unless
+// the spec sets one ("" for none).
+func Prefix(s *registryv1.Server) string {
+	if s.Prefix != nil {
+		return *s.Prefix
+	}
+	return s.GetName()
+}
+
+// CheckPrefixes refuses a catalogue in which two servers' tool or prompt names could collide
+// on the aggregated endpoint: two servers without a prefix, or two prefixes one of which,
+// with the separator, begins the other's ("a" and "a__b" both claim "a__b__t"). Pairs are
+// compared after sorting, so the check is n log n in the servers.
+func CheckPrefixes(servers []*registryv1.Server) error {
+	type named struct{ key, server string }
+	keys := make([]named, 0, len(servers))
+	var bare string
+	for _, s := range servers {
+		p := Prefix(s)
+		if p == "" {
+			if bare != "" {
+				return &ValidationError{Server: s.GetName(), Field: "prefix", Problem: fmt.Sprintf("no prefix, as %q has: their names could collide (at most one server may have none)", bare)}
+			}
+			bare = s.GetName()
+			continue
+		}
+		keys = append(keys, named{p + NameSeparator, s.GetName()})
+	}
+	slices.SortFunc(keys, func(a, b named) int { return strings.Compare(a.key, b.key) })
+	// Sorted, a key that begins another sorts before it, and before everything between
+	// them, which all begin with it too: comparing neighbours finds every such pair.
+	for i := 1; i < len(keys); i++ {
+		if strings.HasPrefix(keys[i].key, keys[i-1].key) {
+			return &ValidationError{Server: keys[i].server, Field: "prefix", Problem: fmt.Sprintf("%q collides with server %q's prefix %q", strings.TrimSuffix(keys[i].key, NameSeparator), keys[i-1].server, strings.TrimSuffix(keys[i-1].key, NameSeparator))}
+		}
+	}
+	return nil
 }

@@ -38,7 +38,13 @@ type SendRequest struct {
 	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
 	// The host's OpenID Connect token, set only for a server whose identity mode is
 	// token-exchange: the bridge exchanges it for the upstream's. Never logged or stored.
-	SubjectToken  string `protobuf:"bytes,9,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	SubjectToken string `protobuf:"bytes,9,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	// The host's initialize request of an aggregated session (/mcp), whose upstreams open
+	// lazily: when the session has no upstream for the server yet, the bridge starts one and
+	// sends it this initialize (under an id of its own) and notifications/initialized before
+	// the message. Empty for a session on one server's endpoint, whose host initializes its
+	// upstream itself.
+	Initialize    []byte `protobuf:"bytes,10,opt,name=initialize,proto3" json:"initialize,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +140,13 @@ func (x *SendRequest) GetSubjectToken() string {
 		return x.SubjectToken
 	}
 	return ""
+}
+
+func (x *SendRequest) GetInitialize() []byte {
+	if x != nil {
+		return x.Initialize
+	}
+	return nil
 }
 
 type SendResponse struct {
@@ -405,7 +418,7 @@ var File_gatehouse_bridge_v1_bridge_proto protoreflect.FileDescriptor
 
 const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\x9b\x02\n" +
+	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\xbb\x02\n" +
 	"\vSendRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -417,7 +430,11 @@ const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\tprincipal\x18\x06 \x01(\tR\tprincipal\x12\x16\n" +
 	"\x06tenant\x18\a \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06groups\x18\b \x03(\tR\x06groups\x12#\n" +
-	"\rsubject_token\x18\t \x01(\tR\fsubjectToken\"\x7f\n" +
+	"\rsubject_token\x18\t \x01(\tR\fsubjectToken\x12\x1e\n" +
+	"\n" +
+	"initialize\x18\n" +
+	" \x01(\fR\n" +
+	"initialize\"\x7f\n" +
 	"\fSendResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\fR\amessage\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\tR\x0fprotocolVersion\x12\x14\n" +

@@ -91,7 +91,11 @@ type Server struct {
 	CallTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
 	// How the gateway identifies itself, or its caller, to the upstream; unset means not at
 	// all. The host's own credential never reaches an upstream.
-	Identity      *UpstreamIdentity `protobuf:"bytes,9,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity *UpstreamIdentity `protobuf:"bytes,9,opt,name=identity,proto3" json:"identity,omitempty"`
+	// What the aggregated endpoint (/mcp) puts before the server's tool and prompt names,
+	// joined by "__": unset means the server's name, empty means none (the names pass
+	// unchanged). Two servers whose names could collide are refused at load.
+	Prefix        *string `protobuf:"bytes,10,opt,name=prefix,proto3,oneof" json:"prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +191,13 @@ func (x *Server) GetIdentity() *UpstreamIdentity {
 		return x.Identity
 	}
 	return nil
+}
+
+func (x *Server) GetPrefix() string {
+	if x != nil && x.Prefix != nil {
+		return *x.Prefix
+	}
+	return ""
 }
 
 // UpstreamIdentity is what an upstream is told of who calls. It never holds a secret: only
@@ -842,7 +853,7 @@ var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa9\x03\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd1\x03\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -852,10 +863,13 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\atenants\x18\x06 \x03(\tR\atenants\x12\x10\n" +
 	"\x03dir\x18\a \x01(\tR\x03dir\x12<\n" +
 	"\fcall_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x12C\n" +
-	"\bidentity\x18\t \x01(\v2'.gatehouse.registry.v1.UpstreamIdentityR\bidentity\x1a6\n" +
+	"\bidentity\x18\t \x01(\v2'.gatehouse.registry.v1.UpstreamIdentityR\bidentity\x12\x1b\n" +
+	"\x06prefix\x18\n" +
+	" \x01(\tH\x00R\x06prefix\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
+	"\a_prefix\"\xb4\x02\n" +
 	"\x10UpstreamIdentity\x12A\n" +
 	"\x06static\x18\x01 \x01(\v2'.gatehouse.registry.v1.StaticCredentialH\x00R\x06static\x12F\n" +
 	"\vgateway_jwt\x18\x02 \x01(\v2#.gatehouse.registry.v1.GatewayTokenH\x00R\n" +
@@ -967,6 +981,7 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 	if File_gatehouse_registry_v1_registry_proto != nil {
 		return
 	}
+	file_gatehouse_registry_v1_registry_proto_msgTypes[0].OneofWrappers = []any{}
 	file_gatehouse_registry_v1_registry_proto_msgTypes[1].OneofWrappers = []any{
 		(*UpstreamIdentity_Static)(nil),
 		(*UpstreamIdentity_GatewayJwt)(nil),
