@@ -3,9 +3,12 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,14 +45,21 @@ func (c *Catalog) Server(name string) (*registryv1.Server, bool) {
 	return s, ok
 }
 
-// Servers returns every server. The returned messages must not be modified.
+// Servers returns every server in configuration order (position, then name). The returned
+// messages must not be modified.
 func (c *Catalog) Servers() []*registryv1.Server {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
 	out := make([]*registryv1.Server, 0, len(c.servers))
 	for _, s := range c.servers {
 		out = append(out, s)
 	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *registryv1.Server) int {
+		if d := cmp.Compare(a.GetPosition(), b.GetPosition()); d != 0 {
+			return d
+		}
+		return strings.Compare(a.GetName(), b.GetName())
+	})
 	return out
 }
 

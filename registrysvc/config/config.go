@@ -122,6 +122,7 @@ func Parse(data []byte) (*File, error) {
 			return nil, fmt.Errorf("servers[%d]: %w", i, &ValidationError{Server: s.GetName(), Field: "name", Problem: "listed twice"})
 		}
 		seen[s.GetName()] = true
+		s.Position = int32(i)
 		f.Servers = append(f.Servers, s)
 	}
 	if err := CheckPrefixes(f.Servers); err != nil {

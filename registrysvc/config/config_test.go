@@ -57,6 +57,7 @@ func TestParseExample(t *testing.T) {
 			Url:         "https://mcp.internal.example/mcp",
 			Tenants:     []string{"default", "research"},
 			CallTimeout: durationpb.New(90 * time.Second),
+			Position:    1,
 		},
 	}
 	if len(f.Servers) != len(want) {

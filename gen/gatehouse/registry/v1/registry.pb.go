@@ -95,7 +95,10 @@ type Server struct {
 	// What the aggregated endpoint (/mcp) puts before the server's tool and prompt names,
 	// joined by "__": unset means the server's name, empty means none (the names pass
 	// unchanged). Two servers whose names could collide are refused at load.
-	Prefix        *string `protobuf:"bytes,10,opt,name=prefix,proto3,oneof" json:"prefix,omitempty"`
+	Prefix *string `protobuf:"bytes,10,opt,name=prefix,proto3,oneof" json:"prefix,omitempty"`
+	// The server's position in the configuration, first 0: the aggregated endpoint lists
+	// servers, and settles a resource URI two servers serve, in this order (then by name).
+	Position      int32 `protobuf:"varint,20,opt,name=position,proto3" json:"position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -198,6 +201,13 @@ func (x *Server) GetPrefix() string {
 		return *x.Prefix
 	}
 	return ""
+}
+
+func (x *Server) GetPosition() int32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
 }
 
 // UpstreamIdentity is what an upstream is told of who calls. It never holds a secret: only
@@ -853,7 +863,7 @@ var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd1\x03\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xed\x03\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -865,7 +875,8 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\fcall_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x12C\n" +
 	"\bidentity\x18\t \x01(\v2'.gatehouse.registry.v1.UpstreamIdentityR\bidentity\x12\x1b\n" +
 	"\x06prefix\x18\n" +
-	" \x01(\tH\x00R\x06prefix\x88\x01\x01\x1a6\n" +
+	" \x01(\tH\x00R\x06prefix\x88\x01\x01\x12\x1a\n" +
+	"\bposition\x18\x14 \x01(\x05R\bposition\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
