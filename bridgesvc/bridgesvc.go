@@ -296,7 +296,16 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	}
 	// The host's token, for a server that exchanges it, goes no further than this call.
 	ctx = withSubject(ctx, r.GetSubjectToken())
-	conn, err := s.conn(ctx, r.GetSessionId(), r.GetServer(), srv, m.Method == "initialize", owner{principal: r.GetPrincipal(), tenant: r.GetTenant(), groups: r.GetGroups()})
+	who := owner{principal: r.GetPrincipal(), tenant: r.GetTenant(), groups: r.GetGroups()}
+	var conn upstream.Conn
+	if init := r.GetInitialize(); len(init) > 0 {
+		// An aggregated session: its upstream opens on the first request for the server.
+		if conn, err = s.lazyConn(ctx, r.GetSessionId(), r.GetServer(), srv, m, init, who); conn == nil && err == nil {
+			return nil // a notification or response for an upstream not open: nobody to tell
+		}
+	} else {
+		conn, err = s.conn(ctx, r.GetSessionId(), r.GetServer(), srv, m.Method == "initialize", who, nil)
+	}
 	if err != nil {
 		return connectError(err)
 	}
@@ -523,7 +532,7 @@ func (s *Service) sessionLocked(id string) (*session, error) {
 
 // conn returns the session's upstream for a server (srv, the catalogue's entry for name),
 // starting it when there is none.
-func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registryv1.Server, create bool, who owner) (upstream.Conn, error) {
+func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registryv1.Server, create bool, who owner, init *upstream.Message) (upstream.Conn, error) {
 	s.mu.Lock()
 	sess, err := s.sessionLocked(sessionID)
 	if err != nil {
@@ -553,7 +562,7 @@ func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registr
 	}
 	s.mu.Unlock()
 	if start {
-		s.start(sess, name, srv, e, who)
+		s.start(sess, name, srv, e, who, init)
 	}
 	select {
 	case <-e.ready:
@@ -574,7 +583,7 @@ func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registr
 
 // start starts the upstream of e. A session that ends meanwhile closes it: endSession waits
 // for e.ready.
-func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry, who owner) {
+func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry, who owner, init *upstream.Message) {
 	logger := s.log.With("session", tag(sess.id), "server", name)
 	var (
 		conn upstream.Conn
@@ -597,6 +606,14 @@ func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *e
 		}
 	default:
 		err = fmt.Errorf("%w: server %q uses transport %v", ErrUnsupportedTransport, name, t)
+	}
+	if err == nil && init != nil {
+		// Opened on behalf of an aggregated session: initialized before anyone else may use
+		// it (they wait on e.ready).
+		if err = s.initialize(sess, name, srv, conn, *init); err != nil {
+			_ = conn.Close(context.Background())
+			conn = nil
+		}
 	}
 	if err != nil {
 		logger.Warn("cannot start upstream", "err", err)

@@ -43,6 +43,18 @@ type Record struct {
 	TokenID         string    `json:"tokenId,omitempty"`
 	ProtocolVersion string    `json:"protocolVersion,omitempty"`
 	Created         time.Time `json:"created"`
+	// Aggregated marks a session of the aggregated endpoint (/mcp; Server is empty): the
+	// gateway answered its initialize, and its upstreams open lazily.
+	Aggregated bool `json:"aggregated,omitempty"`
+	// Servers are an aggregated session's servers, in configuration order: those its
+	// principal was allowed to initialize when it opened.
+	Servers []string `json:"servers,omitempty"`
+	// Initialize is an aggregated session's initialize request, the host's params under an
+	// id of the gateway's: what each upstream is opened with.
+	Initialize json.RawMessage `json:"initialize,omitempty"`
+	// CursorKey signs an aggregated session's list cursors (hex), so a cursor is honoured
+	// only in the session that was given it.
+	CursorKey string `json:"cursorKey,omitempty"`
 }
 
 type entry struct {
