@@ -44,6 +44,9 @@ type call struct {
 	source    string // the host's address, for policy conditions
 	start     time.Time
 	subject   string // the host's token, for a server that exchanges it (identity.go)
+	// open is the initialize of an aggregated session, with which the bridge opens the
+	// server's upstream if the session has none yet; nil on a server's own endpoint.
+	open []byte
 }
 
 // replier is how a call reaches its host: the room it came in through.
@@ -134,7 +137,9 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
 	var final *bridgev1.SendResponse
 	var hostErr error
-	err := s.deliver(ctx, s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.subject, c.msg), c.msg, func(msg *bridgev1.SendResponse) error {
+	req := s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.subject, c.msg)
+	req.Initialize = c.open
+	err := s.deliver(ctx, req, c.msg, func(msg *bridgev1.SendResponse) error {
 		if msg.GetFinal() {
 			final = msg
 			return nil
@@ -157,7 +162,13 @@ func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
 	case err == nil:
 		return ending{refusal: errUpstreamNoAnswer}
 	}
-	return ending{refusal: fromBridge(err), cause: err, hostGone: ctx.Err() != nil}
+	e := fromBridge(err)
+	if e == errSessionEnded && c.open != nil {
+		// One upstream of an aggregated session ended: the next request opens it again,
+		// and the session goes on.
+		e = errUpstreamDown
+	}
+	return ending{refusal: e, cause: err, hostGone: ctx.Err() != nil}
 }
 
 // outcome is the audit outcome of an ending.

@@ -27,21 +27,24 @@ const (
 
 // exchange is one HTTP request on an MCP endpoint, as it moves through the rooms.
 type exchange struct {
-	w         http.ResponseWriter
-	r         *http.Request
-	traceID   string
-	server    string
-	revision  string // the MCP-Protocol-Version header, "" when absent
-	principal *authv1.Principal
-	session   sessionstore.Record // zero until the session is known
-	bodyRead  bool
+	w       http.ResponseWriter
+	r       *http.Request
+	traceID string
+	server  string // "" on the aggregated endpoint
+	// aggregated: the request came to /mcp, one endpoint for every server the caller may use
+	// (aggregate.go).
+	aggregated bool
+	revision   string // the MCP-Protocol-Version header, "" when absent
+	principal  *authv1.Principal
+	session    sessionstore.Record // zero until the session is known
+	bodyRead   bool
 	// subject is the host's own token, kept only for a server that exchanges it for the
 	// upstream's (identity.go); "" otherwise.
 	subject string
 }
 
-func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request) {
-	x := &exchange{w: w, r: r, traceID: traceID(r), server: r.PathValue("name"), revision: r.Header.Get(headerRevision)}
+func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request, aggregated bool) {
+	x := &exchange{w: w, r: r, traceID: traceID(r), server: r.PathValue("name"), aggregated: aggregated, revision: r.Header.Get(headerRevision)}
 	if !s.ready.Load() {
 		s.refuse(x, nil, errNotReady, nil)
 		return

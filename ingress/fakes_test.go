@@ -555,6 +555,8 @@ func (f *fakeSessions) count() int {
 
 type fakeCatalog struct{}
 
+func (fakeCatalog) Servers() []*registryv1.Server { return nil }
+
 func (fakeCatalog) Server(name string) (*registryv1.Server, bool) {
 	if name == serverExchange {
 		return &registryv1.Server{Name: name, Identity: &registryv1.UpstreamIdentity{Mode: &registryv1.UpstreamIdentity_TokenExchange{TokenExchange: &registryv1.TokenExchange{}}}}, true

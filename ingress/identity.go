@@ -15,6 +15,14 @@ const principalAuthOIDC = "oidc"
 // Such a server acts with the user's own identity, so a host that authenticated otherwise
 // (an API token, a client certificate, anonymously) is refused.
 func (s *Service) bindSubject(x *exchange) *Error {
+	if x.aggregated {
+		// Kept for the exchanging servers among the session's (sendRequest gives it to no
+		// other); a host that cannot give one is refused by those servers' calls only.
+		if token, ok := bearer(x.r); ok && token != "" && x.principal.GetAttributes()["auth"] == principalAuthOIDC {
+			x.subject = token
+		}
+		return nil
+	}
 	srv, ok := s.deps.Catalog.Server(x.server)
 	if !ok || srv.GetIdentity().GetTokenExchange() == nil {
 		return nil

@@ -78,6 +78,11 @@ type Config struct {
 	// RevocationHeartbeat is how often authsvc's revocation stream shows it is alive (whole
 	// seconds, 1s to 60s); a stream silent for three heartbeats is taken for broken.
 	RevocationHeartbeat time.Duration
+	// ListPageSize bounds the items of one page of the aggregated endpoint's lists (0: each
+	// page merges one page of every server, however long); ListTimeout bounds each server's
+	// part of a list, past which the server is left out of the answer.
+	ListPageSize int
+	ListTimeout  time.Duration
 }
 
 // Defaults of the limits: the flags' defaults, and what New fills in for a Config built
@@ -90,6 +95,8 @@ const (
 	defaultReadTimeout        = 30 * time.Second
 	defaultIdleTimeout        = 120 * time.Second
 	defaultMaxHeaderBytes     = 64 << 10
+	defaultListTimeout        = 10 * time.Second
+	maxListPageSize           = 10000
 )
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -127,11 +134,16 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "PEM bundle of the CAs whose client certificates identify hosts (mTLS)")
 	fs.StringVar(&c.ClientCertMode, "client-cert", ClientCertNone, "client certificates: none, optional (verified when given) or require")
+	fs.IntVar(&c.ListPageSize, "list-page-size", 0, "most items in one page of the aggregated endpoint's lists (0: one page of every server merged)")
+	fs.DurationVar(&c.ListTimeout, "list-timeout", defaultListTimeout, "longest one server's part of an aggregated list may take (the server is left out beyond)")
 	fs.DurationVar(&c.RevocationHeartbeat, "revocation-heartbeat", defaultRevocationHeartbeat, "how often authsvc's revocation stream must show it is alive (1s to 60s); three missed heartbeats count as a broken stream")
 }
 
 // withDefaults fills the limits a Config built without RegisterFlags leaves zero.
 func (c Config) withDefaults() Config {
+	if c.ListTimeout <= 0 {
+		c.ListTimeout = defaultListTimeout
+	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = defaultMaxBatch
 	}
@@ -180,6 +192,8 @@ func NewHTTPServer(h http.Handler, cfg Config) *http.Server {
 // Catalog is the local snapshot of the registry the ingress routes by.
 type Catalog interface {
 	Server(name string) (*registryv1.Server, bool)
+	// Servers returns every server in configuration order.
+	Servers() []*registryv1.Server
 }
 
 // Sessions is where host sessions live: *sessionstore.Store.
@@ -214,10 +228,12 @@ type Service struct {
 	streams *streamRegistry
 	meta    *resourceMeta
 	jwks    *jwksCache
-	tls     *tls.Config // nil: plain HTTP
-	now     func() time.Time
-	maxBody int64
-	ready   atomic.Bool
+	// resources: which server listed each resource URI of an aggregated session.
+	resources resourceIndex
+	tls       *tls.Config // nil: plain HTTP
+	now       func() time.Time
+	maxBody   int64
+	ready     atomic.Bool
 	// draining ends when the gateway stops taking traffic: standalone SSE streams close.
 	draining    context.Context
 	endDraining context.CancelFunc
@@ -241,6 +257,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("ingress: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
 	}
 	cfg = cfg.withDefaults()
+	if cfg.ListPageSize < 0 || cfg.ListPageSize > maxListPageSize {
+		return nil, fmt.Errorf("ingress: list page size %d: want 0 to %d", cfg.ListPageSize, maxListPageSize)
+	}
 	if h := cfg.RevocationHeartbeat; h < time.Second || h > time.Minute || h%time.Second != 0 {
 		return nil, fmt.Errorf("ingress: revocation heartbeat %s: want whole seconds from 1s to 60s", h)
 	}
@@ -275,7 +294,10 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET "+wellKnownResource+"/", s.serveResourceMetadata)
 	mux.HandleFunc("GET "+wellKnownJWKS, s.serveJWKS)
 	mux.HandleFunc("/servers/{name}/mcp", func(w http.ResponseWriter, r *http.Request) {
-		s.serveMCP(w, r)
+		s.serveMCP(w, r, false)
+	})
+	mux.HandleFunc(aggregatedPath, func(w http.ResponseWriter, r *http.Request) {
+		s.serveMCP(w, r, true)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

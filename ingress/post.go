@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -59,6 +60,10 @@ func (s *Service) post(x *exchange) {
 			s.refuse(x, msgs[0].ID, errSessionRequired, nil)
 			return
 		}
+		if x.aggregated {
+			s.openAggregated(x, msgs[0])
+			return
+		}
 		s.initialize(x, msgs[0])
 		return
 	}
@@ -75,7 +80,17 @@ func (s *Service) post(x *exchange) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	s.run(r.Context(), s.newCall(x, m), &postReply{s: s, x: x, timeout: s.cfg.StreamWriteTimeout})
+	s.request(r.Context(), x, m, &postReply{s: s, x: x, timeout: s.cfg.StreamWriteTimeout})
+}
+
+// request runs one request of the host: a call on the endpoint's server, or on the aggregated
+// endpoint whatever that request needs.
+func (s *Service) request(ctx context.Context, x *exchange, m *jsonrpc.Message, r replier) {
+	if x.aggregated {
+		s.aggregated(ctx, x, m, r)
+		return
+	}
+	s.run(ctx, s.newCall(x, m), r)
 }
 
 // bodyPrealloc is how much of a declared body's length is allocated before its bytes arrive.
@@ -119,6 +134,9 @@ func (s *Service) newCall(x *exchange, m *jsonrpc.Message) *call {
 
 // forward delivers a notification or a response to the upstream.
 func (s *Service) forward(x *exchange, m *jsonrpc.Message) error {
+	if x.aggregated {
+		return s.forwardAggregated(x, m)
+	}
 	req := s.sendRequest(x.principal, x.server, x.session.ID, x.session.ProtocolVersion, x.subject, m)
 	return s.deps.Bridge.Deliver(x.r.Context(), req, func(*bridgev1.SendResponse) error { return nil })
 }
@@ -126,7 +144,14 @@ func (s *Service) forward(x *exchange, m *jsonrpc.Message) error {
 // forwardFailed answers a notification or response the bridge could not deliver. When the
 // session's upstream is gone for good the session ends: 404 tells the host to start over.
 func (s *Service) forwardFailed(x *exchange, err error) {
+	if own, ok := errors.AsType[*Error](err); ok {
+		s.refuse(x, nil, own, nil)
+		return
+	}
 	e := fromBridge(err)
+	if e == errSessionEnded && x.aggregated {
+		e = errUpstreamDown // one upstream ended; the aggregated session goes on
+	}
 	if e == errCancelled && x.r.Context().Err() != nil {
 		return
 	}
@@ -204,7 +229,7 @@ func (s *Service) batch(x *exchange, msgs []*jsonrpc.Message) {
 			}
 			continue
 		}
-		s.run(x.r.Context(), s.newCall(x, m), batchReply{responses: &responses})
+		s.request(x.r.Context(), x, m, batchReply{responses: &responses})
 	}
 	if len(responses) == 0 {
 		x.w.WriteHeader(http.StatusAccepted)

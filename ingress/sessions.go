@@ -33,7 +33,7 @@ func (s *Service) resume(x *exchange, required bool) (*Error, error) {
 	}
 	ctx := x.r.Context()
 	rec, err := s.deps.Sessions.Get(ctx, id)
-	if err == nil && (rec.Principal != x.principal.GetId() || rec.Tenant != x.principal.GetTenant() || rec.Server != x.server ||
+	if err == nil && (rec.Principal != x.principal.GetId() || rec.Tenant != x.principal.GetTenant() || rec.Server != x.server || rec.Aggregated != x.aggregated ||
 		rec.TokenID != tokenID(x.principal)) {
 		err = sessionstore.ErrNotFound // another principal's or another server's session: never served
 	}
@@ -197,6 +197,7 @@ func (s *Service) endSession(ctx context.Context, id string) {
 		s.logger.Warn("end session", "session", id, "err", err)
 	}
 	s.streams.endSession(id)
+	s.resources.forget(id)
 	// The bridges also reap on the session watch; this makes the common case immediate.
 	s.deps.Bridge.EndSession(id)
 }

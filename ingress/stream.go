@@ -224,6 +224,10 @@ func (s *Service) listen(x *exchange) {
 	stop := context.AfterFunc(s.draining, cancel) // standalone streams end when the gateway drains
 	defer stop()
 
+	if x.aggregated {
+		s.listenAggregated(ctx, cancel, x, st)
+		return
+	}
 	opened := make(chan struct{})
 	subscribed := make(chan error, 1)
 	ended := make(chan struct{})

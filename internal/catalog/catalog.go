@@ -124,3 +124,15 @@ func (c *Catalog) Follow(ctx context.Context, client registryv1connect.RegistryS
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
+
+// NameSeparator joins a server's prefix and a tool or prompt name on the aggregated endpoint.
+const NameSeparator = "__"
+
+// Prefix is the server's effective prefix on the aggregated endpoint: its own name unless
+// the spec sets one ("" for none).
+func Prefix(s *registryv1.Server) string {
+	if s.Prefix != nil {
+		return *s.Prefix
+	}
+	return s.GetName()
+}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc/config"
 	"google.golang.org/protobuf/proto"
 )
@@ -296,7 +297,7 @@ func TestPrefixes(t *testing.T) {
 			}
 			var got []string
 			for _, s := range f.Servers {
-				got = append(got, config.Prefix(s))
+				got = append(got, catalog.Prefix(s))
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("prefixes %q, want %q", got, tt.want)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 )
 
@@ -182,18 +183,6 @@ func validEnvKey(k string) bool {
 	return true
 }
 
-// NameSeparator joins a server's prefix and a tool or prompt name on the aggregated endpoint.
-const NameSeparator = "__"
-
-// Prefix is the server's effective prefix on the aggregated endpoint: its own name unless
-// the spec sets one ("" for none).
-func Prefix(s *registryv1.Server) string {
-	if s.Prefix != nil {
-		return *s.Prefix
-	}
-	return s.GetName()
-}
-
 // CheckPrefixes refuses a catalogue in which two servers' tool or prompt names could collide
 // on the aggregated endpoint: two servers without a prefix, or two prefixes one of which,
 // with the separator, begins the other's ("a" and "a__b" both claim "a__b__t"). Pairs are
@@ -203,7 +192,7 @@ func CheckPrefixes(servers []*registryv1.Server) error {
 	keys := make([]named, 0, len(servers))
 	var bare string
 	for _, s := range servers {
-		p := Prefix(s)
+		p := catalog.Prefix(s)
 		if p == "" {
 			if bare != "" {
 				return &ValidationError{Server: s.GetName(), Field: "prefix", Problem: fmt.Sprintf("no prefix, as %q has: their names could collide (at most one server may have none)", bare)}
@@ -211,14 +200,14 @@ func CheckPrefixes(servers []*registryv1.Server) error {
 			bare = s.GetName()
 			continue
 		}
-		keys = append(keys, named{p + NameSeparator, s.GetName()})
+		keys = append(keys, named{p + catalog.NameSeparator, s.GetName()})
 	}
 	slices.SortFunc(keys, func(a, b named) int { return strings.Compare(a.key, b.key) })
 	// Sorted, a key that begins another sorts before it, and before everything between
 	// them, which all begin with it too: comparing neighbours finds every such pair.
 	for i := 1; i < len(keys); i++ {
 		if strings.HasPrefix(keys[i].key, keys[i-1].key) {
-			return &ValidationError{Server: keys[i].server, Field: "prefix", Problem: fmt.Sprintf("%q collides with server %q's prefix %q", strings.TrimSuffix(keys[i].key, NameSeparator), keys[i-1].server, strings.TrimSuffix(keys[i-1].key, NameSeparator))}
+			return &ValidationError{Server: keys[i].server, Field: "prefix", Problem: fmt.Sprintf("%q collides with server %q's prefix %q", strings.TrimSuffix(keys[i].key, catalog.NameSeparator), keys[i-1].server, strings.TrimSuffix(keys[i-1].key, catalog.NameSeparator))}
 		}
 	}
 	return nil
