@@ -52,7 +52,8 @@ var (
 // openAggregated answers an aggregated session's initialize: policy decides initialize on
 // every server approved for the principal's tenant, the allowed ones (in configuration order)
 // are the session's servers, and the gateway answers with its own capabilities. No upstream
-// is contacted. One COMPLETE record holds the decision.
+// is contacted. One COMPLETE record (server "/mcp") holds the decision; each server's
+// own decisions were made by policy (and are logged with the session's servers).
 func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 	ctx := x.r.Context()
 	init, err := storedInitialize(m)
@@ -88,8 +89,8 @@ func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 	}
 	audit := &auditv1.Record{
 		Time: timestamppb.Now(), TraceId: x.traceID, CallId: newCallID(), SessionId: rec.ID, Principal: x.principal.GetId(),
-		Tenant: x.principal.GetTenant(), Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
-		Outcome: auditv1.Outcome_OUTCOME_ALLOWED, Tool: strings.Join(servers, ","),
+		Tenant: x.principal.GetTenant(), Server: aggregatedPath, Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
+		Outcome: auditv1.Outcome_OUTCOME_ALLOWED,
 	}
 	if err := s.appendRecord(ctx, audit, false); err != nil {
 		s.endSession(context.WithoutCancel(ctx), rec.ID)
@@ -106,6 +107,7 @@ func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 		"serverInfo":   json.RawMessage(gatewayInfo),
 		"instructions": s.instructions(servers),
 	})
+	s.logger.Info("aggregated session opened", "session_tag", digest([]byte(rec.ID))[:12], "principal", rec.Principal, "tenant", rec.Tenant, "servers", servers, "trace_id", x.traceID)
 	x.w.Header().Set(headerSession, rec.ID)
 	writeJSON(x.w, http.StatusOK, resultResponse(m.ID, result))
 }

@@ -113,7 +113,13 @@ when { resource.name == "test_simple_text" };
 // upstreamTools lists a stdio server's tools straight from it, with the official Go SDK.
 func upstreamTools(t *testing.T, ctx context.Context, bin string) []string {
 	t.Helper()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "reference", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: exec.Command(bin)}, nil)
+	return upstreamToolsAt(t, ctx, &mcp.CommandTransport{Command: exec.Command(bin)})
+}
+
+// upstreamToolsAt lists a server's tools straight from it, every page.
+func upstreamToolsAt(t *testing.T, ctx context.Context, transport mcp.Transport) []string {
+	t.Helper()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "reference", Version: "1"}, nil).Connect(ctx, transport, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

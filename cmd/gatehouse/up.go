@@ -229,6 +229,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux := http.NewServeMux()
 	public := in.Handler()
 	mux.Handle("/servers/", public)
+	mux.Handle("/mcp", public)
 	mux.Handle("/healthz", public)
 	mux.Handle("/.well-known/oauth-protected-resource", public)
 	mux.Handle("/.well-known/oauth-protected-resource/", public)

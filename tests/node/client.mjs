@@ -191,8 +191,15 @@ async function main() {
     if (authProvider !== undefined) {
       out.authServers = [...authServers];
     }
-    const tools = await step("tools/list", () => client.listTools(undefined, reqOpts));
-    out.tools = tools.tools.map((tool) => tool.name);
+    // Every page: the gateway's aggregated endpoint pages its merged list.
+    out.toolPages = 0;
+    let cursor;
+    do {
+      const page = await step("tools/list", () => client.listTools(cursor === undefined ? undefined : { cursor }, reqOpts));
+      out.tools.push(...page.tools.map((tool) => tool.name));
+      out.toolPages++;
+      cursor = page.nextCursor;
+    } while (cursor !== undefined && out.toolPages < 100);
     if (opts.call !== undefined) {
       out.call = await step(`tools/call ${opts.call}`, () =>
         client.callTool({ name: opts.call, arguments: opts.callArgs }, undefined, reqOpts),

@@ -28,6 +28,8 @@ type ClientResult struct {
 	SessionID string `json:"sessionId"`
 	// Tools are the tool names from tools/list, in the order listed.
 	Tools []string `json:"tools"`
+	// ToolPages is how many tools/list pages the client read (it follows nextCursor).
+	ToolPages int `json:"toolPages"`
 	// Resources are the URIs from resources/list; nil unless --read was given.
 	Resources []string `json:"resources"`
 	// Call, Read and Prompt are the raw results of tools/call (--call), resources/read
