@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,6 +111,54 @@ when { resource.name == "test_simple_text" };
 	if !sawForbidden || !sawUnapproved {
 		t.Fatalf("the walk met no forbidden tool (%v) or no unapproved server (%v): it proves nothing", sawForbidden, sawUnapproved)
 	}
+
+	// The aggregated endpoint: one list of every server's tools, prefixed, holding exactly
+	// what Check allows; a tool of a server the tenant is not approved for is answered as an
+	// unknown tool is, word for word.
+	for _, p := range principals {
+		c := rawClient{t: t, url: g.Base + "/mcp", token: p.token}
+		sid := c.initialize("2025-11-25")
+		listed := listTools(t, c, sid)
+		for _, server := range []string{"everything", "echo", "research-echo"} {
+			for _, tool := range upstream[server] {
+				in, ok := slices.Contains(listed, server+"__"+tool), allowed(p, server, tool)
+				if in != ok {
+					t.Errorf("%s on /mcp: %s__%s listed %v, Check allows %v", p.id, server, tool, in, ok)
+				}
+			}
+		}
+		for _, name := range listed {
+			server, tool, _ := strings.Cut(name, "__")
+			if !slices.Contains(upstream[server], tool) {
+				t.Errorf("%s on /mcp: %s listed but no upstream's", p.id, name)
+			}
+		}
+		unknown := c.post(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"nosuch__echo","arguments":{"text":"x"}}}`, map[string]string{"Mcp-Session-Id": sid})
+		unapproved := c.post(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"research-echo__echo","arguments":{"text":"x"}}}`, map[string]string{"Mcp-Session-Id": sid})
+		if p.tenant == "default" && (unknown.status != unapproved.status || errorOf(t, unknown.body) != errorOf(t, unapproved.body)) {
+			t.Errorf("%s on /mcp: an unapproved server's tool answered %d %s, an unknown one %d %s", p.id, unapproved.status, unapproved.body, unknown.status, unknown.body)
+		}
+	}
+}
+
+// errorOf is a JSON-RPC answer's error code and message without the trace id, which differs
+// between any two calls.
+func errorOf(t *testing.T, body []byte) string {
+	t.Helper()
+	if i := bytes.Index(body, []byte("data: ")); i >= 0 {
+		body = bytes.TrimSpace(body[i+len("data: "):])
+	}
+	var m struct {
+		Error *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil || m.Error == nil {
+		t.Fatalf("not a JSON-RPC error: %s", body)
+	}
+	msg, _, _ := strings.Cut(m.Error.Message, " (trace")
+	return fmt.Sprintf("%d %s", m.Error.Code, msg)
 }
 
 // upstreamTools lists a stdio server's tools straight from it, with the official Go SDK.
