@@ -290,6 +290,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		in.SetReady(false) // the stop began before this line and its Stopping already ran
 	}
 	fmt.Fprintf(stdout, "Gatehouse is up on %s://%s\n", scheme, addr)
+	fmt.Fprintf(stdout, "  every server you may use  %s://%s/mcp\n", scheme, addr)
 	for _, s := range cat.Servers() {
 		fmt.Fprintf(stdout, "  server %-20s %s://%s/servers/%s/mcp\n", s.GetName(), scheme, addr, s.GetName())
 	}
