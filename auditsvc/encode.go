@@ -129,6 +129,10 @@ func appendRecordJSON(dst []byte, rec *auditv1.Record) ([]byte, bool) {
 		w.str("phase", name)
 	}
 	w.str("result_digest", rec.GetResultDigest())
+	if c := rec.GetCount(); c != 0 {
+		w.key("count")
+		w.b = strconv.AppendUint(w.b, uint64(c), 10)
+	}
 	if !w.ok {
 		return dst, false
 	}

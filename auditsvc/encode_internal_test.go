@@ -28,6 +28,8 @@ func everyField(t testing.TB) *auditv1.Record {
 			l.Append(protoreflect.ValueOfString(`q"\` + string(fd.Name())))
 		case fd.Kind() == protoreflect.StringKind:
 			m.Set(fd, protoreflect.ValueOfString("v-"+string(fd.Name())))
+		case fd.Kind() == protoreflect.Uint32Kind:
+			m.Set(fd, protoreflect.ValueOfUint32(4294967295))
 		case fd.Kind() == protoreflect.EnumKind:
 			m.Set(fd, protoreflect.ValueOfEnum(fd.Enum().Values().Get(fd.Enum().Values().Len()-1).Number()))
 		case fd.Message() != nil && fd.Message().FullName() == "google.protobuf.Timestamp":

@@ -70,6 +70,8 @@ type ending struct {
 	hostGone      bool
 	// denial is the decision when policy refused the call: its error carries what decided.
 	denial *policyv1.CheckResponse
+	// quota is the limit that refused the call (quota.go), nil for any other ending.
+	quota *policyv1.QuotaExceeded
 }
 
 func newCallID() string {
@@ -95,9 +97,10 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	}
 	d, err := s.decide(ctx, c.principal, c.server, c.msg.Method, c.msg.Name, rc)
 	if err != nil {
-		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err, hostGone: ctx.Err() != nil})
+		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err, hostGone: ctx.Err() != nil, quota: quotaOf(err)})
 		return
 	}
+	defer s.releasePermit(ctx, d.GetPermitId()) // a concurrency permit, when one was taken
 	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
@@ -202,6 +205,10 @@ func (e ending) outcome() (auditv1.Outcome, string) {
 //     context detached from the host; in strict mode the record is durable before the
 //     answer, and the answer is withheld if it cannot be.
 func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r replier, end ending) {
+	if end.quota != nil {
+		s.concludeQuota(ctx, c, rec, r, end) // counted into one record per principal and window
+		return
+	}
 	refusal := end.refusal
 	if refusal != nil && s.logger.Enabled(ctx, refusal.Level) {
 		s.logCall(ctx, c, end)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -195,9 +196,30 @@ func (fakePolicy) Filter(_ context.Context, req *connect.Request[policyv1.Filter
 // (denied), "quota" (quota exhausted) and "policy-down" (unavailable).
 type fakePolicy struct {
 	policyv1connect.UnimplementedPolicyServiceHandler // the admin RPCs the ingress never calls
+	permits                                           *permitLog
 }
 
-func (fakePolicy) Check(_ context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
+// permitLog is what a fakePolicy hands out for the tool "permit" and what is released.
+type permitLog struct {
+	mu       sync.Mutex
+	issued   []string
+	released []string
+}
+
+func (p *permitLog) snapshot() (issued, released []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.issued...), append([]string(nil), p.released...)
+}
+
+func (f fakePolicy) ReleasePermit(_ context.Context, req *connect.Request[policyv1.ReleasePermitRequest]) (*connect.Response[policyv1.ReleasePermitResponse], error) {
+	f.permits.mu.Lock()
+	defer f.permits.mu.Unlock()
+	f.permits.released = append(f.permits.released, req.Msg.GetPermitId())
+	return connect.NewResponse(&policyv1.ReleasePermitResponse{Released: true}), nil
+}
+
+func (f fakePolicy) Check(_ context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
 	allow := &policyv1.CheckResponse{Decision: policyv1.Decision_DECISION_ALLOW, BundleVersion: "sha256:test", PolicyIds: []string{"allow-all"}}
 	deny := &policyv1.CheckResponse{Decision: policyv1.Decision_DECISION_DENY, BundleVersion: "sha256:test", PolicyIds: []string{"no-" + req.Msg.GetResource().GetName()}}
 	switch {
@@ -206,7 +228,20 @@ func (fakePolicy) Check(_ context.Context, req *connect.Request[policyv1.CheckRe
 	case req.Msg.GetResource().GetName() == "forbidden":
 		return connect.NewResponse(deny), nil
 	case req.Msg.GetResource().GetName() == "quota":
-		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("tenant t1 over quota"))
+		// As policysvc refuses: the limit in a QuotaExceeded detail.
+		ce := connect.NewError(connect.CodeResourceExhausted, errors.New("tenant t1 over quota"))
+		if d, err := connect.NewErrorDetail(&policyv1.QuotaExceeded{Scope: "tool", Rate: 0.5, Burst: 2, RetryAfterSeconds: 3}); err == nil {
+			ce.AddDetail(d)
+		}
+		return nil, ce
+	case req.Msg.GetResource().GetName() == "quota-plain":
+		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("tenant t1 over quota")) // no detail: an older policysvc
+	case req.Msg.GetResource().GetName() == "permit":
+		f.permits.mu.Lock()
+		defer f.permits.mu.Unlock()
+		id := fmt.Sprintf("permit-%d", len(f.permits.issued))
+		f.permits.issued = append(f.permits.issued, id)
+		return connect.NewResponse(&policyv1.CheckResponse{Decision: policyv1.Decision_DECISION_ALLOW, BundleVersion: "sha256:test", PermitId: id}), nil
 	case req.Msg.GetResource().GetName() == "policy-down":
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("policysvc at 10.0.0.8 down"))
 	}
@@ -572,6 +607,7 @@ type gateway struct {
 	logs     *testsync.Buffer
 	auth     *fakeAuth
 	audit    *fakeAudit
+	policy   fakePolicy
 	bridge   *fakeBridge
 	sessions *fakeSessions
 }
@@ -583,7 +619,8 @@ func newGateway(t *testing.T, edit func(*ingress.Config)) *gateway {
 		edit(&cfg)
 	}
 	g := &gateway{t: t, logs: &testsync.Buffer{}, auth: newFakeAuth(), audit: newFakeAudit(), bridge: newFakeBridge(), sessions: &fakeSessions{records: map[string]sessionstore.Record{}}}
-	svc, err := ingress.New(cfg, ingress.Deps{Auth: g.auth, Policy: fakePolicy{}, Bridge: g.bridge, Audit: g.audit, Catalog: fakeCatalog{}, Sessions: g.sessions}, slog.New(slog.NewTextHandler(g.logs, nil)))
+	g.policy = fakePolicy{permits: &permitLog{}}
+	svc, err := ingress.New(cfg, ingress.Deps{Auth: g.auth, Policy: g.policy, Bridge: g.bridge, Audit: g.audit, Catalog: fakeCatalog{}, Sessions: g.sessions}, slog.New(slog.NewTextHandler(g.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,6 +632,7 @@ func newGateway(t *testing.T, edit func(*ingress.Config)) *gateway {
 	t.Cleanup(func() {
 		g.srv.CloseClientConnections()
 		g.srv.Close()
+		_ = svc.Close(context.Background())
 	})
 	return g
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,6 +84,9 @@ type Config struct {
 	// part of a list, past which the server is left out of the answer.
 	ListPageSize int
 	ListTimeout  time.Duration
+	// QuotaAuditWindow is how long refusals by quota are counted into one audit record per
+	// principal and server before it is written (quota.go).
+	QuotaAuditWindow time.Duration
 }
 
 // Defaults of the limits: the flags' defaults, and what New fills in for a Config built
@@ -136,6 +140,7 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientCertMode, "client-cert", ClientCertNone, "client certificates: none, optional (verified when given) or require")
 	fs.IntVar(&c.ListPageSize, "list-page-size", 0, "most items in one page of the aggregated endpoint's lists (0: one page of every server merged)")
 	fs.DurationVar(&c.ListTimeout, "list-timeout", defaultListTimeout, "longest one server's part of an aggregated list may take (the server is left out beyond)")
+	fs.DurationVar(&c.QuotaAuditWindow, "quota-audit-window", DefaultQuotaAuditWindow, "refusals by quota are audited as one record per principal and server for each such window (1s to 1h), with their count")
 	fs.DurationVar(&c.RevocationHeartbeat, "revocation-heartbeat", defaultRevocationHeartbeat, "how often authsvc's revocation stream must show it is alive (1s to 60s); three missed heartbeats count as a broken stream")
 }
 
@@ -167,6 +172,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RevocationHeartbeat <= 0 {
 		c.RevocationHeartbeat = defaultRevocationHeartbeat
+	}
+	if c.QuotaAuditWindow <= 0 {
+		c.QuotaAuditWindow = DefaultQuotaAuditWindow
 	}
 	if c.AuthFailRate > 0 && c.AuthFailBurst <= 0 {
 		c.AuthFailBurst = 1
@@ -234,6 +242,12 @@ type Service struct {
 	now       func() time.Time
 	maxBody   int64
 	ready     atomic.Bool
+	// refusals counts refusals by quota into one audit record per principal and window
+	// (quota.go), flushed by a goroutine that Close stops.
+	refusals  refusalTally
+	tallyStop chan struct{}
+	tallyDone chan struct{}
+	closeOnce sync.Once
 	// draining ends when the gateway stops taking traffic: standalone SSE streams close.
 	draining    context.Context
 	endDraining context.CancelFunc
@@ -267,12 +281,17 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if w := cfg.QuotaAuditWindow; w < minQuotaAuditWindow || w > maxQuotaAuditWindow {
+		return nil, fmt.Errorf("ingress: quota audit window %s: want %s to %s", w, minQuotaAuditWindow, maxQuotaAuditWindow)
+	}
 	tc, err := tlsConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, tls: tc, now: time.Now, maxBody: cfg.MaxBodyBytes}
 	s.draining, s.endDraining = context.WithCancel(context.Background())
+	s.tallyStop, s.tallyDone = make(chan struct{}), make(chan struct{})
+	go s.tallyRefusals(cfg.QuotaAuditWindow)
 	s.auth = newAuthCache(deps.Auth, cfg.AuthCacheTTL, s.now)
 	s.limiter = newAuthLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, s.now)
 	s.streams = newStreamRegistry(cfg.MaxStreamsPerPrincipal, cfg.StreamQueueBytes)

@@ -187,6 +187,9 @@ func (p *postReply) answer(final []byte, refusal *Error) error {
 			status = refusal.Status
 			p.s.endSession(p.x.r.Context(), p.x.session.ID)
 		}
+		if isQuota(refusal) {
+			status = quotaStatus(p.x.w, refusal) // 429 and Retry-After
+		}
 		p.x.w.Header().Set("Content-Length", strconv.Itoa(len(final)))
 		writeJSON(p.x.w, status, final)
 		return http.NewResponseController(p.x.w).Flush()

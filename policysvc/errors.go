@@ -3,10 +3,12 @@ package policysvc
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
+	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
@@ -16,7 +18,9 @@ var (
 	errInvalidRequest = errors.New("invalid request")
 	// errCallerDenied: a caller with its own identity may not ask about that tenant.
 	errCallerDenied = errors.New("permission denied")
-	// errQuotaExhausted: the tenant has used up its tools/call allowance for now.
+	// errQuotaExhausted: a limit of tools/call (a token bucket of the tenant, the principal,
+	// the server, the tool or an anonymous host's address, or the calls in flight per tenant
+	// and server) is used up for now.
 	errQuotaExhausted = errors.New("quota exhausted")
 	// errNotReady: the registry snapshot has not arrived yet, so no server is known.
 	errNotReady = errors.New("registry snapshot not loaded yet")
@@ -41,29 +45,47 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errStore, Code: connect.CodeUnavailable},
 }
 
-// quotaError is errQuotaExhausted with the tenant and when a token is next available.
+// quotaError is errQuotaExhausted with the limit that refused and when the call could pass.
 type quotaError struct {
-	tenant     string
+	scope      string // scopeNames, or scopeConcurrency
+	key        string // whose limit: the tenant, tenant/principal, server, server/tool, source address
+	rate       float64
+	burst      int
+	max        int // a concurrency limit's
 	retryAfter time.Duration
 }
 
 func (e *quotaError) Error() string {
-	return fmt.Sprintf("%v: tenant %q is over its tools/call quota; retry in %s", errQuotaExhausted, e.tenant, e.retryAfter)
+	if e.scope == scopeConcurrency {
+		return fmt.Sprintf("%v: %s %q has %d tools/call in flight, its limit; retry in %s", errQuotaExhausted, e.scope, e.key, e.max, e.retryAfter)
+	}
+	return fmt.Sprintf("%v: %s %q is over its tools/call quota (rate %g/s, burst %d); retry in %s", errQuotaExhausted, e.scope, e.key, e.rate, e.burst, e.retryAfter)
 }
 
 func (e *quotaError) Is(target error) bool { return target == errQuotaExhausted }
+
+// retryAfterSeconds is the wait in whole seconds, at least 1.
+func (e *quotaError) retryAfterSeconds() int64 {
+	return min(math.MaxUint32, max(1, int64((e.retryAfter+time.Second-1)/time.Second)))
+}
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errInvalidRequest}, args...)...)
 }
 
 // toConnect turns a domain error into the Connect error callers see. A quota error also
-// carries a Retry-After header (whole seconds, at least 1).
+// carries a Retry-After header (whole seconds, at least 1) and a QuotaExceeded detail
+// naming the limit.
 func toConnect(err error) *connect.Error {
 	ce := codes.Error(err)
 	if qe, ok := errors.AsType[*quotaError](err); ok {
-		secs := max(1, int64((qe.retryAfter+time.Second-1)/time.Second))
+		secs := qe.retryAfterSeconds()
 		ce.Meta().Set("Retry-After", strconv.FormatInt(secs, 10))
+		if d, derr := connect.NewErrorDetail(&policyv1.QuotaExceeded{
+			Scope: qe.scope, Rate: qe.rate, Burst: uint32(qe.burst), Max: uint32(qe.max), RetryAfterSeconds: uint32(secs),
+		}); derr == nil {
+			ce.AddDetail(d)
+		}
 	}
 	return ce
 }

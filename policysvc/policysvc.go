@@ -42,6 +42,10 @@ const (
 // toolsCall is the one action quotas apply to.
 const toolsCall = "tools/call"
 
+// kindAnonymous is rpcserver.KindName of an anonymous principal: its quotas are its source
+// address's, never its tenant's.
+const kindAnonymous = "anonymous"
+
 // Config is the policy service's configuration.
 type Config struct {
 	// Listen is the address the standalone binary serves on.
@@ -61,10 +65,17 @@ type Config struct {
 	ApplyDir bool
 	// RegistryAddr is the registry the standalone binary follows for its server catalogue.
 	RegistryAddr string
-	// QuotaRate is tools/call per second allowed per tenant; 0 is unlimited.
+	// QuotaRate is tools/call per second allowed per tenant; 0 is unlimited. With a quota
+	// file it is the tenant default when the file sets none (both: refused).
 	QuotaRate float64
 	// QuotaBurst is the per-tenant bucket size; below 1 it is max(1, ceil(QuotaRate)).
 	QuotaBurst int
+	// QuotaFile is a gatehouse YAML file whose `quotas:` section sets the token buckets per
+	// tenant, principal, server, tool and anonymous address, and the concurrency limit
+	// (docs/configuration.md). `gatehouse up` passes its --config.
+	QuotaFile string
+	// Quotas, when set, is used instead of QuotaFile's section. Not a flag: tests set it.
+	Quotas *QuotaConfig
 	// Clock is the time source of the quota; nil means time.Now. Not a flag: tests set it.
 	Clock func() time.Time
 }
@@ -79,6 +90,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RegistryAddr, "registry-addr", "127.0.0.1:7103", "registrysvc address")
 	fs.Float64Var(&c.QuotaRate, "quota-rate", 0, "tools/call per second per tenant (0: unlimited)")
 	fs.IntVar(&c.QuotaBurst, "quota-burst", 0, "burst of the per-tenant quota (below 1: max(1, ceil(rate)))")
+	fs.StringVar(&c.QuotaFile, "quota-config", "", "YAML file whose quotas: section sets the tools/call quotas and concurrency limits (see docs/configuration.md); --quota-rate is then the tenant default if the file sets none")
 }
 
 // Catalog is the local snapshot of the registry. The servers it returns must not be
@@ -99,7 +111,7 @@ type Service struct {
 	ready   <-chan struct{}
 	now     func() time.Time // the time conditions see (context.time)
 	logger  *slog.Logger
-	quota   *quota
+	quota   *quotas
 	cache   serverCache
 	princ   principalCache
 
@@ -128,8 +140,16 @@ func New(cfg Config, servers Catalog, kv Etcd, logger *slog.Logger) (*Service, e
 	if cfg.ApplyDir && (kv == nil || cfg.PolicyDir == "") {
 		return nil, errors.New("policysvc: applying the policy directory at start needs etcd and a directory")
 	}
-	if cfg.QuotaRate < 0 || cfg.QuotaBurst < 0 {
-		return nil, fmt.Errorf("policysvc: quota rate and burst must not be negative (rate %v, burst %d)", cfg.QuotaRate, cfg.QuotaBurst)
+	qc := cfg.Quotas
+	if qc == nil && cfg.QuotaFile != "" {
+		var err error
+		if qc, err = ReadQuotaFile(cfg.QuotaFile); err != nil {
+			return nil, fmt.Errorf("policysvc: %w", err)
+		}
+	}
+	rq, err := resolveQuotas(qc, cfg.QuotaRate, cfg.QuotaBurst)
+	if err != nil {
+		return nil, fmt.Errorf("policysvc: quotas: %w", err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -142,7 +162,7 @@ func New(cfg Config, servers Catalog, kv Etcd, logger *slog.Logger) (*Service, e
 		servers: servers,
 		now:     now,
 		logger:  logger,
-		quota:   newQuota(cfg.QuotaRate, cfg.QuotaBurst, now),
+		quota:   newQuotas(rq, now),
 		kv:      kv,
 		key:     bundleKey(cfg.KeyPrefix),
 	}
@@ -228,7 +248,8 @@ func (s *Service) Check(ctx context.Context, req *connect.Request[policyv1.Check
 }
 
 // check decides one request: validate, build the few entities it needs, evaluate, and for
-// an allowed tools/call consume the tenant's quota.
+// an allowed tools/call consume its quotas (every bucket that applies, and a concurrency
+// permit, or nothing).
 func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
 	if err := validateRequest(req); err != nil {
 		return nil, err
@@ -260,11 +281,16 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 	if resp.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		return resp, nil
 	}
-	sub, action := req.GetSubject(), req.GetAction()
-	if s.quota != nil && action == toolsCall {
-		if ok, wait := s.quota.take(sub.GetTenant()); !ok {
-			return nil, &quotaError{tenant: sub.GetTenant(), retryAfter: wait}
+	if s.quota != nil && req.GetAction() == toolsCall {
+		sub := req.GetSubject()
+		id, err := s.quota.admit(admission{
+			tenant: sub.GetTenant(), principal: sub.GetId(), server: req.GetResource().GetServer(), tool: req.GetResource().GetName(),
+			anonymous: sub.GetKind() == kindAnonymous, source: req.GetContext().GetSourceAddress(),
+		})
+		if err != nil {
+			return nil, err
 		}
+		resp.PermitId = id
 	}
 	return resp, nil
 }

@@ -115,6 +115,8 @@ type auditRecord struct {
 	Tool      string `json:"tool"`
 	Principal string `json:"principal"`
 	Tenant    string `json:"tenant"`
+	// How many refusals by quota the record stands for (0: one call).
+	Count int `json:"count"`
 	// The decision: the bundle that made it and the policies that did.
 	BundleVersion string   `json:"bundle_version"`
 	PolicyIDs     []string `json:"policy_ids"`

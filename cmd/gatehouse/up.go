@@ -67,7 +67,8 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "key-prefix"}
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr")...)
-	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr")...)
+	// The quotas are the config file's quotas: section.
+	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr")...)
 	// Anonymous access comes from the config file.
@@ -176,6 +177,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	cat := catalog.New()
 
 	cfg.Policy.PolicyDir, cfg.Policy.ApplyDir = cfg.PolicyDir, applyDir
+	cfg.Policy.QuotaFile = cfg.ConfigFile // its quotas: section (none in the embedded default)
 	policy, err = policysvc.New(cfg.Policy, cat, kv, logger.With("svc", "policy"))
 	if err != nil {
 		return err
@@ -220,6 +222,9 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err != nil {
 		return err
 	}
+	// Before the audit log closes (defers run in reverse): the refusals by quota counted so
+	// far are written.
+	defer in.Close(context.WithoutCancel(ctx))
 
 	var handlers []rpcserver.Handler
 	for _, h := range [][]rpcserver.Handler{auth.Handlers(), policy.Handlers(), registry.Handlers(), bridge.Handlers(), audit.Handlers()} {

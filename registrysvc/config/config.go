@@ -56,6 +56,9 @@ type Anonymous struct {
 type fileYAML struct {
 	Servers   []serverYAML   `yaml:"servers"`
 	Anonymous *anonymousYAML `yaml:"anonymous"`
+	// Quotas are policysvc's (policysvc.ParseQuotas reads and validates them, as strictly);
+	// the registry only lets the section be.
+	Quotas yaml.Node `yaml:"quotas"`
 }
 
 type serverYAML struct {

@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				Handler:   svc.Handler(),
 				Stopping:  func() { svc.SetReady(false) },
 				NewServer: svc.HTTPServer,
+				Close:     svc.Close, // the refusals by quota counted so far are audited
 			}, nil
 		},
 	}, args, getenv, stdout)

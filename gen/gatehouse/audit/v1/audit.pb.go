@@ -168,7 +168,11 @@ type Record struct {
 	CallId string `protobuf:"bytes,15,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	Phase  Phase  `protobuf:"varint,16,opt,name=phase,proto3,enum=gatehouse.audit.v1.Phase" json:"phase,omitempty"`
 	// SHA-256 of the upstream's final message, hex (outcome records).
-	ResultDigest  string `protobuf:"bytes,17,opt,name=result_digest,json=resultDigest,proto3" json:"result_digest,omitempty"`
+	ResultDigest string `protobuf:"bytes,17,opt,name=result_digest,json=resultDigest,proto3" json:"result_digest,omitempty"`
+	// How many calls the record stands for: refusals by quota are aggregated into one record
+	// per principal, server and window (the first refusal's time, trace and call ids), so a
+	// flood is not one durable record per refused call. Zero (absent) means one.
+	Count         uint32 `protobuf:"varint,18,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +326,13 @@ func (x *Record) GetResultDigest() string {
 	return ""
 }
 
+func (x *Record) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type AppendRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Record *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
@@ -435,7 +446,7 @@ var File_gatehouse_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n" +
+	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x04\n" +
 	"\x06Record\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x19\n" +
 	"\btrace_id\x18\x02 \x01(\tR\atraceId\x12\x1d\n" +
@@ -456,7 +467,8 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\x05error\x18\x0e \x01(\tR\x05error\x12\x17\n" +
 	"\acall_id\x18\x0f \x01(\tR\x06callId\x12/\n" +
 	"\x05phase\x18\x10 \x01(\x0e2\x19.gatehouse.audit.v1.PhaseR\x05phase\x12#\n" +
-	"\rresult_digest\x18\x11 \x01(\tR\fresultDigest\"_\n" +
+	"\rresult_digest\x18\x11 \x01(\tR\fresultDigest\x12\x14\n" +
+	"\x05count\x18\x12 \x01(\rR\x05count\"_\n" +
 	"\rAppendRequest\x122\n" +
 	"\x06record\x18\x01 \x01(\v2\x1a.gatehouse.audit.v1.RecordR\x06record\x12\x1a\n" +
 	"\bdeferred\x18\x02 \x01(\bR\bdeferred\"@\n" +

@@ -359,7 +359,11 @@ type CheckResponse struct {
 	// The active policy bundle's version (its content digest).
 	BundleVersion string `protobuf:"bytes,3,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
 	// Evaluation errors, if any policy failed to evaluate.
-	Errors        []string `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []string `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
+	// A concurrency permit, for an allowed tools/call under a concurrency limit: the caller
+	// releases it (ReleasePermit) when the call concludes; it expires on its own otherwise.
+	// Empty when no limit applies.
+	PermitId      string `protobuf:"bytes,5,opt,name=permit_id,json=permitId,proto3" json:"permit_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +426,186 @@ func (x *CheckResponse) GetErrors() []string {
 	return nil
 }
 
+func (x *CheckResponse) GetPermitId() string {
+	if x != nil {
+		return x.PermitId
+	}
+	return ""
+}
+
+// QuotaExceeded is the detail of Check's ResourceExhausted error: which limit refused the
+// call. A refused call consumes nothing of any limit.
+type QuotaExceeded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The limit's scope: "tenant", "principal", "server", "tool", "anonymous" (the buckets of
+	// anonymous hosts, per source address) or "concurrency" (in-flight calls per tenant and
+	// server).
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// A token bucket's rate (calls a second) and burst; zero for a concurrency limit.
+	Rate  float64 `protobuf:"fixed64,2,opt,name=rate,proto3" json:"rate,omitempty"`
+	Burst uint32  `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	// A concurrency limit's maximum of calls in flight; zero for a token bucket.
+	Max uint32 `protobuf:"varint,4,opt,name=max,proto3" json:"max,omitempty"`
+	// Whole seconds until the call could pass, at least 1.
+	RetryAfterSeconds uint32 `protobuf:"varint,5,opt,name=retry_after_seconds,json=retryAfterSeconds,proto3" json:"retry_after_seconds,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *QuotaExceeded) Reset() {
+	*x = QuotaExceeded{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaExceeded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaExceeded) ProtoMessage() {}
+
+func (x *QuotaExceeded) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaExceeded.ProtoReflect.Descriptor instead.
+func (*QuotaExceeded) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QuotaExceeded) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *QuotaExceeded) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *QuotaExceeded) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *QuotaExceeded) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *QuotaExceeded) GetRetryAfterSeconds() uint32 {
+	if x != nil {
+		return x.RetryAfterSeconds
+	}
+	return 0
+}
+
+type ReleasePermitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PermitId      string                 `protobuf:"bytes,1,opt,name=permit_id,json=permitId,proto3" json:"permit_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleasePermitRequest) Reset() {
+	*x = ReleasePermitRequest{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleasePermitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleasePermitRequest) ProtoMessage() {}
+
+func (x *ReleasePermitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleasePermitRequest.ProtoReflect.Descriptor instead.
+func (*ReleasePermitRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReleasePermitRequest) GetPermitId() string {
+	if x != nil {
+		return x.PermitId
+	}
+	return ""
+}
+
+type ReleasePermitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the permit was unknown: already released, or expired.
+	Released      bool `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleasePermitResponse) Reset() {
+	*x = ReleasePermitResponse{}
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleasePermitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleasePermitResponse) ProtoMessage() {}
+
+func (x *ReleasePermitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleasePermitResponse.ProtoReflect.Descriptor instead.
+func (*ReleasePermitResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReleasePermitResponse) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
 // BundleFile is one file of a policy bundle.
 type BundleFile struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -434,7 +618,7 @@ type BundleFile struct {
 
 func (x *BundleFile) Reset() {
 	*x = BundleFile{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +630,7 @@ func (x *BundleFile) String() string {
 func (*BundleFile) ProtoMessage() {}
 
 func (x *BundleFile) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +643,7 @@ func (x *BundleFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleFile.ProtoReflect.Descriptor instead.
 func (*BundleFile) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BundleFile) GetName() string {
@@ -495,7 +679,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +691,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +704,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Bundle) GetFiles() []*BundleFile {
@@ -553,7 +737,7 @@ type ApplyBundleRequest struct {
 
 func (x *ApplyBundleRequest) Reset() {
 	*x = ApplyBundleRequest{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +749,7 @@ func (x *ApplyBundleRequest) String() string {
 func (*ApplyBundleRequest) ProtoMessage() {}
 
 func (x *ApplyBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +762,7 @@ func (x *ApplyBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBundleRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBundleRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApplyBundleRequest) GetBundle() *Bundle {
@@ -600,7 +784,7 @@ type ApplyBundleResponse struct {
 
 func (x *ApplyBundleResponse) Reset() {
 	*x = ApplyBundleResponse{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +796,7 @@ func (x *ApplyBundleResponse) String() string {
 func (*ApplyBundleResponse) ProtoMessage() {}
 
 func (x *ApplyBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +809,7 @@ func (x *ApplyBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBundleResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBundleResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyBundleResponse) GetVersion() string {
@@ -655,7 +839,7 @@ type AuthorizeRequest struct {
 
 func (x *AuthorizeRequest) Reset() {
 	*x = AuthorizeRequest{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +851,7 @@ func (x *AuthorizeRequest) String() string {
 func (*AuthorizeRequest) ProtoMessage() {}
 
 func (x *AuthorizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +864,7 @@ func (x *AuthorizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuthorizeRequest) GetSubject() *Subject {
@@ -715,7 +899,7 @@ type AuthorizeResponse struct {
 
 func (x *AuthorizeResponse) Reset() {
 	*x = AuthorizeResponse{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +911,7 @@ func (x *AuthorizeResponse) String() string {
 func (*AuthorizeResponse) ProtoMessage() {}
 
 func (x *AuthorizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +924,7 @@ func (x *AuthorizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizeResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AuthorizeResponse) GetDecision() Decision {
@@ -779,7 +963,7 @@ type FilterRequest struct {
 
 func (x *FilterRequest) Reset() {
 	*x = FilterRequest{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +975,7 @@ func (x *FilterRequest) String() string {
 func (*FilterRequest) ProtoMessage() {}
 
 func (x *FilterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +988,7 @@ func (x *FilterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterRequest.ProtoReflect.Descriptor instead.
 func (*FilterRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FilterRequest) GetSubject() *Subject {
@@ -853,7 +1037,7 @@ type FilterResponse struct {
 
 func (x *FilterResponse) Reset() {
 	*x = FilterResponse{}
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1049,7 @@ func (x *FilterResponse) String() string {
 func (*FilterResponse) ProtoMessage() {}
 
 func (x *FilterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_gatehouse_policy_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1062,7 @@ func (x *FilterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterResponse.ProtoReflect.Descriptor instead.
 func (*FilterResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_policy_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FilterResponse) GetAllowed() []bool {
@@ -919,13 +1103,24 @@ const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12)\n" +
 	"\x10protocol_version\x18\x04 \x01(\tR\x0fprotocolVersion\x12.\n" +
-	"\x13arguments_too_large\x18\x05 \x01(\bR\x11argumentsTooLarge\"\xa8\x01\n" +
+	"\x13arguments_too_large\x18\x05 \x01(\bR\x11argumentsTooLarge\"\xc5\x01\n" +
 	"\rCheckResponse\x129\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1d.gatehouse.policy.v1.DecisionR\bdecision\x12\x1d\n" +
 	"\n" +
 	"policy_ids\x18\x02 \x03(\tR\tpolicyIds\x12%\n" +
 	"\x0ebundle_version\x18\x03 \x01(\tR\rbundleVersion\x12\x16\n" +
-	"\x06errors\x18\x04 \x03(\tR\x06errors\":\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors\x12\x1b\n" +
+	"\tpermit_id\x18\x05 \x01(\tR\bpermitId\"\x91\x01\n" +
+	"\rQuotaExceeded\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x12\n" +
+	"\x04rate\x18\x02 \x01(\x01R\x04rate\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\rR\x03max\x12.\n" +
+	"\x13retry_after_seconds\x18\x05 \x01(\rR\x11retryAfterSeconds\"3\n" +
+	"\x14ReleasePermitRequest\x12\x1b\n" +
+	"\tpermit_id\x18\x01 \x01(\tR\bpermitId\"3\n" +
+	"\x15ReleasePermitResponse\x12\x1a\n" +
+	"\breleased\x18\x01 \x01(\bR\breleased\":\n" +
 	"\n" +
 	"BundleFile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -961,12 +1156,13 @@ const file_gatehouse_policy_v1_policy_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022\xf8\x02\n" +
+	"\rDECISION_DENY\x10\x022\xe2\x03\n" +
 	"\rPolicyService\x12P\n" +
 	"\x05Check\x12!.gatehouse.policy.v1.CheckRequest\x1a\".gatehouse.policy.v1.CheckResponse\"\x00\x12b\n" +
 	"\vApplyBundle\x12'.gatehouse.policy.v1.ApplyBundleRequest\x1a(.gatehouse.policy.v1.ApplyBundleResponse\"\x00\x12\\\n" +
 	"\tAuthorize\x12%.gatehouse.policy.v1.AuthorizeRequest\x1a&.gatehouse.policy.v1.AuthorizeResponse\"\x00\x12S\n" +
-	"\x06Filter\x12\".gatehouse.policy.v1.FilterRequest\x1a#.gatehouse.policy.v1.FilterResponse\"\x00B\xd9\x01\n" +
+	"\x06Filter\x12\".gatehouse.policy.v1.FilterRequest\x1a#.gatehouse.policy.v1.FilterResponse\"\x00\x12h\n" +
+	"\rReleasePermit\x12).gatehouse.policy.v1.ReleasePermitRequest\x1a*.gatehouse.policy.v1.ReleasePermitResponse\"\x00B\xd9\x01\n" +
 	"\x17com.gatehouse.policy.v1B\vPolicyProtoP\x01ZCgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1;policyv1\xa2\x02\x03GPX\xaa\x02\x13Gatehouse.Policy.V1\xca\x02\x13Gatehouse\\Policy\\V1\xe2\x02\x1fGatehouse\\Policy\\V1\\GPBMetadata\xea\x02\x15Gatehouse::Policy::V1b\x06proto3"
 
 var (
@@ -982,44 +1178,49 @@ func file_gatehouse_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_gatehouse_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gatehouse_policy_v1_policy_proto_goTypes = []any{
-	(Decision)(0),               // 0: gatehouse.policy.v1.Decision
-	(*Subject)(nil),             // 1: gatehouse.policy.v1.Subject
-	(*Resource)(nil),            // 2: gatehouse.policy.v1.Resource
-	(*CheckRequest)(nil),        // 3: gatehouse.policy.v1.CheckRequest
-	(*RequestContext)(nil),      // 4: gatehouse.policy.v1.RequestContext
-	(*CheckResponse)(nil),       // 5: gatehouse.policy.v1.CheckResponse
-	(*BundleFile)(nil),          // 6: gatehouse.policy.v1.BundleFile
-	(*Bundle)(nil),              // 7: gatehouse.policy.v1.Bundle
-	(*ApplyBundleRequest)(nil),  // 8: gatehouse.policy.v1.ApplyBundleRequest
-	(*ApplyBundleResponse)(nil), // 9: gatehouse.policy.v1.ApplyBundleResponse
-	(*AuthorizeRequest)(nil),    // 10: gatehouse.policy.v1.AuthorizeRequest
-	(*AuthorizeResponse)(nil),   // 11: gatehouse.policy.v1.AuthorizeResponse
-	(*FilterRequest)(nil),       // 12: gatehouse.policy.v1.FilterRequest
-	(*FilterResponse)(nil),      // 13: gatehouse.policy.v1.FilterResponse
+	(Decision)(0),                 // 0: gatehouse.policy.v1.Decision
+	(*Subject)(nil),               // 1: gatehouse.policy.v1.Subject
+	(*Resource)(nil),              // 2: gatehouse.policy.v1.Resource
+	(*CheckRequest)(nil),          // 3: gatehouse.policy.v1.CheckRequest
+	(*RequestContext)(nil),        // 4: gatehouse.policy.v1.RequestContext
+	(*CheckResponse)(nil),         // 5: gatehouse.policy.v1.CheckResponse
+	(*QuotaExceeded)(nil),         // 6: gatehouse.policy.v1.QuotaExceeded
+	(*ReleasePermitRequest)(nil),  // 7: gatehouse.policy.v1.ReleasePermitRequest
+	(*ReleasePermitResponse)(nil), // 8: gatehouse.policy.v1.ReleasePermitResponse
+	(*BundleFile)(nil),            // 9: gatehouse.policy.v1.BundleFile
+	(*Bundle)(nil),                // 10: gatehouse.policy.v1.Bundle
+	(*ApplyBundleRequest)(nil),    // 11: gatehouse.policy.v1.ApplyBundleRequest
+	(*ApplyBundleResponse)(nil),   // 12: gatehouse.policy.v1.ApplyBundleResponse
+	(*AuthorizeRequest)(nil),      // 13: gatehouse.policy.v1.AuthorizeRequest
+	(*AuthorizeResponse)(nil),     // 14: gatehouse.policy.v1.AuthorizeResponse
+	(*FilterRequest)(nil),         // 15: gatehouse.policy.v1.FilterRequest
+	(*FilterResponse)(nil),        // 16: gatehouse.policy.v1.FilterResponse
 }
 var file_gatehouse_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: gatehouse.policy.v1.CheckRequest.subject:type_name -> gatehouse.policy.v1.Subject
 	2,  // 1: gatehouse.policy.v1.CheckRequest.resource:type_name -> gatehouse.policy.v1.Resource
 	4,  // 2: gatehouse.policy.v1.CheckRequest.context:type_name -> gatehouse.policy.v1.RequestContext
 	0,  // 3: gatehouse.policy.v1.CheckResponse.decision:type_name -> gatehouse.policy.v1.Decision
-	6,  // 4: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
-	7,  // 5: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
+	9,  // 4: gatehouse.policy.v1.Bundle.files:type_name -> gatehouse.policy.v1.BundleFile
+	10, // 5: gatehouse.policy.v1.ApplyBundleRequest.bundle:type_name -> gatehouse.policy.v1.Bundle
 	1,  // 6: gatehouse.policy.v1.AuthorizeRequest.subject:type_name -> gatehouse.policy.v1.Subject
 	0,  // 7: gatehouse.policy.v1.AuthorizeResponse.decision:type_name -> gatehouse.policy.v1.Decision
 	1,  // 8: gatehouse.policy.v1.FilterRequest.subject:type_name -> gatehouse.policy.v1.Subject
 	4,  // 9: gatehouse.policy.v1.FilterRequest.context:type_name -> gatehouse.policy.v1.RequestContext
 	3,  // 10: gatehouse.policy.v1.PolicyService.Check:input_type -> gatehouse.policy.v1.CheckRequest
-	8,  // 11: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
-	10, // 12: gatehouse.policy.v1.PolicyService.Authorize:input_type -> gatehouse.policy.v1.AuthorizeRequest
-	12, // 13: gatehouse.policy.v1.PolicyService.Filter:input_type -> gatehouse.policy.v1.FilterRequest
-	5,  // 14: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
-	9,  // 15: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
-	11, // 16: gatehouse.policy.v1.PolicyService.Authorize:output_type -> gatehouse.policy.v1.AuthorizeResponse
-	13, // 17: gatehouse.policy.v1.PolicyService.Filter:output_type -> gatehouse.policy.v1.FilterResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
+	11, // 11: gatehouse.policy.v1.PolicyService.ApplyBundle:input_type -> gatehouse.policy.v1.ApplyBundleRequest
+	13, // 12: gatehouse.policy.v1.PolicyService.Authorize:input_type -> gatehouse.policy.v1.AuthorizeRequest
+	15, // 13: gatehouse.policy.v1.PolicyService.Filter:input_type -> gatehouse.policy.v1.FilterRequest
+	7,  // 14: gatehouse.policy.v1.PolicyService.ReleasePermit:input_type -> gatehouse.policy.v1.ReleasePermitRequest
+	5,  // 15: gatehouse.policy.v1.PolicyService.Check:output_type -> gatehouse.policy.v1.CheckResponse
+	12, // 16: gatehouse.policy.v1.PolicyService.ApplyBundle:output_type -> gatehouse.policy.v1.ApplyBundleResponse
+	14, // 17: gatehouse.policy.v1.PolicyService.Authorize:output_type -> gatehouse.policy.v1.AuthorizeResponse
+	16, // 18: gatehouse.policy.v1.PolicyService.Filter:output_type -> gatehouse.policy.v1.FilterResponse
+	8,  // 19: gatehouse.policy.v1.PolicyService.ReleasePermit:output_type -> gatehouse.policy.v1.ReleasePermitResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1036,7 +1237,7 @@ func file_gatehouse_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_policy_v1_policy_proto_rawDesc), len(file_gatehouse_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_Check_FullMethodName       = "/gatehouse.policy.v1.PolicyService/Check"
-	PolicyService_ApplyBundle_FullMethodName = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
-	PolicyService_Authorize_FullMethodName   = "/gatehouse.policy.v1.PolicyService/Authorize"
-	PolicyService_Filter_FullMethodName      = "/gatehouse.policy.v1.PolicyService/Filter"
+	PolicyService_Check_FullMethodName         = "/gatehouse.policy.v1.PolicyService/Check"
+	PolicyService_ApplyBundle_FullMethodName   = "/gatehouse.policy.v1.PolicyService/ApplyBundle"
+	PolicyService_Authorize_FullMethodName     = "/gatehouse.policy.v1.PolicyService/Authorize"
+	PolicyService_Filter_FullMethodName        = "/gatehouse.policy.v1.PolicyService/Filter"
+	PolicyService_ReleasePermit_FullMethodName = "/gatehouse.policy.v1.PolicyService/ReleasePermit"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -46,6 +47,10 @@ type PolicyServiceClient interface {
 	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
 	// call would be allowed on.
 	Filter(ctx context.Context, in *FilterRequest, opts ...grpc.CallOption) (*FilterResponse, error)
+	// ReleasePermit frees a concurrency permit that Check handed out (CheckResponse.permit_id)
+	// when the call it admitted has concluded. Releasing an unknown or expired permit is not an
+	// error (released is false): a permit that is never released expires on its own.
+	ReleasePermit(ctx context.Context, in *ReleasePermitRequest, opts ...grpc.CallOption) (*ReleasePermitResponse, error)
 }
 
 type policyServiceClient struct {
@@ -96,6 +101,16 @@ func (c *policyServiceClient) Filter(ctx context.Context, in *FilterRequest, opt
 	return out, nil
 }
 
+func (c *policyServiceClient) ReleasePermit(ctx context.Context, in *ReleasePermitRequest, opts ...grpc.CallOption) (*ReleasePermitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleasePermitResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ReleasePermit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -117,6 +132,10 @@ type PolicyServiceServer interface {
 	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
 	// call would be allowed on.
 	Filter(context.Context, *FilterRequest) (*FilterResponse, error)
+	// ReleasePermit frees a concurrency permit that Check handed out (CheckResponse.permit_id)
+	// when the call it admitted has concluded. Releasing an unknown or expired permit is not an
+	// error (released is false): a permit that is never released expires on its own.
+	ReleasePermit(context.Context, *ReleasePermitRequest) (*ReleasePermitResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -138,6 +157,9 @@ func (UnimplementedPolicyServiceServer) Authorize(context.Context, *AuthorizeReq
 }
 func (UnimplementedPolicyServiceServer) Filter(context.Context, *FilterRequest) (*FilterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Filter not implemented")
+}
+func (UnimplementedPolicyServiceServer) ReleasePermit(context.Context, *ReleasePermitRequest) (*ReleasePermitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleasePermit not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -232,6 +254,24 @@ func _PolicyService_Filter_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_ReleasePermit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleasePermitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ReleasePermit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ReleasePermit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ReleasePermit(ctx, req.(*ReleasePermitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,6 +294,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Filter",
 			Handler:    _PolicyService_Filter_Handler,
+		},
+		{
+			MethodName: "ReleasePermit",
+			Handler:    _PolicyService_ReleasePermit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -42,6 +42,9 @@ const (
 	PolicyServiceAuthorizeProcedure = "/gatehouse.policy.v1.PolicyService/Authorize"
 	// PolicyServiceFilterProcedure is the fully-qualified name of the PolicyService's Filter RPC.
 	PolicyServiceFilterProcedure = "/gatehouse.policy.v1.PolicyService/Filter"
+	// PolicyServiceReleasePermitProcedure is the fully-qualified name of the PolicyService's
+	// ReleasePermit RPC.
+	PolicyServiceReleasePermitProcedure = "/gatehouse.policy.v1.PolicyService/ReleasePermit"
 )
 
 // PolicyServiceClient is a client for the gatehouse.policy.v1.PolicyService service.
@@ -61,6 +64,10 @@ type PolicyServiceClient interface {
 	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
 	// call would be allowed on.
 	Filter(context.Context, *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error)
+	// ReleasePermit frees a concurrency permit that Check handed out (CheckResponse.permit_id)
+	// when the call it admitted has concluded. Releasing an unknown or expired permit is not an
+	// error (released is false): a permit that is never released expires on its own.
+	ReleasePermit(context.Context, *connect.Request[v1.ReleasePermitRequest]) (*connect.Response[v1.ReleasePermitResponse], error)
 }
 
 // NewPolicyServiceClient constructs a client for the gatehouse.policy.v1.PolicyService service. By
@@ -98,15 +105,22 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("Filter")),
 			connect.WithClientOptions(opts...),
 		),
+		releasePermit: connect.NewClient[v1.ReleasePermitRequest, v1.ReleasePermitResponse](
+			httpClient,
+			baseURL+PolicyServiceReleasePermitProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("ReleasePermit")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // policyServiceClient implements PolicyServiceClient.
 type policyServiceClient struct {
-	check       *connect.Client[v1.CheckRequest, v1.CheckResponse]
-	applyBundle *connect.Client[v1.ApplyBundleRequest, v1.ApplyBundleResponse]
-	authorize   *connect.Client[v1.AuthorizeRequest, v1.AuthorizeResponse]
-	filter      *connect.Client[v1.FilterRequest, v1.FilterResponse]
+	check         *connect.Client[v1.CheckRequest, v1.CheckResponse]
+	applyBundle   *connect.Client[v1.ApplyBundleRequest, v1.ApplyBundleResponse]
+	authorize     *connect.Client[v1.AuthorizeRequest, v1.AuthorizeResponse]
+	filter        *connect.Client[v1.FilterRequest, v1.FilterResponse]
+	releasePermit *connect.Client[v1.ReleasePermitRequest, v1.ReleasePermitResponse]
 }
 
 // Check calls gatehouse.policy.v1.PolicyService.Check.
@@ -129,6 +143,11 @@ func (c *policyServiceClient) Filter(ctx context.Context, req *connect.Request[v
 	return c.filter.CallUnary(ctx, req)
 }
 
+// ReleasePermit calls gatehouse.policy.v1.PolicyService.ReleasePermit.
+func (c *policyServiceClient) ReleasePermit(ctx context.Context, req *connect.Request[v1.ReleasePermitRequest]) (*connect.Response[v1.ReleasePermitResponse], error) {
+	return c.releasePermit.CallUnary(ctx, req)
+}
+
 // PolicyServiceHandler is an implementation of the gatehouse.policy.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Check returns one decision.
@@ -146,6 +165,10 @@ type PolicyServiceHandler interface {
 	// absent, no quota consumed). Discovery equals authorization: a list shows only what a
 	// call would be allowed on.
 	Filter(context.Context, *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error)
+	// ReleasePermit frees a concurrency permit that Check handed out (CheckResponse.permit_id)
+	// when the call it admitted has concluded. Releasing an unknown or expired permit is not an
+	// error (released is false): a permit that is never released expires on its own.
+	ReleasePermit(context.Context, *connect.Request[v1.ReleasePermitRequest]) (*connect.Response[v1.ReleasePermitResponse], error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -179,6 +202,12 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("Filter")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceReleasePermitHandler := connect.NewUnaryHandler(
+		PolicyServiceReleasePermitProcedure,
+		svc.ReleasePermit,
+		connect.WithSchema(policyServiceMethods.ByName("ReleasePermit")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.policy.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServiceCheckProcedure:
@@ -189,6 +218,8 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceAuthorizeHandler.ServeHTTP(w, r)
 		case PolicyServiceFilterProcedure:
 			policyServiceFilterHandler.ServeHTTP(w, r)
+		case PolicyServiceReleasePermitProcedure:
+			policyServiceReleasePermitHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -212,4 +243,8 @@ func (UnimplementedPolicyServiceHandler) Authorize(context.Context, *connect.Req
 
 func (UnimplementedPolicyServiceHandler) Filter(context.Context, *connect.Request[v1.FilterRequest]) (*connect.Response[v1.FilterResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.Filter is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) ReleasePermit(context.Context, *connect.Request[v1.ReleasePermitRequest]) (*connect.Response[v1.ReleasePermitResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.policy.v1.PolicyService.ReleasePermit is not implemented"))
 }
