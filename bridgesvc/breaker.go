@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	bridgev1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/bridge/v1"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/breaker"
@@ -71,8 +72,8 @@ const (
 
 // ErrBreakerOpen: the server's circuit breaker is open (or half-open with its probes out):
 // the call is refused without reaching the upstream. The error's text names the server and
-// when calls are let through again; its Connect error carries the wait as a
-// google.protobuf.Duration detail (BreakerRetryAfter).
+// when calls are let through again; its Connect error carries both as a bridgev1.BreakerOpen
+// detail (BreakerRetryAfter).
 var ErrBreakerOpen = errors.New("circuit breaker open")
 
 // breakerError is a breaker's refusal; it is ErrBreakerOpen.
@@ -180,10 +181,10 @@ func (s *Service) admit(name string, srv *registryv1.Server, m upstream.Message)
 }
 
 // breakerRefusal is the Connect error of a refusal: Unavailable, the text naming the server
-// and when it is tried again, and the wait as a detail for the ingress's Retry-After.
+// and when it is tried again, and both as a bridgev1.BreakerOpen detail for the ingress.
 func breakerRefusal(oe *breaker.OpenError, now time.Time) error {
 	ce := connect.NewError(connect.CodeUnavailable, breakerError{oe})
-	if d, err := connect.NewErrorDetail(durationpb.New(max(oe.RetryAt.Sub(now), 0))); err == nil {
+	if d, err := connect.NewErrorDetail(&bridgev1.BreakerOpen{Server: oe.Server, RetryAfter: durationpb.New(max(oe.RetryAt.Sub(now), 0))}); err == nil {
 		ce.AddDetail(d)
 	}
 	return ce
@@ -198,8 +199,8 @@ func BreakerRetryAfter(err error) (time.Duration, bool) {
 	}
 	for _, d := range ce.Details() {
 		v, err := d.Value()
-		if dur, ok := v.(*durationpb.Duration); ok && err == nil && dur.CheckValid() == nil {
-			return dur.AsDuration(), true
+		if bo, ok := v.(*bridgev1.BreakerOpen); ok && err == nil && bo.GetRetryAfter().CheckValid() == nil {
+			return bo.GetRetryAfter().AsDuration(), true
 		}
 	}
 	return 0, false

@@ -162,6 +162,9 @@ func (p *postReply) answer(final []byte, refusal *Error) error {
 			status = refusal.Status
 			p.s.endSession(p.x.r.Context(), p.x.session.ID)
 		}
+		if refusal.Retry != "" {
+			p.x.w.Header().Set("Retry-After", refusal.Retry) // the row's, as at the HTTP level
+		}
 		p.x.w.Header().Set("Content-Length", strconv.Itoa(len(final)))
 		writeJSON(p.x.w, status, final)
 		return http.NewResponseController(p.x.w).Flush()
