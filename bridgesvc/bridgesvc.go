@@ -25,6 +25,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/upstreamtoken"
 
+	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/breaker"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/streamable"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/tokenexchange"
@@ -86,6 +87,15 @@ type Config struct {
 	// DefaultCallTimeout bounds a request's wait for its response when the server sets no
 	// call_timeout; past it the call fails with ErrCallTimeout and is cancelled upstream.
 	DefaultCallTimeout time.Duration
+	// AuditAddr is auditsvc's host:port, where split mode records the breakers' transitions;
+	// empty: they are logged only.
+	AuditAddr string
+	// The circuit breakers' defaults (breaker.go); a server's `breaker:` overrides them.
+	// BreakerFailures 0 turns the breakers off.
+	BreakerFailures int
+	BreakerWindow   time.Duration
+	BreakerCooldown time.Duration
+	BreakerProbes   int
 }
 
 // RegisterFlags registers the configuration's flags on fs with their defaults. Environment
@@ -101,6 +111,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", "", "directory recording the live stdio children, so that a start after a crash ends them (empty: none)")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", DefaultMaxMessageBytes, "maximum size of one JSON-RPC message or stdout line")
 	fs.DurationVar(&c.DefaultCallTimeout, "call-timeout", DefaultCallTimeout, "how long a call waits for the upstream's answer when its server sets no timeout (at most 1h)")
+	fs.StringVar(&c.AuditAddr, "audit-addr", "", "host:port of auditsvc, which records the circuit breakers' transitions (empty: logged only)")
+	c.registerBreakerFlags(fs)
 }
 
 func (c *Config) validate() error {
@@ -136,7 +148,7 @@ func (c *Config) validate() error {
 	case c.DefaultCallTimeout < 0 || c.DefaultCallTimeout > MaxCallTimeout:
 		return fmt.Errorf("call-timeout %v: must be more than 0 and at most %v", c.DefaultCallTimeout, MaxCallTimeout)
 	}
-	return nil
+	return c.validateBreaker()
 }
 
 // Catalog resolves server names; internal/catalog.Catalog satisfies it. When it also has
@@ -159,6 +171,13 @@ type Service struct {
 	secrets  *secrets
 	tokens   *upstreamtoken.Cache
 	exchange *tokenexchange.Client
+	// The circuit breakers (breaker.go) and the audit log of their transitions (nil without
+	// WithAudit).
+	breakers    *breaker.Set
+	now         func() time.Time
+	audit       AuditAppender
+	transitions *transitionLog
+	stopLog     sync.Once
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -226,9 +245,15 @@ func New(cfg Config, servers Catalog, logger *slog.Logger, opts ...Option) (*Ser
 		ended:    tombstones{set: map[string]struct{}{}},
 		secrets:  newSecrets(),
 		exchange: tokenexchange.New(tokenexchange.Options{}),
+		now:      time.Now,
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	s.breakers = breaker.New(breaker.Options{Now: s.now, OnTransition: s.onTransition})
+	s.transitions = newTransitionLog()
+	if s.audit != nil {
+		go s.runTransitionLog()
 	}
 	if r, ok := servers.(interface{ Ready() <-chan struct{} }); ok {
 		s.ready = r.Ready()
@@ -294,6 +319,11 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	if err != nil {
 		return connectError(err)
 	}
+	// An open breaker refuses the call before anything reaches the upstream.
+	ticket, err := s.admit(r.GetServer(), srv, m)
+	if err != nil {
+		return connectError(err)
+	}
 	// The host's token, for a server that exchanges it, goes no further than this call.
 	ctx = withSubject(ctx, r.GetSubjectToken())
 	who := owner{principal: r.GetPrincipal(), tenant: r.GetTenant(), groups: r.GetGroups()}
@@ -307,6 +337,7 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 		conn, err = s.conn(ctx, r.GetSessionId(), r.GetServer(), srv, m.Method == "initialize", who, nil)
 	}
 	if err != nil {
+		ticket.Done(breakerResult(ctx, err))
 		return connectError(err)
 	}
 	if pv := r.GetProtocolVersion(); pv != "" {
@@ -322,6 +353,7 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 		}
 		return emit(resp)
 	})
+	ticket.Done(breakerResult(ctx, err))
 	return connectError(err)
 }
 
@@ -457,6 +489,7 @@ func (s *Service) Close(ctx context.Context) error {
 	wg.Wait()
 	err := s.sup.Close(ctx)
 	s.http.CloseIdleConnections()
+	s.closeTransitionLog(ctx)
 	return err
 }
 

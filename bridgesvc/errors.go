@@ -82,6 +82,7 @@ var codes = []struct {
 	{err: ErrSessionEnded, code: connect.CodeNotFound},
 	{err: ErrNoUpstream, code: connect.CodeNotFound},
 	{err: ErrCatalogNotReady, code: connect.CodeUnavailable},
+	{err: ErrBreakerOpen, code: connect.CodeUnavailable}, // its text names the server and the time; the transition was logged
 	{err: ErrUnsupportedTransport, code: connect.CodeUnimplemented, reason: "the server's transport is not supported", warn: true},
 	{err: ErrCallTimeout, code: connect.CodeDeadlineExceeded, warn: true},
 	{err: ErrIdentity, code: connect.CodeFailedPrecondition, reason: "the gateway cannot identify the caller to the upstream", warn: true},

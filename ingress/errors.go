@@ -25,6 +25,7 @@ const (
 	codeCapacity         = -32007 // a cap was reached (sessions, streams, upstream processes)
 	codeCancelled        = -32008 // the call was cancelled (the gateway is draining)
 	codeThrottled        = -32009 // too many failed authentications from this address
+	codeBreakerOpen      = -32010 // the server's circuit breaker is open: it is failing (breaker.go)
 )
 
 // Error is one refusal the ingress makes. Each is a row of the table below: the HTTP status
@@ -100,6 +101,7 @@ var (
 	errInternal          = &Error{"internal", http.StatusInternalServerError, jsonrpc.CodeInternalError, "internal error", slog.LevelError, ""}
 	errNeedsUserToken    = &Error{"needs_user_token", http.StatusForbidden, jsonrpc.CodeInvalidRequest, "Forbidden: this server acts with the caller's own identity (token exchange); authenticate with an OpenID Connect token of an issuer the gateway trusts", slog.LevelDebug, ""}
 	errUpstreamIdentity  = &Error{"upstream_identity", http.StatusBadGateway, codeUnavailable, "the gateway cannot identify the caller to the upstream", slog.LevelWarn, ""}
+	errBreakerOpen       = &Error{"breaker_open", http.StatusServiceUnavailable, codeBreakerOpen, "circuit breaker open", slog.LevelInfo, ""} // message and Retry-After: breakerOpen's
 	errExchangeRefused   = &Error{"token_exchange_refused", http.StatusForbidden, jsonrpc.CodeInvalidRequest, "Forbidden: the authorization server refused to exchange the caller's token for the upstream's", slog.LevelInfo, ""}
 )
 
@@ -115,7 +117,7 @@ var Table = []*Error{
 	errPolicyUnavailable, errAuditUnavailable, errTimeout, errMessageTooLarge,
 	errTooManyUpstreams, errUpstreamStart, errUpstreamRejected, errUpstreamDown,
 	errUpstreamNoAnswer, errBadMessage, errDuplicateID, errCancelled, errInternal,
-	errNeedsUserToken, errUpstreamIdentity, errExchangeRefused,
+	errNeedsUserToken, errUpstreamIdentity, errExchangeRefused, errBreakerOpen,
 }
 
 // bridgeReasons are the bridge's known reasons (its domain errors' texts, before and after
@@ -146,6 +148,9 @@ func fromBridge(err error) *Error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return errTimeout
+	}
+	if e := breakerOpen(err); e != nil {
+		return e
 	}
 	code := connect.CodeOf(err)
 	switch code {

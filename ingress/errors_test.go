@@ -161,6 +161,7 @@ func TestErrorTable(t *testing.T) {
 		"needs_user_token":           initialize(serverExchange),
 		"upstream_identity":          tool("identity"),
 		"token_exchange_refused":     tool("exchange-refused"),
+		"breaker_open":               tool("breaker"),
 	}
 	for _, row := range ingress.Table {
 		t.Run(row.Name, func(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // The in-process fakes of the services the ingress calls. Each records what it was asked, so
@@ -52,6 +53,7 @@ const (
 	serverBatching = "batching"      // the upstream negotiates 2025-03-26 (batches)
 	tokenOIDC      = "eyJ.oidc.erin" // erin in tenant t1, authenticated with an OpenID Connect JWT
 	serverExchange = "exchange"      // its identity mode is token-exchange
+	serverBroken   = "broken"        // its circuit breaker is open: initialize is refused
 )
 
 type fakeAuth struct {
@@ -371,6 +373,8 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 		switch req.GetServer() {
 		case serverMute:
 			return nil
+		case serverBroken:
+			return breakerRefusal(serverBroken)
 		case "gone":
 			return connect.NewError(connect.CodeNotFound, errors.New("unknown server"))
 		}
@@ -431,6 +435,8 @@ func (f *fakeBridge) Deliver(ctx context.Context, req *bridgev1.SendRequest, emi
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("cannot start upstream: exec /secret/bin/server: no such file or directory"))
 	case "rejected":
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("upstream rejected the message: 500 Internal Server Error: Traceback postgres://u:p@db/x"))
+	case "breaker":
+		return breakerRefusal(req.GetServer())
 	case "down":
 		return connect.NewError(connect.CodeUnavailable, errors.New("upstream unavailable: dial tcp 10.1.2.3:443: connection refused"))
 	case "mute":
@@ -758,4 +764,16 @@ func (g *gateway) answerOf(server, sid, tool string) response {
 		}
 	}
 	return response{status: resp.StatusCode, msg: "the stream ended without the answer"}
+}
+
+// breakerRefusal is the bridge's refusal of a call by the server's open circuit breaker:
+// UNAVAILABLE with a BreakerOpen detail, a wait of 24.2 s.
+func breakerRefusal(server string) error {
+	ce := connect.NewError(connect.CodeUnavailable, errors.New(`the circuit breaker of server "`+server+`" is open; /secret/path`))
+	d, err := connect.NewErrorDetail(&bridgev1.BreakerOpen{Server: server, RetryAfter: durationpb.New(24200 * time.Millisecond)})
+	if err != nil {
+		panic(err)
+	}
+	ce.AddDetail(d)
+	return ce
 }

@@ -189,6 +189,8 @@ func (p *postReply) answer(final []byte, refusal *Error) error {
 		}
 		if isQuota(refusal) {
 			status = quotaStatus(p.x.w, refusal) // 429 and Retry-After
+		} else if refusal.Retry != "" {
+			p.x.w.Header().Set("Retry-After", refusal.Retry) // the row's, as at the HTTP level
 		}
 		p.x.w.Header().Set("Content-Length", strconv.Itoa(len(final)))
 		writeJSON(p.x.w, status, final)

@@ -125,7 +125,7 @@ func startSplit(t *testing.T, ingresses int) *split {
 		{"policysvc", "policysvc", []string{"GATEHOUSE_POLICY_LISTEN=" + sp.addrs["policy"], "GATEHOUSE_POLICY_REGISTRY_ADDR=" + sp.addrs["registry"], "GATEHOUSE_POLICY_AUTH_ADDR=" + sp.addrs["auth"]},
 			append([]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}, etcdFlags...)},
 		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"],
-			"GATEHOUSE_BRIDGE_AUTH_ADDR=" + sp.addrs["auth"], "SPLIT_UPSTREAM_SECRET=split-secret-7f3a"}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
+			"GATEHOUSE_BRIDGE_AUTH_ADDR=" + sp.addrs["auth"], "GATEHOUSE_BRIDGE_AUDIT_ADDR=" + sp.addrs["audit"], "SPLIT_UPSTREAM_SECRET=split-secret-7f3a"}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
 		{"auditsvc", "auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + sp.addrs["audit"]}, []string{"-dir", filepath.Join(sp.state, "audit")}},
 	}
 	for _, name := range ingressNames {

@@ -66,7 +66,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "key-prefix"}
-	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr")...)
+	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr", "audit-addr")...)
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
@@ -195,8 +195,9 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		// The bridge records its stdio children here, so a start after a crash ends them.
 		cfg.Bridge.StateDir = filepath.Join(cfg.DataDir, "bridge")
 	}
-	// The bridge mints gateway-jwt tokens with authsvc in this process.
-	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth))
+	// The bridge mints gateway-jwt tokens with authsvc in this process, and records its
+	// circuit breakers' transitions in its audit log.
+	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth), bridgesvc.WithAudit(audit))
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ bin/registrysvc "${etcd_tls[@]}" -servers "$config" & pids+=($!)
 admin_token=${GATEHOUSE_BOOTSTRAP_ADMIN_TOKEN:-gh_$(head -c 32 /dev/urandom | base64 | tr -d '/+=')}
 GATEHOUSE_BOOTSTRAP_ADMIN_TOKEN=$admin_token bin/authsvc "${etcd_tls[@]}" & pids+=($!)
 bin/policysvc -registry-addr 127.0.0.1:7103 "${etcd_tls[@]}" & pids+=($!)
-bin/bridgesvc -registry-addr 127.0.0.1:7103 -state-dir "$state/bridge" "${etcd_tls[@]}" & pids+=($!)
+bin/bridgesvc -registry-addr 127.0.0.1:7103 -audit-addr 127.0.0.1:7105 -state-dir "$state/bridge" "${etcd_tls[@]}" & pids+=($!)
 bin/auditsvc -dir "$state/audit" & pids+=($!)
 bin/ingress "${etcd_tls[@]}" & pids+=($!)
 echo "split mode up: http://127.0.0.1:8080/servers/<name>/mcp (Ctrl-C stops every process)"

@@ -78,6 +78,9 @@ type serverYAML struct {
 	// Prefix is what the aggregated endpoint puts before the server's tool and prompt names
 	// ("<prefix>__<name>"): absent means the server's name, "" means none.
 	Prefix *string `yaml:"prefix"`
+	// Breaker tunes the server's circuit breaker (breaker.go); absent means the bridge's
+	// defaults.
+	Breaker *breakerYAML `yaml:"breaker"`
 }
 
 type anonymousYAML struct {
@@ -174,6 +177,13 @@ func (rs serverYAML) server() (*registryv1.Server, error) {
 			return nil, &ValidationError{Server: rs.Name, Field: "timeout", Problem: fmt.Sprintf("%q is not a duration such as 30s or 2m", rs.Timeout)}
 		}
 		s.CallTimeout = durationpb.New(d)
+	}
+	if rs.Breaker != nil {
+		b, err := rs.Breaker.breaker(rs.Name)
+		if err != nil {
+			return nil, err
+		}
+		s.Breaker = b
 	}
 	if rs.Identity != nil {
 		id, err := rs.Identity.identity(rs.Name)

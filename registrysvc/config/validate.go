@@ -44,7 +44,8 @@ func (e *ValidationError) Error() string {
 // shell) whose first element is set, and no url; http needs an absolute http or https URL
 // without credentials, and no command, env or dir. Env keys are environment variable names;
 // tenants are non-empty ids; a call timeout, when set, is more than 0 and at most an hour;
-// an upstream identity fits the transport (validateIdentity). It returns a *ValidationError
+// an upstream identity fits the transport (validateIdentity); a breaker is within its bounds
+// (validateBreaker). It returns a *ValidationError
 // for the first problem.
 func Validate(s *registryv1.Server) error {
 	if s == nil {
@@ -80,6 +81,9 @@ func Validate(s *registryv1.Server) error {
 		if d := ct.AsDuration(); d <= 0 || d > MaxCallTimeout {
 			return bad("timeout", "%v: want more than 0 and at most %v", d, MaxCallTimeout)
 		}
+	}
+	if err := validateBreaker(s.GetBreaker(), bad); err != nil {
+		return err
 	}
 	if p := s.Prefix; p != nil && *p != "" && !ident.ValidServerName(*p) {
 		return bad("prefix", "%.70q: want [a-z0-9][a-z0-9._-]{0,62}, or \"\" for none", *p)

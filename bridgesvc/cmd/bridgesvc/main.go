@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
@@ -50,6 +51,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if cfg.AuthAddr != "" {
 				opts = append(opts, bridgesvc.WithUpstreamTokens(authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))))
 			}
+			if cfg.AuditAddr != "" {
+				// The circuit breakers' transitions are recorded in the audit log.
+				opts = append(opts, bridgesvc.WithAudit(auditv1connect.NewAuditServiceClient(env.Client, rpcserver.BaseURL(cfg.AuditAddr))))
+			}
 			svc, err := bridgesvc.New(cfg, cat, env.Logger, opts...)
 			if err != nil {
 				return nil, err
@@ -70,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 					defer cancel()
 					return svc.Close(cctx)
 				},
-				LogAttrs: []any{"registry", cfg.RegistryAddr, "auth", cfg.AuthAddr},
+				LogAttrs: []any{"registry", cfg.RegistryAddr, "auth", cfg.AuthAddr, "audit", cfg.AuditAddr},
 			}, nil
 		},
 	}, args, getenv, stdout)

@@ -9,6 +9,7 @@ package bridgev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -414,11 +415,67 @@ func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
 	return file_gatehouse_bridge_v1_bridge_proto_rawDescGZIP(), []int{5}
 }
 
+// BreakerOpen is the detail of Send's UNAVAILABLE error when the server's circuit breaker
+// refused the call without reaching the upstream.
+type BreakerOpen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server whose breaker is open.
+	Server string `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// How long until the breaker lets calls through again (probes, once half-open).
+	RetryAfter    *durationpb.Duration `protobuf:"bytes,2,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakerOpen) Reset() {
+	*x = BreakerOpen{}
+	mi := &file_gatehouse_bridge_v1_bridge_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakerOpen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakerOpen) ProtoMessage() {}
+
+func (x *BreakerOpen) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_bridge_v1_bridge_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakerOpen.ProtoReflect.Descriptor instead.
+func (*BreakerOpen) Descriptor() ([]byte, []int) {
+	return file_gatehouse_bridge_v1_bridge_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BreakerOpen) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *BreakerOpen) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
 var File_gatehouse_bridge_v1_bridge_proto protoreflect.FileDescriptor
 
 const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\"\xbb\x02\n" +
+	" gatehouse/bridge/v1/bridge.proto\x12\x13gatehouse.bridge.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbb\x02\n" +
 	"\vSendRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -451,7 +508,11 @@ const file_gatehouse_bridge_v1_bridge_proto_rawDesc = "" +
 	"\x13CloseSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x16\n" +
-	"\x14CloseSessionResponse2\x9e\x02\n" +
+	"\x14CloseSessionResponse\"a\n" +
+	"\vBreakerOpen\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12:\n" +
+	"\vretry_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter2\x9e\x02\n" +
 	"\rBridgeService\x12O\n" +
 	"\x04Send\x12 .gatehouse.bridge.v1.SendRequest\x1a!.gatehouse.bridge.v1.SendResponse\"\x000\x01\x12U\n" +
 	"\x06Listen\x12\".gatehouse.bridge.v1.ListenRequest\x1a#.gatehouse.bridge.v1.ListenResponse\"\x000\x01\x12e\n" +
@@ -470,7 +531,7 @@ func file_gatehouse_bridge_v1_bridge_proto_rawDescGZIP() []byte {
 	return file_gatehouse_bridge_v1_bridge_proto_rawDescData
 }
 
-var file_gatehouse_bridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_gatehouse_bridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_gatehouse_bridge_v1_bridge_proto_goTypes = []any{
 	(*SendRequest)(nil),          // 0: gatehouse.bridge.v1.SendRequest
 	(*SendResponse)(nil),         // 1: gatehouse.bridge.v1.SendResponse
@@ -478,19 +539,22 @@ var file_gatehouse_bridge_v1_bridge_proto_goTypes = []any{
 	(*ListenResponse)(nil),       // 3: gatehouse.bridge.v1.ListenResponse
 	(*CloseSessionRequest)(nil),  // 4: gatehouse.bridge.v1.CloseSessionRequest
 	(*CloseSessionResponse)(nil), // 5: gatehouse.bridge.v1.CloseSessionResponse
+	(*BreakerOpen)(nil),          // 6: gatehouse.bridge.v1.BreakerOpen
+	(*durationpb.Duration)(nil),  // 7: google.protobuf.Duration
 }
 var file_gatehouse_bridge_v1_bridge_proto_depIdxs = []int32{
-	0, // 0: gatehouse.bridge.v1.BridgeService.Send:input_type -> gatehouse.bridge.v1.SendRequest
-	2, // 1: gatehouse.bridge.v1.BridgeService.Listen:input_type -> gatehouse.bridge.v1.ListenRequest
-	4, // 2: gatehouse.bridge.v1.BridgeService.CloseSession:input_type -> gatehouse.bridge.v1.CloseSessionRequest
-	1, // 3: gatehouse.bridge.v1.BridgeService.Send:output_type -> gatehouse.bridge.v1.SendResponse
-	3, // 4: gatehouse.bridge.v1.BridgeService.Listen:output_type -> gatehouse.bridge.v1.ListenResponse
-	5, // 5: gatehouse.bridge.v1.BridgeService.CloseSession:output_type -> gatehouse.bridge.v1.CloseSessionResponse
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	7, // 0: gatehouse.bridge.v1.BreakerOpen.retry_after:type_name -> google.protobuf.Duration
+	0, // 1: gatehouse.bridge.v1.BridgeService.Send:input_type -> gatehouse.bridge.v1.SendRequest
+	2, // 2: gatehouse.bridge.v1.BridgeService.Listen:input_type -> gatehouse.bridge.v1.ListenRequest
+	4, // 3: gatehouse.bridge.v1.BridgeService.CloseSession:input_type -> gatehouse.bridge.v1.CloseSessionRequest
+	1, // 4: gatehouse.bridge.v1.BridgeService.Send:output_type -> gatehouse.bridge.v1.SendResponse
+	3, // 5: gatehouse.bridge.v1.BridgeService.Listen:output_type -> gatehouse.bridge.v1.ListenResponse
+	5, // 6: gatehouse.bridge.v1.BridgeService.CloseSession:output_type -> gatehouse.bridge.v1.CloseSessionResponse
+	4, // [4:7] is the sub-list for method output_type
+	1, // [1:4] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_bridge_v1_bridge_proto_init() }
@@ -504,7 +568,7 @@ func file_gatehouse_bridge_v1_bridge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_bridge_v1_bridge_proto_rawDesc), len(file_gatehouse_bridge_v1_bridge_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

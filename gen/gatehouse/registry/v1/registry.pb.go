@@ -98,7 +98,9 @@ type Server struct {
 	Prefix *string `protobuf:"bytes,10,opt,name=prefix,proto3,oneof" json:"prefix,omitempty"`
 	// The server's position in the configuration, first 0: the aggregated endpoint lists
 	// servers, and settles a resource URI two servers serve, in this order (then by name).
-	Position      int32 `protobuf:"varint,20,opt,name=position,proto3" json:"position,omitempty"`
+	Position int32 `protobuf:"varint,20,opt,name=position,proto3" json:"position,omitempty"`
+	// The server's circuit breaker; unset fields take the bridge's defaults (--breaker-*).
+	Breaker       *Breaker `protobuf:"bytes,11,opt,name=breaker,proto3" json:"breaker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -210,6 +212,93 @@ func (x *Server) GetPosition() int32 {
 	return 0
 }
 
+func (x *Server) GetBreaker() *Breaker {
+	if x != nil {
+		return x.Breaker
+	}
+	return nil
+}
+
+// Breaker tunes a server's circuit breaker: after `failures` consecutive failed calls (the
+// upstream unreachable, crashed, answering 5xx or not in time) within `window`, calls are
+// refused at once for `cooldown`; then `probes` calls at a time test the upstream, and one
+// that succeeds closes the breaker again.
+type Breaker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Consecutive failures that open the breaker; unset means the bridge's default, 0 turns
+	// the breaker off for this server.
+	Failures *uint32 `protobuf:"varint,1,opt,name=failures,proto3,oneof" json:"failures,omitempty"`
+	// How close together the failures must be: a failure more than this after the first of
+	// the run starts a new run. Zero means the bridge's default.
+	Window *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// How long an open breaker refuses calls before it admits probes. Zero means the bridge's
+	// default.
+	Cooldown *durationpb.Duration `protobuf:"bytes,3,opt,name=cooldown,proto3" json:"cooldown,omitempty"`
+	// How many probe calls a half-open breaker admits at a time. Zero means the bridge's
+	// default.
+	Probes        uint32 `protobuf:"varint,4,opt,name=probes,proto3" json:"probes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Breaker) Reset() {
+	*x = Breaker{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Breaker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Breaker) ProtoMessage() {}
+
+func (x *Breaker) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Breaker.ProtoReflect.Descriptor instead.
+func (*Breaker) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Breaker) GetFailures() uint32 {
+	if x != nil && x.Failures != nil {
+		return *x.Failures
+	}
+	return 0
+}
+
+func (x *Breaker) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *Breaker) GetCooldown() *durationpb.Duration {
+	if x != nil {
+		return x.Cooldown
+	}
+	return nil
+}
+
+func (x *Breaker) GetProbes() uint32 {
+	if x != nil {
+		return x.Probes
+	}
+	return 0
+}
+
 // UpstreamIdentity is what an upstream is told of who calls. It never holds a secret: only
 // where the bridge reads one when it needs it (its environment, or a file).
 type UpstreamIdentity struct {
@@ -232,7 +321,7 @@ type UpstreamIdentity struct {
 
 func (x *UpstreamIdentity) Reset() {
 	*x = UpstreamIdentity{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +333,7 @@ func (x *UpstreamIdentity) String() string {
 func (*UpstreamIdentity) ProtoMessage() {}
 
 func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +346,7 @@ func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamIdentity.ProtoReflect.Descriptor instead.
 func (*UpstreamIdentity) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *UpstreamIdentity) GetMode() isUpstreamIdentity_Mode {
@@ -346,7 +435,7 @@ type SecretRef struct {
 
 func (x *SecretRef) Reset() {
 	*x = SecretRef{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +447,7 @@ func (x *SecretRef) String() string {
 func (*SecretRef) ProtoMessage() {}
 
 func (x *SecretRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +460,7 @@ func (x *SecretRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
 func (*SecretRef) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SecretRef) GetEnv() string {
@@ -400,7 +489,7 @@ type StaticCredential struct {
 
 func (x *StaticCredential) Reset() {
 	*x = StaticCredential{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +501,7 @@ func (x *StaticCredential) String() string {
 func (*StaticCredential) ProtoMessage() {}
 
 func (x *StaticCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +514,7 @@ func (x *StaticCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StaticCredential.ProtoReflect.Descriptor instead.
 func (*StaticCredential) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StaticCredential) GetSecret() *SecretRef {
@@ -454,7 +543,7 @@ type GatewayToken struct {
 
 func (x *GatewayToken) Reset() {
 	*x = GatewayToken{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +555,7 @@ func (x *GatewayToken) String() string {
 func (*GatewayToken) ProtoMessage() {}
 
 func (x *GatewayToken) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +568,7 @@ func (x *GatewayToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayToken.ProtoReflect.Descriptor instead.
 func (*GatewayToken) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GatewayToken) GetAudience() string {
@@ -514,7 +603,7 @@ type TokenExchange struct {
 
 func (x *TokenExchange) Reset() {
 	*x = TokenExchange{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +615,7 @@ func (x *TokenExchange) String() string {
 func (*TokenExchange) ProtoMessage() {}
 
 func (x *TokenExchange) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +628,7 @@ func (x *TokenExchange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenExchange.ProtoReflect.Descriptor instead.
 func (*TokenExchange) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TokenExchange) GetTokenEndpoint() string {
@@ -593,7 +682,7 @@ type GetServerRequest struct {
 
 func (x *GetServerRequest) Reset() {
 	*x = GetServerRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +694,7 @@ func (x *GetServerRequest) String() string {
 func (*GetServerRequest) ProtoMessage() {}
 
 func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +707,7 @@ func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
 func (*GetServerRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetServerRequest) GetName() string {
@@ -637,7 +726,7 @@ type GetServerResponse struct {
 
 func (x *GetServerResponse) Reset() {
 	*x = GetServerResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +738,7 @@ func (x *GetServerResponse) String() string {
 func (*GetServerResponse) ProtoMessage() {}
 
 func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +751,7 @@ func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
 func (*GetServerResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetServerResponse) GetServer() *Server {
@@ -682,7 +771,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +783,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +796,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListServersRequest) GetTenant() string {
@@ -726,7 +815,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +827,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +840,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -769,7 +858,7 @@ type WatchServersRequest struct {
 
 func (x *WatchServersRequest) Reset() {
 	*x = WatchServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +870,7 @@ func (x *WatchServersRequest) String() string {
 func (*WatchServersRequest) ProtoMessage() {}
 
 func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +883,7 @@ func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersRequest.ProtoReflect.Descriptor instead.
 func (*WatchServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 // WatchServersResponse is one event: a full snapshot first, then upserts and deletes.
@@ -810,7 +899,7 @@ type WatchServersResponse struct {
 
 func (x *WatchServersResponse) Reset() {
 	*x = WatchServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +911,7 @@ func (x *WatchServersResponse) String() string {
 func (*WatchServersResponse) ProtoMessage() {}
 
 func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +924,7 @@ func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersResponse.ProtoReflect.Descriptor instead.
 func (*WatchServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchServersResponse) GetSnapshot() bool {
@@ -863,7 +952,7 @@ var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xed\x03\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa7\x04\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -876,11 +965,18 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\bidentity\x18\t \x01(\v2'.gatehouse.registry.v1.UpstreamIdentityR\bidentity\x12\x1b\n" +
 	"\x06prefix\x18\n" +
 	" \x01(\tH\x00R\x06prefix\x88\x01\x01\x12\x1a\n" +
-	"\bposition\x18\x14 \x01(\x05R\bposition\x1a6\n" +
+	"\bposition\x18\x14 \x01(\x05R\bposition\x128\n" +
+	"\abreaker\x18\v \x01(\v2\x1e.gatehouse.registry.v1.BreakerR\abreaker\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\a_prefix\"\xb4\x02\n" +
+	"\a_prefix\"\xb9\x01\n" +
+	"\aBreaker\x12\x1f\n" +
+	"\bfailures\x18\x01 \x01(\rH\x00R\bfailures\x88\x01\x01\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x125\n" +
+	"\bcooldown\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bcooldown\x12\x16\n" +
+	"\x06probes\x18\x04 \x01(\rR\x06probesB\v\n" +
+	"\t_failures\"\xb4\x02\n" +
 	"\x10UpstreamIdentity\x12A\n" +
 	"\x06static\x18\x01 \x01(\v2'.gatehouse.registry.v1.StaticCredentialH\x00R\x06static\x12F\n" +
 	"\vgateway_jwt\x18\x02 \x01(\v2#.gatehouse.registry.v1.GatewayTokenH\x00R\n" +
@@ -942,49 +1038,53 @@ func file_gatehouse_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gatehouse_registry_v1_registry_proto_goTypes = []any{
 	(Transport)(0),               // 0: gatehouse.registry.v1.Transport
 	(*Server)(nil),               // 1: gatehouse.registry.v1.Server
-	(*UpstreamIdentity)(nil),     // 2: gatehouse.registry.v1.UpstreamIdentity
-	(*SecretRef)(nil),            // 3: gatehouse.registry.v1.SecretRef
-	(*StaticCredential)(nil),     // 4: gatehouse.registry.v1.StaticCredential
-	(*GatewayToken)(nil),         // 5: gatehouse.registry.v1.GatewayToken
-	(*TokenExchange)(nil),        // 6: gatehouse.registry.v1.TokenExchange
-	(*GetServerRequest)(nil),     // 7: gatehouse.registry.v1.GetServerRequest
-	(*GetServerResponse)(nil),    // 8: gatehouse.registry.v1.GetServerResponse
-	(*ListServersRequest)(nil),   // 9: gatehouse.registry.v1.ListServersRequest
-	(*ListServersResponse)(nil),  // 10: gatehouse.registry.v1.ListServersResponse
-	(*WatchServersRequest)(nil),  // 11: gatehouse.registry.v1.WatchServersRequest
-	(*WatchServersResponse)(nil), // 12: gatehouse.registry.v1.WatchServersResponse
-	nil,                          // 13: gatehouse.registry.v1.Server.EnvEntry
-	(*durationpb.Duration)(nil),  // 14: google.protobuf.Duration
+	(*Breaker)(nil),              // 2: gatehouse.registry.v1.Breaker
+	(*UpstreamIdentity)(nil),     // 3: gatehouse.registry.v1.UpstreamIdentity
+	(*SecretRef)(nil),            // 4: gatehouse.registry.v1.SecretRef
+	(*StaticCredential)(nil),     // 5: gatehouse.registry.v1.StaticCredential
+	(*GatewayToken)(nil),         // 6: gatehouse.registry.v1.GatewayToken
+	(*TokenExchange)(nil),        // 7: gatehouse.registry.v1.TokenExchange
+	(*GetServerRequest)(nil),     // 8: gatehouse.registry.v1.GetServerRequest
+	(*GetServerResponse)(nil),    // 9: gatehouse.registry.v1.GetServerResponse
+	(*ListServersRequest)(nil),   // 10: gatehouse.registry.v1.ListServersRequest
+	(*ListServersResponse)(nil),  // 11: gatehouse.registry.v1.ListServersResponse
+	(*WatchServersRequest)(nil),  // 12: gatehouse.registry.v1.WatchServersRequest
+	(*WatchServersResponse)(nil), // 13: gatehouse.registry.v1.WatchServersResponse
+	nil,                          // 14: gatehouse.registry.v1.Server.EnvEntry
+	(*durationpb.Duration)(nil),  // 15: google.protobuf.Duration
 }
 var file_gatehouse_registry_v1_registry_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.registry.v1.Server.transport:type_name -> gatehouse.registry.v1.Transport
-	13, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
-	14, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
-	2,  // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
-	4,  // 4: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
-	5,  // 5: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
-	6,  // 6: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
-	3,  // 7: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
-	14, // 8: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
-	3,  // 9: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
-	1,  // 10: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
-	1,  // 11: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	1,  // 12: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	7,  // 13: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
-	9,  // 14: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
-	11, // 15: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
-	8,  // 16: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
-	10, // 17: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
-	12, // 18: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
+	15, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
+	3,  // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
+	2,  // 4: gatehouse.registry.v1.Server.breaker:type_name -> gatehouse.registry.v1.Breaker
+	15, // 5: gatehouse.registry.v1.Breaker.window:type_name -> google.protobuf.Duration
+	15, // 6: gatehouse.registry.v1.Breaker.cooldown:type_name -> google.protobuf.Duration
+	5,  // 7: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
+	6,  // 8: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
+	7,  // 9: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
+	4,  // 10: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
+	15, // 11: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
+	4,  // 12: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
+	1,  // 13: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
+	1,  // 14: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	1,  // 15: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	8,  // 16: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
+	10, // 17: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
+	12, // 18: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
+	9,  // 19: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
+	11, // 20: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
+	13, // 21: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_registry_v1_registry_proto_init() }
@@ -993,7 +1093,8 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 		return
 	}
 	file_gatehouse_registry_v1_registry_proto_msgTypes[0].OneofWrappers = []any{}
-	file_gatehouse_registry_v1_registry_proto_msgTypes[1].OneofWrappers = []any{
+	file_gatehouse_registry_v1_registry_proto_msgTypes[1].OneofWrappers = []any{}
+	file_gatehouse_registry_v1_registry_proto_msgTypes[2].OneofWrappers = []any{
 		(*UpstreamIdentity_Static)(nil),
 		(*UpstreamIdentity_GatewayJwt)(nil),
 		(*UpstreamIdentity_TokenExchange)(nil),
@@ -1004,7 +1105,7 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_registry_v1_registry_proto_rawDesc), len(file_gatehouse_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

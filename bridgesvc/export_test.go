@@ -1,0 +1,4 @@
+package bridgesvc
+
+// WithClock sets the breakers' clock, for the tests of this package.
+var WithClock = withClock
