@@ -43,7 +43,13 @@ func breakerOpen(err error) *Error {
 		secs := max(int64((wait+time.Second-1)/time.Second), 1)
 		e := *errBreakerOpen
 		e.Retry = strconv.FormatInt(secs, 10)
-		at := time.Now().Add(time.Duration(secs) * time.Second).UTC().Format(time.RFC3339)
+		// The time, in whole seconds too, rounded up: RFC 3339 without fractions would
+		// otherwise name a moment before the breaker admits probes.
+		until := time.Now().Add(wait)
+		if t := until.Truncate(time.Second); t.Before(until) {
+			until = t.Add(time.Second)
+		}
+		at := until.UTC().Format(time.RFC3339)
 		if server := bo.GetServer(); ident.ValidServerName(server) {
 			e.Message = fmt.Sprintf("%s: server %q is failing; calls to it are refused until %s", errBreakerOpen.Message, server, at)
 		} else {
