@@ -242,3 +242,67 @@ func TestAggregatedTypeScriptSDK(t *testing.T) {
 		t.Fatalf("prompts/get %s (%v)", res.Prompt, err)
 	}
 }
+
+// TestAggregatedCollisions: a server without a prefix keeps its names, another's are
+// prefixed; a resource URI both serve is listed once, from the earlier server in config
+// order, and read from it; a server that cannot answer is left out of the lists (and
+// logged), which still answer.
+func TestAggregatedCollisions(t *testing.T) {
+	t.Parallel()
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	g := gatehousetest.Start(t, gatehousetest.Options{
+		Config: "servers:\n" + stdioEntry("a", echo) + "    prefix: \"\"\n" + stdioEntry("b", echo) +
+			stdioEntry("mute", "sleep", "600") + "    timeout: 1s\n",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: g.Base + "/mcp", HTTPClient: g.AuthClient()}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, g.Logs())
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(ctx, &mcp.ListToolsParams{})
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if want := []string{"add", "b__add", "b__echo", "b__hang", "echo", "hang"}; !slices.Equal(names, want) {
+		t.Fatalf("tools %v, want %v", names, want)
+	}
+	if !strings.Contains(g.Logs(), `"msg":"aggregated list: server left out","svc":"ingress","server":"mute"`) {
+		t.Errorf("the mute server's absence is not logged")
+	}
+	res, err := cs.ListResources(ctx, &mcp.ListResourcesParams{})
+	if err != nil {
+		t.Fatalf("resources/list: %v", err)
+	}
+	if len(res.Resources) != 1 || res.Resources[0].URI != "echo://readme" {
+		t.Fatalf("resources %+v, want echo://readme once", res.Resources)
+	}
+	if !strings.Contains(g.Logs(), `"hidden":"b"`) {
+		t.Errorf("the hidden duplicate URI is not logged")
+	}
+	if _, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "echo://readme"}); err != nil {
+		t.Fatalf("resources/read: %v", err)
+	}
+	rec := waitAudit(t, g.DataDir, "the read's outcome", func(r auditRecord) bool {
+		return r.Method == "resources/read" && r.Phase == "PHASE_OUTCOME"
+	})
+	if rec.Server != "a" || rec.Tool != "echo://readme" || rec.Outcome != "OUTCOME_ALLOWED" {
+		t.Fatalf("the read went to %+v, want server a", rec)
+	}
+	for _, name := range []string{"echo", "b__echo"} {
+		r, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"text": name}})
+		if err != nil || r.IsError {
+			t.Fatalf("tools/call %s: %v", name, err)
+		}
+		if text := r.Content[0].(*mcp.TextContent).Text; text != name {
+			t.Fatalf("tools/call %s: %q", name, text)
+		}
+	}
+}
