@@ -98,9 +98,9 @@ type Service struct {
 	pinsPrefix     string // root + "pins/": each pinned server's pins
 	audit          Auditor
 	now            func() time.Time
-	logger      *slog.Logger
-	maxWatchers int
-	authorize   rpcserver.Authorizer
+	logger         *slog.Logger
+	maxWatchers    int
+	authorize      rpcserver.Authorizer
 
 	mu       sync.RWMutex
 	st       *state                        // what etcd holds; immutable messages
@@ -147,16 +147,16 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 		audit:          cfg.Audit,
 		now:            time.Now,
 		st:             newState(),
-		logger:      logger,
-		maxWatchers: orDefault(cfg.MaxWatchers, DefaultMaxWatchers),
-		authorize:   cfg.Authorize,
-		servers:     map[string]*registryv1.Server{},
-		changed:     make(chan struct{}),
-		subs:        map[*subscriber]struct{}{},
-		ready:       make(chan struct{}),
-		closing:     make(chan struct{}),
-		cancel:      cancel,
-		done:        make(chan struct{}),
+		logger:         logger,
+		maxWatchers:    orDefault(cfg.MaxWatchers, DefaultMaxWatchers),
+		authorize:      cfg.Authorize,
+		servers:        map[string]*registryv1.Server{},
+		changed:        make(chan struct{}),
+		subs:           map[*subscriber]struct{}{},
+		ready:          make(chan struct{}),
+		closing:        make(chan struct{}),
+		cancel:         cancel,
+		done:           make(chan struct{}),
 	}
 	go s.run(ctx)
 	return s, nil
