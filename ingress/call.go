@@ -100,6 +100,10 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
 		return
 	}
+	if q := s.quarantined(c); q != nil {
+		s.conclude(ctx, c, rec, r, ending{refusal: q})
+		return
+	}
 	// Write-ahead: the decision is durable before the upstream can see the call; if it
 	// cannot be made durable, the upstream never sees it (fail closed).
 	rec.Phase = auditv1.Phase_PHASE_DECISION

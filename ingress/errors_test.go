@@ -161,6 +161,10 @@ func TestErrorTable(t *testing.T) {
 		"needs_user_token":           initialize(serverExchange),
 		"upstream_identity":          tool("identity"),
 		"token_exchange_refused":     tool("exchange-refused"),
+		"tool_quarantined": {inCall: true, run: func(t *testing.T) response {
+			g := newGateway(t, nil)
+			return g.callTool(serverPinned, g.initialize(serverPinned, tokenAlice, rev), rev, "echo")
+		}},
 	}
 	for _, row := range ingress.Table {
 		t.Run(row.Name, func(t *testing.T) {

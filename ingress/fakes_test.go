@@ -51,6 +51,7 @@ const (
 	serverBatching = "batching"      // the upstream negotiates 2025-03-26 (batches)
 	tokenOIDC      = "eyJ.oidc.erin" // erin in tenant t1, authenticated with an OpenID Connect JWT
 	serverExchange = "exchange"      // its identity mode is token-exchange
+	serverPinned   = "pinned"        // its tools are pinned, and none is (pins.go)
 )
 
 type fakeAuth struct {
@@ -558,6 +559,9 @@ type fakeCatalog struct{}
 func (fakeCatalog) Server(name string) (*registryv1.Server, bool) {
 	if name == serverExchange {
 		return &registryv1.Server{Name: name, Identity: &registryv1.UpstreamIdentity{Mode: &registryv1.UpstreamIdentity_TokenExchange{TokenExchange: &registryv1.TokenExchange{}}}}, true
+	}
+	if name == serverPinned {
+		return &registryv1.Server{Name: name, Pin: true}, true
 	}
 	return &registryv1.Server{Name: name}, true
 }
