@@ -140,8 +140,18 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	askPolicy := func(ctx context.Context, p *authv1.Principal, action, tenant string) error {
 		return rpcserver.PolicyAuthorizer(policy)(ctx, p, action, tenant)
 	}
+	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
+	// handlers finish and commit their audit records before the audit log closes (and the
+	// registry, which records quarantines and approvals, closes before it too).
+	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
+	if err != nil {
+		return err
+	}
+	defer audit.Close(context.WithoutCancel(ctx))
 	regCfg := cfg.Registry
 	regCfg.Authorize = askPolicy
+	regCfg.Audit = audit
 	registry, err := registrysvc.New(regCfg, kv, logger.With("svc", "registry"))
 	if err != nil {
 		return err
@@ -181,14 +191,6 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return err
 	}
 	defer policy.Close(context.WithoutCancel(ctx))
-	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
-	// handlers finish and commit their audit records before the audit log closes.
-	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
-	if err != nil {
-		return err
-	}
-	defer audit.Close(context.WithoutCancel(ctx))
 	if cfg.Bridge.StateDir == "" {
 		// The bridge records its stdio children here, so a start after a crash ends them.
 		cfg.Bridge.StateDir = filepath.Join(cfg.DataDir, "bridge")
@@ -216,6 +218,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		Audit:    audit,
 		Catalog:  cat,
 		Sessions: sessions,
+		Registry: registry,
 	}, logger.With("svc", "ingress"))
 	if err != nil {
 		return err
@@ -244,6 +247,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	}
 	openToCallers[registryv1connect.RegistryServiceGetServerProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceListServersProcedure] = true
+	openToCallers[registryv1connect.RegistryServiceApproveToolsProcedure] = true
+	openToCallers[registryv1connect.RegistryServiceImportServersProcedure] = true
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own
