@@ -173,7 +173,7 @@ func (e ending) outcome() (auditv1.Outcome, string) {
 		return auditv1.Outcome_OUTCOME_FAILED, "upstream returned an error"
 	case e.hostGone:
 		return auditv1.Outcome_OUTCOME_FAILED, "the host went away before the response"
-	case e.refusal == errDenied || e.refusal == errQuota:
+	case e.refusal == errDenied || e.refusal == errQuota || e.refusal == errQuarantined:
 		return auditv1.Outcome_OUTCOME_DENIED, e.refusal.Message
 	case e.refusal == errTimeout:
 		return auditv1.Outcome_OUTCOME_TIMED_OUT, e.refusal.Message
