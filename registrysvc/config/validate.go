@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
-	"unicode/utf8"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
