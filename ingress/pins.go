@@ -32,6 +32,9 @@ type pinCatalog interface {
 	UpdatePins(*registryv1.ServerPins)
 }
 
+// maxReportTools is the most tools one report names (registrysvc.MaxPinnedTools).
+const maxReportTools = 2048
+
 // Lister says who listed, for the audit record of a quarantine the list reveals.
 type Lister struct {
 	Principal, Tenant, Session, Trace string
@@ -94,6 +97,11 @@ func (s *Service) KeepPinned(ctx context.Context, server string, items []json.Ra
 	}
 	if len(report) == 0 {
 		return keep
+	}
+	if len(report) > maxReportTools {
+		// The registry pins at most this many tools of a server; the rest stay hidden.
+		s.logger.Warn("hiding tools of a pinned server beyond the pin limit", "server", server, "tools", len(report), "limit", maxReportTools)
+		report = report[:maxReportTools]
 	}
 	if s.deps.Registry == nil {
 		s.logger.Warn("hiding tools of a pinned server: no registry to report them to", "server", server, "tools", len(report))

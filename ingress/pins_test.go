@@ -71,7 +71,7 @@ func kept(keep []bool) int {
 func TestKeepPinned(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	const n = 5000
+	const n = 2000
 	cat := catalog.Static(&registryv1.Server{Name: "p", Pin: true}, &registryv1.Server{Name: "loose"})
 	reg := &trustingRegistry{}
 	svc := pinService(t, cat, reg)
@@ -100,6 +100,12 @@ func TestKeepPinned(t *testing.T) {
 	cat.UpdatePins(&registryv1.ServerPins{Server: "p", Revision: 1})
 	if p := cat.ToolPins("p")["t0"]; !p.GetQuarantined() {
 		t.Fatalf("an older pin set replaced a newer one: %v", p)
+	}
+
+	// A server showing more tools than may be pinned: the excess stays hidden.
+	many := pinService(t, catalog.Static(&registryv1.Server{Name: "p", Pin: true}), &trustingRegistry{})
+	if got := kept(many.KeepPinned(ctx, "p", toolItems(3000, "x"), ingress.Lister{})); got != 2048 {
+		t.Fatalf("3000 tools: kept %d, want the 2048 that may be pinned", got)
 	}
 
 	// The registry is down: nothing not already pinned is shown.

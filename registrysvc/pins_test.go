@@ -208,3 +208,29 @@ func TestImportServers(t *testing.T) {
 		t.Fatal("a configuration colliding with an imported server's prefix was seeded")
 	}
 }
+
+// TestReportToolsOverRPC: a report of as many tools as a server may pin fits in one request
+// of the RPC, and one more is refused.
+func TestReportToolsOverRPC(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	svc := newService(t, registrysvc.Config{}, nil)
+	pinned := web("big")
+	pinned.Pin = true
+	if err := svc.Seed(ctx, []*registryv1.Server{pinned}); err != nil {
+		t.Fatal(err)
+	}
+	req := &registryv1.ReportToolsRequest{Server: "big"}
+	for i := range registrysvc.MaxPinnedTools {
+		req.Tools = append(req.Tools, &registryv1.ObservedTool{Name: fmt.Sprintf("%0128d", i), Digest: digestOf(i)})
+	}
+	client := connectClient(t, svc)
+	resp, err := client.ReportTools(ctx, connect.NewRequest(req))
+	if err != nil || len(resp.Msg.GetPins().GetTools()) != registrysvc.MaxPinnedTools {
+		t.Fatalf("a report of %d tools: %v", registrysvc.MaxPinnedTools, err)
+	}
+	req.Tools = append(req.Tools, &registryv1.ObservedTool{Name: "one-more", Digest: digestOf(0)})
+	if _, err := client.ReportTools(ctx, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a report of one tool more: %v", err)
+	}
+}

@@ -32,8 +32,9 @@ const (
 )
 
 const (
-	// maxRequestBytes bounds a request message; the largest field is a tenant id.
-	maxRequestBytes = 16 << 10
+	// maxRequestBytes bounds a request message: the largest are a ReportTools of
+	// MaxPinnedTools tools (under 500 KiB) and an ImportServers of config.MaxServers specs.
+	maxRequestBytes = 1 << 20
 	// maxTenantBytes bounds the tenant of a ListServers request.
 	maxTenantBytes = 128
 	// watchBuffer is how many events a watcher may be behind before it is dropped (it then
