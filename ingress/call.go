@@ -106,6 +106,10 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
 		return
 	}
+	if q := s.quarantined(c); q != nil {
+		s.conclude(ctx, c, rec, r, ending{refusal: q})
+		return
+	}
 	// Write-ahead: the decision is durable before the upstream can see the call; if it
 	// cannot be made durable, the upstream never sees it (fail closed).
 	rec.Phase = auditv1.Phase_PHASE_DECISION
@@ -183,7 +187,7 @@ func (e ending) outcome() (auditv1.Outcome, string) {
 		return auditv1.Outcome_OUTCOME_FAILED, "upstream returned an error"
 	case e.hostGone:
 		return auditv1.Outcome_OUTCOME_FAILED, "the host went away before the response"
-	case e.refusal == errDenied || e.refusal == errQuota:
+	case e.refusal == errDenied || e.refusal == errQuota || e.refusal == errQuarantined:
 		return auditv1.Outcome_OUTCOME_DENIED, e.refusal.Message
 	case e.refusal == errTimeout:
 		return auditv1.Outcome_OUTCOME_TIMED_OUT, e.refusal.Message

@@ -26,6 +26,7 @@ const (
 	codeCancelled        = -32008 // the call was cancelled (the gateway is draining)
 	codeThrottled        = -32009 // too many failed authentications from this address
 	codeBreakerOpen      = -32010 // the server's circuit breaker is open: it is failing (breaker.go)
+	codeQuarantined      = -32011 // the tool is quarantined: its definition is not the approved one
 )
 
 // Error is one refusal the ingress makes. Each is a row of the table below: the HTTP status
@@ -85,6 +86,7 @@ var (
 	errNoInitialize      = &Error{"no_initialize_response", http.StatusBadGateway, codeUnavailable, "Bad Gateway: the upstream sent no initialize response", slog.LevelWarn, ""}
 	errBatchServerReq    = &Error{"batch_server_request", http.StatusBadGateway, codeUnavailable, "the upstream sent a request that a batched call cannot answer; send the call alone", slog.LevelInfo, ""}
 	errDenied            = &Error{"denied", http.StatusForbidden, codeDenied, "denied by policy", slog.LevelDebug, ""}
+	errQuarantined       = &Error{"tool_quarantined", http.StatusForbidden, codeQuarantined, "tool quarantined: its definition changed, or was never approved, since an operator approved this server's tools; it is refused until an operator runs gatehouse servers approve", slog.LevelInfo, ""}
 	errQuota             = &Error{"quota_exhausted", http.StatusTooManyRequests, codeQuota, "quota exhausted", slog.LevelDebug, "1"}
 	errPolicyUnavailable = &Error{"policy_unavailable", http.StatusServiceUnavailable, codeUnavailable, "policy service unavailable; the call is refused", slog.LevelError, "1"}
 	errAuditUnavailable  = &Error{"audit_unavailable", http.StatusServiceUnavailable, codeAuditUnavailable, "audit log unavailable; the call is refused", slog.LevelError, "1"}
@@ -117,7 +119,7 @@ var Table = []*Error{
 	errPolicyUnavailable, errAuditUnavailable, errTimeout, errMessageTooLarge,
 	errTooManyUpstreams, errUpstreamStart, errUpstreamRejected, errUpstreamDown,
 	errUpstreamNoAnswer, errBadMessage, errDuplicateID, errCancelled, errInternal,
-	errNeedsUserToken, errUpstreamIdentity, errExchangeRefused, errBreakerOpen,
+	errNeedsUserToken, errUpstreamIdentity, errExchangeRefused, errBreakerOpen, errQuarantined,
 }
 
 // bridgeReasons are the bridge's known reasons (its domain errors' texts, before and after

@@ -162,6 +162,10 @@ func TestErrorTable(t *testing.T) {
 		"upstream_identity":          tool("identity"),
 		"token_exchange_refused":     tool("exchange-refused"),
 		"breaker_open":               tool("breaker"),
+		"tool_quarantined": {inCall: true, run: func(t *testing.T) response {
+			g := newGateway(t, nil)
+			return g.callTool(serverPinned, g.initialize(serverPinned, tokenAlice, rev), rev, "echo")
+		}},
 	}
 	for _, row := range ingress.Table {
 		t.Run(row.Name, func(t *testing.T) {

@@ -54,6 +54,7 @@ const (
 	tokenOIDC      = "eyJ.oidc.erin" // erin in tenant t1, authenticated with an OpenID Connect JWT
 	serverExchange = "exchange"      // its identity mode is token-exchange
 	serverBroken   = "broken"        // its circuit breaker is open: initialize is refused
+	serverPinned   = "pinned"        // its tools are pinned, and none is (pins.go)
 )
 
 type fakeAuth struct {
@@ -601,6 +602,9 @@ func (fakeCatalog) Servers() []*registryv1.Server { return nil }
 func (fakeCatalog) Server(name string) (*registryv1.Server, bool) {
 	if name == serverExchange {
 		return &registryv1.Server{Name: name, Identity: &registryv1.UpstreamIdentity{Mode: &registryv1.UpstreamIdentity_TokenExchange{TokenExchange: &registryv1.TokenExchange{}}}}, true
+	}
+	if name == serverPinned {
+		return &registryv1.Server{Name: name, Pin: true}, true
 	}
 	return &registryv1.Server{Name: name}, true
 }

@@ -223,6 +223,9 @@ type Deps struct {
 	Audit    auditv1connect.AuditServiceClient
 	Catalog  Catalog
 	Sessions Sessions
+	// Registry takes reports of pinned servers' tools (pins.go); nil hides every tool of a
+	// pinned server that is not already pinned.
+	Registry Registry
 }
 
 // Service serves the MCP surface.

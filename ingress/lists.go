@@ -50,6 +50,7 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 			return nil, fmt.Errorf("read the upstream's %s: %w", kind.field, err)
 		}
 	}
+	items = s.keepPinnedItems(ctx, c, items)
 	names := make([]string, len(items))
 	for i, it := range items {
 		var named map[string]json.RawMessage

@@ -22,6 +22,16 @@ var (
 	errTooManyWatchers = errors.New("too many registry watchers")
 	// errLagged: a watcher fell too far behind; it must reconnect for a fresh snapshot.
 	errLagged = errors.New("watcher fell behind; reconnect for a fresh snapshot")
+	// errNotPinned: pins were reported or approved for a server that is not pinned.
+	errNotPinned = errors.New("server not pinned")
+	// errNameTaken: an import names a server the configuration holds.
+	errNameTaken = errors.New("server name taken")
+	// errConflict: a transaction kept losing races with other writers.
+	errConflict = errors.New("concurrent changes")
+	// errStore: etcd could not be read or written.
+	errStore = errors.New("registry store unavailable")
+	// errPolicyUnavailable: policy could not decide an operator's request.
+	errPolicyUnavailable = errors.New("policy unavailable")
 	// errClosed: the registry is shutting down.
 	errClosed = errors.New("registry is shutting down")
 )
@@ -36,6 +46,11 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errTooManyWatchers, Code: connect.CodeResourceExhausted},
 	{Err: errLagged, Code: connect.CodeUnavailable},
 	{Err: errClosed, Code: connect.CodeUnavailable},
+	{Err: errNotPinned, Code: connect.CodeFailedPrecondition},
+	{Err: errNameTaken, Code: connect.CodeAlreadyExists},
+	{Err: errConflict, Code: connect.CodeAborted},
+	{Err: errStore, Code: connect.CodeUnavailable},
+	{Err: errPolicyUnavailable, Code: connect.CodeUnavailable},
 }
 
 func invalid(format string, args ...any) error {

@@ -32,8 +32,9 @@ const (
 )
 
 const (
-	// maxRequestBytes bounds a request message; the largest field is a tenant id.
-	maxRequestBytes = 16 << 10
+	// maxRequestBytes bounds a request message: the largest are a ReportTools of
+	// MaxPinnedTools tools (under 500 KiB) and an ImportServers of config.MaxServers specs.
+	maxRequestBytes = 1 << 20
 	// maxTenantBytes bounds the tenant of a ListServers request.
 	maxTenantBytes = 128
 	// watchBuffer is how many events a watcher may be behind before it is dropped (it then
@@ -59,8 +60,14 @@ type Config struct {
 	// (empty: the internal token only).
 	AuthAddr   string
 	PolicyAddr string
-	// Authorize decides other teams' callers (api/registry.list on a tenant); nil refuses
-	// them. Not a flag: the binary makes it from PolicyAddr, single-process mode from its
+	// AuditAddr is auditsvc's address, where the standalone binary records quarantines,
+	// approvals and imports (empty: they are logged only).
+	AuditAddr string
+	// Audit records quarantines, approvals and imports; nil logs them only. Not a flag: the
+	// binary makes it from AuditAddr, single-process mode passes its auditsvc.
+	Audit Auditor
+	// Authorize decides other teams' callers (api/registry.list on a tenant) and operators'
+	// admin requests (admin/servers.approve, admin/servers.import); nil refuses them. Not a flag: the binary makes it from PolicyAddr, single-process mode from its
 	// policysvc.
 	Authorize rpcserver.Authorizer
 }
@@ -73,7 +80,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ServersFile, "servers", "", "YAML file of servers to seed the registry from at start (the file is the source of truth: servers it does not list are removed)")
 	fs.IntVar(&c.MaxWatchers, "max-watchers", DefaultMaxWatchers, "most concurrent WatchServers streams")
 	fs.StringVar(&c.AuthAddr, "auth-addr", "127.0.0.1:7101", "authsvc address, to authenticate other teams' services calling GetServer and ListServers with their own credential (empty: internal token only)")
-	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address, which decides which tenants such callers may list")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address, which decides which tenants such callers may list and which operators may approve and import servers")
+	fs.StringVar(&c.AuditAddr, "audit-addr", "127.0.0.1:7105", "auditsvc address, where quarantines, approvals and imports are recorded (empty: logged only)")
 }
 
 // Etcd is what the registry needs of an etcd client (*clientv3.Client has it).
@@ -84,14 +92,20 @@ type Etcd interface {
 
 // Service serves the registry from its watch-fed cache.
 type Service struct {
-	kv          Etcd
-	prefix      string // KeyPrefix + "servers/"
-	logger      *slog.Logger
-	maxWatchers int
-	authorize   rpcserver.Authorizer
+	kv             Etcd
+	root           string // KeyPrefix, ending in "/"
+	prefix         string // root + "servers/": the configuration's servers (Seed's)
+	importedPrefix string // root + "imported/": servers ImportServers added
+	pinsPrefix     string // root + "pins/": each pinned server's pins
+	audit          Auditor
+	now            func() time.Time
+	logger         *slog.Logger
+	maxWatchers    int
+	authorize      rpcserver.Authorizer
 
 	mu       sync.RWMutex
-	servers  map[string]*registryv1.Server // immutable messages, replaced on change
+	st       *state                        // what etcd holds; immutable messages
+	servers  map[string]*registryv1.Server // the catalogue: st's effective servers
 	rev      int64                         // every change up to rev is in servers
 	changed  chan struct{}                 // closed and replaced whenever rev moves
 	watchCtx context.Context               // the running etcd watch's context, or nil
@@ -126,18 +140,24 @@ func New(cfg Config, kv Etcd, logger *slog.Logger) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
-		kv:          kv,
-		prefix:      prefix + "servers/",
-		logger:      logger,
-		maxWatchers: orDefault(cfg.MaxWatchers, DefaultMaxWatchers),
-		authorize:   cfg.Authorize,
-		servers:     map[string]*registryv1.Server{},
-		changed:     make(chan struct{}),
-		subs:        map[*subscriber]struct{}{},
-		ready:       make(chan struct{}),
-		closing:     make(chan struct{}),
-		cancel:      cancel,
-		done:        make(chan struct{}),
+		kv:             kv,
+		root:           prefix,
+		prefix:         prefix + "servers/",
+		importedPrefix: prefix + "imported/",
+		pinsPrefix:     prefix + "pins/",
+		audit:          cfg.Audit,
+		now:            time.Now,
+		st:             newState(),
+		logger:         logger,
+		maxWatchers:    orDefault(cfg.MaxWatchers, DefaultMaxWatchers),
+		authorize:      cfg.Authorize,
+		servers:        map[string]*registryv1.Server{},
+		changed:        make(chan struct{}),
+		subs:           map[*subscriber]struct{}{},
+		ready:          make(chan struct{}),
+		closing:        make(chan struct{}),
+		cancel:         cancel,
+		done:           make(chan struct{}),
 	}
 	go s.run(ctx)
 	return s, nil
@@ -198,7 +218,13 @@ func (s *Service) GetServer(ctx context.Context, req *connect.Request[registryv1
 	if !ok {
 		return nil, toConnect(fmt.Errorf("%w: %q", errNotFound, name))
 	}
-	return connect.NewResponse(&registryv1.GetServerResponse{Server: srv}), nil
+	resp := &registryv1.GetServerResponse{Server: srv}
+	if c, ok := rpcserver.CallerFrom(ctx); !ok || c.Principal == nil || s.operator(ctx) {
+		s.mu.RLock()
+		resp.Pins = s.st.pins[name]
+		s.mu.RUnlock()
+	}
+	return connect.NewResponse(resp), nil
 }
 
 // ListServers implements registryv1connect.RegistryServiceHandler: every server, or only
@@ -209,10 +235,10 @@ func (s *Service) ListServers(ctx context.Context, req *connect.Request[registry
 		return nil, toConnect(invalid("tenant is longer than %d bytes", maxTenantBytes))
 	}
 	if c, ok := rpcserver.CallerFrom(ctx); ok && c.Principal != nil {
-		if tenant == "" {
+		if tenant == "" && !s.operator(ctx) {
 			return nil, toConnect(fmt.Errorf("%w: name the tenant to list", errCallerDenied))
 		}
-		if !s.mayList(ctx, tenant) {
+		if tenant != "" && !s.mayList(ctx, tenant) {
 			return nil, toConnect(fmt.Errorf("%w: %s may not list tenant %s", errCallerDenied, c.Principal.GetId(), tenant))
 		}
 	}
@@ -302,10 +328,27 @@ func (s *Service) mayList(ctx context.Context, tenants ...string) bool {
 	if s.authorize == nil {
 		return false
 	}
+	if s.operator(ctx) {
+		return true
+	}
 	for _, t := range tenants {
 		if s.authorize(ctx, c.Principal, actionList, t) == nil {
 			return true
 		}
 	}
 	return false
+}
+
+// actionAdminList is what an operator needs to read the whole catalogue and its pins
+// (gatehouse servers list and show).
+const actionAdminList = "admin/servers.list"
+
+// operator reports whether the caller in ctx is a principal policy lets read the whole
+// catalogue.
+func (s *Service) operator(ctx context.Context) bool {
+	c, ok := rpcserver.CallerFrom(ctx)
+	if !ok || c.Principal == nil || s.authorize == nil {
+		return false
+	}
+	return s.authorize(ctx, c.Principal, actionAdminList, "") == nil
 }

@@ -70,6 +70,9 @@ func (s *Service) trySeed(ctx context.Context, want map[string]*registryv1.Serve
 		return 0, false, fmt.Errorf("read servers: %w", err)
 	}
 	rev = resp.Header.Revision
+	if err := s.checkImported(ctx, want); err != nil {
+		return 0, false, err
+	}
 	var ops []clientv3.Op
 	var written, deleted []string
 	stored := make(map[string]bool, len(resp.Kvs))
@@ -132,4 +135,33 @@ func (s *Service) put(srv *registryv1.Server) (clientv3.Op, error) {
 		return clientv3.Op{}, fmt.Errorf("encode server %q: %w", srv.GetName(), err)
 	}
 	return clientv3.OpPut(s.prefix+srv.GetName(), string(b)), nil
+}
+
+// checkImported refuses a configuration whose prefixes collide with the imported servers'
+// (those it does not shadow), and logs the imported servers it shadows: a server of the
+// configuration wins its name.
+func (s *Service) checkImported(ctx context.Context, want map[string]*registryv1.Server) error {
+	resp, err := s.kv.Get(ctx, s.importedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("read imported servers: %w", err)
+	}
+	all := make([]*registryv1.Server, 0, len(want)+len(resp.Kvs))
+	for _, srv := range want {
+		all = append(all, srv)
+	}
+	for _, kv := range resp.Kvs {
+		srv, ok := s.decode(kv, s.importedPrefix, true)
+		if !ok {
+			continue
+		}
+		if _, shadowed := want[srv.GetName()]; shadowed {
+			s.logger.Warn("the configuration names an imported server: the configuration's is served", "server", srv.GetName())
+			continue
+		}
+		all = append(all, srv)
+	}
+	if err := config.CheckPrefixes(all); err != nil {
+		return fmt.Errorf("with the imported servers: %w", err)
+	}
+	return nil
 }

@@ -26,6 +26,7 @@ commands:
   up        run every service in one process, on one port (single-process mode)
   token     issue, list and revoke gateway API tokens
   policy    write, check and roll out Cedar policies: validate, test, explain, apply
+  servers   the registry: list, show, approve quarantined tools, import server.json
   dev       development helpers: certs DIR (etcd TLS certificates for split mode)
   example-server echo
             the example MCP server the embedded default config runs
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return dev(args[1:], stdout, stderr)
 	case "policy":
 		return policyCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "servers":
+		return serversCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -70,7 +70,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
-	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr")...)
+	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr", "audit-addr")...)
 	// Anonymous access comes from the config file.
 	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
 }
@@ -141,8 +141,18 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	askPolicy := func(ctx context.Context, p *authv1.Principal, action, tenant string) error {
 		return rpcserver.PolicyAuthorizer(policy)(ctx, p, action, tenant)
 	}
+	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
+	// handlers finish and commit their audit records before the audit log closes (and the
+	// registry, which records quarantines and approvals, closes before it too).
+	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
+	if err != nil {
+		return err
+	}
+	defer audit.Close(context.WithoutCancel(ctx))
 	regCfg := cfg.Registry
 	regCfg.Authorize = askPolicy
+	regCfg.Audit = audit
 	registry, err := registrysvc.New(regCfg, kv, logger.With("svc", "registry"))
 	if err != nil {
 		return err
@@ -183,14 +193,6 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		return err
 	}
 	defer policy.Close(context.WithoutCancel(ctx))
-	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
-	// handlers finish and commit their audit records before the audit log closes.
-	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
-	if err != nil {
-		return err
-	}
-	defer audit.Close(context.WithoutCancel(ctx))
 	if cfg.Bridge.StateDir == "" {
 		// The bridge records its stdio children here, so a start after a crash ends them.
 		cfg.Bridge.StateDir = filepath.Join(cfg.DataDir, "bridge")
@@ -219,6 +221,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		Audit:    audit,
 		Catalog:  cat,
 		Sessions: sessions,
+		Registry: registry,
 	}, logger.With("svc", "ingress"))
 	if err != nil {
 		return err
@@ -251,6 +254,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	}
 	openToCallers[registryv1connect.RegistryServiceGetServerProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceListServersProcedure] = true
+	openToCallers[registryv1connect.RegistryServiceApproveToolsProcedure] = true
+	openToCallers[registryv1connect.RegistryServiceImportServersProcedure] = true
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own

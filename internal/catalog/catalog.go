@@ -21,13 +21,51 @@ import (
 type Catalog struct {
 	mu      sync.RWMutex
 	servers map[string]*registryv1.Server
+	pins    map[string]serverPins
 	ready   chan struct{}
 	once    sync.Once
 }
 
 // New returns an empty catalog that is not ready until its first snapshot.
 func New() *Catalog {
-	return &Catalog{servers: map[string]*registryv1.Server{}, ready: make(chan struct{})}
+	return &Catalog{servers: map[string]*registryv1.Server{}, pins: map[string]serverPins{}, ready: make(chan struct{})}
+}
+
+// serverPins is one server's pins by tool name, with the etcd revision they were stored at.
+// The map is never modified once published: a change replaces it.
+type serverPins struct {
+	rev   int64
+	tools map[string]*registryv1.ToolPin
+}
+
+func indexPins(p *registryv1.ServerPins) serverPins {
+	tools := make(map[string]*registryv1.ToolPin, len(p.GetTools()))
+	for _, t := range p.GetTools() {
+		tools[t.GetName()] = t
+	}
+	return serverPins{rev: p.GetRevision(), tools: tools}
+}
+
+// ToolPins returns the pins of a server's tools by name (nil when it has none). The map and
+// its messages must not be modified.
+func (c *Catalog) ToolPins(server string) map[string]*registryv1.ToolPin {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.pins[server].tools
+}
+
+// UpdatePins installs a server's pins as the registry answered a report or approval, unless
+// the catalog already holds them at a later revision (the watch may have overtaken the
+// answer), so that the next call sees the registry's decision without waiting for the watch.
+func (c *Catalog) UpdatePins(p *registryv1.ServerPins) {
+	if p == nil || p.GetServer() == "" {
+		return
+	}
+	c.mu.Lock()
+	if cur, ok := c.pins[p.GetServer()]; !ok || cur.rev < p.GetRevision() {
+		c.pins[p.GetServer()] = indexPins(p)
+	}
+	c.mu.Unlock()
 }
 
 // Static returns a ready catalog holding servers, for tests and fixed wiring.
@@ -80,12 +118,22 @@ func (c *Catalog) apply(ev *registryv1.WatchServersResponse) {
 	c.mu.Lock()
 	if ev.GetSnapshot() {
 		c.servers = make(map[string]*registryv1.Server, len(ev.GetServers()))
+		c.pins = make(map[string]serverPins, len(ev.GetPins()))
 	}
 	for _, s := range ev.GetServers() {
 		c.servers[s.GetName()] = s
 	}
 	for _, name := range ev.GetDeleted() {
 		delete(c.servers, name)
+	}
+	for _, p := range ev.GetPins() {
+		// A set UpdatePins installed from a later revision stays.
+		if cur, ok := c.pins[p.GetServer()]; !ok || cur.rev <= p.GetRevision() || ev.GetSnapshot() {
+			c.pins[p.GetServer()] = indexPins(p)
+		}
+	}
+	for _, name := range ev.GetPinsDeleted() {
+		delete(c.pins, name)
 	}
 	c.mu.Unlock()
 	if ev.GetSnapshot() {

@@ -81,6 +81,52 @@ type serverYAML struct {
 	// Breaker tunes the server's circuit breaker (breaker.go); absent means the bridge's
 	// defaults.
 	Breaker *breakerYAML `yaml:"breaker"`
+	// Owner says who answers for the server; free text.
+	Owner string `yaml:"owner"`
+	// Revisions are the MCP protocol revisions the server supports ("2025-06-18").
+	Revisions []string `yaml:"revisions"`
+	// Capabilities are those the server declares, in the shape of MCP's initialize result.
+	Capabilities *capabilitiesYAML `yaml:"capabilities"`
+	// Instructions are the server's, for the aggregated endpoint's merged initialize.
+	Instructions string `yaml:"instructions"`
+	// Pin quarantines any tool whose definition differs from the one approved.
+	Pin bool `yaml:"pin"`
+}
+
+// capabilitiesYAML mirrors MCP's server capabilities: `tools: {listChanged: true}`,
+// `resources: {subscribe: true}`, `logging: {}`.
+type capabilitiesYAML struct {
+	Tools       *listChangedYAML `yaml:"tools"`
+	Prompts     *listChangedYAML `yaml:"prompts"`
+	Resources   *resourcesYAML   `yaml:"resources"`
+	Logging     *struct{}        `yaml:"logging"`
+	Completions *struct{}        `yaml:"completions"`
+}
+
+type listChangedYAML struct {
+	ListChanged bool `yaml:"listChanged"`
+}
+
+type resourcesYAML struct {
+	Subscribe   bool `yaml:"subscribe"`
+	ListChanged bool `yaml:"listChanged"`
+}
+
+func (c *capabilitiesYAML) capabilities() *registryv1.ServerCapabilities {
+	if c == nil {
+		return nil
+	}
+	out := &registryv1.ServerCapabilities{Logging: c.Logging != nil, Completions: c.Completions != nil}
+	if c.Tools != nil {
+		out.Tools, out.ToolsListChanged = true, c.Tools.ListChanged
+	}
+	if c.Prompts != nil {
+		out.Prompts, out.PromptsListChanged = true, c.Prompts.ListChanged
+	}
+	if c.Resources != nil {
+		out.Resources, out.ResourcesSubscribe, out.ResourcesListChanged = true, c.Resources.Subscribe, c.Resources.ListChanged
+	}
+	return out
 }
 
 type anonymousYAML struct {
@@ -170,6 +216,12 @@ func (rs serverYAML) server() (*registryv1.Server, error) {
 		Url:     rs.URL,
 		Tenants: rs.Tenants,
 		Prefix:  rs.Prefix,
+
+		Owner:        rs.Owner,
+		Revisions:    rs.Revisions,
+		Capabilities: rs.Capabilities.capabilities(),
+		Instructions: rs.Instructions,
+		Pin:          rs.Pin,
 	}
 	if rs.Timeout != "" {
 		d, err := time.ParseDuration(rs.Timeout)

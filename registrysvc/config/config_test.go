@@ -305,3 +305,45 @@ func TestPrefixes(t *testing.T) {
 		})
 	}
 }
+
+// TestParseRegistryFields: owner, revisions, capabilities, instructions and pin are read,
+// and each is refused when malformed or over its bound.
+func TestParseRegistryFields(t *testing.T) {
+	t.Parallel()
+	const head = "servers:\n  - name: gh\n    transport: http\n    url: https://gh.example/mcp\n"
+	f, err := config.Parse([]byte(head + `    owner: platform-team
+    revisions: ["2025-06-18", "2025-03-26"]
+    capabilities:
+      tools: {listChanged: true}
+      resources: {subscribe: true}
+      logging: {}
+    instructions: Use the search tool first.
+    pin: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Servers[0]
+	c := s.GetCapabilities()
+	if s.GetOwner() != "platform-team" || len(s.GetRevisions()) != 2 || !s.GetPin() || s.GetInstructions() != "Use the search tool first." ||
+		!c.GetTools() || !c.GetToolsListChanged() || !c.GetResources() || !c.GetResourcesSubscribe() || c.GetResourcesListChanged() || !c.GetLogging() || c.GetPrompts() || c.GetCompletions() {
+		t.Fatalf("parsed %v", s)
+	}
+	for name, extra := range map[string]string{
+		"revision not a date":  "    revisions: [latest]\n",
+		"revision twice":       "    revisions: [2025-06-18, 2025-06-18]\n",
+		"too many revisions":   "    revisions: [" + strings.TrimSuffix(strings.Repeat("2025-01-01, ", 17), ", ") + "]\n",
+		"unknown capability":   "    capabilities: {sampling: {}}\n",
+		"unknown sub-key":      "    capabilities: {tools: {subscribe: true}}\n",
+		"owner too long":       "    owner: " + strings.Repeat("o", config.MaxOwnerBytes+1) + "\n",
+		"instructions too big": "    instructions: " + strings.Repeat("i", config.MaxInstructionsBytes+1) + "\n",
+		"pin not a bool":       "    pin: sometimes\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := config.Parse([]byte(head + extra)); err == nil {
+				t.Fatalf("accepted %q", extra)
+			}
+		})
+	}
+}

@@ -3,9 +3,11 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/catalog"
@@ -23,7 +25,16 @@ const (
 	maxDirBytes    = 4096
 	maxURLBytes    = 2048
 	maxTenants     = 256
+	// MaxOwnerBytes, MaxDescriptionBytes and MaxInstructionsBytes bound the free texts.
+	MaxOwnerBytes        = 256
+	MaxDescriptionBytes  = 4096
+	MaxInstructionsBytes = 16 << 10
+	maxRevisions         = 16
+	maxVersionBytes      = 64
 )
+
+// revisionRE is an MCP protocol revision: a date.
+var revisionRE = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}$`)
 
 // MaxCallTimeout bounds a server's call_timeout: a call held longer is a hung upstream.
 const MaxCallTimeout = time.Hour
@@ -87,6 +98,25 @@ func Validate(s *registryv1.Server) error {
 	}
 	if p := s.Prefix; p != nil && *p != "" && !ident.ValidServerName(*p) {
 		return bad("prefix", "%.70q: want [a-z0-9][a-z0-9._-]{0,62}, or \"\" for none", *p)
+	}
+	for field, v := range map[string]struct {
+		text  string
+		limit int
+	}{"owner": {s.GetOwner(), MaxOwnerBytes}, "description": {s.GetDescription(), MaxDescriptionBytes}, "instructions": {s.GetInstructions(), MaxInstructionsBytes}, "version": {s.GetVersion(), maxVersionBytes}} {
+		if len(v.text) > v.limit {
+			return bad(field, "longer than %d bytes", v.limit)
+		}
+		if !utf8.ValidString(v.text) || strings.ContainsRune(v.text, 0) {
+			return bad(field, "not valid UTF-8, or contains a NUL byte")
+		}
+	}
+	if len(s.GetRevisions()) > maxRevisions {
+		return bad("revisions", "%d revisions, more than the limit of %d", len(s.GetRevisions()), maxRevisions)
+	}
+	for i, r := range s.GetRevisions() {
+		if !revisionRE.MatchString(r) || slices.Contains(s.GetRevisions()[:i], r) {
+			return bad(fmt.Sprintf("revisions[%d]", i), "%.20q: want a protocol revision such as 2025-06-18, each once", r)
+		}
 	}
 	if len(s.GetTenants()) > maxTenants {
 		return bad("tenants", "%d tenants, more than the limit of %d", len(s.GetTenants()), maxTenants)

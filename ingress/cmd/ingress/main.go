@@ -42,7 +42,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
 			client := env.Client
 			cat := catalog.New()
-			go cat.Follow(ctx, registryv1connect.NewRegistryServiceClient(client, rpcserver.BaseURL(cfg.RegistryAddr)), env.Logger)
+			registry := registryv1connect.NewRegistryServiceClient(client, rpcserver.BaseURL(cfg.RegistryAddr))
+			go cat.Follow(ctx, registry, env.Logger)
 			sessions := sessionstore.New(env.Etcd, sessionstore.DefaultPrefix, cfg.SessionTTL, env.Logger)
 			// Drop sessions ended on any replica (DELETE, expiry) from this replica's cache.
 			go sessions.Watch(ctx, nil)
@@ -53,6 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				Audit:    auditv1connect.NewAuditServiceClient(client, rpcserver.BaseURL(cfg.AuditAddr)),
 				Catalog:  cat,
 				Sessions: sessions,
+				Registry: registry,
 			}, env.Logger)
 			if err != nil {
 				return nil, err

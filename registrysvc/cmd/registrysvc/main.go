@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
@@ -49,6 +50,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if cfg.PolicyAddr != "" {
 				cfg.Authorize = rpcserver.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
 			}
+			if cfg.AuditAddr != "" {
+				cfg.Audit = auditv1connect.NewAuditServiceClient(env.Client, rpcserver.BaseURL(cfg.AuditAddr))
+			}
 			svc, err := registrysvc.New(cfg, env.Etcd, env.Logger)
 			if err != nil {
 				return nil, err
@@ -72,7 +76,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				// authsvc says who they are, policy which tenants they may list.
 				auth := authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))
 				serving.CallerAuth = rpcserver.AuthenticateWith(auth)
-				serving.OpenToCallers = map[string]bool{registryv1connect.RegistryServiceGetServerProcedure: true, registryv1connect.RegistryServiceListServersProcedure: true}
+				// Operators approve quarantined tools and import servers with theirs.
+				serving.OpenToCallers = map[string]bool{
+					registryv1connect.RegistryServiceGetServerProcedure:     true,
+					registryv1connect.RegistryServiceListServersProcedure:   true,
+					registryv1connect.RegistryServiceApproveToolsProcedure:  true,
+					registryv1connect.RegistryServiceImportServersProcedure: true,
+				}
 			}
 			return serving, nil
 		},

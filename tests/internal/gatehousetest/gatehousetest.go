@@ -41,12 +41,14 @@ const (
 	Gatehouse       = "gatehouse"
 	EchoServer      = "echo-server"
 	EverythingGoSDK = "everything-server"
+	DriftServer     = "drift-server"
 )
 
 var packages = map[string]string{
 	Gatehouse:       "github.com/gatehouse-mcp/gatehouse/cmd/gatehouse",
 	EchoServer:      "github.com/gatehouse-mcp/gatehouse/examples/servers/echo",
 	EverythingGoSDK: "github.com/modelcontextprotocol/go-sdk/conformance/everything-server",
+	DriftServer:     "github.com/gatehouse-mcp/gatehouse/tests/internal/driftserver",
 }
 
 // Main wraps testing.M: it removes the built binaries after the tests.

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -100,7 +101,24 @@ type Server struct {
 	// servers, and settles a resource URI two servers serve, in this order (then by name).
 	Position int32 `protobuf:"varint,20,opt,name=position,proto3" json:"position,omitempty"`
 	// The server's circuit breaker; unset fields take the bridge's defaults (--breaker-*).
-	Breaker       *Breaker `protobuf:"bytes,11,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	Breaker *Breaker `protobuf:"bytes,11,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	// Fields 12..19: what an operator manages of a server beyond how to reach it.
+	// Who answers for the server (a team, an address); free text, shown by the CLI.
+	Owner string `protobuf:"bytes,12,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The MCP protocol revisions the server supports ("2025-06-18"); empty means not declared.
+	Revisions []string `protobuf:"bytes,13,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	// The capabilities the server declares, for the aggregated endpoint's merged initialize.
+	Capabilities *ServerCapabilities `protobuf:"bytes,14,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// The server's instructions, for the aggregated endpoint's merged initialize.
+	Instructions string `protobuf:"bytes,15,opt,name=instructions,proto3" json:"instructions,omitempty"`
+	// Whether the server's tool definitions are pinned: a tool whose definition differs from
+	// its pin, or that has none, is quarantined until an operator approves it.
+	Pin bool `protobuf:"varint,16,opt,name=pin,proto3" json:"pin,omitempty"`
+	// Set on servers added by ImportServers (stored apart from the configuration's).
+	Imported bool `protobuf:"varint,17,opt,name=imported,proto3" json:"imported,omitempty"`
+	// The server's own description and version, as server.json gives them.
+	Description   string `protobuf:"bytes,18,opt,name=description,proto3" json:"description,omitempty"`
+	Version       string `protobuf:"bytes,19,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +237,62 @@ func (x *Server) GetBreaker() *Breaker {
 	return nil
 }
 
+func (x *Server) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Server) GetRevisions() []string {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+func (x *Server) GetCapabilities() *ServerCapabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *Server) GetInstructions() string {
+	if x != nil {
+		return x.Instructions
+	}
+	return ""
+}
+
+func (x *Server) GetPin() bool {
+	if x != nil {
+		return x.Pin
+	}
+	return false
+}
+
+func (x *Server) GetImported() bool {
+	if x != nil {
+		return x.Imported
+	}
+	return false
+}
+
+func (x *Server) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Server) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 // Breaker tunes a server's circuit breaker: after `failures` consecutive failed calls (the
 // upstream unreachable, crashed, answering 5xx or not in time) within `window`, calls are
 // refused at once for `cooldown`; then `probes` calls at a time test the upstream, and one
@@ -299,6 +373,681 @@ func (x *Breaker) GetProbes() uint32 {
 	return 0
 }
 
+// ServerCapabilities mirrors the MCP initialize result's capabilities a server declares.
+type ServerCapabilities struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Tools                bool                   `protobuf:"varint,1,opt,name=tools,proto3" json:"tools,omitempty"`
+	ToolsListChanged     bool                   `protobuf:"varint,2,opt,name=tools_list_changed,json=toolsListChanged,proto3" json:"tools_list_changed,omitempty"`
+	Prompts              bool                   `protobuf:"varint,3,opt,name=prompts,proto3" json:"prompts,omitempty"`
+	PromptsListChanged   bool                   `protobuf:"varint,4,opt,name=prompts_list_changed,json=promptsListChanged,proto3" json:"prompts_list_changed,omitempty"`
+	Resources            bool                   `protobuf:"varint,5,opt,name=resources,proto3" json:"resources,omitempty"`
+	ResourcesSubscribe   bool                   `protobuf:"varint,6,opt,name=resources_subscribe,json=resourcesSubscribe,proto3" json:"resources_subscribe,omitempty"`
+	ResourcesListChanged bool                   `protobuf:"varint,7,opt,name=resources_list_changed,json=resourcesListChanged,proto3" json:"resources_list_changed,omitempty"`
+	Logging              bool                   `protobuf:"varint,8,opt,name=logging,proto3" json:"logging,omitempty"`
+	Completions          bool                   `protobuf:"varint,9,opt,name=completions,proto3" json:"completions,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ServerCapabilities) Reset() {
+	*x = ServerCapabilities{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerCapabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerCapabilities) ProtoMessage() {}
+
+func (x *ServerCapabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerCapabilities.ProtoReflect.Descriptor instead.
+func (*ServerCapabilities) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ServerCapabilities) GetTools() bool {
+	if x != nil {
+		return x.Tools
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetToolsListChanged() bool {
+	if x != nil {
+		return x.ToolsListChanged
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetPrompts() bool {
+	if x != nil {
+		return x.Prompts
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetPromptsListChanged() bool {
+	if x != nil {
+		return x.PromptsListChanged
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetResources() bool {
+	if x != nil {
+		return x.Resources
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetResourcesSubscribe() bool {
+	if x != nil {
+		return x.ResourcesSubscribe
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetResourcesListChanged() bool {
+	if x != nil {
+		return x.ResourcesListChanged
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetLogging() bool {
+	if x != nil {
+		return x.Logging
+	}
+	return false
+}
+
+func (x *ServerCapabilities) GetCompletions() bool {
+	if x != nil {
+		return x.Completions
+	}
+	return false
+}
+
+// ToolPin is the pinned definition of one tool of a pinned server, and its quarantine.
+type ToolPin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The approved definition's digest: "sha256:" and 64 hex digits (see the ingress's
+	// canonical form); empty when the tool was never approved.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Whether the tool is quarantined: hidden from every list and refused to every call.
+	Quarantined bool `protobuf:"varint,3,opt,name=quarantined,proto3" json:"quarantined,omitempty"`
+	// The digest seen when the tool was quarantined: what ApproveTools pins.
+	ObservedDigest string                 `protobuf:"bytes,4,opt,name=observed_digest,json=observedDigest,proto3" json:"observed_digest,omitempty"`
+	QuarantinedAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=quarantined_at,json=quarantinedAt,proto3" json:"quarantined_at,omitempty"`
+	// Who approved the pin ("trust-on-first-use" for the first list of a server) and when.
+	ApprovedBy    string                 `protobuf:"bytes,6,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	ApprovedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=approved_at,json=approvedAt,proto3" json:"approved_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolPin) Reset() {
+	*x = ToolPin{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolPin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolPin) ProtoMessage() {}
+
+func (x *ToolPin) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolPin.ProtoReflect.Descriptor instead.
+func (*ToolPin) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ToolPin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolPin) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ToolPin) GetQuarantined() bool {
+	if x != nil {
+		return x.Quarantined
+	}
+	return false
+}
+
+func (x *ToolPin) GetObservedDigest() string {
+	if x != nil {
+		return x.ObservedDigest
+	}
+	return ""
+}
+
+func (x *ToolPin) GetQuarantinedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.QuarantinedAt
+	}
+	return nil
+}
+
+func (x *ToolPin) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *ToolPin) GetApprovedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApprovedAt
+	}
+	return nil
+}
+
+// ServerPins is every pin of one server.
+type ServerPins struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// Sorted by name.
+	Tools []*ToolPin `protobuf:"bytes,2,rep,name=tools,proto3" json:"tools,omitempty"`
+	// The etcd revision the pins were stored at: a newer set replaces an older one.
+	Revision int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Until when tools not pinned yet are pinned on trust (the server's first listing, which
+	// may take several pages); unset once it has passed or been closed by an approval.
+	FirstUseUntil *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=first_use_until,json=firstUseUntil,proto3" json:"first_use_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerPins) Reset() {
+	*x = ServerPins{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerPins) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerPins) ProtoMessage() {}
+
+func (x *ServerPins) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerPins.ProtoReflect.Descriptor instead.
+func (*ServerPins) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServerPins) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ServerPins) GetTools() []*ToolPin {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *ServerPins) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ServerPins) GetFirstUseUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstUseUntil
+	}
+	return nil
+}
+
+// ObservedTool is one tool as an upstream's tools/list showed it.
+type ObservedTool struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObservedTool) Reset() {
+	*x = ObservedTool{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObservedTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObservedTool) ProtoMessage() {}
+
+func (x *ObservedTool) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObservedTool.ProtoReflect.Descriptor instead.
+func (*ObservedTool) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ObservedTool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ObservedTool) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type ReportToolsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Tools  []*ObservedTool        `protobuf:"bytes,2,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Who listed, for the audit record of a quarantine (the ingress's caller).
+	Principal     string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Tenant        string `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	SessionId     string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	TraceId       string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportToolsRequest) Reset() {
+	*x = ReportToolsRequest{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportToolsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportToolsRequest) ProtoMessage() {}
+
+func (x *ReportToolsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportToolsRequest.ProtoReflect.Descriptor instead.
+func (*ReportToolsRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReportToolsRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ReportToolsRequest) GetTools() []*ObservedTool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *ReportToolsRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ReportToolsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ReportToolsRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ReportToolsRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+type ReportToolsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pins of the server after the report.
+	Pins *ServerPins `protobuf:"bytes,1,opt,name=pins,proto3" json:"pins,omitempty"`
+	// The tools this report quarantined (each audited once, by this report).
+	Quarantined []string `protobuf:"bytes,2,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
+	// Whether this report was the server's first, pinned on trust.
+	TrustedFirstUse bool `protobuf:"varint,3,opt,name=trusted_first_use,json=trustedFirstUse,proto3" json:"trusted_first_use,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReportToolsResponse) Reset() {
+	*x = ReportToolsResponse{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportToolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportToolsResponse) ProtoMessage() {}
+
+func (x *ReportToolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportToolsResponse.ProtoReflect.Descriptor instead.
+func (*ReportToolsResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReportToolsResponse) GetPins() *ServerPins {
+	if x != nil {
+		return x.Pins
+	}
+	return nil
+}
+
+func (x *ReportToolsResponse) GetQuarantined() []string {
+	if x != nil {
+		return x.Quarantined
+	}
+	return nil
+}
+
+func (x *ReportToolsResponse) GetTrustedFirstUse() bool {
+	if x != nil {
+		return x.TrustedFirstUse
+	}
+	return false
+}
+
+type ApproveToolsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// Empty: every quarantined tool of the server.
+	Tool          string `protobuf:"bytes,2,opt,name=tool,proto3" json:"tool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveToolsRequest) Reset() {
+	*x = ApproveToolsRequest{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveToolsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveToolsRequest) ProtoMessage() {}
+
+func (x *ApproveToolsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveToolsRequest.ProtoReflect.Descriptor instead.
+func (*ApproveToolsRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ApproveToolsRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ApproveToolsRequest) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+type ApproveToolsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pins  *ServerPins            `protobuf:"bytes,1,opt,name=pins,proto3" json:"pins,omitempty"`
+	// The tools whose pins moved.
+	Approved      []string `protobuf:"bytes,2,rep,name=approved,proto3" json:"approved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveToolsResponse) Reset() {
+	*x = ApproveToolsResponse{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveToolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveToolsResponse) ProtoMessage() {}
+
+func (x *ApproveToolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveToolsResponse.ProtoReflect.Descriptor instead.
+func (*ApproveToolsResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ApproveToolsResponse) GetPins() *ServerPins {
+	if x != nil {
+		return x.Pins
+	}
+	return nil
+}
+
+func (x *ApproveToolsResponse) GetApproved() []string {
+	if x != nil {
+		return x.Approved
+	}
+	return nil
+}
+
+type ImportServersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Servers       []*Server              `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportServersRequest) Reset() {
+	*x = ImportServersRequest{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportServersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportServersRequest) ProtoMessage() {}
+
+func (x *ImportServersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportServersRequest.ProtoReflect.Descriptor instead.
+func (*ImportServersRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ImportServersRequest) GetServers() []*Server {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+type ImportServersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Imported      []string               `protobuf:"bytes,1,rep,name=imported,proto3" json:"imported,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportServersResponse) Reset() {
+	*x = ImportServersResponse{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportServersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportServersResponse) ProtoMessage() {}
+
+func (x *ImportServersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportServersResponse.ProtoReflect.Descriptor instead.
+func (*ImportServersResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ImportServersResponse) GetImported() []string {
+	if x != nil {
+		return x.Imported
+	}
+	return nil
+}
+
 // UpstreamIdentity is what an upstream is told of who calls. It never holds a secret: only
 // where the bridge reads one when it needs it (its environment, or a file).
 type UpstreamIdentity struct {
@@ -321,7 +1070,7 @@ type UpstreamIdentity struct {
 
 func (x *UpstreamIdentity) Reset() {
 	*x = UpstreamIdentity{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +1082,7 @@ func (x *UpstreamIdentity) String() string {
 func (*UpstreamIdentity) ProtoMessage() {}
 
 func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +1095,7 @@ func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamIdentity.ProtoReflect.Descriptor instead.
 func (*UpstreamIdentity) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpstreamIdentity) GetMode() isUpstreamIdentity_Mode {
@@ -435,7 +1184,7 @@ type SecretRef struct {
 
 func (x *SecretRef) Reset() {
 	*x = SecretRef{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +1196,7 @@ func (x *SecretRef) String() string {
 func (*SecretRef) ProtoMessage() {}
 
 func (x *SecretRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +1209,7 @@ func (x *SecretRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
 func (*SecretRef) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SecretRef) GetEnv() string {
@@ -489,7 +1238,7 @@ type StaticCredential struct {
 
 func (x *StaticCredential) Reset() {
 	*x = StaticCredential{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +1250,7 @@ func (x *StaticCredential) String() string {
 func (*StaticCredential) ProtoMessage() {}
 
 func (x *StaticCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +1263,7 @@ func (x *StaticCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StaticCredential.ProtoReflect.Descriptor instead.
 func (*StaticCredential) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StaticCredential) GetSecret() *SecretRef {
@@ -543,7 +1292,7 @@ type GatewayToken struct {
 
 func (x *GatewayToken) Reset() {
 	*x = GatewayToken{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +1304,7 @@ func (x *GatewayToken) String() string {
 func (*GatewayToken) ProtoMessage() {}
 
 func (x *GatewayToken) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +1317,7 @@ func (x *GatewayToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayToken.ProtoReflect.Descriptor instead.
 func (*GatewayToken) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GatewayToken) GetAudience() string {
@@ -603,7 +1352,7 @@ type TokenExchange struct {
 
 func (x *TokenExchange) Reset() {
 	*x = TokenExchange{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +1364,7 @@ func (x *TokenExchange) String() string {
 func (*TokenExchange) ProtoMessage() {}
 
 func (x *TokenExchange) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +1377,7 @@ func (x *TokenExchange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenExchange.ProtoReflect.Descriptor instead.
 func (*TokenExchange) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TokenExchange) GetTokenEndpoint() string {
@@ -682,7 +1431,7 @@ type GetServerRequest struct {
 
 func (x *GetServerRequest) Reset() {
 	*x = GetServerRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1443,7 @@ func (x *GetServerRequest) String() string {
 func (*GetServerRequest) ProtoMessage() {}
 
 func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1456,7 @@ func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
 func (*GetServerRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetServerRequest) GetName() string {
@@ -718,15 +1467,17 @@ func (x *GetServerRequest) GetName() string {
 }
 
 type GetServerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Server        *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// The server's pins, when it is pinned and has any.
+	Pins          *ServerPins `protobuf:"bytes,2,opt,name=pins,proto3" json:"pins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetServerResponse) Reset() {
 	*x = GetServerResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +1489,7 @@ func (x *GetServerResponse) String() string {
 func (*GetServerResponse) ProtoMessage() {}
 
 func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,12 +1502,19 @@ func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
 func (*GetServerResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetServerResponse) GetServer() *Server {
 	if x != nil {
 		return x.Server
+	}
+	return nil
+}
+
+func (x *GetServerResponse) GetPins() *ServerPins {
+	if x != nil {
+		return x.Pins
 	}
 	return nil
 }
@@ -771,7 +1529,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1541,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1554,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListServersRequest) GetTenant() string {
@@ -815,7 +1573,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1585,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1598,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -858,7 +1616,7 @@ type WatchServersRequest struct {
 
 func (x *WatchServersRequest) Reset() {
 	*x = WatchServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1628,7 @@ func (x *WatchServersRequest) String() string {
 func (*WatchServersRequest) ProtoMessage() {}
 
 func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,23 +1641,27 @@ func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersRequest.ProtoReflect.Descriptor instead.
 func (*WatchServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 // WatchServersResponse is one event: a full snapshot first, then upserts and deletes.
 type WatchServersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set on the first message: servers is the complete catalogue.
-	Snapshot      bool      `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	Servers       []*Server `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
-	Deleted       []string  `protobuf:"bytes,3,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	Snapshot bool      `protobuf:"varint,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Servers  []*Server `protobuf:"bytes,2,rep,name=servers,proto3" json:"servers,omitempty"`
+	Deleted  []string  `protobuf:"bytes,3,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	// Pins that changed (every server's on a snapshot), each server's set whole.
+	Pins []*ServerPins `protobuf:"bytes,4,rep,name=pins,proto3" json:"pins,omitempty"`
+	// Servers whose pins were removed.
+	PinsDeleted   []string `protobuf:"bytes,5,rep,name=pins_deleted,json=pinsDeleted,proto3" json:"pins_deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchServersResponse) Reset() {
 	*x = WatchServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1673,7 @@ func (x *WatchServersResponse) String() string {
 func (*WatchServersResponse) ProtoMessage() {}
 
 func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1686,7 @@ func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersResponse.ProtoReflect.Descriptor instead.
 func (*WatchServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchServersResponse) GetSnapshot() bool {
@@ -948,11 +1710,25 @@ func (x *WatchServersResponse) GetDeleted() []string {
 	return nil
 }
 
+func (x *WatchServersResponse) GetPins() []*ServerPins {
+	if x != nil {
+		return x.Pins
+	}
+	return nil
+}
+
+func (x *WatchServersResponse) GetPinsDeleted() []string {
+	if x != nil {
+		return x.PinsDeleted
+	}
+	return nil
+}
+
 var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa7\x04\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x06\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -966,7 +1742,15 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\x06prefix\x18\n" +
 	" \x01(\tH\x00R\x06prefix\x88\x01\x01\x12\x1a\n" +
 	"\bposition\x18\x14 \x01(\x05R\bposition\x128\n" +
-	"\abreaker\x18\v \x01(\v2\x1e.gatehouse.registry.v1.BreakerR\abreaker\x1a6\n" +
+	"\abreaker\x18\v \x01(\v2\x1e.gatehouse.registry.v1.BreakerR\abreaker\x12\x14\n" +
+	"\x05owner\x18\f \x01(\tR\x05owner\x12\x1c\n" +
+	"\trevisions\x18\r \x03(\tR\trevisions\x12M\n" +
+	"\fcapabilities\x18\x0e \x01(\v2).gatehouse.registry.v1.ServerCapabilitiesR\fcapabilities\x12\"\n" +
+	"\finstructions\x18\x0f \x01(\tR\finstructions\x12\x10\n" +
+	"\x03pin\x18\x10 \x01(\bR\x03pin\x12\x1a\n" +
+	"\bimported\x18\x11 \x01(\bR\bimported\x12 \n" +
+	"\vdescription\x18\x12 \x01(\tR\vdescription\x12\x18\n" +
+	"\aversion\x18\x13 \x01(\tR\aversion\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
@@ -976,7 +1760,58 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x125\n" +
 	"\bcooldown\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bcooldown\x12\x16\n" +
 	"\x06probes\x18\x04 \x01(\rR\x06probesB\v\n" +
-	"\t_failures\"\xb4\x02\n" +
+	"\t_failures\"\xe5\x02\n" +
+	"\x12ServerCapabilities\x12\x14\n" +
+	"\x05tools\x18\x01 \x01(\bR\x05tools\x12,\n" +
+	"\x12tools_list_changed\x18\x02 \x01(\bR\x10toolsListChanged\x12\x18\n" +
+	"\aprompts\x18\x03 \x01(\bR\aprompts\x120\n" +
+	"\x14prompts_list_changed\x18\x04 \x01(\bR\x12promptsListChanged\x12\x1c\n" +
+	"\tresources\x18\x05 \x01(\bR\tresources\x12/\n" +
+	"\x13resources_subscribe\x18\x06 \x01(\bR\x12resourcesSubscribe\x124\n" +
+	"\x16resources_list_changed\x18\a \x01(\bR\x14resourcesListChanged\x12\x18\n" +
+	"\alogging\x18\b \x01(\bR\alogging\x12 \n" +
+	"\vcompletions\x18\t \x01(\bR\vcompletions\"\xa1\x02\n" +
+	"\aToolPin\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12 \n" +
+	"\vquarantined\x18\x03 \x01(\bR\vquarantined\x12'\n" +
+	"\x0fobserved_digest\x18\x04 \x01(\tR\x0eobservedDigest\x12A\n" +
+	"\x0equarantined_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rquarantinedAt\x12\x1f\n" +
+	"\vapproved_by\x18\x06 \x01(\tR\n" +
+	"approvedBy\x12;\n" +
+	"\vapproved_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"approvedAt\"\xba\x01\n" +
+	"\n" +
+	"ServerPins\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x124\n" +
+	"\x05tools\x18\x02 \x03(\v2\x1e.gatehouse.registry.v1.ToolPinR\x05tools\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12B\n" +
+	"\x0ffirst_use_until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rfirstUseUntil\":\n" +
+	"\fObservedTool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\xd7\x01\n" +
+	"\x12ReportToolsRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x129\n" +
+	"\x05tools\x18\x02 \x03(\v2#.gatehouse.registry.v1.ObservedToolR\x05tools\x12\x1c\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x05 \x01(\tR\tsessionId\x12\x19\n" +
+	"\btrace_id\x18\x06 \x01(\tR\atraceId\"\x9a\x01\n" +
+	"\x13ReportToolsResponse\x125\n" +
+	"\x04pins\x18\x01 \x01(\v2!.gatehouse.registry.v1.ServerPinsR\x04pins\x12 \n" +
+	"\vquarantined\x18\x02 \x03(\tR\vquarantined\x12*\n" +
+	"\x11trusted_first_use\x18\x03 \x01(\bR\x0ftrustedFirstUse\"A\n" +
+	"\x13ApproveToolsRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x12\n" +
+	"\x04tool\x18\x02 \x01(\tR\x04tool\"i\n" +
+	"\x14ApproveToolsResponse\x125\n" +
+	"\x04pins\x18\x01 \x01(\v2!.gatehouse.registry.v1.ServerPinsR\x04pins\x12\x1a\n" +
+	"\bapproved\x18\x02 \x03(\tR\bapproved\"O\n" +
+	"\x14ImportServersRequest\x127\n" +
+	"\aservers\x18\x01 \x03(\v2\x1d.gatehouse.registry.v1.ServerR\aservers\"3\n" +
+	"\x15ImportServersResponse\x12\x1a\n" +
+	"\bimported\x18\x01 \x03(\tR\bimported\"\xb4\x02\n" +
 	"\x10UpstreamIdentity\x12A\n" +
 	"\x06static\x18\x01 \x01(\v2'.gatehouse.registry.v1.StaticCredentialH\x00R\x06static\x12F\n" +
 	"\vgateway_jwt\x18\x02 \x01(\v2#.gatehouse.registry.v1.GatewayTokenH\x00R\n" +
@@ -1003,26 +1838,32 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\bresource\x18\x05 \x01(\tR\bresource\x12\x14\n" +
 	"\x05scope\x18\x06 \x01(\tR\x05scope\"&\n" +
 	"\x10GetServerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x81\x01\n" +
 	"\x11GetServerResponse\x125\n" +
-	"\x06server\x18\x01 \x01(\v2\x1d.gatehouse.registry.v1.ServerR\x06server\",\n" +
+	"\x06server\x18\x01 \x01(\v2\x1d.gatehouse.registry.v1.ServerR\x06server\x125\n" +
+	"\x04pins\x18\x02 \x01(\v2!.gatehouse.registry.v1.ServerPinsR\x04pins\",\n" +
 	"\x12ListServersRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"N\n" +
 	"\x13ListServersResponse\x127\n" +
 	"\aservers\x18\x01 \x03(\v2\x1d.gatehouse.registry.v1.ServerR\aservers\"\x15\n" +
-	"\x13WatchServersRequest\"\x85\x01\n" +
+	"\x13WatchServersRequest\"\xdf\x01\n" +
 	"\x14WatchServersResponse\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\bR\bsnapshot\x127\n" +
 	"\aservers\x18\x02 \x03(\v2\x1d.gatehouse.registry.v1.ServerR\aservers\x12\x18\n" +
-	"\adeleted\x18\x03 \x03(\tR\adeleted*Z\n" +
+	"\adeleted\x18\x03 \x03(\tR\adeleted\x125\n" +
+	"\x04pins\x18\x04 \x03(\v2!.gatehouse.registry.v1.ServerPinsR\x04pins\x12!\n" +
+	"\fpins_deleted\x18\x05 \x03(\tR\vpinsDeleted*Z\n" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTRANSPORT_STDIO\x10\x01\x12\x1d\n" +
-	"\x19TRANSPORT_STREAMABLE_HTTP\x10\x022\xc8\x02\n" +
+	"\x19TRANSPORT_STREAMABLE_HTTP\x10\x022\x89\x05\n" +
 	"\x0fRegistryService\x12`\n" +
 	"\tGetServer\x12'.gatehouse.registry.v1.GetServerRequest\x1a(.gatehouse.registry.v1.GetServerResponse\"\x00\x12f\n" +
 	"\vListServers\x12).gatehouse.registry.v1.ListServersRequest\x1a*.gatehouse.registry.v1.ListServersResponse\"\x00\x12k\n" +
-	"\fWatchServers\x12*.gatehouse.registry.v1.WatchServersRequest\x1a+.gatehouse.registry.v1.WatchServersResponse\"\x000\x01B\xe9\x01\n" +
+	"\fWatchServers\x12*.gatehouse.registry.v1.WatchServersRequest\x1a+.gatehouse.registry.v1.WatchServersResponse\"\x000\x01\x12f\n" +
+	"\vReportTools\x12).gatehouse.registry.v1.ReportToolsRequest\x1a*.gatehouse.registry.v1.ReportToolsResponse\"\x00\x12i\n" +
+	"\fApproveTools\x12*.gatehouse.registry.v1.ApproveToolsRequest\x1a+.gatehouse.registry.v1.ApproveToolsResponse\"\x00\x12l\n" +
+	"\rImportServers\x12+.gatehouse.registry.v1.ImportServersRequest\x1a,.gatehouse.registry.v1.ImportServersResponse\"\x00B\xe9\x01\n" +
 	"\x19com.gatehouse.registry.v1B\rRegistryProtoP\x01ZGgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1;registryv1\xa2\x02\x03GRX\xaa\x02\x15Gatehouse.Registry.V1\xca\x02\x15Gatehouse\\Registry\\V1\xe2\x02!Gatehouse\\Registry\\V1\\GPBMetadata\xea\x02\x17Gatehouse::Registry::V1b\x06proto3"
 
 var (
@@ -1038,53 +1879,81 @@ func file_gatehouse_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_gatehouse_registry_v1_registry_proto_goTypes = []any{
-	(Transport)(0),               // 0: gatehouse.registry.v1.Transport
-	(*Server)(nil),               // 1: gatehouse.registry.v1.Server
-	(*Breaker)(nil),              // 2: gatehouse.registry.v1.Breaker
-	(*UpstreamIdentity)(nil),     // 3: gatehouse.registry.v1.UpstreamIdentity
-	(*SecretRef)(nil),            // 4: gatehouse.registry.v1.SecretRef
-	(*StaticCredential)(nil),     // 5: gatehouse.registry.v1.StaticCredential
-	(*GatewayToken)(nil),         // 6: gatehouse.registry.v1.GatewayToken
-	(*TokenExchange)(nil),        // 7: gatehouse.registry.v1.TokenExchange
-	(*GetServerRequest)(nil),     // 8: gatehouse.registry.v1.GetServerRequest
-	(*GetServerResponse)(nil),    // 9: gatehouse.registry.v1.GetServerResponse
-	(*ListServersRequest)(nil),   // 10: gatehouse.registry.v1.ListServersRequest
-	(*ListServersResponse)(nil),  // 11: gatehouse.registry.v1.ListServersResponse
-	(*WatchServersRequest)(nil),  // 12: gatehouse.registry.v1.WatchServersRequest
-	(*WatchServersResponse)(nil), // 13: gatehouse.registry.v1.WatchServersResponse
-	nil,                          // 14: gatehouse.registry.v1.Server.EnvEntry
-	(*durationpb.Duration)(nil),  // 15: google.protobuf.Duration
+	(Transport)(0),                // 0: gatehouse.registry.v1.Transport
+	(*Server)(nil),                // 1: gatehouse.registry.v1.Server
+	(*Breaker)(nil),               // 2: gatehouse.registry.v1.Breaker
+	(*ServerCapabilities)(nil),    // 3: gatehouse.registry.v1.ServerCapabilities
+	(*ToolPin)(nil),               // 4: gatehouse.registry.v1.ToolPin
+	(*ServerPins)(nil),            // 5: gatehouse.registry.v1.ServerPins
+	(*ObservedTool)(nil),          // 6: gatehouse.registry.v1.ObservedTool
+	(*ReportToolsRequest)(nil),    // 7: gatehouse.registry.v1.ReportToolsRequest
+	(*ReportToolsResponse)(nil),   // 8: gatehouse.registry.v1.ReportToolsResponse
+	(*ApproveToolsRequest)(nil),   // 9: gatehouse.registry.v1.ApproveToolsRequest
+	(*ApproveToolsResponse)(nil),  // 10: gatehouse.registry.v1.ApproveToolsResponse
+	(*ImportServersRequest)(nil),  // 11: gatehouse.registry.v1.ImportServersRequest
+	(*ImportServersResponse)(nil), // 12: gatehouse.registry.v1.ImportServersResponse
+	(*UpstreamIdentity)(nil),      // 13: gatehouse.registry.v1.UpstreamIdentity
+	(*SecretRef)(nil),             // 14: gatehouse.registry.v1.SecretRef
+	(*StaticCredential)(nil),      // 15: gatehouse.registry.v1.StaticCredential
+	(*GatewayToken)(nil),          // 16: gatehouse.registry.v1.GatewayToken
+	(*TokenExchange)(nil),         // 17: gatehouse.registry.v1.TokenExchange
+	(*GetServerRequest)(nil),      // 18: gatehouse.registry.v1.GetServerRequest
+	(*GetServerResponse)(nil),     // 19: gatehouse.registry.v1.GetServerResponse
+	(*ListServersRequest)(nil),    // 20: gatehouse.registry.v1.ListServersRequest
+	(*ListServersResponse)(nil),   // 21: gatehouse.registry.v1.ListServersResponse
+	(*WatchServersRequest)(nil),   // 22: gatehouse.registry.v1.WatchServersRequest
+	(*WatchServersResponse)(nil),  // 23: gatehouse.registry.v1.WatchServersResponse
+	nil,                           // 24: gatehouse.registry.v1.Server.EnvEntry
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_gatehouse_registry_v1_registry_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.registry.v1.Server.transport:type_name -> gatehouse.registry.v1.Transport
-	14, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
-	15, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
-	3,  // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
+	24, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
+	25, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
+	13, // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
 	2,  // 4: gatehouse.registry.v1.Server.breaker:type_name -> gatehouse.registry.v1.Breaker
-	15, // 5: gatehouse.registry.v1.Breaker.window:type_name -> google.protobuf.Duration
-	15, // 6: gatehouse.registry.v1.Breaker.cooldown:type_name -> google.protobuf.Duration
-	5,  // 7: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
-	6,  // 8: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
-	7,  // 9: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
-	4,  // 10: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
-	15, // 11: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
-	4,  // 12: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
-	1,  // 13: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
-	1,  // 14: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	1,  // 15: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	8,  // 16: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
-	10, // 17: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
-	12, // 18: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
-	9,  // 19: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
-	11, // 20: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
-	13, // 21: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 5: gatehouse.registry.v1.Server.capabilities:type_name -> gatehouse.registry.v1.ServerCapabilities
+	25, // 6: gatehouse.registry.v1.Breaker.window:type_name -> google.protobuf.Duration
+	25, // 7: gatehouse.registry.v1.Breaker.cooldown:type_name -> google.protobuf.Duration
+	26, // 8: gatehouse.registry.v1.ToolPin.quarantined_at:type_name -> google.protobuf.Timestamp
+	26, // 9: gatehouse.registry.v1.ToolPin.approved_at:type_name -> google.protobuf.Timestamp
+	4,  // 10: gatehouse.registry.v1.ServerPins.tools:type_name -> gatehouse.registry.v1.ToolPin
+	26, // 11: gatehouse.registry.v1.ServerPins.first_use_until:type_name -> google.protobuf.Timestamp
+	6,  // 12: gatehouse.registry.v1.ReportToolsRequest.tools:type_name -> gatehouse.registry.v1.ObservedTool
+	5,  // 13: gatehouse.registry.v1.ReportToolsResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	5,  // 14: gatehouse.registry.v1.ApproveToolsResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	1,  // 15: gatehouse.registry.v1.ImportServersRequest.servers:type_name -> gatehouse.registry.v1.Server
+	15, // 16: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
+	16, // 17: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
+	17, // 18: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
+	14, // 19: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
+	25, // 20: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
+	14, // 21: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
+	1,  // 22: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
+	5,  // 23: gatehouse.registry.v1.GetServerResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	1,  // 24: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	1,  // 25: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	5,  // 26: gatehouse.registry.v1.WatchServersResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	18, // 27: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
+	20, // 28: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
+	22, // 29: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
+	7,  // 30: gatehouse.registry.v1.RegistryService.ReportTools:input_type -> gatehouse.registry.v1.ReportToolsRequest
+	9,  // 31: gatehouse.registry.v1.RegistryService.ApproveTools:input_type -> gatehouse.registry.v1.ApproveToolsRequest
+	11, // 32: gatehouse.registry.v1.RegistryService.ImportServers:input_type -> gatehouse.registry.v1.ImportServersRequest
+	19, // 33: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
+	21, // 34: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
+	23, // 35: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
+	8,  // 36: gatehouse.registry.v1.RegistryService.ReportTools:output_type -> gatehouse.registry.v1.ReportToolsResponse
+	10, // 37: gatehouse.registry.v1.RegistryService.ApproveTools:output_type -> gatehouse.registry.v1.ApproveToolsResponse
+	12, // 38: gatehouse.registry.v1.RegistryService.ImportServers:output_type -> gatehouse.registry.v1.ImportServersResponse
+	33, // [33:39] is the sub-list for method output_type
+	27, // [27:33] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_registry_v1_registry_proto_init() }
@@ -1094,7 +1963,7 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 	}
 	file_gatehouse_registry_v1_registry_proto_msgTypes[0].OneofWrappers = []any{}
 	file_gatehouse_registry_v1_registry_proto_msgTypes[1].OneofWrappers = []any{}
-	file_gatehouse_registry_v1_registry_proto_msgTypes[2].OneofWrappers = []any{
+	file_gatehouse_registry_v1_registry_proto_msgTypes[12].OneofWrappers = []any{
 		(*UpstreamIdentity_Static)(nil),
 		(*UpstreamIdentity_GatewayJwt)(nil),
 		(*UpstreamIdentity_TokenExchange)(nil),
@@ -1105,7 +1974,7 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_registry_v1_registry_proto_rawDesc), len(file_gatehouse_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

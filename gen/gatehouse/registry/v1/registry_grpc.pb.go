@@ -19,9 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_GetServer_FullMethodName    = "/gatehouse.registry.v1.RegistryService/GetServer"
-	RegistryService_ListServers_FullMethodName  = "/gatehouse.registry.v1.RegistryService/ListServers"
-	RegistryService_WatchServers_FullMethodName = "/gatehouse.registry.v1.RegistryService/WatchServers"
+	RegistryService_GetServer_FullMethodName     = "/gatehouse.registry.v1.RegistryService/GetServer"
+	RegistryService_ListServers_FullMethodName   = "/gatehouse.registry.v1.RegistryService/ListServers"
+	RegistryService_WatchServers_FullMethodName  = "/gatehouse.registry.v1.RegistryService/WatchServers"
+	RegistryService_ReportTools_FullMethodName   = "/gatehouse.registry.v1.RegistryService/ReportTools"
+	RegistryService_ApproveTools_FullMethodName  = "/gatehouse.registry.v1.RegistryService/ApproveTools"
+	RegistryService_ImportServers_FullMethodName = "/gatehouse.registry.v1.RegistryService/ImportServers"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -36,6 +39,21 @@ type RegistryServiceClient interface {
 	ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error)
 	// WatchServers sends the current servers, then every change.
 	WatchServers(ctx context.Context, in *WatchServersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchServersResponse], error)
+	// ReportTools is the ingress telling what a pinned server's tools/list showed: each tool's
+	// name and definition digest. In one etcd transaction the registry pins them all when the
+	// server has never been pinned (trust on first use), and otherwise quarantines each tool
+	// whose digest differs from its pin or that has none; each new quarantine is audited once.
+	// The gateway's own services only.
+	ReportTools(ctx context.Context, in *ReportToolsRequest, opts ...grpc.CallOption) (*ReportToolsResponse, error)
+	// ApproveTools re-pins a server's quarantined tools (or one of them) at the definition
+	// observed when it was quarantined, and lifts the quarantine. An operator's request
+	// (admin/servers.approve on the gateway), audited.
+	ApproveTools(ctx context.Context, in *ApproveToolsRequest, opts ...grpc.CallOption) (*ApproveToolsResponse, error)
+	// ImportServers adds servers read from the official MCP registry's server.json (or replaces
+	// servers imported before under the same names). Imported servers live apart from the
+	// configuration's; a name the configuration holds is refused. An operator's request
+	// (admin/servers.import on the gateway), audited.
+	ImportServers(ctx context.Context, in *ImportServersRequest, opts ...grpc.CallOption) (*ImportServersResponse, error)
 }
 
 type registryServiceClient struct {
@@ -85,6 +103,36 @@ func (c *registryServiceClient) WatchServers(ctx context.Context, in *WatchServe
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RegistryService_WatchServersClient = grpc.ServerStreamingClient[WatchServersResponse]
 
+func (c *registryServiceClient) ReportTools(ctx context.Context, in *ReportToolsRequest, opts ...grpc.CallOption) (*ReportToolsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportToolsResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ReportTools_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) ApproveTools(ctx context.Context, in *ApproveToolsRequest, opts ...grpc.CallOption) (*ApproveToolsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveToolsResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ApproveTools_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) ImportServers(ctx context.Context, in *ImportServersRequest, opts ...grpc.CallOption) (*ImportServersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportServersResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ImportServers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -97,6 +145,21 @@ type RegistryServiceServer interface {
 	ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error)
 	// WatchServers sends the current servers, then every change.
 	WatchServers(*WatchServersRequest, grpc.ServerStreamingServer[WatchServersResponse]) error
+	// ReportTools is the ingress telling what a pinned server's tools/list showed: each tool's
+	// name and definition digest. In one etcd transaction the registry pins them all when the
+	// server has never been pinned (trust on first use), and otherwise quarantines each tool
+	// whose digest differs from its pin or that has none; each new quarantine is audited once.
+	// The gateway's own services only.
+	ReportTools(context.Context, *ReportToolsRequest) (*ReportToolsResponse, error)
+	// ApproveTools re-pins a server's quarantined tools (or one of them) at the definition
+	// observed when it was quarantined, and lifts the quarantine. An operator's request
+	// (admin/servers.approve on the gateway), audited.
+	ApproveTools(context.Context, *ApproveToolsRequest) (*ApproveToolsResponse, error)
+	// ImportServers adds servers read from the official MCP registry's server.json (or replaces
+	// servers imported before under the same names). Imported servers live apart from the
+	// configuration's; a name the configuration holds is refused. An operator's request
+	// (admin/servers.import on the gateway), audited.
+	ImportServers(context.Context, *ImportServersRequest) (*ImportServersResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -115,6 +178,15 @@ func (UnimplementedRegistryServiceServer) ListServers(context.Context, *ListServ
 }
 func (UnimplementedRegistryServiceServer) WatchServers(*WatchServersRequest, grpc.ServerStreamingServer[WatchServersResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchServers not implemented")
+}
+func (UnimplementedRegistryServiceServer) ReportTools(context.Context, *ReportToolsRequest) (*ReportToolsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportTools not implemented")
+}
+func (UnimplementedRegistryServiceServer) ApproveTools(context.Context, *ApproveToolsRequest) (*ApproveToolsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveTools not implemented")
+}
+func (UnimplementedRegistryServiceServer) ImportServers(context.Context, *ImportServersRequest) (*ImportServersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportServers not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -184,6 +256,60 @@ func _RegistryService_WatchServers_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RegistryService_WatchServersServer = grpc.ServerStreamingServer[WatchServersResponse]
 
+func _RegistryService_ReportTools_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportToolsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ReportTools(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ReportTools_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ReportTools(ctx, req.(*ReportToolsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_ApproveTools_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveToolsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ApproveTools(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ApproveTools_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ApproveTools(ctx, req.(*ApproveToolsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_ImportServers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportServersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ImportServers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ImportServers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ImportServers(ctx, req.(*ImportServersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -198,6 +324,18 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListServers",
 			Handler:    _RegistryService_ListServers_Handler,
+		},
+		{
+			MethodName: "ReportTools",
+			Handler:    _RegistryService_ReportTools_Handler,
+		},
+		{
+			MethodName: "ApproveTools",
+			Handler:    _RegistryService_ApproveTools_Handler,
+		},
+		{
+			MethodName: "ImportServers",
+			Handler:    _RegistryService_ImportServers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

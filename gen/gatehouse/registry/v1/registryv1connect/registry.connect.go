@@ -42,6 +42,15 @@ const (
 	// RegistryServiceWatchServersProcedure is the fully-qualified name of the RegistryService's
 	// WatchServers RPC.
 	RegistryServiceWatchServersProcedure = "/gatehouse.registry.v1.RegistryService/WatchServers"
+	// RegistryServiceReportToolsProcedure is the fully-qualified name of the RegistryService's
+	// ReportTools RPC.
+	RegistryServiceReportToolsProcedure = "/gatehouse.registry.v1.RegistryService/ReportTools"
+	// RegistryServiceApproveToolsProcedure is the fully-qualified name of the RegistryService's
+	// ApproveTools RPC.
+	RegistryServiceApproveToolsProcedure = "/gatehouse.registry.v1.RegistryService/ApproveTools"
+	// RegistryServiceImportServersProcedure is the fully-qualified name of the RegistryService's
+	// ImportServers RPC.
+	RegistryServiceImportServersProcedure = "/gatehouse.registry.v1.RegistryService/ImportServers"
 )
 
 // RegistryServiceClient is a client for the gatehouse.registry.v1.RegistryService service.
@@ -52,6 +61,21 @@ type RegistryServiceClient interface {
 	ListServers(context.Context, *connect.Request[v1.ListServersRequest]) (*connect.Response[v1.ListServersResponse], error)
 	// WatchServers sends the current servers, then every change.
 	WatchServers(context.Context, *connect.Request[v1.WatchServersRequest]) (*connect.ServerStreamForClient[v1.WatchServersResponse], error)
+	// ReportTools is the ingress telling what a pinned server's tools/list showed: each tool's
+	// name and definition digest. In one etcd transaction the registry pins them all when the
+	// server has never been pinned (trust on first use), and otherwise quarantines each tool
+	// whose digest differs from its pin or that has none; each new quarantine is audited once.
+	// The gateway's own services only.
+	ReportTools(context.Context, *connect.Request[v1.ReportToolsRequest]) (*connect.Response[v1.ReportToolsResponse], error)
+	// ApproveTools re-pins a server's quarantined tools (or one of them) at the definition
+	// observed when it was quarantined, and lifts the quarantine. An operator's request
+	// (admin/servers.approve on the gateway), audited.
+	ApproveTools(context.Context, *connect.Request[v1.ApproveToolsRequest]) (*connect.Response[v1.ApproveToolsResponse], error)
+	// ImportServers adds servers read from the official MCP registry's server.json (or replaces
+	// servers imported before under the same names). Imported servers live apart from the
+	// configuration's; a name the configuration holds is refused. An operator's request
+	// (admin/servers.import on the gateway), audited.
+	ImportServers(context.Context, *connect.Request[v1.ImportServersRequest]) (*connect.Response[v1.ImportServersResponse], error)
 }
 
 // NewRegistryServiceClient constructs a client for the gatehouse.registry.v1.RegistryService
@@ -83,14 +107,35 @@ func NewRegistryServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(registryServiceMethods.ByName("WatchServers")),
 			connect.WithClientOptions(opts...),
 		),
+		reportTools: connect.NewClient[v1.ReportToolsRequest, v1.ReportToolsResponse](
+			httpClient,
+			baseURL+RegistryServiceReportToolsProcedure,
+			connect.WithSchema(registryServiceMethods.ByName("ReportTools")),
+			connect.WithClientOptions(opts...),
+		),
+		approveTools: connect.NewClient[v1.ApproveToolsRequest, v1.ApproveToolsResponse](
+			httpClient,
+			baseURL+RegistryServiceApproveToolsProcedure,
+			connect.WithSchema(registryServiceMethods.ByName("ApproveTools")),
+			connect.WithClientOptions(opts...),
+		),
+		importServers: connect.NewClient[v1.ImportServersRequest, v1.ImportServersResponse](
+			httpClient,
+			baseURL+RegistryServiceImportServersProcedure,
+			connect.WithSchema(registryServiceMethods.ByName("ImportServers")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // registryServiceClient implements RegistryServiceClient.
 type registryServiceClient struct {
-	getServer    *connect.Client[v1.GetServerRequest, v1.GetServerResponse]
-	listServers  *connect.Client[v1.ListServersRequest, v1.ListServersResponse]
-	watchServers *connect.Client[v1.WatchServersRequest, v1.WatchServersResponse]
+	getServer     *connect.Client[v1.GetServerRequest, v1.GetServerResponse]
+	listServers   *connect.Client[v1.ListServersRequest, v1.ListServersResponse]
+	watchServers  *connect.Client[v1.WatchServersRequest, v1.WatchServersResponse]
+	reportTools   *connect.Client[v1.ReportToolsRequest, v1.ReportToolsResponse]
+	approveTools  *connect.Client[v1.ApproveToolsRequest, v1.ApproveToolsResponse]
+	importServers *connect.Client[v1.ImportServersRequest, v1.ImportServersResponse]
 }
 
 // GetServer calls gatehouse.registry.v1.RegistryService.GetServer.
@@ -108,6 +153,21 @@ func (c *registryServiceClient) WatchServers(ctx context.Context, req *connect.R
 	return c.watchServers.CallServerStream(ctx, req)
 }
 
+// ReportTools calls gatehouse.registry.v1.RegistryService.ReportTools.
+func (c *registryServiceClient) ReportTools(ctx context.Context, req *connect.Request[v1.ReportToolsRequest]) (*connect.Response[v1.ReportToolsResponse], error) {
+	return c.reportTools.CallUnary(ctx, req)
+}
+
+// ApproveTools calls gatehouse.registry.v1.RegistryService.ApproveTools.
+func (c *registryServiceClient) ApproveTools(ctx context.Context, req *connect.Request[v1.ApproveToolsRequest]) (*connect.Response[v1.ApproveToolsResponse], error) {
+	return c.approveTools.CallUnary(ctx, req)
+}
+
+// ImportServers calls gatehouse.registry.v1.RegistryService.ImportServers.
+func (c *registryServiceClient) ImportServers(ctx context.Context, req *connect.Request[v1.ImportServersRequest]) (*connect.Response[v1.ImportServersResponse], error) {
+	return c.importServers.CallUnary(ctx, req)
+}
+
 // RegistryServiceHandler is an implementation of the gatehouse.registry.v1.RegistryService service.
 type RegistryServiceHandler interface {
 	// GetServer returns one server by name.
@@ -116,6 +176,21 @@ type RegistryServiceHandler interface {
 	ListServers(context.Context, *connect.Request[v1.ListServersRequest]) (*connect.Response[v1.ListServersResponse], error)
 	// WatchServers sends the current servers, then every change.
 	WatchServers(context.Context, *connect.Request[v1.WatchServersRequest], *connect.ServerStream[v1.WatchServersResponse]) error
+	// ReportTools is the ingress telling what a pinned server's tools/list showed: each tool's
+	// name and definition digest. In one etcd transaction the registry pins them all when the
+	// server has never been pinned (trust on first use), and otherwise quarantines each tool
+	// whose digest differs from its pin or that has none; each new quarantine is audited once.
+	// The gateway's own services only.
+	ReportTools(context.Context, *connect.Request[v1.ReportToolsRequest]) (*connect.Response[v1.ReportToolsResponse], error)
+	// ApproveTools re-pins a server's quarantined tools (or one of them) at the definition
+	// observed when it was quarantined, and lifts the quarantine. An operator's request
+	// (admin/servers.approve on the gateway), audited.
+	ApproveTools(context.Context, *connect.Request[v1.ApproveToolsRequest]) (*connect.Response[v1.ApproveToolsResponse], error)
+	// ImportServers adds servers read from the official MCP registry's server.json (or replaces
+	// servers imported before under the same names). Imported servers live apart from the
+	// configuration's; a name the configuration holds is refused. An operator's request
+	// (admin/servers.import on the gateway), audited.
+	ImportServers(context.Context, *connect.Request[v1.ImportServersRequest]) (*connect.Response[v1.ImportServersResponse], error)
 }
 
 // NewRegistryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -143,6 +218,24 @@ func NewRegistryServiceHandler(svc RegistryServiceHandler, opts ...connect.Handl
 		connect.WithSchema(registryServiceMethods.ByName("WatchServers")),
 		connect.WithHandlerOptions(opts...),
 	)
+	registryServiceReportToolsHandler := connect.NewUnaryHandler(
+		RegistryServiceReportToolsProcedure,
+		svc.ReportTools,
+		connect.WithSchema(registryServiceMethods.ByName("ReportTools")),
+		connect.WithHandlerOptions(opts...),
+	)
+	registryServiceApproveToolsHandler := connect.NewUnaryHandler(
+		RegistryServiceApproveToolsProcedure,
+		svc.ApproveTools,
+		connect.WithSchema(registryServiceMethods.ByName("ApproveTools")),
+		connect.WithHandlerOptions(opts...),
+	)
+	registryServiceImportServersHandler := connect.NewUnaryHandler(
+		RegistryServiceImportServersProcedure,
+		svc.ImportServers,
+		connect.WithSchema(registryServiceMethods.ByName("ImportServers")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.registry.v1.RegistryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case RegistryServiceGetServerProcedure:
@@ -151,6 +244,12 @@ func NewRegistryServiceHandler(svc RegistryServiceHandler, opts ...connect.Handl
 			registryServiceListServersHandler.ServeHTTP(w, r)
 		case RegistryServiceWatchServersProcedure:
 			registryServiceWatchServersHandler.ServeHTTP(w, r)
+		case RegistryServiceReportToolsProcedure:
+			registryServiceReportToolsHandler.ServeHTTP(w, r)
+		case RegistryServiceApproveToolsProcedure:
+			registryServiceApproveToolsHandler.ServeHTTP(w, r)
+		case RegistryServiceImportServersProcedure:
+			registryServiceImportServersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -170,4 +269,16 @@ func (UnimplementedRegistryServiceHandler) ListServers(context.Context, *connect
 
 func (UnimplementedRegistryServiceHandler) WatchServers(context.Context, *connect.Request[v1.WatchServersRequest], *connect.ServerStream[v1.WatchServersResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.registry.v1.RegistryService.WatchServers is not implemented"))
+}
+
+func (UnimplementedRegistryServiceHandler) ReportTools(context.Context, *connect.Request[v1.ReportToolsRequest]) (*connect.Response[v1.ReportToolsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.registry.v1.RegistryService.ReportTools is not implemented"))
+}
+
+func (UnimplementedRegistryServiceHandler) ApproveTools(context.Context, *connect.Request[v1.ApproveToolsRequest]) (*connect.Response[v1.ApproveToolsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.registry.v1.RegistryService.ApproveTools is not implemented"))
+}
+
+func (UnimplementedRegistryServiceHandler) ImportServers(context.Context, *connect.Request[v1.ImportServersRequest]) (*connect.Response[v1.ImportServersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.registry.v1.RegistryService.ImportServers is not implemented"))
 }
