@@ -99,13 +99,9 @@ func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 	}
 	result, _ := json.Marshal(map[string]any{
 		"protocolVersion": revision,
-		"capabilities": map[string]any{
-			"tools": map[string]any{"listChanged": true}, "prompts": map[string]any{"listChanged": true},
-			"resources": map[string]any{"listChanged": true, "subscribe": true}, "logging": map[string]any{},
-			"completions": map[string]any{},
-		},
-		"serverInfo":   json.RawMessage(gatewayInfo),
-		"instructions": s.instructions(servers),
+		"capabilities":    s.capabilities(servers),
+		"serverInfo":      json.RawMessage(gatewayInfo),
+		"instructions":    s.instructions(servers),
 	})
 	s.logger.Info("aggregated session opened", "session_tag", digest([]byte(rec.ID))[:12], "principal", rec.Principal, "tenant", rec.Tenant, "servers", servers, "trace_id", x.traceID)
 	x.w.Header().Set(headerSession, rec.ID)
@@ -447,8 +443,53 @@ func resultResponse(id json.RawMessage, result []byte) []byte {
 }
 
 // serverInstructions is what a server declares its instructions to be, for the merged
-// initialize; the registry does not hold them yet.
-func serverInstructions(*registryv1.Server) string { return "" }
+// initialize.
+func serverInstructions(srv *registryv1.Server) string { return srv.GetInstructions() }
+
+// capabilities merges the servers' declared capabilities. A server that declares none may
+// have any, so then every capability the gateway routes is advertised.
+func (s *Service) capabilities(servers []string) map[string]any {
+	all := &registryv1.ServerCapabilities{Tools: true, ToolsListChanged: true, Prompts: true, PromptsListChanged: true,
+		Resources: true, ResourcesSubscribe: true, ResourcesListChanged: true, Logging: true, Completions: true}
+	union := &registryv1.ServerCapabilities{}
+	for _, name := range servers {
+		srv, ok := s.deps.Catalog.Server(name)
+		if !ok {
+			continue
+		}
+		c := srv.GetCapabilities()
+		if c == nil {
+			union = all
+			break
+		}
+		union.Tools = union.Tools || c.GetTools()
+		union.ToolsListChanged = union.ToolsListChanged || c.GetToolsListChanged()
+		union.Prompts = union.Prompts || c.GetPrompts()
+		union.PromptsListChanged = union.PromptsListChanged || c.GetPromptsListChanged()
+		union.Resources = union.Resources || c.GetResources()
+		union.ResourcesSubscribe = union.ResourcesSubscribe || c.GetResourcesSubscribe()
+		union.ResourcesListChanged = union.ResourcesListChanged || c.GetResourcesListChanged()
+		union.Logging = union.Logging || c.GetLogging()
+		union.Completions = union.Completions || c.GetCompletions()
+	}
+	out := map[string]any{}
+	if union.Tools {
+		out["tools"] = map[string]any{"listChanged": union.ToolsListChanged}
+	}
+	if union.Prompts {
+		out["prompts"] = map[string]any{"listChanged": union.PromptsListChanged}
+	}
+	if union.Resources {
+		out["resources"] = map[string]any{"listChanged": union.ResourcesListChanged, "subscribe": union.ResourcesSubscribe}
+	}
+	if union.Logging {
+		out["logging"] = map[string]any{}
+	}
+	if union.Completions {
+		out["completions"] = map[string]any{}
+	}
+	return out
+}
 
 // listenAggregated serves an aggregated session's GET stream: the messages of every server's
 // upstream that belong to no request (list_changed, resource updates, logs, server

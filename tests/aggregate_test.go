@@ -251,8 +251,9 @@ func TestAggregatedCollisions(t *testing.T) {
 	t.Parallel()
 	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
 	g := gatehousetest.Start(t, gatehousetest.Options{
-		Config: "servers:\n" + stdioEntry("a", echo) + "    prefix: \"\"\n" + stdioEntry("b", echo) +
-			stdioEntry("mute", "sleep", "600") + "    timeout: 1s\n",
+		Config: "servers:\n" + stdioEntry("a", echo) + "    prefix: \"\"\n    instructions: Echo things back.\n    capabilities: {tools: {}, resources: {}}\n" +
+			stdioEntry("b", echo) + "    capabilities: {tools: {listChanged: true}, prompts: {}}\n" +
+			stdioEntry("mute", "sleep", "600") + "    timeout: 1s\n    capabilities: {prompts: {}}\n",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -262,6 +263,15 @@ func TestAggregatedCollisions(t *testing.T) {
 		t.Fatalf("connect: %v\n%s", err, g.Logs())
 	}
 	defer cs.Close()
+	// The merged initialize: the declared capabilities' union, the instructions under their
+	// server's name.
+	init := cs.InitializeResult()
+	if c := init.Capabilities; c.Tools == nil || !c.Tools.ListChanged || c.Prompts == nil || c.Prompts.ListChanged || c.Resources == nil || c.Resources.Subscribe || c.Logging != nil {
+		t.Errorf("capabilities %+v, want tools (listChanged), prompts, resources, no logging", c)
+	}
+	if init.Instructions != "## a\nEcho things back." {
+		t.Errorf("instructions %q", init.Instructions)
+	}
 	tools, err := cs.ListTools(ctx, &mcp.ListToolsParams{})
 	if err != nil {
 		t.Fatalf("tools/list: %v", err)
