@@ -239,6 +239,7 @@ func (r *Report) Markdown() string {
 	w("p50/p99 are per-run latency percentiles of one list as the client measures it; for direct ×3 one list is the three servers' lists fetched one after another. ")
 	w("Bytes are the HTTP bodies of the answers as read from the wire (with SSE framing where the server streamed), summed over the pages and servers of one list. ")
 	w("CPU is user+system time during the measured window (from /proc/PID/stat, 10 ms resolution) per 1,000 lists: of the gateway process, of the three upstreams summed, and of the load generator itself. ")
+	w("Every latency includes the client's own decoding of the answer (the SDK reads each tool's schema), a cost proportional to the tools listed and the same on paths of the same list: the client column shows it. ")
 	w("Ratios divide one path's percentile by another's in the same repeat, then take the median and range over the repeats. ")
 	w("The machine is shared and small: compare paths within this report, not across reports.\n\n")
 
