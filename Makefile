@@ -46,12 +46,15 @@ test-race: node-deps
 
 test: check-generate lint test-modules test-go test-race
 
+# tools/call against the floors, then tools/list of a large aggregated list.
 bench:
 	go run ./bench/cmd/gatebench -out docs/benchmarks.md
+	go run ./bench/cmd/gatebench lists -out docs/benchmarks-lists.md
 
-# A smoke run of the benchmark: every path and workload end to end, no figures worth keeping.
+# A smoke run of the benchmarks: every path and workload end to end, no figures worth keeping.
 bench-quick:
 	go run ./bench/cmd/gatebench -quick -out ""
+	go run ./bench/cmd/gatebench lists -quick -out ""
 
 up:
 	go run ./cmd/gatehouse up --config examples/gatehouse.yaml

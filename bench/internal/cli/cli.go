@@ -27,6 +27,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == floorSubcommand {
 		return floor.Serve(ctx, args[1:], stderr)
 	}
+	if len(args) > 0 && args[0] == listsSubcommand {
+		return runLists(ctx, args[1:], getenv, stdout, stderr)
+	}
 	cfg, out, err := parse(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -45,7 +48,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	fmt.Fprintf(stderr, "finished in %v\n", time.Since(start).Round(time.Second))
-	md := rep.Markdown()
+	return emit(rep.Markdown(), out, stdout, stderr)
+}
+
+// emit prints a report and, unless out is empty, writes it there.
+func emit(md, out string, stdout, stderr io.Writer) error {
 	if _, err := io.WriteString(stdout, md); err != nil {
 		return err
 	}

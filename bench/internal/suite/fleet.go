@@ -53,7 +53,7 @@ func (f *fleet) start(ctx context.Context, rep *report.Report) ([]*path, error) 
 		}
 		return false
 	}
-	token, err := randomToken()
+	token, err := RandomToken()
 	if err != nil {
 		return nil, err
 	}
@@ -263,10 +263,15 @@ func (f *fleet) stopAll(rep *report.Report) {
 
 // build runs `go build -o out pkg` in the repository root.
 func (f *fleet) build(ctx context.Context, out, pkg string) error {
+	return Build(ctx, f.cfg.Repo, out, pkg)
+}
+
+// Build runs `go build -o out pkg` in repo, bounded by buildTimeout.
+func Build(ctx context.Context, repo, out, pkg string) error {
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Dir = f.cfg.Repo
+	cmd.Dir = repo
 	msg, err := cmd.CombinedOutput()
 	if err != nil {
 		text := strings.TrimSpace(string(msg))
@@ -278,7 +283,8 @@ func (f *fleet) build(ctx context.Context, out, pkg string) error {
 	return nil
 }
 
-func randomToken() (string, error) {
+// RandomToken returns a fresh bearer token for the gateway's dev principal.
+func RandomToken() (string, error) {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("token: %w", err)

@@ -175,7 +175,7 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	}
 
 	rep := &report.Report{
-		Machine: describeMachine(ctx, cfg.Repo),
+		Machine: DescribeMachine(ctx, cfg.Repo),
 		Params: report.Params{
 			Command:  cfg.Command,
 			Sessions: cfg.Sessions,
@@ -381,8 +381,9 @@ func progressLine(r report.Run) string {
 	return line
 }
 
-// describeMachine gathers what the report states about where it ran.
-func describeMachine(ctx context.Context, repo string) report.Machine {
+// DescribeMachine gathers what a report states about where it ran, for the repository at
+// repo (its commit).
+func DescribeMachine(ctx context.Context, repo string) report.Machine {
 	m := report.Machine{CPUs: runtime.NumCPU(), Date: time.Now().UTC(), GoVersion: runtime.Version()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.Lines(string(b)) {

@@ -299,6 +299,8 @@ func TestRunRejects(t *testing.T) {
 		{name: "extra argument", args: []string{"stray"}, wantSub: "unexpected arguments"},
 		{name: "bad log level", args: []string{"-log-level", "loud"}, wantSub: "log level"},
 		{name: "whoami-env without whoami", args: []string{"-whoami-env", "HOME"}, wantSub: "needs -whoami"},
+		{name: "negative extra tools", args: []string{"-extra-tools", "-1"}, wantSub: "want 0 to"},
+		{name: "too many extra tools", args: []string{"-extra-tools", "10001"}, wantSub: "want 0 to"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ type config struct {
 	LogLevel     string
 	Whoami       bool
 	WhoamiEnv    string
+	ExtraTools   int
 }
 
 // shutdownGrace bounds how long in-flight HTTP requests get once the server is
@@ -47,13 +48,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&cfg.Whoami, "whoami", false, "add the whoami tool, which reports the Authorization header of each call (for testing what a gateway sends upstream)")
 	fs.StringVar(&cfg.WhoamiEnv, "whoami-env", "", "comma-separated environment variables whoami also reports (needs -whoami)")
+	fs.IntVar(&cfg.ExtraTools, "extra-tools", 0, fmt.Sprintf("register this many more small synthetic tools (tool_0001 …, at most %d), for measuring large lists", maxExtraTools))
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	opts := options{Whoami: cfg.Whoami}
+	if cfg.ExtraTools < 0 || cfg.ExtraTools > maxExtraTools {
+		return fmt.Errorf("-extra-tools %d: want 0 to %d", cfg.ExtraTools, maxExtraTools)
+	}
+	opts := options{Whoami: cfg.Whoami, ExtraTools: cfg.ExtraTools}
 	for name := range strings.SplitSeq(cfg.WhoamiEnv, ",") {
 		if name = strings.TrimSpace(name); name != "" {
 			opts.WhoamiEnv = append(opts.WhoamiEnv, name)

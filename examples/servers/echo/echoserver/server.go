@@ -65,6 +65,9 @@ type options struct {
 	// gateway sends upstream, and reveals credentials to whoever may call it.
 	Whoami    bool
 	WhoamiEnv []string
+	// ExtraTools is how many synthetic tools (synthetic.go) to add, so that a benchmark can
+	// measure a large tools/list against a server whose other costs stay tiny.
+	ExtraTools int
 }
 
 // WhoamiResult is the structured output of the whoami tool.
@@ -101,6 +104,7 @@ func newServer(logger *slog.Logger, opts options) *mcp.Server {
 			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: new(false)},
 		}, whoamiTool(opts.WhoamiEnv))
 	}
+	addSyntheticTools(server, opts.ExtraTools)
 
 	server.AddResource(&mcp.Resource{
 		URI:         readmeURI,
