@@ -93,7 +93,7 @@ func (s *Service) aggregateList(ctx context.Context, x *exchange, m *jsonrpc.Mes
 	wg.Wait()
 
 	budget := s.cfg.ListPageSize
-	items := make([]json.RawMessage, 0, 64)
+	items := make([][]byte, 0, 64)
 	var next []listPos
 	seen := map[string]string{} // resource URIs given on this page: which server has each
 	full := false
@@ -132,21 +132,17 @@ func (s *Service) aggregateList(ctx context.Context, x *exchange, m *jsonrpc.Mes
 			full = true
 		}
 	}
-	result := map[string]any{kind.field: items}
+	// The items are what the servers sent (renamed in place): joined, not encoded again.
+	body := append(append(append([]byte(`{"`), kind.field...), `":`...), joinArray(items)...)
 	if len(next) > 0 {
 		cur, err := s.sealCursor(x.session.ID, x.session.CursorKey, listCursor{Method: m.Method, Left: next})
 		if err != nil {
 			s.refuse(x, m.ID, errInternal, err)
 			return
 		}
-		result["nextCursor"] = cur
+		body = append(append(body, `,"nextCursor":`...), mustQuote(cur)...)
 	}
-	body, err := json.Marshal(result)
-	if err != nil {
-		s.refuse(x, m.ID, errInternal, err)
-		return
-	}
-	_ = r.answer(resultResponse(m.ID, body), nil)
+	_ = r.answer(resultResponse(m.ID, append(body, '}')), nil)
 }
 
 // listServer reads one page of one server's list, as a call on that server (decided, audited
@@ -176,21 +172,17 @@ func (s *Service) listServer(ctx context.Context, x *exchange, m *jsonrpc.Messag
 		}
 		return serverPage{}
 	}
-	var msg struct {
-		Result *struct {
-			Next string `json:"nextCursor"`
-		} `json:"result"`
-	}
-	var items struct {
-		Result map[string]json.RawMessage `json:"result"`
-	}
-	if json.Unmarshal(got.final, &msg) != nil || msg.Result == nil || json.Unmarshal(got.final, &items) != nil {
+	rs, re, ok, err := member(got.final, "result")
+	if err != nil || !ok {
 		s.logger.Warn("aggregated list: server left out", "server", srv.GetName(), "method", m.Method, "reason", "an error or unreadable answer", "trace_id", x.traceID)
 		return serverPage{}
 	}
-	page := serverPage{ok: true, next: msg.Result.Next}
-	if list := items.Result[field]; list != nil {
-		if err := json.Unmarshal(list, &page.items); err != nil {
+	result := got.final[rs:re]
+	page := serverPage{ok: true, next: memberString(result, "nextCursor")}
+	if ls, le, ok, err := member(result, field); err == nil && ok {
+		list := result[ls:le]
+		err = elements(list, func(a, b int) { page.items = append(page.items, list[a:b]) })
+		if err != nil {
 			s.logger.Warn("aggregated list: server left out", "server", srv.GetName(), "method", m.Method, "reason", "unreadable items", "trace_id", x.traceID)
 			return serverPage{}
 		}
@@ -206,13 +198,13 @@ func (s *Service) listServer(ctx context.Context, x *exchange, m *jsonrpc.Messag
 // its server's prefix; a resource kept as it is, unless an earlier server (configuration
 // order) listed the same URI on this page, when it is hidden and logged. An unprefixed
 // server's item whose name another server's prefix claims is hidden and logged too.
-func (s *Service) aggregateItem(x *exchange, item json.RawMessage, srv *registryv1.Server, servers []*registryv1.Server, key string, prefixed bool, seen map[string]string) (json.RawMessage, bool) {
-	var named map[string]json.RawMessage
-	if json.Unmarshal(item, &named) != nil {
+func (s *Service) aggregateItem(x *exchange, item []byte, srv *registryv1.Server, servers []*registryv1.Server, key string, prefixed bool, seen map[string]string) ([]byte, bool) {
+	ns, ne, ok, err := member(item, key)
+	if err != nil || !ok {
 		return nil, false
 	}
-	var name string
-	if json.Unmarshal(named[key], &name) != nil || name == "" {
+	name, ok := stringOf(item[ns:ne])
+	if !ok || name == "" {
 		return nil, false
 	}
 	if !prefixed {
@@ -226,15 +218,14 @@ func (s *Service) aggregateItem(x *exchange, item json.RawMessage, srv *registry
 		}
 		return item, true
 	}
-	if aggregatedName(srv, name) == name && claimed(servers, name) {
-		s.logger.Warn("aggregated list: a name another server's prefix claims; hidden", "name", name, "server", srv.GetName())
-		return nil, false
+	if aggregatedName(srv, name) == name {
+		if claimed(servers, name) {
+			s.logger.Warn("aggregated list: a name another server's prefix claims; hidden", "name", name, "server", srv.GetName())
+			return nil, false
+		}
+		return item, true
 	}
-	out, err := splice(item, key, mustQuote(aggregatedName(srv, name)))
-	if err != nil {
-		return nil, false
-	}
-	return out, true
+	return replaceRange(item, ns, ne, mustQuote(aggregatedName(srv, name))), true
 }
 
 func mustQuote(s string) []byte {
@@ -320,29 +311,14 @@ func cursorMAC(session, key, payload string) (string, error) {
 // (the bytes around it unchanged). The member must be there, once (both edges refuse
 // duplicate keys).
 func splice(obj []byte, key string, value []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	start, end, ok, err := member(obj, key)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("splice %q: not an object", key)
+	case !ok:
+		return nil, fmt.Errorf("splice %q: no such member", key)
 	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("splice %q: %w", key, err)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("splice %q: %w", key, err)
-		}
-		if k, _ := t.(string); k == key {
-			end := int(dec.InputOffset())
-			start := end - len(raw)
-			out := make([]byte, 0, len(obj)-len(raw)+len(value))
-			out = append(out, obj[:start]...)
-			out = append(out, value...)
-			return append(out, obj[end:]...), nil
-		}
-	}
-	return nil, fmt.Errorf("splice %q: no such member", key)
+	return replaceRange(obj, start, end, value), nil
 }
 
 // resourceIndex remembers, per aggregated session on this replica, which server listed each

@@ -32,35 +32,39 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 	if !ok {
 		return final, nil
 	}
-	var msg map[string]json.RawMessage
-	if err := json.Unmarshal(final, &msg); err != nil {
+	rs, re, ok, err := member(final, "result")
+	if err != nil {
 		return nil, fmt.Errorf("read the upstream's %s answer: %w", c.msg.Method, err)
 	}
-	raw, ok := msg["result"]
 	if !ok {
-		return final, nil
+		return final, nil // an error response
 	}
-	var result map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &result); err != nil {
+	result := final[rs:re]
+	ls, le, ok, err := member(result, kind.field)
+	if err != nil {
 		return nil, fmt.Errorf("read the upstream's %s result: %w", c.msg.Method, err)
 	}
+	if !ok {
+		return final, nil // nothing listed
+	}
+	list := result[ls:le]
 	var items []json.RawMessage
-	if list, ok := result[kind.field]; ok {
-		if err := json.Unmarshal(list, &items); err != nil {
-			return nil, fmt.Errorf("read the upstream's %s: %w", kind.field, err)
-		}
+	if err := elements(list, func(a, b int) { items = append(items, list[a:b]) }); err != nil {
+		return nil, fmt.Errorf("read the upstream's %s: %w", kind.field, err)
 	}
 	items = s.keepPinnedItems(ctx, c, items)
 	names := make([]string, len(items))
 	for i, it := range items {
-		var named map[string]json.RawMessage
-		if err := json.Unmarshal(it, &named); err != nil {
+		start, end, ok, err := member(it, kind.key)
+		if err != nil {
 			return nil, fmt.Errorf("read an item of %s: %w", kind.field, err)
 		}
-		// An item without a name cannot be decided: it is not listed.
-		_ = json.Unmarshal(named[kind.key], &names[i])
+		if ok {
+			// An item without a name cannot be decided: it is not listed.
+			names[i], _ = stringOf(it[start:end])
+		}
 	}
-	kept := make([]json.RawMessage, 0, len(items))
+	kept := make([][]byte, 0, len(items))
 	for start := 0; start < len(items); start += maxFilterNames {
 		end := min(start+maxFilterNames, len(items))
 		resp, err := s.deps.Policy.Filter(ctx, connect.NewRequest(&policyv1.FilterRequest{
@@ -71,18 +75,11 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 			return nil, err
 		}
 		for i, allowed := range resp.Msg.GetAllowed() {
-			if allowed && names[start+i] != "" && start+i < end {
+			if allowed && start+i < end && names[start+i] != "" {
 				kept = append(kept, items[start+i])
 			}
 		}
 	}
-	list, err := json.Marshal(kept)
-	if err != nil {
-		return nil, err
-	}
-	result[kind.field] = list
-	if msg["result"], err = json.Marshal(result); err != nil {
-		return nil, err
-	}
-	return json.Marshal(msg)
+	// Only the list's bytes change: the rest of the answer is forwarded as the upstream wrote it.
+	return replaceRange(final, rs+ls, rs+le, joinArray(kept)), nil
 }
