@@ -27,22 +27,26 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index just past the string whose opening quote is at i.
+// skipString returns the index just past the string whose opening quote is at i. It looks
+// for each next quote (bytes.IndexByte, vectorised) and counts the backslashes before it: an
+// odd count escapes it.
 func skipString(b []byte, i int) (int, error) {
-	i++
+	first := i + 1
+	i = first
 	for {
-		j := bytes.IndexAny(b[i:], "\"\\")
+		j := bytes.IndexByte(b[i:], '"')
 		if j < 0 {
 			return 0, errNav
 		}
 		i += j
-		if b[i] == '"' {
+		n := 0
+		for k := i - 1; k >= first && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
 			return i + 1, nil
 		}
-		i += 2 // a backslash and the byte it escapes
-		if i > len(b) {
-			return 0, errNav
-		}
+		i++
 	}
 }
 
