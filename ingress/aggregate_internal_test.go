@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -125,3 +126,31 @@ func TestTagRequest(t *testing.T) {
 		t.Fatalf("a notification was changed: %s", out)
 	}
 }
+
+func TestResourceIndex(t *testing.T) {
+	t.Parallel()
+	servers := []*registryv1.Server{{Name: "a"}, {Name: "b"}}
+	var ix resourceIndex
+	ix.note("s1", "file:///x", "b", servers)
+	ix.note("s1", "file:///x", "a", servers) // earlier in config order: it takes the URI
+	ix.note("s1", "file:///x", "b", servers) // a later server never takes it back
+	if got, _ := ix.lookup("s1", "file:///x"); got != "a" {
+		t.Fatalf("file:///x routed to %q, want a", got)
+	}
+	ix.note("s1", "file:///"+strings.Repeat("y", 2000), "a", servers)
+	if _, ok := ix.lookup("s1", "file:///"+strings.Repeat("y", 2000)); ok {
+		t.Fatal("a URI over MaxName was indexed")
+	}
+	for i := range maxIndexedSessions + 10 {
+		ix.note("other"+strings.Repeat("-", i%3)+string(rune('A'+i%26))+itoa(i), "u", "a", servers)
+	}
+	if n := len(ix.sessions); n > maxIndexedSessions {
+		t.Fatalf("%d sessions indexed, over %d", n, maxIndexedSessions)
+	}
+	ix.forget("s1")
+	if _, ok := ix.lookup("s1", "file:///x"); ok {
+		t.Fatal("a forgotten session still routes")
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -208,13 +208,20 @@ func (s *Service) aggregateItem(x *exchange, item []byte, srv *registryv1.Server
 		return nil, false
 	}
 	if !prefixed {
-		if first, dup := seen[name]; dup {
+		first, dup := seen[name]
+		if !dup && key == "uri" {
+			// An earlier page may have listed it from an earlier server.
+			if owner, ok := s.resources.lookup(x.session.ID, name); ok && owner != srv.GetName() && rank(servers, owner) < rank(servers, srv.GetName()) {
+				first, dup = owner, true
+			}
+		}
+		if dup {
 			s.logger.Warn("aggregated list: a URI two servers serve; the later one is hidden", "uri", name, "served_by", first, "hidden", srv.GetName())
 			return nil, false
 		}
 		seen[name] = srv.GetName()
 		if key == "uri" {
-			s.resources.note(x.session.ID, name, srv.GetName())
+			s.resources.note(x.session.ID, name, srv.GetName(), servers)
 		}
 		return item, true
 	}
@@ -322,51 +329,111 @@ func splice(obj []byte, key string, value []byte) ([]byte, error) {
 }
 
 // resourceIndex remembers, per aggregated session on this replica, which server listed each
-// resource URI, so that resources/read goes straight to it. Bounded: past maxIndexedSessions
-// an arbitrary session's entries are dropped, past maxIndexedURIs a session's new URIs are
-// not remembered (a read then tries the servers in order, as for a URI never listed).
+// resource URI, so that resources/read goes straight to it. An entry names the earliest
+// server (configuration order) that listed the URI: a later server listing it too, on any
+// page, can never take it over. Bounded: URIs over jsonrpc.MaxName are not kept, a session
+// keeps at most maxIndexedURIs, and past maxIndexedSessions the least recently used
+// session's entries are dropped (a read then tries the servers in order, as for a URI never
+// listed). Entries of ended sessions are dropped by endSession here, and age out elsewhere.
 type resourceIndex struct {
 	mu       sync.Mutex
-	sessions map[string]map[string]string
+	sessions map[string]*indexedSession
+	clock    uint64
+	bytes    int // of every session's URIs and server names
+}
+
+type indexedSession struct {
+	uris  map[string]string
+	used  uint64
+	bytes int
 }
 
 const (
 	maxIndexedSessions = 4096
-	maxIndexedURIs     = 10000
+	maxIndexedURIs     = 2048
+	maxIndexedBytes    = 64 << 20 // all sessions; least recently used sessions go first
 )
 
-func (ix *resourceIndex) note(session, uri, server string) {
+// rank is the position of server among servers (configuration order); len(servers) when it
+// is not one of them.
+func rank(servers []*registryv1.Server, server string) int {
+	for i, srv := range servers {
+		if srv.GetName() == server {
+			return i
+		}
+	}
+	return len(servers)
+}
+
+func (ix *resourceIndex) note(session, uri, server string, servers []*registryv1.Server) {
+	if len(uri) > jsonrpc.MaxName {
+		return
+	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if ix.sessions == nil {
-		ix.sessions = map[string]map[string]string{}
+		ix.sessions = map[string]*indexedSession{}
 	}
-	m := ix.sessions[session]
-	if m == nil {
+	ix.clock++
+	e := ix.sessions[session]
+	if e == nil {
 		if len(ix.sessions) >= maxIndexedSessions {
-			for k := range ix.sessions {
-				delete(ix.sessions, k)
-				break
-			}
+			ix.evictLocked()
 		}
-		m = map[string]string{}
-		ix.sessions[session] = m
+		e = &indexedSession{uris: map[string]string{}}
+		ix.sessions[session] = e
 	}
-	if _, ok := m[uri]; ok || len(m) < maxIndexedURIs {
-		m[uri] = server
+	e.used = ix.clock
+	if owner, ok := e.uris[uri]; ok {
+		if rank(servers, server) < rank(servers, owner) {
+			e.uris[uri] = server
+		}
+		return
 	}
+	if len(e.uris) >= maxIndexedURIs {
+		return
+	}
+	e.uris[uri] = server
+	n := len(uri) + len(server)
+	e.bytes += n
+	ix.bytes += n
+	for ix.bytes > maxIndexedBytes && len(ix.sessions) > 1 {
+		ix.evictLocked()
+	}
+}
+
+// evictLocked drops the least recently used session's entries.
+func (ix *resourceIndex) evictLocked() {
+	var oldest string
+	var used uint64
+	for id, e := range ix.sessions {
+		if oldest == "" || e.used < used {
+			oldest, used = id, e.used
+		}
+	}
+	ix.bytes -= ix.sessions[oldest].bytes
+	delete(ix.sessions, oldest)
 }
 
 func (ix *resourceIndex) lookup(session, uri string) (string, bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	server, ok := ix.sessions[session][uri]
+	e := ix.sessions[session]
+	if e == nil {
+		return "", false
+	}
+	ix.clock++
+	e.used = ix.clock
+	server, ok := e.uris[uri]
 	return server, ok
 }
 
 func (ix *resourceIndex) forget(session string) {
 	ix.mu.Lock()
-	delete(ix.sessions, session)
+	if e := ix.sessions[session]; e != nil {
+		ix.bytes -= e.bytes
+		delete(ix.sessions, session)
+	}
 	ix.mu.Unlock()
 }
 
@@ -384,9 +451,11 @@ func (s *Service) readResource(ctx context.Context, x *exchange, m *jsonrpc.Mess
 	}
 	for _, srv := range servers {
 		var got collected
-		s.run(ctx, s.callOn(x, srv, m), &got)
+		tctx, cancel := context.WithTimeout(ctx, s.cfg.ListTimeout)
+		s.run(tctx, s.callOn(x, srv, m), &got)
+		cancel()
 		if got.refusal == nil && got.final != nil && !isErrorResponse(got.final) {
-			s.resources.note(x.session.ID, m.Name, srv.GetName())
+			s.resources.note(x.session.ID, m.Name, srv.GetName(), servers)
 			_ = r.answer(got.final, nil)
 			return
 		}

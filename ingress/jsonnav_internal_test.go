@@ -3,6 +3,7 @@ package ingress
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -46,8 +47,9 @@ func FuzzNavigate(f *testing.F) {
 		}
 		for k, v := range want {
 			var a, c any
-			if json.Unmarshal([]byte(got[k]), &a) != nil || json.Unmarshal(v, &c) != nil {
-				t.Fatalf("member %q: %q, want %q", k, got[k], v)
+			g, ok := got[k]
+			if !ok || json.Unmarshal([]byte(g), &a) != nil || json.Unmarshal(v, &c) != nil || !reflect.DeepEqual(a, c) {
+				t.Fatalf("member %q: %q, want %q", k, g, v)
 			}
 		}
 	})
