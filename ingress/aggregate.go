@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -52,23 +53,23 @@ var (
 // openAggregated answers an aggregated session's initialize: policy decides initialize on
 // every server approved for the principal's tenant, the allowed ones (in configuration order)
 // are the session's servers, and the gateway answers with its own capabilities. No upstream
-// is contacted. One COMPLETE record (server "/mcp") holds the decision; each server's
-// own decisions were made by policy (and are logged with the session's servers).
+// is contacted. One COMPLETE record (server "/mcp") holds the session's opening, and one per
+// allowed server its decision (bundle, policies), all durable before the answer.
 func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 	ctx := x.r.Context()
-	init, err := storedInitialize(m)
+	revision := negotiate(m.ProtocolVersion)
+	init, err := storedInitialize(m, revision)
 	if err != nil {
 		s.refuse(x, m.ID, errInvalidMessage, err)
 		return
 	}
-	servers, err := s.allowedServers(ctx, x, m.ProtocolVersion)
+	servers, decisions, err := s.allowedServers(ctx, x, m.ProtocolVersion)
 	if err != nil {
 		s.refuse(x, m.ID, fromPolicy(err), err)
 		return
 	}
 	var key [32]byte
 	_, _ = rand.Read(key[:])
-	revision := negotiate(m.ProtocolVersion)
 	token := tokenID(x.principal)
 	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{
 		Aggregated: true, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant(), TokenID: token,
@@ -87,12 +88,28 @@ func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 		s.refuseRevoked(x, m.ID)
 		return
 	}
-	audit := &auditv1.Record{
+	// One durable record for the session, and one per server it may open, naming the bundle
+	// and the policies that allowed it: every upstream the session will open has its
+	// decision on record before it can be sent anything. Appended together (group commit).
+	records := []*auditv1.Record{{
 		Time: timestamppb.Now(), TraceId: x.traceID, CallId: newCallID(), SessionId: rec.ID, Principal: x.principal.GetId(),
 		Tenant: x.principal.GetTenant(), Server: aggregatedPath, Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
 		Outcome: auditv1.Outcome_OUTCOME_ALLOWED,
+	}}
+	for i, name := range servers {
+		records = append(records, &auditv1.Record{
+			Time: timestamppb.Now(), TraceId: x.traceID, CallId: newCallID(), SessionId: rec.ID, Principal: x.principal.GetId(),
+			Tenant: x.principal.GetTenant(), Server: name, Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
+			Outcome: auditv1.Outcome_OUTCOME_ALLOWED, BundleVersion: decisions[i].GetBundleVersion(), PolicyIds: decisions[i].GetPolicyIds(),
+		})
 	}
-	if err := s.appendRecord(ctx, audit, false); err != nil {
+	failed := make([]error, len(records))
+	var wg sync.WaitGroup
+	for i, r := range records {
+		wg.Go(func() { failed[i] = s.appendRecord(ctx, r, false) })
+	}
+	wg.Wait()
+	if err := errors.Join(failed...); err != nil {
 		s.endSession(context.WithoutCancel(ctx), rec.ID)
 		s.refuse(x, m.ID, errAuditUnavailable, err)
 		return
@@ -111,52 +128,46 @@ func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 // negotiate picks the revision of an aggregated session: the host's when the gateway speaks
 // it, else the newest it speaks.
 func negotiate(requested string) string {
-	for _, v := range Supported {
-		if v == requested {
-			return v
-		}
+	if slices.Contains(Supported, requested) {
+		return requested
 	}
 	return Supported[len(Supported)-1]
 }
 
 // storedInitialize is the host's initialize as each upstream will be sent it: the host's
-// params under the gateway's id.
-func storedInitialize(m *jsonrpc.Message) (json.RawMessage, error) {
+// params, asking for the revision the gateway negotiated with the host, under the gateway's id.
+func storedInitialize(m *jsonrpc.Message, revision string) (json.RawMessage, error) {
 	if len(m.Params) > maxStoredInitialize {
 		return nil, fmt.Errorf("initialize params of %d bytes, over %d", len(m.Params), maxStoredInitialize)
 	}
-	return json.RawMessage(`{"jsonrpc":"2.0","id":"gatehouse-open","method":"initialize","params":` + string(m.Params) + `}`), nil
+	params, err := splice(m.Params, "protocolVersion", mustQuote(revision))
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(`{"jsonrpc":"2.0","id":"gatehouse-open","method":"initialize","params":` + string(params) + `}`), nil
 }
 
 // allowedServers are the servers approved for the principal's tenant on which policy allows
-// initialize, in configuration order.
-func (s *Service) allowedServers(ctx context.Context, x *exchange, revision string) ([]string, error) {
+// initialize, in configuration order, with the decisions that allowed them.
+func (s *Service) allowedServers(ctx context.Context, x *exchange, revision string) ([]string, []*policyv1.CheckResponse, error) {
 	tenant := x.principal.GetTenant()
-	var out []string
+	var names []string
+	var decisions []*policyv1.CheckResponse
 	for _, srv := range s.deps.Catalog.Servers() {
-		if !approvedFor(srv, tenant) {
+		if !slices.Contains(srv.GetTenants(), tenant) {
 			continue
 		}
 		d, err := s.decide(ctx, x.principal, srv.GetName(), "initialize", "", &policyv1.RequestContext{
 			SourceAddress: sourceAddress(x.r), ProtocolVersion: revision,
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if d.GetDecision() == policyv1.Decision_DECISION_ALLOW {
-			out = append(out, srv.GetName())
+			names, decisions = append(names, srv.GetName()), append(decisions, d)
 		}
 	}
-	return out, nil
-}
-
-func approvedFor(srv *registryv1.Server, tenant string) bool {
-	for _, t := range srv.GetTenants() {
-		if t == tenant {
-			return true
-		}
-	}
-	return false
+	return names, decisions, nil
 }
 
 // instructions merges the servers' declared instructions, each under its server's name.
@@ -178,7 +189,7 @@ func (s *Service) instructions(servers []string) string {
 func (s *Service) sessionServers(rec sessionstore.Record) []*registryv1.Server {
 	out := make([]*registryv1.Server, 0, len(rec.Servers))
 	for _, name := range rec.Servers {
-		if srv, ok := s.deps.Catalog.Server(name); ok && approvedFor(srv, rec.Tenant) {
+		if srv, ok := s.deps.Catalog.Server(name); ok && slices.Contains(srv.GetTenants(), rec.Tenant) {
 			out = append(out, srv)
 		}
 	}
@@ -262,7 +273,7 @@ func (s *Service) runOn(ctx context.Context, x *exchange, srv *registryv1.Server
 	if name != "" && name != m.Name {
 		renamed, err := renameParam(m, "name", name)
 		if err != nil {
-			s.refuse(x, m.ID, errInvalidMessage, err)
+			s.answerCall(x, m, r, errInvalidMessage, err)
 			return
 		}
 		m = renamed
@@ -362,7 +373,7 @@ func (s *Service) forwardAggregated(x *exchange, m *jsonrpc.Message) error {
 	ctx := x.r.Context()
 	if m.Kind == jsonrpc.KindResponse {
 		server, back, ok := untagResponse(m)
-		if !ok || !containsString(x.session.Servers, server) {
+		if !ok || !slices.Contains(x.session.Servers, server) {
 			return errUnknownResponse
 		}
 		return s.deliverTo(ctx, x, server, back)
@@ -388,15 +399,6 @@ func (s *Service) deliverTo(ctx context.Context, x *exchange, server string, m *
 	return s.deps.Bridge.Deliver(ctx, req, func(*bridgev1.SendResponse) error { return nil })
 }
 
-func containsString(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
-	}
-	return false
-}
-
 // broadcast sends a request every server should hear (logging/setLevel) to each of the
 // session's servers, and answers the host with an empty result when any accepted it.
 func (s *Service) broadcast(ctx context.Context, x *exchange, m *jsonrpc.Message, servers []*registryv1.Server, r replier) {
@@ -409,6 +411,13 @@ func (s *Service) broadcast(ctx context.Context, x *exchange, m *jsonrpc.Message
 	for _, res := range results {
 		if res.final != nil && res.refusal == nil && !isErrorResponse(res.final) {
 			_ = r.answer(resultResponse(m.ID, []byte(`{}`)), nil)
+			return
+		}
+	}
+	// None accepted it: the first server's answer says why (a refusal, or its error).
+	for _, res := range results {
+		if res.final != nil {
+			_ = r.answer(res.final, res.refusal)
 			return
 		}
 	}
@@ -533,4 +542,11 @@ func (s *Service) listenAggregated(ctx context.Context, cancel context.CancelFun
 	if st.overflowed() {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// answerCall answers one request of an aggregated session with a refusal through its
+// replier (a batch collects it; a POST writes it), logging the cause.
+func (s *Service) answerCall(x *exchange, m *jsonrpc.Message, r replier, e *Error, cause error) {
+	s.logRefusal(x, e, cause)
+	_ = r.answer(refusalResponse(m.ID, e, x.traceID, nil), e)
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
@@ -136,11 +137,25 @@ func (s *Service) aggregateList(ctx context.Context, x *exchange, m *jsonrpc.Mes
 	body := append(append(append([]byte(`{"`), kind.field...), `":`...), joinArray(items)...)
 	if len(next) > 0 {
 		cur, err := s.sealCursor(x.session.ID, x.session.CursorKey, listCursor{Method: m.Method, Left: next})
-		if err != nil {
-			s.refuse(x, m.ID, errInternal, err)
-			return
+		for err != nil && len(next) > 0 {
+			// Too long to seal: the servers with the longest cursors end their listing here
+			// (logged), rather than the whole list failing.
+			longest := 0
+			for i, p := range next {
+				if len(p.Cursor) > len(next[longest].Cursor) {
+					longest = i
+				}
+			}
+			s.logger.Warn("aggregated list: the composite cursor is too long; a server's listing ends here", "server", next[longest].Server, "method", m.Method, "trace_id", x.traceID)
+			next = slices.Delete(next, longest, longest+1)
+			cur, err = "", nil
+			if len(next) > 0 {
+				cur, err = s.sealCursor(x.session.ID, x.session.CursorKey, listCursor{Method: m.Method, Left: next})
+			}
 		}
-		body = append(append(body, `,"nextCursor":`...), mustQuote(cur)...)
+		if cur != "" {
+			body = append(append(body, `,"nextCursor":`...), mustQuote(cur)...)
+		}
 	}
 	_ = r.answer(resultResponse(m.ID, append(body, '}')), nil)
 }
@@ -441,7 +456,13 @@ func (ix *resourceIndex) forget(session string) {
 // listed it, else to the session's servers in configuration order until one serves it (the
 // same rule that settles a URI two servers list: the earlier server wins).
 func (s *Service) readResource(ctx context.Context, x *exchange, m *jsonrpc.Message, servers []*registryv1.Server, r replier) {
-	if server, ok := s.resources.lookup(x.session.ID, m.Name); ok {
+	s.byURI(ctx, x, m, m.Name, servers, r)
+}
+
+// byURI runs m on the server of uri: the one that listed it, else the first of the session's
+// servers, in configuration order, that answers it (each try bounded by --list-timeout).
+func (s *Service) byURI(ctx context.Context, x *exchange, m *jsonrpc.Message, uri string, servers []*registryv1.Server, r replier) {
+	if server, ok := s.resources.lookup(x.session.ID, uri); ok {
 		for _, srv := range servers {
 			if srv.GetName() == server {
 				s.runOn(ctx, x, srv, m, "", r)
@@ -455,7 +476,9 @@ func (s *Service) readResource(ctx context.Context, x *exchange, m *jsonrpc.Mess
 		s.run(tctx, s.callOn(x, srv, m), &got)
 		cancel()
 		if got.refusal == nil && got.final != nil && !isErrorResponse(got.final) {
-			s.resources.note(x.session.ID, m.Name, srv.GetName(), servers)
+			if m.Method == "resources/read" {
+				s.resources.note(x.session.ID, uri, srv.GetName(), servers)
+			}
 			_ = r.answer(got.final, nil)
 			return
 		}
@@ -467,46 +490,39 @@ func (s *Service) readResource(ctx context.Context, x *exchange, m *jsonrpc.Mess
 }
 
 // complete routes completion/complete by its reference: a prompt by its aggregated name
-// (renamed for its server), a resource by URI as resources/read is routed.
+// (renamed for its server), a resource or resource template by URI as resources/read is
+// routed.
 func (s *Service) complete(ctx context.Context, x *exchange, m *jsonrpc.Message, servers []*registryv1.Server, r replier) {
 	var p struct {
-		Ref map[string]json.RawMessage `json:"ref"`
+		Ref struct {
+			Type string `json:"type"`
+			Name string `json:"name"`
+			URI  string `json:"uri"`
+		} `json:"ref"`
 	}
-	var typ, name string
-	if json.Unmarshal(m.Params, &p) == nil && p.Ref != nil {
-		_ = json.Unmarshal(p.Ref["type"], &typ)
-		switch typ {
-		case "ref/prompt":
-			_ = json.Unmarshal(p.Ref["name"], &name)
-		case "ref/resource":
-			_ = json.Unmarshal(p.Ref["uri"], &name)
-		}
-	}
-	if typ == "ref/prompt" && name != "" {
-		srv, own, ok := route(servers, name)
-		if !ok {
+	_ = json.Unmarshal(m.Params, &p)
+	switch p.Ref.Type {
+	case "ref/prompt":
+		srv, own, ok := route(servers, p.Ref.Name)
+		if p.Ref.Name == "" || !ok {
 			_ = r.answer(refusalResponse(m.ID, errUnknownPrompt, x.traceID, nil), errUnknownPrompt)
 			return
 		}
 		renamed, err := renameRef(m, own)
 		if err != nil {
-			s.refuse(x, m.ID, errInvalidMessage, err)
+			s.answerCall(x, m, r, errInvalidMessage, err)
 			return
 		}
 		s.run(ctx, s.callOn(x, srv, renamed), &serverReplier{replier: r, server: srv.GetName()})
-		return
-	}
-	if typ == "ref/resource" && name != "" {
-		if server, ok := s.resources.lookup(x.session.ID, name); ok {
-			for _, srv := range servers {
-				if srv.GetName() == server {
-					s.runOn(ctx, x, srv, m, "", r)
-					return
-				}
-			}
+	case "ref/resource":
+		if p.Ref.URI != "" && len(p.Ref.URI) <= jsonrpc.MaxName {
+			s.byURI(ctx, x, m, p.Ref.URI, servers, r)
+			return
 		}
+		fallthrough
+	default:
+		_ = r.answer(refusalResponse(m.ID, errUnknownResource, x.traceID, nil), errUnknownResource)
 	}
-	_ = r.answer(refusalResponse(m.ID, errUnknownResource, x.traceID, nil), errUnknownResource)
 }
 
 // renameRef returns a completion/complete with params.ref.name set to name.
