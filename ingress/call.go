@@ -29,6 +29,13 @@ const maxPolicyArguments = 48 << 10
 // refused) and a deferred one is logged as lost.
 const auditTimeout = 10 * time.Second
 
+// decideTimeout bounds a tools/call's Check, which runs detached from the host (it may take
+// a concurrency permit that must be released).
+const decideTimeout = 10 * time.Second
+
+// toolsCall is the method quotas apply to.
+const toolsCall = "tools/call"
+
 // call is one request of a host to a server, from the decision to the audit record. Every
 // room at the edge (the Streamable HTTP POST today; the HTTP+SSE, stateless and stdio rooms
 // later) turns what its host sends into a call and answers through its own replier. A call
@@ -95,7 +102,20 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	} else {
 		rc.Arguments = c.msg.Arguments
 	}
-	d, err := s.decide(ctx, c.principal, c.server, c.msg.Method, c.msg.Name, rc)
+	// A quarantined tool is refused before policy: it would take quota for nothing.
+	if q := s.quarantined(c); q != nil {
+		s.conclude(ctx, c, rec, r, ending{refusal: q})
+		return
+	}
+	dctx := ctx
+	if c.msg.Method == toolsCall {
+		// Check may take a concurrency permit: its answer is read even when the host goes
+		// away meanwhile, so that the permit is released, not held until it expires.
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), decideTimeout)
+		defer cancel()
+	}
+	d, err := s.decide(dctx, c.principal, c.server, c.msg.Method, c.msg.Name, rc)
 	if err != nil {
 		s.conclude(ctx, c, rec, r, ending{refusal: fromPolicy(err), cause: err, hostGone: ctx.Err() != nil, quota: quotaOf(err)})
 		return
@@ -104,10 +124,6 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
-		return
-	}
-	if q := s.quarantined(c); q != nil {
-		s.conclude(ctx, c, rec, r, ending{refusal: q})
 		return
 	}
 	// Write-ahead: the decision is durable before the upstream can see the call; if it

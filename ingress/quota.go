@@ -226,14 +226,20 @@ func (t *refusalTally) putBack(rec *auditv1.Record) {
 
 // flushRefusals writes the tally's records. A record the audit log refuses goes back into
 // the tally unless final (Close), when it is logged as lost.
+// After the first refusal the rest are not tried (each append may wait auditTimeout for a
+// log that is down), so a flush takes at most about auditTimeout.
 func (s *Service) flushRefusals(ctx context.Context, final bool) {
-	for _, rec := range s.refusals.take() {
+	recs := s.refusals.take()
+	for i, rec := range recs {
 		if err := s.appendRecord(ctx, rec, true); err != nil {
-			if final {
-				s.logger.Error("refusals by quota not audited", "principal", rec.GetPrincipal(), "server", rec.GetServer(), "count", rec.GetCount())
-				continue
+			for _, rest := range recs[i:] {
+				if final {
+					s.logger.Error("refusals by quota not audited", "principal", rest.GetPrincipal(), "server", rest.GetServer(), "count", rest.GetCount())
+				} else {
+					s.refusals.putBack(rest)
+				}
 			}
-			s.refusals.putBack(rec)
+			return
 		}
 	}
 }
@@ -258,7 +264,10 @@ func (s *Service) tallyRefusals(window time.Duration) {
 func (s *Service) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		close(s.tallyStop)
-		<-s.tallyDone
+		select {
+		case <-s.tallyDone:
+		case <-ctx.Done(): // a flush under way ends within auditTimeout; the final one follows
+		}
 		s.flushRefusals(ctx, true)
 	})
 	return nil
