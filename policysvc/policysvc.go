@@ -285,7 +285,7 @@ func (s *Service) check(req *policyv1.CheckRequest) (*policyv1.CheckResponse, er
 		sub := req.GetSubject()
 		id, err := s.quota.admit(admission{
 			tenant: sub.GetTenant(), principal: sub.GetId(), server: req.GetResource().GetServer(), tool: req.GetResource().GetName(),
-			anonymous: sub.GetKind() == kindAnonymous, source: req.GetContext().GetSourceAddress(),
+			anonymous: sub.GetKind() == kindAnonymous, source: addressKey(req.GetContext().GetSourceAddress()),
 		})
 		if err != nil {
 			return nil, err

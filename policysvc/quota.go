@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"math"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -57,8 +58,23 @@ type quotas struct {
 
 	mu      sync.Mutex
 	buckets [nScopes]map[string]*bucket
-	slots   map[string]*slot // by concurrency key
+	swept   [nScopes]time.Time // the last sweep of a full scope: at most one a second
+	slots   map[string]*slot   // by concurrency key
 	permits map[string]*permit
+}
+
+// addressKey is the quota key of a host's address: an IPv4 address as it is, an IPv6 one by
+// its /64 (one host is handed a whole /64 and could otherwise take a bucket per address).
+func addressKey(source string) string {
+	ip, err := netip.ParseAddr(source)
+	if err != nil || ip.Is4() || ip.Is4In6() {
+		return source
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return source
+	}
+	return p.String()
 }
 
 type bucket struct {
@@ -218,6 +234,12 @@ func (q *quotas) bucket(w want, now time.Time) *bucket {
 		return b
 	}
 	if len(m) >= maxBuckets {
+		// A full scope is swept at most once a second: keys a host invents (tool names)
+		// cannot make every request scan the whole map under the lock.
+		if now.Sub(q.swept[w.scope]) < time.Second {
+			return nil
+		}
+		q.swept[w.scope] = now
 		for k, b := range m {
 			if b.refill(now); b.tokens >= b.limit.burst {
 				delete(m, k)
