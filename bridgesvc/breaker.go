@@ -165,11 +165,11 @@ func breakerDuration(d *durationpb.Duration) (time.Duration, bool) {
 
 // admit asks the server's breaker to let a message through. Only requests are gated; the
 // ticket of anything else is nil (its Done does nothing).
-func (s *Service) admit(name string, srv *registryv1.Server, m upstream.Message) (*breaker.Ticket, error) {
+func (s *Service) admit(name string, srv *registryv1.Server, m upstream.Message, who owner) (*breaker.Ticket, error) {
 	if m.Kind != upstream.KindRequest {
 		return nil, nil
 	}
-	t, err := s.breakers.Admit(name, s.breakerSettings(srv))
+	t, err := s.breakers.Admit(name, who.tenant+"\x00"+who.principal, s.breakerSettings(srv))
 	if err != nil {
 		var oe *breaker.OpenError
 		if errors.As(err, &oe) {
@@ -214,8 +214,10 @@ func breakerResult(ctx context.Context, err error) breaker.Result {
 		return breaker.Success
 	case ctx.Err() != nil:
 		return breaker.Neutral // the host cancelled, or its own deadline passed
-	case errors.Is(err, ErrCallTimeout), errors.Is(err, ErrSpawn), errors.Is(err, ErrUpstreamDown),
-		errors.Is(err, ErrUpstreamExited), errors.Is(err, ErrUpstreamProtocol):
+	case errors.Is(err, ErrCallTimeout), errors.Is(err, ErrUpstreamExited):
+		// A caller can make its own call slow, or its own stdio child exit.
+		return breaker.CallerFailure
+	case errors.Is(err, ErrSpawn), errors.Is(err, ErrUpstreamDown), errors.Is(err, ErrUpstreamProtocol):
 		return breaker.Failure
 	case errors.Is(err, ErrUpstreamRejected), errors.Is(err, ErrUpstreamSession):
 		return breaker.Success

@@ -319,14 +319,14 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	if err != nil {
 		return connectError(err)
 	}
+	who := owner{principal: r.GetPrincipal(), tenant: r.GetTenant(), groups: r.GetGroups()}
 	// An open breaker refuses the call before anything reaches the upstream.
-	ticket, err := s.admit(r.GetServer(), srv, m)
+	ticket, err := s.admit(r.GetServer(), srv, m, who)
 	if err != nil {
 		return connectError(err)
 	}
 	// The host's token, for a server that exchanges it, goes no further than this call.
 	ctx = withSubject(ctx, r.GetSubjectToken())
-	who := owner{principal: r.GetPrincipal(), tenant: r.GetTenant(), groups: r.GetGroups()}
 	var conn upstream.Conn
 	if init := r.GetInitialize(); len(init) > 0 {
 		// An aggregated session: its upstream opens on the first request for the server.

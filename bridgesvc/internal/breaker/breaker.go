@@ -58,8 +58,14 @@ const (
 	Neutral Result = iota
 	// Success: the upstream answered.
 	Success
-	// Failure: the upstream could not be reached, failed, or did not answer in time.
+	// Failure: the upstream could not be started or reached, failed, or broke the protocol:
+	// nothing the caller could have caused.
 	Failure
+	// CallerFailure: a failure one caller could cause on its own (a call it made slow enough
+	// to time out, its own stdio child exiting). A run of them opens the breaker only when
+	// they came from two callers or more, so that one host cannot shut a shared server for
+	// every tenant; a probe that ends so frees its slot without deciding anything.
+	CallerFailure
 )
 
 // Transition is one change of a breaker's state, reported to Options.OnTransition.
@@ -116,6 +122,9 @@ type breaker struct {
 	gen      uint64
 	failures int       // the current run of consecutive failures (closed)
 	first    time.Time // when the run began
+	hard     bool      // the run holds a Failure (not only CallerFailures)
+	caller   string    // the caller of the run's first CallerFailure
+	callers  bool      // the run's CallerFailures came from two callers or more
 	retryAt  time.Time // open: when probes begin
 	probes   int       // half-open: probes in flight
 }
@@ -136,6 +145,7 @@ type Ticket struct {
 	b      *breaker
 	gen    uint64
 	probe  bool
+	caller string
 	st     Settings
 	done   bool // guarded by s.mu
 }
@@ -143,7 +153,9 @@ type Ticket struct {
 // Admit lets a call to server through, or refuses it with an *OpenError. An open breaker
 // whose cool-down has passed turns half-open here, and admits at most st.Probes probes at
 // once; the rest are refused until a probe ends.
-func (s *Set) Admit(server string, st Settings) (*Ticket, error) {
+//
+// caller names who makes the call (a tenant and principal), for CallerFailure.
+func (s *Set) Admit(server, caller string, st Settings) (*Ticket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
@@ -171,9 +183,9 @@ func (s *Set) Admit(server string, st Settings) (*Ticket, error) {
 			return nil, &OpenError{Server: server, State: HalfOpen, RetryAt: now.Add(probeRetry)}
 		}
 		b.probes++
-		return &Ticket{s: s, server: server, b: b, gen: b.gen, probe: true, st: st}, nil
+		return &Ticket{s: s, server: server, b: b, gen: b.gen, probe: true, caller: caller, st: st}, nil
 	}
-	return &Ticket{s: s, server: server, b: b, gen: b.gen, st: st}, nil
+	return &Ticket{s: s, server: server, b: b, gen: b.gen, caller: caller, st: st}, nil
 }
 
 // Done reports the call's result. Calling it more than once counts once.
@@ -200,12 +212,20 @@ func (t *Ticket) Done(r Result) {
 		}
 	case r == Success:
 		b.failures = 0
-	case r == Failure:
+	case r == Failure || r == CallerFailure:
 		if b.failures == 0 || now.Sub(b.first) > t.st.Window {
-			b.failures, b.first = 0, now
+			b.failures, b.first, b.hard, b.caller, b.callers = 0, now, false, "", false
 		}
 		b.failures++
-		if b.failures >= t.st.Failures {
+		switch {
+		case r == Failure:
+			b.hard = true
+		case b.caller == "":
+			b.caller = t.caller
+		case b.caller != t.caller:
+			b.callers = true
+		}
+		if b.failures >= t.st.Failures && (b.hard || b.callers) {
 			s.open(t.server, b, now, t.st, b.failures, fmt.Sprintf("breaker open after %d failures", b.failures))
 		}
 	}

@@ -46,7 +46,7 @@ func newSet(t *testing.T) (*breaker.Set, *clock, func() []breaker.Transition) {
 // call admits one call with st and reports r; it returns the refusal, if any.
 func call(t *testing.T, s *breaker.Set, st breaker.Settings, r breaker.Result) error {
 	t.Helper()
-	tk, err := s.Admit("srv", st)
+	tk, err := s.Admit("srv", "t\x00p", st)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func TestStaleTicket(t *testing.T) {
 	s, c, transitions := newSet(t)
 	var late []*breaker.Ticket
 	for range 5 {
-		tk, err := s.Admit("srv", settings)
+		tk, err := s.Admit("srv", "t\x00p", settings)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +172,7 @@ func TestStaleTicket(t *testing.T) {
 		t.Fatalf("state = %v, want open", got)
 	}
 	c.Advance(settings.Cooldown)
-	tk, err := s.Admit("srv", settings)
+	tk, err := s.Admit("srv", "t\x00p", settings)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestProbeAdmission(t *testing.T) {
 		for i := range callers {
 			wg.Go(func() {
 				<-start
-				tk, err := s.Admit("srv", st)
+				tk, err := s.Admit("srv", "t\x00p", st)
 				if err != nil {
 					var oe *breaker.OpenError
 					if !errors.As(err, &oe) || oe.State != breaker.HalfOpen {
@@ -247,11 +247,53 @@ func TestProbeAdmission(t *testing.T) {
 		}
 		// A probe that ends neutral frees one slot, exactly.
 		tickets.Range(func(_, v any) bool { v.(*breaker.Ticket).Done(breaker.Neutral); return false })
-		if _, err := s.Admit("srv", st); err != nil {
+		if _, err := s.Admit("srv", "t\x00p", st); err != nil {
 			t.Fatalf("probes %d: no slot after a neutral probe: %v", probes, err)
 		}
-		if _, err := s.Admit("srv", st); err == nil {
+		if _, err := s.Admit("srv", "t\x00p", st); err == nil {
 			t.Fatalf("probes %d: two slots after one neutral probe", probes)
 		}
+	}
+}
+
+// TestCallerFailures: failures one caller can cause itself (timeouts, its child exiting) open
+// the breaker only when two callers or more had them; a probe that ends so decides nothing.
+func TestCallerFailures(t *testing.T) {
+	t.Parallel()
+	s, c, _ := newSet(t)
+	by := func(caller string, r breaker.Result) error {
+		tk, err := s.Admit("srv", caller, settings)
+		if err != nil {
+			return err
+		}
+		tk.Done(r)
+		return nil
+	}
+	for range 10 {
+		if err := by("t\x00mallory", breaker.CallerFailure); err != nil {
+			t.Fatalf("one caller's own failures opened the breaker: %v", err)
+		}
+	}
+	if got := s.State("srv"); got != breaker.Closed {
+		t.Fatalf("state %v after one caller's failures, want closed", got)
+	}
+	c.Advance(time.Minute) // a new run
+	_ = by("t\x00mallory", breaker.CallerFailure)
+	_ = by("t\x00mallory", breaker.CallerFailure)
+	_ = by("t\x00alice", breaker.CallerFailure)
+	if got := s.State("srv"); got != breaker.Open {
+		t.Fatalf("state %v after failures of two callers, want open", got)
+	}
+	c.Advance(settings.Cooldown)
+	tk, err := s.Admit("srv", "t\x00mallory", settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Done(breaker.CallerFailure) // a slow probe: frees the slot, decides nothing
+	if got := s.State("srv"); got != breaker.HalfOpen {
+		t.Fatalf("state %v after a probe's caller failure, want half-open", got)
+	}
+	if err := by("t\x00alice", breaker.Success); err != nil || s.State("srv") != breaker.Closed {
+		t.Fatalf("the next probe's success: %v, state %v", err, s.State("srv"))
 	}
 }
