@@ -56,6 +56,7 @@ func (s *Service) ImportServers(ctx context.Context, req *connect.Request[regist
 	}
 	// The catalogue as it would be: prefixes must not collide with any server's.
 	s.mu.RLock()
+	read := s.rev // what the checks below saw: the write applies only if imports did not move since
 	all := make([]*registryv1.Server, 0, len(s.servers)+len(servers))
 	imported := len(s.st.imported)
 	for name, srv := range s.servers {
@@ -77,7 +78,11 @@ func (s *Service) ImportServers(ctx context.Context, req *connect.Request[regist
 	if err := config.CheckPrefixes(append(all, servers...)); err != nil {
 		return nil, toConnect(invalid("%v", err))
 	}
-	cmps := make([]clientv3.Cmp, 0, len(servers))
+	cmps := make([]clientv3.Cmp, 0, len(servers)+1)
+	// The limit and the prefixes were checked against the imports as of read: a concurrent
+	// import that landed since fails this one (checked and written atomically), which the
+	// caller may retry.
+	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.importedPrefix).WithPrefix(), "<", read+1))
 	ops := make([]clientv3.Op, 0, len(servers))
 	for _, srv := range servers {
 		b, err := protojson.Marshal(srv)
@@ -93,7 +98,7 @@ func (s *Service) ImportServers(ctx context.Context, req *connect.Request[regist
 		return nil, toConnect(fmt.Errorf("%w: write servers: %w", errStore, err))
 	}
 	if !txn.Succeeded {
-		return nil, toConnect(fmt.Errorf("%w: a server of the configuration took one of the names meanwhile", errNameTaken))
+		return nil, toConnect(fmt.Errorf("%w: the registry changed while the import was checked (another import, or a server of the configuration took one of the names); try again", errNameTaken))
 	}
 	if err := s.waitRev(ctx, txn.Header.Revision); err != nil {
 		return nil, toConnect(err)

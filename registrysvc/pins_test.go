@@ -234,3 +234,30 @@ func TestReportToolsOverRPC(t *testing.T) {
 		t.Fatalf("a report of one tool more: %v", err)
 	}
 }
+
+// TestImportRace: imports whose prefixes collide, sent concurrently: exactly one lands.
+func TestImportRace(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	svc := newService(t, registrysvc.Config{Audit: &countingAudit{}}, nil)
+	if err := svc.Seed(ctx, []*registryv1.Server{stdio("configured")}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	var landed atomic.Int32
+	for i := range n {
+		wg.Go(func() {
+			srv := web(fmt.Sprintf("w%d", i), "acme")
+			p := "shared"
+			srv.Prefix = &p // every one claims the same prefix
+			if _, err := svc.ImportServers(ctx, connect.NewRequest(&registryv1.ImportServersRequest{Servers: []*registryv1.Server{srv}})); err == nil {
+				landed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got := landed.Load(); got != 1 {
+		t.Fatalf("%d colliding imports landed, want 1", got)
+	}
+}
