@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -258,6 +260,7 @@ func serversImport(ctx context.Context, args []string, getenv func(string) strin
 	fs.IntVar(&opts.Package, "package", -1, "use server.json's package I (from 0)")
 	fs.IntVar(&opts.Remote, "remote", -1, "use server.json's remote I (from 0)")
 	fs.BoolVar(&opts.NoPin, "no-pin", false, "do not pin the server's tools")
+	fs.BoolVar(&opts.AllowRuntimeArguments, "allow-runtime-args", false, "accept the package's runtimeArguments (options of npx, uvx or docker themselves; read them first)")
 	pos, err := serversArgs(fs, "import", args, 1)
 	if err != nil {
 		return err
@@ -284,6 +287,12 @@ func serversImport(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
 	fmt.Fprintf(stdout, "imported %s (%s, pin %v)\n", srv.GetName(), transportName(srv), srv.GetPin())
+	if cmd := srv.GetCommand(); len(cmd) > 0 {
+		fmt.Fprintf(stdout, "  command: %q\n", cmd)
+		for _, k := range slices.Sorted(maps.Keys(srv.GetEnv())) {
+			fmt.Fprintf(stdout, "  env: %s\n", k)
+		}
+	}
 	if len(srv.GetTenants()) == 0 {
 		fmt.Fprintf(stderr, "note: no tenant is approved for %s yet: import again with --tenants\n", srv.GetName())
 	}

@@ -39,6 +39,26 @@ type Options struct {
 	Package, Remote int
 	// NoPin turns pinning off (imported servers are pinned by default).
 	NoPin bool
+	// AllowRuntimeArguments accepts a package's runtimeArguments: options of npx, uvx or
+	// docker themselves (a registry to fetch from, a volume, --privileged), which a
+	// third-party file should not choose unseen. Refused unless set.
+	AllowRuntimeArguments bool
+}
+
+// loaderVariable reports an environment variable that changes how the runtime loads code (a
+// preload, a module path, a package index), which a third-party file may not set.
+func loaderVariable(name string) bool {
+	n := strings.ToUpper(name)
+	for _, p := range []string{"LD_", "DYLD_", "NODE_", "NPM_CONFIG_", "PYTHON", "PIP_", "UV_", "DOCKER_", "BASH_", "PERL", "RUBY"} {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	switch n {
+	case "PATH", "HOME", "SHELL", "ENV", "IFS", "TMPDIR", "XDG_CONFIG_HOME", "GIT_SSH_COMMAND":
+		return true
+	}
+	return false
 }
 
 // file is server.json's shape; unknown members are refused.
@@ -162,7 +182,7 @@ func Parse(data []byte, opts Options) (*registryv1.Server, []string, error) {
 		if opts.Package >= len(f.Packages) {
 			return nil, nil, fmt.Errorf("server.json has %d packages; there is no package %d", len(f.Packages), opts.Package)
 		}
-		notes, err = fromPackage(srv, f.Packages[opts.Package])
+		notes, err = fromPackage(srv, f.Packages[opts.Package], opts)
 	case opts.Remote >= 0:
 		if opts.Remote >= len(f.Remotes) {
 			return nil, nil, fmt.Errorf("server.json has %d remotes; there is no remote %d", len(f.Remotes), opts.Remote)
@@ -173,7 +193,7 @@ func Parse(data []byte, opts Options) (*registryv1.Server, []string, error) {
 	case len(f.Packages)+len(f.Remotes) > 1:
 		return nil, nil, fmt.Errorf("server.json offers %d packages and %d remotes; choose one with --package I or --remote I", len(f.Packages), len(f.Remotes))
 	case len(f.Packages) == 1:
-		notes, err = fromPackage(srv, f.Packages[0])
+		notes, err = fromPackage(srv, f.Packages[0], opts)
 	default:
 		notes, err = fromRemote(srv, f.Remotes[0])
 	}
@@ -229,7 +249,7 @@ var runtimes = map[string]struct {
 // fromPackage makes a stdio server of a package: its runtime's argv (never a shell), the
 // runtime arguments, the package pinned to its exact version, the package arguments, and the
 // environment variables that have a value and are not secrets.
-func fromPackage(srv *registryv1.Server, p pkg) ([]string, error) {
+func fromPackage(srv *registryv1.Server, p pkg, opts Options) ([]string, error) {
 	rt, ok := runtimes[p.RegistryType]
 	if !ok {
 		return nil, fmt.Errorf("package registryType %.40q: want npm, pypi or oci", p.RegistryType)
@@ -248,6 +268,9 @@ func fromPackage(srv *registryv1.Server, p pkg) ([]string, error) {
 	}
 	if len(p.RuntimeArguments)+len(p.PackageArguments) > maxArgs {
 		return nil, fmt.Errorf("more than %d arguments", maxArgs)
+	}
+	if len(p.RuntimeArguments) > 0 && !opts.AllowRuntimeArguments {
+		return nil, fmt.Errorf("the package has runtimeArguments (options of %s itself): refused unless allowed (gatehouse servers import --allow-runtime-args), after reading them", rt.argv[0])
 	}
 	var notes []string
 	argv := append([]string{}, rt.argv...)
@@ -275,6 +298,9 @@ func fromPackage(srv *registryv1.Server, p pkg) ([]string, error) {
 	}
 	env := map[string]string{}
 	for _, e := range p.EnvironmentVariables {
+		if loaderVariable(e.Name) {
+			return nil, fmt.Errorf("environment variable %.64q changes how the runtime loads code: a server.json may not set it", e.Name)
+		}
 		v, note, err := e.input.value("environment variable " + e.Name)
 		if err != nil {
 			return nil, err

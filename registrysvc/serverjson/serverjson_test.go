@@ -28,7 +28,8 @@ func TestParseGood(t *testing.T) {
 					slices.Equal(s.GetCommand(), []string{"npx", "-y", "@acme/weather@1.0.2", "--units", "metric", "/tmp"}) &&
 					s.GetEnv()["LOG_LEVEL"] == "info" && len(s.GetEnv()) == 1 && slices.Equal(s.GetTenants(), []string{"acme"})
 			}},
-		{"pypi with runtime arguments", `{"name":"io.github.acme/tool","version":"0.3.0","packages":[{"registryType":"pypi","identifier":"acme-tool","version":"0.3.0","transport":{"type":"stdio"},"runtimeArguments":[{"type":"named","name":"--python","value":"3.12"}]}]}`, any1,
+		{"pypi with runtime arguments", `{"name":"io.github.acme/tool","version":"0.3.0","packages":[{"registryType":"pypi","identifier":"acme-tool","version":"0.3.0","transport":{"type":"stdio"},"runtimeArguments":[{"type":"named","name":"--python","value":"3.12"}]}]}`,
+			serverjson.Options{Package: -1, Remote: -1, AllowRuntimeArguments: true},
 			func(s *registryv1.Server) bool {
 				return slices.Equal(s.GetCommand(), []string{"uvx", "--python", "3.12", "acme-tool==0.3.0"})
 			}},
@@ -52,6 +53,21 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("got %v", srv)
 			}
 		})
+	}
+}
+
+// TestParseRefusesLoaderControls: runtime arguments unless allowed, and environment
+// variables that change how the runtime loads code, whatever the options.
+func TestParseRefusesLoaderControls(t *testing.T) {
+	t.Parallel()
+	for name, js := range map[string]string{
+		"runtime arguments": `{"name":"io.github.acme/t","version":"1.0.0","packages":[{"registryType":"npm","identifier":"@acme/t","version":"1.0.0","transport":{"type":"stdio"},"runtimeArguments":[{"type":"named","name":"--registry","value":"https://evil.example"}]}]}`,
+		"NODE_OPTIONS":      `{"name":"io.github.acme/t","version":"1.0.0","packages":[{"registryType":"npm","identifier":"@acme/t","version":"1.0.0","transport":{"type":"stdio"},"environmentVariables":[{"name":"NODE_OPTIONS","value":"--require /tmp/x.js"}]}]}`,
+		"LD_PRELOAD":        `{"name":"io.github.acme/t","version":"1.0.0","packages":[{"registryType":"npm","identifier":"@acme/t","version":"1.0.0","transport":{"type":"stdio"},"environmentVariables":[{"name":"LD_PRELOAD","value":"/tmp/x.so"}]}]}`,
+	} {
+		if _, _, err := serverjson.Parse([]byte(js), serverjson.Options{Package: -1, Remote: -1}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
 
