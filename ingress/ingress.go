@@ -241,10 +241,12 @@ type Service struct {
 	jwks    *jwksCache
 	// resources: which server listed each resource URI of an aggregated session.
 	resources resourceIndex
-	tls       *tls.Config // nil: plain HTTP
-	now       func() time.Time
-	maxBody   int64
-	ready     atomic.Bool
+	// pinReports: the last report of each pinned server's unpinned tools (pins.go).
+	pinReports pinReports
+	tls        *tls.Config // nil: plain HTTP
+	now        func() time.Time
+	maxBody    int64
+	ready      atomic.Bool
 	// refusals counts refusals by quota into one audit record per principal and window
 	// (quota.go), flushed by a goroutine that Close stops.
 	refusals  refusalTally

@@ -2,7 +2,10 @@ package ingress
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
@@ -107,6 +110,13 @@ func (s *Service) KeepPinned(ctx context.Context, server string, items []json.Ra
 		s.logger.Warn("hiding tools of a pinned server: no registry to report them to", "server", server, "tools", len(report))
 		return keep
 	}
+	// The same report, made moments ago, would change nothing (tools over the pin limit, a
+	// registry that keeps failing): not every list of every host costs a registry round trip.
+	key := reportKey(report)
+	if s.pinReports.recent(server, key, s.now()) {
+		return keep
+	}
+	defer s.pinReports.made(server, key, s.now())
 	resp, err := s.deps.Registry.ReportTools(ctx, connect.NewRequest(&registryv1.ReportToolsRequest{
 		Server: server, Tools: report, Principal: by.Principal, Tenant: by.Tenant, SessionId: by.Session, TraceId: by.Trace,
 	}))
@@ -162,4 +172,48 @@ func (s *Service) quarantined(c *call) *Error {
 		return errQuarantined
 	}
 	return nil
+}
+
+// reportDebounce is how long the same report of a server's unpinned tools is not repeated.
+const reportDebounce = 5 * time.Second
+
+// pinReports remembers the last report of each pinned server's unpinned tools (at most one
+// entry per server of the catalogue).
+type pinReports struct {
+	mu   sync.Mutex
+	last map[string]reportSeen
+}
+
+type reportSeen struct {
+	key [sha256.Size]byte
+	at  time.Time
+}
+
+func reportKey(report []*registryv1.ObservedTool) [sha256.Size]byte {
+	h := sha256.New()
+	for _, t := range report {
+		h.Write([]byte(t.GetName()))
+		h.Write([]byte{0})
+		h.Write([]byte(t.GetDigest()))
+		h.Write([]byte{0})
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (r *pinReports) recent(server string, key [sha256.Size]byte, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen, ok := r.last[server]
+	return ok && seen.key == key && now.Sub(seen.at) < reportDebounce
+}
+
+func (r *pinReports) made(server string, key [sha256.Size]byte, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last = map[string]reportSeen{}
+	}
+	r.last[server] = reportSeen{key: key, at: now}
 }
