@@ -70,22 +70,10 @@ func (s *Service) openAggregated(x *exchange, m *jsonrpc.Message) {
 	}
 	var key [32]byte
 	_, _ = rand.Read(key[:])
-	token := tokenID(x.principal)
-	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{
-		Aggregated: true, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant(), TokenID: token,
-		ProtocolVersion: revision, Servers: servers, Initialize: init, CursorKey: hex.EncodeToString(key[:]),
-	}, s.cfg.MaxSessionsPerPrincipal)
-	if errors.Is(err, sessionstore.ErrTooManySessions) {
-		s.refuse(x, m.ID, errTooManySessions, err)
-		return
-	}
-	if err != nil {
-		s.refuse(x, m.ID, errSessionStore, err)
-		return
-	}
-	if token != "" && s.auth.isRevoked(token) {
-		s.endSession(context.WithoutCancel(ctx), rec.ID)
-		s.refuseRevoked(x, m.ID)
+	rec, ok := s.createSession(x, m, sessionstore.Record{
+		Aggregated: true, ProtocolVersion: revision, Servers: servers, Initialize: init, CursorKey: hex.EncodeToString(key[:]),
+	})
+	if !ok {
 		return
 	}
 	// One durable record for the session, and one per server it may open, naming the bundle

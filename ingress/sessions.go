@@ -77,21 +77,8 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 		s.refuse(x, nil, errNoServer, nil)
 		return
 	}
-	token := tokenID(x.principal)
-	rec, err := s.deps.Sessions.Create(ctx, sessionstore.Record{Server: x.server, Principal: x.principal.GetId(), Tenant: x.principal.GetTenant(), TokenID: token}, s.cfg.MaxSessionsPerPrincipal)
-	if errors.Is(err, sessionstore.ErrTooManySessions) {
-		s.refuse(x, m.ID, errTooManySessions, err)
-		return
-	}
-	if err != nil {
-		s.refuse(x, m.ID, errSessionStore, err)
-		return
-	}
-	// A revocation processed before this session was stored could not find it among the
-	// token's sessions; it ends here instead. (One processed after finds it in the store.)
-	if token != "" && s.auth.isRevoked(token) {
-		s.endSession(context.WithoutCancel(ctx), rec.ID)
-		s.refuseRevoked(x, m.ID)
+	rec, ok := s.createSession(x, m, sessionstore.Record{Server: x.server})
+	if !ok {
 		return
 	}
 	x.session = rec
@@ -175,6 +162,32 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 			return
 		}
 	}
+}
+
+// createSession stores a new session of the exchange's principal (rec gives the rest of the
+// record), under the per-principal cap. When it cannot, the host has been answered and ok is
+// false.
+func (s *Service) createSession(x *exchange, m *jsonrpc.Message, rec sessionstore.Record) (_ sessionstore.Record, ok bool) {
+	ctx := x.r.Context()
+	token := tokenID(x.principal)
+	rec.Principal, rec.Tenant, rec.TokenID = x.principal.GetId(), x.principal.GetTenant(), token
+	rec, err := s.deps.Sessions.Create(ctx, rec, s.cfg.MaxSessionsPerPrincipal)
+	if errors.Is(err, sessionstore.ErrTooManySessions) {
+		s.refuse(x, m.ID, errTooManySessions, err)
+		return rec, false
+	}
+	if err != nil {
+		s.refuse(x, m.ID, errSessionStore, err)
+		return rec, false
+	}
+	// A revocation processed before this session was stored could not find it among the
+	// token's sessions; it ends here instead. (One processed after finds it in the store.)
+	if token != "" && s.auth.isRevoked(token) {
+		s.endSession(context.WithoutCancel(ctx), rec.ID)
+		s.refuseRevoked(x, m.ID)
+		return rec, false
+	}
+	return rec, true
 }
 
 // refuseRevoked answers a request whose API token was revoked while it was under way, as
