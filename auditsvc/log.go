@@ -6,10 +6,10 @@ import (
 	"encoding/hex"
 	"strings"
 
-	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"io"
 	"log/slog"
 	"os"
@@ -67,21 +67,21 @@ type chainLog struct {
 	committing  bool          // a batch is being committed; the committer owns the fields below f
 	done        chan struct{} // closed when the writer has exited
 
-	broken       atomic.Pointer[error] // set when the file's state is unknown until restart
-	lostDeferred atomic.Uint64         // deferred records acknowledged as queued, then lost
-	commits      atomic.Uint64         // successful fsyncs of records
-	rotations    atomic.Uint64         // segments started by size
-	breaks       atomic.Uint64         // breaks found at open (each recorded, logged at ERROR)
-	checkpoints        atomic.Uint64 // checkpoints written
-	checkpointFailures atomic.Uint64 // checkpoints not written or not anchored
+	broken             atomic.Pointer[error] // set when the file's state is unknown until restart
+	lostDeferred       atomic.Uint64         // deferred records acknowledged as queued, then lost
+	commits            atomic.Uint64         // successful fsyncs of records
+	rotations          atomic.Uint64         // segments started by size
+	breaks             atomic.Uint64         // breaks found at open (each recorded, logged at ERROR)
+	checkpoints        atomic.Uint64         // checkpoints written
+	checkpointFailures atomic.Uint64         // checkpoints not written or not anchored
 
 	idPrefix  string        // random per open: the first half of every record id
 	idCounter atomic.Uint64 // the second half
 
-	head      atomic.Pointer[head] // the last durable record, for the checkpointer
-	ckpt      *checkpointer        // nil without a signing key
-	ckptNoted uint64               // committer's: the head seq that last woke the checkpointer
-	writeFault   atomic.Pointer[error] // FailWrites: every write fails with it
+	head       atomic.Pointer[head]  // the last durable record, for the checkpointer
+	ckpt       *checkpointer         // nil without a signing key
+	ckptNoted  uint64                // committer's: the head seq that last woke the checkpointer
+	writeFault atomic.Pointer[error] // FailWrites: every write fails with it
 
 	// observe, if set before the writer starts, sees every record once it is durable (the
 	// lag benchmark).
@@ -91,12 +91,12 @@ type chainLog struct {
 	f        logFile
 	segIndex int
 	segName  string
-	seq   uint64
-	prev  []byte // hex hash of the last durable record
-	size  int64  // bytes durable in the file
-	batch []*pending
-	buf   []byte
-	h     hashWriter
+	seq      uint64
+	prev     []byte // hex hash of the last durable record
+	size     int64  // bytes durable in the file
+	batch    []*pending
+	buf      []byte
+	h        hashWriter
 }
 
 // pending is one queued record and, once done is closed, its outcome. A pending without a

@@ -3,9 +3,9 @@ package auditsvc
 import (
 	"bufio"
 	"crypto/sha256"
-	"io"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
