@@ -108,6 +108,9 @@ type walked struct {
 	// breaks lists the breaks and continuations found, in order (kinds broken, torn in the
 	// middle, missing_segment, continuation).
 	breaks []*ChainError
+	// damagedSegs are the segments not (wholly) verified: each with a break, and each
+	// skipped after one.
+	damagedSegs map[string]bool
 }
 
 // walk verifies the chain through segs in order. A break does not end it: the rest of that
@@ -116,7 +119,7 @@ type walked struct {
 // recovery starts after a break) resumes the chain. visit, if not nil, sees every line of
 // the live chain. Only I/O errors and visit's errors are returned as errors.
 func walk(dir string, segs []segment, visit walkVisit) (walked, error) {
-	w := walked{st: chainState{hash: append([]byte(nil), genesis...)}}
+	w := walked{st: chainState{hash: append([]byte(nil), genesis...)}, damagedSegs: map[string]bool{}}
 	for i, seg := range segs {
 		w.last = seg
 		w.torn = 0
@@ -136,6 +139,7 @@ func walk(dir string, segs []segment, visit walkVisit) (walked, error) {
 			}
 			if !ok {
 				f.Close()
+				w.damagedSegs[seg.name] = true
 				continue
 			}
 			w.damaged = false
@@ -162,6 +166,7 @@ func walk(dir string, segs []segment, visit walkVisit) (walked, error) {
 			ce.Kind, ce.Segment, ce.Line = KindBroken, seg.name, ce.Seq-start.seq
 			w.breaks = append(w.breaks, ce)
 			w.st, w.damaged = st, true
+			w.damagedSegs[seg.name] = true
 			continue
 		case err != nil:
 			return w, fmt.Errorf("%s: %w", seg.name, err)
@@ -172,6 +177,7 @@ func walk(dir string, segs []segment, visit walkVisit) (walked, error) {
 				w.breaks = append(w.breaks, &ChainError{Kind: KindBroken, Segment: seg.name, Seq: st.seq + 1, Line: st.seq + 1 - start.seq,
 					Offset: st.size, Reason: fmt.Sprintf("an incomplete line (%d bytes) in a segment that is not the last", torn)})
 				w.damaged = true
+				w.damagedSegs[seg.name] = true
 				continue
 			}
 			w.torn = torn

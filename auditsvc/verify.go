@@ -113,12 +113,7 @@ func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*auditv1.Ve
 		found = append(found, &ChainError{Kind: KindTorn, Segment: w.last.name, Seq: w.st.seq + 1, Offset: w.st.size,
 			Reason: fmt.Sprintf("the last segment ends with an incomplete line (%d bytes), a write torn by a crash; the gateway cuts it at start", w.torn)})
 	}
-	damagedSeg := map[string]bool{}
-	for _, b := range w.breaks {
-		if b.Kind == KindBroken {
-			damagedSeg[b.Segment] = true
-		}
-	}
+	damagedSeg := w.damagedSegs
 	segExists := map[string]bool{}
 	for _, s := range segs {
 		segExists[s.name] = true
