@@ -8,6 +8,7 @@ package auditsvc
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -26,22 +28,33 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// FileName is the log's name inside Config.Dir.
+// FileName is the log's first segment inside Config.Dir (the one file of logs written before
+// segments); later segments are audit-00000001.log, …
 const FileName = "audit.log"
 
-// Limits on a record: every field comes from another service, but is still bounded. A field
-// over its bound refuses the record (InvalidArgument), except the error text, which is free
-// text from upstreams: invalid UTF-8 in it is replaced, and it is cut at maxErrorBytes with a
-// marker giving its whole length (trimError).
+// Limits on a record: every field comes from another service, but is still bounded. Most of
+// it is text a host or an upstream chose (trace id, method, tool, error, arguments) or that
+// passed through several services (principal, tenant, server, digests): a field over its
+// bound is cut at a character boundary and ends with a marker giving its whole length, and
+// invalid UTF-8 is replaced, so that the call is still recorded (trimText). Only what the
+// gateway itself makes and recovery keys on is refused when out of bounds (InvalidArgument):
+// the call_id and arguments_form.
 const (
-	maxRequestBytes = 256 << 10
-	maxRecordBytes  = 64 << 10 // the record's JSON, as stored
-	maxIDBytes      = 512      // trace, session, principal, tenant, server, method, digests, version
-	maxCallIDBytes  = 128
-	maxToolBytes    = 4096 // a tool name or resource URI
-	maxErrorBytes   = 8192
-	maxPolicyIDs    = 64
-	maxMaxBatch     = 1 << 16
+	maxRequestBytes   = 256 << 10
+	maxRecordBytes    = 64 << 10 // the record's JSON, as stored
+	maxIDBytes        = 512      // trace, session, principal, tenant, server, method, digests, version, revision
+	maxCallIDBytes    = 128
+	maxToolBytes      = 4096 // a tool name or resource URI
+	maxErrorBytes     = 8192
+	maxArgumentsBytes = 16 << 10 // stored arguments (redacted or full)
+	maxPolicyIDs      = 64       // beyond, the first 63 and a marker saying how many in all
+	maxMaxBatch       = 1 << 16
+)
+
+// Defaults and bounds of segments.
+const (
+	defaultSegmentBytes = 64 << 20
+	minSegmentBytes     = 64 << 10
 )
 
 // Defaults and bounds of the queue of records not yet durable.
@@ -63,6 +76,8 @@ const maxOpenCalls = 1 << 18
 type limits struct {
 	maxBatch, maxQueue, maxQueueBytes, maxOpenCalls int
 	commitDelay                                     time.Duration
+	segmentBytes                                    int64
+	anchor                                          Anchor // nil: none
 	now                                             func() time.Time
 }
 
@@ -85,6 +100,17 @@ type Config struct {
 	// the next. It adds to their commit lag. Default (0) 2ms; negative: commit at once; at
 	// most 100ms.
 	CommitDelay time.Duration
+	// SegmentBytes is the size past which the log starts a new segment file. Default 64 MiB;
+	// at least 64 KiB.
+	SegmentBytes int64
+	// SigningKeyFile is a PEM file of the Ed25519 key that signs checkpoints of the log's
+	// head. It must not be inside Dir: whoever can edit the log must not hold the key. Empty:
+	// no checkpoints (the chain then shows accidental damage only).
+	SigningKeyFile string
+	// CheckpointRecords and CheckpointInterval say how often the head is signed: after that
+	// many records, or that long, whichever comes first. Defaults 1000 and 10s.
+	CheckpointRecords  int
+	CheckpointInterval time.Duration
 }
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -96,13 +122,34 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxQueue, "max-queue", 0, "most records not yet durable; appends wait for room beyond (0: 4 × max-batch)")
 	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 0, "most bytes of records not yet durable (0: 16 MiB)")
 	fs.DurationVar(&c.CommitDelay, "commit-delay", 0, "how long deferred records wait for a durable append to share their fsync (0: 2ms; negative: none)")
+	fs.Int64Var(&c.SegmentBytes, "segment-bytes", defaultSegmentBytes, "size past which the log starts a new segment file")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM file of the Ed25519 key that signs checkpoints of the log's head (outside --dir; empty: no checkpoints)")
+	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCheckpointRecords, "sign a checkpoint of the head after this many records")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", defaultCheckpointInterval, "sign a checkpoint of the head at least this often while records come")
 }
+
+// Option configures what New gets beyond Config.
+type Option func(*options)
+
+type options struct {
+	anchor Anchor
+}
+
+// WithAnchor keeps the latest checkpoint in a (etcd: EtcdAnchor), outside the log's
+// directory; New then also checks the log against it.
+func WithAnchor(a Anchor) Option { return func(o *options) { o.anchor = a } }
 
 // Service appends records to the log.
 type Service struct {
-	log    *chainLog
-	logger *slog.Logger
-	now    func() time.Time
+	log       *chainLog
+	logger    *slog.Logger
+	now       func() time.Time
+	publicKey ed25519.PublicKey // nil without a signing key
+	anchor    Anchor
+	// Authorize decides an operator's Verify (admin/audit.verify); nil refuses operators
+	// (the internal token and calls within the process are always served).
+	authorize rpcserver.Authorizer
+	verifying atomic.Bool
 }
 
 // New opens or creates <cfg.Dir>/audit.log and recovers it: it verifies the whole chain
@@ -110,7 +157,11 @@ type Service struct {
 // with a warning, appends durably an OUTCOME_UNKNOWN record (error "gateway stopped before
 // the outcome was recorded") for every decision record without an outcome, and continues the
 // chain from the last record. If those records cannot be written, New fails.
-func New(cfg Config, logger *slog.Logger) (*Service, error) {
+func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if cfg.Dir == "" {
 		return nil, errors.New("auditsvc: a directory is required")
 	}
@@ -140,32 +191,89 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	if cfg.MaxQueueBytes < maxRecordBytes {
 		return nil, fmt.Errorf("auditsvc: max queue bytes %d is below one record's bound, %d", cfg.MaxQueueBytes, maxRecordBytes)
 	}
+	if cfg.SegmentBytes == 0 {
+		cfg.SegmentBytes = defaultSegmentBytes
+	}
+	if cfg.SegmentBytes < minSegmentBytes {
+		return nil, fmt.Errorf("auditsvc: segment bytes %d is below %d", cfg.SegmentBytes, minSegmentBytes)
+	}
+	if cfg.CheckpointRecords <= 0 {
+		cfg.CheckpointRecords = defaultCheckpointRecords
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = defaultCheckpointInterval
+	}
+	if cfg.CheckpointInterval < minCheckpointInterval {
+		return nil, fmt.Errorf("auditsvc: checkpoint interval %v is below %v", cfg.CheckpointInterval, minCheckpointInterval)
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auditsvc: create dir: %w", err)
 	}
-	path := filepath.Join(cfg.Dir, FileName)
-	l, err := openLog(path, limits{
+	var key ed25519.PrivateKey
+	if cfg.SigningKeyFile != "" {
+		if inside(cfg.Dir, cfg.SigningKeyFile) {
+			return nil, fmt.Errorf("auditsvc: the signing key %s is inside the log's directory %s: keep it where whoever can edit the log cannot read it", cfg.SigningKeyFile, cfg.Dir)
+		}
+		var err error
+		if key, err = LoadSigningKey(cfg.SigningKeyFile); err != nil {
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+	} else {
+		logger.Warn("no --signing-key-file: the audit log's head is not signed, so an edit that recomputes the chain goes unnoticed")
+	}
+	l, err := openLog(cfg.Dir, limits{
 		maxBatch:      cfg.MaxBatch,
 		maxQueue:      cfg.MaxQueue,
 		maxQueueBytes: cfg.MaxQueueBytes,
 		maxOpenCalls:  maxOpenCalls,
 		commitDelay:   cfg.CommitDelay,
+		segmentBytes:  cfg.SegmentBytes,
+		anchor:        o.anchor,
 		now:           time.Now,
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
+	svc := &Service{log: l, logger: logger, now: time.Now, anchor: o.anchor}
+	if key != nil {
+		if err := l.startCheckpoints(key, o.anchor, uint64(cfg.CheckpointRecords), cfg.CheckpointInterval); err != nil {
+			_ = l.close(context.Background())
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+		svc.publicKey = key.Public().(ed25519.PublicKey)
+	}
 	l.start()
-	logger.Info("audit log open", "path", path, "records", l.seq, "max_batch", cfg.MaxBatch,
-		"max_queue", cfg.MaxQueue, "max_queue_bytes", cfg.MaxQueueBytes, "commit_delay", cfg.CommitDelay)
-	return &Service{log: l, logger: logger, now: time.Now}, nil
+	logger.Info("audit log open", "dir", cfg.Dir, "segment", l.segName, "records", l.seq, "max_batch", cfg.MaxBatch,
+		"max_queue", cfg.MaxQueue, "max_queue_bytes", cfg.MaxQueueBytes, "commit_delay", cfg.CommitDelay,
+		"segment_bytes", cfg.SegmentBytes, "signed", key != nil, "anchored", o.anchor != nil)
+	return svc, nil
 }
 
-// Path is the log file's path.
-func (s *Service) Path() string { return s.log.path }
+// inside reports whether path is dir or below it.
+func inside(dir, path string) bool {
+	d, err1 := filepath.Abs(dir)
+	p, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// SetAuthorize sets what decides an operator's Verify (admin/audit.verify).
+func (s *Service) SetAuthorize(a rpcserver.Authorizer) { s.authorize = a }
+
+// Path is the path of the segment the log appends to.
+func (s *Service) Path() string { return *s.log.path.Load() }
+
+// Dir is the log's directory.
+func (s *Service) Dir() string { return s.log.dir }
+
+// PublicKey is the public half of the key that signs the log's checkpoints, nil without one.
+func (s *Service) PublicKey() ed25519.PublicKey { return s.publicKey }
 
 // Handlers returns the AuditService handler to mount.
 func (s *Service) Handlers() []rpcserver.Handler {
@@ -196,14 +304,14 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.Appen
 	if err := validateRecord(rec); err != nil {
 		return nil, toConnect(err)
 	}
-	if rec.GetTime() == nil || needsTrim(rec.GetError()) {
+	if rec.GetTime() == nil || needsTrimRecord(rec) {
 		rec = proto.CloneOf(rec) // the caller's message is not changed
 		if rec.Time == nil {
 			rec.Time = timestamppb.New(s.now())
 		}
-		rec.Error = trimError(rec.Error)
+		trimRecord(rec)
 	}
-	b, err := marshalRecord(rec)
+	b, err := marshalRecord(s.log.nextID(), rec)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -233,6 +341,15 @@ type Stats struct {
 	Commits uint64
 	// Queued and QueuedBytes are the records not yet durable (queued or being committed).
 	Queued, QueuedBytes int
+	// Rotations counts segments started because the current one was full.
+	Rotations uint64
+	// Breaks counts damage found at start (a broken chain, or a head the anchor names that
+	// the log does not hold): each was logged at ERROR and recorded at the start of a new
+	// segment. It is the alert's counter until issue 8's alerts exist.
+	Breaks uint64
+	// Checkpoints counts signed checkpoints written; CheckpointFailures those not written or
+	// not anchored (each logged at ERROR).
+	Checkpoints, CheckpointFailures uint64
 }
 
 // Stats returns the log's counters now.
@@ -244,6 +361,11 @@ func (s *Service) Stats() Stats {
 		Commits:      s.log.commits.Load(),
 		Queued:       s.log.queued,
 		QueuedBytes:  s.log.queuedBytes,
+
+		Rotations:          s.log.rotations.Load(),
+		Breaks:             s.log.breaks.Load(),
+		Checkpoints:        s.log.checkpoints.Load(),
+		CheckpointFailures: s.log.checkpointFailures.Load(),
 	}
 }
 
@@ -258,14 +380,14 @@ func (s *Service) FailWrites(err error) {
 	s.log.writeFault.Store(&err)
 }
 
-// validateRecord checks what every record must have, by phase, and bounds every field:
+// validateRecord checks what every record must have, by phase:
 //   - PHASE_DECISION: a call_id, no outcome and no result_digest;
 //   - PHASE_OUTCOME: a call_id and an outcome: ALLOWED, DENIED, FAILED or TIMED_OUT;
 //   - PHASE_COMPLETE (or UNSPECIFIED, read as complete): an outcome, as for PHASE_OUTCOME.
 //
-// Every record needs a server and a method. OUTCOME_UNKNOWN is written by recovery only.
-// Strings must be UTF-8 (the error text is repaired instead) and within their bounds (the
-// error text is cut instead, see trimError).
+// Every record needs a server and a method. OUTCOME_UNKNOWN is written by recovery only. The
+// call_id must be UTF-8 within maxCallIDBytes and arguments_form "", "redacted" or "full";
+// the other strings are trimmed instead (trimRecord), and the policy ids capped.
 func validateRecord(rec *auditv1.Record) error {
 	if rec == nil {
 		return invalid("record is required")
@@ -302,39 +424,13 @@ func validateRecord(rec *auditv1.Record) error {
 	if rec.GetMethod() == "" {
 		return invalid("method is required")
 	}
-	for _, f := range []struct {
-		name, value string
-		max         int
-	}{
-		{"trace_id", rec.GetTraceId(), maxIDBytes},
-		{"session_id", rec.GetSessionId(), maxIDBytes},
-		{"principal", rec.GetPrincipal(), maxIDBytes},
-		{"tenant", rec.GetTenant(), maxIDBytes},
-		{"server", rec.GetServer(), maxIDBytes},
-		{"method", rec.GetMethod(), maxIDBytes},
-		{"tool", rec.GetTool(), maxToolBytes},
-		{"arguments_digest", rec.GetArgumentsDigest(), maxIDBytes},
-		{"bundle_version", rec.GetBundleVersion(), maxIDBytes},
-		{"call_id", rec.GetCallId(), maxCallIDBytes},
-		{"result_digest", rec.GetResultDigest(), maxIDBytes},
-	} {
-		if len(f.value) > f.max {
-			return invalid("%s is longer than %d bytes", f.name, f.max)
-		}
-		if !utf8.ValidString(f.value) {
-			return invalid("%s is not UTF-8", f.name)
-		}
+	if id := rec.GetCallId(); len(id) > maxCallIDBytes || !utf8.ValidString(id) {
+		return invalid("call_id is not UTF-8 of at most %d bytes", maxCallIDBytes)
 	}
-	if len(rec.GetPolicyIds()) > maxPolicyIDs {
-		return invalid("more than %d policy ids", maxPolicyIDs)
-	}
-	for _, id := range rec.GetPolicyIds() {
-		if len(id) > maxIDBytes {
-			return invalid("a policy id is longer than %d bytes", maxIDBytes)
-		}
-		if !utf8.ValidString(id) {
-			return invalid("a policy id is not UTF-8")
-		}
+	switch rec.GetArgumentsForm() {
+	case "", ArgumentsRedacted, ArgumentsFull:
+	default:
+		return invalid("arguments_form %q is not %q or %q", rec.GetArgumentsForm(), ArgumentsRedacted, ArgumentsFull)
 	}
 	if t := rec.GetTime(); t != nil {
 		if err := t.CheckValid(); err != nil {
@@ -352,6 +448,71 @@ func validateRecord(rec *auditv1.Record) error {
 	return nil
 }
 
+// The forms of stored arguments (Record.arguments_form).
+const (
+	ArgumentsRedacted = "redacted"
+	ArgumentsFull     = "full"
+)
+
+// trimmed lists the strings of a record that are trimmed to their bound, and the bound.
+func trimmed(rec *auditv1.Record) [13]struct {
+	p   *string
+	max int
+} {
+	return [13]struct {
+		p   *string
+		max int
+	}{
+		{&rec.TraceId, maxIDBytes}, {&rec.SessionId, maxIDBytes}, {&rec.Principal, maxIDBytes},
+		{&rec.Tenant, maxIDBytes}, {&rec.Server, maxIDBytes}, {&rec.Method, maxIDBytes},
+		{&rec.Tool, maxToolBytes}, {&rec.ArgumentsDigest, maxIDBytes}, {&rec.BundleVersion, maxIDBytes},
+		{&rec.ResultDigest, maxIDBytes}, {&rec.Revision, maxIDBytes}, {&rec.Error, maxErrorBytes},
+		{&rec.Arguments, maxArgumentsBytes},
+	}
+}
+
+// needsTrimRecord reports whether trimRecord would change rec. It reads the caller's record
+// without copying it (the common case: nothing to trim).
+func needsTrimRecord(rec *auditv1.Record) bool {
+	for _, f := range [...]struct {
+		s   string
+		max int
+	}{
+		{rec.GetTraceId(), maxIDBytes}, {rec.GetSessionId(), maxIDBytes}, {rec.GetPrincipal(), maxIDBytes},
+		{rec.GetTenant(), maxIDBytes}, {rec.GetServer(), maxIDBytes}, {rec.GetMethod(), maxIDBytes},
+		{rec.GetTool(), maxToolBytes}, {rec.GetArgumentsDigest(), maxIDBytes}, {rec.GetBundleVersion(), maxIDBytes},
+		{rec.GetResultDigest(), maxIDBytes}, {rec.GetRevision(), maxIDBytes}, {rec.GetError(), maxErrorBytes},
+		{rec.GetArguments(), maxArgumentsBytes},
+	} {
+		if needsTrim(f.s, f.max) {
+			return true
+		}
+	}
+	if len(rec.GetPolicyIds()) > maxPolicyIDs {
+		return true
+	}
+	for _, id := range rec.GetPolicyIds() {
+		if needsTrim(id, maxIDBytes) {
+			return true
+		}
+	}
+	return false
+}
+
+// trimRecord trims every bounded string of rec (its own copy) with trimText, and keeps the
+// first maxPolicyIDs-1 policy ids and a marker when there are more than maxPolicyIDs.
+func trimRecord(rec *auditv1.Record) {
+	for _, f := range trimmed(rec) {
+		*f.p = trimText(*f.p, f.max)
+	}
+	if n := len(rec.PolicyIds); n > maxPolicyIDs {
+		rec.PolicyIds = append(rec.PolicyIds[:maxPolicyIDs-1:maxPolicyIDs-1], fmt.Sprintf("…[truncated: %d policy ids in all]", n))
+	}
+	for i, id := range rec.PolicyIds {
+		rec.PolicyIds[i] = trimText(id, maxIDBytes)
+	}
+}
+
 // validateOutcome checks the outcome of an outcome or complete record.
 func validateOutcome(o auditv1.Outcome) error {
 	switch o {
@@ -366,19 +527,25 @@ func validateOutcome(o auditv1.Outcome) error {
 	}
 }
 
-// needsTrim reports whether trimError would change s.
-func needsTrim(s string) bool { return len(s) > maxErrorBytes || !utf8.ValidString(s) }
+// needsTrim reports whether trimText(s, max) would change s.
+func needsTrim(s string, max int) bool { return len(s) > max || !utf8.ValidString(s) }
 
-// trimError makes an error text storable: invalid UTF-8 becomes U+FFFD, and a text longer
-// than maxErrorBytes is cut at a character boundary and ends with a marker giving its whole
-// length, the whole within maxErrorBytes.
-func trimError(s string) string {
+// trimError is trimText of an error text.
+func trimError(s string) string { return trimText(s, maxErrorBytes) }
+
+// trimText makes a text storable: invalid UTF-8 becomes U+FFFD, and a text longer than max is
+// cut at a character boundary and ends with a marker giving its whole length, the whole
+// within max.
+func trimText(s string, max int) string {
+	if !needsTrim(s, max) {
+		return s
+	}
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= maxErrorBytes {
+	if len(s) <= max {
 		return s
 	}
 	marker := fmt.Sprintf(" …[truncated: %d bytes in all]", len(s))
-	keep := maxErrorBytes - len(marker)
+	keep := max - len(marker)
 	for keep > 0 && !utf8.RuneStart(s[keep]) {
 		keep--
 	}

@@ -315,9 +315,42 @@ func TestTamperingDetected(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Seq != tt.wantSeq || n != tt.wantSeq-1 {
 				t.Fatalf("Verify = %d, %v; want a chain error at sequence %d", n, err, tt.wantSeq)
 			}
-			_, err = auditsvc.New(auditsvc.Config{Dir: dir}, nil)
-			if !errors.As(err, &ce) || ce.Seq != tt.wantSeq || !strings.Contains(err.Error(), fmt.Sprintf("sequence %d", tt.wantSeq)) {
-				t.Fatalf("New = %v; want it to fail naming sequence %d", err, tt.wantSeq)
+			// The gateway still starts: the damaged segment is kept as it is, and the log
+			// continues in a new segment whose first record, chained to the last record that
+			// verified, says what broke.
+			var logs testsync.Buffer
+			svc, err = auditsvc.New(auditsvc.Config{Dir: dir}, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatalf("New on a damaged log: %v", err)
+			}
+			if _, err := appendRecord(svc, record(9)); err != nil {
+				t.Fatal(err)
+			}
+			if st := svc.Stats(); st.Breaks != 1 {
+				t.Fatalf("Stats.Breaks = %d, want 1", st.Breaks)
+			}
+			if err := svc.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), `"level":"ERROR","msg":"audit log damaged`) {
+				t.Fatalf("no ERROR naming the damage; logs:\n%s", logs.String())
+			}
+			if filepath.Base(svc.Path()) != "audit-00000001.log" {
+				t.Fatalf("appending to %s, want a new segment", svc.Path())
+			}
+			resp, err := auditsvc.VerifyDir(context.Background(), dir, auditsvc.VerifyOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps := resp.GetProblems()
+			if len(ps) != 3 || ps[0].GetKind() != auditsvc.KindBroken || ps[0].GetSequence() != tt.wantSeq || ps[0].GetSegment() != auditsvc.FileName ||
+				ps[0].GetLine() != tt.wantSeq || ps[1].GetKind() != auditsvc.KindContinuation || ps[1].GetSegment() != "audit-00000001.log" ||
+				ps[1].GetSequence() != tt.wantSeq || ps[2].GetKind() != auditsvc.KindRecoveredBreak || !strings.Contains(ps[2].GetReason(), fmt.Sprintf("sequence %d", tt.wantSeq)) {
+				t.Fatalf("VerifyDir problems = %v; want the break at sequence %d, the continuation and the recorded break", ps, tt.wantSeq)
+			}
+			// The continuation holds the break record and the record appended after it.
+			if resp.GetRecords() != tt.wantSeq-1+2 {
+				t.Fatalf("VerifyDir verified %d records, want %d", resp.GetRecords(), tt.wantSeq+1)
 			}
 		})
 	}
@@ -350,8 +383,7 @@ func TestAppendRejectsInvalid(t *testing.T) {
 		{"unknown outcome", with(func(r *auditv1.Record) { r.Outcome = 42 })},
 		{"no server", with(func(r *auditv1.Record) { r.Server = "" })},
 		{"no method", with(func(r *auditv1.Record) { r.Method = "" })},
-		{"oversized tool", with(func(r *auditv1.Record) { r.Tool = strings.Repeat("t", 4097) })},
-		{"too many policy ids", with(func(r *auditv1.Record) { r.PolicyIds = make([]string, 65) })},
+		{"oversized call id", with(func(r *auditv1.Record) { r.CallId = strings.Repeat("c", 129) })},
 		{"invalid time", with(func(r *auditv1.Record) { r.Time = &timestamppb.Timestamp{Seconds: -1 << 60} })},
 		{"negative latency", with(func(r *auditv1.Record) { r.Latency = durationpb.New(-time.Second) })},
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // The log file is JSON lines, one record per line, each chained to the one before:
@@ -36,10 +37,17 @@ var genesis = bytes.Repeat([]byte{'0'}, hashHexLen)
 const maxLineBytes = 1 << 20
 
 // ChainError says where a log stops verifying: the first line that is malformed, out of
-// sequence, not chained to its predecessor, or whose hash does not match its content.
+// sequence, not chained to its predecessor, or whose hash does not match its content. A walk
+// of the segments also uses it for what else it finds (Kind).
 type ChainError struct {
+	// Kind is what was found: KindBroken unless a walk says otherwise.
+	Kind string
+	// Segment is the segment file's name, when known.
+	Segment string
 	// Seq is the sequence the failing line should have had (its position, from 1).
 	Seq uint64
+	// Line is the line's number in its segment, from 1, when known.
+	Line uint64
 	// Offset is the byte offset of that line in the file.
 	Offset int64
 	// Reason says what is wrong.
@@ -47,7 +55,15 @@ type ChainError struct {
 }
 
 func (e *ChainError) Error() string {
-	return fmt.Sprintf("audit log chain broken at sequence %d (byte offset %d): %s", e.Seq, e.Offset, e.Reason)
+	where := ""
+	if e.Segment != "" {
+		where = fmt.Sprintf("%s line %d, ", e.Segment, e.Line)
+	}
+	what := "audit log chain broken"
+	if e.Kind != "" && e.Kind != KindBroken {
+		what = "audit log " + strings.ReplaceAll(e.Kind, "_", " ")
+	}
+	return fmt.Sprintf("%s at sequence %d (%sbyte offset %d): %s", what, e.Seq, where, e.Offset, e.Reason)
 }
 
 // chainState is where a verified log ends.
@@ -62,7 +78,18 @@ type chainState struct {
 // visit is not nil it is given each verified line's sequence, the byte offset of its record
 // in r and the record (valid only during the call).
 func scan(r io.Reader, visit func(seq uint64, offset int64, record []byte) error) (chainState, int64, error) {
-	st := chainState{hash: append([]byte(nil), genesis...)}
+	var v func(uint64, int64, []byte, []byte) error
+	if visit != nil {
+		v = func(seq uint64, offset int64, record, _ []byte) error { return visit(seq, offset, record) }
+	}
+	return scanFrom(r, chainState{hash: append([]byte(nil), genesis...)}, v)
+}
+
+// scanFrom is scan of a segment whose first line follows start (its seq and hash; its size
+// is the offset of r's first byte). visit also gets each line's hash.
+func scanFrom(r io.Reader, start chainState, visit func(seq uint64, offset int64, record, hash []byte) error) (chainState, int64, error) {
+	st := start
+	st.hash = append([]byte(nil), start.hash...)
 	br := bufio.NewReaderSize(r, 64<<10)
 	h := sha256.New()
 	var long []byte // a line longer than the reader's buffer, assembled
@@ -93,7 +120,7 @@ func scan(r io.Reader, visit func(seq uint64, offset int64, record []byte) error
 			return st, 0, &ChainError{Seq: st.seq + 1, Offset: st.size, Reason: reason}
 		}
 		if visit != nil {
-			if err := visit(st.seq+1, st.size+int64(at), line[at:len(line)-1-tailLen]); err != nil {
+			if err := visit(st.seq+1, st.size+int64(at), line[at:len(line)-1-tailLen], hash); err != nil {
 				return st, 0, err
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // marshalRecord is the record as stored: protojson with the proto field names, compacted.
@@ -18,9 +19,16 @@ import (
 // write (a differential test holds it to that) at a fraction of the cost: it is on the path
 // of every call, twice. Anything else goes through protojson itself, so its errors stay
 // protojson's.
-func marshalRecord(rec *auditv1.Record) ([]byte, error) {
-	b, ok := appendRecordJSON(make([]byte, 0, 1024), rec) // a call's records are 600-800 bytes
+//
+// recordID, when not empty, is stored as the record's record_id in place of the one rec
+// holds (rec itself is not changed).
+func marshalRecord(recordID string, rec *auditv1.Record) ([]byte, error) {
+	b, ok := appendRecordJSON(make([]byte, 0, 1024), rec, recordID) // a call's records are 600-800 bytes
 	if !ok {
+		if recordID != "" && rec.GetRecordId() != recordID {
+			rec = proto.CloneOf(rec)
+			rec.RecordId = recordID
+		}
 		var err error
 		if b, err = marshalRecordProtojson(rec); err != nil {
 			return nil, err
@@ -60,9 +68,12 @@ const (
 // false, with dst unspecified, for a record it does not write exactly as protojson would
 // (invalid UTF-8, an unknown enum number, a timestamp or duration out of the range it
 // normalises); the caller then uses protojson.
-func appendRecordJSON(dst []byte, rec *auditv1.Record) ([]byte, bool) {
+//
+// recordID, when not empty, is written as record_id instead of rec's: record_id is declared
+// last, so it is the last member either way.
+func appendRecordJSON(dst []byte, rec *auditv1.Record, recordID string) ([]byte, bool) {
 	if rec == nil {
-		return append(dst, "{}"...), true
+		rec = &auditv1.Record{}
 	}
 	w := recordWriter{b: append(dst, '{'), ok: true}
 	if t := rec.GetTime(); t != nil {
@@ -133,6 +144,13 @@ func appendRecordJSON(dst []byte, rec *auditv1.Record) ([]byte, bool) {
 		w.key("count")
 		w.b = strconv.AppendUint(w.b, uint64(c), 10)
 	}
+	w.str("revision", rec.GetRevision())
+	w.str("arguments", rec.GetArguments())
+	w.str("arguments_form", rec.GetArgumentsForm())
+	if recordID == "" {
+		recordID = rec.GetRecordId()
+	}
+	w.str("record_id", recordID)
 	if !w.ok {
 		return dst, false
 	}

@@ -84,14 +84,14 @@ func TestMarshalRecordMatchesProtojson(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			want, wantErr := marshalRecordProtojson(tc.rec)
-			got, gotErr := marshalRecord(tc.rec)
+			got, gotErr := marshalRecord("", tc.rec)
 			if (wantErr != nil) != (gotErr != nil) {
 				t.Fatalf("marshalRecord error %v, protojson error %v", gotErr, wantErr)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("marshalRecord differs from protojson:\n got %s\nwant %s", got, want)
 			}
-			if _, fast := appendRecordJSON(nil, tc.rec); fast != tc.fast {
+			if _, fast := appendRecordJSON(nil, tc.rec, ""); fast != tc.fast {
 				t.Fatalf("appendRecordJSON handled it: %v, want %v", fast, tc.fast)
 			}
 		})
@@ -105,10 +105,10 @@ func TestMarshalRecordInvalidUTF8(t *testing.T) {
 		{PolicyIds: []string{"ok", "\xc3"}},
 		{ResultDigest: "\xed\xa0\x80"}, // a surrogate half
 	} {
-		if _, ok := appendRecordJSON(nil, rec); ok {
+		if _, ok := appendRecordJSON(nil, rec, ""); ok {
 			t.Errorf("appendRecordJSON wrote %v", rec)
 		}
-		if _, err := marshalRecord(rec); err == nil {
+		if _, err := marshalRecord("", rec); err == nil {
 			t.Errorf("marshalRecord accepted %v", rec)
 		}
 	}
@@ -124,7 +124,7 @@ func FuzzMarshalRecord(f *testing.F) {
 			Latency: &durationpb.Duration{Seconds: dsecs, Nanos: dnanos}, Phase: auditv1.Phase(phase),
 		}
 		want, wantErr := marshalRecordProtojson(rec)
-		got, ok := appendRecordJSON(nil, rec)
+		got, ok := appendRecordJSON(nil, rec, "")
 		if ok && (wantErr != nil || !bytes.Equal(got, want)) {
 			t.Fatalf("appendRecordJSON %s, protojson %s (%v)", got, want, wantErr)
 		}
@@ -143,7 +143,7 @@ func BenchmarkMarshalRecord(b *testing.B) {
 	rec := everyField(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := marshalRecord(rec); err != nil {
+		if _, err := marshalRecord("", rec); err != nil {
 			b.Fatal(err)
 		}
 	}

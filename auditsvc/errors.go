@@ -18,6 +18,8 @@ var (
 	// unavailable to every caller alike, which is Unavailable, not ResourceExhausted (a
 	// caller's own quota, which the ingress reports as such). Either way the call is refused.
 	errUnavailable = errors.New("audit log unavailable")
+	// errDenied: an operator's Verify that policy does not allow.
+	errDenied = errors.New("permission denied")
 	// errClosed: the service is shutting down.
 	errClosed = fmt.Errorf("%w: closed", errUnavailable)
 )
@@ -25,11 +27,14 @@ var (
 // codes maps each domain error to its Connect code; anything else is Internal:
 //
 //	errInvalidRecord  InvalidArgument
-//	errUnavailable    Unavailable (failed write or fsync, disk full, broken until restart, closed)
+//	errUnavailable    Unavailable (failed write or fsync, disk full, broken until restart, closed;
+//	                  a Verify while another runs, or one that cannot read the log)
+//	errDenied         PermissionDenied (an operator's Verify that policy refuses)
 //	context errors    Canceled, DeadlineExceeded (also while waiting for room in the queue)
 var codes = rpcserver.ErrorCodes{
 	{Err: errInvalidRecord, Code: connect.CodeInvalidArgument},
 	{Err: errUnavailable, Code: connect.CodeUnavailable},
+	{Err: errDenied, Code: connect.CodePermissionDenied},
 }
 
 func invalid(format string, args ...any) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -28,7 +27,7 @@ func BenchmarkDeferredLag(b *testing.B) {
 	}{{1, 0, hostGap}, {1, defaultCommitDelay, hostGap}, {32, 0, 0}, {32, defaultCommitDelay, 0}} {
 		callers := bc.callers
 		b.Run(fmt.Sprintf("callers=%d/delay=%v", callers, bc.delay), func(b *testing.B) {
-			l, err := openLog(filepath.Join(b.TempDir(), FileName), limits{
+			l, err := openLog(b.TempDir(), limits{
 				maxBatch: 256, maxQueue: 1024, maxQueueBytes: defaultMaxQueueBytes, maxOpenCalls: maxOpenCalls,
 				commitDelay: bc.delay, now: time.Now,
 			}, discard)

@@ -2,9 +2,14 @@ package auditsvc
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"io"
 	"log/slog"
 	"os"
@@ -40,7 +45,9 @@ type logFile interface {
 // (plus one record admitted into an empty queue whatever its size). An append that finds the
 // queue full waits for room (backpressure) until its context ends; it is never dropped.
 type chainLog struct {
-	path          string
+	dir           string
+	path          atomic.Pointer[string] // the segment appended to
+	segmentBytes  int64
 	maxBatch      int
 	maxQueue      int
 	maxQueueBytes int
@@ -60,23 +67,36 @@ type chainLog struct {
 	committing  bool          // a batch is being committed; the committer owns the fields below f
 	done        chan struct{} // closed when the writer has exited
 
-	broken       atomic.Pointer[error] // set when the file's state is unknown until restart
-	lostDeferred atomic.Uint64         // deferred records acknowledged as queued, then lost
-	commits      atomic.Uint64         // successful fsyncs of records
-	writeFault   atomic.Pointer[error] // FailWrites: every write fails with it
+	broken             atomic.Pointer[error] // set when the file's state is unknown until restart
+	lostDeferred       atomic.Uint64         // deferred records acknowledged as queued, then lost
+	commits            atomic.Uint64         // successful fsyncs of records
+	rotations          atomic.Uint64         // segments started by size
+	breaks             atomic.Uint64         // breaks found at open (each recorded, logged at ERROR)
+	checkpoints        atomic.Uint64         // checkpoints written
+	checkpointFailures atomic.Uint64         // checkpoints not written or not anchored
+
+	idPrefix  string        // random per open: the first half of every record id
+	idCounter atomic.Uint64 // the second half
+
+	head       atomic.Pointer[head]  // the last durable record, for the checkpointer
+	ckpt       *checkpointer         // nil without a signing key
+	ckptNoted  uint64                // committer's: the head seq that last woke the checkpointer
+	writeFault atomic.Pointer[error] // FailWrites: every write fails with it
 
 	// observe, if set before the writer starts, sees every record once it is durable (the
 	// lag benchmark).
 	observe func(p *pending)
 
 	// Owned by the committer (and by open before the writer starts): whoever set committing.
-	f     logFile
-	seq   uint64
-	prev  []byte // hex hash of the last durable record
-	size  int64  // bytes durable in the file
-	batch []*pending
-	buf   []byte
-	h     hashWriter
+	f        logFile
+	segIndex int
+	segName  string
+	seq      uint64
+	prev     []byte // hex hash of the last durable record
+	size     int64  // bytes durable in the file
+	batch    []*pending
+	buf      []byte
+	h        hashWriter
 }
 
 // pending is one queued record and, once done is closed, its outcome. A pending without a
@@ -92,69 +112,165 @@ type pending struct {
 	done     chan struct{}
 }
 
-// openLog opens or creates path, verifies the chain, cuts away a torn last line, writes an
-// OUTCOME_UNKNOWN record for every decision without an outcome, and starts the writer.
-func openLog(path string, lim limits, logger *slog.Logger) (*chainLog, error) {
-	created := false
-	if _, err := os.Stat(path); os.IsNotExist(err) {
-		created = true
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+// openLog opens the log in dir (creating its first segment if there is none), walks and
+// verifies every segment, cuts away a torn last line, starts a new segment after a break it
+// cannot continue (or a head the anchor says is missing), writes an OUTCOME_UNKNOWN record
+// for every decision without an outcome, and leaves the log ready for start.
+func openLog(dir string, lim limits, logger *slog.Logger) (*chainLog, error) {
+	segs, err := listSegments(dir)
 	if err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
+		return nil, err
 	}
-	if err := lockFile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock audit log %s (is another auditsvc using it?): %w", path, err)
-	}
-	calls := newOpenCalls(lim.maxOpenCalls)
-	st, torn, err := scan(f, calls.visit)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("recover audit log %s: %w", path, err)
-	}
-	if torn > 0 {
-		logger.Warn("audit log ends with an incomplete line, probably a write torn by a crash; cutting it away",
-			"path", path, "bytes", torn, "last_sequence", st.seq)
-		if err := f.Truncate(st.size); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("truncate torn audit log tail: %w", err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("sync audit log: %w", err)
-		}
-	}
+	created := len(segs) == 0
 	if created {
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			f.Close()
+		segs = []segment{{index: 0, name: FileName}}
+		f, err := os.OpenFile(filepath.Join(dir, FileName), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create audit log: %w", err)
+		}
+		f.Close()
+		if err := syncDir(dir); err != nil {
 			return nil, err
 		}
 	}
+	var anchored *auditv1.Checkpoint
+	if lim.anchor != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
+		anchored, err = lim.anchor.Load(ctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("load the audit log's anchor: %w", err)
+		}
+	}
+	calls := newOpenCalls(lim.maxOpenCalls)
+	anchorMatched := false
+	w, err := walk(dir, segs, func(seg string, seq uint64, offset int64, record, hash []byte) error {
+		if anchored != nil && seq == anchored.GetSequence() && seg == anchored.GetSegment() {
+			anchorMatched = string(hash) == anchored.GetHash()
+		}
+		return calls.visit(seg, seq, offset, record)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recover audit log %s: %w", dir, err)
+	}
+	// What does not hold: the chain broke and nothing continues it, or the anchor names a head
+	// the log no longer has (records cut off, or changed with their chain recomputed).
+	var broken []string
+	for _, b := range w.breaks {
+		if b.Kind != KindContinuation {
+			logger.Error("audit log damaged", "segment", b.Segment, "sequence", b.Seq, "line", b.Line, "offset", b.Offset, "kind", b.Kind, "reason", b.Reason)
+		}
+	}
+	if w.damaged {
+		broken = append(broken, w.breaks[len(w.breaks)-1].Error())
+	}
+	if anchored != nil && !anchorMatched {
+		reason := fmt.Sprintf("the head anchored outside the log (sequence %d in %s, hash %s) is not in it: records were cut off or changed", anchored.GetSequence(), anchored.GetSegment(), anchored.GetHash())
+		if !w.damaged && anchored.GetSequence() > w.st.seq {
+			reason = fmt.Sprintf("the head anchored outside the log is sequence %d but the log ends at %d: records were cut off", anchored.GetSequence(), w.st.seq)
+		}
+		logger.Error("audit log does not match its anchor", "anchor_sequence", anchored.GetSequence(), "anchor_segment", anchored.GetSegment(), "log_sequence", w.st.seq, "reason", reason)
+		broken = append(broken, reason)
+	}
 	l := &chainLog{
-		path:          path,
+		dir:           dir,
 		maxBatch:      lim.maxBatch,
 		maxQueue:      lim.maxQueue,
 		maxQueueBytes: lim.maxQueueBytes,
 		commitDelay:   lim.commitDelay,
+		segmentBytes:  lim.segmentBytes,
 		logger:        logger,
 		room:          make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		done:          make(chan struct{}),
 		batch:         make([]*pending, 0, lim.maxBatch),
 		h:             sha256.New(),
-		f:             dataFile{f},
-		seq:           st.seq,
-		prev:          st.hash,
-		size:          st.size,
+		seq:           w.st.seq,
+		prev:          w.st.hash,
+		idPrefix:      newIDPrefix(),
+	}
+	if l.segmentBytes <= 0 {
+		l.segmentBytes = defaultSegmentBytes
 	}
 	l.alarm = time.AfterFunc(time.Hour, l.signal)
 	l.alarm.Stop()
-	if err := l.closeOpenCalls(f, calls, lim.now()); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("recover audit log %s: %w", path, err)
+	if len(broken) > 0 {
+		// The damaged files are kept as they are, for whoever investigates; the log goes on
+		// in a new segment whose first record says what broke, chained to the last record
+		// that verified.
+		if err := l.openSegment(w.last.index + 1); err != nil {
+			return nil, fmt.Errorf("recover audit log %s: %w", dir, err)
+		}
+		if err := l.recordBreak(lim.now(), strings.Join(broken, "; ")); err != nil {
+			l.f.Close()
+			return nil, fmt.Errorf("recover audit log %s: %w", dir, err)
+		}
+	} else {
+		path := filepath.Join(dir, w.last.name)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open audit log: %w", err)
+		}
+		if err := lockFile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock audit log %s (is another auditsvc using it?): %w", path, err)
+		}
+		if w.torn > 0 {
+			logger.Warn("audit log ends with an incomplete line, probably a write torn by a crash; cutting it away",
+				"path", path, "bytes", w.torn, "last_sequence", w.st.seq)
+			if err := f.Truncate(w.st.size); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("truncate torn audit log tail: %w", err)
+			}
+			if err := f.Sync(); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("sync audit log: %w", err)
+			}
+		}
+		l.f, l.segIndex, l.segName, l.size = dataFile{f}, w.last.index, w.last.name, w.st.size
+		l.path.Store(&path)
+	}
+	if err := l.closeOpenCalls(dir, calls, lim.now()); err != nil {
+		l.f.Close()
+		return nil, fmt.Errorf("recover audit log %s: %w", dir, err)
 	}
 	return l, nil
+}
+
+// openSegment creates segment index, locks it and makes it the one appended to. The
+// committer calls it (or open, before the writer starts); the previous file is closed.
+func (l *chainLog) openSegment(index int) error {
+	name := segmentName(index)
+	path := filepath.Join(l.dir, name)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("create audit segment: %w", err)
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("lock audit segment %s: %w", path, err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return err
+	}
+	if l.f != nil {
+		_ = l.f.Close()
+	}
+	l.f, l.segIndex, l.segName, l.size = dataFile{f}, index, name, 0
+	l.path.Store(&path)
+	return nil
+}
+
+// rotate starts the next segment once the current one has reached segmentBytes. A failure
+// leaves the current segment in use (it grows past the bound) and is logged: the log stays
+// correct, and the next commit tries again.
+func (l *chainLog) rotate() {
+	if err := l.openSegment(l.segIndex + 1); err != nil {
+		l.logger.Error("audit segment not rotated; appending to the current one", "path", *l.path.Load(), "err", err)
+		return
+	}
+	l.rotations.Add(1)
 }
 
 // start starts the writer.
@@ -412,7 +528,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 		if len(lost) > 0 {
 			l.lostDeferred.Add(uint64(len(lost)))
 			l.logger.Error("deferred audit records lost: their callers were answered before the commit failed",
-				"path", l.path, "records", len(lost), "call_ids", lost, "err", err)
+				"path", *l.path.Load(), "records", len(lost), "call_ids", lost, "err", err)
 		}
 		for _, p := range batch {
 			p.err = err
@@ -436,7 +552,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 	}
 	if len(buf) > 0 {
 		if err := l.write(buf); err != nil {
-			l.logger.Error("audit log write failed; the batch is refused", "path", l.path, "records", len(batch), "err", err)
+			l.logger.Error("audit log write failed; the batch is refused", "path", *l.path.Load(), "records", len(batch), "err", err)
 			if rerr := l.restore(); rerr != nil {
 				l.breakLog(rerr)
 			}
@@ -448,7 +564,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 			// fsync may succeed without them: nothing in memory can be trusted, only a
 			// restart that re-reads the file. Cut the batch off anyway so that the file stays
 			// a valid chain.
-			l.logger.Error("audit log fsync failed; the batch is refused", "path", l.path, "records", len(batch), "err", err)
+			l.logger.Error("audit log fsync failed; the batch is refused", "path", *l.path.Load(), "records", len(batch), "err", err)
 			if rerr := l.restore(); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
@@ -461,6 +577,12 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 		l.commits.Add(1)
 	}
 	l.seq, l.prev, l.size = seq, prev, l.size+int64(len(buf))
+	if len(buf) > 0 {
+		l.noteHead()
+		if l.size >= l.segmentBytes {
+			l.rotate()
+		}
+	}
 	for _, p := range batch {
 		if l.observe != nil {
 			l.observe(p)
@@ -485,7 +607,7 @@ func (l *chainLog) write(buf []byte) error {
 // recovers it from disk.
 func (l *chainLog) breakLog(err error) {
 	l.broken.Store(&err)
-	l.logger.Error("audit log is broken; refusing every append until restart", "path", l.path, "err", err)
+	l.logger.Error("audit log is broken; refusing every append until restart", "path", *l.path.Load(), "err", err)
 }
 
 // restore cuts the file back to the last acknowledged record after a failed write.
@@ -514,11 +636,35 @@ func (l *chainLog) close(ctx context.Context) error {
 	select {
 	case <-l.done:
 	case <-ctx.Done():
-		go func() { <-l.done; _ = l.f.Close() }()
+		go func() { <-l.done; _ = l.f.Close(); l.stopCheckpointer() }()
 		return fmt.Errorf("close audit log: %w", ctx.Err())
 	}
-	if err := l.f.Close(); err != nil {
+	err := l.f.Close()
+	l.stopCheckpointer()
+	if err != nil {
 		return fmt.Errorf("close audit log: %w", err)
 	}
 	return nil
+}
+
+// newIDPrefix draws the random half of this open's record ids.
+func newIDPrefix() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// nextID is a record id: 64 random bits drawn when the log opened, then a 64-bit counter,
+// hex. Unique within an open by the counter, across opens by the prefix (a collision needs
+// two opens to draw the same 64 bits), and cheaper than 128 fresh random bits per record.
+func (l *chainLog) nextID() string {
+	var b [32]byte
+	n := l.idCounter.Add(1)
+	const digits = "0123456789abcdef"
+	for i := 31; i >= 16; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	copy(b[:16], l.idPrefix)
+	return string(b[:])
 }

@@ -6,7 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
+
+func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
 
 // errStopped is the error of the OUTCOME_UNKNOWN record that recovery writes for a decision
 // without an outcome.
@@ -24,6 +27,7 @@ const maxLoggedCallIDs = 100
 
 // openCall is a decision record not yet followed by its outcome: where its record is.
 type openCall struct {
+	seg    string
 	seq    uint64
 	offset int64
 	length int
@@ -52,7 +56,7 @@ var (
 
 // visit is scan's visitor: it notes decisions and strikes them off when their outcome
 // follows. Records of other phases cost one substring search.
-func (c *openCalls) visit(seq uint64, offset int64, record []byte) error {
+func (c *openCalls) visit(seg string, seq uint64, offset int64, record []byte) error {
 	decision := bytes.Contains(record, decisionMember)
 	if !decision && !bytes.Contains(record, outcomeMember) {
 		return nil
@@ -75,7 +79,7 @@ func (c *openCalls) visit(seq uint64, offset int64, record []byte) error {
 		c.untracked++
 		return nil
 	}
-	c.open[id] = openCall{seq: seq, offset: offset, length: len(record)}
+	c.open[id] = openCall{seg: seg, seq: seq, offset: offset, length: len(record)}
 	return nil
 }
 
@@ -102,10 +106,10 @@ func callID(record []byte) (string, error) {
 // closeOpenCalls appends, durably and before the writer starts, an OUTCOME_UNKNOWN record
 // for every decision the scan left open, in the order of the decisions. Each copies its
 // decision's call id, principal, tenant, session, trace, server, method and tool.
-func (l *chainLog) closeOpenCalls(r io.ReaderAt, calls *openCalls, now time.Time) error {
+func (l *chainLog) closeOpenCalls(dir string, calls *openCalls, now time.Time) error {
 	if calls.untracked > 0 {
 		l.logger.Error("audit log holds more open decisions than recovery tracks; those beyond are not given an unknown outcome",
-			"path", l.path, "tracked", len(calls.open), "untracked", calls.untracked, "first_untracked_sequence", calls.firstLost)
+			"path", *l.path.Load(), "tracked", len(calls.open), "untracked", calls.untracked, "first_untracked_sequence", calls.firstLost)
 	}
 	if len(calls.open) == 0 {
 		return nil
@@ -129,7 +133,22 @@ func (l *chainLog) closeOpenCalls(r io.ReaderAt, calls *openCalls, now time.Time
 		batch = batch[:0]
 		return nil
 	}
+	var r *os.File // the segment of the decision read last
+	defer func() {
+		if r != nil {
+			r.Close()
+		}
+	}()
 	for _, c := range open {
+		if r == nil || filepath.Base(r.Name()) != c.seg {
+			if r != nil {
+				r.Close()
+			}
+			var err error
+			if r, err = os.Open(filepath.Join(dir, c.seg)); err != nil {
+				return fmt.Errorf("read decision %d: %w", c.seq, err)
+			}
+		}
 		raw := make([]byte, c.length)
 		if _, err := r.ReadAt(raw, c.offset); err != nil {
 			return fmt.Errorf("read decision %d: %w", c.seq, err)
@@ -138,7 +157,7 @@ func (l *chainLog) closeOpenCalls(r io.ReaderAt, calls *openCalls, now time.Time
 		if err := protojson.Unmarshal(raw, &d); err != nil {
 			return fmt.Errorf("decode decision %d: %w", c.seq, err)
 		}
-		rec, err := marshalRecord(&auditv1.Record{
+		rec, err := marshalRecord(l.nextID(), &auditv1.Record{
 			Time:      timestamppb.New(now),
 			TraceId:   d.GetTraceId(),
 			SessionId: d.GetSessionId(),
@@ -151,6 +170,7 @@ func (l *chainLog) closeOpenCalls(r io.ReaderAt, calls *openCalls, now time.Time
 			Phase:     auditv1.Phase_PHASE_OUTCOME,
 			Outcome:   auditv1.Outcome_OUTCOME_UNKNOWN,
 			Error:     errStopped,
+			Revision:  d.GetRevision(),
 		})
 		if err != nil {
 			return fmt.Errorf("decision %d: %w", c.seq, err)
@@ -171,6 +191,37 @@ func (l *chainLog) closeOpenCalls(r io.ReaderAt, calls *openCalls, now time.Time
 		}
 	}
 	l.logger.Warn("decisions without an outcome: the gateway stopped while they were in flight; recorded as outcome unknown",
-		"path", l.path, "calls", len(open), "call_ids", ids)
+		"path", *l.path.Load(), "calls", len(open), "call_ids", ids)
+	return nil
+}
+
+// The break record: the first record of the segment recovery starts after a break, saying
+// what broke. Verify reports it as a recovered break.
+const (
+	breakServer = "gatehouse/audit"
+	breakMethod = "audit/recover"
+)
+
+var breakMember = []byte(`"method":"` + breakMethod + `"`)
+
+// recordBreak appends, durably and before the writer starts, the record of a break found at
+// open to the (new) segment, and counts it.
+func (l *chainLog) recordBreak(now time.Time, what string) error {
+	rec, err := marshalRecord(l.nextID(), &auditv1.Record{
+		Time: timestampOf(now), Server: breakServer, Method: breakMethod,
+		Phase: auditv1.Phase_PHASE_COMPLETE, Outcome: auditv1.Outcome_OUTCOME_FAILED,
+		Error: trimError("the audit log was damaged when the gateway started; the damaged segments are kept unchanged and the log continues here: " + what),
+	})
+	if err != nil {
+		return err
+	}
+	p := &pending{record: rec, done: make(chan struct{})}
+	l.commit(sha256.New(), nil, []*pending{p})
+	if p.err != nil {
+		return fmt.Errorf("record the break: %w", p.err)
+	}
+	l.breaks.Add(1)
+	l.logger.Error("audit log damaged: continuing in a new segment after a record of the break",
+		"segment", l.segName, "sequence", p.seq, "what", what)
 	return nil
 }

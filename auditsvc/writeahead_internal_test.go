@@ -195,7 +195,7 @@ func TestRecoveryCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	l, err := openLog(s.Path(), limits{maxBatch: 1, maxQueue: 1, maxQueueBytes: maxRecordBytes, maxOpenCalls: 2, now: time.Now},
+	l, err := openLog(filepath.Dir(s.Path()), limits{maxBatch: 1, maxQueue: 1, maxQueueBytes: maxRecordBytes, maxOpenCalls: 2, now: time.Now},
 		slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +254,7 @@ func TestCallID(t *testing.T) {
 		`ends with a backslash\`,
 		"", // a complete record without a call id
 	} {
-		rec, err := marshalRecord(callRecord(id, auditv1.Phase_PHASE_COMPLETE, auditv1.Outcome_OUTCOME_ALLOWED))
+		rec, err := marshalRecord("", callRecord(id, auditv1.Phase_PHASE_COMPLETE, auditv1.Outcome_OUTCOME_ALLOWED))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +268,7 @@ func TestCallID(t *testing.T) {
 // append is waiting for room, however long the commit delay.
 func TestLingerEndsForWaiter(t *testing.T) {
 	t.Parallel()
-	l, err := openLog(filepath.Join(t.TempDir(), FileName), limits{
+	l, err := openLog(t.TempDir(), limits{
 		maxBatch: 256, maxQueue: 1024, maxQueueBytes: maxRecordBytes, maxOpenCalls: maxOpenCalls,
 		commitDelay: time.Hour, now: time.Now,
 	}, slog.New(slog.DiscardHandler))

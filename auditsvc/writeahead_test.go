@@ -168,8 +168,11 @@ func TestAppendValidatesPhases(t *testing.T) {
 		{"unspecified phase unknown outcome", with(record(0), func(r *auditv1.Record) { r.Outcome = auditv1.Outcome_OUTCOME_UNKNOWN }), false},
 		{"unknown phase", with(record(0), func(r *auditv1.Record) { r.Phase = 9 }), false},
 		{"oversized call id", decision(strings.Repeat("c", 129)), false},
-		{"oversized result digest", with(outcome("a", auditv1.Outcome_OUTCOME_ALLOWED), func(r *auditv1.Record) { r.ResultDigest = strings.Repeat("d", 513) }), false},
-		{"principal not UTF-8", with(record(0), func(r *auditv1.Record) { r.Principal = "al\xffice" }), false},
+		{"call id not UTF-8", decision("c\xff"), false},
+		{"unknown arguments form", with(record(0), func(r *auditv1.Record) { r.ArgumentsForm = "some" }), false},
+		// Names and ids over their bounds, or not UTF-8, are trimmed (TestFieldsTrimmed).
+		{"oversized result digest", with(outcome("a", auditv1.Outcome_OUTCOME_ALLOWED), func(r *auditv1.Record) { r.ResultDigest = strings.Repeat("d", 513) }), true},
+		{"principal not UTF-8", with(record(0), func(r *auditv1.Record) { r.Principal = "al\xffice" }), true},
 	}
 	want := uint64(0)
 	for _, tt := range tests {
@@ -214,6 +217,58 @@ func TestErrorTruncated(t *testing.T) {
 	marker := " …[truncated: 20003 bytes in all]"
 	if len(got) > 8192 || !strings.HasSuffix(got, marker) || !strings.HasPrefix(long, strings.TrimSuffix(got, marker)) || len(got) < 8100 {
 		t.Fatalf("stored error is %d bytes ending %q", len(got), got[max(0, len(got)-60):])
+	}
+}
+
+// TestFieldsTrimmed: a name or id over its bound is cut with a marker giving its length, and
+// invalid UTF-8 is replaced, instead of refusing the call's record; past 64 policy ids the
+// first 63 are kept and a marker says how many there were. Each stored record gets a record
+// id of its own, whatever the caller sent; the caller's record is not changed.
+func TestFieldsTrimmed(t *testing.T) {
+	t.Parallel()
+	svc := open(t, t.TempDir(), 0)
+	rec := decision("a")
+	rec.TraceId = strings.Repeat("t", 600)
+	rec.Tool = strings.Repeat("x", 5000)
+	rec.Method = "tools/\xffcall"
+	rec.RecordId = "chosen-by-the-caller"
+	rec.Arguments, rec.ArgumentsForm = strings.Repeat("a", 20000), auditsvc.ArgumentsFull
+	rec.PolicyIds = nil
+	for i := range 70 {
+		rec.PolicyIds = append(rec.PolicyIds, fmt.Sprint("p", i))
+	}
+	if _, err := appendRecord(svc, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendRecord(svc, rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.GetRecordId() != "chosen-by-the-caller" || len(rec.GetTool()) != 5000 || len(rec.GetPolicyIds()) != 70 {
+		t.Fatalf("Append changed the caller's record: %q, %d, %d", rec.GetRecordId(), len(rec.GetTool()), len(rec.GetPolicyIds()))
+	}
+	got := records(t, svc.Path())
+	g := got[0]
+	for _, f := range []struct {
+		name, value, marker string
+		max                 int
+	}{
+		{"trace_id", g.GetTraceId(), " …[truncated: 600 bytes in all]", 512},
+		{"tool", g.GetTool(), " …[truncated: 5000 bytes in all]", 4096},
+		{"arguments", g.GetArguments(), " …[truncated: 20000 bytes in all]", 16 << 10},
+	} {
+		if len(f.value) > f.max || len(f.value) < f.max-8 || !strings.HasSuffix(f.value, f.marker) {
+			t.Errorf("%s stored as %d bytes ending %q; want at most %d ending %q", f.name, len(f.value), f.value[max(0, len(f.value)-40):], f.max, f.marker)
+		}
+	}
+	if g.GetMethod() != "tools/\uFFFDcall" {
+		t.Errorf("method stored as %q", g.GetMethod())
+	}
+	if ids := g.GetPolicyIds(); len(ids) != 64 || ids[62] != "p62" || ids[63] != "…[truncated: 70 policy ids in all]" {
+		t.Errorf("policy ids stored as %d, ending %q", len(ids), ids[len(ids)-2:])
+	}
+	a, b := g.GetRecordId(), got[1].GetRecordId()
+	if len(a) != 32 || len(b) != 32 || a == b || a == "chosen-by-the-caller" || a[:16] != b[:16] {
+		t.Errorf("record ids %q and %q: want two distinct ids of 32 hex digits sharing the log's prefix", a, b)
 	}
 }
 
@@ -320,8 +375,12 @@ func TestDiskFullFailsClosed(t *testing.T) {
 	if n, err := auditsvc.Verify(svc.Path()); err != nil || n != durable {
 		t.Fatalf("Verify on the full disk = %d, %v; want the %d acknowledged records", n, err, durable)
 	}
-	// A deferred outcome was answered before its commit failed: visible, not silent.
-	if _, err := appendDeferred(svc, outcome("lost-call", auditv1.Outcome_OUTCOME_ALLOWED)); err != nil {
+	// A deferred outcome was answered before its commit failed: visible, not silent. Its
+	// error text is longer than a page, so that it cannot fit what the refused decision left
+	// of the tmpfs's last page.
+	lost := outcome("lost-call", auditv1.Outcome_OUTCOME_FAILED)
+	lost.Error = strings.Repeat("e", 6000)
+	if _, err := appendDeferred(svc, lost); err != nil {
 		t.Fatal(err)
 	}
 	if err := svc.Sync(context.Background()); connect.CodeOf(err) != connect.CodeUnavailable {

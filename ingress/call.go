@@ -94,7 +94,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	rec := &auditv1.Record{
 		Time: timestamppb.New(c.start), TraceId: c.traceID, CallId: c.id, SessionId: c.session.ID,
 		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
-		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments),
+		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments), Revision: c.revision,
 	}
 	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
 	if len(c.msg.Arguments) > maxPolicyArguments {

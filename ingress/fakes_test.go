@@ -270,6 +270,11 @@ func newFakeAudit() *fakeAudit {
 	return &fakeAudit{refuse: map[auditv1.Phase]bool{}, entered: make(chan struct{}, 1), release: make(chan struct{}), appended: make(chan struct{}, 1024)}
 }
 
+// Verify is not the ingress's: the fake only completes the client interface.
+func (f *fakeAudit) Verify(context.Context, *connect.Request[auditv1.VerifyRequest]) (*connect.Response[auditv1.VerifyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, nil)
+}
+
 func (f *fakeAudit) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (*connect.Response[auditv1.AppendResponse], error) {
 	if req.Msg.GetRecord().GetMethod() == "initialize" {
 		f.mu.Lock()

@@ -126,7 +126,10 @@ func startSplit(t *testing.T, ingresses int) *split {
 			append([]string{"-policy-dir", filepath.Join(gatehousetest.RepoRoot(t), "examples", "policies")}, etcdFlags...)},
 		{"bridgesvc", "bridgesvc", []string{"GATEHOUSE_BRIDGE_LISTEN=" + sp.addrs["bridge"], "GATEHOUSE_BRIDGE_REGISTRY_ADDR=" + sp.addrs["registry"],
 			"GATEHOUSE_BRIDGE_AUTH_ADDR=" + sp.addrs["auth"], "GATEHOUSE_BRIDGE_AUDIT_ADDR=" + sp.addrs["audit"], "SPLIT_UPSTREAM_SECRET=split-secret-7f3a"}, append([]string{"-stdio-grace", "500ms"}, etcdFlags...)},
-		{"auditsvc", "auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + sp.addrs["audit"]}, []string{"-dir", filepath.Join(sp.state, "audit")}},
+		// The audit log's checkpoints are signed with a key outside its directory and
+		// anchored in etcd.
+		{"auditsvc", "auditsvc", []string{"GATEHOUSE_AUDIT_LISTEN=" + sp.addrs["audit"], "GATEHOUSE_AUDIT_SIGNING_KEY_FILE=" + sp.auditKey(t)},
+			append([]string{"-dir", filepath.Join(sp.state, "audit"), "-checkpoint-records", "20"}, etcdFlags...)},
 	}
 	for _, name := range ingressNames {
 		specs = append(specs, spec{name, "ingress", []string{"GATEHOUSE_INGRESS_LISTEN=" + sp.addrs[name], "GATEHOUSE_INGRESS_AUTH_ADDR=" + sp.addrs["auth"],
@@ -134,19 +137,9 @@ func startSplit(t *testing.T, ingresses int) *split {
 			"GATEHOUSE_INGRESS_BRIDGE_ADDR=" + sp.addrs["bridge"], "GATEHOUSE_INGRESS_AUDIT_ADDR=" + sp.addrs["audit"]}, etcdFlags})
 	}
 	for _, s := range specs {
-		p := &splitProc{name: s.name, logs: &testsync.Buffer{}, done: make(chan struct{})}
-		p.cmd = exec.Command(filepath.Join(bins, s.bin), s.args...)
-		p.cmd.Env = append(append([]string(nil), env...), s.env...)
-		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = p.cmd.Wait(); close(p.done) }()
-		t.Cleanup(func() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		})
-		sp.procs[s.name] = p
+		cmd := exec.Command(filepath.Join(bins, s.bin), s.args...)
+		cmd.Env = append(append([]string(nil), env...), s.env...)
+		sp.procs[s.name] = sp.run(t, s.name, cmd)
 		sp.order = append(sp.order, s.name)
 	}
 	// Every service serves once its "serving" line is out; one that exits (a port taken
@@ -167,6 +160,52 @@ func startSplit(t *testing.T, ingresses int) *split {
 	}
 	t.Logf("every service serving")
 	return sp
+}
+
+// run starts cmd as the process name, logging into a buffer of its own; t.Cleanup kills it.
+func (sp *split) run(t *testing.T, name string, cmd *exec.Cmd) *splitProc {
+	t.Helper()
+	p := &splitProc{name: name, logs: &testsync.Buffer{}, done: make(chan struct{}), cmd: cmd}
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// restart starts the process name again, as it was started, once it has exited, and waits
+// until it serves.
+func (sp *split) restart(t *testing.T, name string) {
+	t.Helper()
+	old := sp.procs[name]
+	<-old.done
+	cmd := exec.Command(old.cmd.Path, old.cmd.Args[1:]...)
+	cmd.Env = old.cmd.Env
+	p := sp.run(t, name, cmd)
+	sp.procs[name] = p
+	testsync.WaitFor(t, 60*time.Second, name+" to serve again", func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before serving again:\n%s", name, p.logs.String())
+		default:
+		}
+		return strings.Contains(p.logs.String(), `"msg":"serving"`)
+	})
+}
+
+// auditKey mints the key that signs the audit log's checkpoints, outside the log's directory.
+func (sp *split) auditKey(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(sp.state, "keys", "audit-signing.pem")
+	if _, err := auditsvc.EnsureSigningKey(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestSplitMode runs the six service binaries as separate processes on loopback against an
@@ -306,10 +345,7 @@ func TestSplitMode(t *testing.T) {
 
 	t.Logf("stopped")
 	// The audit log verifies.
-	path := filepath.Join(state, "audit", auditsvc.FileName)
-	if _, err := auditsvc.Verify(path); err != nil {
-		t.Fatalf("verify %s: %v", path, err)
-	}
+	verifyAudit(t, state)
 	// Each call has its own outcome record: the SDK's call on each server, and on echo-stdio
 	// the DELETE subtest's call and the open session's.
 	calls := auditedCalls(auditRecords(t, state))

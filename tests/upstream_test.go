@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -124,31 +126,34 @@ type auditRecord struct {
 
 func auditPath(dataDir string) string { return filepath.Join(dataDir, "audit", auditsvc.FileName) }
 
-// auditRecords reads the audit log of a gateway's data dir: every complete line (a line
-// still being written, without its newline, is left for the next read).
+// auditRecords reads the audit log of a gateway's data dir, every segment in order: every
+// complete line (a line still being written, without its newline, is left for the next read).
 func auditRecords(t *testing.T, dataDir string) []auditRecord {
 	t.Helper()
-	b, err := os.ReadFile(auditPath(dataDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatalf("read the audit log: %v", err)
-	}
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[:i]
-	} else {
-		return nil
-	}
+	segs, _ := filepath.Glob(filepath.Join(dataDir, "audit", "audit-*.log"))
+	slices.Sort(segs) // zero-padded: name order is segment order
 	var out []auditRecord
-	for i, line := range bytes.Split(b, []byte("\n")) {
-		var l struct {
-			Record auditRecord `json:"record"`
+	for _, path := range append([]string{auditPath(dataDir)}, segs...) {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
 		}
-		if err := json.Unmarshal(line, &l); err != nil {
-			t.Fatalf("audit log line %d: %v: %s", i+1, err, line)
+		if err != nil {
+			t.Fatalf("read the audit log: %v", err)
 		}
-		out = append(out, l.Record)
+		i := bytes.LastIndexByte(b, '\n')
+		if i < 0 {
+			continue
+		}
+		for j, line := range bytes.Split(b[:i], []byte("\n")) {
+			var l struct {
+				Record auditRecord `json:"record"`
+			}
+			if err := json.Unmarshal(line, &l); err != nil {
+				t.Fatalf("%s line %d: %v: %s", path, j+1, err, line)
+			}
+			out = append(out, l.Record)
+		}
 	}
 	return out
 }
@@ -172,8 +177,16 @@ func waitAudit(t *testing.T, dataDir, what string, match func(auditRecord) bool)
 // verifyAudit checks the chain of a stopped gateway's audit log.
 func verifyAudit(t *testing.T, dataDir string) {
 	t.Helper()
-	if _, err := auditsvc.Verify(auditPath(dataDir)); err != nil {
+	var opts auditsvc.VerifyOptions
+	if k, err := auditsvc.LoadSigningKey(filepath.Join(dataDir, "keys", "audit-signing.pem")); err == nil {
+		opts.PublicKey = k.Public().(ed25519.PublicKey)
+	}
+	resp, err := auditsvc.VerifyDir(context.Background(), filepath.Join(dataDir, "audit"), opts)
+	if err != nil {
 		t.Fatalf("verify the audit log: %v", err)
+	}
+	if len(resp.GetProblems()) > 0 {
+		t.Fatalf("verify the audit log: %v", resp.GetProblems())
 	}
 }
 

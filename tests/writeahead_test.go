@@ -118,7 +118,7 @@ func TestWriteAheadCrash(t *testing.T) {
 
 // TestWriteAheadDiskFull: with the audit log's disk full, a tools/call is refused with the
 // audit error (-32004, with a trace id) and its upstream receives nothing; once there is room
-// again, calls go through and the chain verifies. The log's directory is a small tmpfs (this
+// again, calls go through and the chain verifies; the health check answers throughout. The log's directory is a small tmpfs (this
 // needs root, as in CI).
 func TestWriteAheadDiskFull(t *testing.T) {
 	t.Parallel()
@@ -185,6 +185,16 @@ func TestWriteAheadDiskFull(t *testing.T) {
 			t.Fatalf("a call refused for the full audit disk reached the upstream (%d tools/call messages, %d before)", n, before)
 		}
 		refused = append(refused, traceID(msg))
+	}
+
+	// The gateway itself stays up: its health check answers while every call is refused.
+	hr, err := http.Get(g.Base + "/healthz")
+	if err != nil {
+		t.Fatalf("health check on a full audit disk: %v", err)
+	}
+	hr.Body.Close()
+	if hr.StatusCode != http.StatusOK {
+		t.Fatalf("health check on a full audit disk: %d, want 200", hr.StatusCode)
 	}
 
 	if err := os.Remove(filler); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
@@ -145,10 +146,21 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// handlers finish and commit their audit records before the audit log closes (and the
 	// registry, which records quarantines and approvals, closes before it too).
 	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
+	// Laptop mode keeps the key that signs the audit log's checkpoints under the data
+	// directory but outside the audit directory (minted on first start): it shows a change
+	// made through the audit files alone; a deployment gives --audit-signing-key-file from
+	// elsewhere. The latest checkpoint is anchored in the embedded etcd.
+	if cfg.Audit.SigningKeyFile == "" {
+		cfg.Audit.SigningKeyFile = filepath.Join(cfg.DataDir, "keys", auditKeyFile)
+		if _, err := auditsvc.EnsureSigningKey(cfg.Audit.SigningKeyFile); err != nil {
+			return err
+		}
+	}
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey)))
 	if err != nil {
 		return err
 	}
+	audit.SetAuthorize(askPolicy)
 	defer audit.Close(context.WithoutCancel(ctx))
 	regCfg := cfg.Registry
 	regCfg.Authorize = askPolicy
@@ -256,6 +268,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	openToCallers[registryv1connect.RegistryServiceListServersProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceApproveToolsProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceImportServersProcedure] = true
+	openToCallers[auditv1connect.AuditServiceVerifyProcedure] = true
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own

@@ -4,12 +4,12 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var verify bool
 	return svcmain.Main(ctx, svcmain.Spec{
 		Name: "audit",
+		Etcd: svcmain.EtcdOptional,
 		Flags: func(fs *flag.FlagSet) {
 			cfg.RegisterFlags(fs)
 			fs.BoolVar(&verify, "verify", false, "verify the log in -dir, print how many records it holds, and exit")
@@ -41,16 +42,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if !verify {
 				return false, nil
 			}
-			path := filepath.Join(cfg.Dir, auditsvc.FileName)
-			n, err := auditsvc.Verify(path)
-			if err != nil {
-				return true, fmt.Errorf("%s: %d records verified, then: %w", path, n, err)
+			// Offline: the chain and the checkpoints against the key they name (the signing
+			// key's public half when --signing-key-file is given); the anchor in etcd is
+			// checked by the Verify RPC of a running service (gatehouse audit verify).
+			var opts auditsvc.VerifyOptions
+			if cfg.SigningKeyFile != "" {
+				k, err := auditsvc.LoadSigningKey(cfg.SigningKeyFile)
+				if err != nil {
+					return true, err
+				}
+				opts.PublicKey = k.Public().(ed25519.PublicKey)
 			}
-			fmt.Fprintf(stdout, "%s: %d records, chain intact\n", path, n)
+			resp, err := auditsvc.VerifyDir(ctx, cfg.Dir, opts)
+			if err != nil {
+				return true, err
+			}
+			for _, p := range resp.GetProblems() {
+				fmt.Fprintf(stdout, "%s: %s %s line %d (sequence %d, byte offset %d): %s\n", cfg.Dir, p.GetKind(), p.GetSegment(), p.GetLine(), p.GetSequence(), p.GetOffset(), p.GetReason())
+			}
+			if n := len(resp.GetProblems()); n > 0 {
+				return true, fmt.Errorf("%s: %d problems; the first: %s at sequence %d", cfg.Dir, n, resp.GetProblems()[0].GetKind(), resp.GetProblems()[0].GetSequence())
+			}
+			fmt.Fprintf(stdout, "%s: %d records in %d segments, %d checkpoints, chain intact\n", cfg.Dir, resp.GetRecords(), len(resp.GetSegments()), resp.GetCheckpoints())
 			return true, nil
 		},
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
-			svc, err := auditsvc.New(cfg, env.Logger)
+			// With etcd (--etcd-endpoints), the latest signed checkpoint is anchored there.
+			var opts []auditsvc.Option
+			if env.Etcd != nil {
+				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey)))
+			}
+			svc, err := auditsvc.New(cfg, env.Logger, opts...)
 			if err != nil {
 				return nil, err
 			}

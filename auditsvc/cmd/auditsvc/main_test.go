@@ -80,7 +80,7 @@ func TestRunVerify(t *testing.T) {
 	if err := run(context.Background(), []string{"-verify", "-dir", dir}, noenv, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "3 records, chain intact") {
+	if !strings.Contains(out.String(), "3 records in 1 segments, 0 checkpoints, chain intact") {
 		t.Fatalf("output %q", out.String())
 	}
 }

@@ -172,7 +172,20 @@ type Record struct {
 	// How many calls the record stands for: refusals by quota are aggregated into one record
 	// per principal, server and window (the first refusal's time, trace and call ids), so a
 	// flood is not one durable record per refused call. Zero (absent) means one.
-	Count         uint32 `protobuf:"varint,18,opt,name=count,proto3" json:"count,omitempty"`
+	Count uint32 `protobuf:"varint,18,opt,name=count,proto3" json:"count,omitempty"`
+	// Fields 19..29: the store's own (issue 8).
+	// The MCP revision negotiated with the upstream ("2025-06-18"), when known.
+	Revision string `protobuf:"bytes,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The arguments as the host sent them, when the server's registry entry asks for more than
+	// the digest (audit.arguments: redacted or full): JSON text, the configured paths masked.
+	Arguments string `protobuf:"bytes,21,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// How arguments was stored: "redacted" or "full"; empty means digest only.
+	ArgumentsForm string `protobuf:"bytes,22,opt,name=arguments_form,json=argumentsForm,proto3" json:"arguments_form,omitempty"`
+	// The audit log's id of this record (128 bits, hex: a random prefix drawn when the log
+	// opens, then a counter), assigned on append whatever the caller sent; unique, unlike the
+	// host's trace id, which is kept as sent and never trusted as unique. Declared last so
+	// that the stored JSON ends with it (the encoder appends it without copying the record).
+	RecordId      string `protobuf:"bytes,19,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +346,34 @@ func (x *Record) GetCount() uint32 {
 	return 0
 }
 
+func (x *Record) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *Record) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *Record) GetArgumentsForm() string {
+	if x != nil {
+		return x.ArgumentsForm
+	}
+	return ""
+}
+
+func (x *Record) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
+}
+
 type AppendRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Record *Record                `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
@@ -442,11 +483,330 @@ func (x *AppendResponse) GetHash() string {
 	return ""
 }
 
+type VerifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+// VerifyResponse is what Verify found. The log verifies when problems is empty.
+type VerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records verified (chain, hash and sequence), across every segment.
+	Records uint64 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	// Segments walked, in order.
+	Segments []string `protobuf:"bytes,2,rep,name=segments,proto3" json:"segments,omitempty"`
+	// What does not hold, in log order: the first is the first broken record.
+	Problems []*Problem `protobuf:"bytes,3,rep,name=problems,proto3" json:"problems,omitempty"`
+	// The head anchored outside the log (etcd), when there is one.
+	Anchor *Checkpoint `protobuf:"bytes,4,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	// The last checkpoint found in the log's checkpoint file that verified.
+	LastCheckpoint *Checkpoint `protobuf:"bytes,5,opt,name=last_checkpoint,json=lastCheckpoint,proto3" json:"last_checkpoint,omitempty"`
+	// Signed checkpoints that verified against public_key and the chain.
+	Checkpoints uint64 `protobuf:"varint,6,opt,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// The Ed25519 public key checkpoints were verified against, hex; empty when none is known.
+	PublicKey     string `protobuf:"bytes,7,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *VerifyResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetSegments() []string {
+	if x != nil {
+		return x.Segments
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetProblems() []*Problem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetAnchor() *Checkpoint {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetLastCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.LastCheckpoint
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetCheckpoints() uint64 {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+// Problem is one thing Verify found wrong.
+type Problem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// broken (a line that does not verify: malformed, out of sequence, not chained, hash
+	// mismatch), torn (an incomplete last line), missing_segment, recovered_break (a break the
+	// log recorded at start), continuation (where the chain resumes after a break),
+	// checkpoint_mismatch, bad_signature, anchor_mismatch, cut_off (the anchor is ahead of the
+	// log).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The segment file's name.
+	Segment string `protobuf:"bytes,2,opt,name=segment,proto3" json:"segment,omitempty"`
+	// The record's sequence (its position in the whole log, from 1) and its line in the
+	// segment (from 1); 0 when not about one record.
+	Sequence uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Line     uint64 `protobuf:"varint,4,opt,name=line,proto3" json:"line,omitempty"`
+	// The byte offset of the line in the segment.
+	Offset        int64  `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Problem) Reset() {
+	*x = Problem{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Problem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Problem) ProtoMessage() {}
+
+func (x *Problem) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Problem.ProtoReflect.Descriptor instead.
+func (*Problem) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Problem) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Problem) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
+func (x *Problem) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Problem) GetLine() uint64 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *Problem) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Problem) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Checkpoint is a signed statement of the log's head: the record at sequence has chain hash
+// hash. The signature is Ed25519 over "gatehouse audit checkpoint v1\n<sequence>\n<hash>\n
+// <segment>\n<time, RFC 3339 with nanoseconds, UTC>\n".
+type Checkpoint struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Hash     string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Time     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// The segment holding the record.
+	Segment string `protobuf:"bytes,4,opt,name=segment,proto3" json:"segment,omitempty"`
+	// The signer's Ed25519 public key, hex.
+	PublicKey     string `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Checkpoint) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_gatehouse_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x04\n" +
+	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x05\n" +
 	"\x06Record\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x19\n" +
 	"\btrace_id\x18\x02 \x01(\tR\atraceId\x12\x1d\n" +
@@ -468,13 +828,43 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\acall_id\x18\x0f \x01(\tR\x06callId\x12/\n" +
 	"\x05phase\x18\x10 \x01(\x0e2\x19.gatehouse.audit.v1.PhaseR\x05phase\x12#\n" +
 	"\rresult_digest\x18\x11 \x01(\tR\fresultDigest\x12\x14\n" +
-	"\x05count\x18\x12 \x01(\rR\x05count\"_\n" +
+	"\x05count\x18\x12 \x01(\rR\x05count\x12\x1a\n" +
+	"\brevision\x18\x14 \x01(\tR\brevision\x12\x1c\n" +
+	"\targuments\x18\x15 \x01(\tR\targuments\x12%\n" +
+	"\x0earguments_form\x18\x16 \x01(\tR\rargumentsForm\x12\x1b\n" +
+	"\trecord_id\x18\x13 \x01(\tR\brecordId\"_\n" +
 	"\rAppendRequest\x122\n" +
 	"\x06record\x18\x01 \x01(\v2\x1a.gatehouse.audit.v1.RecordR\x06record\x12\x1a\n" +
 	"\bdeferred\x18\x02 \x01(\bR\bdeferred\"@\n" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\tR\x04hash*\x8b\x01\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\"\x0f\n" +
+	"\rVerifyRequest\"\xc1\x02\n" +
+	"\x0eVerifyResponse\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1a\n" +
+	"\bsegments\x18\x02 \x03(\tR\bsegments\x127\n" +
+	"\bproblems\x18\x03 \x03(\v2\x1b.gatehouse.audit.v1.ProblemR\bproblems\x126\n" +
+	"\x06anchor\x18\x04 \x01(\v2\x1e.gatehouse.audit.v1.CheckpointR\x06anchor\x12G\n" +
+	"\x0flast_checkpoint\x18\x05 \x01(\v2\x1e.gatehouse.audit.v1.CheckpointR\x0elastCheckpoint\x12 \n" +
+	"\vcheckpoints\x18\x06 \x01(\x04R\vcheckpoints\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\a \x01(\tR\tpublicKey\"\x97\x01\n" +
+	"\aProblem\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\asegment\x18\x02 \x01(\tR\asegment\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12\x12\n" +
+	"\x04line\x18\x04 \x01(\x04R\x04line\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xc3\x01\n" +
+	"\n" +
+	"Checkpoint\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\asegment\x18\x04 \x01(\tR\asegment\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x05 \x01(\tR\tpublicKey\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature*\x8b\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_ALLOWED\x10\x01\x12\x12\n" +
@@ -486,9 +876,10 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePHASE_DECISION\x10\x01\x12\x11\n" +
 	"\rPHASE_OUTCOME\x10\x02\x12\x12\n" +
-	"\x0ePHASE_COMPLETE\x10\x032a\n" +
+	"\x0ePHASE_COMPLETE\x10\x032\xb4\x01\n" +
 	"\fAuditService\x12Q\n" +
-	"\x06Append\x12!.gatehouse.audit.v1.AppendRequest\x1a\".gatehouse.audit.v1.AppendResponse\"\x00B\xd1\x01\n" +
+	"\x06Append\x12!.gatehouse.audit.v1.AppendRequest\x1a\".gatehouse.audit.v1.AppendResponse\"\x00\x12Q\n" +
+	"\x06Verify\x12!.gatehouse.audit.v1.VerifyRequest\x1a\".gatehouse.audit.v1.VerifyResponse\"\x00B\xd1\x01\n" +
 	"\x16com.gatehouse.audit.v1B\n" +
 	"AuditProtoP\x01ZAgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1;auditv1\xa2\x02\x03GAX\xaa\x02\x12Gatehouse.Audit.V1\xca\x02\x12Gatehouse\\Audit\\V1\xe2\x02\x1eGatehouse\\Audit\\V1\\GPBMetadata\xea\x02\x14Gatehouse::Audit::V1b\x06proto3"
 
@@ -505,29 +896,39 @@ func file_gatehouse_audit_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gatehouse_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_gatehouse_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_gatehouse_audit_v1_audit_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: gatehouse.audit.v1.Outcome
 	(Phase)(0),                    // 1: gatehouse.audit.v1.Phase
 	(*Record)(nil),                // 2: gatehouse.audit.v1.Record
 	(*AppendRequest)(nil),         // 3: gatehouse.audit.v1.AppendRequest
 	(*AppendResponse)(nil),        // 4: gatehouse.audit.v1.AppendResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
+	(*VerifyRequest)(nil),         // 5: gatehouse.audit.v1.VerifyRequest
+	(*VerifyResponse)(nil),        // 6: gatehouse.audit.v1.VerifyResponse
+	(*Problem)(nil),               // 7: gatehouse.audit.v1.Problem
+	(*Checkpoint)(nil),            // 8: gatehouse.audit.v1.Checkpoint
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
 }
 var file_gatehouse_audit_v1_audit_proto_depIdxs = []int32{
-	5, // 0: gatehouse.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
-	0, // 1: gatehouse.audit.v1.Record.outcome:type_name -> gatehouse.audit.v1.Outcome
-	6, // 2: gatehouse.audit.v1.Record.latency:type_name -> google.protobuf.Duration
-	1, // 3: gatehouse.audit.v1.Record.phase:type_name -> gatehouse.audit.v1.Phase
-	2, // 4: gatehouse.audit.v1.AppendRequest.record:type_name -> gatehouse.audit.v1.Record
-	3, // 5: gatehouse.audit.v1.AuditService.Append:input_type -> gatehouse.audit.v1.AppendRequest
-	4, // 6: gatehouse.audit.v1.AuditService.Append:output_type -> gatehouse.audit.v1.AppendResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9,  // 0: gatehouse.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
+	0,  // 1: gatehouse.audit.v1.Record.outcome:type_name -> gatehouse.audit.v1.Outcome
+	10, // 2: gatehouse.audit.v1.Record.latency:type_name -> google.protobuf.Duration
+	1,  // 3: gatehouse.audit.v1.Record.phase:type_name -> gatehouse.audit.v1.Phase
+	2,  // 4: gatehouse.audit.v1.AppendRequest.record:type_name -> gatehouse.audit.v1.Record
+	7,  // 5: gatehouse.audit.v1.VerifyResponse.problems:type_name -> gatehouse.audit.v1.Problem
+	8,  // 6: gatehouse.audit.v1.VerifyResponse.anchor:type_name -> gatehouse.audit.v1.Checkpoint
+	8,  // 7: gatehouse.audit.v1.VerifyResponse.last_checkpoint:type_name -> gatehouse.audit.v1.Checkpoint
+	9,  // 8: gatehouse.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	3,  // 9: gatehouse.audit.v1.AuditService.Append:input_type -> gatehouse.audit.v1.AppendRequest
+	5,  // 10: gatehouse.audit.v1.AuditService.Verify:input_type -> gatehouse.audit.v1.VerifyRequest
+	4,  // 11: gatehouse.audit.v1.AuditService.Append:output_type -> gatehouse.audit.v1.AppendResponse
+	6,  // 12: gatehouse.audit.v1.AuditService.Verify:output_type -> gatehouse.audit.v1.VerifyResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_audit_v1_audit_proto_init() }
@@ -541,7 +942,7 @@ func file_gatehouse_audit_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_audit_v1_audit_proto_rawDesc), len(file_gatehouse_audit_v1_audit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AuditService_Append_FullMethodName = "/gatehouse.audit.v1.AuditService/Append"
+	AuditService_Verify_FullMethodName = "/gatehouse.audit.v1.AuditService/Verify"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -31,6 +32,10 @@ type AuditServiceClient interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
 	// queues it for the next group commit and returns at once.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
+	// Verify walks every segment of the log, its signed checkpoints and the head anchored in
+	// etcd, and reports what does not hold, the first broken record first. The internal token,
+	// or an operator's credential that Cedar allows admin/audit.verify.
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 }
 
 type auditServiceClient struct {
@@ -51,6 +56,16 @@ func (c *auditServiceClient) Append(ctx context.Context, in *AppendRequest, opts
 	return out, nil
 }
 
+func (c *auditServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyResponse)
+	err := c.cc.Invoke(ctx, AuditService_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -60,6 +75,10 @@ type AuditServiceServer interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
 	// queues it for the next group commit and returns at once.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
+	// Verify walks every segment of the log, its signed checkpoints and the head anchored in
+	// etcd, and reports what does not hold, the first broken record first. The internal token,
+	// or an operator's credential that Cedar allows admin/audit.verify.
+	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -72,6 +91,9 @@ type UnimplementedAuditServiceServer struct{}
 
 func (UnimplementedAuditServiceServer) Append(context.Context, *AppendRequest) (*AppendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Append not implemented")
+}
+func (UnimplementedAuditServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -112,6 +134,24 @@ func _AuditService_Append_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).Verify(ctx, req.(*VerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -122,6 +162,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Append",
 			Handler:    _AuditService_Append_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _AuditService_Verify_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

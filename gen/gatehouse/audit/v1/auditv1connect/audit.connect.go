@@ -35,6 +35,8 @@ const (
 const (
 	// AuditServiceAppendProcedure is the fully-qualified name of the AuditService's Append RPC.
 	AuditServiceAppendProcedure = "/gatehouse.audit.v1.AuditService/Append"
+	// AuditServiceVerifyProcedure is the fully-qualified name of the AuditService's Verify RPC.
+	AuditServiceVerifyProcedure = "/gatehouse.audit.v1.AuditService/Verify"
 )
 
 // AuditServiceClient is a client for the gatehouse.audit.v1.AuditService service.
@@ -42,6 +44,10 @@ type AuditServiceClient interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
 	// queues it for the next group commit and returns at once.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// Verify walks every segment of the log, its signed checkpoints and the head anchored in
+	// etcd, and reports what does not hold, the first broken record first. The internal token,
+	// or an operator's credential that Cedar allows admin/audit.verify.
+	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
 }
 
 // NewAuditServiceClient constructs a client for the gatehouse.audit.v1.AuditService service. By
@@ -61,12 +67,19 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(auditServiceMethods.ByName("Append")),
 			connect.WithClientOptions(opts...),
 		),
+		verify: connect.NewClient[v1.VerifyRequest, v1.VerifyResponse](
+			httpClient,
+			baseURL+AuditServiceVerifyProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Verify")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // auditServiceClient implements AuditServiceClient.
 type auditServiceClient struct {
 	append *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	verify *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
 }
 
 // Append calls gatehouse.audit.v1.AuditService.Append.
@@ -74,11 +87,20 @@ func (c *auditServiceClient) Append(ctx context.Context, req *connect.Request[v1
 	return c.append.CallUnary(ctx, req)
 }
 
+// Verify calls gatehouse.audit.v1.AuditService.Verify.
+func (c *auditServiceClient) Verify(ctx context.Context, req *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error) {
+	return c.verify.CallUnary(ctx, req)
+}
+
 // AuditServiceHandler is an implementation of the gatehouse.audit.v1.AuditService service.
 type AuditServiceHandler interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
 	// queues it for the next group commit and returns at once.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// Verify walks every segment of the log, its signed checkpoints and the head anchored in
+	// etcd, and reports what does not hold, the first broken record first. The internal token,
+	// or an operator's credential that Cedar allows admin/audit.verify.
+	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -94,10 +116,18 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(auditServiceMethods.ByName("Append")),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceVerifyHandler := connect.NewUnaryHandler(
+		AuditServiceVerifyProcedure,
+		svc.Verify,
+		connect.WithSchema(auditServiceMethods.ByName("Verify")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.audit.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceAppendProcedure:
 			auditServiceAppendHandler.ServeHTTP(w, r)
+		case AuditServiceVerifyProcedure:
+			auditServiceVerifyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -109,4 +139,8 @@ type UnimplementedAuditServiceHandler struct{}
 
 func (UnimplementedAuditServiceHandler) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Append is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Verify is not implemented"))
 }

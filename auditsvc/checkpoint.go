@@ -1,0 +1,349 @@
+package auditsvc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Checkpoints are the log's defence against a deliberate edit: the chain alone only shows
+// accidents, since whoever can write the file can recompute every hash after a change. A
+// checkpoint is the head (sequence, hash, segment) signed with an Ed25519 key that is not
+// kept beside the log; the log appends each to CheckpointsFileName and stores the latest
+// in its Anchor (etcd). Verify then finds a record changed with its chain recomputed (a
+// checkpoint's hash no longer matches) and records cut off the end (a checkpoint or the anchor
+// is ahead of the log), back to the last checkpoint: at most CheckpointRecords records or
+// CheckpointInterval of records, plus what was not durable yet, can go unnoticed.
+
+// CheckpointsFileName is the file of signed checkpoints in the log's directory, JSON lines.
+const CheckpointsFileName = "checkpoints.log"
+
+// Defaults and bounds of checkpointing.
+const (
+	defaultCheckpointRecords  = 1000
+	defaultCheckpointInterval = 10 * time.Second
+	minCheckpointInterval     = 100 * time.Millisecond
+	maxCheckpointLine         = 4096
+	// maxCheckpoints bounds the checkpoints Verify holds in memory at once (about 200 bytes
+	// each); beyond, the oldest are skipped and counted.
+	maxCheckpoints = 1 << 20
+	// anchorTimeout bounds one write of the anchor.
+	anchorTimeout = 5 * time.Second
+)
+
+// checkpointMessage is what a checkpoint's signature covers.
+func checkpointMessage(c *auditv1.Checkpoint) []byte {
+	return fmt.Appendf(nil, "gatehouse audit checkpoint v1\n%d\n%s\n%s\n%s\n", c.GetSequence(), c.GetHash(), c.GetSegment(),
+		c.GetTime().AsTime().UTC().Format(time.RFC3339Nano))
+}
+
+// signCheckpoint makes the checkpoint of a head.
+func signCheckpoint(key ed25519.PrivateKey, seq uint64, hash, seg string, now time.Time) *auditv1.Checkpoint {
+	c := &auditv1.Checkpoint{Sequence: seq, Hash: hash, Segment: seg, Time: timestamppb.New(now),
+		PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey))}
+	c.Signature = ed25519.Sign(key, checkpointMessage(c))
+	return c
+}
+
+// checkSignature verifies c against pub (or, when pub is nil, against the key it names,
+// which only shows the checkpoint was not damaged by accident).
+func checkSignature(c *auditv1.Checkpoint, pub ed25519.PublicKey) error {
+	if pub == nil {
+		k, err := hex.DecodeString(c.GetPublicKey())
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return errors.New("the checkpoint names no valid public key")
+		}
+		pub = k
+	} else if c.GetPublicKey() != hex.EncodeToString(pub) {
+		return fmt.Errorf("signed by key %.16s…, not the trusted key %.16s…", c.GetPublicKey(), hex.EncodeToString(pub))
+	}
+	if len(c.GetSignature()) != ed25519.SignatureSize || !ed25519.Verify(pub, checkpointMessage(c), c.GetSignature()) {
+		return errors.New("the signature does not verify")
+	}
+	return nil
+}
+
+// LoadSigningKey reads an Ed25519 private key from a PEM file (PKCS #8, "PRIVATE KEY").
+func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("audit signing key %s: not a PEM PRIVATE KEY", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key %s: %w", path, err)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("audit signing key %s: not an Ed25519 key", path)
+	}
+	return ek, nil
+}
+
+// EnsureSigningKey loads the key at path, minting one (mode 0600, its directory 0700) if
+// there is none. `gatehouse up` keeps it under the data directory but outside the audit
+// directory.
+func EnsureSigningKey(path string) (ed25519.PrivateKey, error) {
+	if _, err := os.Stat(path); err == nil {
+		return LoadSigningKey(path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("mint audit signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("mint audit signing key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("mint audit signing key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("mint audit signing key: %w", err)
+	}
+	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Sync(), f.Close()); err != nil {
+		return nil, fmt.Errorf("mint audit signing key: %w", err)
+	}
+	return key, nil
+}
+
+// ParsePublicKey reads an Ed25519 public key given as hex, or as a PEM file's contents
+// (PUBLIC KEY, PKIX).
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	s = strings.TrimSpace(s)
+	if block, _ := pem.Decode([]byte(s)); block != nil {
+		k, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("public key: %w", err)
+		}
+		ek, ok := k.(ed25519.PublicKey)
+		if !ok {
+			return nil, errors.New("public key: not Ed25519")
+		}
+		return ek, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("public key: want 64 hex digits or a PEM PUBLIC KEY")
+	}
+	return b, nil
+}
+
+// Anchor keeps the log's latest checkpoint outside its directory, where whoever edits the
+// files cannot reach it.
+type Anchor interface {
+	// Load returns the anchored checkpoint, nil if there is none.
+	Load(ctx context.Context) (*auditv1.Checkpoint, error)
+	// Store replaces it.
+	Store(ctx context.Context, c *auditv1.Checkpoint) error
+}
+
+// head is the last durable record, published by the committer for the checkpointer.
+type head struct {
+	seq  uint64
+	hash string
+	seg  string
+}
+
+// checkpointer signs the head every CheckpointRecords records or CheckpointInterval, off the
+// path of appends: it appends the checkpoint to the checkpoints file (fdatasynced) and stores
+// it in the anchor. A failure is logged at ERROR and counted; appends go on.
+type checkpointer struct {
+	key      ed25519.PrivateKey
+	anchor   Anchor // nil: none
+	every    uint64
+	interval time.Duration
+	file     *os.File
+	wake     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	last     uint64 // sequence of the last checkpoint (the checkpointer's own)
+}
+
+func openCheckpoints(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, CheckpointsFileName), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit checkpoints: %w", err)
+	}
+	// A torn last line (a crash mid-write) is cut so that the next one starts a line.
+	b, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read audit checkpoints: %w", err)
+	}
+	if i := bytes.LastIndexByte(b, '\n'); i+1 < len(b) {
+		if err := f.Truncate(int64(i + 1)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("cut torn audit checkpoint: %w", err)
+		}
+	}
+	return f, nil
+}
+
+// checkpoint signs h and records it. It is called by the checkpointer only (and at open and
+// close, when the checkpointer is not running).
+func (l *chainLog) checkpoint(h *head) {
+	c := l.ckpt
+	if h == nil || h.seq == 0 || h.seq == c.last {
+		return
+	}
+	cp := signCheckpoint(c.key, h.seq, h.hash, h.seg, time.Now())
+	line, err := protojson.Marshal(cp)
+	if err == nil {
+		var buf bytes.Buffer
+		if err = json.Compact(&buf, line); err == nil {
+			buf.WriteByte('\n')
+			_, err = c.file.Write(buf.Bytes())
+		}
+	}
+	if err == nil {
+		err = dataFile{c.file}.Sync()
+	}
+	if err != nil {
+		l.checkpointFailures.Add(1)
+		l.logger.Error("audit checkpoint not written", "path", c.file.Name(), "sequence", h.seq, "err", err)
+		return
+	}
+	c.last = h.seq
+	l.checkpoints.Add(1)
+	if c.anchor == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
+	defer cancel()
+	if err := c.anchor.Store(ctx, cp); err != nil {
+		l.checkpointFailures.Add(1)
+		l.logger.Error("audit checkpoint not anchored", "sequence", h.seq, "err", err)
+	}
+}
+
+// runCheckpointer is the checkpointer's goroutine.
+func (l *chainLog) runCheckpointer() {
+	c := l.ckpt
+	defer close(c.done)
+	t := time.NewTicker(c.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		case <-c.wake:
+		}
+		l.checkpoint(l.head.Load())
+	}
+}
+
+// noteHead publishes the committer's head and wakes the checkpointer every `every` records.
+func (l *chainLog) noteHead() {
+	if l.ckpt == nil {
+		return
+	}
+	h := &head{seq: l.seq, hash: string(l.prev), seg: l.segName}
+	l.head.Store(h)
+	if h.seq-l.ckptNoted >= l.ckpt.every {
+		l.ckptNoted = h.seq
+		select {
+		case l.ckpt.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// readCheckpoints reads the checkpoints file of dir; a missing file is none. An incomplete
+// last line (being written, or torn by a crash) is left out; a line that does not parse is
+// returned as a problem (its line number), not an error.
+func readCheckpoints(dir string) (cps []*auditv1.Checkpoint, lines []uint64, bad []*ChainError, err error) {
+	f, err := os.Open(filepath.Join(dir, CheckpointsFileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read audit checkpoints: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, maxCheckpointLine)
+	n := uint64(0)
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, io.EOF) {
+			return cps, lines, bad, nil
+		}
+		n++
+		if errors.Is(err, bufio.ErrBufferFull) {
+			bad = append(bad, &ChainError{Kind: KindBadSignature, Segment: CheckpointsFileName, Line: n,
+				Reason: fmt.Sprintf("checkpoint line %d is longer than %d bytes", n, maxCheckpointLine)})
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			continue
+		}
+		if err != nil {
+			return cps, lines, bad, fmt.Errorf("read audit checkpoints: %w", err)
+		}
+		var cp auditv1.Checkpoint
+		if err := protojson.Unmarshal(line, &cp); err != nil {
+			bad = append(bad, &ChainError{Kind: KindBadSignature, Segment: CheckpointsFileName, Line: n,
+				Reason: fmt.Sprintf("checkpoint line %d does not parse: %v", n, err)})
+			continue
+		}
+		if len(cps) == maxCheckpoints {
+			return cps, lines, bad, fmt.Errorf("read audit checkpoints: more than %d", maxCheckpoints)
+		}
+		cps = append(cps, &cp)
+		lines = append(lines, n)
+	}
+}
+
+// startCheckpoints starts signing the head with key: a checkpoint of the head as opened
+// (recovery may have written records, or the previous run may have stopped before its last
+// checkpoint), then every `every` records or interval.
+func (l *chainLog) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every uint64, interval time.Duration) error {
+	f, err := openCheckpoints(l.dir)
+	if err != nil {
+		return err
+	}
+	l.ckpt = &checkpointer{key: key, anchor: anchor, every: every, interval: interval, file: f,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	l.ckptNoted = l.seq
+	l.checkpoint(&head{seq: l.seq, hash: string(l.prev), seg: l.segName})
+	go l.runCheckpointer()
+	return nil
+}
+
+// stopCheckpointer stops the checkpointer once the writer is done, signs the final head and
+// closes the checkpoints file. It is called once, by close.
+func (l *chainLog) stopCheckpointer() {
+	c := l.ckpt
+	if c == nil {
+		return
+	}
+	close(c.stop)
+	<-c.done
+	l.checkpoint(l.head.Load())
+	_ = c.file.Close()
+}

@@ -1,0 +1,283 @@
+package auditsvc_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+)
+
+var etcd *etcdtest.Etcd
+
+func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m, &etcd)) }
+
+// signed opens a log in a new directory with a signing key kept outside it, anchored in the
+// shared etcd under a key of the test's own, checkpointing every `every` records.
+type signed struct {
+	dir    string
+	key    string // the key file
+	pub    ed25519.PublicKey
+	anchor *auditsvc.EtcdAnchor
+	cfg    auditsvc.Config
+}
+
+func newSigned(t *testing.T, every int, segmentBytes int64) *signed {
+	t.Helper()
+	root := t.TempDir()
+	s := &signed{dir: filepath.Join(root, "audit"), key: filepath.Join(root, "keys", "audit.pem")}
+	k, err := auditsvc.EnsureSigningKey(s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.pub = k.Public().(ed25519.PublicKey)
+	s.anchor = auditsvc.NewEtcdAnchor(etcd.Client, etcdtest.Prefix(t)+"anchor")
+	s.cfg = auditsvc.Config{Dir: s.dir, SigningKeyFile: s.key, CheckpointRecords: every, SegmentBytes: segmentBytes}
+	return s
+}
+
+func (s *signed) open(t *testing.T, logs *testsync.Buffer) *auditsvc.Service {
+	t.Helper()
+	var h slog.Handler = slog.DiscardHandler
+	if logs != nil {
+		h = slog.NewJSONHandler(logs, nil)
+	}
+	svc, err := auditsvc.New(s.cfg, slog.New(h), auditsvc.WithAnchor(s.anchor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	return svc
+}
+
+func (s *signed) verify(t *testing.T) *auditv1.VerifyResponse {
+	t.Helper()
+	resp, err := auditsvc.VerifyDir(context.Background(), s.dir, auditsvc.VerifyOptions{PublicKey: s.pub, Anchor: s.anchor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// fill appends n records from concurrent callers.
+func fill(t *testing.T, svc *auditsvc.Service, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			if _, err := appendRecord(svc, record(i)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// TestSegmentsRotateAndVerify: past SegmentBytes the log starts a new segment, chained to the
+// last; the whole verifies, every checkpoint matches, and the anchor is the last head.
+func TestSegmentsRotateAndVerify(t *testing.T) {
+	t.Parallel()
+	s := newSigned(t, 50, 64<<10)
+	svc := s.open(t, nil)
+	fill(t, svc, 400) // about 700 bytes each: five segments or so
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	resp := s.verify(t)
+	if len(resp.GetProblems()) != 0 {
+		t.Fatalf("problems: %v", resp.GetProblems())
+	}
+	if resp.GetRecords() != 400 || len(resp.GetSegments()) < 3 || svc.Stats().Rotations != uint64(len(resp.GetSegments())-1) {
+		t.Fatalf("%d records in %d segments (%d rotations); want 400 in several", resp.GetRecords(), len(resp.GetSegments()), svc.Stats().Rotations)
+	}
+	if resp.GetCheckpoints() < 1 || resp.GetAnchor().GetSequence() != 400 || resp.GetLastCheckpoint().GetSequence() != 400 {
+		t.Fatalf("%d checkpoints, the last at %d, anchor at %d; want the last and the anchor at 400",
+			resp.GetCheckpoints(), resp.GetLastCheckpoint().GetSequence(), resp.GetAnchor().GetSequence())
+	}
+	// And it reopens where it stopped.
+	svc = s.open(t, nil)
+	if r, err := appendRecord(svc, record(0)); err != nil || r.GetSequence() != 401 {
+		t.Fatalf("append after reopening = %v, %v; want sequence 401", r, err)
+	}
+}
+
+// TestTamperEvidence: what the chain alone cannot show, the checkpoints and the anchor do.
+func TestTamperEvidence(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, s *signed)
+		want   []string // problem kinds, in order
+		seq    uint64   // the first problem's sequence
+	}{
+		{"a byte changed", func(t *testing.T, s *signed) {
+			editLines(t, s.dir, auditsvc.FileName, func(l []string) []string {
+				l[6] = strings.Replace(l[6], `"principal":"alice"`, `"principal":"alicf"`, 1)
+				return l
+			})
+		}, []string{auditsvc.KindBroken}, 7},
+		{"a record changed and the chain recomputed", func(t *testing.T, s *signed) {
+			editLines(t, s.dir, auditsvc.FileName, func(l []string) []string {
+				l[6] = strings.Replace(l[6], `"principal":"alice"`, `"principal":"mallory"`, 1)
+				return rechain(l, 6)
+			})
+		}, nil, 0},
+		{"the last records cut off", func(t *testing.T, s *signed) {
+			editLines(t, s.dir, auditsvc.FileName, func(l []string) []string { return l[:5] })
+		}, []string{auditsvc.KindCutOff}, 0},
+		{"checkpoints forged with another key", func(t *testing.T, s *signed) {
+			other := newSigned(t, 10, 0)
+			s.key = other.key
+			s.cfg.SigningKeyFile = other.key
+			os.Remove(filepath.Join(s.dir, auditsvc.CheckpointsFileName))
+			svc := s.open(t, nil) // signs the head with the other key
+			if err := svc.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{auditsvc.KindBadSignature, auditsvc.KindBadSignature}, 30},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSigned(t, 10, 0)
+			svc := s.open(t, nil)
+			for i := range 30 {
+				if _, err := appendRecord(svc, record(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := svc.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if ps := s.verify(t).GetProblems(); len(ps) != 0 {
+				t.Fatalf("problems before tampering: %v", ps)
+			}
+			tt.tamper(t, s)
+			ps := s.verify(t).GetProblems()
+			var kinds []string
+			for _, p := range ps {
+				kinds = append(kinds, p.GetKind())
+			}
+			if tt.seq == 0 && tt.want != nil {
+				// Every checkpoint is past the cut (which ones there are varies), then the
+				// anchor.
+				if len(ps) < 2 || ps[0].GetSequence() <= 5 || !strings.Contains(ps[len(ps)-1].GetReason(), "anchored") {
+					t.Fatalf("problems %v; want every checkpoint and the anchor past the cut", ps)
+				}
+				for _, k := range kinds {
+					if k != auditsvc.KindCutOff {
+						t.Fatalf("problems %v; want cut_off only", ps)
+					}
+				}
+				return
+			}
+			if tt.want == nil {
+				// Checkpoints are signed off the append path, so which sequences they sign
+				// varies: every one from the changed record on mismatches, then the anchor.
+				want := make([]string, len(ps))
+				for i := range want {
+					want[i] = auditsvc.KindCheckpointMismatch
+				}
+				want[len(want)-1] = auditsvc.KindAnchorMismatch
+				if len(ps) < 2 || fmt.Sprint(kinds) != fmt.Sprint(want) || ps[0].GetSequence() < 7 || !strings.Contains(ps[0].GetReason(), "was changed and the chain recomputed") {
+					t.Fatalf("problems %v; want checkpoint mismatches from sequence 7 on, then the anchor's", ps)
+				}
+				return
+			}
+			if fmt.Sprint(kinds) != fmt.Sprint(tt.want) || ps[0].GetSequence() != tt.seq {
+				t.Fatalf("problems %v; want kinds %v, the first at sequence %d", ps, tt.want, tt.seq)
+			}
+		})
+	}
+}
+
+// TestCutOffFoundAtStart: records cut off the end while the gateway was down are found at the
+// next start (the anchor is ahead of the log): it starts anyway, raises the alert and records
+// the break, and verify keeps reporting the cut.
+func TestCutOffFoundAtStart(t *testing.T) {
+	t.Parallel()
+	s := newSigned(t, 10, 0)
+	svc := s.open(t, nil)
+	fill(t, svc, 20)
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	editLines(t, s.dir, auditsvc.FileName, func(l []string) []string { return l[:15] })
+	var logs testsync.Buffer
+	svc = s.open(t, &logs)
+	if st := svc.Stats(); st.Breaks != 1 {
+		t.Fatalf("Stats.Breaks = %d, want 1", st.Breaks)
+	}
+	if !strings.Contains(logs.String(), `"msg":"audit log does not match its anchor"`) || !strings.Contains(logs.String(), "cut off") {
+		t.Fatalf("no ERROR about the anchor; logs:\n%s", logs.String())
+	}
+	if r, err := appendRecord(svc, record(0)); err != nil || r.GetSequence() != 17 {
+		t.Fatalf("append = %v, %v; want sequence 17 (after the break record)", r, err)
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, p := range s.verify(t).GetProblems() {
+		kinds = append(kinds, p.GetKind())
+	}
+	// Which checkpoints lie past the cut varies (they are signed off the append path).
+	if len(kinds) < 2 || kinds[0] != auditsvc.KindRecoveredBreak || strings.Trim(strings.Repeat(auditsvc.KindCutOff+" ", len(kinds)-1), " ") != strings.Join(kinds[1:], " ") {
+		t.Fatalf("problems %v; want the recorded break and the checkpoints past the cut", kinds)
+	}
+}
+
+// TestSigningKeyInsideLogRefused: a key beside the log defends nothing.
+func TestSigningKeyInsideLogRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k.pem")
+	if _, err := auditsvc.EnsureSigningKey(key); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := auditsvc.New(auditsvc.Config{Dir: dir, SigningKeyFile: key}, nil); err == nil {
+		_ = svc.Close(context.Background())
+		t.Fatal("New accepted a signing key inside the log's directory")
+	}
+}
+
+func editLines(t *testing.T, dir, name string, f func([]string) []string) {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := f(strings.Split(strings.TrimSuffix(string(b), "\n"), "\n"))
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rechain recomputes the hash of line from and the prev and hash of every line after it, as
+// someone who can write the file would.
+func rechain(l []string, from int) []string {
+	for i := from; i < len(l); i++ {
+		if i > from {
+			prev := l[i-1][strings.LastIndex(l[i-1], `"hash":"`)+len(`"hash":"`):][:64]
+			j := strings.Index(l[i], `"prev":"`) + len(`"prev":"`)
+			l[i] = l[i][:j] + prev + l[i][j+64:]
+		}
+		l[i] = rehash(l[i])
+	}
+	return l
+}
