@@ -34,6 +34,11 @@ import (
 // checkpoints and its anchor verify over the Verify RPC.
 func TestSplitAuditKilledUnderLoad(t *testing.T) {
 	sp := startSplit(t, 1)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(sp.allLogs())
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	auth := authv1connect.NewAuthServiceClient(&http.Client{Transport: gatehousetest.BearerTransport{Token: sp.admin, Base: rpcserver.NewClient().Transport}}, rpcserver.BaseURL(sp.addrs["auth"]))

@@ -158,6 +158,16 @@ func startSplit(t *testing.T, ingresses int) *split {
 			t.Errorf("%s started in development mode:\n%s", name, p.logs.String())
 		}
 	}
+	// policysvc serves before its first registry snapshot, answering Unavailable until it
+	// has one: the gateway is ready for hosts once a decision can be made.
+	policy := policyv1connect.NewPolicyServiceClient(rpcserver.WithToken(rpcserver.NewClient(), sp.internal), rpcserver.BaseURL(sp.addrs["policy"]))
+	testsync.WaitFor(t, 60*time.Second, "policysvc to have the registry", func() bool {
+		_, err := policy.Check(context.Background(), connect.NewRequest(&policyv1.CheckRequest{
+			Subject: &policyv1.Subject{Id: "probe", Tenant: "default", Kind: "user"}, Action: "initialize",
+			Resource: &policyv1.Resource{Server: "echo-http"},
+		}))
+		return connect.CodeOf(err) != connect.CodeUnavailable
+	})
 	t.Logf("every service serving")
 	return sp
 }
