@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
-	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 )
 
 // Bounds of the call timeout.

@@ -3,8 +3,8 @@ package ingress
 import (
 	"encoding/hex"
 	"mime"
-	"strings"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
