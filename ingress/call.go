@@ -90,7 +90,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
 		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments),
 	}
-	defer endCall(span, rec)
+	defer s.endCall(ctx, span, rec)
 	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
 	if len(c.msg.Arguments) > maxPolicyArguments {
 		rc.ArgumentsTooLarge = true // policysvc denies if a policy reads them

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
@@ -59,18 +60,20 @@ func startCall(ctx context.Context, c *call) (context.Context, trace.Span) {
 	return ctx, span
 }
 
-// endCall ends a call's span with its decision and outcome, as its audit record has them.
-func endCall(span trace.Span, rec *auditv1.Record) {
-	if !span.IsRecording() {
-		span.End()
-		return
-	}
+// endCall ends a call's span with its outcome, as its audit record has it, and logs the call
+// at debug level (with its trace id, as every line logged with ctx).
+func (s *Service) endCall(ctx context.Context, span trace.Span, rec *auditv1.Record) {
 	outcome := rec.GetOutcome()
-	span.SetAttributes(telemetry.AttrOutcome.String(outcome.String()))
-	if outcome == auditv1.Outcome_OUTCOME_FAILED || outcome == auditv1.Outcome_OUTCOME_TIMED_OUT {
-		span.SetStatus(codes.Error, rec.GetError())
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.AttrOutcome.String(outcome.String()))
+		if outcome == auditv1.Outcome_OUTCOME_FAILED || outcome == auditv1.Outcome_OUTCOME_TIMED_OUT {
+			span.SetStatus(codes.Error, rec.GetError())
+		}
 	}
 	span.End()
+	if s.logger.Enabled(ctx, slog.LevelDebug) {
+		s.logger.DebugContext(ctx, "call", "call_id", rec.GetCallId(), "server", rec.GetServer(), "method", rec.GetMethod(), "outcome", outcome.String())
+	}
 }
 
 // traceDecision puts the policy decision on the call's span.

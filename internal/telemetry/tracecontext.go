@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -26,7 +27,8 @@ const (
 // caller's span in single-process mode (the ingress calls the handler method itself), or the
 // traceparent header that rpcserver.Mux read in split mode. Both modes give the same tree.
 func StartHandler(ctx context.Context, scope, procedure string) (context.Context, trace.Span) {
-	return Tracer(scope).Start(ctx, procedure, trace.WithSpanKind(trace.SpanKindServer))
+	// The RPC semantic conventions name the span by the procedure without its leading slash.
+	return Tracer(scope).Start(ctx, strings.TrimPrefix(procedure, "/"), trace.WithSpanKind(trace.SpanKindServer))
 }
 
 // End ends span, marking it failed with err when err is not nil.
