@@ -8,22 +8,22 @@ import (
 // The members the codec reads, by the object they are in. The scan records the raw value of
 // each; nothing else in a message is read.
 const (
-	fVersion       = iota // jsonrpc
-	fID                   // id
-	fMethod               // method
-	fParams               // params
-	fResult               // result
-	fError                // error
-	fName                 // params.name
-	fURI                  // params.uri
-	fArguments            // params.arguments
-	fPVersion             // params.protocolVersion
-	fToken                // params.progressToken
-	fMeta                 // params._meta
-	fMetaToken            // params._meta.progressToken
-	fMetaTraceparent      // params._meta.traceparent
-	fMetaTracestate       // params._meta.tracestate
-	fResultVersion        // result.protocolVersion
+	fVersion         = iota // jsonrpc
+	fID                     // id
+	fMethod                 // method
+	fParams                 // params
+	fResult                 // result
+	fError                  // error
+	fName                   // params.name
+	fURI                    // params.uri
+	fArguments              // params.arguments
+	fPVersion               // params.protocolVersion
+	fToken                  // params.progressToken
+	fMeta                   // params._meta
+	fMetaToken              // params._meta.progressToken
+	fMetaTraceparent        // params._meta.traceparent
+	fMetaTracestate         // params._meta.tracestate
+	fResultVersion          // result.protocolVersion
 	nFields
 )
 

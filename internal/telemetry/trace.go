@@ -229,7 +229,7 @@ type idSpan struct {
 	sc trace.SpanContext
 }
 
-func (s *idSpan) SpanContext() trace.SpanContext        { return s.sc }
+func (s *idSpan) SpanContext() trace.SpanContext       { return s.sc }
 func (s *idSpan) TracerProvider() trace.TracerProvider { return idsOnly{} }
 
 // Ids need to be unique, not secret: math/rand/v2's generator (ChaCha8, per thread) is as
