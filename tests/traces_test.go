@@ -152,6 +152,11 @@ var (
 // the audit record, every service's log lines and spans; the upstream's parent is the
 // bridge's span, and the gateway's first span is the host's span's child.
 func checkTraceJoin(t *testing.T, run traceRun) {
+	// A service serves before its first registry snapshot, and answers Unavailable until then.
+	testsync.WaitFor(t, 30*time.Second, "the gateway to open a session", func() bool {
+		rc := rawClient{t: t, url: run.endpoint("trace-http"), token: run.token}
+		return rc.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`, nil).status == http.StatusOK
+	})
 	for _, server := range []string{"trace-stdio", "trace-http"} {
 		for _, carrier := range []string{"header", "meta"} {
 			t.Run(server+" "+carrier, func(t *testing.T) {
