@@ -24,6 +24,7 @@ import (
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -299,7 +300,9 @@ func (s *Service) Close(ctx context.Context) error { return s.log.close(ctx) }
 // written); Unavailable when it cannot be made durable (disk full, failed write or fsync,
 // closing: it is not in the log); Canceled or DeadlineExceeded when ctx ended first (for a
 // durable append the record may still be committed).
-func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (*connect.Response[auditv1.AppendResponse], error) {
+func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (_ *connect.Response[auditv1.AppendResponse], err error) {
+	ctx, span := telemetry.StartHandler(ctx, tracerScope, auditv1connect.AuditServiceAppendProcedure)
+	defer func() { s.endAppend(ctx, span, req.Msg, err) }()
 	rec := req.Msg.GetRecord()
 	if err := validateRecord(rec); err != nil {
 		return nil, toConnect(err)

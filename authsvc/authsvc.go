@@ -24,6 +24,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -227,7 +228,9 @@ func (s *Service) Handlers() []rpcserver.Handler {
 
 // Authenticate implements authv1connect.AuthServiceHandler.
 func (s *Service) Authenticate(ctx context.Context, req *connect.Request[authv1.AuthenticateRequest]) (*connect.Response[authv1.AuthenticateResponse], error) {
+	ctx, span := telemetry.StartHandler(ctx, tracerScope, authv1connect.AuthServiceAuthenticateProcedure)
 	p, err := s.authenticate(ctx, req.Msg.GetCredential(), req.Msg.GetServer(), req.Msg.GetClientCertificate())
+	s.endAuthenticate(ctx, span, req.Msg.GetServer(), p, err)
 	if err != nil {
 		return nil, s.toConnect(err)
 	}

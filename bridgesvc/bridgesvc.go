@@ -23,6 +23,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/ident"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"github.com/gatehouse-mcp/gatehouse/internal/upstreamtoken"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/breaker"
@@ -293,7 +294,13 @@ func (s *Service) DeliverParsed(ctx context.Context, r *bridgev1.SendRequest, m 
 
 // deliver validates r and sends its message, read from r.Message unless parsed is given.
 func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *jsonrpc.Message, emit func(*bridgev1.SendResponse) error) (err error) {
-	defer func() { s.logFailure("send", r.GetSessionId(), r.GetServer(), err) }()
+	ctx, span := telemetry.StartHandler(ctx, tracerScope, bridgev1connect.BridgeServiceSendProcedure)
+	var m upstream.Message
+	upstreamError := false
+	defer func() {
+		s.logFailure(ctx, "send", r.GetSessionId(), r.GetServer(), err)
+		s.endSend(ctx, span, r, &m, upstreamError, err)
+	}()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}
@@ -306,7 +313,6 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 	if n := len(r.GetMessage()); n > s.cfg.MaxMessageBytes {
 		return connectError(fmt.Errorf("%w: the message is %d bytes, over the %d-byte limit", ErrMessageTooLarge, n, s.cfg.MaxMessageBytes))
 	}
-	var m upstream.Message
 	if parsed != nil {
 		m = *parsed
 	} else if m, err = jsonrpc.Peek(r.GetMessage()); err != nil {
@@ -347,6 +353,7 @@ func (s *Service) deliver(ctx context.Context, r *bridgev1.SendRequest, parsed *
 		resp := &bridgev1.SendResponse{Message: out.Raw}
 		if out.IsResponseTo(m.ID) {
 			resp.Final, resp.Error = true, out.IsError
+			upstreamError = out.IsError
 		}
 		if v, ok := upstream.InitializeResult(&m, &out); ok {
 			resp.ProtocolVersion = v
@@ -368,7 +375,7 @@ func (s *Service) Listen(ctx context.Context, req *connect.Request[bridgev1.List
 // Subscribe is Listen for an in-process caller: ready is called once the session is known,
 // then emit with each message that belongs to no request, until the session or ctx ends.
 func (s *Service) Subscribe(ctx context.Context, r *bridgev1.ListenRequest, ready func() error, emit func(*bridgev1.ListenResponse) error) (err error) {
-	defer func() { s.logFailure("listen", r.GetSessionId(), r.GetServer(), err) }()
+	defer func() { s.logFailure(ctx, "listen", r.GetSessionId(), r.GetServer(), err) }()
 	if err := checkKey(r.GetSessionId(), r.GetServer()); err != nil {
 		return connectError(err)
 	}

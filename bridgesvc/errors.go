@@ -148,7 +148,7 @@ func connectError(err error) error {
 }
 
 // logFailure logs an error Deliver or Subscribe returns, with what the host was not told.
-func (s *Service) logFailure(op, sessionID, server string, err error) {
+func (s *Service) logFailure(ctx context.Context, op, sessionID, server string, err error) {
 	if err == nil {
 		return
 	}
@@ -168,5 +168,5 @@ func (s *Service) logFailure(op, sessionID, server string, err error) {
 	if he != nil && he.reason == internalReason {
 		level = slog.LevelError
 	}
-	s.log.Log(context.Background(), level, op+" failed", "session", tag(sessionID), "server", server, "code", code.String(), "err", err)
+	s.log.Log(context.WithoutCancel(ctx), level, op+" failed", "session", tag(sessionID), "server", server, "code", code.String(), "err", err)
 }

@@ -326,7 +326,8 @@ func TestSDKServerJSONResponses(t *testing.T) {
 	for _, h := range seen {
 		for k := range h {
 			switch k {
-			case "Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "User-Agent", "Accept-Encoding", "Content-Length":
+			case "Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "User-Agent", "Accept-Encoding", "Content-Length",
+				"Traceparent": // the bridge's own span, the upstream's parent
 			default:
 				t.Errorf("upstream received header %s", k)
 			}

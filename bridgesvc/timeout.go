@@ -8,6 +8,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 )
 
 // Bounds of the call timeout.
@@ -58,9 +59,13 @@ func (s *Service) sendTimed(ctx context.Context, conn upstream.Conn, sessionID, 
 	if m.Kind != upstream.KindRequest {
 		return conn.Send(ctx, m, emit)
 	}
+	// The last moment before the upstream: the span of this request becomes the parent the
+	// upstream sees, in params._meta.traceparent (and, over HTTP, the traceparent header).
+	ctx, span, m := s.startUpstream(ctx, server, m)
 	cctx, cancel := context.WithTimeoutCause(ctx, after, errCallTimer)
 	defer cancel()
 	err := conn.Send(cctx, m, emit)
+	telemetry.End(span, err)
 	if err == nil || ctx.Err() != nil || !errors.Is(context.Cause(cctx), errCallTimer) {
 		return err
 	}

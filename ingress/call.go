@@ -91,11 +91,13 @@ func newCallID() string {
 // request is decided and audited, whatever its method (policy decides a method its schema
 // does not name as the catch-all action).
 func (s *Service) run(ctx context.Context, c *call, r replier) {
+	ctx, span := startCall(ctx, c)
 	rec := &auditv1.Record{
 		Time: timestamppb.New(c.start), TraceId: c.traceID, CallId: c.id, SessionId: c.session.ID,
 		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
 		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments), Revision: c.revision,
 	}
+	defer s.endCall(ctx, span, rec)
 	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
 	if len(c.msg.Arguments) > maxPolicyArguments {
 		rc.ArgumentsTooLarge = true // policysvc denies if a policy reads them
@@ -121,6 +123,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		return
 	}
 	defer s.releasePermit(ctx, d.GetPermitId()) // a concurrency permit, when one was taken
+	traceDecision(ctx, d)
 	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
@@ -162,6 +165,8 @@ func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
 	var hostErr error
 	req := s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.subject, c.msg)
 	req.Initialize = c.open
+	ctx, span := startClient(ctx, "bridge Send")
+	defer span.End()
 	err := s.deliver(ctx, req, c.msg, func(msg *bridgev1.SendResponse) error {
 		if msg.GetFinal() {
 			final = msg
@@ -285,8 +290,10 @@ func (s *Service) logCall(ctx context.Context, c *call, end ending) {
 func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferred bool) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
+	actx, span := startClient(actx, "audit Append")
+	defer span.End()
 	if _, err := s.deps.Audit.Append(actx, connect.NewRequest(&auditv1.AppendRequest{Record: rec, Deferred: deferred})); err != nil {
-		s.logger.Error("audit append failed", "call_id", rec.GetCallId(), "trace_id", rec.GetTraceId(), "phase", rec.GetPhase().String(), "deferred", deferred, "err", err)
+		s.logger.ErrorContext(actx, "audit append failed", "call_id", rec.GetCallId(), "trace_id", rec.GetTraceId(), "phase", rec.GetPhase().String(), "deferred", deferred, "err", err)
 		return errAuditUnavailable
 	}
 	return nil
@@ -295,6 +302,8 @@ func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferre
 // decide asks policysvc whether the principal may do action on the server's named item, in
 // the request's context (what conditions may test: arguments, source, session, revision).
 func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, action, name string, rc *policyv1.RequestContext) (*policyv1.CheckResponse, error) {
+	ctx, span := startClient(ctx, "policy Check")
+	defer span.End()
 	resp, err := s.deps.Policy.Check(ctx, connect.NewRequest(&policyv1.CheckRequest{
 		Subject:  subjectOf(p),
 		Action:   action,

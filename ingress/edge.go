@@ -2,8 +2,6 @@ package ingress
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"mime"
@@ -44,7 +42,9 @@ type exchange struct {
 }
 
 func (s *Service) serveMCP(w http.ResponseWriter, r *http.Request, aggregated bool) {
-	x := &exchange{w: w, r: r, traceID: traceID(r), server: r.PathValue("name"), aggregated: aggregated, revision: r.Header.Get(headerRevision)}
+	r, span, traceID := startExchange(r, r.PathValue("name"))
+	defer span.End()
+	x := &exchange{w: w, r: r, traceID: traceID, server: r.PathValue("name"), aggregated: aggregated, revision: r.Header.Get(headerRevision)}
 	if !s.ready.Load() {
 		s.refuse(x, nil, errNotReady, nil)
 		return
@@ -321,28 +321,6 @@ func lowerToken(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// traceID takes the trace id of a valid W3C traceparent header, or makes a new one.
-func traceID(r *http.Request) string {
-	if tp := r.Header.Get("Traceparent"); len(tp) == 55 && tp[2] == '-' && tp[35] == '-' {
-		if id := tp[3:35]; isHex(id) && id != "00000000000000000000000000000000" {
-			return id
-		}
-	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// isHex reports whether s is hex digits only (either case), without decoding it.
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 func quote(s string) string {

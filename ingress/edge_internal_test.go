@@ -1,13 +1,17 @@
 package ingress
 
 import (
+	"encoding/hex"
 	"mime"
 	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
-// TestTraceID: a valid traceparent's trace id is taken; an invalid or all-zero one is replaced
-// by a fresh id.
+// TestTraceID: a valid traceparent's trace id is the request span's; an invalid or all-zero
+// one (upper-case hex included: W3C trace context is lower case) gives a new root.
 func TestTraceID(t *testing.T) {
 	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
 	for _, tc := range []struct {
@@ -15,7 +19,7 @@ func TestTraceID(t *testing.T) {
 		keep   bool
 	}{
 		{"00-" + id + "-00f067aa0ba902b7-01", true},
-		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", true},
+		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false},
 		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", false},
 		{"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", false},
 		{"00-" + id + "-00f067aa0ba902b7", false},
@@ -25,12 +29,16 @@ func TestTraceID(t *testing.T) {
 		if tc.header != "" {
 			r.Header.Set("Traceparent", tc.header)
 		}
-		got := traceID(r)
+		r, span, got := startExchange(r, "s")
+		span.End()
 		if kept := len(tc.header) == 55 && got == tc.header[3:35]; kept != tc.keep {
 			t.Errorf("%q: trace id %q, kept %v, want %v", tc.header, got, kept, tc.keep)
 		}
-		if len(got) != 32 || !isHex(got) || got == "00000000000000000000000000000000" {
-			t.Errorf("%q: trace id %q is not 32 hex digits, not zero", tc.header, got)
+		if tid, err := hex.DecodeString(got); err != nil || len(tid) != 16 || got == "00000000000000000000000000000000" || strings.ToLower(got) != got {
+			t.Errorf("%q: trace id %q is not 32 lower-case hex digits, not zero", tc.header, got)
+		}
+		if sc := trace.SpanContextFromContext(r.Context()); sc.TraceID().String() != got || sc.IsRemote() {
+			t.Errorf("%q: the request's context holds span %v, want the local span of trace %s", tc.header, sc, got)
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/cedar-policy/cedar-go/types"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 )
 
 // MaxFilterNames bounds the items of one Filter request.
@@ -15,7 +17,9 @@ const MaxFilterNames = 4096
 // Check would decide it (the same entities and context, arguments absent), no quota
 // consumed. The cost is linear in the items: the principal's and the server's entities are
 // built once.
-func (s *Service) Filter(ctx context.Context, req *connect.Request[policyv1.FilterRequest]) (*connect.Response[policyv1.FilterResponse], error) {
+func (s *Service) Filter(ctx context.Context, req *connect.Request[policyv1.FilterRequest]) (_ *connect.Response[policyv1.FilterResponse], err error) {
+	_, span := telemetry.StartHandler(ctx, tracerScope, policyv1connect.PolicyServiceFilterProcedure)
+	defer func() { endFilter(span, req.Msg, err) }()
 	m := req.Msg
 	if len(m.GetNames()) > MaxFilterNames {
 		return nil, toConnect(invalid("%d names, more than the limit of %d", len(m.GetNames()), MaxFilterNames))

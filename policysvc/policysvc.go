@@ -23,6 +23,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"github.com/gatehouse-mcp/gatehouse/policysvc/cedarpolicy"
 )
 
@@ -231,7 +232,10 @@ func (s *Service) Close(context.Context) error {
 }
 
 // Check implements policyv1connect.PolicyServiceHandler.
-func (s *Service) Check(ctx context.Context, req *connect.Request[policyv1.CheckRequest]) (*connect.Response[policyv1.CheckResponse], error) {
+func (s *Service) Check(ctx context.Context, req *connect.Request[policyv1.CheckRequest]) (_ *connect.Response[policyv1.CheckResponse], err error) {
+	ctx, span := telemetry.StartHandler(ctx, tracerScope, policyv1connect.PolicyServiceCheckProcedure)
+	var resp *policyv1.CheckResponse
+	defer func() { s.endCheck(ctx, span, req.Msg, resp, err) }()
 	if c, ok := rpcserver.CallerFrom(ctx); ok && c.Principal != nil {
 		if err := validateRequest(req.Msg); err != nil {
 			return nil, toConnect(err)
@@ -240,8 +244,7 @@ func (s *Service) Check(ctx context.Context, req *connect.Request[policyv1.Check
 			return nil, toConnect(err)
 		}
 	}
-	resp, err := s.check(req.Msg)
-	if err != nil {
+	if resp, err = s.check(req.Msg); err != nil {
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(resp), nil

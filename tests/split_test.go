@@ -71,6 +71,14 @@ func (sp *split) endpoint(ingress, server string) string {
 // file. It returns once every process serves; t.Cleanup kills what is left.
 func startSplit(t *testing.T, ingresses int) *split {
 	t.Helper()
+	return startSplitWith(t, ingresses, nil, nil)
+}
+
+// startSplitWith is startSplit with more environment for every process (NAME=value) and
+// more servers: extra returns config entries given the echo server's binary and the URL of
+// the one it serves over Streamable HTTP (with its whoami tool).
+func startSplitWith(t *testing.T, ingresses int, moreEnv []string, extra func(echo, echoURL string) string) *split {
+	t.Helper()
 	etcd, err := etcdtest.StartTLS()
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +108,9 @@ func startSplit(t *testing.T, ingresses int) *split {
 	// the bridge has authsvc mint.
 	identities := httpEntry("echo-static", sp.echoURL) + "    identity:\n      mode: static\n      secret_env: SPLIT_UPSTREAM_SECRET\n" +
 		httpEntry("echo-jwt", sp.echoURL) + "    identity:\n      mode: gateway-jwt\n"
+	if extra != nil {
+		identities += extra(sp.echo, sp.echoURL)
+	}
 	if err := os.WriteFile(servers, []byte("servers:\n"+stdioEntry("echo-stdio", sp.echo)+httpEntry("echo-http", sp.echoURL)+identities), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +123,7 @@ func startSplit(t *testing.T, ingresses int) *split {
 	}
 	c := etcd.Certs
 	etcdFlags := []string{"-etcd-endpoints", etcd.Endpoint, "-etcd-ca-file", c.CA, "-etcd-cert-file", c.ClientCert, "-etcd-key-file", c.ClientKey}
-	env := append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN_FILE="+tokenFile)
+	env := append(append(os.Environ(), "GATEHOUSE_INTERNAL_TOKEN_FILE="+tokenFile), moreEnv...)
 	// Each process gets its address and peers from the environment, the rest from flags.
 	type spec struct {
 		name, bin string

@@ -29,6 +29,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"github.com/gatehouse-mcp/gatehouse/policysvc"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
 )
@@ -92,6 +93,18 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	if err != nil {
 		return err
 	}
+	// One provider for every service of the process: their spans share the service.name.
+	stopTracing, err := telemetry.Setup(ctx, "gatehouse", getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			logger.Warn("traces not flushed", "err", err)
+		}
+	}()
 	devTokenValue, err := svcmain.ReadSecret(getenv, devTokenEnv)
 	if err != nil {
 		return err

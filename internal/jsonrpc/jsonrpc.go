@@ -82,6 +82,11 @@ type Message struct {
 	ProgressToken json.RawMessage
 	// Meta is params._meta of a request or notification, raw; nil when absent.
 	Meta json.RawMessage
+	// Traceparent and Tracestate are params._meta.traceparent and params._meta.tracestate
+	// of a request, when they are strings of at most 512 bytes; "" otherwise.
+	Traceparent, Tracestate string
+	// traceparent is params._meta.traceparent of a request, raw, for WithTraceparent.
+	traceparent []byte
 }
 
 // IsResponseTo reports whether m is the response to the request with the given raw id.

@@ -8,20 +8,22 @@ import (
 // The members the codec reads, by the object they are in. The scan records the raw value of
 // each; nothing else in a message is read.
 const (
-	fVersion       = iota // jsonrpc
-	fID                   // id
-	fMethod               // method
-	fParams               // params
-	fResult               // result
-	fError                // error
-	fName                 // params.name
-	fURI                  // params.uri
-	fArguments            // params.arguments
-	fPVersion             // params.protocolVersion
-	fToken                // params.progressToken
-	fMeta                 // params._meta
-	fMetaToken            // params._meta.progressToken
-	fResultVersion        // result.protocolVersion
+	fVersion         = iota // jsonrpc
+	fID                     // id
+	fMethod                 // method
+	fParams                 // params
+	fResult                 // result
+	fError                  // error
+	fName                   // params.name
+	fURI                    // params.uri
+	fArguments              // params.arguments
+	fPVersion               // params.protocolVersion
+	fToken                  // params.progressToken
+	fMeta                   // params._meta
+	fMetaToken              // params._meta.progressToken
+	fMetaTraceparent        // params._meta.traceparent
+	fMetaTracestate         // params._meta.tracestate
+	fResultVersion          // result.protocolVersion
 	nFields
 )
 
@@ -44,7 +46,7 @@ func newNames(first int, list ...string) *names {
 var (
 	topNames    = newNames(fVersion, "jsonrpc", "id", "method", "params", "result", "error")
 	paramNames  = newNames(fName, "name", "uri", "arguments", "protocolVersion", "progressToken", "_meta")
-	metaNames   = newNames(fMetaToken, "progressToken")
+	metaNames   = newNames(fMetaToken, "progressToken", "traceparent", "tracestate")
 	resultNames = newNames(fResultVersion, "protocolVersion")
 )
 
@@ -215,6 +217,16 @@ func (s *scanner) read(f *fields, raw []byte, strict bool) (Message, *Error) {
 			return Message{}, e
 		}
 		m.ProgressToken = f.raw[fMetaToken]
+		// The W3C trace context a host may send in _meta (the MCP convention): read when
+		// small enough to be one (the W3C bounds tracestate at 512 characters), never
+		// refused, since it only chooses the parent of the gateway's span.
+		if v := f.raw[fMetaTraceparent]; len(v) <= maxTraceContext {
+			m.Traceparent, _ = s.stringValue(v)
+		}
+		m.traceparent = f.raw[fMetaTraceparent]
+		if v := f.raw[fMetaTracestate]; len(v) <= maxTraceContext {
+			m.Tracestate, _ = s.stringValue(v)
+		}
 		if e := s.readParams(&m, f, strict); e != nil {
 			return Message{}, e
 		}

@@ -3,6 +3,7 @@ package rpcserver
 import (
 	"context"
 	"errors"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"net"
 	"net/http"
 	"sync"
@@ -65,7 +66,7 @@ func (l *PipeListener) DialContext(ctx context.Context, _, _ string) (net.Conn, 
 func (l *PipeListener) Client() *http.Client {
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{DialContext: l.DialContext, Protocols: p, MaxIdleConnsPerHost: 4}}
+	return &http.Client{Transport: telemetry.Transport(&http.Transport{DialContext: l.DialContext, Protocols: p, MaxIdleConnsPerHost: 4})}
 }
 
 type pipeAddr struct{}

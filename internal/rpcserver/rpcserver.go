@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,15 @@ type Mux struct {
 	*http.ServeMux
 	Health   *grpchealth.StaticChecker
 	services []string
+}
+
+// ServeHTTP serves the mounted handlers, each request with the caller's trace context (its
+// traceparent header) as the parent of the handler's span.
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Traceparent") != "" {
+		r = r.WithContext(telemetry.Extract(r.Context(), r.Header))
+	}
+	m.ServeMux.ServeHTTP(w, r)
 }
 
 // NotServing marks every mounted service (and the server as a whole) NOT_SERVING, the first
@@ -125,13 +135,14 @@ func ServeUntil(ctx context.Context, ln net.Listener, srv *http.Server, s Shutdo
 	return err
 }
 
-// NewClient returns an HTTP client for service-to-service Connect calls over h2c.
+// NewClient returns an HTTP client for service-to-service Connect calls over h2c; each call
+// carries the trace context of its context (traceparent), which Mux reads on the other side.
 func NewClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Protocols = new(http.Protocols)
 	t.Protocols.SetUnencryptedHTTP2(true)
 	t.MaxIdleConnsPerHost = 64
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: telemetry.Transport(t)}
 }
 
 // BaseURL turns a host:port into the URL Connect clients take.

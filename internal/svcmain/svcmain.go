@@ -1,8 +1,9 @@
 // Package svcmain is the one skeleton of Gatehouse's split-mode binaries: flags with
 // GATEHOUSE_<SVC>_<FLAG> environment fallbacks, one JSON logger keyed by `svc`, the internal
 // token from the environment or a file (required unless a loudly logged development flag
-// says otherwise), etcd through internal/etcdclient, and an ordered shutdown through
-// internal/rpcserver (NOT_SERVING, drain, then a hard stop). Each <svc>/cmd/<svc>/main.go
+// says otherwise), traces exported as the OTEL_* environment says (internal/telemetry),
+// etcd through internal/etcdclient, and an ordered shutdown through internal/rpcserver
+// (NOT_SERVING, drain, then a hard stop). Each <svc>/cmd/<svc>/main.go
 // is a Spec and a call to Main.
 package svcmain
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -147,6 +149,18 @@ func Main(ctx context.Context, spec Spec, args []string, getenv func(string) str
 		return err
 	}
 	logger = logger.With("svc", spec.Name)
+	stopTracing, err := telemetry.Setup(ctx, "gatehouse-"+spec.Name, getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The spans of the last requests are flushed after the drain, within its bound.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			logger.Warn("traces not flushed", "err", err)
+		}
+	}()
 	token, err := InternalToken(getenv)
 	if err != nil {
 		return err
@@ -207,13 +221,14 @@ func serve(ctx context.Context, addr string, drain time.Duration, env *Env, s *S
 	return rpcserver.ServeUntil(ctx, ln, srv, rpcserver.Shutdown{Mux: mux, Stopping: s.Stopping, Drain: drain}, env.Logger)
 }
 
-// NewLogger is the JSON logger every Gatehouse process writes.
+// NewLogger is the JSON logger every Gatehouse process writes; a line logged with a context
+// holding a span carries its trace_id and span_id (telemetry.LogHandler).
 func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level: %w", err)
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))), nil
 }
 
 // Parse parses args into fs, refuses arguments left over, and then applies the environment

@@ -14,6 +14,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log/slog"
 	"mime"
@@ -228,6 +230,11 @@ func (c *Conn) header(ctx context.Context, req *http.Request, m *upstream.Messag
 	case http.MethodPost:
 		h.Set("Content-Type", "application/json")
 		h.Set("Accept", "application/json, text/event-stream")
+		// The span that sends the message is the upstream's parent (W3C trace context);
+		// a request also carries it in params._meta.traceparent (the bridge's splice).
+		if trace.SpanContextFromContext(ctx).IsValid() {
+			telemetry.Inject(ctx, h)
+		}
 	case http.MethodGet:
 		h.Set("Accept", "text/event-stream")
 	}

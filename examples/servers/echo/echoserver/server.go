@@ -61,7 +61,8 @@ const (
 type options struct {
 	// Whoami adds the whoami tool, which tells the caller how it was identified to this
 	// server: the Authorization header of the HTTP request that carried the call ("" over
-	// stdio) and the environment variables named in WhoamiEnv. It exists to test what a
+	// stdio) and the environment variables named in WhoamiEnv, and which span called it
+	// (the traceparent header and params._meta.traceparent). It exists to test what a
 	// gateway sends upstream, and reveals credentials to whoever may call it.
 	Whoami    bool
 	WhoamiEnv []string
@@ -74,6 +75,10 @@ type options struct {
 type WhoamiResult struct {
 	Authorization string            `json:"authorization" jsonschema:"the Authorization header of the request that carried the call"`
 	Env           map[string]string `json:"env,omitempty" jsonschema:"the environment variables the server was told to report, when set"`
+	// Traceparent is the W3C traceparent header of the request that carried the call, and
+	// MetaTraceparent the call's params._meta.traceparent: which span called this server.
+	Traceparent     string `json:"traceparent,omitempty" jsonschema:"the traceparent header of the request that carried the call"`
+	MetaTraceparent string `json:"meta_traceparent,omitempty" jsonschema:"the call's params._meta.traceparent"`
 }
 
 // newServer builds the MCP server with every tool, resource and prompt; it is
@@ -134,6 +139,10 @@ func whoamiTool(envNames []string) mcp.ToolHandlerFor[struct{}, WhoamiResult] {
 		var out WhoamiResult
 		if req.Extra != nil && req.Extra.Header != nil {
 			out.Authorization = req.Extra.Header.Get("Authorization")
+			out.Traceparent = req.Extra.Header.Get("Traceparent")
+		}
+		if req.Params != nil {
+			out.MetaTraceparent, _ = req.Params.GetMeta()["traceparent"].(string)
 		}
 		for _, name := range envNames {
 			if v, ok := os.LookupEnv(name); ok {
