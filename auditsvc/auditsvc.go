@@ -85,6 +85,14 @@ type Config struct {
 	// the next. It adds to their commit lag. Default (0) 2ms; negative: commit at once; at
 	// most 100ms.
 	CommitDelay time.Duration
+	// AuthAddr and PolicyAddr are authsvc's and policysvc's addresses, where the standalone
+	// binary authenticates operators calling Query and Tail with their own credential and
+	// asks whether they may (admin/audit.read).
+	AuthAddr   string
+	PolicyAddr string
+	// Authorize decides operators' Query and Tail (admin/audit.read); nil refuses them. Not
+	// a flag: the binary makes it from PolicyAddr, single-process mode from its policysvc.
+	Authorize rpcserver.Authorizer
 }
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -95,12 +103,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "most records committed by one write and fsync")
 	fs.IntVar(&c.MaxQueue, "max-queue", 0, "most records not yet durable; appends wait for room beyond (0: 4 × max-batch)")
 	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 0, "most bytes of records not yet durable (0: 16 MiB)")
+	fs.StringVar(&c.AuthAddr, "auth-addr", "127.0.0.1:7101", "authsvc address, to authenticate operators calling Query and Tail with their own credential (empty: internal token only)")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address, which decides which operators may read the log (admin/audit.read)")
 	fs.DurationVar(&c.CommitDelay, "commit-delay", 0, "how long deferred records wait for a durable append to share their fsync (0: 2ms; negative: none)")
 }
 
 // Service appends records to the log.
 type Service struct {
 	log    *chainLog
+	reads  *reads
 	logger *slog.Logger
 	now    func() time.Time
 }
@@ -158,10 +169,11 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
+	l.notice.publish(l.seq, l.size)
 	l.start()
 	logger.Info("audit log open", "path", path, "records", l.seq, "max_batch", cfg.MaxBatch,
 		"max_queue", cfg.MaxQueue, "max_queue_bytes", cfg.MaxQueueBytes, "commit_delay", cfg.CommitDelay)
-	return &Service{log: l, logger: logger, now: time.Now}, nil
+	return &Service{log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now}, nil
 }
 
 // Path is the log file's path.
@@ -175,7 +187,10 @@ func (s *Service) Handlers() []rpcserver.Handler {
 
 // Close stops accepting records, commits those already queued (deferred ones included), and
 // closes the log.
-func (s *Service) Close(ctx context.Context) error { return s.log.close(ctx) }
+func (s *Service) Close(ctx context.Context) error {
+	s.reads.close() // Tail streams end
+	return s.log.close(ctx)
+}
 
 // Append implements auditv1connect.AuditServiceHandler. It validates the record (see
 // validateRecord), then:
@@ -335,6 +350,9 @@ func validateRecord(rec *auditv1.Record) error {
 		if !utf8.ValidString(id) {
 			return invalid("a policy id is not UTF-8")
 		}
+	}
+	if err := validateDecision(rec); err != nil {
+		return err
 	}
 	if t := rec.GetTime(); t != nil {
 		if err := t.CheckValid(); err != nil {

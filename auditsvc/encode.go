@@ -133,7 +133,7 @@ func appendRecordJSON(dst []byte, rec *auditv1.Record) ([]byte, bool) {
 		w.key("count")
 		w.b = strconv.AppendUint(w.b, uint64(c), 10)
 	}
-	if !w.ok {
+	if !w.appendDecision(rec) || !w.ok {
 		return dst, false
 	}
 	return append(w.b, '}'), true

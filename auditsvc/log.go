@@ -65,6 +65,8 @@ type chainLog struct {
 	commits      atomic.Uint64         // successful fsyncs of records
 	writeFault   atomic.Pointer[error] // FailWrites: every write fails with it
 
+	notice commitNotice // how far the log is durable, for readers (read.go)
+
 	// observe, if set before the writer starts, sees every record once it is durable (the
 	// lag benchmark).
 	observe func(p *pending)
@@ -461,6 +463,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 		l.commits.Add(1)
 	}
 	l.seq, l.prev, l.size = seq, prev, l.size+int64(len(buf))
+	l.notice.publish(l.seq, l.size) // readers (read.go) see committed records only
 	for _, p := range batch {
 		if l.observe != nil {
 			l.observe(p)

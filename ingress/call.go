@@ -88,6 +88,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		Time: timestamppb.New(c.start), TraceId: c.traceID, CallId: c.id, SessionId: c.session.ID,
 		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
 		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments),
+		Input: decisionInput(c), // what policy decides on, for shadow replay (auditinput.go)
 	}
 	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
 	if len(c.msg.Arguments) > maxPolicyArguments {
@@ -101,7 +102,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		return
 	}
 	defer s.releasePermit(ctx, d.GetPermitId()) // a concurrency permit, when one was taken
-	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
+	rec.BundleVersion, rec.PolicyIds, rec.Decision = d.GetBundleVersion(), d.GetPolicyIds(), decisionOf(d)
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/authsvc"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1/registryv1connect"
@@ -69,7 +70,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr", "audit-addr")...)
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
-	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
+	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir", "auth-addr", "policy-addr")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr", "audit-addr")...)
 	// Anonymous access comes from the config file.
 	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
@@ -145,6 +146,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// handlers finish and commit their audit records before the audit log closes (and the
 	// registry, which records quarantines and approvals, closes before it too).
 	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
+	cfg.Audit.Authorize = askPolicy // operators' Query and Tail
 	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"))
 	if err != nil {
 		return err
@@ -256,6 +258,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	openToCallers[registryv1connect.RegistryServiceListServersProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceApproveToolsProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceImportServersProcedure] = true
+	openToCallers[auditv1connect.AuditServiceQueryProcedure] = true
+	openToCallers[auditv1connect.AuditServiceTailProcedure] = true
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own
@@ -276,7 +280,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	served := make(chan error, 1)
 	// As in split mode, the stop marks the gateway not ready (which ends the GET streams)
 	// before the drain, instead of leaving the streams to hold it to its deadline.
-	stop := rpcserver.Shutdown{Mux: internal, Stopping: func() { in.SetReady(false) }, Drain: 10 * time.Second}
+	stop := rpcserver.Shutdown{Mux: internal, Stopping: func() { in.SetReady(false); audit.EndTails() }, Drain: 10 * time.Second}
 	go func() { served <- rpcserver.ServeUntil(runCtx, ln, srv, stop, logger) }()
 	go cat.Follow(runCtx, registryv1connect.NewRegistryServiceClient(client, base), logger.With("svc", "catalog"))
 	go sessions.Watch(runCtx, func(id string) { go bridge.EndSession(id) })

@@ -35,6 +35,10 @@ const (
 const (
 	// AuditServiceAppendProcedure is the fully-qualified name of the AuditService's Append RPC.
 	AuditServiceAppendProcedure = "/gatehouse.audit.v1.AuditService/Append"
+	// AuditServiceQueryProcedure is the fully-qualified name of the AuditService's Query RPC.
+	AuditServiceQueryProcedure = "/gatehouse.audit.v1.AuditService/Query"
+	// AuditServiceTailProcedure is the fully-qualified name of the AuditService's Tail RPC.
+	AuditServiceTailProcedure = "/gatehouse.audit.v1.AuditService/Tail"
 )
 
 // AuditServiceClient is a client for the gatehouse.audit.v1.AuditService service.
@@ -42,6 +46,13 @@ type AuditServiceClient interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
 	// queues it for the next group commit and returns at once.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// Query returns the committed records that match a filter, in log order, one bounded page
+	// at a time: at most page_size records, and at most a bounded number of records read per
+	// request; next_page_token resumes where the page stopped. An admin RPC (admin/audit.read).
+	Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error)
+	// Tail streams the records that match a filter as they are committed: from now, or from a
+	// sequence (the records already committed from it first). An admin RPC (admin/audit.read).
+	Tail(context.Context, *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error)
 }
 
 // NewAuditServiceClient constructs a client for the gatehouse.audit.v1.AuditService service. By
@@ -61,12 +72,26 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(auditServiceMethods.ByName("Append")),
 			connect.WithClientOptions(opts...),
 		),
+		query: connect.NewClient[v1.QueryRequest, v1.QueryResponse](
+			httpClient,
+			baseURL+AuditServiceQueryProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Query")),
+			connect.WithClientOptions(opts...),
+		),
+		tail: connect.NewClient[v1.TailRequest, v1.TailResponse](
+			httpClient,
+			baseURL+AuditServiceTailProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Tail")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // auditServiceClient implements AuditServiceClient.
 type auditServiceClient struct {
 	append *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	query  *connect.Client[v1.QueryRequest, v1.QueryResponse]
+	tail   *connect.Client[v1.TailRequest, v1.TailResponse]
 }
 
 // Append calls gatehouse.audit.v1.AuditService.Append.
@@ -74,11 +99,28 @@ func (c *auditServiceClient) Append(ctx context.Context, req *connect.Request[v1
 	return c.append.CallUnary(ctx, req)
 }
 
+// Query calls gatehouse.audit.v1.AuditService.Query.
+func (c *auditServiceClient) Query(ctx context.Context, req *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error) {
+	return c.query.CallUnary(ctx, req)
+}
+
+// Tail calls gatehouse.audit.v1.AuditService.Tail.
+func (c *auditServiceClient) Tail(ctx context.Context, req *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error) {
+	return c.tail.CallServerStream(ctx, req)
+}
+
 // AuditServiceHandler is an implementation of the gatehouse.audit.v1.AuditService service.
 type AuditServiceHandler interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
 	// queues it for the next group commit and returns at once.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// Query returns the committed records that match a filter, in log order, one bounded page
+	// at a time: at most page_size records, and at most a bounded number of records read per
+	// request; next_page_token resumes where the page stopped. An admin RPC (admin/audit.read).
+	Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error)
+	// Tail streams the records that match a filter as they are committed: from now, or from a
+	// sequence (the records already committed from it first). An admin RPC (admin/audit.read).
+	Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -94,10 +136,26 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(auditServiceMethods.ByName("Append")),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceQueryHandler := connect.NewUnaryHandler(
+		AuditServiceQueryProcedure,
+		svc.Query,
+		connect.WithSchema(auditServiceMethods.ByName("Query")),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceTailHandler := connect.NewServerStreamHandler(
+		AuditServiceTailProcedure,
+		svc.Tail,
+		connect.WithSchema(auditServiceMethods.ByName("Tail")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.audit.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceAppendProcedure:
 			auditServiceAppendHandler.ServeHTTP(w, r)
+		case AuditServiceQueryProcedure:
+			auditServiceQueryHandler.ServeHTTP(w, r)
+		case AuditServiceTailProcedure:
+			auditServiceTailHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -109,4 +167,12 @@ type UnimplementedAuditServiceHandler struct{}
 
 func (UnimplementedAuditServiceHandler) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Append is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Query is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Tail is not implemented"))
 }
