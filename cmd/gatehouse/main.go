@@ -27,6 +27,7 @@ commands:
   token     issue, list and revoke gateway API tokens
   policy    write, check and roll out Cedar policies: validate, test, explain, apply
   servers   the registry: list, show, approve quarantined tools, import server.json
+  audit     the audit log: query, tail, replay a session, test a policy change on past calls
   dev       development helpers: certs DIR (etcd TLS certificates for split mode)
   example-server echo
             the example MCP server the embedded default config runs
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return policyCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "servers":
 		return serversCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "audit":
+		return auditCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
