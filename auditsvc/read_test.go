@@ -14,8 +14,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
-	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"google.golang.org/protobuf/proto"
@@ -90,7 +90,9 @@ func TestQueryFilters(t *testing.T) {
 		}
 	}
 	c := queryClient(t, svc)
-	ts := func(i int) *timestamppb.Timestamp { return timestamppb.New(queryBase.Add(time.Duration(i) * time.Second)) }
+	ts := func(i int) *timestamppb.Timestamp {
+		return timestamppb.New(queryBase.Add(time.Duration(i) * time.Second))
+	}
 	cases := []struct {
 		name   string
 		filter *auditv1.Filter

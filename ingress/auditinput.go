@@ -4,6 +4,7 @@ import (
 	"unicode/utf8"
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	authv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
@@ -21,13 +22,15 @@ const (
 // recorded, and the record says so: such a call is reported as not replayable, never
 // re-decided on a part of its groups.
 func decisionInput(c *call) *auditv1.DecisionInput {
-	in := &auditv1.DecisionInput{
-		Kind:              rpcserver.KindName(c.principal.GetKind()),
-		SourceAddress:     c.source,
-		ProtocolVersion:   c.revision,
-		ArgumentsTooLarge: len(c.msg.Arguments) > maxPolicyArguments,
-	}
-	groups := c.principal.GetGroups()
+	in := principalInput(c.principal, c.source, c.revision)
+	in.ArgumentsTooLarge = len(c.msg.Arguments) > maxPolicyArguments
+	return in
+}
+
+// principalInput is the decision input of a request by p from source in revision.
+func principalInput(p *authv1.Principal, source, revision string) *auditv1.DecisionInput {
+	in := &auditv1.DecisionInput{Kind: rpcserver.KindName(p.GetKind()), SourceAddress: source, ProtocolVersion: revision}
+	groups := p.GetGroups()
 	if len(groups) > maxAuditGroups {
 		in.GroupsOmitted = true
 		return in

@@ -25,7 +25,10 @@ import (
 // is decided again by the candidate bundle, exactly as policysvc's Check would (policysvc.
 // Evaluate, as `gatehouse policy test` uses it), on what its record kept: the principal
 // (id, tenant, groups, kind), the method, the server and tool, the session, source and
-// revision, at the time it was recorded. The servers' tenants are the catalogue's now (the
+// revision, at the time it was recorded. The arguments are not kept (a digest only): a call is
+// decided without them, as if it had sent none, and when the candidate reads arguments the
+// result says so (without_arguments), since a policy on arguments might have decided it
+// otherwise. The servers' tenants are the catalogue's now (the
 // gateway's registry, or --config offline): the bundle is judged against the catalogue it
 // would meet. A record that did not keep what Cedar needs is reported as not replayable,
 // never decided on a guess.
@@ -73,7 +76,10 @@ type shadowResult struct {
 	NewDecision      string   `json:"new_decision,omitempty"`
 	NewPolicyIDs     []string `json:"new_policy_ids,omitempty"`
 	NewBundleVersion string   `json:"new_bundle_version,omitempty"`
-	Reason           string   `json:"reason,omitempty"`
+	// WithoutArguments: the candidate reads arguments, and the call had some, which the
+	// record does not keep: it was decided as if it had none.
+	WithoutArguments bool   `json:"without_arguments,omitempty"`
+	Reason           string `json:"reason,omitempty"`
 }
 
 // judge decides c again; nil when the candidate decides it as it was.
@@ -88,8 +94,6 @@ func (j *shadowJudge) judge(c *replayedCall) *shadowResult {
 		return notReplayable("the record does not keep the decision's input (written before it was kept)")
 	case in.GetGroupsOmitted():
 		return notReplayable("the principal had more groups than a record keeps")
-	case j.bundle.ReadsArguments() && takesArguments(r.GetMethod()) && r.GetArgumentsDigest() != "":
-		return notReplayable("the candidate bundle reads arguments, which the log keeps only as a digest")
 	}
 	req := &policyv1.CheckRequest{
 		Subject:  &policyv1.Subject{Id: r.GetPrincipal(), Tenant: r.GetTenant(), Groups: in.GetGroups(), Kind: in.GetKind()},
@@ -97,6 +101,11 @@ func (j *shadowJudge) judge(c *replayedCall) *shadowResult {
 		Resource: &policyv1.Resource{Server: r.GetServer(), Name: r.GetTool()},
 		Context: &policyv1.RequestContext{SourceAddress: in.GetSourceAddress(), SessionId: r.GetSessionId(),
 			ProtocolVersion: in.GetProtocolVersion(), ArgumentsTooLarge: in.GetArgumentsTooLarge()},
+	}
+	if r.GetMethod() == "initialize" {
+		// An initialize is decided before its session exists; its record names the session
+		// it opened.
+		req.Context.SessionId = ""
 	}
 	if _, ok := j.servers.Server(r.GetServer()); !ok {
 		return notReplayable(fmt.Sprintf("server %q is not in the catalogue", r.GetServer()))
@@ -117,7 +126,8 @@ func (j *shadowJudge) judge(c *replayedCall) *shadowResult {
 		return nil // decided alike (perhaps by other policies): the host would get the same
 	}
 	return &shadowResult{Kind: "changed", replayedCall: c, NewDecision: newDecision,
-		NewPolicyIDs: append([]string{}, d.GetPolicyIds()...), NewBundleVersion: d.GetBundleVersion()}
+		NewPolicyIDs: append([]string{}, d.GetPolicyIds()...), NewBundleVersion: d.GetBundleVersion(),
+		WithoutArguments: j.bundle.ReadsArguments() && takesArguments(r.GetMethod()) && r.GetArgumentsDigest() != "" && !in.GetArgumentsTooLarge()}
 }
 
 // takesArguments says whether a method's arguments reach policy (context.arguments).
@@ -155,12 +165,21 @@ func (j *shadowJudge) report(w io.Writer, calls []*replayedCall, asJSON bool) er
 	if len(changed) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nTIME\tSESSION\tPRINCIPAL\tMETHOD\tSERVER\tTOOL\tWAS\tBY\tNOW\tBY")
+		without := 0
 		for _, r := range changed {
+			now := r.NewDecision
+			if r.WithoutArguments {
+				now += "*"
+				without++
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339Nano), orDash(r.SessionID), orDash(r.Principal),
-				r.Method, r.Server, orDash(r.Tool), r.Decision, policyList(r.PolicyIDs), r.NewDecision, policyList(r.NewPolicyIDs))
+				r.Method, r.Server, orDash(r.Tool), r.Decision, policyList(r.PolicyIDs), now, policyList(r.NewPolicyIDs))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		if without > 0 {
+			fmt.Fprintf(w, "* decided without the call's arguments, which the log keeps as a digest only: the candidate reads arguments and might decide the call otherwise (%d calls)\n", without)
 		}
 	}
 	if len(unreplayable) > 0 {
