@@ -112,6 +112,14 @@ type Config struct {
 	// many records, or that long, whichever comes first. Defaults 1000 and 10s.
 	CheckpointRecords  int
 	CheckpointInterval time.Duration
+	// AuthAddr and PolicyAddr are authsvc's and policysvc's addresses, where the standalone
+	// binary authenticates operators calling Query and Tail with their own credential and
+	// asks whether they may (admin/audit.read).
+	AuthAddr   string
+	PolicyAddr string
+	// Authorize decides operators' Query and Tail (admin/audit.read); nil refuses them. Not
+	// a flag: the binary makes it from PolicyAddr, single-process mode from its policysvc.
+	Authorize rpcserver.Authorizer
 }
 
 // RegisterFlags binds the configuration to flags with their defaults. Environment fallbacks
@@ -122,6 +130,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "most records committed by one write and fsync")
 	fs.IntVar(&c.MaxQueue, "max-queue", 0, "most records not yet durable; appends wait for room beyond (0: 4 × max-batch)")
 	fs.IntVar(&c.MaxQueueBytes, "max-queue-bytes", 0, "most bytes of records not yet durable (0: 16 MiB)")
+	fs.StringVar(&c.AuthAddr, "auth-addr", "127.0.0.1:7101", "authsvc address, to authenticate operators calling Query and Tail with their own credential (empty: internal token only)")
+	fs.StringVar(&c.PolicyAddr, "policy-addr", "127.0.0.1:7102", "policysvc address, which decides which operators may read the log (admin/audit.read)")
 	fs.DurationVar(&c.CommitDelay, "commit-delay", 0, "how long deferred records wait for a durable append to share their fsync (0: 2ms; negative: none)")
 	fs.Int64Var(&c.SegmentBytes, "segment-bytes", defaultSegmentBytes, "size past which the log starts a new segment file")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM file of the Ed25519 key that signs checkpoints of the log's head (outside --dir; empty: no checkpoints)")
@@ -143,12 +153,14 @@ func WithAnchor(a Anchor) Option { return func(o *options) { o.anchor = a } }
 // Service appends records to the log.
 type Service struct {
 	log       *chainLog
+	reads     *reads
 	logger    *slog.Logger
 	now       func() time.Time
 	publicKey ed25519.PublicKey // nil without a signing key
 	anchor    Anchor
-	// Authorize decides an operator's Verify (admin/audit.verify); nil refuses operators
-	// (the internal token and calls within the process are always served).
+	// authorize decides an operator's Verify (admin/audit.verify), as reads decides Query
+	// and Tail (admin/audit.read): Config.Authorize; nil refuses operators (the internal
+	// token and calls within the process are always served).
 	authorize rpcserver.Authorizer
 	verifying atomic.Bool
 }
@@ -238,7 +250,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
-	svc := &Service{log: l, logger: logger, now: time.Now, anchor: o.anchor}
+	svc := &Service{log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now, anchor: o.anchor, authorize: cfg.Authorize}
 	if key != nil {
 		if err := l.startCheckpoints(key, o.anchor, uint64(cfg.CheckpointRecords), cfg.CheckpointInterval); err != nil {
 			_ = l.close(context.Background())
@@ -246,6 +258,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 		}
 		svc.publicKey = key.Public().(ed25519.PublicKey)
 	}
+	l.notice.publish(l.seq, l.size)
 	l.start()
 	logger.Info("audit log open", "dir", cfg.Dir, "segment", l.segName, "records", l.seq, "max_batch", cfg.MaxBatch,
 		"max_queue", cfg.MaxQueue, "max_queue_bytes", cfg.MaxQueueBytes, "commit_delay", cfg.CommitDelay,
@@ -284,7 +297,10 @@ func (s *Service) Handlers() []rpcserver.Handler {
 
 // Close stops accepting records, commits those already queued (deferred ones included), and
 // closes the log.
-func (s *Service) Close(ctx context.Context) error { return s.log.close(ctx) }
+func (s *Service) Close(ctx context.Context) error {
+	s.reads.close() // Tail streams end
+	return s.log.close(ctx)
+}
 
 // Append implements auditv1connect.AuditServiceHandler. It validates the record (see
 // validateRecord), then:
@@ -434,6 +450,9 @@ func validateRecord(rec *auditv1.Record) error {
 	case "", ArgumentsRedacted, ArgumentsFull:
 	default:
 		return invalid("arguments_form %q is not %q or %q", rec.GetArgumentsForm(), ArgumentsRedacted, ArgumentsFull)
+	}
+	if err := validateDecision(rec); err != nil {
+		return err
 	}
 	if t := rec.GetTime(); t != nil {
 		if err := t.CheckValid(); err != nil {

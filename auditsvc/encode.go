@@ -144,6 +144,7 @@ func appendRecordJSON(dst []byte, rec *auditv1.Record, recordID string) ([]byte,
 		w.key("count")
 		w.b = strconv.AppendUint(w.b, uint64(c), 10)
 	}
+	decided := w.appendDecision(rec)
 	w.str("revision", rec.GetRevision())
 	w.str("arguments", rec.GetArguments())
 	w.str("arguments_form", rec.GetArgumentsForm())
@@ -151,7 +152,7 @@ func appendRecordJSON(dst []byte, rec *auditv1.Record, recordID string) ([]byte,
 		recordID = rec.GetRecordId()
 	}
 	w.str("record_id", recordID)
-	if !w.ok {
+	if !decided || !w.ok {
 		return dst, false
 	}
 	return append(w.b, '}'), true

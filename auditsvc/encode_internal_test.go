@@ -36,6 +36,15 @@ func everyField(t testing.TB) *auditv1.Record {
 			m.Set(fd, protoreflect.ValueOfMessage((&timestamppb.Timestamp{Seconds: 1764324000, Nanos: 123456000}).ProtoReflect()))
 		case fd.Message() != nil && fd.Message().FullName() == "google.protobuf.Duration":
 			m.Set(fd, protoreflect.ValueOfMessage((&durationpb.Duration{Seconds: 2, Nanos: 5}).ProtoReflect()))
+		case fd.Message() != nil && fd.Message().FullName() == "gatehouse.audit.v1.DecisionInput":
+			in := &auditv1.DecisionInput{
+				Groups: []string{"g-1", `g"\2`}, Kind: "k-kind", SourceAddress: "v-source", ProtocolVersion: "v-revision",
+				ArgumentsTooLarge: true, GroupsOmitted: true,
+			}
+			if n := in.ProtoReflect().Descriptor().Fields().Len(); n != 6 {
+				t.Fatalf("DecisionInput has %d fields; set every one here (and in appendDecision)", n)
+			}
+			m.Set(fd, protoreflect.ValueOfMessage(in.ProtoReflect()))
 		default:
 			t.Fatalf("field %s (%s) is not covered by this test nor, probably, by appendRecordJSON", fd.Name(), fd.Kind())
 		}
@@ -104,6 +113,8 @@ func TestMarshalRecordInvalidUTF8(t *testing.T) {
 		{Principal: "a\xffb"},
 		{PolicyIds: []string{"ok", "\xc3"}},
 		{ResultDigest: "\xed\xa0\x80"}, // a surrogate half
+		{Input: &auditv1.DecisionInput{Groups: []string{"staff", "a\xffb"}}},
+		{Input: &auditv1.DecisionInput{SourceAddress: "\xc3"}},
 	} {
 		if _, ok := appendRecordJSON(nil, rec, ""); ok {
 			t.Errorf("appendRecordJSON wrote %v", rec)
@@ -122,6 +133,7 @@ func FuzzMarshalRecord(f *testing.F) {
 			Time: &timestamppb.Timestamp{Seconds: secs, Nanos: nanos}, Principal: principal, Method: method,
 			Tool: tool, Error: errText, PolicyIds: []string{tool, principal}, Outcome: auditv1.Outcome(outcome),
 			Latency: &durationpb.Duration{Seconds: dsecs, Nanos: dnanos}, Phase: auditv1.Phase(phase),
+			Decision: auditv1.PolicyDecision(uint32(outcome) % 3), Input: &auditv1.DecisionInput{Groups: []string{tool}, Kind: principal, GroupsOmitted: phase%2 == 0},
 		}
 		want, wantErr := marshalRecordProtojson(rec)
 		got, ok := appendRecordJSON(nil, rec, "")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 )
 
@@ -22,6 +23,12 @@ var (
 	errDenied = errors.New("permission denied")
 	// errClosed: the service is shutting down.
 	errClosed = fmt.Errorf("%w: closed", errUnavailable)
+	// errCallerDenied: policy does not let the caller read the log (Query, Tail).
+	errCallerDenied = errors.New("permission denied")
+	// errPolicyUnavailable: policy could not decide an operator's request.
+	errPolicyUnavailable = errors.New("policy unavailable")
+	// errTooManyTails: every Tail slot (in all, or of the caller) is taken.
+	errTooManyTails = errors.New("too many tails")
 )
 
 // codes maps each domain error to its Connect code; anything else is Internal:
@@ -30,11 +37,19 @@ var (
 //	errUnavailable    Unavailable (failed write or fsync, disk full, broken until restart, closed;
 //	                  a Verify while another runs, or one that cannot read the log)
 //	errDenied         PermissionDenied (an operator's Verify that policy refuses)
+//	errCallerDenied       PermissionDenied (an operator's Query or Tail that policy refuses)
+//	errPolicyUnavailable  Unavailable
+//	query.ErrInvalid      InvalidArgument (a filter, page size or page token)
+//	errTooManyTails       ResourceExhausted
 //	context errors    Canceled, DeadlineExceeded (also while waiting for room in the queue)
 var codes = rpcserver.ErrorCodes{
 	{Err: errInvalidRecord, Code: connect.CodeInvalidArgument},
 	{Err: errUnavailable, Code: connect.CodeUnavailable},
 	{Err: errDenied, Code: connect.CodePermissionDenied},
+	{Err: errCallerDenied, Code: connect.CodePermissionDenied},
+	{Err: errPolicyUnavailable, Code: connect.CodeUnavailable},
+	{Err: query.ErrInvalid, Code: connect.CodeInvalidArgument},
+	{Err: errTooManyTails, Code: connect.CodeResourceExhausted},
 }
 
 func invalid(format string, args ...any) error {

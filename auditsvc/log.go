@@ -83,6 +83,8 @@ type chainLog struct {
 	ckptNoted  uint64                // committer's: the head seq that last woke the checkpointer
 	writeFault atomic.Pointer[error] // FailWrites: every write fails with it
 
+	notice commitNotice // how far the log is durable, for readers (read.go)
+
 	// observe, if set before the writer starts, sees every record once it is durable (the
 	// lag benchmark).
 	observe func(p *pending)
@@ -583,6 +585,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 			l.rotate()
 		}
 	}
+	l.notice.publish(l.seq, l.size) // readers (read.go) see committed records only
 	for _, p := range batch {
 		if l.observe != nil {
 			l.observe(p)

@@ -96,6 +96,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		Time: timestamppb.New(c.start), TraceId: c.traceID, CallId: c.id, SessionId: c.session.ID,
 		Principal: c.principal.GetId(), Tenant: c.principal.GetTenant(), Server: c.server,
 		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments), Revision: c.revision,
+		Input: decisionInput(c), // what policy decides on, for shadow replay (auditinput.go)
 	}
 	defer s.endCall(ctx, span, rec)
 	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
@@ -124,7 +125,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 	}
 	defer s.releasePermit(ctx, d.GetPermitId()) // a concurrency permit, when one was taken
 	traceDecision(ctx, d)
-	rec.BundleVersion, rec.PolicyIds = d.GetBundleVersion(), d.GetPolicyIds()
+	rec.BundleVersion, rec.PolicyIds, rec.Decision = d.GetBundleVersion(), d.GetPolicyIds(), decisionOf(d)
 	if d.GetDecision() != policyv1.Decision_DECISION_ALLOW {
 		s.conclude(ctx, c, rec, r, ending{refusal: errDenied, denial: d})
 		return

@@ -20,7 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
+	"connectrpc.com/connect"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -215,12 +216,18 @@ type Sessions interface {
 	List(ctx context.Context, tenant, principal string) ([]sessionstore.Record, error)
 }
 
+// Auditor appends audit records: auditv1connect.AuditServiceClient, or auditsvc's service
+// itself in one process.
+type Auditor interface {
+	Append(context.Context, *connect.Request[auditv1.AppendRequest]) (*connect.Response[auditv1.AppendResponse], error)
+}
+
 // Deps are the services the ingress calls.
 type Deps struct {
 	Auth     Auth
 	Policy   policyv1connect.PolicyServiceClient
 	Bridge   Bridge
-	Audit    auditv1connect.AuditServiceClient
+	Audit    Auditor
 	Catalog  Catalog
 	Sessions Sessions
 	// Registry takes reports of pinned servers' tools (pins.go); nil hides every tool of a

@@ -55,9 +55,11 @@ func (s *Service) resume(x *exchange, required bool) (*Error, error) {
 // denied principal gets 404 and no session, as for a server that does not exist.
 func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 	ctx := x.r.Context()
+	source := sourceAddress(x.r)
 	d, err := s.decide(ctx, x.principal, x.server, "initialize", "", &policyv1.RequestContext{
-		SourceAddress: sourceAddress(x.r), ProtocolVersion: m.ProtocolVersion,
+		SourceAddress: source, ProtocolVersion: m.ProtocolVersion,
 	})
+	input := principalInput(x.principal, source, m.ProtocolVersion) // for shadow replay (auditinput.go)
 	if err != nil {
 		s.refuse(x, m.ID, fromPolicy(err), err)
 		return
@@ -69,6 +71,7 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 			Time: timestamppb.Now(), TraceId: x.traceID, CallId: newCallID(), Principal: x.principal.GetId(),
 			Tenant: x.principal.GetTenant(), Server: x.server, Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
 			Outcome: auditv1.Outcome_OUTCOME_DENIED, Error: errDenied.Name, BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(),
+			Decision: decisionOf(d), Input: input,
 		}
 		if err := s.appendRecord(ctx, rec, false); err != nil {
 			s.refuse(x, m.ID, errAuditUnavailable, err)
@@ -88,7 +91,7 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 	audit := &auditv1.Record{
 		Time: timestamppb.New(start), TraceId: x.traceID, CallId: newCallID(), SessionId: rec.ID, Principal: x.principal.GetId(),
 		Tenant: x.principal.GetTenant(), Server: x.server, Method: "initialize", Phase: auditv1.Phase_PHASE_DECISION,
-		BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(),
+		BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(), Decision: decisionOf(d), Input: input,
 	}
 	if err := s.appendRecord(ctx, audit, false); err != nil {
 		s.endSession(context.WithoutCancel(ctx), rec.ID)

@@ -27,7 +27,7 @@ commands:
   token     issue, list and revoke gateway API tokens
   policy    write, check and roll out Cedar policies: validate, test, explain, apply
   servers   the registry: list, show, approve quarantined tools, import server.json
-  audit     the audit log: verify
+  audit     the audit log: query, tail, replay a session, test a policy change on past calls, verify
   dev       development helpers: certs DIR (etcd TLS certificates for split mode)
   example-server echo
             the example MCP server the embedded default config runs

@@ -71,7 +71,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr", "audit-addr")...)
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
-	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir")...)
+	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir", "auth-addr", "policy-addr")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr", "audit-addr")...)
 	// Anonymous access comes from the config file.
 	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
@@ -169,11 +169,11 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 			return err
 		}
 	}
+	cfg.Audit.Authorize = askPolicy // operators' Verify, Query and Tail
 	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey)))
 	if err != nil {
 		return err
 	}
-	audit.SetAuthorize(askPolicy)
 	defer audit.Close(context.WithoutCancel(ctx))
 	regCfg := cfg.Registry
 	regCfg.Authorize = askPolicy
@@ -282,6 +282,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	openToCallers[registryv1connect.RegistryServiceApproveToolsProcedure] = true
 	openToCallers[registryv1connect.RegistryServiceImportServersProcedure] = true
 	openToCallers[auditv1connect.AuditServiceVerifyProcedure] = true
+	openToCallers[auditv1connect.AuditServiceQueryProcedure] = true
+	openToCallers[auditv1connect.AuditServiceTailProcedure] = true
 	mux.Handle("/", rpcserver.Guard(internalToken, callerAuth, openToCallers, internal))
 	srv := in.HTTPServer(mux)
 	scheme := "http" // read before serving: net/http gives TLSConfig a value of its own
@@ -302,7 +304,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	served := make(chan error, 1)
 	// As in split mode, the stop marks the gateway not ready (which ends the GET streams)
 	// before the drain, instead of leaving the streams to hold it to its deadline.
-	stop := rpcserver.Shutdown{Mux: internal, Stopping: func() { in.SetReady(false) }, Drain: 10 * time.Second}
+	stop := rpcserver.Shutdown{Mux: internal, Stopping: func() { in.SetReady(false); audit.EndTails() }, Drain: 10 * time.Second}
 	go func() { served <- rpcserver.ServeUntil(runCtx, ln, srv, stop, logger) }()
 	go cat.Follow(runCtx, registryv1connect.NewRegistryServiceClient(client, base), logger.With("svc", "catalog"))
 	go sessions.Watch(runCtx, func(id string) { go bridge.EndSession(id) })

@@ -13,6 +13,10 @@ import (
 	"syscall"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
+	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
@@ -67,6 +71,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return true, nil
 		},
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
+			if cfg.PolicyAddr != "" {
+				cfg.Authorize = rpcserver.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
+			}
 			// With etcd (--etcd-endpoints), the latest signed checkpoint is anchored there.
 			var opts []auditsvc.Option
 			if env.Etcd != nil {
@@ -78,7 +85,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			}
 			// Closed last: the server has drained, so nothing new arrives; Close commits
 			// what is still queued (deferred outcome records, acknowledged as queued only).
-			return &svcmain.Serving{Handlers: svc.Handlers(), Close: svc.Close, LogAttrs: []any{"log", svc.Path()}}, nil
+			// Tail streams end first, so that they do not hold the drain.
+			serving := &svcmain.Serving{Handlers: svc.Handlers(), Stopping: svc.EndTails, Close: svc.Close, LogAttrs: []any{"log", svc.Path()}}
+			if cfg.AuthAddr != "" {
+				// Operators read the log with their own credential; Cedar decides.
+				serving.CallerAuth = rpcserver.AuthenticateWith(authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr)))
+				serving.OpenToCallers = map[string]bool{
+					auditv1connect.AuditServiceQueryProcedure: true,
+					auditv1connect.AuditServiceTailProcedure:  true,
+				}
+			}
+			return serving, nil
 		},
 	}, args, getenv, stdout)
 }

@@ -23,6 +23,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PolicyDecision is what policy decided of a call (Check), as the gateway received it.
+type PolicyDecision int32
+
+const (
+	// Policy did not decide: the call was refused before (quota, policy unavailable), or the
+	// record predates this field.
+	PolicyDecision_POLICY_DECISION_UNSPECIFIED PolicyDecision = 0
+	PolicyDecision_POLICY_DECISION_ALLOW       PolicyDecision = 1
+	PolicyDecision_POLICY_DECISION_DENY        PolicyDecision = 2
+)
+
+// Enum value maps for PolicyDecision.
+var (
+	PolicyDecision_name = map[int32]string{
+		0: "POLICY_DECISION_UNSPECIFIED",
+		1: "POLICY_DECISION_ALLOW",
+		2: "POLICY_DECISION_DENY",
+	}
+	PolicyDecision_value = map[string]int32{
+		"POLICY_DECISION_UNSPECIFIED": 0,
+		"POLICY_DECISION_ALLOW":       1,
+		"POLICY_DECISION_DENY":        2,
+	}
+)
+
+func (x PolicyDecision) Enum() *PolicyDecision {
+	p := new(PolicyDecision)
+	*p = x
+	return p
+}
+
+func (x PolicyDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PolicyDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_gatehouse_audit_v1_audit_proto_enumTypes[0].Descriptor()
+}
+
+func (PolicyDecision) Type() protoreflect.EnumType {
+	return &file_gatehouse_audit_v1_audit_proto_enumTypes[0]
+}
+
+func (x PolicyDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PolicyDecision.Descriptor instead.
+func (PolicyDecision) EnumDescriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
 // Outcome is what became of an invocation.
 type Outcome int32
 
@@ -69,11 +121,11 @@ func (x Outcome) String() string {
 }
 
 func (Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_gatehouse_audit_v1_audit_proto_enumTypes[0].Descriptor()
+	return file_gatehouse_audit_v1_audit_proto_enumTypes[1].Descriptor()
 }
 
 func (Outcome) Type() protoreflect.EnumType {
-	return &file_gatehouse_audit_v1_audit_proto_enumTypes[0]
+	return &file_gatehouse_audit_v1_audit_proto_enumTypes[1]
 }
 
 func (x Outcome) Number() protoreflect.EnumNumber {
@@ -82,7 +134,7 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{1}
 }
 
 // Phase is which part of an invocation a record describes. A call the upstream may see is
@@ -128,11 +180,11 @@ func (x Phase) String() string {
 }
 
 func (Phase) Descriptor() protoreflect.EnumDescriptor {
-	return file_gatehouse_audit_v1_audit_proto_enumTypes[1].Descriptor()
+	return file_gatehouse_audit_v1_audit_proto_enumTypes[2].Descriptor()
 }
 
 func (Phase) Type() protoreflect.EnumType {
-	return &file_gatehouse_audit_v1_audit_proto_enumTypes[1]
+	return &file_gatehouse_audit_v1_audit_proto_enumTypes[2]
 }
 
 func (x Phase) Number() protoreflect.EnumNumber {
@@ -141,7 +193,101 @@ func (x Phase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Phase.Descriptor instead.
 func (Phase) EnumDescriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+// DecisionInput is what policy decided on beyond the record's own fields (principal, tenant,
+// server, method, tool, session, time): with them, the Cedar request of the call, so that a
+// candidate bundle can decide the call again (gatehouse audit replay --policy). The arguments
+// are not kept (the record has their digest): a bundle that reads them cannot re-decide a
+// call that had any.
+type DecisionInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The principal's groups and kind ("user", "service", "anonymous"), as its credential said.
+	Groups []string `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	Kind   string   `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The host's address, the negotiated MCP revision (context.source, context.revision).
+	SourceAddress   string `protobuf:"bytes,3,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	ProtocolVersion string `protobuf:"bytes,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	// The arguments were too large to give to policy.
+	ArgumentsTooLarge bool `protobuf:"varint,5,opt,name=arguments_too_large,json=argumentsTooLarge,proto3" json:"arguments_too_large,omitempty"`
+	// The principal had more groups than a record keeps: groups is empty and the call cannot
+	// be re-decided.
+	GroupsOmitted bool `protobuf:"varint,6,opt,name=groups_omitted,json=groupsOmitted,proto3" json:"groups_omitted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionInput) Reset() {
+	*x = DecisionInput{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionInput) ProtoMessage() {}
+
+func (x *DecisionInput) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionInput.ProtoReflect.Descriptor instead.
+func (*DecisionInput) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DecisionInput) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *DecisionInput) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DecisionInput) GetSourceAddress() string {
+	if x != nil {
+		return x.SourceAddress
+	}
+	return ""
+}
+
+func (x *DecisionInput) GetProtocolVersion() string {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return ""
+}
+
+func (x *DecisionInput) GetArgumentsTooLarge() bool {
+	if x != nil {
+		return x.ArgumentsTooLarge
+	}
+	return false
+}
+
+func (x *DecisionInput) GetGroupsOmitted() bool {
+	if x != nil {
+		return x.GroupsOmitted
+	}
+	return false
 }
 
 // Record is one invocation.
@@ -173,6 +319,10 @@ type Record struct {
 	// per principal, server and window (the first refusal's time, trace and call ids), so a
 	// flood is not one durable record per refused call. Zero (absent) means one.
 	Count uint32 `protobuf:"varint,18,opt,name=count,proto3" json:"count,omitempty"`
+	// What policy decided, and on what (absent in records from before they were kept, and in
+	// records of calls refused before policy decided).
+	Decision PolicyDecision `protobuf:"varint,30,opt,name=decision,proto3,enum=gatehouse.audit.v1.PolicyDecision" json:"decision,omitempty"`
+	Input    *DecisionInput `protobuf:"bytes,31,opt,name=input,proto3" json:"input,omitempty"`
 	// Fields 19..29: the store's own (issue 8).
 	// The MCP revision negotiated with the upstream ("2025-06-18"), when known.
 	Revision string `protobuf:"bytes,20,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -192,7 +342,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +354,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[0]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +367,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{0}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Record) GetTime() *timestamppb.Timestamp {
@@ -346,6 +496,20 @@ func (x *Record) GetCount() uint32 {
 	return 0
 }
 
+func (x *Record) GetDecision() PolicyDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return PolicyDecision_POLICY_DECISION_UNSPECIFIED
+}
+
+func (x *Record) GetInput() *DecisionInput {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
 func (x *Record) GetRevision() string {
 	if x != nil {
 		return x.Revision
@@ -387,7 +551,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +563,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[1]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +576,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AppendRequest) GetRecord() *Record {
@@ -441,7 +605,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +617,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[2]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +630,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AppendResponse) GetSequence() uint64 {
@@ -491,7 +655,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +667,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[3]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +680,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 // VerifyResponse is what Verify found. The log verifies when problems is empty.
@@ -542,7 +706,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +718,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[4]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +731,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VerifyResponse) GetRecords() uint64 {
@@ -643,7 +807,7 @@ type Problem struct {
 
 func (x *Problem) Reset() {
 	*x = Problem{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +819,7 @@ func (x *Problem) String() string {
 func (*Problem) ProtoMessage() {}
 
 func (x *Problem) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[5]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +832,7 @@ func (x *Problem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Problem.ProtoReflect.Descriptor instead.
 func (*Problem) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Problem) GetKind() string {
@@ -732,7 +896,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +908,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[6]
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +921,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Checkpoint) GetSequence() uint64 {
@@ -802,11 +966,416 @@ func (x *Checkpoint) GetSignature() []byte {
 	return nil
 }
 
+// Filter selects records: every field set must match (empty fields match anything).
+type Filter struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Principal string                 `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Tenant    string                 `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Server    string                 `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	// The tool, resource URI or prompt name.
+	Tool string `protobuf:"bytes,5,opt,name=tool,proto3" json:"tool,omitempty"`
+	// Only outcome and complete records have one.
+	Outcome Outcome `protobuf:"varint,6,opt,name=outcome,proto3,enum=gatehouse.audit.v1.Outcome" json:"outcome,omitempty"`
+	TraceId string  `protobuf:"bytes,7,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	CallId  string  `protobuf:"bytes,8,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// Records at or after since and before until.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Filter) Reset() {
+	*x = Filter{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Filter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Filter) ProtoMessage() {}
+
+func (x *Filter) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Filter.ProtoReflect.Descriptor instead.
+func (*Filter) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Filter) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Filter) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *Filter) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Filter) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *Filter) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *Filter) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *Filter) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *Filter) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *Filter) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Filter) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+// Entry is one committed record and its place in the log.
+type Entry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record's sequence in the log, from 1.
+	Sequence      uint64  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Record        *Record `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Entry) Reset() {
+	*x = Entry{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Entry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Entry) ProtoMessage() {}
+
+func (x *Entry) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Entry.ProtoReflect.Descriptor instead.
+func (*Entry) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Entry) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Entry) GetRecord() *Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+type QueryRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Filter *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// The most records to return; 0 means the default (100), more than the maximum (1000) is
+	// refused.
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page of the same filter; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryRequest) Reset() {
+	*x = QueryRequest{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryRequest) ProtoMessage() {}
+
+func (x *QueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
+func (*QueryRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *QueryRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *QueryRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *QueryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type QueryResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Resumes after the last record read; empty when the log was read to its end. A page may
+	// be short, or even empty, with a token: the request read as many records as one may.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many records the request read.
+	Scanned       uint64 `protobuf:"varint,3,opt,name=scanned,proto3" json:"scanned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryResponse) Reset() {
+	*x = QueryResponse{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryResponse) ProtoMessage() {}
+
+func (x *QueryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
+func (*QueryResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *QueryResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *QueryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *QueryResponse) GetScanned() uint64 {
+	if x != nil {
+		return x.Scanned
+	}
+	return 0
+}
+
+type TailRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Filter *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// The first sequence to send; 0 means from now (the next record committed).
+	FromSequence  uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailRequest) Reset() {
+	*x = TailRequest{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailRequest) ProtoMessage() {}
+
+func (x *TailRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
+func (*TailRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TailRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *TailRequest) GetFromSequence() uint64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
+}
+
+type TailResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records committed since the last message, in order; at most 100 a message.
+	Entries       []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailResponse) Reset() {
+	*x = TailResponse{}
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailResponse) ProtoMessage() {}
+
+func (x *TailResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_audit_v1_audit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
+func (*TailResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_audit_v1_audit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TailResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 var File_gatehouse_audit_v1_audit_proto protoreflect.FileDescriptor
 
 const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\x05\n" +
+	"\x1egatehouse/audit/v1/audit.proto\x12\x12gatehouse.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n" +
+	"\rDecisionInput\x12\x16\n" +
+	"\x06groups\x18\x01 \x03(\tR\x06groups\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12%\n" +
+	"\x0esource_address\x18\x03 \x01(\tR\rsourceAddress\x12)\n" +
+	"\x10protocol_version\x18\x04 \x01(\tR\x0fprotocolVersion\x12.\n" +
+	"\x13arguments_too_large\x18\x05 \x01(\bR\x11argumentsTooLarge\x12%\n" +
+	"\x0egroups_omitted\x18\x06 \x01(\bR\rgroupsOmitted\"\xdb\x06\n" +
 	"\x06Record\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x19\n" +
 	"\btrace_id\x18\x02 \x01(\tR\atraceId\x12\x1d\n" +
@@ -828,7 +1397,9 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\acall_id\x18\x0f \x01(\tR\x06callId\x12/\n" +
 	"\x05phase\x18\x10 \x01(\x0e2\x19.gatehouse.audit.v1.PhaseR\x05phase\x12#\n" +
 	"\rresult_digest\x18\x11 \x01(\tR\fresultDigest\x12\x14\n" +
-	"\x05count\x18\x12 \x01(\rR\x05count\x12\x1a\n" +
+	"\x05count\x18\x12 \x01(\rR\x05count\x12>\n" +
+	"\bdecision\x18\x1e \x01(\x0e2\".gatehouse.audit.v1.PolicyDecisionR\bdecision\x127\n" +
+	"\x05input\x18\x1f \x01(\v2!.gatehouse.audit.v1.DecisionInputR\x05input\x12\x1a\n" +
 	"\brevision\x18\x14 \x01(\tR\brevision\x12\x1c\n" +
 	"\targuments\x18\x15 \x01(\tR\targuments\x12%\n" +
 	"\x0earguments_form\x18\x16 \x01(\tR\rargumentsForm\x12\x1b\n" +
@@ -864,7 +1435,41 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\asegment\x18\x04 \x01(\tR\asegment\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x05 \x01(\tR\tpublicKey\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature*\x8b\x01\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\"\xd8\x02\n" +
+	"\x06Filter\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x12\x12\n" +
+	"\x04tool\x18\x05 \x01(\tR\x04tool\x125\n" +
+	"\aoutcome\x18\x06 \x01(\x0e2\x1b.gatehouse.audit.v1.OutcomeR\aoutcome\x12\x19\n" +
+	"\btrace_id\x18\a \x01(\tR\atraceId\x12\x17\n" +
+	"\acall_id\x18\b \x01(\tR\x06callId\x120\n" +
+	"\x05since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"W\n" +
+	"\x05Entry\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x122\n" +
+	"\x06record\x18\x02 \x01(\v2\x1a.gatehouse.audit.v1.RecordR\x06record\"~\n" +
+	"\fQueryRequest\x122\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1a.gatehouse.audit.v1.FilterR\x06filter\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x86\x01\n" +
+	"\rQueryResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.gatehouse.audit.v1.EntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x18\n" +
+	"\ascanned\x18\x03 \x01(\x04R\ascanned\"f\n" +
+	"\vTailRequest\x122\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1a.gatehouse.audit.v1.FilterR\x06filter\x12#\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\"C\n" +
+	"\fTailResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.gatehouse.audit.v1.EntryR\aentries*f\n" +
+	"\x0ePolicyDecision\x12\x1f\n" +
+	"\x1bPOLICY_DECISION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15POLICY_DECISION_ALLOW\x10\x01\x12\x18\n" +
+	"\x14POLICY_DECISION_DENY\x10\x02*\x8b\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_ALLOWED\x10\x01\x12\x12\n" +
@@ -876,10 +1481,12 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePHASE_DECISION\x10\x01\x12\x11\n" +
 	"\rPHASE_OUTCOME\x10\x02\x12\x12\n" +
-	"\x0ePHASE_COMPLETE\x10\x032\xb4\x01\n" +
+	"\x0ePHASE_COMPLETE\x10\x032\xd3\x02\n" +
 	"\fAuditService\x12Q\n" +
 	"\x06Append\x12!.gatehouse.audit.v1.AppendRequest\x1a\".gatehouse.audit.v1.AppendResponse\"\x00\x12Q\n" +
-	"\x06Verify\x12!.gatehouse.audit.v1.VerifyRequest\x1a\".gatehouse.audit.v1.VerifyResponse\"\x00B\xd1\x01\n" +
+	"\x06Verify\x12!.gatehouse.audit.v1.VerifyRequest\x1a\".gatehouse.audit.v1.VerifyResponse\"\x00\x12N\n" +
+	"\x05Query\x12 .gatehouse.audit.v1.QueryRequest\x1a!.gatehouse.audit.v1.QueryResponse\"\x00\x12M\n" +
+	"\x04Tail\x12\x1f.gatehouse.audit.v1.TailRequest\x1a .gatehouse.audit.v1.TailResponse\"\x000\x01B\xd1\x01\n" +
 	"\x16com.gatehouse.audit.v1B\n" +
 	"AuditProtoP\x01ZAgithub.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1;auditv1\xa2\x02\x03GAX\xaa\x02\x12Gatehouse.Audit.V1\xca\x02\x12Gatehouse\\Audit\\V1\xe2\x02\x1eGatehouse\\Audit\\V1\\GPBMetadata\xea\x02\x14Gatehouse::Audit::V1b\x06proto3"
 
@@ -895,40 +1502,62 @@ func file_gatehouse_audit_v1_audit_proto_rawDescGZIP() []byte {
 	return file_gatehouse_audit_v1_audit_proto_rawDescData
 }
 
-var file_gatehouse_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gatehouse_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_gatehouse_audit_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_gatehouse_audit_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gatehouse_audit_v1_audit_proto_goTypes = []any{
-	(Outcome)(0),                  // 0: gatehouse.audit.v1.Outcome
-	(Phase)(0),                    // 1: gatehouse.audit.v1.Phase
-	(*Record)(nil),                // 2: gatehouse.audit.v1.Record
-	(*AppendRequest)(nil),         // 3: gatehouse.audit.v1.AppendRequest
-	(*AppendResponse)(nil),        // 4: gatehouse.audit.v1.AppendResponse
-	(*VerifyRequest)(nil),         // 5: gatehouse.audit.v1.VerifyRequest
-	(*VerifyResponse)(nil),        // 6: gatehouse.audit.v1.VerifyResponse
-	(*Problem)(nil),               // 7: gatehouse.audit.v1.Problem
-	(*Checkpoint)(nil),            // 8: gatehouse.audit.v1.Checkpoint
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(PolicyDecision)(0),           // 0: gatehouse.audit.v1.PolicyDecision
+	(Outcome)(0),                  // 1: gatehouse.audit.v1.Outcome
+	(Phase)(0),                    // 2: gatehouse.audit.v1.Phase
+	(*DecisionInput)(nil),         // 3: gatehouse.audit.v1.DecisionInput
+	(*Record)(nil),                // 4: gatehouse.audit.v1.Record
+	(*AppendRequest)(nil),         // 5: gatehouse.audit.v1.AppendRequest
+	(*AppendResponse)(nil),        // 6: gatehouse.audit.v1.AppendResponse
+	(*VerifyRequest)(nil),         // 7: gatehouse.audit.v1.VerifyRequest
+	(*VerifyResponse)(nil),        // 8: gatehouse.audit.v1.VerifyResponse
+	(*Problem)(nil),               // 9: gatehouse.audit.v1.Problem
+	(*Checkpoint)(nil),            // 10: gatehouse.audit.v1.Checkpoint
+	(*Filter)(nil),                // 11: gatehouse.audit.v1.Filter
+	(*Entry)(nil),                 // 12: gatehouse.audit.v1.Entry
+	(*QueryRequest)(nil),          // 13: gatehouse.audit.v1.QueryRequest
+	(*QueryResponse)(nil),         // 14: gatehouse.audit.v1.QueryResponse
+	(*TailRequest)(nil),           // 15: gatehouse.audit.v1.TailRequest
+	(*TailResponse)(nil),          // 16: gatehouse.audit.v1.TailResponse
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_gatehouse_audit_v1_audit_proto_depIdxs = []int32{
-	9,  // 0: gatehouse.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
-	0,  // 1: gatehouse.audit.v1.Record.outcome:type_name -> gatehouse.audit.v1.Outcome
-	10, // 2: gatehouse.audit.v1.Record.latency:type_name -> google.protobuf.Duration
-	1,  // 3: gatehouse.audit.v1.Record.phase:type_name -> gatehouse.audit.v1.Phase
-	2,  // 4: gatehouse.audit.v1.AppendRequest.record:type_name -> gatehouse.audit.v1.Record
-	7,  // 5: gatehouse.audit.v1.VerifyResponse.problems:type_name -> gatehouse.audit.v1.Problem
-	8,  // 6: gatehouse.audit.v1.VerifyResponse.anchor:type_name -> gatehouse.audit.v1.Checkpoint
-	8,  // 7: gatehouse.audit.v1.VerifyResponse.last_checkpoint:type_name -> gatehouse.audit.v1.Checkpoint
-	9,  // 8: gatehouse.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
-	3,  // 9: gatehouse.audit.v1.AuditService.Append:input_type -> gatehouse.audit.v1.AppendRequest
-	5,  // 10: gatehouse.audit.v1.AuditService.Verify:input_type -> gatehouse.audit.v1.VerifyRequest
-	4,  // 11: gatehouse.audit.v1.AuditService.Append:output_type -> gatehouse.audit.v1.AppendResponse
-	6,  // 12: gatehouse.audit.v1.AuditService.Verify:output_type -> gatehouse.audit.v1.VerifyResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 0: gatehouse.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
+	1,  // 1: gatehouse.audit.v1.Record.outcome:type_name -> gatehouse.audit.v1.Outcome
+	18, // 2: gatehouse.audit.v1.Record.latency:type_name -> google.protobuf.Duration
+	2,  // 3: gatehouse.audit.v1.Record.phase:type_name -> gatehouse.audit.v1.Phase
+	0,  // 4: gatehouse.audit.v1.Record.decision:type_name -> gatehouse.audit.v1.PolicyDecision
+	3,  // 5: gatehouse.audit.v1.Record.input:type_name -> gatehouse.audit.v1.DecisionInput
+	4,  // 6: gatehouse.audit.v1.AppendRequest.record:type_name -> gatehouse.audit.v1.Record
+	9,  // 7: gatehouse.audit.v1.VerifyResponse.problems:type_name -> gatehouse.audit.v1.Problem
+	10, // 8: gatehouse.audit.v1.VerifyResponse.anchor:type_name -> gatehouse.audit.v1.Checkpoint
+	10, // 9: gatehouse.audit.v1.VerifyResponse.last_checkpoint:type_name -> gatehouse.audit.v1.Checkpoint
+	17, // 10: gatehouse.audit.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	1,  // 11: gatehouse.audit.v1.Filter.outcome:type_name -> gatehouse.audit.v1.Outcome
+	17, // 12: gatehouse.audit.v1.Filter.since:type_name -> google.protobuf.Timestamp
+	17, // 13: gatehouse.audit.v1.Filter.until:type_name -> google.protobuf.Timestamp
+	4,  // 14: gatehouse.audit.v1.Entry.record:type_name -> gatehouse.audit.v1.Record
+	11, // 15: gatehouse.audit.v1.QueryRequest.filter:type_name -> gatehouse.audit.v1.Filter
+	12, // 16: gatehouse.audit.v1.QueryResponse.entries:type_name -> gatehouse.audit.v1.Entry
+	11, // 17: gatehouse.audit.v1.TailRequest.filter:type_name -> gatehouse.audit.v1.Filter
+	12, // 18: gatehouse.audit.v1.TailResponse.entries:type_name -> gatehouse.audit.v1.Entry
+	5,  // 19: gatehouse.audit.v1.AuditService.Append:input_type -> gatehouse.audit.v1.AppendRequest
+	7,  // 20: gatehouse.audit.v1.AuditService.Verify:input_type -> gatehouse.audit.v1.VerifyRequest
+	13, // 21: gatehouse.audit.v1.AuditService.Query:input_type -> gatehouse.audit.v1.QueryRequest
+	15, // 22: gatehouse.audit.v1.AuditService.Tail:input_type -> gatehouse.audit.v1.TailRequest
+	6,  // 23: gatehouse.audit.v1.AuditService.Append:output_type -> gatehouse.audit.v1.AppendResponse
+	8,  // 24: gatehouse.audit.v1.AuditService.Verify:output_type -> gatehouse.audit.v1.VerifyResponse
+	14, // 25: gatehouse.audit.v1.AuditService.Query:output_type -> gatehouse.audit.v1.QueryResponse
+	16, // 26: gatehouse.audit.v1.AuditService.Tail:output_type -> gatehouse.audit.v1.TailResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_audit_v1_audit_proto_init() }
@@ -941,8 +1570,8 @@ func file_gatehouse_audit_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_audit_v1_audit_proto_rawDesc), len(file_gatehouse_audit_v1_audit_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   7,
+			NumEnums:      3,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AuditService_Append_FullMethodName = "/gatehouse.audit.v1.AuditService/Append"
 	AuditService_Verify_FullMethodName = "/gatehouse.audit.v1.AuditService/Verify"
+	AuditService_Query_FullMethodName  = "/gatehouse.audit.v1.AuditService/Query"
+	AuditService_Tail_FullMethodName   = "/gatehouse.audit.v1.AuditService/Tail"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -36,6 +38,13 @@ type AuditServiceClient interface {
 	// etcd, and reports what does not hold, the first broken record first. The internal token,
 	// or an operator's credential that Cedar allows admin/audit.verify.
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	// Query returns the committed records that match a filter, in log order, one bounded page
+	// at a time: at most page_size records, and at most a bounded number of records read per
+	// request; next_page_token resumes where the page stopped. An admin RPC (admin/audit.read).
+	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
+	// Tail streams the records that match a filter as they are committed: from now, or from a
+	// sequence (the records already committed from it first). An admin RPC (admin/audit.read).
+	Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error)
 }
 
 type auditServiceClient struct {
@@ -66,6 +75,35 @@ func (c *auditServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts
 	return out, nil
 }
 
+func (c *auditServiceClient) Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueryResponse)
+	err := c.cc.Invoke(ctx, AuditService_Query_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditService_ServiceDesc.Streams[0], AuditService_Tail_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TailRequest, TailResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditService_TailClient = grpc.ServerStreamingClient[TailResponse]
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -79,6 +117,13 @@ type AuditServiceServer interface {
 	// etcd, and reports what does not hold, the first broken record first. The internal token,
 	// or an operator's credential that Cedar allows admin/audit.verify.
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
+	// Query returns the committed records that match a filter, in log order, one bounded page
+	// at a time: at most page_size records, and at most a bounded number of records read per
+	// request; next_page_token resumes where the page stopped. An admin RPC (admin/audit.read).
+	Query(context.Context, *QueryRequest) (*QueryResponse, error)
+	// Tail streams the records that match a filter as they are committed: from now, or from a
+	// sequence (the records already committed from it first). An admin RPC (admin/audit.read).
+	Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -94,6 +139,12 @@ func (UnimplementedAuditServiceServer) Append(context.Context, *AppendRequest) (
 }
 func (UnimplementedAuditServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedAuditServiceServer) Query(context.Context, *QueryRequest) (*QueryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedAuditServiceServer) Tail(*TailRequest, grpc.ServerStreamingServer[TailResponse]) error {
+	return status.Error(codes.Unimplemented, "method Tail not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -152,6 +203,35 @@ func _AuditService_Verify_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_Query_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Query(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Query_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).Query(ctx, req.(*QueryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_Tail_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TailRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditServiceServer).Tail(m, &grpc.GenericServerStream[TailRequest, TailResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditService_TailServer = grpc.ServerStreamingServer[TailResponse]
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -167,7 +247,17 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Verify",
 			Handler:    _AuditService_Verify_Handler,
 		},
+		{
+			MethodName: "Query",
+			Handler:    _AuditService_Query_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Tail",
+			Handler:       _AuditService_Tail_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "gatehouse/audit/v1/audit.proto",
 }

@@ -37,6 +37,10 @@ const (
 	AuditServiceAppendProcedure = "/gatehouse.audit.v1.AuditService/Append"
 	// AuditServiceVerifyProcedure is the fully-qualified name of the AuditService's Verify RPC.
 	AuditServiceVerifyProcedure = "/gatehouse.audit.v1.AuditService/Verify"
+	// AuditServiceQueryProcedure is the fully-qualified name of the AuditService's Query RPC.
+	AuditServiceQueryProcedure = "/gatehouse.audit.v1.AuditService/Query"
+	// AuditServiceTailProcedure is the fully-qualified name of the AuditService's Tail RPC.
+	AuditServiceTailProcedure = "/gatehouse.audit.v1.AuditService/Tail"
 )
 
 // AuditServiceClient is a client for the gatehouse.audit.v1.AuditService service.
@@ -48,6 +52,13 @@ type AuditServiceClient interface {
 	// etcd, and reports what does not hold, the first broken record first. The internal token,
 	// or an operator's credential that Cedar allows admin/audit.verify.
 	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
+	// Query returns the committed records that match a filter, in log order, one bounded page
+	// at a time: at most page_size records, and at most a bounded number of records read per
+	// request; next_page_token resumes where the page stopped. An admin RPC (admin/audit.read).
+	Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error)
+	// Tail streams the records that match a filter as they are committed: from now, or from a
+	// sequence (the records already committed from it first). An admin RPC (admin/audit.read).
+	Tail(context.Context, *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error)
 }
 
 // NewAuditServiceClient constructs a client for the gatehouse.audit.v1.AuditService service. By
@@ -73,6 +84,18 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(auditServiceMethods.ByName("Verify")),
 			connect.WithClientOptions(opts...),
 		),
+		query: connect.NewClient[v1.QueryRequest, v1.QueryResponse](
+			httpClient,
+			baseURL+AuditServiceQueryProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Query")),
+			connect.WithClientOptions(opts...),
+		),
+		tail: connect.NewClient[v1.TailRequest, v1.TailResponse](
+			httpClient,
+			baseURL+AuditServiceTailProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Tail")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -80,6 +103,8 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type auditServiceClient struct {
 	append *connect.Client[v1.AppendRequest, v1.AppendResponse]
 	verify *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
+	query  *connect.Client[v1.QueryRequest, v1.QueryResponse]
+	tail   *connect.Client[v1.TailRequest, v1.TailResponse]
 }
 
 // Append calls gatehouse.audit.v1.AuditService.Append.
@@ -92,6 +117,16 @@ func (c *auditServiceClient) Verify(ctx context.Context, req *connect.Request[v1
 	return c.verify.CallUnary(ctx, req)
 }
 
+// Query calls gatehouse.audit.v1.AuditService.Query.
+func (c *auditServiceClient) Query(ctx context.Context, req *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error) {
+	return c.query.CallUnary(ctx, req)
+}
+
+// Tail calls gatehouse.audit.v1.AuditService.Tail.
+func (c *auditServiceClient) Tail(ctx context.Context, req *connect.Request[v1.TailRequest]) (*connect.ServerStreamForClient[v1.TailResponse], error) {
+	return c.tail.CallServerStream(ctx, req)
+}
+
 // AuditServiceHandler is an implementation of the gatehouse.audit.v1.AuditService service.
 type AuditServiceHandler interface {
 	// Append commits one record durably before it returns, or, when the request is deferred,
@@ -101,6 +136,13 @@ type AuditServiceHandler interface {
 	// etcd, and reports what does not hold, the first broken record first. The internal token,
 	// or an operator's credential that Cedar allows admin/audit.verify.
 	Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error)
+	// Query returns the committed records that match a filter, in log order, one bounded page
+	// at a time: at most page_size records, and at most a bounded number of records read per
+	// request; next_page_token resumes where the page stopped. An admin RPC (admin/audit.read).
+	Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error)
+	// Tail streams the records that match a filter as they are committed: from now, or from a
+	// sequence (the records already committed from it first). An admin RPC (admin/audit.read).
+	Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -122,12 +164,28 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(auditServiceMethods.ByName("Verify")),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceQueryHandler := connect.NewUnaryHandler(
+		AuditServiceQueryProcedure,
+		svc.Query,
+		connect.WithSchema(auditServiceMethods.ByName("Query")),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceTailHandler := connect.NewServerStreamHandler(
+		AuditServiceTailProcedure,
+		svc.Tail,
+		connect.WithSchema(auditServiceMethods.ByName("Tail")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/gatehouse.audit.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceAppendProcedure:
 			auditServiceAppendHandler.ServeHTTP(w, r)
 		case AuditServiceVerifyProcedure:
 			auditServiceVerifyHandler.ServeHTTP(w, r)
+		case AuditServiceQueryProcedure:
+			auditServiceQueryHandler.ServeHTTP(w, r)
+		case AuditServiceTailProcedure:
+			auditServiceTailHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -143,4 +201,12 @@ func (UnimplementedAuditServiceHandler) Append(context.Context, *connect.Request
 
 func (UnimplementedAuditServiceHandler) Verify(context.Context, *connect.Request[v1.VerifyRequest]) (*connect.Response[v1.VerifyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Verify is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Query(context.Context, *connect.Request[v1.QueryRequest]) (*connect.Response[v1.QueryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Query is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Tail(context.Context, *connect.Request[v1.TailRequest], *connect.ServerStream[v1.TailResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("gatehouse.audit.v1.AuditService.Tail is not implemented"))
 }
