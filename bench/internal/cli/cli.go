@@ -6,7 +6,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -76,69 +75,41 @@ var quick = struct{ calls, warmup, repeats, probe int }{calls: 200, warmup: 20, 
 // parse turns the command line into a suite configuration and the report
 // path.
 func parse(args []string, getenv func(string) string, stderr io.Writer) (suite.Config, string, error) {
-	env := func(name, def string) string {
-		if v := getenv("GATEBENCH_" + name); v != "" {
-			return v
-		}
-		return def
-	}
 	var cfg suite.Config
-	var sessions, sizes, paths, ghArgs, out string
-	fs := flag.NewFlagSet("gatebench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Repo, "repo", env("REPO", "."), "root of the Gatehouse work tree (holds go.work)")
+	var sessions, sizes string
+	fs := newBenchFlags("gatebench", getenv, stderr, benchUsage{
+		allPaths: suite.AllPaths,
+		paths:    "paths to measure, in run order",
+		quick:    fmt.Sprintf("smoke test: unless set explicitly, -calls %d -warmup %d -repeats %d -fsync-probe %d; the report says its figures mean nothing", quick.calls, quick.warmup, quick.repeats, quick.probe),
+		keeps:    "binaries, configs, process logs",
+		out:      "docs/benchmarks.md",
+	})
 	fs.StringVar(&sessions, "sessions", "1,32", "concurrent sessions per run, comma-separated")
 	fs.StringVar(&sizes, "sizes", "64,16384", "echo arguments sizes in bytes, comma-separated")
 	fs.IntVar(&cfg.Calls, "calls", 0, "measured calls per run (0: max(2000, 250 × sessions), halved for arguments over 4 KiB)")
 	fs.IntVar(&cfg.Warmup, "warmup", 200, "warm-up calls per run, spread over its sessions (at least one each)")
 	fs.IntVar(&cfg.Repeats, "repeats", 5, "runs of each path per workload and concurrency, interleaved")
 	fs.IntVar(&cfg.ProbeAppends, "fsync-probe", suite.DefaultProbeAppends, "fdatasynced appends timed on the audit disk before each interleaved cycle")
-	fs.BoolVar(&cfg.Quick, "quick", false, fmt.Sprintf("smoke test: unless set explicitly, -calls %d -warmup %d -repeats %d -fsync-probe %d; the report says its figures mean nothing", quick.calls, quick.warmup, quick.repeats, quick.probe))
-	fs.StringVar(&cfg.Protocol, "protocol", "2025-11-25", "MCP protocol version the client initializes with (empty: the SDK's latest)")
-	fs.StringVar(&paths, "paths", strings.Join(suite.AllPaths, ","), "paths to measure, in run order")
-	fs.StringVar(&cfg.GatehouseBin, "gatehouse-bin", env("GATEHOUSE_BIN", ""), "prebuilt gatehouse binary (default: go build ./cmd/gatehouse)")
-	fs.StringVar(&ghArgs, "gatehouse-args", "", "extra flags for `gatehouse up`, space-separated")
-	fs.DurationVar(&cfg.RunTimeout, "run-timeout", 5*time.Minute, "limit on each run")
-	fs.BoolVar(&cfg.KeepWorkDir, "keep", false, "keep the work directory (binaries, configs, process logs)")
-	fs.StringVar(&out, "out", "docs/benchmarks.md", "also write the report here (empty: stdout only)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parse(args,
+		quickInt("calls", &cfg.Calls, quick.calls),
+		quickInt("warmup", &cfg.Warmup, quick.warmup),
+		quickInt("repeats", &cfg.Repeats, quick.repeats),
+		quickInt("fsync-probe", &cfg.ProbeAppends, quick.probe),
+	); err != nil {
 		return cfg, "", err
-	}
-	if fs.NArg() > 0 {
-		return cfg, "", fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	if cfg.Quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for _, q := range []struct {
-			flag  string
-			value *int
-			quick int
-		}{
-			{"calls", &cfg.Calls, quick.calls},
-			{"warmup", &cfg.Warmup, quick.warmup},
-			{"repeats", &cfg.Repeats, quick.repeats},
-			{"fsync-probe", &cfg.ProbeAppends, quick.probe},
-		} {
-			if !set[q.flag] {
-				*q.value = q.quick
-			}
-		}
 	}
 	var errs []error
 	var err error
+	if cfg.Setup, err = fs.setup(); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.Sessions, err = ints(sessions); err != nil {
 		errs = append(errs, fmt.Errorf("-sessions: %w", err))
 	}
 	if cfg.Sizes, err = ints(sizes); err != nil {
 		errs = append(errs, fmt.Errorf("-sizes: %w", err))
 	}
-	cfg.Paths = list(paths)
-	cfg.GatehouseArgs = strings.Fields(ghArgs)
-	if cfg.Repo, err = filepath.Abs(cfg.Repo); err != nil {
-		errs = append(errs, fmt.Errorf("-repo: %w", err))
-	}
-	return cfg, out, errors.Join(errs...)
+	return cfg, fs.out, errors.Join(errs...)
 }
 
 // ints parses "1,32" into [1 32].

@@ -11,16 +11,39 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
 )
 
+// parseCase is a command line, with GATEBENCH_* variables, and what parsing it must give.
+type parseCase[C any] struct {
+	name    string
+	args    []string
+	env     map[string]string
+	check   func(t *testing.T, cfg C, out string)
+	wantErr string
+}
+
+// testParse runs the cases through a benchmark's parse.
+func testParse[C any](t *testing.T, parse func([]string, func(string) string, io.Writer) (C, string, error), tests []parseCase[C]) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			getenv := func(k string) string { return tc.env[k] }
+			cfg, out, err := parse(tc.args, getenv, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parse(%q) = %v, want an error containing %q", tc.args, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse(%q): %v", tc.args, err)
+			}
+			tc.check(t, cfg, out)
+		})
+	}
+}
+
 func TestParse(t *testing.T) {
 	t.Parallel()
-	noEnv := func(string) string { return "" }
-	tests := []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		check   func(t *testing.T, cfg suite.Config, out string)
-		wantErr string
-	}{
+	testParse(t, parse, []parseCase[suite.Config]{
 		{
 			name: "defaults",
 			check: func(t *testing.T, cfg suite.Config, out string) {
@@ -94,37 +117,25 @@ func TestParse(t *testing.T) {
 		{name: "empty sizes", args: []string{"-sizes", ","}, wantErr: "-sizes"},
 		{name: "unknown flag", args: []string{"-concurrency", "3"}, wantErr: "concurrency"},
 		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected arguments"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			getenv := noEnv
-			if tc.env != nil {
-				getenv = func(k string) string { return tc.env[k] }
-			}
-			cfg, out, err := parse(tc.args, getenv, io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("parse(%q) = %v, want an error containing %q", tc.args, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parse(%q): %v", tc.args, err)
-			}
-			tc.check(t, cfg, out)
-		})
-	}
+	})
 }
 
+// TestRunRejectsBadConfig runs each benchmark outside the work tree: it must fail before it
+// measures, and print no report.
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
-	var stdout strings.Builder
-	err := Run(t.Context(), []string{"-repo", t.TempDir(), "-out", ""}, func(string) string { return "" }, &stdout, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "go.work") {
-		t.Fatalf("Run in a directory without go.work = %v", err)
-	}
-	if stdout.Len() != 0 {
-		t.Fatalf("printed a report: %q", stdout.String())
+	for _, bench := range [][]string{nil, {listsSubcommand}} {
+		t.Run(strings.Join(append([]string{"gatebench"}, bench...), " "), func(t *testing.T) {
+			t.Parallel()
+			var stdout strings.Builder
+			args := append(append([]string{}, bench...), "-repo", t.TempDir(), "-out", "")
+			err := Run(t.Context(), args, func(string) string { return "" }, &stdout, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "go.work") {
+				t.Fatalf("Run %q in a directory without go.work = %v", args, err)
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("printed a report: %q", stdout.String())
+			}
+		})
 	}
 }

@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"io"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,13 +11,7 @@ import (
 
 func TestParseLists(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		check   func(t *testing.T, cfg lists.Config, out string)
-		wantErr string
-	}{
+	testParse(t, parseLists, []parseCase[lists.Config]{
 		{
 			name: "defaults",
 			check: func(t *testing.T, cfg lists.Config, out string) {
@@ -61,34 +53,5 @@ func TestParseLists(t *testing.T) {
 		},
 		{name: "unknown flag", args: []string{"-sessions", "3"}, wantErr: "sessions"},
 		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected arguments"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			getenv := func(k string) string { return tc.env[k] }
-			cfg, out, err := parseLists(tc.args, getenv, io.Discard)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("parseLists(%q) = %v, want an error containing %q", tc.args, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseLists(%q): %v", tc.args, err)
-			}
-			tc.check(t, cfg, out)
-		})
-	}
-}
-
-func TestRunListsRejectsBadConfig(t *testing.T) {
-	t.Parallel()
-	var stdout strings.Builder
-	err := Run(t.Context(), []string{"lists", "-repo", t.TempDir(), "-out", ""}, func(string) string { return "" }, &stdout, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "go.work") {
-		t.Fatalf("Run lists in a directory without go.work = %v", err)
-	}
-	if stdout.Len() != 0 {
-		t.Fatalf("printed a report: %q", stdout.String())
-	}
+	})
 }

@@ -19,37 +19,25 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-const (
-	// readyTimeout bounds how long an echo server gets to answer its health check; the
-	// gateway starts an embedded etcd, so it gets longer.
-	readyTimeout          = 30 * time.Second
-	gatehouseReadyTimeout = 90 * time.Second
-	stopGrace             = 10 * time.Second
-)
-
 // serverName is the name of the i-th upstream (0-based) in the gateway's configuration, and
 // so the prefix of its tools on the aggregated endpoint.
 func serverName(i int) string { return fmt.Sprintf("echo%d", i+1) }
 
-// fleet owns every process the benchmark starts.
+// fleet is the list benchmark's suite.Fleet: three echo servers and the gateway.
 type fleet struct {
+	*suite.Fleet
 	cfg       Config
-	work      string
-	progress  io.Writer
-	procs     []*proc.Process
 	upstreams []*proc.Process
-	gateway   *proc.Process
-	gateBin   string
-	debugAddr string // the gateway's profiler ("" unless profiling)
+	gateway   *suite.Gateway // nil until started
+	debugAddr string         // the gateway's profiler ("" unless profiling)
 }
 
 // start builds and starts three echo servers and the gateway in front of them, reads each
 // server's own list (what every other list is checked against), and returns the paths in
 // run order.
 func (f *fleet) start(ctx context.Context) ([]*path, error) {
-	echoBin := filepath.Join(f.work, "echo")
-	fmt.Fprintln(f.progress, "building examples/servers/echo")
-	if err := suite.Build(ctx, f.cfg.Repo, echoBin, "./examples/servers/echo"); err != nil {
+	echoBin, err := f.BuildEcho(ctx)
+	if err != nil {
 		return nil, err
 	}
 	token, err := suite.RandomToken()
@@ -61,11 +49,7 @@ func (f *fleet) start(ctx context.Context) ([]*path, error) {
 	urls := make([]string, Servers)
 	own := make([][]string, Servers) // each server's tool names, as it lists them
 	for i := range Servers {
-		addr, err := proc.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		p, err := f.run(ctx, serverName(i), []string{echoBin, "-http", addr, "-log-level", "warn", "-extra-tools", fmt.Sprint(f.cfg.ExtraTools)}, "http://"+addr+"/healthz", readyTimeout)
+		addr, p, err := f.StartEcho(ctx, serverName(i), echoBin, "-extra-tools", fmt.Sprint(f.cfg.ExtraTools))
 		if err != nil {
 			return nil, err
 		}
@@ -160,75 +144,37 @@ func listNames(ctx context.Context, endpoint, protocol string) ([]string, error)
 }
 
 // startGatehouse builds (unless given) and starts the gateway in front of the upstreams,
-// each approved for the dev principal's tenant, and returns its address.
+// each approved for the dev principal's tenant, with lists in one page, and returns its
+// address.
 func (f *fleet) startGatehouse(ctx context.Context, urls []string, token string) (string, error) {
-	f.gateBin = f.cfg.GatehouseBin
-	if f.gateBin == "" {
-		f.gateBin = filepath.Join(f.work, "gatehouse")
-		fmt.Fprintln(f.progress, "building cmd/gatehouse")
-		if err := suite.Build(ctx, f.cfg.Repo, f.gateBin, "./cmd/gatehouse"); err != nil {
-			return "", err
-		}
-	}
-	var config strings.Builder
-	config.WriteString("servers:\n")
+	spec := suite.GatewaySpec{Bin: f.cfg.GatehouseBin, Token: token, Args: []string{"--list-page-size", "0"}}
 	for i, u := range urls {
-		fmt.Fprintf(&config, "  - name: %s\n    transport: http\n    url: %s\n    tenants: [default]\n", serverName(i), u)
+		spec.Upstreams = append(spec.Upstreams, suite.Upstream{Name: serverName(i), URL: u})
 	}
-	cfgPath := filepath.Join(f.work, "gatehouse.yaml")
-	if err := os.WriteFile(cfgPath, []byte(config.String()), 0o600); err != nil {
-		return "", fmt.Errorf("write config: %w", err)
-	}
-	addr, err := proc.FreeAddr()
-	if err != nil {
-		return "", err
-	}
-	argv := []string{f.gateBin, "up", "--config", cfgPath, "--listen", addr, "--data-dir", filepath.Join(f.work, "gatehouse-data"), "--list-page-size", "0"}
 	if f.cfg.Profile > 0 {
+		var err error
 		if f.debugAddr, err = proc.FreeAddr(); err != nil {
 			return "", err
 		}
-		argv = append(argv, "--debug-addr", f.debugAddr)
+		spec.Args = append(spec.Args, "--debug-addr", f.debugAddr)
 	}
-	argv = append(argv, f.cfg.GatehouseArgs...)
-	// The dev token is a secret: the environment, not the command line.
-	p, err := f.run(ctx, "gatehouse", argv, "http://"+addr+"/healthz", gatehouseReadyTimeout, "GATEHOUSE_DEV_TOKEN="+token)
+	spec.Args = append(spec.Args, f.cfg.GatehouseArgs...)
+	gw, err := f.StartGateway(ctx, spec)
 	if err != nil {
 		return "", err
 	}
-	f.gateway = p
-	return addr, nil
-}
-
-// gatewayCPU is the gateway's CPU time so far (-1 when not running or unreadable).
-func (f *fleet) gatewayCPU() time.Duration {
-	if f.gateway == nil {
-		return -1
-	}
-	return pidCPU(f.gateway.PID())
-}
-
-// upstreamCPU is the echo servers' CPU time so far, summed (-1 when one is unreadable).
-func (f *fleet) upstreamCPU() time.Duration {
-	var sum time.Duration
-	for _, p := range f.upstreams {
-		d := pidCPU(p.PID())
-		if d < 0 {
-			return -1
-		}
-		sum += d
-	}
-	return sum
+	f.gateway = gw
+	return gw.Addr, nil
 }
 
 // profile takes a CPU profile of the gateway for d while one session lists the aggregated
 // endpoint in a closed loop, and returns the top of `go tool pprof` by cumulative and by
 // flat time. The profile file stays in the work directory (see -keep).
 func (f *fleet) profile(ctx context.Context, p *path, d time.Duration) (string, error) {
-	if f.debugAddr == "" {
+	if f.gateway == nil || f.debugAddr == "" {
 		return "", errors.New("the gateway runs without --debug-addr")
 	}
-	out := filepath.Join(f.work, "gateway-aggregated.pprof")
+	out := filepath.Join(f.Work, "gateway-aggregated.pprof")
 	ctx, cancel := context.WithTimeout(ctx, d+f.cfg.RunTimeout)
 	defer cancel()
 	sess, err := p.dial(ctx)
@@ -248,7 +194,7 @@ func (f *fleet) profile(ctx context.Context, p *path, d time.Duration) (string, 
 			if err != nil {
 				return "", err
 			}
-			fmt.Fprintf(f.progress, "profiled the gateway over %d aggregated lists: %s\n", lists, out)
+			fmt.Fprintf(f.Progress, "profiled the gateway over %d aggregated lists: %s\n", lists, out)
 			return f.pprofTop(ctx, out)
 		default:
 		}
@@ -290,7 +236,7 @@ func fetchProfile(ctx context.Context, url, out string) error {
 func (f *fleet) pprofTop(ctx context.Context, profile string) (string, error) {
 	var b strings.Builder
 	for _, sort := range []string{"-cum", "-flat"} {
-		cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", sort, f.gateBin, profile)
+		cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", sort, f.gateway.Bin, profile)
 		cmd.Dir = f.cfg.Repo
 		text, err := cmd.Output()
 		if err != nil {
@@ -300,40 +246,4 @@ func (f *fleet) pprofTop(ctx context.Context, profile string) (string, error) {
 		b.WriteString("\n")
 	}
 	return b.String(), nil
-}
-
-// run starts a process in the repository root and waits until url answers.
-func (f *fleet) run(ctx context.Context, name string, argv []string, url string, timeout time.Duration, env ...string) (*proc.Process, error) {
-	spec := proc.Spec{Name: name, Argv: argv, Dir: f.cfg.Repo, LogPath: filepath.Join(f.work, name+".log")}
-	if len(env) > 0 {
-		spec.Env = append(os.Environ(), env...)
-	}
-	p, err := proc.Start(spec)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.WaitReady(ctx, url, timeout); err != nil {
-		p.Stop(stopGrace)
-		return nil, err
-	}
-	f.procs = append(f.procs, p)
-	fmt.Fprintf(f.progress, "%s ready (pid %d)\n", name, p.PID())
-	return p, nil
-}
-
-// stopAll stops every process, in reverse start order, noting any that had died on its own.
-func (f *fleet) stopAll(rep *Report) {
-	for i := len(f.procs) - 1; i >= 0; i-- {
-		p := f.procs[i]
-		select {
-		case <-p.Exited():
-			rep.Notes = append(rep.Notes, fmt.Sprintf("%s exited during the benchmark; log tail: %s", p.Name, p.LogTail(500)))
-			continue
-		default:
-		}
-		if err := p.Stop(stopGrace); err != nil {
-			rep.Notes = append(rep.Notes, err.Error())
-		}
-	}
-	f.procs = nil
 }

@@ -8,19 +8,11 @@ package lists
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/caller"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/loadgen"
-	"github.com/gatehouse-mcp/gatehouse/bench/internal/proc"
-	"github.com/gatehouse-mcp/gatehouse/bench/internal/stats"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
 )
 
@@ -40,36 +32,17 @@ const Servers = 3
 
 // Config is one list benchmark.
 type Config struct {
-	// Repo is the root of the Gatehouse work tree (it holds go.work).
-	Repo string
+	suite.Setup
 	// ExtraTools is the number of synthetic tools of each echo server (-extra-tools).
 	ExtraTools int
 	// Lists is the number of measured lists per run; Warmup the lists before them.
 	Lists, Warmup int
 	// Repeats is how many times each path runs.
 	Repeats int
-	// Quick marks a smoke-test run in the report.
-	Quick bool
-	// Protocol is the MCP protocol version the client initializes with.
-	Protocol string
-	// Paths to measure (keys above; they run in AllPaths order); empty means AllPaths.
-	Paths []string
-	// GatehouseBin is a prebuilt gateway; empty builds ./cmd/gatehouse.
-	GatehouseBin string
-	// GatehouseArgs are extra flags for `gatehouse up`.
-	GatehouseArgs []string
 	// Profile, when positive, is how long to profile the gateway's CPU while one session
 	// lists the aggregated endpoint, after the measured runs; the top of the profile goes
-	// into the report.
+	// into the report (and the profile stays in the work directory with KeepWorkDir).
 	Profile time.Duration
-	// RunTimeout bounds each run.
-	RunTimeout time.Duration
-	// KeepWorkDir leaves binaries, configs, logs (and the profile) behind.
-	KeepWorkDir bool
-	// Command is the command line, for the report.
-	Command string
-	// Progress receives one line per run.
-	Progress io.Writer
 }
 
 // Bounds of the configuration: a list benchmark of more is a different benchmark.
@@ -79,13 +52,9 @@ const (
 	maxProfile    = 5 * time.Minute
 )
 
-func (c Config) validate() error {
+// problems are what is wrong with the workload of c.
+func (c Config) problems() []error {
 	var errs []error
-	if c.Repo == "" {
-		errs = append(errs, errors.New("no repository root"))
-	} else if _, err := os.Stat(filepath.Join(c.Repo, "go.work")); err != nil {
-		errs = append(errs, fmt.Errorf("%s is not the Gatehouse work tree (no go.work): run from the repository root or pass -repo", c.Repo))
-	}
 	if c.ExtraTools < 1 || c.ExtraTools > maxExtraTools {
 		errs = append(errs, fmt.Errorf("extra tools %d: want 1 to %d", c.ExtraTools, maxExtraTools))
 	}
@@ -98,18 +67,10 @@ func (c Config) validate() error {
 	if c.Repeats < 1 || c.Repeats > 1000 {
 		errs = append(errs, fmt.Errorf("repeats %d: want 1 to 1000", c.Repeats))
 	}
-	for _, p := range c.Paths {
-		if !slices.Contains(AllPaths, p) {
-			errs = append(errs, fmt.Errorf("path %q: want one of %s", p, strings.Join(AllPaths, ", ")))
-		}
-	}
 	if c.Profile < 0 || c.Profile > maxProfile {
 		errs = append(errs, fmt.Errorf("profile %v: want 0 (none) to %v", c.Profile, maxProfile))
 	}
-	if c.RunTimeout <= 0 {
-		errs = append(errs, errors.New("run timeout must be positive"))
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // path is one way to the tools, ready to dial.
@@ -123,23 +84,8 @@ type path struct {
 // Err says so, and Run returns that error beside the report, so that the caller can show
 // what was measured and still fail.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Prepare(AllPaths, cfg.problems()...); err != nil {
 		return nil, err
-	}
-	if len(cfg.Paths) == 0 {
-		cfg.Paths = AllPaths
-	}
-	if cfg.Progress == nil {
-		cfg.Progress = io.Discard
-	}
-	work, err := os.MkdirTemp("", "listbench-")
-	if err != nil {
-		return nil, err
-	}
-	if cfg.KeepWorkDir {
-		fmt.Fprintf(cfg.Progress, "work directory (kept): %s\n", work)
-	} else {
-		defer os.RemoveAll(work)
 	}
 	rep := &Report{
 		Machine: suite.DescribeMachine(ctx, cfg.Repo),
@@ -149,8 +95,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			PageSize: 0, Quick: cfg.Quick,
 		},
 	}
-	f := &fleet{cfg: cfg, work: work, progress: cfg.Progress}
-	defer f.stopAll(rep)
+	fl, err := suite.NewFleet(cfg.Setup, "listbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { rep.Notes = append(rep.Notes, fl.Close()...) }()
+	f := &fleet{Fleet: fl, cfg: cfg}
 	paths, err := f.start(ctx)
 	if err != nil {
 		return nil, err
@@ -208,55 +158,20 @@ func findPath(paths []*path, key string) *path {
 
 // measure makes one run of p and turns it into a report row.
 func (f *fleet) measure(ctx context.Context, p *path, repeat int) Result {
-	run := Result{Path: p.info.Key, Repeat: repeat, GatewayCPU: -1, UpstreamCPU: -1, ClientCPU: -1}
-	var gw0, up0, client0 time.Duration
-	self := os.Getpid()
-	lc := loadgen.Config{
-		Sessions: 1,
-		Calls:    f.cfg.Lists,
-		Warmup:   f.cfg.Warmup,
-		OnStart: func() {
-			gw0, up0, client0 = f.gatewayCPU(), f.upstreamCPU(), pidCPU(self)
-		},
-		OnEnd: func() {
-			run.GatewayCPU = since(f.gatewayCPU(), gw0)
-			run.UpstreamCPU = since(f.upstreamCPU(), up0)
-			run.ClientCPU = since(pidCPU(self), client0)
-		},
+	m := suite.Measurement{
+		Load:      loadgen.Config{Sessions: 1, Calls: f.cfg.Lists, Warmup: f.cfg.Warmup},
+		Dial:      p.dial,
+		Timeout:   f.cfg.RunTimeout,
+		Upstreams: f.upstreams,
 	}
-	runCtx, cancel := context.WithTimeout(ctx, f.cfg.RunTimeout)
-	defer cancel()
-	res, err := loadgen.Run(runCtx, lc, p.dial)
-	if err != nil {
-		run.Failed = err.Error()
-		return run
+	if f.gateway != nil {
+		m.Hop = f.gateway.Process
 	}
-	run.Lists = len(res.Latencies)
-	run.Errors = res.Errors
-	if res.FirstError != nil {
-		run.FirstError = res.FirstError.Error()
+	run := Result{Path: p.info.Key, Repeat: repeat, Outcome: suite.Measure(ctx, m)}
+	if run.Failed == "" {
+		run.Answer = p.rec.Last()
 	}
-	run.Elapsed = res.Elapsed
-	run.Latency = stats.Latencies(res.Latencies)
-	run.Answer = p.rec.Last()
 	return run
-}
-
-// since is now − then, or -1 when either is unknown.
-func since(now, then time.Duration) time.Duration {
-	if now < 0 || then < 0 {
-		return -1
-	}
-	return now - then
-}
-
-// pidCPU is the CPU time of pid so far, or -1 when unreadable.
-func pidCPU(pid int) time.Duration {
-	d, err := proc.CPUTime(pid)
-	if err != nil {
-		return -1
-	}
-	return d
 }
 
 func progressLine(name string, r Result) string {
@@ -266,8 +181,8 @@ func progressLine(name string, r Result) string {
 	}
 	line := fmt.Sprintf("%s %6.0f lists/s  p50 %7.2f ms  p99 %7.2f ms  %4d tools  %8d B", head,
 		r.Throughput(), r.Latency.P50/1e3, r.Latency.P99/1e3, r.Answer.Tools, r.Answer.Bytes)
-	if r.GatewayCPU >= 0 {
-		line += fmt.Sprintf("  gateway CPU %.2fs", r.GatewayCPU.Seconds())
+	if r.HopCPU >= 0 {
+		line += fmt.Sprintf("  gateway CPU %.2fs", r.HopCPU.Seconds())
 	}
 	if r.Errors > 0 {
 		line += fmt.Sprintf("  %d errors, first: %s", r.Errors, r.FirstError)

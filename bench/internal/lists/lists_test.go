@@ -1,33 +1,14 @@
 package lists_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/benchtest"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/lists"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
 )
-
-// repoRoot finds the work tree above the test's directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("not inside the Gatehouse work tree")
-		}
-		dir = parent
-	}
-}
 
 // TestRunDirect runs a tiny list benchmark end to end over the direct paths (real echo
 // servers with synthetic tools; the gateway's paths are left to `make bench-quick`, which
@@ -39,15 +20,17 @@ func TestRunDirect(t *testing.T) {
 	t.Parallel()
 	var progress strings.Builder
 	rep, err := lists.Run(t.Context(), lists.Config{
-		Repo:       repoRoot(t),
+		Setup: suite.Setup{
+			Repo:       benchtest.RepoRoot(t),
+			Protocol:   "2025-11-25",
+			Paths:      []string{lists.Direct3, lists.Direct},
+			RunTimeout: time.Minute,
+			Progress:   &progress,
+		},
 		ExtraTools: 7,
 		Lists:      6,
 		Warmup:     1,
 		Repeats:    2,
-		Protocol:   "2025-11-25",
-		Paths:      []string{lists.Direct3, lists.Direct},
-		RunTimeout: time.Minute,
-		Progress:   &progress,
 	})
 	if err != nil {
 		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
@@ -63,11 +46,11 @@ func TestRunDirect(t *testing.T) {
 		if run.Path != want.Key || run.Repeat != i/2+1 {
 			t.Fatalf("run %d is %s repeat %d, want %s repeat %d (interleaved)", i, run.Path, run.Repeat, want.Key, i/2+1)
 		}
-		if run.Failed != "" || run.Errors != 0 || run.Lists != 6 || run.Answer.Tools != want.WantTools || run.Answer.Bytes <= 0 {
+		if run.Failed != "" || run.Errors != 0 || run.Calls != 6 || run.Answer.Tools != want.WantTools || run.Answer.Bytes <= 0 {
 			t.Fatalf("run %d: %+v", i, run)
 		}
-		if run.GatewayCPU >= 0 || run.UpstreamCPU < 0 {
-			t.Fatalf("run %d: gateway CPU %v (no gateway ran), upstream CPU %v", i, run.GatewayCPU, run.UpstreamCPU)
+		if run.HopCPU >= 0 || run.UpstreamCPU < 0 {
+			t.Fatalf("run %d: gateway CPU %v (no gateway ran), upstream CPU %v", i, run.HopCPU, run.UpstreamCPU)
 		}
 	}
 	if pages := rep.Runs[1].Answer.Pages; pages != 3 {

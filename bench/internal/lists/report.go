@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/caller"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/report"
@@ -21,39 +20,16 @@ type Path struct {
 	WantTools int
 }
 
-// Result is one measured closed-loop run of one path.
+// Result is one measured closed-loop run of one path. Its Outcome counts lists as calls,
+// a list being every page of it (of every target, for direct ×3); HopCPU is the gateway's
+// (measured whenever the gateway runs, whatever the path) and UpstreamCPU the three
+// servers' summed.
 type Result struct {
 	Path   string // key
 	Repeat int    // 1-based
-	// Lists is the number of successful measured lists; Errors the failed ones.
-	Lists      int
-	Errors     int
-	FirstError string
-	Elapsed    time.Duration
-	Latency    stats.Latency // of one list (of every target, for direct ×3), µs
+	report.Outcome
 	// Answer is what the run's last list saw.
 	Answer caller.ListAnswer
-	// GatewayCPU, UpstreamCPU (the three servers summed) and ClientCPU are CPU time used
-	// during the measured window; negative when not measured.
-	GatewayCPU, UpstreamCPU, ClientCPU time.Duration
-	// Failed is set when the run could not be made at all.
-	Failed string
-}
-
-// cpuPer1k is CPU seconds per 1,000 successful lists (NaN when unknown).
-func (r Result) cpuPer1k(d time.Duration) float64 {
-	if r.Failed != "" || d < 0 || r.Lists == 0 {
-		return math.NaN()
-	}
-	return d.Seconds() / float64(r.Lists) * 1000
-}
-
-// Throughput is successful lists per second (NaN for a failed run).
-func (r Result) Throughput() float64 {
-	if r.Failed != "" || r.Elapsed <= 0 {
-		return math.NaN()
-	}
-	return float64(r.Lists) / r.Elapsed.Seconds()
 }
 
 // Params are the knobs of the run, echoed in the report.
@@ -81,57 +57,31 @@ type Report struct {
 	Notes   []string
 }
 
-// Cell summarises one path over the repeats.
+// Cell summarises one path over the repeats: the figures of report.Cell (lists counted as
+// calls, the gateway as the hop) and the size of the lists.
 type Cell struct {
-	Throughput                         stats.Summary // lists/s
-	P50, P99                           stats.Summary // µs
-	GatewayCPU, UpstreamCPU, ClientCPU stats.Summary // CPU s per 1,000 lists
+	report.Cell
 	// Tools, Pages and Bytes of the runs' last answers (min and max: a list whose size
 	// changes between runs shows it).
 	Tools, Pages, Bytes [2]int64
-	Runs, Failed        int
-	Errors              int
-	FirstError          string
 }
 
 // Cell summarises the runs of path (a key).
 func (r *Report) Cell(path string) Cell {
 	c := Cell{Tools: [2]int64{-1, -1}, Pages: [2]int64{-1, -1}, Bytes: [2]int64{-1, -1}}
-	var tput, p50, p99, gw, up, client []float64
+	var runs []report.Outcome
 	for _, run := range r.Runs {
 		if run.Path != path {
 			continue
 		}
-		c.Runs++
-		if run.Failed != "" {
-			c.Failed++
-			if c.FirstError == "" {
-				c.FirstError = run.Failed
-			}
-			continue
-		}
-		c.Errors += run.Errors
-		if c.FirstError == "" {
-			c.FirstError = run.FirstError
-		}
-		tput = append(tput, run.Throughput())
-		p50 = append(p50, run.Latency.P50)
-		p99 = append(p99, run.Latency.P99)
-		gw = append(gw, run.cpuPer1k(run.GatewayCPU))
-		up = append(up, run.cpuPer1k(run.UpstreamCPU))
-		client = append(client, run.cpuPer1k(run.ClientCPU))
-		if run.Lists > 0 {
+		runs = append(runs, run.Outcome)
+		if run.Failed == "" && run.Calls > 0 {
 			widen(&c.Tools, int64(run.Answer.Tools))
 			widen(&c.Pages, int64(run.Answer.Pages))
 			widen(&c.Bytes, run.Answer.Bytes)
 		}
 	}
-	c.Throughput = stats.Summarize(tput)
-	c.P50 = stats.Summarize(p50)
-	c.P99 = stats.Summarize(p99)
-	c.GatewayCPU = stats.Summarize(gw)
-	c.UpstreamCPU = stats.Summarize(up)
-	c.ClientCPU = stats.Summarize(client)
+	c.Cell = report.Summarize(runs)
 	return c
 }
 
@@ -168,7 +118,7 @@ func (r *Report) Ratio(num, den string) Ratio {
 	byRepeat := func(path string) map[int]pair {
 		out := map[int]pair{}
 		for _, run := range r.Runs {
-			if run.Path == path && run.Failed == "" && run.Lists > 0 {
+			if run.Path == path && run.Failed == "" && run.Calls > 0 {
 				out[run.Repeat] = pair{run.Latency.P50, run.Latency.P99}
 			}
 		}
@@ -181,18 +131,10 @@ func (r *Report) Ratio(num, den string) Ratio {
 		if !ok {
 			continue
 		}
-		p50 = append(p50, divide(a.p50, b.p50))
-		p99 = append(p99, divide(a.p99, b.p99))
+		p50 = append(p50, report.Ratio(a.p50, b.p50))
+		p99 = append(p99, report.Ratio(a.p99, b.p99))
 	}
 	return Ratio{P50: stats.Summarize(p50), P99: stats.Summarize(p99)}
-}
-
-// divide is a/b, NaN when b is not positive.
-func divide(a, b float64) float64 {
-	if math.IsNaN(a) || math.IsNaN(b) || b <= 0 {
-		return math.NaN()
-	}
-	return a / b
 }
 
 // Err says why the benchmark's figures cannot be trusted: a run that failed or a list that
@@ -216,24 +158,18 @@ func (r *Report) Err() error {
 // Markdown renders the report.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w := report.Printf(func(format string, args ...any) { fmt.Fprintf(&b, format, args...) })
 
-	w("# Gatehouse benchmarks: tools/list of a large aggregated list\n\n")
-	m := r.Machine
-	w("- Date: %s\n", m.Date.UTC().Format("2006-01-02 15:04 MST"))
-	w("- Commit: %s\n", orUnknown(m.Commit))
-	w("- Machine: %d CPUs, %s; %s\n", m.CPUs, orUnknown(m.CPUModel), orUnknown(m.Kernel))
-	w("- Go: %s\n", orUnknown(m.GoVersion))
-	w("- Command: `%s`\n\n", r.Params.Command)
-	if r.Params.Quick {
-		w("> **Quick run (smoke test):** too few lists and repeats for any figure here to mean anything; it shows that the harness works end to end.\n\n")
-	}
+	report.Head{
+		Title: "Gatehouse benchmarks: tools/list of a large aggregated list", Machine: r.Machine,
+		Command: r.Params.Command, Quick: r.Params.Quick, Units: "lists",
+	}.Write(w)
 
 	p := r.Params
 	w("## Method\n\n")
 	w("%d example echo servers (`examples/servers/echo -extra-tools %d`, official Go MCP SDK, Streamable HTTP on loopback) each list their own tools and %d synthetic ones (a title, a one-sentence description and a three-property input schema each); ", p.Servers, p.ExtraTools, p.ExtraTools)
 	w("`gatehouse up` (single process, with `--list-page-size %d`) fronts all of them, each approved for the benchmark's tenant. ", p.PageSize)
-	w("The workload is `tools/list` (every page of it), made by the official Go SDK client on one session initialized once with protocol %s, in a closed loop: %d warm-up lists, then %d measured ones, each issued when the previous one returned. ", orUnknown(p.Protocol), p.Warmup, p.Lists)
+	w("The workload is `tools/list` (every page of it), made by the official Go SDK client on one session initialized once with protocol %s, in a closed loop: %d warm-up lists, then %d measured ones, each issued when the previous one returned. ", report.OrUnknown(p.Protocol), p.Warmup, p.Lists)
 	w("Every list is checked: it must hold exactly the expected tool names (for the aggregated endpoint, every server's tools named `<server>__<tool>`), or the benchmark fails. ")
 	w("Runs are interleaved path by path (%s, then again) and repeated %d times; every figure is the **median over the repeats, with the min–max range in parentheses**. ", strings.Join(r.pathNames(), ", "), p.Repeats)
 	w("p50/p99 are per-run latency percentiles of one list as the client measures it; for direct ×3 one list is the three servers' lists fetched one after another. ")
@@ -243,29 +179,24 @@ func (r *Report) Markdown() string {
 	w("Ratios divide one path's percentile by another's in the same repeat, then take the median and range over the repeats. ")
 	w("The machine is shared and small: compare paths within this report, not across reports.\n\n")
 
-	w("| path | what | tools per list |\n|---|---|---|\n")
+	report.WriteTableHead(w, "path", "what", "tools per list")
 	for _, path := range r.Paths {
-		w("| %s | %s | %d |\n", oneLine(path.Name, 100), oneLine(path.Description, 500), path.WantTools)
+		w("| %s | %s | %d |\n", report.OneLine(path.Name, 100), report.OneLine(path.Description, 500), path.WantTools)
 	}
 	w("\n## Results\n\n")
-	w("| path | tools | pages | bytes | lists/s | p50 ms | p99 ms | gateway CPU s/1k lists | upstreams CPU s/1k lists | client CPU s/1k lists | errors |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	report.WriteTableHead(w, "path", "tools", "pages", "bytes", "lists/s", "p50 ms", "p99 ms", "gateway CPU s/1k lists", "upstreams CPU s/1k lists", "client CPU s/1k lists", "errors")
 	for _, path := range r.Paths {
 		c := r.Cell(path.Key)
 		if c.Runs == 0 {
 			continue
 		}
-		errs := fmt.Sprint(c.Errors)
-		if c.Failed > 0 {
-			errs += fmt.Sprintf(", %d/%d runs failed", c.Failed, c.Runs)
-		}
 		w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", path.Name,
-			span(c.Tools), span(c.Pages), span(c.Bytes), summary(c.Throughput, 0, 1),
-			summary(c.P50, 2, 1e-3), summary(c.P99, 2, 1e-3),
-			summary(c.GatewayCPU, 3, 1), summary(c.UpstreamCPU, 3, 1), summary(c.ClientCPU, 3, 1), errs)
+			span(c.Tools), span(c.Pages), span(c.Bytes), report.FormatSummary(c.Throughput, 0),
+			report.FormatSummary(c.P50.Scale(1e-3), 2), report.FormatSummary(c.P99.Scale(1e-3), 2),
+			report.FormatSummary(c.HopCPU, 3), report.FormatSummary(c.UpstreamCPU, 3), report.FormatSummary(c.ClientCPU, 3), c.ErrorsText())
 	}
 	w("\n## Ratios\n\n")
-	w("| ratio | p50 | p99 |\n|---|---|---|\n")
+	report.WriteTableHead(w, "ratio", "p50", "p99")
 	for _, spec := range Ratios {
 		if !r.hasPath(spec.Num) || !r.hasPath(spec.Den) {
 			continue
@@ -281,34 +212,26 @@ func (r *Report) Markdown() string {
 		w("```\n%s\n```\n\n", strings.TrimSpace(r.Profile))
 	}
 	if err := r.Err(); err != nil {
-		w("## Errors\n\n")
+		var lines []string
 		for line := range strings.SplitSeq(err.Error(), "\n") {
-			w("- %s\n", oneLine(line, 500))
+			lines = append(lines, report.OneLine(line, 500))
 		}
-		w("\n")
+		report.WriteSection(w, "Errors", lines)
 	}
-	if len(r.Notes) > 0 {
-		w("## Notes\n\n")
-		for _, n := range r.Notes {
-			w("- %s\n", oneLine(n, 2000))
-		}
-		w("\n")
-	}
+	report.WriteNotes(w, r.Notes)
 
-	w("<details><summary>Every run, in the order it ran</summary>\n\n")
-	w("| # | repeat | path | lists | errors | seconds | p50 ms | p99 ms | max ms | bytes | gateway CPU s | upstreams CPU s | client CPU s |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	report.OpenRuns(w, "#", "repeat", "path", "lists", "errors", "seconds", "p50 ms", "p99 ms", "max ms", "bytes", "gateway CPU s", "upstreams CPU s", "client CPU s")
 	for i, run := range r.Runs {
 		if run.Failed != "" {
-			w("| %d | %d | %s | failed: %s ||||||||||\n", i+1, run.Repeat, r.pathName(run.Path), oneLine(run.Failed, 300))
+			w("| %d | %d | %s | failed: %s ||||||||||\n", i+1, run.Repeat, r.pathName(run.Path), report.OneLine(run.Failed, 300))
 			continue
 		}
 		w("| %d | %d | %s | %d | %d | %.3f | %.2f | %.2f | %.2f | %d | %s | %s | %s |\n",
-			i+1, run.Repeat, r.pathName(run.Path), run.Lists, run.Errors, run.Elapsed.Seconds(),
+			i+1, run.Repeat, r.pathName(run.Path), run.Calls, run.Errors, run.Elapsed.Seconds(),
 			run.Latency.P50/1e3, run.Latency.P99/1e3, run.Latency.Max/1e3, run.Answer.Bytes,
-			cpuText(run.GatewayCPU), cpuText(run.UpstreamCPU), cpuText(run.ClientCPU))
+			report.FormatCPU(run.HopCPU), report.FormatCPU(run.UpstreamCPU), report.FormatCPU(run.ClientCPU))
 	}
-	w("\n</details>\n")
+	report.CloseRuns(w)
 	return b.String()
 }
 
@@ -338,17 +261,6 @@ func (r *Report) pathNames() []string {
 	return out
 }
 
-// summary formats "median (min–max)" of s scaled by scale; "—" when empty.
-func summary(s stats.Summary, decimals int, scale float64) string {
-	if s.N == 0 {
-		return "—"
-	}
-	if s.N == 1 {
-		return num(s.Median*scale, decimals)
-	}
-	return fmt.Sprintf("%s (%s–%s)", num(s.Median*scale, decimals), num(s.Min*scale, decimals), num(s.Max*scale, decimals))
-}
-
 func ratioSummary(s stats.Summary) string {
 	if s.N == 0 || math.IsNaN(s.Median) {
 		return "n/a"
@@ -368,35 +280,4 @@ func span(s [2]int64) string {
 		return fmt.Sprint(s[0])
 	}
 	return fmt.Sprintf("%d–%d", s[0], s[1])
-}
-
-func num(x float64, decimals int) string {
-	if math.IsNaN(x) {
-		return "—"
-	}
-	return fmt.Sprintf("%.*f", decimals, x)
-}
-
-func cpuText(d time.Duration) string {
-	if d < 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.2f", d.Seconds())
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
-}
-
-// oneLine keeps a message from breaking a Markdown table or list, and cuts it to about
-// limit bytes.
-func oneLine(s string, limit int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > limit {
-		s = strings.ToValidUTF8(s[:limit], "") + "…"
-	}
-	return strings.ReplaceAll(s, "|", `\|`)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/lists"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/report"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/stats"
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
 )
 
 // sample is three repeats of the four paths, with latencies chosen so that every ratio is
@@ -39,10 +40,13 @@ func sample() *lists.Report {
 				gw = time.Duration(rep+1) * 200 * time.Millisecond
 			}
 			r.Runs = append(r.Runs, lists.Result{
-				Path: p.Key, Repeat: rep + 1, Lists: 200, Elapsed: 2 * time.Second,
-				Latency:    stats.Latency{P50: p50, P90: p50 * 1.5, P99: p50 * 2, Max: p50 * 3},
-				Answer:     caller.ListAnswer{Tools: tools[p.Key], Pages: 1, Bytes: int64(tools[p.Key]) * 700},
-				GatewayCPU: gw, UpstreamCPU: 100 * time.Millisecond, ClientCPU: -1,
+				Path: p.Key, Repeat: rep + 1,
+				Outcome: report.Outcome{
+					Calls: 200, Elapsed: 2 * time.Second,
+					Latency: stats.Latency{P50: p50, P90: p50 * 1.5, P99: p50 * 2, Max: p50 * 3},
+					HopCPU:  gw, UpstreamCPU: 100 * time.Millisecond, ClientCPU: -1,
+				},
+				Answer: caller.ListAnswer{Tools: tools[p.Key], Pages: 1, Bytes: int64(tools[p.Key]) * 700},
 			})
 		}
 	}
@@ -64,8 +68,8 @@ func TestCell(t *testing.T) {
 		t.Errorf("lists/s = %v, want 100", c.Throughput.Median)
 	}
 	// 0.2, 0.4 and 0.6 s over 200 lists: 1, 2 and 3 s per 1,000.
-	if c.GatewayCPU.Median != 2 || c.GatewayCPU.Min != 1 || c.GatewayCPU.Max != 3 {
-		t.Errorf("gateway CPU = %+v", c.GatewayCPU)
+	if c.HopCPU.Median != 2 || c.HopCPU.Min != 1 || c.HopCPU.Max != 3 {
+		t.Errorf("gateway CPU = %+v", c.HopCPU)
 	}
 	if c.UpstreamCPU.Median != 0.5 {
 		t.Errorf("upstream CPU = %+v, want 0.5 s per 1,000", c.UpstreamCPU)
@@ -76,8 +80,8 @@ func TestCell(t *testing.T) {
 	if c.Tools != [2]int64{309, 309} || c.Bytes != [2]int64{309 * 700, 309 * 700} || c.Pages != [2]int64{1, 1} {
 		t.Errorf("tools %v bytes %v pages %v", c.Tools, c.Bytes, c.Pages)
 	}
-	if d := r.Cell(lists.Direct); d.GatewayCPU.N != 0 {
-		t.Errorf("direct has a gateway CPU: %+v", d.GatewayCPU)
+	if d := r.Cell(lists.Direct); d.HopCPU.N != 0 {
+		t.Errorf("direct has a gateway CPU: %+v", d.HopCPU)
 	}
 }
 
@@ -194,7 +198,7 @@ func TestMarkdown(t *testing.T) {
 
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
-	good := lists.Config{Repo: t.TempDir(), ExtraTools: 100, Lists: 200, Warmup: 20, Repeats: 5, RunTimeout: time.Minute}
+	good := lists.Config{Setup: suite.Setup{Repo: t.TempDir(), RunTimeout: time.Minute}, ExtraTools: 100, Lists: 200, Warmup: 20, Repeats: 5}
 	tests := []struct {
 		name    string
 		mutate  func(c *lists.Config)

@@ -134,7 +134,7 @@ func (r *Report) Goals() []Goal {
 			}
 			return Ratio(g.Throughput(), d.Throughput())
 		})
-		b.Detail = "floor 2's calls/s ÷ floor 1's: " + summary(stats.Summarize(proxy), 2)
+		b.Detail = "floor 2's calls/s ÷ floor 1's: " + FormatSummary(stats.Summarize(proxy), 2)
 	}
 
 	if w, missing := r.goalWorkload(GoalLargeSize, GoalLatencySessions); missing != "" {

@@ -29,12 +29,12 @@ func goalSample() *report.Report {
 	type fig struct{ p50, tput float64 }
 	add := func(path string, size, sessions, repeat int, f fig) {
 		const calls = 1000
-		r.Runs = append(r.Runs, report.Run{
-			Path: path, Size: size, Sessions: sessions, Repeat: repeat, Calls: calls,
+		r.Runs = append(r.Runs, report.Run{Path: path, Size: size, Sessions: sessions, Repeat: repeat, Outcome: report.Outcome{
+			Calls:   calls,
 			Elapsed: time.Duration(calls / f.tput * float64(time.Second)),
 			Latency: stats.Latency{P50: f.p50, P90: f.p50, P99: f.p50 * 2, Max: f.p50 * 3},
 			HopCPU:  -1, UpstreamCPU: -1, ClientCPU: -1,
-		})
+		}})
 	}
 	for i, rep := range []int{1, 2, 3} {
 		base := []float64{100, 110, 120}[i]

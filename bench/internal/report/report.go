@@ -72,6 +72,12 @@ type Run struct {
 	Size     int // arguments bytes
 	Sessions int
 	Repeat   int // 1-based
+	Outcome
+}
+
+// Outcome is what one closed-loop run measured, whatever its calls are (a tools/call here; a
+// whole tools/list in the list benchmark).
+type Outcome struct {
 	// Calls is the number of successful measured calls; Errors the failed ones.
 	Calls      int
 	Errors     int
@@ -99,7 +105,7 @@ type Probe struct {
 }
 
 // Throughput is successful calls per second (NaN for a failed run).
-func (r Run) Throughput() float64 {
+func (r Outcome) Throughput() float64 {
 	if r.Failed != "" || r.Elapsed <= 0 {
 		return math.NaN()
 	}
@@ -107,7 +113,7 @@ func (r Run) Throughput() float64 {
 }
 
 // cpuPer1k is CPU seconds per 1,000 successful calls (NaN when unknown).
-func (r Run) cpuPer1k(d time.Duration) float64 {
+func (r Outcome) cpuPer1k(d time.Duration) float64 {
 	if r.Failed != "" || d < 0 || r.Calls == 0 {
 		return math.NaN()
 	}
@@ -139,12 +145,21 @@ type Cell struct {
 
 // Cell summarises the runs of path at (size, sessions) over the repeats.
 func (r *Report) Cell(path string, size, sessions int) Cell {
+	var runs []Outcome
+	for _, run := range r.Runs {
+		if run.Path == path && run.Size == size && run.Sessions == sessions {
+			runs = append(runs, run.Outcome)
+		}
+	}
+	return Summarize(runs)
+}
+
+// Summarize summarises the runs of one cell over the repeats: the figures of those that
+// were made, and the count of those that failed and of the calls that did.
+func Summarize(runs []Outcome) Cell {
 	var c Cell
 	var tput, p50, p99, hop, up, client []float64
-	for _, run := range r.Runs {
-		if run.Path != path || run.Size != size || run.Sessions != sessions {
-			continue
-		}
+	for _, run := range runs {
 		c.Runs++
 		if run.Failed != "" {
 			c.Failed++
@@ -171,6 +186,16 @@ func (r *Report) Cell(path string, size, sessions int) Cell {
 	c.UpstreamCPU = stats.Summarize(up)
 	c.ClientCPU = stats.Summarize(client)
 	return c
+}
+
+// ErrorsText is a cell's errors column: the calls that failed, and the runs that could not
+// be made if any.
+func (c Cell) ErrorsText() string {
+	text := fmt.Sprint(c.Errors)
+	if c.Failed > 0 {
+		text += fmt.Sprintf(", %d/%d runs failed", c.Failed, c.Runs)
+	}
+	return text
 }
 
 // Added is the latency a path adds over Direct, paired repeat by repeat (the
@@ -203,36 +228,31 @@ func (r *Report) Added(path string, size, sessions int) Added {
 	return Added{P50: stats.Summarize(p50), P99: stats.Summarize(p99)}
 }
 
-// Ratio divides a gateway's median added latency by the proxy floor's. It is
-// NaN when the floor's is not positive: a ratio to noise means nothing.
-func Ratio(gateway, floor float64) float64 {
-	if math.IsNaN(gateway) || math.IsNaN(floor) || floor <= 0 {
+// Ratio divides num by den: a gateway's median added latency by the proxy
+// floor's, or one path's latency by another's. It is NaN when den is not
+// positive: a ratio to noise means nothing.
+func Ratio(num, den float64) float64 {
+	if math.IsNaN(num) || math.IsNaN(den) || den <= 0 {
 		return math.NaN()
 	}
-	return gateway / floor
+	return num / den
 }
 
 // Markdown renders the report.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w := Printf(func(format string, args ...any) { fmt.Fprintf(&b, format, args...) })
 
-	w("# Gatehouse benchmarks\n\n")
-	m := r.Machine
-	w("- Date: %s\n", m.Date.UTC().Format("2006-01-02 15:04 MST"))
-	w("- Commit: %s\n", m.Commit)
-	w("- Machine: %d CPUs, %s; %s\n", m.CPUs, orUnknown(m.CPUModel), orUnknown(m.Kernel))
-	w("- Go: %s\n", m.GoVersion)
-	w("- Audit disk: %s\n", orUnknown(m.AuditDisk))
-	w("- Command: `%s`\n\n", r.Params.Command)
-	if r.Params.Quick {
-		w("> **Quick run (smoke test):** too few calls and repeats for any figure here to mean anything; it shows that the harness works end to end.\n\n")
-	}
+	Head{
+		Title: "Gatehouse benchmarks", Machine: r.Machine, Command: r.Params.Command,
+		Extra: []string{"Audit disk: " + OrUnknown(r.Machine.AuditDisk)},
+		Quick: r.Params.Quick, Units: "calls",
+	}.Write(w)
 
 	w("## Method\n\n")
 	w("Each path reaches the same upstream, the example echo server (`examples/servers/echo`, official Go MCP SDK, Streamable HTTP on loopback); ")
 	w("every process is on this machine and binds 127.0.0.1. The workload is `tools/call` of `echo`, whose JSON `arguments` object is exactly the stated size. ")
-	w("A run is a closed loop: S sessions (each its own client connection pool; for MCP paths the official Go SDK client, initialized once with protocol %s) ", orUnknown(r.Params.Protocol))
+	w("A run is a closed loop: S sessions (each its own client connection pool; for MCP paths the official Go SDK client, initialized once with protocol %s) ", OrUnknown(r.Params.Protocol))
 	w("make %d warm-up calls in total, then share the measured calls, each session issuing its next call when the previous one returns. ", r.Params.Warmup)
 	w("Runs are interleaved path by path (%s, then again) and repeated %d times; ", strings.Join(r.pathNames(), ", "), r.Params.Repeats)
 	w("every figure is the **median over the repeats, with the min–max range in parentheses**. ")
@@ -243,7 +263,7 @@ func (r *Report) Markdown() string {
 	w("CPU is user+system time of a process during the measured window (from /proc/PID/stat, 10 ms resolution), per 1,000 calls; the client column is the load generator itself, which shares the machine with every other process. ")
 	w("No figure here fails a build: the machine is shared and small, so compare paths within this report, not across reports; that is why the goals below are ratios between paths of this run.\n\n")
 
-	w("| path | what | hop process | upstream process |\n|---|---|---|---|\n")
+	WriteTableHead(w, "path", "what", "hop process", "upstream process")
 	for _, p := range r.Paths {
 		w("| %s | %s | %s | %s |\n", p.Name, p.Description, orDash(p.Hop), orDash(p.Upstream))
 	}
@@ -255,20 +275,15 @@ func (r *Report) Markdown() string {
 		w("## tools/call echo, %s arguments\n\n", bytesLabel(size))
 		for _, sessions := range r.Params.Sessions {
 			w("### %d session%s, %d calls per run\n\n", sessions, plural(sessions), r.Params.Calls[Workload{size, sessions}])
-			w("| path | calls/s | p50 µs | p99 µs | hop CPU s/1k calls | upstream CPU s/1k calls | client CPU s/1k calls | errors |\n")
-			w("|---|---|---|---|---|---|---|---|\n")
+			WriteTableHead(w, "path", "calls/s", "p50 µs", "p99 µs", "hop CPU s/1k calls", "upstream CPU s/1k calls", "client CPU s/1k calls", "errors")
 			for _, p := range r.Paths {
 				c := r.Cell(p.Name, size, sessions)
 				if c.Runs == 0 {
 					continue
 				}
-				errs := fmt.Sprint(c.Errors)
-				if c.Failed > 0 {
-					errs += fmt.Sprintf(", %d/%d runs failed", c.Failed, c.Runs)
-				}
 				w("| %s | %s | %s | %s | %s | %s | %s | %s |\n", p.Name,
-					summary(c.Throughput, 0), summary(c.P50, 0), summary(c.P99, 0),
-					summary(c.HopCPU, 3), summary(c.UpstreamCPU, 3), summary(c.ClientCPU, 3), errs)
+					FormatSummary(c.Throughput, 0), FormatSummary(c.P50, 0), FormatSummary(c.P99, 0),
+					FormatSummary(c.HopCPU, 3), FormatSummary(c.UpstreamCPU, 3), FormatSummary(c.ClientCPU, 3), c.ErrorsText())
 			}
 			w("\n")
 		}
@@ -278,8 +293,7 @@ func (r *Report) Markdown() string {
 			continue
 		}
 		w("#### Latency added over floor 1, %s arguments (µs)\n\n", bytesLabel(size))
-		w("| sessions | path | added p50 | added p99 | ratio to floor 2, p50 | ratio to floor 2, p99 | ratio to floor 3, p50 |\n")
-		w("|---|---|---|---|---|---|---|\n")
+		WriteTableHead(w, "sessions", "path", "added p50", "added p99", "ratio to floor 2, p50", "ratio to floor 2, p99", "ratio to floor 3, p50")
 		for _, sessions := range r.Params.Sessions {
 			floor2 := r.Added(Proxy, size, sessions)
 			floor3 := r.Added(Durable, size, sessions)
@@ -296,91 +310,77 @@ func (r *Report) Markdown() string {
 				if g != Proxy && g != Durable && floor3.P50.N > 0 {
 					ratio3 = ratioText(Ratio(a.P50.Median, floor3.P50.Median))
 				}
-				w("| %d | %s | %s | %s | %s | %s | %s |\n", sessions, g, summary(a.P50, 0), summary(a.P99, 0), ratio50, ratio99, ratio3)
+				w("| %d | %s | %s | %s | %s | %s | %s |\n", sessions, g, FormatSummary(a.P50, 0), FormatSummary(a.P99, 0), ratio50, ratio99, ratio3)
 			}
 		}
 		w("\n")
 	}
 
-	if errs := r.errorSamples(); len(errs) > 0 {
-		w("## Errors\n\n")
-		for _, e := range errs {
-			w("- %s\n", e)
-		}
-		w("\n")
-	}
-	if len(r.Notes) > 0 {
-		w("## Notes\n\n")
-		for _, n := range r.Notes {
-			w("- %s\n", oneLine(n, 2000))
-		}
-		w("\n")
-	}
+	WriteSection(w, "Errors", r.errorSamples())
+	WriteNotes(w, r.Notes)
 
-	w("<details><summary>Every run, in the order it ran</summary>\n\n")
-	w("| # | arguments | sessions | repeat | path | calls | errors | seconds | calls/s | p50 µs | p99 µs | max µs | hop CPU s | upstream CPU s | client CPU s |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	OpenRuns(w, "#", "arguments", "sessions", "repeat", "path", "calls", "errors", "seconds", "calls/s", "p50 µs", "p99 µs", "max µs", "hop CPU s", "upstream CPU s", "client CPU s")
 	for i, run := range r.Runs {
 		if run.Failed != "" {
-			w("| %d | %s | %d | %d | %s | failed: %s ||||||||||\n", i+1, bytesLabel(run.Size), run.Sessions, run.Repeat, run.Path, oneLine(run.Failed, 300))
+			w("| %d | %s | %d | %d | %s | failed: %s ||||||||||\n", i+1, bytesLabel(run.Size), run.Sessions, run.Repeat, run.Path, OneLine(run.Failed, 300))
 			continue
 		}
 		w("| %d | %s | %d | %d | %s | %d | %d | %.3f | %.0f | %.0f | %.0f | %.0f | %s | %s | %s |\n",
 			i+1, bytesLabel(run.Size), run.Sessions, run.Repeat, run.Path, run.Calls, run.Errors,
 			run.Elapsed.Seconds(), run.Throughput(), run.Latency.P50, run.Latency.P99, run.Latency.Max,
-			cpuText(run.HopCPU), cpuText(run.UpstreamCPU), cpuText(run.ClientCPU))
+			FormatCPU(run.HopCPU), FormatCPU(run.UpstreamCPU), FormatCPU(run.ClientCPU))
 	}
-	w("\n</details>\n")
+	CloseRuns(w)
 	return b.String()
 }
 
 // writeDisk renders the fdatasync probes.
-func (r *Report) writeDisk(w func(string, ...any)) {
+func (r *Report) writeDisk(w Printf) {
 	if len(r.Probes) == 0 {
 		return
 	}
 	w("## The audit disk\n\n")
 	p50, p99 := r.ProbeSummary(Workload{})
 	w("One append of a %d-byte record followed by fdatasync, on %s: **p50 %s µs, p99 %s µs** (median over %d probes of %d appends each, min–max in parentheses).\n\n",
-		r.Params.RecordSize, orUnknown(r.Machine.AuditDisk), summary(p50, 0), summary(p99, 0), p50.N, r.Params.ProbeAppends)
-	w("| arguments | sessions | fdatasync p50 µs | fdatasync p99 µs | probes |\n|---|---|---|---|---|\n")
+		r.Params.RecordSize, OrUnknown(r.Machine.AuditDisk), FormatSummary(p50, 0), FormatSummary(p99, 0), p50.N, r.Params.ProbeAppends)
+	WriteTableHead(w, "arguments", "sessions", "fdatasync p50 µs", "fdatasync p99 µs", "probes")
 	for _, size := range r.Params.Sizes {
 		for _, sessions := range r.Params.Sessions {
 			a, b := r.ProbeSummary(Workload{size, sessions})
 			if a.N == 0 {
 				continue
 			}
-			w("| %s | %d | %s | %s | %d |\n", bytesLabel(size), sessions, summary(a, 0), summary(b, 0), a.N)
+			w("| %s | %d | %s | %s | %d |\n", bytesLabel(size), sessions, FormatSummary(a, 0), FormatSummary(b, 0), a.N)
 		}
 	}
 	w("\n")
 	for _, p := range r.Probes {
 		if p.Failed != "" {
-			w("A probe failed (%s, %d sessions, repeat %d): %s\n\n", bytesLabel(p.Size), p.Sessions, p.Repeat, oneLine(p.Failed, 300))
+			w("A probe failed (%s, %d sessions, repeat %d): %s\n\n", bytesLabel(p.Size), p.Sessions, p.Repeat, OneLine(p.Failed, 300))
 			break
 		}
 	}
 }
 
 // writeGoals renders the goals of issue 5, item 9.
-func (r *Report) writeGoals(w func(string, ...any)) {
+func (r *Report) writeGoals(w Printf) {
 	w("## Goals\n\n")
 	w("Each ratio is computed per repeat from the runs of one interleaved cycle (which ran back to back) and summarised as median (min–max) over the repeats; ")
 	w("a goal is met when the median meets its bound. Added p50 is over floor 1; the fdatasync p50 is the probe made just before that cycle.\n\n")
-	w("| goal | workload | bound | measured | repeats within bound | status | from (medians) |\n|---|---|---|---|---|---|---|\n")
+	WriteTableHead(w, "goal", "workload", "bound", "measured", "repeats within bound", "status", "from (medians)")
 	for _, g := range r.Goals() {
 		workload, measured, within, detail := "—", "—", "—", g.Detail
 		if g.Workload != (Workload{}) {
 			workload = fmt.Sprintf("%s, %d session%s", bytesLabel(g.Workload.Size), g.Workload.Sessions, plural(g.Workload.Sessions))
 		}
 		if g.Ratio.N > 0 {
-			measured = summary(g.Ratio, 2)
+			measured = FormatSummary(g.Ratio, 2)
 			within = fmt.Sprintf("%d/%d", g.Within, g.Ratio.N)
 		}
 		if g.Missing != "" {
 			detail = g.Missing
 		}
-		w("| (%s) %s | %s | %s | %s | %s | **%s** | %s |\n", g.ID, g.Title, workload, g.BoundText(), measured, within, g.Status(), oneLine(detail, 300))
+		w("| (%s) %s | %s | %s | %s | %s | **%s** | %s |\n", g.ID, g.Title, workload, g.BoundText(), measured, within, g.Status(), OneLine(detail, 300))
 	}
 	w("\n")
 }
@@ -423,81 +423,7 @@ func (r *Report) errorSamples() []string {
 			continue
 		}
 		seen[key] = true
-		out = append(out, fmt.Sprintf("%s, %s, %d session%s: %s", run.Path, bytesLabel(run.Size), run.Sessions, plural(run.Sessions), oneLine(msg, 300)))
+		out = append(out, fmt.Sprintf("%s, %s, %d session%s: %s", run.Path, bytesLabel(run.Size), run.Sessions, plural(run.Sessions), OneLine(msg, 300)))
 	}
 	return out
-}
-
-// summary formats "median (min–max)" with the given decimals; "—" when empty.
-func summary(s stats.Summary, decimals int) string {
-	if s.N == 0 {
-		return "—"
-	}
-	if s.N == 1 {
-		return num(s.Median, decimals)
-	}
-	return fmt.Sprintf("%s (%s–%s)", num(s.Median, decimals), num(s.Min, decimals), num(s.Max, decimals))
-}
-
-func num(x float64, decimals int) string {
-	if math.IsNaN(x) {
-		return "—"
-	}
-	return fmt.Sprintf("%.*f", decimals, x)
-}
-
-func ratioText(x float64) string {
-	if math.IsNaN(x) {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.1f×", x)
-}
-
-func cpuText(d time.Duration) string {
-	if d < 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.2f", d.Seconds())
-}
-
-// bytesLabel renders an arguments size: 64 B, 16 KiB.
-func bytesLabel(n int) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "—"
-	}
-	return s
-}
-
-// oneLine keeps a message from breaking a Markdown table or list, and cuts
-// it to about limit bytes.
-func oneLine(s string, limit int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > limit {
-		s = strings.ToValidUTF8(s[:limit], "") + "…"
-	}
-	return strings.ReplaceAll(s, "|", "\\|")
 }

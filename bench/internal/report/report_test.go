@@ -33,15 +33,14 @@ func sample() *report.Report {
 			if p == "floor 0" || p == report.Direct {
 				hop = -1
 			}
-			r.Runs = append(r.Runs, report.Run{
-				Path: p, Size: 64, Sessions: 1, Repeat: rep + 1,
+			r.Runs = append(r.Runs, report.Run{Path: p, Size: 64, Sessions: 1, Repeat: rep + 1, Outcome: report.Outcome{
 				Calls:       1000,
 				Elapsed:     time.Duration(rep+1) * time.Second,
 				Latency:     stats.Latency{P50: p50, P90: p50 * 1.5, P99: p50 * 2, Max: p50 * 3},
 				HopCPU:      hop,
 				UpstreamCPU: -1,
 				ClientCPU:   -1,
-			})
+			}})
 		}
 	}
 	return r
@@ -162,7 +161,7 @@ func TestMarkdown(t *testing.T) {
 	t.Parallel()
 	r := sample()
 	r.Notes = []string{"a note\nover | two lines"}
-	r.Runs = append(r.Runs, report.Run{Path: "gatehouse", Size: 64, Sessions: 1, Repeat: 4, Failed: "boom | bang\nsecond line"})
+	r.Runs = append(r.Runs, report.Run{Path: "gatehouse", Size: 64, Sessions: 1, Repeat: 4, Outcome: report.Outcome{Failed: "boom | bang\nsecond line"}})
 	md := r.Markdown()
 	for _, want := range []string{
 		"# Gatehouse benchmarks",

@@ -68,6 +68,11 @@ func (s Summary) IQR() float64 { return s.Q3 - s.Q1 }
 // Range is the full spread, Max − Min.
 func (s Summary) Range() float64 { return s.Max - s.Min }
 
+// Scale is s in another unit: every figure but N multiplied by k (µs to ms: 1e-3).
+func (s Summary) Scale(k float64) Summary {
+	return Summary{N: s.N, Min: s.Min * k, Q1: s.Q1 * k, Median: s.Median * k, Q3: s.Q3 * k, Max: s.Max * k}
+}
+
 // Micros converts durations to microseconds, the unit latencies are
 // summarised in.
 func Micros(ds []time.Duration) []float64 {

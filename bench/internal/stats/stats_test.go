@@ -173,6 +173,18 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
+func TestSummaryScale(t *testing.T) {
+	t.Parallel()
+	got := stats.Summarize([]float64{1500, 2500, 4000}).Scale(1e-3)
+	want := stats.Summary{N: 3, Min: 1.5, Q1: 2, Median: 2.5, Q3: 3.25, Max: 4}
+	if got.N != want.N || !same(got.Min, want.Min) || !same(got.Q1, want.Q1) || !same(got.Median, want.Median) || !same(got.Q3, want.Q3) || !same(got.Max, want.Max) {
+		t.Fatalf("Scale(1e-3) = %+v, want %+v", got, want)
+	}
+	if empty := stats.Summarize(nil).Scale(1e-3); empty.N != 0 || !math.IsNaN(empty.Median) {
+		t.Errorf("an empty summary scaled = %+v, want N 0 and NaN figures", empty)
+	}
+}
+
 func TestLatencies(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

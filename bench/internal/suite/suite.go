@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,9 +38,7 @@ var AllPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse}
 
 // Config is one benchmark.
 type Config struct {
-	// Repo is the root of the Gatehouse work tree (it holds go.work); the
-	// echo server and the gateway are built from it.
-	Repo string
+	Setup
 	// Sessions are the concurrency levels; Sizes the echo arguments sizes.
 	Sessions []int
 	Sizes    []int
@@ -56,27 +53,9 @@ type Config struct {
 	// ProbeAppends is how many fdatasynced appends the audit-disk probe
 	// times before each interleaved cycle; 0 means DefaultProbeAppends.
 	ProbeAppends int
-	// Quick marks a smoke-test run in the report.
-	Quick bool
-	// Protocol is the MCP protocol version the client initializes with.
-	Protocol string
-	// Paths to measure (keys above); empty means AllPaths.
-	Paths []string
-	// GatehouseBin is a prebuilt gateway; empty builds ./cmd/gatehouse.
-	GatehouseBin string
-	// GatehouseArgs are extra flags for `gatehouse up`.
-	GatehouseArgs []string
 	// FloorCommand is the argv that runs a floor server (floor.Serve) when
 	// followed by its flags: this program re-executed.
 	FloorCommand []string
-	// RunTimeout bounds each run, so a wedged path cannot hang the benchmark.
-	RunTimeout time.Duration
-	// KeepWorkDir leaves binaries, configs and logs behind for inspection.
-	KeepWorkDir bool
-	// Command is the command line, for the report.
-	Command string
-	// Progress receives one line per run.
-	Progress io.Writer
 }
 
 // CallsFor is the number of measured calls per run of a workload. The
@@ -109,13 +88,9 @@ func (c Config) probeAppends() int {
 	return c.ProbeAppends
 }
 
-func (c Config) validate() error {
+// problems are what is wrong with the workloads of c.
+func (c Config) problems() []error {
 	var errs []error
-	if c.Repo == "" {
-		errs = append(errs, errors.New("no repository root"))
-	} else if _, err := os.Stat(filepath.Join(c.Repo, "go.work")); err != nil {
-		errs = append(errs, fmt.Errorf("%s is not the Gatehouse work tree (no go.work): run from the repository root or pass -repo", c.Repo))
-	}
 	if len(c.Sessions) == 0 || slices.ContainsFunc(c.Sessions, func(n int) bool { return n < 1 || n > 4096 }) {
 		errs = append(errs, fmt.Errorf("sessions %v: want 1 to 4096 each", c.Sessions))
 	}
@@ -131,18 +106,10 @@ func (c Config) validate() error {
 	if c.Warmup < 0 || c.Repeats < 1 || c.Repeats > 1000 {
 		errs = append(errs, fmt.Errorf("warmup %d, repeats %d: want warmup ≥ 0 and 1 to 1000 repeats", c.Warmup, c.Repeats))
 	}
-	for _, p := range c.Paths {
-		if !slices.Contains(AllPaths, p) {
-			errs = append(errs, fmt.Errorf("path %q: want one of %s", p, strings.Join(AllPaths, ", ")))
-		}
-	}
 	if len(c.FloorCommand) == 0 {
 		errs = append(errs, errors.New("no floor command"))
 	}
-	if c.RunTimeout <= 0 {
-		errs = append(errs, errors.New("run timeout must be positive"))
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // path is one way to the echo tool, ready to dial.
@@ -155,25 +122,9 @@ type path struct {
 
 // Run runs the benchmark described by cfg.
 func Run(ctx context.Context, cfg Config) (*report.Report, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Prepare(AllPaths, cfg.problems()...); err != nil {
 		return nil, err
 	}
-	if len(cfg.Paths) == 0 {
-		cfg.Paths = AllPaths
-	}
-	if cfg.Progress == nil {
-		cfg.Progress = io.Discard
-	}
-	work, err := os.MkdirTemp("", "gatebench-")
-	if err != nil {
-		return nil, err
-	}
-	if cfg.KeepWorkDir {
-		fmt.Fprintf(cfg.Progress, "work directory (kept): %s\n", work)
-	} else {
-		defer os.RemoveAll(work)
-	}
-
 	rep := &report.Report{
 		Machine: DescribeMachine(ctx, cfg.Repo),
 		Params: report.Params{
@@ -196,9 +147,15 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 		}
 	}
 
+	fl, err := NewFleet(cfg.Setup, "gatebench-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { rep.Notes = append(rep.Notes, fl.Close()...) }()
+
 	// The audit disk: floor 3's journal, the probe's file and the gateway's
 	// data dir are siblings in the work directory, so on one file system.
-	diskDir := filepath.Join(work, "disk")
+	diskDir := filepath.Join(fl.Work, "disk")
 	if err := os.Mkdir(diskDir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit disk dir: %w", err)
 	}
@@ -208,8 +165,7 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	}
 	defer probe.Close()
 
-	f := &fleet{cfg: cfg, work: work, diskDir: diskDir, progress: cfg.Progress}
-	defer f.stopAll(rep)
+	f := &fleet{Fleet: fl, cfg: cfg, diskDir: diskDir}
 	paths, err := f.start(ctx, rep)
 	if err != nil {
 		return nil, err
@@ -280,51 +236,18 @@ func prime(ctx context.Context, cfg Config, paths []*path, rep *report.Report) [
 
 // measure makes one run and turns it into a report row.
 func measure(ctx context.Context, cfg Config, p *path, size, sessions, repeat int) report.Run {
-	run := report.Run{Path: p.info.Name, Size: size, Sessions: sessions, Repeat: repeat, HopCPU: -1, UpstreamCPU: -1, ClientCPU: -1}
-	var hop0, up0, client0 time.Duration
-	self := os.Getpid()
-	lc := loadgen.Config{
-		Sessions: sessions,
-		Calls:    cfg.CallsFor(size, sessions),
-		Warmup:   cfg.warmupPerSession(sessions),
-		OnStart: func() {
-			hop0 = cpuTime(p.hop)
-			up0 = cpuTime(p.upstream)
-			client0 = pidCPUTime(self)
+	out := Measure(ctx, Measurement{
+		Load: loadgen.Config{
+			Sessions: sessions,
+			Calls:    cfg.CallsFor(size, sessions),
+			Warmup:   cfg.warmupPerSession(sessions),
 		},
-		OnEnd: func() {
-			if client0 >= 0 {
-				if t := pidCPUTime(self); t >= 0 {
-					run.ClientCPU = t - client0
-				}
-			}
-			if hop0 >= 0 {
-				if t := cpuTime(p.hop); t >= 0 {
-					run.HopCPU = t - hop0
-				}
-			}
-			if up0 >= 0 {
-				if t := cpuTime(p.upstream); t >= 0 {
-					run.UpstreamCPU = t - up0
-				}
-			}
-		},
-	}
-	runCtx, cancel := context.WithTimeout(ctx, cfg.RunTimeout)
-	defer cancel()
-	res, err := loadgen.Run(runCtx, lc, p.dialers[size])
-	if err != nil {
-		run.Failed = err.Error()
-		return run
-	}
-	run.Calls = len(res.Latencies)
-	run.Errors = res.Errors
-	if res.FirstError != nil {
-		run.FirstError = res.FirstError.Error()
-	}
-	run.Elapsed = res.Elapsed
-	run.Latency = stats.Latencies(res.Latencies)
-	return run
+		Dial:      p.dialers[size],
+		Timeout:   cfg.RunTimeout,
+		Hop:       p.hop,
+		Upstreams: []*proc.Process{p.upstream},
+	})
+	return report.Run{Path: p.info.Name, Size: size, Sessions: sessions, Repeat: repeat, Outcome: out}
 }
 
 // measureProbe times appends fdatasynced appends to j: the audit disk's
@@ -347,23 +270,6 @@ func probeLine(p report.Probe) string {
 		return head + " FAILED: " + p.Failed
 	}
 	return fmt.Sprintf("%s %d appends  p50 %7.0f µs  p99 %7.0f µs", head, p.Appends, p.Latency.P50, p.Latency.P99)
-}
-
-// cpuTime is the CPU time of p so far, or -1 when p is nil or unreadable.
-func cpuTime(p *proc.Process) time.Duration {
-	if p == nil {
-		return -1
-	}
-	return pidCPUTime(p.PID())
-}
-
-// pidCPUTime is the CPU time of pid so far, or -1 when unreadable.
-func pidCPUTime(pid int) time.Duration {
-	d, err := proc.CPUTime(pid)
-	if err != nil {
-		return -1
-	}
-	return d
 }
 
 func progressLine(r report.Run) string {

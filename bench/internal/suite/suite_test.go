@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/bench/internal/benchtest"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/floor"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/suite"
 )
@@ -29,25 +29,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-// repoRoot finds the work tree above the test's directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("not inside the Gatehouse work tree")
-		}
-		dir = parent
-	}
 }
 
 func TestCallsFor(t *testing.T) {
@@ -74,9 +55,9 @@ func TestCallsFor(t *testing.T) {
 
 func TestRunRejectsConfig(t *testing.T) {
 	t.Parallel()
-	root := repoRoot(t)
+	root := benchtest.RepoRoot(t)
 	valid := func() suite.Config {
-		return suite.Config{Repo: root, Sessions: []int{1}, Sizes: []int{64}, Repeats: 1, FloorCommand: []string{"x"}, RunTimeout: time.Minute}
+		return suite.Config{Setup: suite.Setup{Repo: root, RunTimeout: time.Minute}, Sessions: []int{1}, Sizes: []int{64}, Repeats: 1, FloorCommand: []string{"x"}}
 	}
 	tests := []struct {
 		name    string
@@ -114,21 +95,23 @@ func TestRunFloors(t *testing.T) {
 		t.Skip("builds and starts processes")
 	}
 	t.Parallel()
-	root := repoRoot(t)
+	root := benchtest.RepoRoot(t)
 	var progress strings.Builder
 	rep, err := suite.Run(t.Context(), suite.Config{
-		Repo:         root,
+		Setup: suite.Setup{
+			Repo:         root,
+			Protocol:     "2025-11-25",
+			GatehouseBin: "/bin/false", // exits at once: the path is noted and skipped
+			RunTimeout:   time.Minute,
+			Progress:     &progress,
+		},
 		Sessions:     []int{1, 3},
 		Sizes:        []int{64, 1024},
 		Calls:        30,
 		Warmup:       6,
 		Repeats:      2,
 		ProbeAppends: 3,
-		Protocol:     "2025-11-25",
-		GatehouseBin: "/bin/false", // exits at once: the path is noted and skipped
 		FloorCommand: []string{os.Args[0], "serve-floor"},
-		RunTimeout:   time.Minute,
-		Progress:     &progress,
 	})
 	if err != nil {
 		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
