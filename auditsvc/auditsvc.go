@@ -22,6 +22,7 @@ import (
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -100,9 +101,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Service appends records to the log.
 type Service struct {
-	log    *chainLog
-	logger *slog.Logger
-	now    func() time.Time
+	log     *chainLog
+	logger  *slog.Logger
+	now     func() time.Time
+	metrics *telemetry.AuditMetrics // nil: metrics off (metrics.go)
 }
 
 // New opens or creates <cfg.Dir>/audit.log and recovers it: it verifies the whole chain
@@ -110,7 +112,7 @@ type Service struct {
 // with a warning, appends durably an OUTCOME_UNKNOWN record (error "gateway stopped before
 // the outcome was recorded") for every decision record without an outcome, and continues the
 // chain from the last record. If those records cannot be written, New fails.
-func New(cfg Config, logger *slog.Logger) (*Service, error) {
+func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("auditsvc: a directory is required")
 	}
@@ -161,7 +163,14 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	l.start()
 	logger.Info("audit log open", "path", path, "records", l.seq, "max_batch", cfg.MaxBatch,
 		"max_queue", cfg.MaxQueue, "max_queue_bytes", cfg.MaxQueueBytes, "commit_delay", cfg.CommitDelay)
-	return &Service{log: l, logger: logger, now: time.Now}, nil
+	s := &Service{log: l, logger: logger, now: time.Now}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			_ = l.close(context.Background())
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Path is the log file's path.
@@ -191,7 +200,9 @@ func (s *Service) Close(ctx context.Context) error { return s.log.close(ctx) }
 // written); Unavailable when it cannot be made durable (disk full, failed write or fsync,
 // closing: it is not in the log); Canceled or DeadlineExceeded when ctx ended first (for a
 // durable append the record may still be committed).
-func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (*connect.Response[auditv1.AppendResponse], error) {
+func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (_ *connect.Response[auditv1.AppendResponse], err error) {
+	start := time.Now()
+	defer func() { s.metrics.Append(req.Msg.GetDeferred(), time.Since(start), err != nil) }()
 	rec := req.Msg.GetRecord()
 	if err := validateRecord(rec); err != nil {
 		return nil, toConnect(err)

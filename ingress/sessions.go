@@ -70,6 +70,7 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 			Tenant: x.principal.GetTenant(), Server: x.server, Method: "initialize", Phase: auditv1.Phase_PHASE_COMPLETE,
 			Outcome: auditv1.Outcome_OUTCOME_DENIED, Error: errDenied.Name, BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(),
 		}
+		s.metrics.Denied(rec.Tenant, rec.Server)
 		if err := s.appendRecord(ctx, rec, false); err != nil {
 			s.refuse(x, m.ID, errAuditUnavailable, err)
 			return

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return true, nil
 		},
 		Build: func(ctx context.Context, env *svcmain.Env) (*svcmain.Serving, error) {
-			svc, err := auditsvc.New(cfg, env.Logger)
+			svc, err := auditsvc.New(cfg, env.Logger, auditsvc.WithMetrics(env.Metrics))
 			if err != nil {
 				return nil, err
 			}
