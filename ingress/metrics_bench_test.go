@@ -25,7 +25,19 @@ func BenchmarkToolsCallMetrics(b *testing.B) {
 			name = "on"
 		}
 		b.Run(name, func(b *testing.B) {
-			deps := ingress.Deps{Auth: newFakeAuth(), Policy: fakePolicy{permits: &permitLog{}}, Bridge: newFakeBridge(), Audit: newFakeAudit(),
+			audit := newFakeAudit()
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() { // the fake signals each append on a bounded channel: drain it
+				for {
+					select {
+					case <-audit.appended:
+					case <-stop:
+						return
+					}
+				}
+			}()
+			deps := ingress.Deps{Auth: newFakeAuth(), Policy: fakePolicy{permits: &permitLog{}}, Bridge: newFakeBridge(), Audit: audit,
 				Catalog: fakeCatalog{}, Sessions: &fakeSessions{records: map[string]sessionstore.Record{}}}
 			if on {
 				deps.Metrics = prometheus.NewRegistry()
@@ -67,4 +79,3 @@ func BenchmarkToolsCallMetrics(b *testing.B) {
 		})
 	}
 }
-
