@@ -5,7 +5,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen internal authsvc policysvc registrysvc bridgesvc auditsvc ingress cmd/gatehouse tests bench examples
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools generate check-generate lint test test-go test-race test-modules node-deps bench bench-quick up clean
+.PHONY: all tools generate check-generate lint test test-go test-race test-modules node-deps test-rules bench bench-quick up clean
 
 all: test
 
@@ -44,7 +44,14 @@ test-go:
 test-race: node-deps
 	go test -race -count=1 -timeout 20m ./tests/... ./ingress/... ./bridgesvc/... ./internal/... ./auditsvc/...
 
-test: check-generate lint test-modules test-go test-race
+# The Prometheus alerting rules, unit-tested with promtool (Debian's package prometheus,
+# installed once when missing, as root: CI runs as root).
+test-rules:
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	promtool check rules deploy/prometheus/gatehouse-rules.yaml
+	cd deploy/prometheus && promtool test rules *_test.yaml
+
+test: check-generate lint test-modules test-rules test-go test-race
 
 # tools/call against the floors, then tools/list of a large aggregated list.
 bench:

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -143,7 +144,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 type Option func(*options)
 
 type options struct {
-	anchor Anchor
+	anchor  Anchor
+	metrics prometheus.Registerer
 }
 
 // WithAnchor keeps the latest checkpoint in a (etcd: EtcdAnchor), outside the log's
@@ -163,6 +165,7 @@ type Service struct {
 	// token and calls within the process are always served).
 	authorize rpcserver.Authorizer
 	verifying atomic.Bool
+	metrics   *telemetry.AuditMetrics // nil: metrics off (metrics.go)
 }
 
 // New opens or creates <cfg.Dir>/audit.log and recovers it: it verifies the whole chain
@@ -251,6 +254,14 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
 	svc := &Service{log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now, anchor: o.anchor, authorize: cfg.Authorize}
+	if o.metrics != nil {
+		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords)
+		if err != nil {
+			_ = l.close(context.Background())
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+		svc.metrics, l.metrics = m, m
+	}
 	if key != nil {
 		if err := l.startCheckpoints(key, o.anchor, uint64(cfg.CheckpointRecords), cfg.CheckpointInterval); err != nil {
 			_ = l.close(context.Background())
@@ -318,7 +329,11 @@ func (s *Service) Close(ctx context.Context) error {
 // durable append the record may still be committed).
 func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.AppendRequest]) (_ *connect.Response[auditv1.AppendResponse], err error) {
 	ctx, span := telemetry.StartHandler(ctx, tracerScope, auditv1connect.AuditServiceAppendProcedure)
-	defer func() { s.endAppend(ctx, span, req.Msg, err) }()
+	start := time.Now()
+	defer func() {
+		s.metrics.Append(req.Msg.GetDeferred(), time.Since(start), err != nil)
+		s.endAppend(ctx, span, req.Msg, err)
+	}()
 	rec := req.Msg.GetRecord()
 	if err := validateRecord(rec); err != nil {
 		return nil, toConnect(err)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 )
 
 // logFile is what the log needs of its file; tests substitute one that fails.
@@ -97,8 +99,10 @@ type chainLog struct {
 	prev     []byte // hex hash of the last durable record
 	size     int64  // bytes durable in the file
 	batch    []*pending
-	buf      []byte
-	h        hashWriter
+	// metrics: nil without WithMetrics.
+	metrics *telemetry.AuditMetrics
+	buf     []byte
+	h       hashWriter
 }
 
 // pending is one queued record and, once done is closed, its outcome. A pending without a
@@ -435,6 +439,7 @@ func (l *chainLog) commitQueued() {
 	l.queue = l.queue[:rest]
 	l.mu.Unlock()
 
+	l.metrics.Batch(n)
 	l.buf = l.commit(l.h, l.buf[:0], batch)
 	if cap(l.buf) > maxKeptBuffer {
 		l.buf = nil // a rare huge batch should not pin its buffer

@@ -241,6 +241,7 @@ func (s *Service) onTransition(tr breaker.Transition) {
 		attrs = append(attrs, "retry_at", tr.RetryAt.UTC().Format(time.RFC3339Nano))
 	}
 	s.log.Log(context.Background(), level, "circuit breaker "+tr.To.String(), attrs...)
+	s.metrics.Transition(tr.Server, breakerGauge(tr.To), tr.To.String())
 	if s.audit == nil {
 		return
 	}

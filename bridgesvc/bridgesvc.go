@@ -25,6 +25,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"github.com/gatehouse-mcp/gatehouse/internal/upstreamtoken"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/breaker"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/stdio"
@@ -97,6 +98,8 @@ type Config struct {
 	BreakerWindow   time.Duration
 	BreakerCooldown time.Duration
 	BreakerProbes   int
+	// MetricsMaxServers bounds the server label of the breaker metrics (past it: "other").
+	MetricsMaxServers int
 }
 
 // RegisterFlags registers the configuration's flags on fs with their defaults. Environment
@@ -114,6 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DefaultCallTimeout, "call-timeout", DefaultCallTimeout, "how long a call waits for the upstream's answer when its server sets no timeout (at most 1h)")
 	fs.StringVar(&c.AuditAddr, "audit-addr", "", "host:port of auditsvc, which records the circuit breakers' transitions (empty: logged only)")
 	c.registerBreakerFlags(fs)
+	fs.IntVar(&c.MetricsMaxServers, "metrics-max-servers", telemetry.DefaultMaxServers, "distinct server labels in the breaker metrics; further servers are counted as \"other\"")
 }
 
 func (c *Config) validate() error {
@@ -179,6 +183,9 @@ type Service struct {
 	audit       AuditAppender
 	transitions *transitionLog
 	stopLog     sync.Once
+	// metrics: nil without WithMetrics (metrics.go).
+	metricsReg prometheus.Registerer
+	metrics    *telemetry.BridgeMetrics
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -258,6 +265,9 @@ func New(cfg Config, servers Catalog, logger *slog.Logger, opts ...Option) (*Ser
 	}
 	if r, ok := servers.(interface{ Ready() <-chan struct{} }); ok {
 		s.ready = r.Ready()
+	}
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -231,6 +231,7 @@ func (e ending) outcome() (auditv1.Outcome, string) {
 //     context detached from the host; in strict mode the record is durable before the
 //     answer, and the answer is withheld if it cannot be.
 func (s *Service) conclude(ctx context.Context, c *call, rec *auditv1.Record, r replier, end ending) {
+	s.observeCall(c, end) // metrics.go
 	if end.quota != nil {
 		s.concludeQuota(ctx, c, rec, r, end) // counted into one record per principal and window
 		return

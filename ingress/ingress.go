@@ -26,6 +26,8 @@ import (
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/sessionstore"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Supported lists the protocol revisions the Streamable HTTP surface accepts, oldest first.
@@ -88,6 +90,8 @@ type Config struct {
 	// QuotaAuditWindow is how long refusals by quota are counted into one audit record per
 	// principal and server before it is written (quota.go).
 	QuotaAuditWindow time.Duration
+	// Metrics bounds the labels of the call metrics (--metrics-max-*).
+	Metrics telemetry.Bounds
 }
 
 // Defaults of the limits: the flags' defaults, and what New fills in for a Config built
@@ -142,6 +146,7 @@ func (c *Config) RegisterGuardFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ListPageSize, "list-page-size", 0, "most items in one page of the aggregated endpoint's lists (0: one page of every server merged)")
 	fs.DurationVar(&c.ListTimeout, "list-timeout", defaultListTimeout, "longest one server's part of an aggregated list may take (the server is left out beyond)")
 	fs.DurationVar(&c.QuotaAuditWindow, "quota-audit-window", DefaultQuotaAuditWindow, "refusals by quota are audited as one record per principal and server for each such window (1s to 1h), with their count")
+	c.Metrics.RegisterFlags(fs)
 	fs.DurationVar(&c.RevocationHeartbeat, "revocation-heartbeat", defaultRevocationHeartbeat, "how often authsvc's revocation stream must show it is alive (1s to 60s); three missed heartbeats count as a broken stream")
 }
 
@@ -233,6 +238,9 @@ type Deps struct {
 	// Registry takes reports of pinned servers' tools (pins.go); nil hides every tool of a
 	// pinned server that is not already pinned.
 	Registry Registry
+	// Metrics, when set, is where the call metrics are registered (served at /metrics by the
+	// binary); nil counts nothing.
+	Metrics prometheus.Registerer
 }
 
 // Service serves the MCP surface.
@@ -254,6 +262,7 @@ type Service struct {
 	now        func() time.Time
 	maxBody    int64
 	ready      atomic.Bool
+	metrics    *telemetry.CallMetrics // nil: metrics off
 	// refusals counts refusals by quota into one audit record per principal and window
 	// (quota.go), flushed by a goroutine that Close stops.
 	refusals  refusalTally
@@ -301,6 +310,11 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, deps: deps, logger: logger, guard: g, tls: tc, now: time.Now, maxBody: cfg.MaxBodyBytes}
+	if deps.Metrics != nil {
+		if err := s.registerMetrics(deps.Metrics); err != nil {
+			return nil, fmt.Errorf("ingress: %w", err)
+		}
+	}
 	s.draining, s.endDraining = context.WithCancel(context.Background())
 	s.tallyStop, s.tallyDone = make(chan struct{}), make(chan struct{})
 	go s.tallyRefusals(cfg.QuotaAuditWindow)

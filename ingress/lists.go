@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 )
 
 // Discovery equals authorization: a list an upstream answers shows the host only the items a
@@ -63,6 +64,9 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 			// An item without a name cannot be decided: it is not listed.
 			names[i], _ = stringOf(it[start:end])
 		}
+	}
+	if kind.action == telemetry.MethodToolsCall {
+		s.metrics.Listed(c.server, names) // the only tool names metrics label (metrics.go)
 	}
 	kept := make([][]byte, 0, len(items))
 	for start := 0; start < len(items); start += maxFilterNames {

@@ -73,6 +73,7 @@ func (s *Service) initialize(x *exchange, m *jsonrpc.Message) {
 			Outcome: auditv1.Outcome_OUTCOME_DENIED, Error: errDenied.Name, BundleVersion: d.GetBundleVersion(), PolicyIds: d.GetPolicyIds(),
 			Decision: decisionOf(d), Input: input,
 		}
+		s.metrics.Denied(rec.Tenant, rec.Server)
 		if err := s.appendRecord(ctx, rec, false); err != nil {
 			s.refuse(x, m.ID, errAuditUnavailable, err)
 			return

@@ -68,7 +68,8 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
 	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "key-prefix"}
-	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr", "audit-addr")...)
+	// The bridge's metrics bound is the ingress's --metrics-max-servers.
+	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr", "audit-addr", "metrics-max-servers")...)
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
 	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir", "auth-addr", "policy-addr")...)
@@ -82,7 +83,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	fs := flag.NewFlagSet("gatehouse up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: gatehouse up [flags]\n\nEvery flag also reads GATEHOUSE_<FLAG> (GATEHOUSE_DATA_DIR). Secrets come from the\nenvironment or a file: %s[_FILE] (the dev principal's token),\n%s[_FILE] (the internal RPCs' token; random when unset).\n\n", devTokenEnv, svcmain.InternalTokenEnv)
+		fmt.Fprintf(stderr, "usage: gatehouse up [flags]\n\nEvery flag also reads GATEHOUSE_<FLAG> (GATEHOUSE_DATA_DIR). Secrets come from the\nenvironment or a file: %s[_FILE] (the dev principal's token),\n%s[_FILE] (the internal RPCs' token; random when unset),\n%s[_FILE] (the bearer token of /metrics; unset: loopback scrapes only).\n\n", devTokenEnv, svcmain.InternalTokenEnv, telemetry.MetricsTokenEnv)
 		fs.PrintDefaults()
 	}
 	cfg.registerFlags(fs)
@@ -105,6 +106,10 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 			logger.Warn("traces not flushed", "err", err)
 		}
 	}()
+	metricsToken, err := svcmain.ReadSecret(getenv, telemetry.MetricsTokenEnv)
+	if err != nil {
+		return err
+	}
 	devTokenValue, err := svcmain.ReadSecret(getenv, devTokenEnv)
 	if err != nil {
 		return err
@@ -158,6 +163,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
 	// handlers finish and commit their audit records before the audit log closes (and the
 	// registry, which records quarantines and approvals, closes before it too).
+	// One registry for every service of the process, served at /metrics on the one port.
+	metrics := telemetry.NewRegistry()
 	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
 	// Laptop mode keeps the key that signs the audit log's checkpoints under the data
 	// directory but outside the audit directory (minted on first start): it shows a change
@@ -170,7 +177,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		}
 	}
 	cfg.Audit.Authorize = askPolicy // operators' Verify, Query and Tail
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey)))
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey)), auditsvc.WithMetrics(metrics))
 	if err != nil {
 		return err
 	}
@@ -224,7 +231,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	}
 	// The bridge mints gateway-jwt tokens with authsvc in this process, and records its
 	// circuit breakers' transitions in its audit log.
-	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth), bridgesvc.WithAudit(audit))
+	cfg.Bridge.MetricsMaxServers = cfg.Ingress.Metrics.MaxServers
+	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth), bridgesvc.WithAudit(audit), bridgesvc.WithMetrics(metrics))
 	if err != nil {
 		return err
 	}
@@ -247,6 +255,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		Catalog:  cat,
 		Sessions: sessions,
 		Registry: registry,
+		Metrics:  metrics,
 	}, logger.With("svc", "ingress"))
 	if err != nil {
 		return err
@@ -265,6 +274,9 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux.Handle("/servers/", public)
 	mux.Handle("/mcp", public)
 	mux.Handle("/healthz", public)
+	// Public like /healthz, but answered only with the metrics token (or, without one, to
+	// loopback peers): the metrics name tenants, servers and tools (telemetry.Handler).
+	mux.Handle("GET /metrics", telemetry.Handler(metrics, metricsToken))
 	mux.Handle("/.well-known/oauth-protected-resource", public)
 	mux.Handle("/.well-known/oauth-protected-resource/", public)
 	mux.Handle("/.well-known/jwks.json", public)

@@ -22,6 +22,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdclient"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -80,6 +81,12 @@ type Env struct {
 	Client *http.Client
 	// Stdout is where usage and one-shot output go.
 	Stdout io.Writer
+	// Metrics is the process's registry, served at /metrics on the service's port; the
+	// service registers its own metrics on it.
+	Metrics *prometheus.Registry
+	// MetricsToken is the bearer token a scrape must carry (telemetry.MetricsTokenEnv); ""
+	// answers loopback peers only.
+	MetricsToken string
 }
 
 // Serving is what a built service serves and how it stops.
@@ -171,7 +178,12 @@ func Main(ctx context.Context, spec Spec, args []string, getenv func(string) str
 	if token == "" {
 		logger.Warn("DEVELOPMENT MODE: no internal token (--" + FlagInsecureNoToken + "): anyone who can reach the port can call this service's RPCs")
 	}
-	env := &Env{Logger: logger, Token: token, Client: rpcserver.WithToken(rpcserver.NewClient(), token), Stdout: stdout}
+	metricsToken, err := ReadSecret(getenv, telemetry.MetricsTokenEnv)
+	if err != nil {
+		return err
+	}
+	env := &Env{Logger: logger, Token: token, Client: rpcserver.WithToken(rpcserver.NewClient(), token), Stdout: stdout,
+		Metrics: telemetry.NewRegistry(), MetricsToken: metricsToken}
 	if spec.Etcd == EtcdRequired || spec.Etcd == EtcdOptional && len(etcdCfg.EndpointList()) > 0 {
 		kv, err := etcdclient.Dial(etcdCfg, logger)
 		if err != nil {
@@ -206,17 +218,20 @@ func serve(ctx context.Context, addr string, drain time.Duration, env *Env, s *S
 		newServer = rpcserver.NewServer
 	}
 	var mux *rpcserver.Mux
-	var srv *http.Server
+	var h http.Handler
 	if s.Handler != nil {
-		srv = newServer(s.Handler)
+		h = s.Handler
 	} else {
 		mux = rpcserver.NewMux(s.Handlers...)
 		if s.CallerAuth != nil {
-			srv = newServer(rpcserver.Guard(env.Token, s.CallerAuth, s.OpenToCallers, mux))
+			h = rpcserver.Guard(env.Token, s.CallerAuth, s.OpenToCallers, mux)
 		} else {
-			srv = newServer(rpcserver.RequireToken(env.Token, mux))
+			h = rpcserver.RequireToken(env.Token, mux)
 		}
 	}
+	// /metrics is outside the internal token: Prometheus gets the metrics token, never the
+	// key to every internal RPC.
+	srv := newServer(telemetry.WithMetrics(h, env.Metrics, env.MetricsToken))
 	env.Logger.Info("serving", append([]any{"addr", ln.Addr().String()}, s.LogAttrs...)...)
 	return rpcserver.ServeUntil(ctx, ln, srv, rpcserver.Shutdown{Mux: mux, Stopping: s.Stopping, Drain: drain}, env.Logger)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,6 +247,16 @@ func TestMainServes(t *testing.T) {
 			}
 			if got := strings.Contains(out.String(), `"level":"WARN"`); got != tt.wantWarn {
 				t.Errorf("WARN logged %v, want %v:\n%s", got, tt.wantWarn, out.String())
+			}
+			// /metrics is served on the port, outside the internal token (to loopback).
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "go_goroutines") {
+				t.Errorf("GET /metrics: %d %.200s", resp.StatusCode, body)
 			}
 			cancel()
 			if err := <-done; err != nil {

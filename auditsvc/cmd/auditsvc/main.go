@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				cfg.Authorize = rpcserver.PolicyAuthorizer(policyv1connect.NewPolicyServiceClient(env.Client, rpcserver.BaseURL(cfg.PolicyAddr)))
 			}
 			// With etcd (--etcd-endpoints), the latest signed checkpoint is anchored there.
-			var opts []auditsvc.Option
+			opts := []auditsvc.Option{auditsvc.WithMetrics(env.Metrics)}
 			if env.Etcd != nil {
 				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey)))
 			}

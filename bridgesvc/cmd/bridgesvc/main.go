@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				return nil, errors.New("-registry-addr (or GATEHOUSE_BRIDGE_REGISTRY_ADDR) is required")
 			}
 			cat := catalog.New()
-			var opts []bridgesvc.Option
+			opts := []bridgesvc.Option{bridgesvc.WithMetrics(env.Metrics)}
 			if cfg.AuthAddr != "" {
 				opts = append(opts, bridgesvc.WithUpstreamTokens(authv1connect.NewAuthServiceClient(env.Client, rpcserver.BaseURL(cfg.AuthAddr))))
 			}

@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			// Drop sessions ended on any replica (DELETE, expiry) from this replica's cache.
 			go sessions.Watch(ctx, nil)
 			svc, err := ingress.New(cfg, ingress.Deps{
+				Metrics:  env.Metrics,
 				Auth:     ingress.RemoteAuth(authv1connect.NewAuthServiceClient(client, rpcserver.BaseURL(cfg.AuthAddr))),
 				Policy:   policyv1connect.NewPolicyServiceClient(client, rpcserver.BaseURL(cfg.PolicyAddr)),
 				Bridge:   ingress.RemoteBridge(bridgev1connect.NewBridgeServiceClient(client, rpcserver.BaseURL(cfg.BridgeAddr)), env.Logger),
