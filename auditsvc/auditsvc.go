@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc/alerts"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
@@ -118,6 +119,10 @@ type Config struct {
 	// asks whether they may (admin/audit.read).
 	AuthAddr   string
 	PolicyAddr string
+	// AlertFile is a gatehouse YAML file whose alerts: section sets the alert rules over
+	// the committed records and the appends (package alerts); empty, or no such section: no
+	// alerts.
+	AlertFile string
 	// Authorize decides operators' Query and Tail (admin/audit.read); nil refuses them. Not
 	// a flag: the binary makes it from PolicyAddr, single-process mode from its policysvc.
 	Authorize rpcserver.Authorizer
@@ -137,6 +142,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.SegmentBytes, "segment-bytes", defaultSegmentBytes, "size past which the log starts a new segment file")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM file of the Ed25519 key that signs checkpoints of the log's head (outside --dir; empty: no checkpoints)")
 	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCheckpointRecords, "sign a checkpoint of the head after this many records")
+	fs.StringVar(&c.AlertFile, "alert-config", "", "YAML file whose alerts: section sets the alert rules and webhook (see docs/observability.md; empty: no alerts)")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", defaultCheckpointInterval, "sign a checkpoint of the head at least this often while records come")
 }
 
@@ -166,6 +172,9 @@ type Service struct {
 	authorize rpcserver.Authorizer
 	verifying atomic.Bool
 	metrics   *telemetry.AuditMetrics // nil: metrics off (metrics.go)
+	// alerts evaluates the alert rules (alerting.go); nil: none configured.
+	alerts     *alerts.Engine
+	alertsDone chan struct{}
 }
 
 // New opens or creates <cfg.Dir>/audit.log and recovers it: it verifies the whole chain
@@ -270,6 +279,10 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 		svc.publicKey = key.Public().(ed25519.PublicKey)
 	}
 	l.notice.publish(l.seq, l.size)
+	if err := svc.startAlerts(cfg.AlertFile, o); err != nil {
+		_ = l.close(context.Background())
+		return nil, fmt.Errorf("auditsvc: %w", err)
+	}
 	l.start()
 	logger.Info("audit log open", "dir", cfg.Dir, "segment", l.segName, "records", l.seq, "max_batch", cfg.MaxBatch,
 		"max_queue", cfg.MaxQueue, "max_queue_bytes", cfg.MaxQueueBytes, "commit_delay", cfg.CommitDelay,
@@ -309,8 +322,10 @@ func (s *Service) Handlers() []rpcserver.Handler {
 // Close stops accepting records, commits those already queued (deferred ones included), and
 // closes the log.
 func (s *Service) Close(ctx context.Context) error {
-	s.reads.close() // Tail streams end
-	return s.log.close(ctx)
+	s.reads.close() // Tail streams end, and the alerts' follower
+	err := s.log.close(ctx)
+	s.stopAlerts(ctx)
+	return err
 }
 
 // Append implements auditv1connect.AuditServiceHandler. It validates the record (see
@@ -332,6 +347,7 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.Appen
 	start := time.Now()
 	defer func() {
 		s.metrics.Append(req.Msg.GetDeferred(), time.Since(start), err != nil)
+		s.alerts.ObserveAppend(!req.Msg.GetDeferred(), time.Since(start), connect.CodeOf(err) == connect.CodeUnavailable) // not durable: fail closed
 		s.endAppend(ctx, span, req.Msg, err)
 	}()
 	rec := req.Msg.GetRecord()

@@ -72,7 +72,8 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	svcmain.Import(fs, c.Bridge.RegisterFlags, "bridge", append(set, "auth-addr", "audit-addr", "metrics-max-servers")...)
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
-	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir", "auth-addr", "policy-addr")...)
+	// The alert rules are the config file's alerts: section.
+	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir", "auth-addr", "policy-addr", "alert-config")...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr", "audit-addr")...)
 	// Anonymous access comes from the config file.
 	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
@@ -166,6 +167,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// One registry for every service of the process, served at /metrics on the one port.
 	metrics := telemetry.NewRegistry()
 	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
+	cfg.Audit.AlertFile = cfg.ConfigFile // its alerts: section (none in the embedded default)
 	// Laptop mode keeps the key that signs the audit log's checkpoints under the data
 	// directory but outside the audit directory (minted on first start): it shows a change
 	// made through the audit files alone; a deployment gives --audit-signing-key-file from

@@ -59,6 +59,8 @@ type fileYAML struct {
 	// Quotas are policysvc's (policysvc.ParseQuotas reads and validates them, as strictly);
 	// the registry only lets the section be.
 	Quotas yaml.Node `yaml:"quotas"`
+	// Alerts are auditsvc's (auditsvc/alerts.Parse reads them, as strictly).
+	Alerts yaml.Node `yaml:"alerts"`
 }
 
 type serverYAML struct {
