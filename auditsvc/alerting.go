@@ -36,11 +36,15 @@ func (s *Service) startAlerts(path string, o options) error {
 		<-s.reads.closing
 		cancel()
 	}()
+	// The end is taken now, before New returns: the first appends are not missed.
+	fromEnd := func() query.Position {
+		seq, size := s.reads.notice.end()
+		return query.Position{Seq: seq + 1, File: s.reads.live(), Offset: size}
+	}
+	pos := fromEnd()
 	go func() {
 		defer close(s.alertsDone)
 		for ctx.Err() == nil {
-			seq, size := s.reads.notice.end()
-			pos := query.Position{Seq: seq + 1, File: s.reads.live(), Offset: size}
 			err := s.reads.engine.Follow(ctx, nil, pos, s.reads.notice.wait, func(entries []*auditv1.Entry) error {
 				for _, en := range entries {
 					e.Observe(en.GetRecord())
@@ -55,6 +59,7 @@ func (s *Service) startAlerts(path string, o options) error {
 			case <-time.After(followRetry):
 			case <-ctx.Done():
 			}
+			pos = fromEnd()
 		}
 	}()
 	return nil

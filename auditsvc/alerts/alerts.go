@@ -172,10 +172,16 @@ func (e *Engine) enabled() []Rule {
 	return out
 }
 
-// Close stops the webhook's sender: the alert being sent is given up once ctx ends, and
-// those still queued are dropped (counted in the log line).
+// closeGrace bounds how long Close waits for the alert being sent: a webhook that hangs
+// must not hold a stopping gateway for its timeout times its retries.
+const closeGrace = 2 * time.Second
+
+// Close stops the webhook's sender: the alert being sent is given up once ctx ends or
+// closeGrace has passed, and those still queued are dropped (counted in the log line).
 func (e *Engine) Close(ctx context.Context) {
 	if e != nil && e.hook != nil {
+		ctx, cancel := context.WithTimeout(ctx, closeGrace)
+		defer cancel()
 		e.hook.close(ctx)
 	}
 }
