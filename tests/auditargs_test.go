@@ -3,6 +3,8 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -38,8 +40,10 @@ func TestAuditArguments(t *testing.T) {
 	}
 	login := map[string]any{"user": "a", "password": "p"}
 	call("vault", "echo", login)
-	call("vault", "add", map[string]any{"a": 1, "b": 2})
+	forced := map[string]any{"a": 1, "b": 2, "force": true}
+	call("vault", "add", forced)
 	call("plain", "echo", login)
+	call("plain", "add", forced)
 
 	// The record policy decided on: the decision record of an allowed call, the only one of
 	// a refused call.
@@ -70,11 +74,14 @@ func TestAuditArguments(t *testing.T) {
 	if r.ArgumentsForm != "full" {
 		t.Fatalf("vault add: form %q, want full (the tool's setting)", r.ArgumentsForm)
 	}
-	sameJSON("vault add", r.Arguments, `{"a":1,"b":2}`)
+	sameJSON("vault add", r.Arguments, `{"a":1,"b":2,"force":true}`)
+	fullCall := r.CallID
 
-	r = decided("plain", "echo")
-	if r.Arguments != "" || r.ArgumentsForm != "" || r.ArgumentsDigest == "" {
-		t.Fatalf("plain echo: arguments %q form %q digest %q, want the digest only", r.Arguments, r.ArgumentsForm, r.ArgumentsDigest)
+	for _, tool := range []string{"echo", "add"} {
+		r = decided("plain", tool)
+		if r.Arguments != "" || r.ArgumentsForm != "" || r.ArgumentsDigest == "" {
+			t.Fatalf("plain %s: arguments %q form %q digest %q, want the digest only", tool, r.Arguments, r.ArgumentsForm, r.ArgumentsDigest)
+		}
 	}
 	// Every outcome record keeps the digest only, and no record keeps the password.
 	for _, rec := range auditRecords(t, g.DataDir) {
@@ -85,4 +92,39 @@ func TestAuditArguments(t *testing.T) {
 			t.Fatalf("record of %s %s keeps the password: %s", rec.Server, rec.Tool, rec.Arguments)
 		}
 	}
+
+	// Shadow replay decides the call kept in full with its arguments: a candidate that
+	// forbids forced adds changes it, and says it was decided with them. The same call on
+	// the server that keeps the digest only is decided without them: allowed, as it was.
+	candidate := policyDir(t, map[string]string{"forced.cedar": noForcedAdd})
+	admin := []string{"GATEHOUSE_ADMIN_TOKEN=" + g.Token, "GATEHOUSE_URL=" + g.Base}
+	for mode, where := range map[string][]string{"online": nil, "offline": {"--data-dir", g.DataDir, "--config", writeConfig(t, config)}} {
+		env := admin
+		if mode == "offline" {
+			env = nil
+		}
+		stdout, stderr, err := gatehouseCLI(t, env, append([]string{"audit", "replay", "--json", "--policy", candidate, "--since", "1h"}, where...)...)
+		if err != nil {
+			t.Fatalf("%s shadow replay: %v\n%s", mode, err, stderr)
+		}
+		got := parseReplayed(t, stdout)
+		if len(got) != 1 || got[0].CallID != fullCall || got[0].Kind != "changed" || got[0].NewDecision != "deny" || got[0].WithoutArguments {
+			t.Fatalf("%s shadow replay: %+v, want only vault's add (%s), denied now, decided with its arguments", mode, got, fullCall)
+		}
+	}
+}
+
+// noForcedAdd forbids the add tool when its arguments say force.
+const noForcedAdd = `@id("no-forced-add")
+forbid (principal, action == Gatehouse::Action::"tools/call", resource is Gatehouse::Tool)
+when { resource.name == "add" && context has arguments && context.arguments has force && context.arguments.force };
+`
+
+func writeConfig(t *testing.T, config string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
