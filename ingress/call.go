@@ -98,6 +98,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		Method: c.msg.Method, Tool: c.msg.Name, ArgumentsDigest: digest(c.msg.Arguments), Revision: c.revision,
 		Input: decisionInput(c), // what policy decides on, for shadow replay (auditinput.go)
 	}
+	rec.Arguments, rec.ArgumentsForm = s.storedArguments(c) // when the server asks (auditargs.go)
 	defer s.endCall(ctx, span, rec)
 	rc := &policyv1.RequestContext{SourceAddress: c.source, SessionId: c.session.ID, ProtocolVersion: c.revision}
 	if len(c.msg.Arguments) > maxPolicyArguments {
@@ -142,6 +143,7 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		s.conclude(ctx, c, rec, r, ending{refusal: errAuditUnavailable, cause: err, unrecorded: true})
 		return
 	}
+	rec.Arguments, rec.ArgumentsForm = "", "" // kept by the decision record, not repeated
 	end := s.relay(ctx, c, r)
 	end.reached = true
 	if end.final != nil && !end.upstreamError {

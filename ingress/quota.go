@@ -180,7 +180,7 @@ func tallied(rec *auditv1.Record, scope string) *auditv1.Record {
 	out := proto.Clone(rec).(*auditv1.Record)
 	out.Phase, out.Outcome = auditv1.Phase_PHASE_COMPLETE, auditv1.Outcome_OUTCOME_DENIED
 	out.Error = errQuota.Message + " (" + scope + " limit)"
-	out.ArgumentsDigest = "" // of the first call only: misleading for the count
+	out.ArgumentsDigest, out.Arguments, out.ArgumentsForm = "", "", "" // of the first call only: misleading for the count
 	out.Count = 1
 	return out
 }

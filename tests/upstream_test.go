@@ -122,6 +122,10 @@ type auditRecord struct {
 	// The decision: the bundle that made it and the policies that did.
 	BundleVersion string   `json:"bundle_version"`
 	PolicyIDs     []string `json:"policy_ids"`
+	// The arguments' digest, and what the server's audit setting keeps of them.
+	ArgumentsDigest string `json:"arguments_digest"`
+	Arguments       string `json:"arguments"`
+	ArgumentsForm   string `json:"arguments_form"`
 }
 
 func auditPath(dataDir string) string { return filepath.Join(dataDir, "audit", auditsvc.FileName) }

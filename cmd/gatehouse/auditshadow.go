@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/cedar-policy/cedar-go/types"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
@@ -25,10 +26,12 @@ import (
 // is decided again by the candidate bundle, exactly as policysvc's Check would (policysvc.
 // Evaluate, as `gatehouse policy test` uses it), on what its record kept: the principal
 // (id, tenant, groups, kind), the method, the server and tool, the session, source and
-// revision, at the time it was recorded. The arguments are not kept (a digest only): a call is
-// decided without them, as if it had sent none, and when the candidate reads arguments the
-// result says so (without_arguments), since a policy on arguments might have decided it
-// otherwise. The servers' tenants are the catalogue's now (the
+// revision, at the time it was recorded. A call whose record keeps its arguments in full (its
+// server's `audit: {arguments: full}`) is decided with them. Otherwise the record keeps a
+// digest, or arguments with values masked that policy might have read: the call is decided
+// without them, as if it had sent none, and when the candidate reads arguments the result says
+// so (without_arguments), since a policy on arguments might have decided it otherwise. The
+// servers' tenants are the catalogue's now (the
 // gateway's registry, or --config offline): the bundle is judged against the catalogue it
 // would meet. A record that did not keep what Cedar needs is reported as not replayable,
 // never decided on a guess.
@@ -102,6 +105,10 @@ func (j *shadowJudge) judge(c *replayedCall) *shadowResult {
 		Context: &policyv1.RequestContext{SourceAddress: in.GetSourceAddress(), SessionId: r.GetSessionId(),
 			ProtocolVersion: in.GetProtocolVersion(), ArgumentsTooLarge: in.GetArgumentsTooLarge()},
 	}
+	full := fullArguments(r)
+	if full {
+		req.Context.Arguments = []byte(r.GetArguments())
+	}
 	if r.GetMethod() == "initialize" {
 		// An initialize is decided before its session exists; its record names the session
 		// it opened.
@@ -127,7 +134,13 @@ func (j *shadowJudge) judge(c *replayedCall) *shadowResult {
 	}
 	return &shadowResult{Kind: "changed", replayedCall: c, NewDecision: newDecision,
 		NewPolicyIDs: append([]string{}, d.GetPolicyIds()...), NewBundleVersion: d.GetBundleVersion(),
-		WithoutArguments: j.bundle.ReadsArguments() && takesArguments(r.GetMethod()) && r.GetArgumentsDigest() != "" && !in.GetArgumentsTooLarge()}
+		WithoutArguments: !full && j.bundle.ReadsArguments() && takesArguments(r.GetMethod()) && r.GetArgumentsDigest() != "" && !in.GetArgumentsTooLarge()}
+}
+
+// fullArguments says whether r keeps its call's arguments as sent: form full, and not over
+// the bound (which keeps the form and drops the arguments).
+func fullArguments(r *auditv1.Record) bool {
+	return r.GetArgumentsForm() == auditsvc.ArgumentsFull && r.GetArguments() != "" && takesArguments(r.GetMethod())
 }
 
 // takesArguments says whether a method's arguments reach policy (context.arguments).
@@ -179,7 +192,7 @@ func (j *shadowJudge) report(w io.Writer, calls []*replayedCall, asJSON bool) er
 			return err
 		}
 		if without > 0 {
-			fmt.Fprintf(w, "* decided without the call's arguments, which the log keeps as a digest only: the candidate reads arguments and might decide the call otherwise (%d calls)\n", without)
+			fmt.Fprintf(w, "* decided without the call's arguments, which the log keeps as a digest only (or redacted): the candidate reads arguments and might decide the call otherwise (%d calls)\n", without)
 		}
 	}
 	if len(unreplayable) > 0 {

@@ -93,6 +93,9 @@ type serverYAML struct {
 	Instructions string `yaml:"instructions"`
 	// Pin quarantines any tool whose definition differs from the one approved.
 	Pin bool `yaml:"pin"`
+	// Audit says what the server's audit records keep of arguments beyond their digest
+	// (audit.go); absent means the digest only.
+	Audit *auditYAML `yaml:"audit"`
 }
 
 // capabilitiesYAML mirrors MCP's server capabilities: `tools: {listChanged: true}`,
@@ -238,6 +241,13 @@ func (rs serverYAML) server() (*registryv1.Server, error) {
 			return nil, err
 		}
 		s.Breaker = b
+	}
+	if rs.Audit != nil {
+		a, err := rs.Audit.audit(rs.Name)
+		if err != nil {
+			return nil, err
+		}
+		s.Audit = a
 	}
 	if rs.Identity != nil {
 		id, err := rs.Identity.identity(rs.Name)

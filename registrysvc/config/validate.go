@@ -56,7 +56,7 @@ func (e *ValidationError) Error() string {
 // without credentials, and no command, env or dir. Env keys are environment variable names;
 // tenants are non-empty ids; a call timeout, when set, is more than 0 and at most an hour;
 // an upstream identity fits the transport (validateIdentity); a breaker is within its bounds
-// (validateBreaker). It returns a *ValidationError
+// (validateBreaker); audit settings are well formed and bounded (validateAudit). It returns a *ValidationError
 // for the first problem.
 func Validate(s *registryv1.Server) error {
 	if s == nil {
@@ -94,6 +94,9 @@ func Validate(s *registryv1.Server) error {
 		}
 	}
 	if err := validateBreaker(s.GetBreaker(), bad); err != nil {
+		return err
+	}
+	if err := validateAudit(s.GetAudit(), bad); err != nil {
 		return err
 	}
 	if p := s.Prefix; p != nil && *p != "" && !ident.ValidServerName(*p) {

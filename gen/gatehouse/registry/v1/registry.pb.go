@@ -73,6 +73,63 @@ func (Transport) EnumDescriptor() ([]byte, []int) {
 	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
+// ArgumentsMode is what an audit record keeps of a tools/call's or prompts/get's arguments.
+// Every record keeps their SHA-256 digest (arguments_digest) whatever the mode.
+type ArgumentsMode int32
+
+const (
+	// Unset: the digest only (on a tool's entry: the server's mode).
+	ArgumentsMode_ARGUMENTS_MODE_UNSPECIFIED ArgumentsMode = 0
+	ArgumentsMode_ARGUMENTS_MODE_DIGEST      ArgumentsMode = 1
+	// The arguments as sent, each value at a `redact` path replaced by "[redacted]".
+	ArgumentsMode_ARGUMENTS_MODE_REDACTED ArgumentsMode = 2
+	// The arguments as sent.
+	ArgumentsMode_ARGUMENTS_MODE_FULL ArgumentsMode = 3
+)
+
+// Enum value maps for ArgumentsMode.
+var (
+	ArgumentsMode_name = map[int32]string{
+		0: "ARGUMENTS_MODE_UNSPECIFIED",
+		1: "ARGUMENTS_MODE_DIGEST",
+		2: "ARGUMENTS_MODE_REDACTED",
+		3: "ARGUMENTS_MODE_FULL",
+	}
+	ArgumentsMode_value = map[string]int32{
+		"ARGUMENTS_MODE_UNSPECIFIED": 0,
+		"ARGUMENTS_MODE_DIGEST":      1,
+		"ARGUMENTS_MODE_REDACTED":    2,
+		"ARGUMENTS_MODE_FULL":        3,
+	}
+)
+
+func (x ArgumentsMode) Enum() *ArgumentsMode {
+	p := new(ArgumentsMode)
+	*p = x
+	return p
+}
+
+func (x ArgumentsMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ArgumentsMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_gatehouse_registry_v1_registry_proto_enumTypes[1].Descriptor()
+}
+
+func (ArgumentsMode) Type() protoreflect.EnumType {
+	return &file_gatehouse_registry_v1_registry_proto_enumTypes[1]
+}
+
+func (x ArgumentsMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ArgumentsMode.Descriptor instead.
+func (ArgumentsMode) EnumDescriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
 // Server is one MCP server in the catalogue.
 type Server struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -117,8 +174,11 @@ type Server struct {
 	// Set on servers added by ImportServers (stored apart from the configuration's).
 	Imported bool `protobuf:"varint,17,opt,name=imported,proto3" json:"imported,omitempty"`
 	// The server's own description and version, as server.json gives them.
-	Description   string `protobuf:"bytes,18,opt,name=description,proto3" json:"description,omitempty"`
-	Version       string `protobuf:"bytes,19,opt,name=version,proto3" json:"version,omitempty"`
+	Description string `protobuf:"bytes,18,opt,name=description,proto3" json:"description,omitempty"`
+	Version     string `protobuf:"bytes,19,opt,name=version,proto3" json:"version,omitempty"`
+	// What the server's audit records keep of a call's arguments beyond their digest; unset
+	// means the digest only.
+	Audit         *AuditSettings `protobuf:"bytes,21,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +353,135 @@ func (x *Server) GetVersion() string {
 	return ""
 }
 
+func (x *Server) GetAudit() *AuditSettings {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+// AuditSettings says what a server's audit records keep of arguments, by default and per
+// tool (or prompt). Stored arguments are bounded (16 KiB as the record encodes them): past
+// the bound the record keeps the digest only, and says so (arguments_form set, arguments
+// empty); the call is never refused for it.
+type AuditSettings struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Arguments ArgumentsMode          `protobuf:"varint,1,opt,name=arguments,proto3,enum=gatehouse.registry.v1.ArgumentsMode" json:"arguments,omitempty"`
+	// JSON paths into the arguments whose values are masked in the redacted mode: "$.a.b"
+	// (members), "$.a[*].b" (every element of an array), "$.*" (every member of an object).
+	Redact []string `protobuf:"bytes,2,rep,name=redact,proto3" json:"redact,omitempty"`
+	// Per tool or prompt name (as the server names it): overrides of the server's setting.
+	Tools         map[string]*ToolAuditSettings `protobuf:"bytes,3,rep,name=tools,proto3" json:"tools,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditSettings) Reset() {
+	*x = AuditSettings{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditSettings) ProtoMessage() {}
+
+func (x *AuditSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditSettings.ProtoReflect.Descriptor instead.
+func (*AuditSettings) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AuditSettings) GetArguments() ArgumentsMode {
+	if x != nil {
+		return x.Arguments
+	}
+	return ArgumentsMode_ARGUMENTS_MODE_UNSPECIFIED
+}
+
+func (x *AuditSettings) GetRedact() []string {
+	if x != nil {
+		return x.Redact
+	}
+	return nil
+}
+
+func (x *AuditSettings) GetTools() map[string]*ToolAuditSettings {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+// ToolAuditSettings overrides a server's AuditSettings for one tool or prompt.
+type ToolAuditSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset: the server's mode.
+	Arguments ArgumentsMode `protobuf:"varint,1,opt,name=arguments,proto3,enum=gatehouse.registry.v1.ArgumentsMode" json:"arguments,omitempty"`
+	// Masked in addition to the server's paths (the server's always apply).
+	Redact        []string `protobuf:"bytes,2,rep,name=redact,proto3" json:"redact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolAuditSettings) Reset() {
+	*x = ToolAuditSettings{}
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolAuditSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolAuditSettings) ProtoMessage() {}
+
+func (x *ToolAuditSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolAuditSettings.ProtoReflect.Descriptor instead.
+func (*ToolAuditSettings) Descriptor() ([]byte, []int) {
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ToolAuditSettings) GetArguments() ArgumentsMode {
+	if x != nil {
+		return x.Arguments
+	}
+	return ArgumentsMode_ARGUMENTS_MODE_UNSPECIFIED
+}
+
+func (x *ToolAuditSettings) GetRedact() []string {
+	if x != nil {
+		return x.Redact
+	}
+	return nil
+}
+
 // Breaker tunes a server's circuit breaker: after `failures` consecutive failed calls (the
 // upstream unreachable, crashed, answering 5xx or not in time) within `window`, calls are
 // refused at once for `cooldown`; then `probes` calls at a time test the upstream, and one
@@ -317,7 +506,7 @@ type Breaker struct {
 
 func (x *Breaker) Reset() {
 	*x = Breaker{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +518,7 @@ func (x *Breaker) String() string {
 func (*Breaker) ProtoMessage() {}
 
 func (x *Breaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +531,7 @@ func (x *Breaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Breaker.ProtoReflect.Descriptor instead.
 func (*Breaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Breaker) GetFailures() uint32 {
@@ -391,7 +580,7 @@ type ServerCapabilities struct {
 
 func (x *ServerCapabilities) Reset() {
 	*x = ServerCapabilities{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +592,7 @@ func (x *ServerCapabilities) String() string {
 func (*ServerCapabilities) ProtoMessage() {}
 
 func (x *ServerCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +605,7 @@ func (x *ServerCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerCapabilities.ProtoReflect.Descriptor instead.
 func (*ServerCapabilities) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServerCapabilities) GetTools() bool {
@@ -503,7 +692,7 @@ type ToolPin struct {
 
 func (x *ToolPin) Reset() {
 	*x = ToolPin{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +704,7 @@ func (x *ToolPin) String() string {
 func (*ToolPin) ProtoMessage() {}
 
 func (x *ToolPin) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +717,7 @@ func (x *ToolPin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolPin.ProtoReflect.Descriptor instead.
 func (*ToolPin) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ToolPin) GetName() string {
@@ -597,7 +786,7 @@ type ServerPins struct {
 
 func (x *ServerPins) Reset() {
 	*x = ServerPins{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +798,7 @@ func (x *ServerPins) String() string {
 func (*ServerPins) ProtoMessage() {}
 
 func (x *ServerPins) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +811,7 @@ func (x *ServerPins) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerPins.ProtoReflect.Descriptor instead.
 func (*ServerPins) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServerPins) GetServer() string {
@@ -664,7 +853,7 @@ type ObservedTool struct {
 
 func (x *ObservedTool) Reset() {
 	*x = ObservedTool{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +865,7 @@ func (x *ObservedTool) String() string {
 func (*ObservedTool) ProtoMessage() {}
 
 func (x *ObservedTool) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +878,7 @@ func (x *ObservedTool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObservedTool.ProtoReflect.Descriptor instead.
 func (*ObservedTool) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ObservedTool) GetName() string {
@@ -721,7 +910,7 @@ type ReportToolsRequest struct {
 
 func (x *ReportToolsRequest) Reset() {
 	*x = ReportToolsRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +922,7 @@ func (x *ReportToolsRequest) String() string {
 func (*ReportToolsRequest) ProtoMessage() {}
 
 func (x *ReportToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +935,7 @@ func (x *ReportToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportToolsRequest.ProtoReflect.Descriptor instead.
 func (*ReportToolsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportToolsRequest) GetServer() string {
@@ -805,7 +994,7 @@ type ReportToolsResponse struct {
 
 func (x *ReportToolsResponse) Reset() {
 	*x = ReportToolsResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1006,7 @@ func (x *ReportToolsResponse) String() string {
 func (*ReportToolsResponse) ProtoMessage() {}
 
 func (x *ReportToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1019,7 @@ func (x *ReportToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportToolsResponse.ProtoReflect.Descriptor instead.
 func (*ReportToolsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReportToolsResponse) GetPins() *ServerPins {
@@ -865,7 +1054,7 @@ type ApproveToolsRequest struct {
 
 func (x *ApproveToolsRequest) Reset() {
 	*x = ApproveToolsRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1066,7 @@ func (x *ApproveToolsRequest) String() string {
 func (*ApproveToolsRequest) ProtoMessage() {}
 
 func (x *ApproveToolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1079,7 @@ func (x *ApproveToolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveToolsRequest.ProtoReflect.Descriptor instead.
 func (*ApproveToolsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApproveToolsRequest) GetServer() string {
@@ -918,7 +1107,7 @@ type ApproveToolsResponse struct {
 
 func (x *ApproveToolsResponse) Reset() {
 	*x = ApproveToolsResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1119,7 @@ func (x *ApproveToolsResponse) String() string {
 func (*ApproveToolsResponse) ProtoMessage() {}
 
 func (x *ApproveToolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1132,7 @@ func (x *ApproveToolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveToolsResponse.ProtoReflect.Descriptor instead.
 func (*ApproveToolsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApproveToolsResponse) GetPins() *ServerPins {
@@ -969,7 +1158,7 @@ type ImportServersRequest struct {
 
 func (x *ImportServersRequest) Reset() {
 	*x = ImportServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1170,7 @@ func (x *ImportServersRequest) String() string {
 func (*ImportServersRequest) ProtoMessage() {}
 
 func (x *ImportServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1183,7 @@ func (x *ImportServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportServersRequest.ProtoReflect.Descriptor instead.
 func (*ImportServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ImportServersRequest) GetServers() []*Server {
@@ -1013,7 +1202,7 @@ type ImportServersResponse struct {
 
 func (x *ImportServersResponse) Reset() {
 	*x = ImportServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1214,7 @@ func (x *ImportServersResponse) String() string {
 func (*ImportServersResponse) ProtoMessage() {}
 
 func (x *ImportServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1227,7 @@ func (x *ImportServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportServersResponse.ProtoReflect.Descriptor instead.
 func (*ImportServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ImportServersResponse) GetImported() []string {
@@ -1070,7 +1259,7 @@ type UpstreamIdentity struct {
 
 func (x *UpstreamIdentity) Reset() {
 	*x = UpstreamIdentity{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1271,7 @@ func (x *UpstreamIdentity) String() string {
 func (*UpstreamIdentity) ProtoMessage() {}
 
 func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1284,7 @@ func (x *UpstreamIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamIdentity.ProtoReflect.Descriptor instead.
 func (*UpstreamIdentity) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpstreamIdentity) GetMode() isUpstreamIdentity_Mode {
@@ -1184,7 +1373,7 @@ type SecretRef struct {
 
 func (x *SecretRef) Reset() {
 	*x = SecretRef{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1385,7 @@ func (x *SecretRef) String() string {
 func (*SecretRef) ProtoMessage() {}
 
 func (x *SecretRef) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1398,7 @@ func (x *SecretRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
 func (*SecretRef) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SecretRef) GetEnv() string {
@@ -1238,7 +1427,7 @@ type StaticCredential struct {
 
 func (x *StaticCredential) Reset() {
 	*x = StaticCredential{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1439,7 @@ func (x *StaticCredential) String() string {
 func (*StaticCredential) ProtoMessage() {}
 
 func (x *StaticCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1452,7 @@ func (x *StaticCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StaticCredential.ProtoReflect.Descriptor instead.
 func (*StaticCredential) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StaticCredential) GetSecret() *SecretRef {
@@ -1292,7 +1481,7 @@ type GatewayToken struct {
 
 func (x *GatewayToken) Reset() {
 	*x = GatewayToken{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1493,7 @@ func (x *GatewayToken) String() string {
 func (*GatewayToken) ProtoMessage() {}
 
 func (x *GatewayToken) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1506,7 @@ func (x *GatewayToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayToken.ProtoReflect.Descriptor instead.
 func (*GatewayToken) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GatewayToken) GetAudience() string {
@@ -1352,7 +1541,7 @@ type TokenExchange struct {
 
 func (x *TokenExchange) Reset() {
 	*x = TokenExchange{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1553,7 @@ func (x *TokenExchange) String() string {
 func (*TokenExchange) ProtoMessage() {}
 
 func (x *TokenExchange) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1566,7 @@ func (x *TokenExchange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenExchange.ProtoReflect.Descriptor instead.
 func (*TokenExchange) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TokenExchange) GetTokenEndpoint() string {
@@ -1431,7 +1620,7 @@ type GetServerRequest struct {
 
 func (x *GetServerRequest) Reset() {
 	*x = GetServerRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1632,7 @@ func (x *GetServerRequest) String() string {
 func (*GetServerRequest) ProtoMessage() {}
 
 func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1645,7 @@ func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
 func (*GetServerRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetServerRequest) GetName() string {
@@ -1477,7 +1666,7 @@ type GetServerResponse struct {
 
 func (x *GetServerResponse) Reset() {
 	*x = GetServerResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1678,7 @@ func (x *GetServerResponse) String() string {
 func (*GetServerResponse) ProtoMessage() {}
 
 func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1691,7 @@ func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
 func (*GetServerResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetServerResponse) GetServer() *Server {
@@ -1529,7 +1718,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1730,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1743,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListServersRequest) GetTenant() string {
@@ -1573,7 +1762,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1774,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1787,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -1616,7 +1805,7 @@ type WatchServersRequest struct {
 
 func (x *WatchServersRequest) Reset() {
 	*x = WatchServersRequest{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1817,7 @@ func (x *WatchServersRequest) String() string {
 func (*WatchServersRequest) ProtoMessage() {}
 
 func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1830,7 @@ func (x *WatchServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersRequest.ProtoReflect.Descriptor instead.
 func (*WatchServersRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 // WatchServersResponse is one event: a full snapshot first, then upserts and deletes.
@@ -1661,7 +1850,7 @@ type WatchServersResponse struct {
 
 func (x *WatchServersResponse) Reset() {
 	*x = WatchServersResponse{}
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1862,7 @@ func (x *WatchServersResponse) String() string {
 func (*WatchServersResponse) ProtoMessage() {}
 
 func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_gatehouse_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1875,7 @@ func (x *WatchServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchServersResponse.ProtoReflect.Descriptor instead.
 func (*WatchServersResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchServersResponse) GetSnapshot() bool {
@@ -1728,7 +1917,7 @@ var File_gatehouse_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x06\n" +
+	"$gatehouse/registry/v1/registry.proto\x12\x15gatehouse.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x06\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\ttransport\x18\x02 \x01(\x0e2 .gatehouse.registry.v1.TransportR\ttransport\x12\x18\n" +
@@ -1750,11 +1939,23 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\x03pin\x18\x10 \x01(\bR\x03pin\x12\x1a\n" +
 	"\bimported\x18\x11 \x01(\bR\bimported\x12 \n" +
 	"\vdescription\x18\x12 \x01(\tR\vdescription\x12\x18\n" +
-	"\aversion\x18\x13 \x01(\tR\aversion\x1a6\n" +
+	"\aversion\x18\x13 \x01(\tR\aversion\x12:\n" +
+	"\x05audit\x18\x15 \x01(\v2$.gatehouse.registry.v1.AuditSettingsR\x05audit\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\a_prefix\"\xb9\x01\n" +
+	"\a_prefix\"\x96\x02\n" +
+	"\rAuditSettings\x12B\n" +
+	"\targuments\x18\x01 \x01(\x0e2$.gatehouse.registry.v1.ArgumentsModeR\targuments\x12\x16\n" +
+	"\x06redact\x18\x02 \x03(\tR\x06redact\x12E\n" +
+	"\x05tools\x18\x03 \x03(\v2/.gatehouse.registry.v1.AuditSettings.ToolsEntryR\x05tools\x1ab\n" +
+	"\n" +
+	"ToolsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12>\n" +
+	"\x05value\x18\x02 \x01(\v2(.gatehouse.registry.v1.ToolAuditSettingsR\x05value:\x028\x01\"o\n" +
+	"\x11ToolAuditSettings\x12B\n" +
+	"\targuments\x18\x01 \x01(\x0e2$.gatehouse.registry.v1.ArgumentsModeR\targuments\x12\x16\n" +
+	"\x06redact\x18\x02 \x03(\tR\x06redact\"\xb9\x01\n" +
 	"\aBreaker\x12\x1f\n" +
 	"\bfailures\x18\x01 \x01(\rH\x00R\bfailures\x88\x01\x01\x121\n" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x125\n" +
@@ -1856,7 +2057,12 @@ const file_gatehouse_registry_v1_registry_proto_rawDesc = "" +
 	"\tTransport\x12\x19\n" +
 	"\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTRANSPORT_STDIO\x10\x01\x12\x1d\n" +
-	"\x19TRANSPORT_STREAMABLE_HTTP\x10\x022\x89\x05\n" +
+	"\x19TRANSPORT_STREAMABLE_HTTP\x10\x02*\x80\x01\n" +
+	"\rArgumentsMode\x12\x1e\n" +
+	"\x1aARGUMENTS_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ARGUMENTS_MODE_DIGEST\x10\x01\x12\x1b\n" +
+	"\x17ARGUMENTS_MODE_REDACTED\x10\x02\x12\x17\n" +
+	"\x13ARGUMENTS_MODE_FULL\x10\x032\x89\x05\n" +
 	"\x0fRegistryService\x12`\n" +
 	"\tGetServer\x12'.gatehouse.registry.v1.GetServerRequest\x1a(.gatehouse.registry.v1.GetServerResponse\"\x00\x12f\n" +
 	"\vListServers\x12).gatehouse.registry.v1.ListServersRequest\x1a*.gatehouse.registry.v1.ListServersResponse\"\x00\x12k\n" +
@@ -1878,82 +2084,91 @@ func file_gatehouse_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_gatehouse_registry_v1_registry_proto_rawDescData
 }
 
-var file_gatehouse_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_gatehouse_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_gatehouse_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_gatehouse_registry_v1_registry_proto_goTypes = []any{
 	(Transport)(0),                // 0: gatehouse.registry.v1.Transport
-	(*Server)(nil),                // 1: gatehouse.registry.v1.Server
-	(*Breaker)(nil),               // 2: gatehouse.registry.v1.Breaker
-	(*ServerCapabilities)(nil),    // 3: gatehouse.registry.v1.ServerCapabilities
-	(*ToolPin)(nil),               // 4: gatehouse.registry.v1.ToolPin
-	(*ServerPins)(nil),            // 5: gatehouse.registry.v1.ServerPins
-	(*ObservedTool)(nil),          // 6: gatehouse.registry.v1.ObservedTool
-	(*ReportToolsRequest)(nil),    // 7: gatehouse.registry.v1.ReportToolsRequest
-	(*ReportToolsResponse)(nil),   // 8: gatehouse.registry.v1.ReportToolsResponse
-	(*ApproveToolsRequest)(nil),   // 9: gatehouse.registry.v1.ApproveToolsRequest
-	(*ApproveToolsResponse)(nil),  // 10: gatehouse.registry.v1.ApproveToolsResponse
-	(*ImportServersRequest)(nil),  // 11: gatehouse.registry.v1.ImportServersRequest
-	(*ImportServersResponse)(nil), // 12: gatehouse.registry.v1.ImportServersResponse
-	(*UpstreamIdentity)(nil),      // 13: gatehouse.registry.v1.UpstreamIdentity
-	(*SecretRef)(nil),             // 14: gatehouse.registry.v1.SecretRef
-	(*StaticCredential)(nil),      // 15: gatehouse.registry.v1.StaticCredential
-	(*GatewayToken)(nil),          // 16: gatehouse.registry.v1.GatewayToken
-	(*TokenExchange)(nil),         // 17: gatehouse.registry.v1.TokenExchange
-	(*GetServerRequest)(nil),      // 18: gatehouse.registry.v1.GetServerRequest
-	(*GetServerResponse)(nil),     // 19: gatehouse.registry.v1.GetServerResponse
-	(*ListServersRequest)(nil),    // 20: gatehouse.registry.v1.ListServersRequest
-	(*ListServersResponse)(nil),   // 21: gatehouse.registry.v1.ListServersResponse
-	(*WatchServersRequest)(nil),   // 22: gatehouse.registry.v1.WatchServersRequest
-	(*WatchServersResponse)(nil),  // 23: gatehouse.registry.v1.WatchServersResponse
-	nil,                           // 24: gatehouse.registry.v1.Server.EnvEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(ArgumentsMode)(0),            // 1: gatehouse.registry.v1.ArgumentsMode
+	(*Server)(nil),                // 2: gatehouse.registry.v1.Server
+	(*AuditSettings)(nil),         // 3: gatehouse.registry.v1.AuditSettings
+	(*ToolAuditSettings)(nil),     // 4: gatehouse.registry.v1.ToolAuditSettings
+	(*Breaker)(nil),               // 5: gatehouse.registry.v1.Breaker
+	(*ServerCapabilities)(nil),    // 6: gatehouse.registry.v1.ServerCapabilities
+	(*ToolPin)(nil),               // 7: gatehouse.registry.v1.ToolPin
+	(*ServerPins)(nil),            // 8: gatehouse.registry.v1.ServerPins
+	(*ObservedTool)(nil),          // 9: gatehouse.registry.v1.ObservedTool
+	(*ReportToolsRequest)(nil),    // 10: gatehouse.registry.v1.ReportToolsRequest
+	(*ReportToolsResponse)(nil),   // 11: gatehouse.registry.v1.ReportToolsResponse
+	(*ApproveToolsRequest)(nil),   // 12: gatehouse.registry.v1.ApproveToolsRequest
+	(*ApproveToolsResponse)(nil),  // 13: gatehouse.registry.v1.ApproveToolsResponse
+	(*ImportServersRequest)(nil),  // 14: gatehouse.registry.v1.ImportServersRequest
+	(*ImportServersResponse)(nil), // 15: gatehouse.registry.v1.ImportServersResponse
+	(*UpstreamIdentity)(nil),      // 16: gatehouse.registry.v1.UpstreamIdentity
+	(*SecretRef)(nil),             // 17: gatehouse.registry.v1.SecretRef
+	(*StaticCredential)(nil),      // 18: gatehouse.registry.v1.StaticCredential
+	(*GatewayToken)(nil),          // 19: gatehouse.registry.v1.GatewayToken
+	(*TokenExchange)(nil),         // 20: gatehouse.registry.v1.TokenExchange
+	(*GetServerRequest)(nil),      // 21: gatehouse.registry.v1.GetServerRequest
+	(*GetServerResponse)(nil),     // 22: gatehouse.registry.v1.GetServerResponse
+	(*ListServersRequest)(nil),    // 23: gatehouse.registry.v1.ListServersRequest
+	(*ListServersResponse)(nil),   // 24: gatehouse.registry.v1.ListServersResponse
+	(*WatchServersRequest)(nil),   // 25: gatehouse.registry.v1.WatchServersRequest
+	(*WatchServersResponse)(nil),  // 26: gatehouse.registry.v1.WatchServersResponse
+	nil,                           // 27: gatehouse.registry.v1.Server.EnvEntry
+	nil,                           // 28: gatehouse.registry.v1.AuditSettings.ToolsEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_gatehouse_registry_v1_registry_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.registry.v1.Server.transport:type_name -> gatehouse.registry.v1.Transport
-	24, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
-	25, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
-	13, // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
-	2,  // 4: gatehouse.registry.v1.Server.breaker:type_name -> gatehouse.registry.v1.Breaker
-	3,  // 5: gatehouse.registry.v1.Server.capabilities:type_name -> gatehouse.registry.v1.ServerCapabilities
-	25, // 6: gatehouse.registry.v1.Breaker.window:type_name -> google.protobuf.Duration
-	25, // 7: gatehouse.registry.v1.Breaker.cooldown:type_name -> google.protobuf.Duration
-	26, // 8: gatehouse.registry.v1.ToolPin.quarantined_at:type_name -> google.protobuf.Timestamp
-	26, // 9: gatehouse.registry.v1.ToolPin.approved_at:type_name -> google.protobuf.Timestamp
-	4,  // 10: gatehouse.registry.v1.ServerPins.tools:type_name -> gatehouse.registry.v1.ToolPin
-	26, // 11: gatehouse.registry.v1.ServerPins.first_use_until:type_name -> google.protobuf.Timestamp
-	6,  // 12: gatehouse.registry.v1.ReportToolsRequest.tools:type_name -> gatehouse.registry.v1.ObservedTool
-	5,  // 13: gatehouse.registry.v1.ReportToolsResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
-	5,  // 14: gatehouse.registry.v1.ApproveToolsResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
-	1,  // 15: gatehouse.registry.v1.ImportServersRequest.servers:type_name -> gatehouse.registry.v1.Server
-	15, // 16: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
-	16, // 17: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
-	17, // 18: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
-	14, // 19: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
-	25, // 20: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
-	14, // 21: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
-	1,  // 22: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
-	5,  // 23: gatehouse.registry.v1.GetServerResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
-	1,  // 24: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	1,  // 25: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
-	5,  // 26: gatehouse.registry.v1.WatchServersResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
-	18, // 27: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
-	20, // 28: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
-	22, // 29: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
-	7,  // 30: gatehouse.registry.v1.RegistryService.ReportTools:input_type -> gatehouse.registry.v1.ReportToolsRequest
-	9,  // 31: gatehouse.registry.v1.RegistryService.ApproveTools:input_type -> gatehouse.registry.v1.ApproveToolsRequest
-	11, // 32: gatehouse.registry.v1.RegistryService.ImportServers:input_type -> gatehouse.registry.v1.ImportServersRequest
-	19, // 33: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
-	21, // 34: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
-	23, // 35: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
-	8,  // 36: gatehouse.registry.v1.RegistryService.ReportTools:output_type -> gatehouse.registry.v1.ReportToolsResponse
-	10, // 37: gatehouse.registry.v1.RegistryService.ApproveTools:output_type -> gatehouse.registry.v1.ApproveToolsResponse
-	12, // 38: gatehouse.registry.v1.RegistryService.ImportServers:output_type -> gatehouse.registry.v1.ImportServersResponse
-	33, // [33:39] is the sub-list for method output_type
-	27, // [27:33] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	27, // 1: gatehouse.registry.v1.Server.env:type_name -> gatehouse.registry.v1.Server.EnvEntry
+	29, // 2: gatehouse.registry.v1.Server.call_timeout:type_name -> google.protobuf.Duration
+	16, // 3: gatehouse.registry.v1.Server.identity:type_name -> gatehouse.registry.v1.UpstreamIdentity
+	5,  // 4: gatehouse.registry.v1.Server.breaker:type_name -> gatehouse.registry.v1.Breaker
+	6,  // 5: gatehouse.registry.v1.Server.capabilities:type_name -> gatehouse.registry.v1.ServerCapabilities
+	3,  // 6: gatehouse.registry.v1.Server.audit:type_name -> gatehouse.registry.v1.AuditSettings
+	1,  // 7: gatehouse.registry.v1.AuditSettings.arguments:type_name -> gatehouse.registry.v1.ArgumentsMode
+	28, // 8: gatehouse.registry.v1.AuditSettings.tools:type_name -> gatehouse.registry.v1.AuditSettings.ToolsEntry
+	1,  // 9: gatehouse.registry.v1.ToolAuditSettings.arguments:type_name -> gatehouse.registry.v1.ArgumentsMode
+	29, // 10: gatehouse.registry.v1.Breaker.window:type_name -> google.protobuf.Duration
+	29, // 11: gatehouse.registry.v1.Breaker.cooldown:type_name -> google.protobuf.Duration
+	30, // 12: gatehouse.registry.v1.ToolPin.quarantined_at:type_name -> google.protobuf.Timestamp
+	30, // 13: gatehouse.registry.v1.ToolPin.approved_at:type_name -> google.protobuf.Timestamp
+	7,  // 14: gatehouse.registry.v1.ServerPins.tools:type_name -> gatehouse.registry.v1.ToolPin
+	30, // 15: gatehouse.registry.v1.ServerPins.first_use_until:type_name -> google.protobuf.Timestamp
+	9,  // 16: gatehouse.registry.v1.ReportToolsRequest.tools:type_name -> gatehouse.registry.v1.ObservedTool
+	8,  // 17: gatehouse.registry.v1.ReportToolsResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	8,  // 18: gatehouse.registry.v1.ApproveToolsResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	2,  // 19: gatehouse.registry.v1.ImportServersRequest.servers:type_name -> gatehouse.registry.v1.Server
+	18, // 20: gatehouse.registry.v1.UpstreamIdentity.static:type_name -> gatehouse.registry.v1.StaticCredential
+	19, // 21: gatehouse.registry.v1.UpstreamIdentity.gateway_jwt:type_name -> gatehouse.registry.v1.GatewayToken
+	20, // 22: gatehouse.registry.v1.UpstreamIdentity.token_exchange:type_name -> gatehouse.registry.v1.TokenExchange
+	17, // 23: gatehouse.registry.v1.StaticCredential.secret:type_name -> gatehouse.registry.v1.SecretRef
+	29, // 24: gatehouse.registry.v1.GatewayToken.ttl:type_name -> google.protobuf.Duration
+	17, // 25: gatehouse.registry.v1.TokenExchange.client_secret:type_name -> gatehouse.registry.v1.SecretRef
+	2,  // 26: gatehouse.registry.v1.GetServerResponse.server:type_name -> gatehouse.registry.v1.Server
+	8,  // 27: gatehouse.registry.v1.GetServerResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	2,  // 28: gatehouse.registry.v1.ListServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	2,  // 29: gatehouse.registry.v1.WatchServersResponse.servers:type_name -> gatehouse.registry.v1.Server
+	8,  // 30: gatehouse.registry.v1.WatchServersResponse.pins:type_name -> gatehouse.registry.v1.ServerPins
+	4,  // 31: gatehouse.registry.v1.AuditSettings.ToolsEntry.value:type_name -> gatehouse.registry.v1.ToolAuditSettings
+	21, // 32: gatehouse.registry.v1.RegistryService.GetServer:input_type -> gatehouse.registry.v1.GetServerRequest
+	23, // 33: gatehouse.registry.v1.RegistryService.ListServers:input_type -> gatehouse.registry.v1.ListServersRequest
+	25, // 34: gatehouse.registry.v1.RegistryService.WatchServers:input_type -> gatehouse.registry.v1.WatchServersRequest
+	10, // 35: gatehouse.registry.v1.RegistryService.ReportTools:input_type -> gatehouse.registry.v1.ReportToolsRequest
+	12, // 36: gatehouse.registry.v1.RegistryService.ApproveTools:input_type -> gatehouse.registry.v1.ApproveToolsRequest
+	14, // 37: gatehouse.registry.v1.RegistryService.ImportServers:input_type -> gatehouse.registry.v1.ImportServersRequest
+	22, // 38: gatehouse.registry.v1.RegistryService.GetServer:output_type -> gatehouse.registry.v1.GetServerResponse
+	24, // 39: gatehouse.registry.v1.RegistryService.ListServers:output_type -> gatehouse.registry.v1.ListServersResponse
+	26, // 40: gatehouse.registry.v1.RegistryService.WatchServers:output_type -> gatehouse.registry.v1.WatchServersResponse
+	11, // 41: gatehouse.registry.v1.RegistryService.ReportTools:output_type -> gatehouse.registry.v1.ReportToolsResponse
+	13, // 42: gatehouse.registry.v1.RegistryService.ApproveTools:output_type -> gatehouse.registry.v1.ApproveToolsResponse
+	15, // 43: gatehouse.registry.v1.RegistryService.ImportServers:output_type -> gatehouse.registry.v1.ImportServersResponse
+	38, // [38:44] is the sub-list for method output_type
+	32, // [32:38] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_registry_v1_registry_proto_init() }
@@ -1962,8 +2177,8 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 		return
 	}
 	file_gatehouse_registry_v1_registry_proto_msgTypes[0].OneofWrappers = []any{}
-	file_gatehouse_registry_v1_registry_proto_msgTypes[1].OneofWrappers = []any{}
-	file_gatehouse_registry_v1_registry_proto_msgTypes[12].OneofWrappers = []any{
+	file_gatehouse_registry_v1_registry_proto_msgTypes[3].OneofWrappers = []any{}
+	file_gatehouse_registry_v1_registry_proto_msgTypes[14].OneofWrappers = []any{
 		(*UpstreamIdentity_Static)(nil),
 		(*UpstreamIdentity_GatewayJwt)(nil),
 		(*UpstreamIdentity_TokenExchange)(nil),
@@ -1973,8 +2188,8 @@ func file_gatehouse_registry_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_registry_v1_registry_proto_rawDesc), len(file_gatehouse_registry_v1_registry_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   24,
+			NumEnums:      2,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
