@@ -138,12 +138,15 @@ func (s *Service) run(ctx context.Context, c *call, r replier) {
 		// The append may have failed after the record landed (a timeout): a FAILED outcome,
 		// if it can still be written, keeps recovery from reading the call as unknown.
 		out := proto.Clone(rec).(*auditv1.Record)
+		out.Arguments, out.ArgumentsForm, out.Input = "", "", nil
 		out.Phase, out.Outcome, out.Error = auditv1.Phase_PHASE_OUTCOME, auditv1.Outcome_OUTCOME_FAILED, "the audit log refused the decision record; the upstream never saw the call"
 		_ = s.appendRecord(ctx, out, true)
 		s.conclude(ctx, c, rec, r, ending{refusal: errAuditUnavailable, cause: err, unrecorded: true})
 		return
 	}
-	rec.Arguments, rec.ArgumentsForm = "", "" // kept by the decision record, not repeated
+	// Kept by the decision record, not repeated in the outcome (shadow replay joins them by
+	// call_id): every byte of a record is encoded, hashed, fsynced and stored.
+	rec.Arguments, rec.ArgumentsForm, rec.Input = "", "", nil
 	end := s.relay(ctx, c, r)
 	end.reached = true
 	if end.final != nil && !end.upstreamError {

@@ -87,6 +87,9 @@ type Message struct {
 	Traceparent, Tracestate string
 	// traceparent is params._meta.traceparent of a request, raw, for WithTraceparent.
 	traceparent []byte
+	// traceVariant: _meta holds a case variant of traceparent (WithTraceparent leaves such
+	// a message as it is).
+	traceVariant bool
 }
 
 // IsResponseTo reports whether m is the response to the request with the given raw id.

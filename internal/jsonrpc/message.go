@@ -220,10 +220,16 @@ func (s *scanner) read(f *fields, raw []byte, strict bool) (Message, *Error) {
 		// The W3C trace context a host may send in _meta (the MCP convention): read when
 		// small enough to be one (the W3C bounds tracestate at 512 characters), never
 		// refused, since it only chooses the parent of the gateway's span.
-		if v := f.raw[fMetaTraceparent]; len(v) <= maxTraceContext {
-			m.Traceparent, _ = s.stringValue(v)
+		if f.variants&(1<<fMetaTraceparent) != 0 {
+			// A case variant ("Traceparent"): not the member the convention names, so it
+			// chooses nothing, and the gateway adds no member a peer would fold into it.
+			m.traceVariant = true
+		} else {
+			if v := f.raw[fMetaTraceparent]; len(v) <= maxTraceContext {
+				m.Traceparent, _ = s.stringValue(v)
+			}
+			m.traceparent = f.raw[fMetaTraceparent]
 		}
-		m.traceparent = f.raw[fMetaTraceparent]
 		if v := f.raw[fMetaTracestate]; len(v) <= maxTraceContext {
 			m.Tracestate, _ = s.stringValue(v)
 		}

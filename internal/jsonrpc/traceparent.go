@@ -15,7 +15,7 @@ const maxTraceContext = 512 + 2
 // when traceparent is not a W3C traceparent of lower-case hex digits and dashes.
 func WithTraceparent(m *Message, traceparent string) (out []byte, ok bool) {
 	raw := m.Raw
-	if m.Kind != KindRequest || !traceparentBytes(traceparent) || len(raw) < 2 || raw[len(raw)-1] != '}' {
+	if m.Kind != KindRequest || m.traceVariant || !traceparentBytes(traceparent) || len(raw) < 2 || raw[len(raw)-1] != '}' {
 		return raw, false
 	}
 	value := `"` + traceparent + `"`

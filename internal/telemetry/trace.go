@@ -166,7 +166,9 @@ func samplerFrom(getenv func(string) string) (sdktrace.Sampler, error) {
 	case "", "parentbased_always_on":
 		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
 	case "parentbased_always_off":
-		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
+		// A host's sampled flag is a hint, never an order: it cannot make the gateway
+		// export what the operator turned off (the span queue is shared by every tenant).
+		return sdktrace.ParentBased(sdktrace.NeverSample(), sdktrace.WithRemoteParentSampled(sdktrace.NeverSample())), nil
 	case "always_on":
 		return sdktrace.AlwaysSample(), nil
 	case "always_off":
@@ -179,7 +181,9 @@ func samplerFrom(getenv func(string) string) (sdktrace.Sampler, error) {
 		if v == "traceidratio" {
 			return sdktrace.TraceIDRatioBased(f), nil
 		}
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(f)), nil
+		// A remote parent's sampled flag does not overrule the ratio: a host sending -01
+		// cannot force the export of every span of its calls.
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(f), sdktrace.WithRemoteParentSampled(sdktrace.TraceIDRatioBased(f))), nil
 	default:
 		return nil, fmt.Errorf("%s=%.40q: want always_on, always_off, traceidratio or their parentbased_ forms", EnvSampler, v)
 	}
