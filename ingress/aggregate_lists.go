@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonnav"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
 )
 
@@ -134,7 +135,7 @@ func (s *Service) aggregateList(ctx context.Context, x *exchange, m *jsonrpc.Mes
 		}
 	}
 	// The items are what the servers sent (renamed in place): joined, not encoded again.
-	body := append(append(append([]byte(`{"`), kind.field...), `":`...), joinArray(items)...)
+	body := append(append(append([]byte(`{"`), kind.field...), `":`...), jsonnav.JoinArray(items)...)
 	if len(next) > 0 {
 		cur, err := s.sealCursor(x.session.ID, x.session.CursorKey, listCursor{Method: m.Method, Left: next})
 		for err != nil && len(next) > 0 {
@@ -187,16 +188,16 @@ func (s *Service) listServer(ctx context.Context, x *exchange, m *jsonrpc.Messag
 		}
 		return serverPage{}
 	}
-	rs, re, ok, err := member(got.final, "result")
+	rs, re, ok, err := jsonnav.Member(got.final, "result")
 	if err != nil || !ok {
 		s.logger.Warn("aggregated list: server left out", "server", srv.GetName(), "method", m.Method, "reason", "an error or unreadable answer", "trace_id", x.traceID)
 		return serverPage{}
 	}
 	result := got.final[rs:re]
-	page := serverPage{ok: true, next: memberString(result, "nextCursor")}
-	if ls, le, ok, err := member(result, field); err == nil && ok {
+	page := serverPage{ok: true, next: jsonnav.MemberString(result, "nextCursor")}
+	if ls, le, ok, err := jsonnav.Member(result, field); err == nil && ok {
 		list := result[ls:le]
-		err = elements(list, func(a, b int) { page.items = append(page.items, list[a:b]) })
+		err = jsonnav.Elements(list, func(a, b int) { page.items = append(page.items, list[a:b]) })
 		if err != nil {
 			s.logger.Warn("aggregated list: server left out", "server", srv.GetName(), "method", m.Method, "reason", "unreadable items", "trace_id", x.traceID)
 			return serverPage{}
@@ -214,11 +215,11 @@ func (s *Service) listServer(ctx context.Context, x *exchange, m *jsonrpc.Messag
 // order) listed the same URI on this page, when it is hidden and logged. An unprefixed
 // server's item whose name another server's prefix claims is hidden and logged too.
 func (s *Service) aggregateItem(x *exchange, item []byte, srv *registryv1.Server, servers []*registryv1.Server, key string, prefixed bool, seen map[string]string) ([]byte, bool) {
-	ns, ne, ok, err := member(item, key)
+	ns, ne, ok, err := jsonnav.Member(item, key)
 	if err != nil || !ok {
 		return nil, false
 	}
-	name, ok := stringOf(item[ns:ne])
+	name, ok := jsonnav.StringOf(item[ns:ne])
 	if !ok || name == "" {
 		return nil, false
 	}
@@ -247,7 +248,7 @@ func (s *Service) aggregateItem(x *exchange, item []byte, srv *registryv1.Server
 		}
 		return item, true
 	}
-	return replaceRange(item, ns, ne, mustQuote(aggregatedName(srv, name))), true
+	return jsonnav.ReplaceRange(item, ns, ne, mustQuote(aggregatedName(srv, name))), true
 }
 
 func mustQuote(s string) []byte {
@@ -333,14 +334,14 @@ func cursorMAC(session, key, payload string) (string, error) {
 // (the bytes around it unchanged). The member must be there, once (both edges refuse
 // duplicate keys).
 func splice(obj []byte, key string, value []byte) ([]byte, error) {
-	start, end, ok, err := member(obj, key)
+	start, end, ok, err := jsonnav.Member(obj, key)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("splice %q: not an object", key)
 	case !ok:
 		return nil, fmt.Errorf("splice %q: no such member", key)
 	}
-	return replaceRange(obj, start, end, value), nil
+	return jsonnav.ReplaceRange(obj, start, end, value), nil
 }
 
 // resourceIndex remembers, per aggregated session on this replica, which server listed each

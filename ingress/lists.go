@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 	policyv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonnav"
 	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 )
 
@@ -33,7 +34,7 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 	if !ok {
 		return final, nil
 	}
-	rs, re, ok, err := member(final, "result")
+	rs, re, ok, err := jsonnav.Member(final, "result")
 	if err != nil {
 		return nil, fmt.Errorf("read the upstream's %s answer: %w", c.msg.Method, err)
 	}
@@ -41,7 +42,7 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 		return final, nil // an error response
 	}
 	result := final[rs:re]
-	ls, le, ok, err := member(result, kind.field)
+	ls, le, ok, err := jsonnav.Member(result, kind.field)
 	if err != nil {
 		return nil, fmt.Errorf("read the upstream's %s result: %w", c.msg.Method, err)
 	}
@@ -50,19 +51,19 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 	}
 	list := result[ls:le]
 	var items []json.RawMessage
-	if err := elements(list, func(a, b int) { items = append(items, list[a:b]) }); err != nil {
+	if err := jsonnav.Elements(list, func(a, b int) { items = append(items, list[a:b]) }); err != nil {
 		return nil, fmt.Errorf("read the upstream's %s: %w", kind.field, err)
 	}
 	items = s.keepPinnedItems(ctx, c, items)
 	names := make([]string, len(items))
 	for i, it := range items {
-		start, end, ok, err := member(it, kind.key)
+		start, end, ok, err := jsonnav.Member(it, kind.key)
 		if err != nil {
 			return nil, fmt.Errorf("read an item of %s: %w", kind.field, err)
 		}
 		if ok {
 			// An item without a name cannot be decided: it is not listed.
-			names[i], _ = stringOf(it[start:end])
+			names[i], _ = jsonnav.StringOf(it[start:end])
 		}
 	}
 	if kind.action == telemetry.MethodToolsCall {
@@ -85,5 +86,5 @@ func (s *Service) filterList(ctx context.Context, c *call, final []byte) ([]byte
 		}
 	}
 	// Only the list's bytes change: the rest of the answer is forwarded as the upstream wrote it.
-	return replaceRange(final, rs+ls, rs+le, joinArray(kept)), nil
+	return jsonnav.ReplaceRange(final, rs+ls, rs+le, jsonnav.JoinArray(kept)), nil
 }

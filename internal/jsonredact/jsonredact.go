@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonnav"
 	"strings"
 	"unicode/utf8"
 )
@@ -312,74 +313,21 @@ func keyName(raw []byte) (string, error) {
 	return s, nil
 }
 
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
+// The scanning itself is internal/jsonnav's: one skipper of JSON for the gateway.
+func skipWS(b []byte, i int) int { return jsonnav.SkipWS(b, i) }
 
-// skipString returns the index just past the string whose opening quote is at i.
 func skipString(b []byte, i int) (int, error) {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, nil
-		}
+	end, err := jsonnav.SkipString(b, i)
+	if err != nil {
+		return 0, errSyntax
 	}
-	return 0, errSyntax
+	return end, nil
 }
 
-// skipValue returns the index just past the value at b[i], with a flat scan: containers are
-// matched by counting brackets outside strings, so any depth costs no stack.
 func skipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
+	end, err := jsonnav.SkipValue(b, i)
+	if err != nil {
 		return 0, errSyntax
 	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				end, err := skipString(b, i)
-				if err != nil {
-					return 0, err
-				}
-				i = end
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1, nil
-				}
-			}
-			i++
-		}
-		return 0, errSyntax
-	case '}', ']', ',', ':':
-		return 0, errSyntax
-	default: // a number, true, false or null
-		start := i
-		for i < len(b) && !endsScalar(b[i]) {
-			i++
-		}
-		if i == start {
-			return 0, errSyntax
-		}
-		return i, nil
-	}
-}
-
-func endsScalar(c byte) bool {
-	switch c {
-	case ',', '}', ']', ' ', '\t', '\n', '\r':
-		return true
-	}
-	return false
+	return end, nil
 }

@@ -1,10 +1,12 @@
-package ingress
+package jsonnav_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"reflect"
 	"testing"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/jsonnav"
 )
 
 // FuzzNavigate holds the navigator to encoding/json on valid objects (the same members, the
@@ -20,17 +22,17 @@ func FuzzNavigate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got := map[string]string{}
-		err := members(b, func(k []byte, s, e int) bool {
+		err := jsonnav.Members(b, func(k []byte, s, e int) bool {
 			if s < 0 || e > len(b) || s > e {
 				t.Fatalf("offsets %d..%d out of %d", s, e, len(b))
 			}
-			key, ok := stringOf(append(append([]byte{'"'}, k...), '"'))
+			key, ok := jsonnav.StringOf(append(append([]byte{'"'}, k...), '"'))
 			if ok {
 				got[key] = string(b[s:e])
 			}
 			return true
 		})
-		_ = elements(b, func(s, e int) {
+		_ = jsonnav.Elements(b, func(s, e int) {
 			if s < 0 || e > len(b) || s > e {
 				t.Fatalf("element offsets %d..%d out of %d", s, e, len(b))
 			}
