@@ -266,21 +266,22 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	if o.metrics != nil {
 		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords)
 		if err != nil {
-			_ = l.close(context.Background())
+			l.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)
 		}
 		svc.metrics, l.metrics = m, m
 	}
 	if key != nil {
 		if err := l.startCheckpoints(key, o.anchor, uint64(cfg.CheckpointRecords), cfg.CheckpointInterval); err != nil {
-			_ = l.close(context.Background())
+			l.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)
 		}
 		svc.publicKey = key.Public().(ed25519.PublicKey)
 	}
 	l.notice.publish(l.seq, l.size)
 	if err := svc.startAlerts(cfg.AlertFile, o); err != nil {
-		_ = l.close(context.Background())
+		svc.reads.close()
+		l.abort()
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
 	l.start()

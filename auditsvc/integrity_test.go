@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
@@ -280,4 +281,45 @@ func rechain(l []string, from int) []string {
 		l[i] = rehash(l[i])
 	}
 	return l
+}
+
+// TestNewFailureReleasesLog: a failure in New after the log is open (here the checkpoints
+// file cannot be opened) returns at once, without waiting for a writer that never started,
+// and releases the segment's lock: a second New on the directory works once the cause is
+// gone.
+func TestNewFailureReleasesLog(t *testing.T) {
+	s := newSigned(t, 10, 0)
+	first := s.open(t, nil)
+	fill(t, first, 3)
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(s.dir, auditsvc.CheckpointsFileName)
+	if err := os.Remove(cp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(cp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		svc, err := auditsvc.New(s.cfg, nil, auditsvc.WithAnchor(s.anchor))
+		if err == nil {
+			_ = svc.Close(context.Background())
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("New succeeded with a directory in place of the checkpoints file")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("New did not return after failing to open the checkpoints file")
+	}
+	if err := os.Remove(cp); err != nil {
+		t.Fatal(err)
+	}
+	svc := s.open(t, nil)
+	fill(t, svc, 2)
 }

@@ -655,6 +655,23 @@ func (l *chainLog) close(ctx context.Context) error {
 	return nil
 }
 
+// abort closes a log whose writer never started (New failed after openLog): close would wait
+// for the writer forever. Closing the segment releases its lock, so the directory can be opened
+// again; a running checkpointer is stopped without signing a final head (nothing was appended
+// since the one it signed at start).
+func (l *chainLog) abort() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.alarm.Stop()
+	if c := l.ckpt; c != nil {
+		close(c.stop)
+		<-c.done
+		_ = c.file.Close()
+	}
+	_ = l.f.Close()
+}
+
 // newIDPrefix draws the random half of this open's record ids.
 func newIDPrefix() string {
 	var b [8]byte
