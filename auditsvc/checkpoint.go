@@ -263,7 +263,7 @@ func (l *chainLog) noteHead() {
 	if l.ckpt == nil {
 		return
 	}
-	h := &head{seq: l.seq, hash: string(l.prev), seg: l.segName}
+	h := &head{seq: l.seq, hash: string(l.prev), seg: l.headSeg}
 	l.head.Store(h)
 	if h.seq-l.ckptNoted >= l.ckpt.every {
 		l.ckptNoted = h.seq
@@ -330,7 +330,14 @@ func (l *chainLog) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every
 	l.ckpt = &checkpointer{key: key, anchor: anchor, every: every, interval: interval, file: f,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	l.ckptNoted = l.seq
-	l.checkpoint(&head{seq: l.seq, hash: string(l.prev), seg: l.segName})
+	// The head is the last record's segment, not the one appended to: after a rotation the
+	// latter is still empty. Stored, so that close signs it again if nothing was appended
+	// (checkpoint skips a sequence already signed).
+	h := &head{seq: l.seq, hash: string(l.prev), seg: l.headSeg}
+	if h.seq > 0 {
+		l.head.Store(h)
+	}
+	l.checkpoint(h)
 	go l.runCheckpointer()
 	return nil
 }

@@ -323,3 +323,33 @@ func TestNewFailureReleasesLog(t *testing.T) {
 	svc := s.open(t, nil)
 	fill(t, svc, 2)
 }
+
+// TestRestartAfterRotation: a log closed right after a rotation (its newest segment empty)
+// reopens, closes and reopens again without damage: the head signed at open is the last
+// record's segment, not the empty one.
+func TestRestartAfterRotation(t *testing.T) {
+	t.Parallel()
+	s := newSigned(t, 50, 64<<10)
+	svc := s.open(t, nil)
+	for i := 0; svc.Stats().Rotations == 0; i++ {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		var logs testsync.Buffer
+		svc = s.open(t, &logs)
+		if st := svc.Stats(); st.Breaks != 0 {
+			t.Fatalf("Stats.Breaks = %d after a clean restart; logs:\n%s", st.Breaks, logs.String())
+		}
+		if err := svc.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := s.verify(t).GetProblems(); len(p) != 0 {
+		t.Fatalf("problems after clean restarts: %v", p)
+	}
+}

@@ -95,6 +95,7 @@ type chainLog struct {
 	f        logFile
 	segIndex int
 	segName  string
+	headSeg  string // the segment of the last durable record (segName unless it is empty)
 	seq      uint64
 	prev     []byte // hex hash of the last durable record
 	size     int64  // bytes durable in the file
@@ -193,6 +194,7 @@ func openLog(dir string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		h:             sha256.New(),
 		seq:           w.st.seq,
 		prev:          w.st.hash,
+		headSeg:       w.stSeg,
 		idPrefix:      newIDPrefix(),
 	}
 	if l.segmentBytes <= 0 {
@@ -585,6 +587,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 	}
 	l.seq, l.prev, l.size = seq, prev, l.size+int64(len(buf))
 	if len(buf) > 0 {
+		l.headSeg = l.segName
 		l.noteHead()
 		if l.size >= l.segmentBytes {
 			l.rotate()

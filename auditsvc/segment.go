@@ -100,6 +100,9 @@ type walked struct {
 	st chainState
 	// last is the last segment walked.
 	last segment
+	// stSeg is the segment holding st's record ("" before any): not last when the last
+	// segment is empty (the log rotated and stopped before its next record).
+	stSeg string
 	// torn is the length of an incomplete line ending the last segment (not damaged).
 	torn int64
 	// damaged says the chain broke and no later segment continues it: the next record must
@@ -160,6 +163,9 @@ func walk(dir string, segs []segment, visit walkVisit) (walked, error) {
 		}
 		st, torn, err := scanFrom(f, start, segVisit)
 		f.Close()
+		if st.seq > start.seq {
+			w.stSeg = seg.name
+		}
 		var ce *ChainError
 		switch {
 		case errors.As(err, &ce):
