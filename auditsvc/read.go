@@ -81,7 +81,7 @@ type reads struct {
 func newReads(l *chainLog, authorize rpcserver.Authorizer) *reads {
 	dir := filepath.Dir(*l.path.Load())
 	r := &reads{
-		engine:    query.NewEngine(query.NewReader(query.DirFiles(dir), l.notice.seq.Load)),
+		engine:    query.NewEngine(query.NewReader(SegmentFiles(dir), l.notice.seq.Load)),
 		notice:    &l.notice,
 		live:      func() string { return filepath.Base(*l.path.Load()) },
 		authorize: authorize,

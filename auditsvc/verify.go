@@ -33,7 +33,7 @@ type VerifyOptions struct {
 // anchor against the chain, and reports what does not hold (VerifyResponse.problems, the
 // first broken record first). It returns an error only when it cannot read the log.
 func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*auditv1.VerifyResponse, error) {
-	segs, err := listSegments(dir)
+	segs, unexpected, err := listDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +168,10 @@ func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*auditv1.Ve
 		}
 	}
 	found = append(found, bad...)
+	for _, name := range unexpected {
+		found = append(found, &ChainError{Kind: KindUnexpectedFile, Segment: name,
+			Reason: fmt.Sprintf("%s is named like the log's files but is not one of its segments: no reader reads it; it may be a forgery", name)})
+	}
 	for _, p := range found {
 		resp.Problems = append(resp.Problems, &auditv1.Problem{Kind: p.Kind, Segment: p.Segment, Sequence: p.Seq, Line: p.Line, Offset: p.Offset, Reason: p.Reason})
 	}
