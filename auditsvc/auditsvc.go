@@ -171,7 +171,10 @@ type Service struct {
 	// token and calls within the process are always served).
 	authorize rpcserver.Authorizer
 	verifying atomic.Bool
-	metrics   *telemetry.AuditMetrics // nil: metrics off (metrics.go)
+	// checkpointRecords and checkpointSlack are what Verify allows between checkpoints: the
+	// configured interval, and the queue (records that may commit while the signer signs).
+	checkpointRecords, checkpointSlack int
+	metrics                            *telemetry.AuditMetrics // nil: metrics off (metrics.go)
 	// alerts evaluates the alert rules (alerting.go); nil: none configured.
 	alerts     *alerts.Engine
 	alertsDone chan struct{}
@@ -277,6 +280,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 			return nil, fmt.Errorf("auditsvc: %w", err)
 		}
 		svc.publicKey = key.Public().(ed25519.PublicKey)
+		svc.checkpointRecords, svc.checkpointSlack = cfg.CheckpointRecords, cfg.MaxQueue
 	}
 	l.notice.publish(l.seq, l.size)
 	if err := svc.startAlerts(cfg.AlertFile, o); err != nil {

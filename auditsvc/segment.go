@@ -126,6 +126,8 @@ const (
 	KindAnchorMismatch     = "anchor_mismatch"
 	KindCutOff             = "cut_off"
 	KindUnexpectedFile     = "unexpected_file"
+	KindMissingCheckpoints = "missing_checkpoints"
+	KindUnsignedTail       = "unsigned_tail"
 )
 
 // walkVisit sees each verified line of the live chain: its segment, sequence, the byte offset

@@ -39,11 +39,16 @@ func auditVerify(ctx context.Context, args []string, getenv func(string) string,
 	url := fs.String("url", "", "the gateway (default $"+gatewayURLEnv+" or "+defaultURL+")")
 	dataDir := fs.String("data-dir", "", "verify offline the log of this data directory (gatehouse up's --data-dir) instead of asking a gateway")
 	pubKey := fs.String("public-key", "", "offline: the Ed25519 public key (hex, or a PEM file's path) checkpoints must be signed with (default: <data-dir>/keys/"+auditKeyFile+"'s)")
+	every := fs.Int("checkpoint-records", auditsvc.DefaultCheckpointRecords, "offline: the log's --checkpoint-records; more records than this (plus --checkpoint-slack) after the last valid checkpoint is reported (0: not checked)")
+	slack := fs.Int("checkpoint-slack", auditsvc.DefaultCheckpointSlack, "offline: records the signer may lag beyond --checkpoint-records (the log's --max-queue)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("audit verify: unexpected argument %q", fs.Arg(0))
+	}
+	if *every < 0 || *slack < 0 {
+		return errors.New("audit verify: --checkpoint-records and --checkpoint-slack are not negative")
 	}
 	var resp *auditv1.VerifyResponse
 	var where string
@@ -55,6 +60,7 @@ func auditVerify(ctx context.Context, args []string, getenv func(string) string,
 		if err != nil {
 			return err
 		}
+		opts.CheckpointRecords, opts.Slack = *every, *slack
 		where = filepath.Join(*dataDir, "audit")
 		if resp, err = auditsvc.VerifyDir(ctx, where, opts); err != nil {
 			return fmt.Errorf("audit verify: %w", err)
@@ -123,6 +129,9 @@ func reportVerify(w io.Writer, where string, r *auditv1.VerifyResponse) error {
 	}
 	fmt.Fprintf(w, "%s: %d records in %d segments, %d checkpoints verified (the last at sequence %d), %s\n",
 		where, r.GetRecords(), len(r.GetSegments()), r.GetCheckpoints(), r.GetLastCheckpoint().GetSequence(), anchor)
+	for _, n := range r.GetNotes() {
+		fmt.Fprintln(w, "note: "+n)
+	}
 	if len(r.GetProblems()) == 0 {
 		fmt.Fprintln(w, "ok: the audit log verifies")
 		return nil
