@@ -92,11 +92,34 @@ func checkSignature(c *auditv1.Checkpoint, pub ed25519.PublicKey) error {
 	return nil
 }
 
-// LoadSigningKey reads an Ed25519 private key from a PEM file (PKCS #8, "PRIVATE KEY").
+// maxKeyFileBytes bounds a key file: a PEM Ed25519 key is about 120 bytes.
+const maxKeyFileBytes = 16 << 10
+
+// LoadSigningKey reads an Ed25519 private key from a PEM file (PKCS #8, "PRIVATE KEY"): a
+// regular file of at most 16 KiB that neither group nor others can read (as internal/secret
+// reads tokens).
 func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("audit signing key %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("audit signing key %s has mode %04o: it must not be readable by group or others (chmod 600 it)", path, perm)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	if len(b) > maxKeyFileBytes {
+		return nil, fmt.Errorf("audit signing key %s is larger than %d bytes", path, maxKeyFileBytes)
 	}
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "PRIVATE KEY" {
@@ -113,10 +136,43 @@ func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
 	return ek, nil
 }
 
+// PublicKeyFile is where EnsureSigningKey writes the public half of the key at keyFile:
+// beside it, .pem replaced by .pub (audit-signing.pub). Offline verification trusts it, or a
+// key given on the command line, and not the key each checkpoint names.
+func PublicKeyFile(keyFile string) string {
+	return strings.TrimSuffix(keyFile, ".pem") + ".pub"
+}
+
 // EnsureSigningKey loads the key at path, minting one (mode 0600, its directory 0700) if
-// there is none. `gatehouse up` keeps it under the data directory but outside the audit
+// there is none, and writes its public half to PublicKeyFile(path) (hex, mode 0644) if that
+// is missing. `gatehouse up` keeps it under the data directory but outside the audit
 // directory.
 func EnsureSigningKey(path string) (ed25519.PrivateKey, error) {
+	key, err := ensureSigningKey(path)
+	if err != nil {
+		return nil, err
+	}
+	pub := PublicKeyFile(path)
+	if _, err := os.Stat(pub); errors.Is(err, os.ErrNotExist) {
+		f, err := os.OpenFile(pub, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("write audit public key: %w", err)
+		}
+		if err := errors.Join(writeString(f, hex.EncodeToString(key.Public().(ed25519.PublicKey))+"\n"), f.Sync(), f.Close()); err != nil {
+			return nil, fmt.Errorf("write audit public key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("audit public key: %w", err)
+	}
+	return key, nil
+}
+
+func writeString(f *os.File, s string) error {
+	_, err := f.WriteString(s)
+	return err
+}
+
+func ensureSigningKey(path string) (ed25519.PrivateKey, error) {
 	if _, err := os.Stat(path); err == nil {
 		return LoadSigningKey(path)
 	} else if !errors.Is(err, os.ErrNotExist) {

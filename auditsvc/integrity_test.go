@@ -456,3 +456,36 @@ func TestVerifyProblemsBounded(t *testing.T) {
 		t.Fatalf("%d problems, notes %q; want 100 and a count of 150 more", len(resp.GetProblems()), resp.GetNotes())
 	}
 }
+
+// TestSigningKeyFiles: minting a key writes its public half beside it; a key file others can
+// read, or a huge one, is refused.
+func TestSigningKeyFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys", "audit-signing.pem")
+	k, err := auditsvc.EnsureSigningKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(auditsvc.PublicKeyFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := auditsvc.ParsePublicKey(string(b))
+	if err != nil || !pub.Equal(k.Public()) {
+		t.Fatalf("public key file %q: %v; want the signing key's public half", b, err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditsvc.LoadSigningKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a group-readable key loaded: %v", err)
+	}
+	huge := filepath.Join(dir, "huge.pem")
+	if err := os.WriteFile(huge, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditsvc.LoadSigningKey(huge); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a 1 MiB key file: %v", err)
+	}
+}
