@@ -226,8 +226,13 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 type Anchor interface {
 	// Load returns the anchored checkpoint, nil if there is none.
 	Load(ctx context.Context) (*auditv1.Checkpoint, error)
-	// Store replaces it.
+	// Store replaces it with c, unless it holds a later sequence (ErrAnchorAhead): a stale or
+	// replayed checkpoint never moves it back.
 	Store(ctx context.Context, c *auditv1.Checkpoint) error
+	// Reset replaces it whatever it holds. The log uses it once after recording a break at
+	// open: the anchor may name records the log no longer has (cut off), and the log goes on
+	// from the last record that verified, a lower sequence.
+	Reset(ctx context.Context, c *auditv1.Checkpoint) error
 }
 
 // head is the last durable record, published by the committer for the checkpointer.
@@ -250,6 +255,9 @@ type checkpointer struct {
 	stop     chan struct{}
 	done     chan struct{}
 	last     uint64 // sequence of the last checkpoint (the checkpointer's own)
+	// reset: the log recorded a break at open; the next anchored checkpoint replaces the
+	// anchor even if it is of a lower sequence (Anchor.Reset).
+	reset bool
 	// The last line of the file: its index and hash, which the next checkpoint chains to.
 	index uint64
 	prev  string
@@ -325,10 +333,16 @@ func (l *chainLog) checkpoint(h *head) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
 	defer cancel()
-	if err := c.anchor.Store(ctx, cp); err != nil {
+	store := c.anchor.Store
+	if c.reset {
+		store = c.anchor.Reset
+	}
+	if err := store(ctx, cp); err != nil {
 		l.checkpointFailures.Add(1)
 		l.logger.Error("audit checkpoint not anchored", "sequence", h.seq, "err", err)
+		return
 	}
+	c.reset = false
 }
 
 // runCheckpointer is the checkpointer's goroutine.
@@ -432,7 +446,7 @@ func (l *chainLog) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every
 		return err
 	}
 	l.ckpt = &checkpointer{key: key, anchor: anchor, every: every, interval: interval, file: f,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), reset: l.breaks.Load() > 0}
 	if last != nil {
 		l.ckpt.index, l.ckpt.prev = last.GetIndex(), checkpointHash(last)
 	}

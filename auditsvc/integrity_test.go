@@ -3,6 +3,7 @@ package auditsvc_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -487,5 +488,46 @@ func TestSigningKeyFiles(t *testing.T) {
 	}
 	if _, err := auditsvc.LoadSigningKey(huge); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("a 1 MiB key file: %v", err)
+	}
+}
+
+// TestAnchorMovesForward: the anchor's key is under the service's prefix, and Store never
+// moves it back, whatever order concurrent stores land in; Reset does.
+func TestAnchorMovesForward(t *testing.T) {
+	t.Parallel()
+	if got := auditsvc.AnchorKey(""); got != "/gatehouse/audit/anchor" {
+		t.Fatalf("default anchor key %q", got)
+	}
+	prefix := etcdtest.Prefix(t)
+	a := auditsvc.NewEtcdAnchor(etcd.Client, auditsvc.AnchorKey(prefix))
+	ctx := context.Background()
+	cp := func(seq uint64) *auditv1.Checkpoint { return &auditv1.Checkpoint{Sequence: seq, Hash: fmt.Sprint(seq)} }
+	var wg sync.WaitGroup
+	for seq := range uint64(20) {
+		wg.Go(func() {
+			if err := a.Store(ctx, cp(seq+1)); err != nil && !errors.Is(err, auditsvc.ErrAnchorAhead) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	load := func() uint64 {
+		c, err := a.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.GetSequence()
+	}
+	if got := load(); got != 20 {
+		t.Fatalf("anchor at %d after concurrent stores of 1..20; want 20", got)
+	}
+	if err := a.Store(ctx, cp(5)); !errors.Is(err, auditsvc.ErrAnchorAhead) {
+		t.Fatalf("storing an older checkpoint: %v; want ErrAnchorAhead", err)
+	}
+	if err := a.Reset(ctx, cp(5)); err != nil || load() != 5 {
+		t.Fatalf("reset: %v, anchor at %d; want 5", err, load())
+	}
+	if r, err := etcd.Client.Get(ctx, prefix+"audit/anchor"); err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("the anchor is not at <prefix>audit/anchor: %v %v", r, err)
 	}
 }

@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			// With etcd (--etcd-endpoints), the latest signed checkpoint is anchored there.
 			opts := []auditsvc.Option{auditsvc.WithMetrics(env.Metrics)}
 			if env.Etcd != nil {
-				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey)))
+				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey(cfg.KeyPrefix))))
 			}
 			svc, err := auditsvc.New(cfg, env.Logger, opts...)
 			if err != nil {
