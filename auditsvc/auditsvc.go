@@ -271,7 +271,8 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	}
 	svc := &Service{log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now, anchor: o.anchor, authorize: cfg.Authorize}
 	if o.metrics != nil {
-		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords)
+		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords, telemetry.AuditCounts{
+			Breaks: l.breaks.Load, CheckpointFailures: l.checkpointFailures.Load, LostRecords: l.lostDeferred.Load})
 		if err != nil {
 			l.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)

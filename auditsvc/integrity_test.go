@@ -17,6 +17,7 @@ import (
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var etcd *etcdtest.Etcd
@@ -220,9 +221,28 @@ func TestCutOffFoundAtStart(t *testing.T) {
 	}
 	editLines(t, s.dir, auditsvc.FileName, func(l []string) []string { return l[:15] })
 	var logs testsync.Buffer
-	svc = s.open(t, &logs)
+	reg := prometheus.NewRegistry()
+	svc, err := auditsvc.New(s.cfg, slog.New(slog.NewJSONHandler(&logs, nil)), auditsvc.WithAnchor(s.anchor), auditsvc.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
 	if st := svc.Stats(); st.Breaks != 1 {
 		t.Fatalf("Stats.Breaks = %d, want 1", st.Breaks)
+	}
+	// The break is on /metrics, for the GatehouseAuditDamaged alert.
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	breaks := -1.0
+	for _, f := range families {
+		if f.GetName() == "gatehouse_audit_breaks_total" && len(f.GetMetric()) == 1 {
+			breaks = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if breaks != 1 {
+		t.Fatalf("gatehouse_audit_breaks_total = %v, want 1", breaks)
 	}
 	if !strings.Contains(logs.String(), `"msg":"audit log does not match its anchor"`) || !strings.Contains(logs.String(), "cut off") {
 		t.Fatalf("no ERROR about the anchor; logs:\n%s", logs.String())
