@@ -326,7 +326,8 @@ func (s *Service) PublicKey() ed25519.PublicKey { return s.publicKey }
 // Handlers returns the AuditService handler to mount.
 func (s *Service) Handlers() []rpcserver.Handler {
 	path, h := auditv1connect.NewAuditServiceHandler(s, connect.WithReadMaxBytes(maxRequestBytes))
-	return []rpcserver.Handler{{Service: auditv1connect.AuditServiceName, Path: path, Handler: h}}
+	// Tail bounds each write through the response controller (read.go).
+	return []rpcserver.Handler{{Service: auditv1connect.AuditServiceName, Path: path, Handler: rpcserver.WithResponseController(h)}}
 }
 
 // Close stops accepting records, commits those already queued (deferred ones included), and
