@@ -2,11 +2,18 @@ package auditsvc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +22,7 @@ import (
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -82,4 +90,71 @@ func TestTailStuckReaderFreesSlot(t *testing.T) {
 		}
 		return tails() == 0
 	})
+}
+
+// TestLegacyCheckpointsVerify: checkpoints written before they were chained (v1, index 0)
+// still verify, with a note; the first chained one after them continues from them.
+func TestLegacyCheckpointsVerify(t *testing.T) {
+	dir := t.TempDir()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "audit-signing.pem")
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Dir: dir, SigningKeyFile: keyFile, CheckpointRecords: 10}
+	svc, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &auditv1.Record{Time: timestamppb.Now(), Server: "s", Method: "tools/call", Outcome: auditv1.Outcome_OUTCOME_ALLOWED}
+	for range 3 {
+		if _, err := svc.Append(context.Background(), connect.NewRequest(&auditv1.AppendRequest{Record: rec})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite the checkpoints as an older gatehouse signed them: v1, no index.
+	path := filepath.Join(dir, CheckpointsFileName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var c auditv1.Checkpoint
+		if err := protojson.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatal(err)
+		}
+		old := signCheckpoint(key, c.GetSequence(), c.GetHash(), c.GetSegment(), c.GetTime().AsTime(), 0, "")
+		j, _ := protojson.Marshal(old)
+		var buf bytes.Buffer
+		_ = json.Compact(&buf, j)
+		out = append(append(out, buf.Bytes()...), '\n')
+	}
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A run after them chains its checkpoints to the last old one.
+	if svc, err = New(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Append(context.Background(), connect.NewRequest(&auditv1.AppendRequest{Record: rec})); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := VerifyDir(context.Background(), dir, VerifyOptions{PublicKey: key.Public().(ed25519.PublicKey), CheckpointRecords: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetProblems()) != 0 || len(resp.GetNotes()) != 1 || !strings.Contains(resp.GetNotes()[0], "before checkpoints were chained") {
+		t.Fatalf("problems %v, notes %v; want none and a note on the old checkpoints", resp.GetProblems(), resp.GetNotes())
+	}
 }

@@ -152,9 +152,9 @@ func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*auditv1.Ve
 				bad.add(&ChainError{Kind: KindMissingCheckpoints, Segment: CheckpointsFileName, Seq: c.GetSequence(), Line: line,
 					Reason: fmt.Sprintf("the checkpoint on line %d does not follow the one before it: checkpoints were removed or replaced", line)})
 			}
-			if c.GetIndex() != 0 {
-				chainIndex, chainHash = c.GetIndex(), checkpointHash(c)
-			}
+			// An old checkpoint (index 0) is chained to as well: the first chained one
+			// after them names it.
+			chainIndex, chainHash = c.GetIndex(), checkpointHash(c)
 			cur, curLine = c, line
 			return nil
 		}
