@@ -119,6 +119,9 @@ type Config struct {
 	// asks whether they may (admin/audit.read).
 	AuthAddr   string
 	PolicyAddr string
+	// KeyPrefix is where the log keeps its keys in etcd when it has one (the anchor:
+	// <KeyPrefix>audit/anchor). Empty means DefaultKeyPrefix.
+	KeyPrefix string
 	// AlertFile is a gatehouse YAML file whose alerts: section sets the alert rules over
 	// the committed records and the appends (package alerts); empty, or no such section: no
 	// alerts.
@@ -142,6 +145,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.SegmentBytes, "segment-bytes", defaultSegmentBytes, "size past which the log starts a new segment file")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM file of the Ed25519 key that signs checkpoints of the log's head (outside --dir; empty: no checkpoints)")
 	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCheckpointRecords, "sign a checkpoint of the head after this many records")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the audit log's anchor (<prefix>audit/anchor)")
 	fs.StringVar(&c.AlertFile, "alert-config", "", "YAML file whose alerts: section sets the alert rules and webhook (see docs/observability.md; empty: no alerts)")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", defaultCheckpointInterval, "sign a checkpoint of the head at least this often while records come")
 }
@@ -171,7 +175,10 @@ type Service struct {
 	// token and calls within the process are always served).
 	authorize rpcserver.Authorizer
 	verifying atomic.Bool
-	metrics   *telemetry.AuditMetrics // nil: metrics off (metrics.go)
+	// checkpointRecords and checkpointSlack are what Verify allows between checkpoints: the
+	// configured interval, and the queue (records that may commit while the signer signs).
+	checkpointRecords, checkpointSlack int
+	metrics                            *telemetry.AuditMetrics // nil: metrics off (metrics.go)
 	// alerts evaluates the alert rules (alerting.go); nil: none configured.
 	alerts     *alerts.Engine
 	alertsDone chan struct{}
@@ -264,23 +271,26 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	}
 	svc := &Service{log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now, anchor: o.anchor, authorize: cfg.Authorize}
 	if o.metrics != nil {
-		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords)
+		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords, telemetry.AuditCounts{
+			Breaks: l.breaks.Load, CheckpointFailures: l.checkpointFailures.Load, LostRecords: l.lostDeferred.Load})
 		if err != nil {
-			_ = l.close(context.Background())
+			l.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)
 		}
 		svc.metrics, l.metrics = m, m
 	}
 	if key != nil {
 		if err := l.startCheckpoints(key, o.anchor, uint64(cfg.CheckpointRecords), cfg.CheckpointInterval); err != nil {
-			_ = l.close(context.Background())
+			l.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)
 		}
 		svc.publicKey = key.Public().(ed25519.PublicKey)
+		svc.checkpointRecords, svc.checkpointSlack = cfg.CheckpointRecords, cfg.MaxQueue
 	}
 	l.notice.publish(l.seq, l.size)
 	if err := svc.startAlerts(cfg.AlertFile, o); err != nil {
-		_ = l.close(context.Background())
+		svc.reads.close()
+		l.abort()
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
 	l.start()
@@ -316,7 +326,8 @@ func (s *Service) PublicKey() ed25519.PublicKey { return s.publicKey }
 // Handlers returns the AuditService handler to mount.
 func (s *Service) Handlers() []rpcserver.Handler {
 	path, h := auditv1connect.NewAuditServiceHandler(s, connect.WithReadMaxBytes(maxRequestBytes))
-	return []rpcserver.Handler{{Service: auditv1connect.AuditServiceName, Path: path, Handler: h}}
+	// Tail bounds each write through the response controller (read.go).
+	return []rpcserver.Handler{{Service: auditv1connect.AuditServiceName, Path: path, Handler: rpcserver.WithResponseController(h)}}
 }
 
 // Close stops accepting records, commits those already queued (deferred ones included), and

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -41,23 +42,34 @@ const (
 	defaultCheckpointInterval = 10 * time.Second
 	minCheckpointInterval     = 100 * time.Millisecond
 	maxCheckpointLine         = 4096
-	// maxCheckpoints bounds the checkpoints Verify holds in memory at once (about 200 bytes
-	// each); beyond, the oldest are skipped and counted.
-	maxCheckpoints = 1 << 20
 	// anchorTimeout bounds one write of the anchor.
 	anchorTimeout = 5 * time.Second
 )
 
-// checkpointMessage is what a checkpoint's signature covers.
+// checkpointMessage is what a checkpoint's signature covers: v2 with its place in the chain of
+// checkpoints, v1 (index 0) for those written before checkpoints were chained.
 func checkpointMessage(c *auditv1.Checkpoint) []byte {
-	return fmt.Appendf(nil, "gatehouse audit checkpoint v1\n%d\n%s\n%s\n%s\n", c.GetSequence(), c.GetHash(), c.GetSegment(),
-		c.GetTime().AsTime().UTC().Format(time.RFC3339Nano))
+	t := c.GetTime().AsTime().UTC().Format(time.RFC3339Nano)
+	if c.GetIndex() == 0 {
+		return fmt.Appendf(nil, "gatehouse audit checkpoint v1\n%d\n%s\n%s\n%s\n", c.GetSequence(), c.GetHash(), c.GetSegment(), t)
+	}
+	return fmt.Appendf(nil, "gatehouse audit checkpoint v2\n%d\n%s\n%s\n%s\n%d\n%s\n", c.GetSequence(), c.GetHash(), c.GetSegment(), t,
+		c.GetIndex(), c.GetPrev())
 }
 
-// signCheckpoint makes the checkpoint of a head.
-func signCheckpoint(key ed25519.PrivateKey, seq uint64, hash, seg string, now time.Time) *auditv1.Checkpoint {
+// checkpointHash is what the next checkpoint names as prev: its signed message and signature.
+func checkpointHash(c *auditv1.Checkpoint) string {
+	h := sha256.New()
+	h.Write(checkpointMessage(c))
+	h.Write(c.GetSignature())
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// signCheckpoint makes the checkpoint of a head, the index-th of the file, after the one whose
+// hash is prev.
+func signCheckpoint(key ed25519.PrivateKey, seq uint64, hash, seg string, now time.Time, index uint64, prev string) *auditv1.Checkpoint {
 	c := &auditv1.Checkpoint{Sequence: seq, Hash: hash, Segment: seg, Time: timestamppb.New(now),
-		PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey))}
+		PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Index: index, Prev: prev}
 	c.Signature = ed25519.Sign(key, checkpointMessage(c))
 	return c
 }
@@ -80,11 +92,34 @@ func checkSignature(c *auditv1.Checkpoint, pub ed25519.PublicKey) error {
 	return nil
 }
 
-// LoadSigningKey reads an Ed25519 private key from a PEM file (PKCS #8, "PRIVATE KEY").
+// maxKeyFileBytes bounds a key file: a PEM Ed25519 key is about 120 bytes.
+const maxKeyFileBytes = 16 << 10
+
+// LoadSigningKey reads an Ed25519 private key from a PEM file (PKCS #8, "PRIVATE KEY"): a
+// regular file of at most 16 KiB that neither group nor others can read (as internal/secret
+// reads tokens).
 func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("audit signing key %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("audit signing key %s has mode %04o: it must not be readable by group or others (chmod 600 it)", path, perm)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+	if len(b) > maxKeyFileBytes {
+		return nil, fmt.Errorf("audit signing key %s is larger than %d bytes", path, maxKeyFileBytes)
 	}
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "PRIVATE KEY" {
@@ -101,10 +136,43 @@ func LoadSigningKey(path string) (ed25519.PrivateKey, error) {
 	return ek, nil
 }
 
+// PublicKeyFile is where EnsureSigningKey writes the public half of the key at keyFile:
+// beside it, .pem replaced by .pub (audit-signing.pub). Offline verification trusts it, or a
+// key given on the command line, and not the key each checkpoint names.
+func PublicKeyFile(keyFile string) string {
+	return strings.TrimSuffix(keyFile, ".pem") + ".pub"
+}
+
 // EnsureSigningKey loads the key at path, minting one (mode 0600, its directory 0700) if
-// there is none. `gatehouse up` keeps it under the data directory but outside the audit
+// there is none, and writes its public half to PublicKeyFile(path) (hex, mode 0644) if that
+// is missing. `gatehouse up` keeps it under the data directory but outside the audit
 // directory.
 func EnsureSigningKey(path string) (ed25519.PrivateKey, error) {
+	key, err := ensureSigningKey(path)
+	if err != nil {
+		return nil, err
+	}
+	pub := PublicKeyFile(path)
+	if _, err := os.Stat(pub); errors.Is(err, os.ErrNotExist) {
+		f, err := os.OpenFile(pub, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("write audit public key: %w", err)
+		}
+		if err := errors.Join(writeString(f, hex.EncodeToString(key.Public().(ed25519.PublicKey))+"\n"), f.Sync(), f.Close()); err != nil {
+			return nil, fmt.Errorf("write audit public key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("audit public key: %w", err)
+	}
+	return key, nil
+}
+
+func writeString(f *os.File, s string) error {
+	_, err := f.WriteString(s)
+	return err
+}
+
+func ensureSigningKey(path string) (ed25519.PrivateKey, error) {
 	if _, err := os.Stat(path); err == nil {
 		return LoadSigningKey(path)
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -158,8 +226,13 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 type Anchor interface {
 	// Load returns the anchored checkpoint, nil if there is none.
 	Load(ctx context.Context) (*auditv1.Checkpoint, error)
-	// Store replaces it.
+	// Store replaces it with c, unless it holds a later sequence (ErrAnchorAhead): a stale or
+	// replayed checkpoint never moves it back.
 	Store(ctx context.Context, c *auditv1.Checkpoint) error
+	// Reset replaces it whatever it holds. The log uses it once after recording a break at
+	// open: the anchor may name records the log no longer has (cut off), and the log goes on
+	// from the last record that verified, a lower sequence.
+	Reset(ctx context.Context, c *auditv1.Checkpoint) error
 }
 
 // head is the last durable record, published by the committer for the checkpointer.
@@ -182,26 +255,51 @@ type checkpointer struct {
 	stop     chan struct{}
 	done     chan struct{}
 	last     uint64 // sequence of the last checkpoint (the checkpointer's own)
+	// reset: the log recorded a break at open; the next anchored checkpoint replaces the
+	// anchor even if it is of a lower sequence (Anchor.Reset).
+	reset bool
+	// The last line of the file: its index and hash, which the next checkpoint chains to.
+	index uint64
+	prev  string
 }
 
-func openCheckpoints(dir string) (*os.File, error) {
+// openCheckpoints opens the checkpoints file of dir for appending and returns the last
+// complete checkpoint in it (nil if none, or if the last line does not parse: the chain then
+// starts again, and Verify shows the gap).
+func openCheckpoints(dir string) (*os.File, *auditv1.Checkpoint, error) {
 	f, err := os.OpenFile(filepath.Join(dir, CheckpointsFileName), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open audit checkpoints: %w", err)
+		return nil, nil, fmt.Errorf("open audit checkpoints: %w", err)
 	}
-	// A torn last line (a crash mid-write) is cut so that the next one starts a line.
-	b, err := io.ReadAll(f)
+	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("read audit checkpoints: %w", err)
+		return nil, nil, fmt.Errorf("read audit checkpoints: %w", err)
 	}
-	if i := bytes.LastIndexByte(b, '\n'); i+1 < len(b) {
-		if err := f.Truncate(int64(i + 1)); err != nil {
+	// Only the end matters: the last line, and a torn one after it (a crash mid-write), which
+	// is cut so that the next checkpoint starts a line.
+	from := max(0, st.Size()-2*maxCheckpointLine)
+	b := make([]byte, st.Size()-from)
+	if _, err := f.ReadAt(b, from); err != nil && !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, nil, fmt.Errorf("read audit checkpoints: %w", err)
+	}
+	end := bytes.LastIndexByte(b, '\n')
+	if end+1 < len(b) {
+		if err := f.Truncate(from + int64(end+1)); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("cut torn audit checkpoint: %w", err)
+			return nil, nil, fmt.Errorf("cut torn audit checkpoint: %w", err)
 		}
 	}
-	return f, nil
+	var last *auditv1.Checkpoint
+	if end >= 0 {
+		line := b[bytes.LastIndexByte(b[:end], '\n')+1 : end]
+		var cp auditv1.Checkpoint
+		if protojson.Unmarshal(line, &cp) == nil {
+			last = &cp
+		}
+	}
+	return f, last, nil
 }
 
 // checkpoint signs h and records it. It is called by the checkpointer only (and at open and
@@ -211,7 +309,7 @@ func (l *chainLog) checkpoint(h *head) {
 	if h == nil || h.seq == 0 || h.seq == c.last {
 		return
 	}
-	cp := signCheckpoint(c.key, h.seq, h.hash, h.seg, time.Now())
+	cp := signCheckpoint(c.key, h.seq, h.hash, h.seg, time.Now(), c.index+1, c.prev)
 	line, err := protojson.Marshal(cp)
 	if err == nil {
 		var buf bytes.Buffer
@@ -228,17 +326,23 @@ func (l *chainLog) checkpoint(h *head) {
 		l.logger.Error("audit checkpoint not written", "path", c.file.Name(), "sequence", h.seq, "err", err)
 		return
 	}
-	c.last = h.seq
+	c.last, c.index, c.prev = h.seq, cp.Index, checkpointHash(cp)
 	l.checkpoints.Add(1)
 	if c.anchor == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
 	defer cancel()
-	if err := c.anchor.Store(ctx, cp); err != nil {
+	store := c.anchor.Store
+	if c.reset {
+		store = c.anchor.Reset
+	}
+	if err := store(ctx, cp); err != nil {
 		l.checkpointFailures.Add(1)
 		l.logger.Error("audit checkpoint not anchored", "sequence", h.seq, "err", err)
+		return
 	}
+	c.reset = false
 }
 
 // runCheckpointer is the checkpointer's goroutine.
@@ -263,7 +367,7 @@ func (l *chainLog) noteHead() {
 	if l.ckpt == nil {
 		return
 	}
-	h := &head{seq: l.seq, hash: string(l.prev), seg: l.segName}
+	h := &head{seq: l.seq, hash: string(l.prev), seg: l.headSeg}
 	l.head.Store(h)
 	if h.seq-l.ckptNoted >= l.ckpt.every {
 		l.ckptNoted = h.seq
@@ -274,63 +378,87 @@ func (l *chainLog) noteHead() {
 	}
 }
 
-// readCheckpoints reads the checkpoints file of dir; a missing file is none. An incomplete
-// last line (being written, or torn by a crash) is left out; a line that does not parse is
-// returned as a problem (its line number), not an error.
-func readCheckpoints(dir string) (cps []*auditv1.Checkpoint, lines []uint64, bad []*ChainError, err error) {
+// checkpointReader reads the checkpoints file one line at a time: Verify checks each against
+// the walk as it goes, holding none of them.
+type checkpointReader struct {
+	f  *os.File
+	br *bufio.Reader
+	n  uint64 // lines read
+}
+
+// openCheckpointReader opens the checkpoints file of dir; nil when there is none.
+func openCheckpointReader(dir string) (*checkpointReader, error) {
 	f, err := os.Open(filepath.Join(dir, CheckpointsFileName))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read audit checkpoints: %w", err)
+		return nil, fmt.Errorf("read audit checkpoints: %w", err)
 	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, maxCheckpointLine)
-	n := uint64(0)
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, io.EOF) {
-			return cps, lines, bad, nil
-		}
-		n++
-		if errors.Is(err, bufio.ErrBufferFull) {
-			bad = append(bad, &ChainError{Kind: KindBadSignature, Segment: CheckpointsFileName, Line: n,
-				Reason: fmt.Sprintf("checkpoint line %d is longer than %d bytes", n, maxCheckpointLine)})
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
-			}
-			continue
-		}
-		if err != nil {
-			return cps, lines, bad, fmt.Errorf("read audit checkpoints: %w", err)
-		}
-		var cp auditv1.Checkpoint
-		if err := protojson.Unmarshal(line, &cp); err != nil {
-			bad = append(bad, &ChainError{Kind: KindBadSignature, Segment: CheckpointsFileName, Line: n,
-				Reason: fmt.Sprintf("checkpoint line %d does not parse: %v", n, err)})
-			continue
-		}
-		if len(cps) == maxCheckpoints {
-			return cps, lines, bad, fmt.Errorf("read audit checkpoints: more than %d", maxCheckpoints)
-		}
-		cps = append(cps, &cp)
-		lines = append(lines, n)
+	return &checkpointReader{f: f, br: bufio.NewReaderSize(f, maxCheckpointLine)}, nil
+}
+
+func (r *checkpointReader) close() {
+	if r != nil {
+		r.f.Close()
 	}
+}
+
+// next returns the next checkpoint and its line number, or a line that is not one as a
+// problem (bad), or io.EOF at the end. An incomplete last line (being written, or torn by a
+// crash) is the end.
+func (r *checkpointReader) next() (cp *auditv1.Checkpoint, line uint64, bad *ChainError, err error) {
+	if r == nil {
+		return nil, 0, nil, io.EOF
+	}
+	b, err := r.br.ReadSlice('\n')
+	if errors.Is(err, io.EOF) {
+		return nil, 0, nil, io.EOF
+	}
+	r.n++
+	if errors.Is(err, bufio.ErrBufferFull) {
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = r.br.ReadSlice('\n')
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, 0, nil, fmt.Errorf("read audit checkpoints: %w", err)
+		}
+		return nil, r.n, &ChainError{Kind: KindBadSignature, Segment: CheckpointsFileName, Line: r.n,
+			Reason: fmt.Sprintf("checkpoint line %d is longer than %d bytes", r.n, maxCheckpointLine)}, nil
+	}
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("read audit checkpoints: %w", err)
+	}
+	var c auditv1.Checkpoint
+	if err := protojson.Unmarshal(b, &c); err != nil {
+		return nil, r.n, &ChainError{Kind: KindBadSignature, Segment: CheckpointsFileName, Line: r.n,
+			Reason: fmt.Sprintf("checkpoint line %d does not parse: %v", r.n, err)}, nil
+	}
+	return &c, r.n, nil, nil
 }
 
 // startCheckpoints starts signing the head with key: a checkpoint of the head as opened
 // (recovery may have written records, or the previous run may have stopped before its last
 // checkpoint), then every `every` records or interval.
 func (l *chainLog) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every uint64, interval time.Duration) error {
-	f, err := openCheckpoints(l.dir)
+	f, last, err := openCheckpoints(l.dir)
 	if err != nil {
 		return err
 	}
 	l.ckpt = &checkpointer{key: key, anchor: anchor, every: every, interval: interval, file: f,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), reset: l.breaks.Load() > 0}
+	if last != nil {
+		l.ckpt.index, l.ckpt.prev = last.GetIndex(), checkpointHash(last)
+	}
 	l.ckptNoted = l.seq
-	l.checkpoint(&head{seq: l.seq, hash: string(l.prev), seg: l.segName})
+	// The head is the last record's segment, not the one appended to: after a rotation the
+	// latter is still empty. Stored, so that close signs it again if nothing was appended
+	// (checkpoint skips a sequence already signed).
+	h := &head{seq: l.seq, hash: string(l.prev), seg: l.headSeg}
+	if h.seq > 0 {
+		l.head.Store(h)
+	}
+	l.checkpoint(h)
 	go l.runCheckpointer()
 	return nil
 }

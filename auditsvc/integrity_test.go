@@ -3,6 +3,7 @@ package auditsvc_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,11 +11,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/etcdtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var etcd *etcdtest.Etcd
@@ -218,9 +221,28 @@ func TestCutOffFoundAtStart(t *testing.T) {
 	}
 	editLines(t, s.dir, auditsvc.FileName, func(l []string) []string { return l[:15] })
 	var logs testsync.Buffer
-	svc = s.open(t, &logs)
+	reg := prometheus.NewRegistry()
+	svc, err := auditsvc.New(s.cfg, slog.New(slog.NewJSONHandler(&logs, nil)), auditsvc.WithAnchor(s.anchor), auditsvc.WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
 	if st := svc.Stats(); st.Breaks != 1 {
 		t.Fatalf("Stats.Breaks = %d, want 1", st.Breaks)
+	}
+	// The break is on /metrics, for the GatehouseAuditDamaged alert.
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	breaks := -1.0
+	for _, f := range families {
+		if f.GetName() == "gatehouse_audit_breaks_total" && len(f.GetMetric()) == 1 {
+			breaks = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if breaks != 1 {
+		t.Fatalf("gatehouse_audit_breaks_total = %v, want 1", breaks)
 	}
 	if !strings.Contains(logs.String(), `"msg":"audit log does not match its anchor"`) || !strings.Contains(logs.String(), "cut off") {
 		t.Fatalf("no ERROR about the anchor; logs:\n%s", logs.String())
@@ -280,4 +302,252 @@ func rechain(l []string, from int) []string {
 		l[i] = rehash(l[i])
 	}
 	return l
+}
+
+// TestNewFailureReleasesLog: a failure in New after the log is open (here the checkpoints
+// file cannot be opened) returns at once, without waiting for a writer that never started,
+// and releases the segment's lock: a second New on the directory works once the cause is
+// gone.
+func TestNewFailureReleasesLog(t *testing.T) {
+	s := newSigned(t, 10, 0)
+	first := s.open(t, nil)
+	fill(t, first, 3)
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(s.dir, auditsvc.CheckpointsFileName)
+	if err := os.Remove(cp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(cp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		svc, err := auditsvc.New(s.cfg, nil, auditsvc.WithAnchor(s.anchor))
+		if err == nil {
+			_ = svc.Close(context.Background())
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("New succeeded with a directory in place of the checkpoints file")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("New did not return after failing to open the checkpoints file")
+	}
+	if err := os.Remove(cp); err != nil {
+		t.Fatal(err)
+	}
+	svc := s.open(t, nil)
+	fill(t, svc, 2)
+}
+
+// TestRestartAfterRotation: a log closed right after a rotation (its newest segment empty)
+// reopens, closes and reopens again without damage: the head signed at open is the last
+// record's segment, not the empty one.
+func TestRestartAfterRotation(t *testing.T) {
+	t.Parallel()
+	s := newSigned(t, 50, 64<<10)
+	svc := s.open(t, nil)
+	for i := 0; svc.Stats().Rotations == 0; i++ {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		var logs testsync.Buffer
+		svc = s.open(t, &logs)
+		if st := svc.Stats(); st.Breaks != 0 {
+			t.Fatalf("Stats.Breaks = %d after a clean restart; logs:\n%s", st.Breaks, logs.String())
+		}
+		if err := svc.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := s.verify(t).GetProblems(); len(p) != 0 {
+		t.Fatalf("problems after clean restarts: %v", p)
+	}
+}
+
+// TestRemovedCheckpointsShow: without the anchor (offline, or split mode without etcd),
+// removing checkpoints is what would hide a record changed with its chain recomputed; with a
+// trusted key and the checkpoint interval, Verify reports it.
+func TestRemovedCheckpointsShow(t *testing.T) {
+	t.Parallel()
+	cpLines := func(t *testing.T, s *signed, keep func(i int, line string) bool) {
+		editLines(t, s.dir, auditsvc.CheckpointsFileName, func(l []string) []string {
+			var out []string
+			for i, line := range l {
+				if keep(i, line) {
+					out = append(out, line)
+				}
+			}
+			return out
+		})
+	}
+	edit := func(t *testing.T, s *signed, i int) {
+		editLines(t, s.dir, auditsvc.FileName, func(l []string) []string {
+			l[i] = strings.Replace(l[i], `"principal":`, `"principal":"mallory","x":`, 1)
+			return rechain(l, i)
+		})
+	}
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, s *signed)
+		want   string
+	}{
+		{"checkpoints file deleted", func(t *testing.T, s *signed) {
+			edit(t, s, 6)
+			if err := os.Remove(filepath.Join(s.dir, auditsvc.CheckpointsFileName)); err != nil {
+				t.Fatal(err)
+			}
+		}, auditsvc.KindMissingCheckpoints},
+		{"checkpoints file truncated", func(t *testing.T, s *signed) {
+			edit(t, s, 39)
+			cpLines(t, s, func(_ int, line string) bool {
+				var seq int
+				fmt.Sscanf(line[strings.Index(line, `"sequence":"`)+len(`"sequence":"`):], "%d", &seq)
+				return seq < 20
+			})
+		}, auditsvc.KindUnsignedTail},
+		{"a middle checkpoint removed", func(t *testing.T, s *signed) {
+			cpLines(t, s, func(i int, _ string) bool { return i != 2 })
+		}, auditsvc.KindMissingCheckpoints},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSigned(t, 10, 0)
+			// Three runs: at least four checkpoints whatever the signer's pace (each open and
+			// each close signs the head).
+			for run := range 3 {
+				svc := s.open(t, nil)
+				for i := range 20 {
+					if _, err := appendRecord(svc, record(20*run+i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := svc.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			verify := func() []*auditv1.Problem {
+				resp, err := auditsvc.VerifyDir(context.Background(), s.dir, auditsvc.VerifyOptions{PublicKey: s.pub, CheckpointRecords: 10})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp.GetProblems()
+			}
+			if ps := verify(); len(ps) != 0 {
+				t.Fatalf("problems before tampering: %v", ps)
+			}
+			tt.tamper(t, s)
+			ps := verify()
+			if len(ps) != 1 || ps[0].GetKind() != tt.want {
+				t.Fatalf("problems %v; want one %s", ps, tt.want)
+			}
+		})
+	}
+}
+
+// TestVerifyProblemsBounded: a checkpoints file full of junk yields at most 100 problems and a
+// count of the rest.
+func TestVerifyProblemsBounded(t *testing.T) {
+	t.Parallel()
+	s := newSigned(t, 10, 0)
+	svc := s.open(t, nil)
+	fill(t, svc, 5)
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, auditsvc.CheckpointsFileName), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(strings.Repeat("not a checkpoint\n", 250))
+	f.Close()
+	resp := s.verify(t)
+	if len(resp.GetProblems()) != 100 || fmt.Sprint(resp.GetNotes()) != "[150 more problems were found and are not listed]" {
+		t.Fatalf("%d problems, notes %q; want 100 and a count of 150 more", len(resp.GetProblems()), resp.GetNotes())
+	}
+}
+
+// TestSigningKeyFiles: minting a key writes its public half beside it; a key file others can
+// read, or a huge one, is refused.
+func TestSigningKeyFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys", "audit-signing.pem")
+	k, err := auditsvc.EnsureSigningKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(auditsvc.PublicKeyFile(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := auditsvc.ParsePublicKey(string(b))
+	if err != nil || !pub.Equal(k.Public()) {
+		t.Fatalf("public key file %q: %v; want the signing key's public half", b, err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditsvc.LoadSigningKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a group-readable key loaded: %v", err)
+	}
+	huge := filepath.Join(dir, "huge.pem")
+	if err := os.WriteFile(huge, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditsvc.LoadSigningKey(huge); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a 1 MiB key file: %v", err)
+	}
+}
+
+// TestAnchorMovesForward: the anchor's key is under the service's prefix, and Store never
+// moves it back, whatever order concurrent stores land in; Reset does.
+func TestAnchorMovesForward(t *testing.T) {
+	t.Parallel()
+	if got := auditsvc.AnchorKey(""); got != "/gatehouse/audit/anchor" {
+		t.Fatalf("default anchor key %q", got)
+	}
+	prefix := etcdtest.Prefix(t)
+	a := auditsvc.NewEtcdAnchor(etcd.Client, auditsvc.AnchorKey(prefix))
+	ctx := context.Background()
+	cp := func(seq uint64) *auditv1.Checkpoint { return &auditv1.Checkpoint{Sequence: seq, Hash: fmt.Sprint(seq)} }
+	var wg sync.WaitGroup
+	for seq := range uint64(20) {
+		wg.Go(func() {
+			if err := a.Store(ctx, cp(seq+1)); err != nil && !errors.Is(err, auditsvc.ErrAnchorAhead) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	load := func() uint64 {
+		c, err := a.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.GetSequence()
+	}
+	if got := load(); got != 20 {
+		t.Fatalf("anchor at %d after concurrent stores of 1..20; want 20", got)
+	}
+	if err := a.Store(ctx, cp(5)); !errors.Is(err, auditsvc.ErrAnchorAhead) {
+		t.Fatalf("storing an older checkpoint: %v; want ErrAnchorAhead", err)
+	}
+	if err := a.Reset(ctx, cp(5)); err != nil || load() != 5 {
+		t.Fatalf("reset: %v, anchor at %d; want 5", err, load())
+	}
+	if r, err := etcd.Client.Get(ctx, prefix+"audit/anchor"); err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("the anchor is not at <prefix>audit/anchor: %v %v", r, err)
+	}
 }

@@ -95,6 +95,7 @@ type chainLog struct {
 	f        logFile
 	segIndex int
 	segName  string
+	headSeg  string // the segment of the last durable record (segName unless it is empty)
 	seq      uint64
 	prev     []byte // hex hash of the last durable record
 	size     int64  // bytes durable in the file
@@ -193,6 +194,7 @@ func openLog(dir string, lim limits, logger *slog.Logger) (*chainLog, error) {
 		h:             sha256.New(),
 		seq:           w.st.seq,
 		prev:          w.st.hash,
+		headSeg:       w.stSeg,
 		idPrefix:      newIDPrefix(),
 	}
 	if l.segmentBytes <= 0 {
@@ -585,6 +587,7 @@ func (l *chainLog) commit(h hashWriter, buf []byte, batch []*pending) []byte {
 	}
 	l.seq, l.prev, l.size = seq, prev, l.size+int64(len(buf))
 	if len(buf) > 0 {
+		l.headSeg = l.segName
 		l.noteHead()
 		if l.size >= l.segmentBytes {
 			l.rotate()
@@ -653,6 +656,23 @@ func (l *chainLog) close(ctx context.Context) error {
 		return fmt.Errorf("close audit log: %w", err)
 	}
 	return nil
+}
+
+// abort closes a log whose writer never started (New failed after openLog): close would wait
+// for the writer forever. Closing the segment releases its lock, so the directory can be opened
+// again; a running checkpointer is stopped without signing a final head (nothing was appended
+// since the one it signed at start).
+func (l *chainLog) abort() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.alarm.Stop()
+	if c := l.ckpt; c != nil {
+		close(c.stop)
+		<-c.done
+		_ = c.file.Close()
+	}
+	_ = l.f.Close()
 }
 
 // newIDPrefix draws the random half of this open's record ids.

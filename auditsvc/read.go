@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
@@ -81,7 +82,7 @@ type reads struct {
 func newReads(l *chainLog, authorize rpcserver.Authorizer) *reads {
 	dir := filepath.Dir(*l.path.Load())
 	r := &reads{
-		engine:    query.NewEngine(query.NewReader(query.DirFiles(dir), l.notice.seq.Load)),
+		engine:    query.NewEngine(query.NewReader(SegmentFiles(dir), l.notice.seq.Load)),
 		notice:    &l.notice,
 		live:      func() string { return filepath.Base(*l.path.Load()) },
 		authorize: authorize,
@@ -164,7 +165,10 @@ func (s *Service) Tail(ctx context.Context, req *connect.Request[auditv1.TailReq
 		pos = query.Position{Seq: seq + 1, File: s.reads.live(), Offset: size}
 	}
 	err = s.reads.engine.Follow(ctx, req.Msg.GetFilter(), pos, s.reads.notice.wait, func(entries []*auditv1.Entry) error {
-		return stream.Send(&auditv1.TailResponse{Entries: entries})
+		// A client that stops reading must not hold its slot (and this goroutine) forever.
+		return rpcserver.SendWithin(ctx, tailSendTimeout, func() error {
+			return stream.Send(&auditv1.TailResponse{Entries: entries})
+		})
 	})
 	select {
 	case <-s.reads.closing:
@@ -176,6 +180,10 @@ func (s *Service) Tail(ctx context.Context, req *connect.Request[auditv1.TailReq
 	}
 	return toConnect(err)
 }
+
+// tailSendTimeout bounds one write of a Tail stream: a client that has not read a page in
+// that long is dropped, freeing its slot.
+var tailSendTimeout = 30 * time.Second
 
 // acquire takes a tail slot for who, or fails when none is left.
 func (r *reads) acquire(who string) (func(), error) {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,7 +215,7 @@ func TestQueryBounds(t *testing.T) {
 
 	// The scan per request is bounded: a filter that matches nothing reads at most MaxScan
 	// lines and returns an empty page with a token, until the end.
-	e := query.NewEngine(query.NewReader(query.DirFiles(dir), nil))
+	e := query.NewEngine(query.NewReader(auditsvc.SegmentFiles(dir), nil))
 	e.SetMaxScan(8)
 	req := &auditv1.QueryRequest{Filter: &auditv1.Filter{Tenant: "nobody"}}
 	pages := 0
@@ -407,5 +410,43 @@ func TestQueryGuarded(t *testing.T) {
 	}
 	if _, ok := asked.Load(auditsvc.ActionRead); !ok {
 		t.Fatal("policy was never asked about admin/audit.read")
+	}
+}
+
+// TestForgedSegmentIgnored: a file named like a segment but not one (audit-0.log) is not read
+// in place of the log by Query, and Verify reports it.
+func TestForgedSegmentIgnored(t *testing.T) {
+	dir := t.TempDir()
+	svc := open(t, dir, 0)
+	for _, r := range knownRecords(5) {
+		if _, err := appendRecord(svc, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, auditsvc.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := strings.ReplaceAll(string(b), `"tenant":"acme"`, `"tenant":"forged"`)
+	if err := os.WriteFile(filepath.Join(dir, "audit-0.log"), []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := queryClient(t, svc)
+	if got, _ := queryAll(t, c, &auditv1.Filter{Tenant: "forged"}, 100); len(got) != 0 {
+		t.Fatalf("Query read the forged file: %v", got)
+	}
+	if got, _ := queryAll(t, c, &auditv1.Filter{Tenant: "acme"}, 100); !slices.Equal(got, []uint64{1, 5}) {
+		t.Fatalf("Query for the real tenant: %v, want [1 5]", got)
+	}
+	resp, err := auditsvc.VerifyDir(context.Background(), dir, auditsvc.VerifyOptions{Live: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, p := range resp.GetProblems() {
+		kinds = append(kinds, p.GetKind()+":"+p.GetSegment())
+	}
+	if !slices.Equal(kinds, []string{auditsvc.KindUnexpectedFile + ":audit-0.log"}) {
+		t.Fatalf("problems %v; want the forged file reported", kinds)
 	}
 }

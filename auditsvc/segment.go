@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 )
 
 // The log is a sequence of segment files in its directory: FileName (audit.log, index 0, the
@@ -23,6 +25,9 @@ const (
 	segmentSuffix = ".log"
 	// maxSegments bounds the segment files a walk accepts in one directory.
 	maxSegments = 1 << 20
+	// maxProblems bounds the problems of each kind a verification reports; beyond, they are
+	// counted.
+	maxProblems = 100
 )
 
 // segment is one file of the log.
@@ -59,21 +64,54 @@ func parseSegment(name string) (int, bool) {
 
 // listSegments returns the segment files of dir in order.
 func listSegments(dir string) ([]segment, error) {
+	segs, _, err := listDir(dir)
+	return segs, err
+}
+
+// listDir returns the segment files of dir in order, and the names of files that look like
+// the log's but are not its segments (audit-0.log, a directory named like a segment):
+// readers ignore them, and Verify reports them, since one may be a forgery meant to be read
+// in place of a segment.
+func listDir(dir string) ([]segment, []string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("list audit segments: %w", err)
+		return nil, nil, fmt.Errorf("list audit segments: %w", err)
 	}
 	var segs []segment
+	var unexpected []string
 	for _, e := range entries {
-		if i, ok := parseSegment(e.Name()); ok && e.Type().IsRegular() {
+		i, ok := parseSegment(e.Name())
+		switch {
+		case ok && e.Type().IsRegular():
 			segs = append(segs, segment{index: i, name: e.Name()})
+		case ok || (strings.HasPrefix(e.Name(), "audit") && strings.HasSuffix(e.Name(), segmentSuffix)):
+			if len(unexpected) < maxProblems {
+				unexpected = append(unexpected, e.Name())
+			}
 		}
 	}
 	if len(segs) > maxSegments {
-		return nil, fmt.Errorf("list audit segments: %d segment files, more than %d", len(segs), maxSegments)
+		return nil, nil, fmt.Errorf("list audit segments: %d segment files, more than %d", len(segs), maxSegments)
 	}
 	slices.SortFunc(segs, func(a, b segment) int { return a.index - b.index })
-	return segs, nil
+	return segs, unexpected, nil
+}
+
+// SegmentFiles lists the log's segment files in dir, in order, as Verify and recovery see
+// them: the readers (Query, Tail, alerts, the offline CLI) read exactly the files whose chain
+// is verified, and nothing else that happens to be named like them.
+func SegmentFiles(dir string) query.Files {
+	return func() ([]string, error) {
+		segs, err := listSegments(dir)
+		if err != nil {
+			return nil, err
+		}
+		paths := make([]string, len(segs))
+		for i, s := range segs {
+			paths[i] = filepath.Join(dir, s.name)
+		}
+		return paths, nil
+	}
 }
 
 // Problem kinds, as VerifyResponse's problems name them.
@@ -87,6 +125,9 @@ const (
 	KindBadSignature       = "bad_signature"
 	KindAnchorMismatch     = "anchor_mismatch"
 	KindCutOff             = "cut_off"
+	KindUnexpectedFile     = "unexpected_file"
+	KindMissingCheckpoints = "missing_checkpoints"
+	KindUnsignedTail       = "unsigned_tail"
 )
 
 // walkVisit sees each verified line of the live chain: its segment, sequence, the byte offset
@@ -100,6 +141,9 @@ type walked struct {
 	st chainState
 	// last is the last segment walked.
 	last segment
+	// stSeg is the segment holding st's record ("" before any): not last when the last
+	// segment is empty (the log rotated and stopped before its next record).
+	stSeg string
 	// torn is the length of an incomplete line ending the last segment (not damaged).
 	torn int64
 	// damaged says the chain broke and no later segment continues it: the next record must
@@ -160,6 +204,9 @@ func walk(dir string, segs []segment, visit walkVisit) (walked, error) {
 		}
 		st, torn, err := scanFrom(f, start, segVisit)
 		f.Close()
+		if st.seq > start.seq {
+			w.stSeg = seg.name
+		}
 		var ce *ChainError
 		switch {
 		case errors.As(err, &ce):

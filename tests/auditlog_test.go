@@ -211,6 +211,31 @@ func TestAuditVerifyCLI(t *testing.T) {
 		})
 	}
 
+	// Offline, the trusted key is the public key written when the signing key was minted, not
+	// whatever the directory's checkpoints name: without it, verify fails unless told --no-key.
+	data := copyAuditData(t, g.DataDir)
+	if err := os.Remove(filepath.Join(data, "keys", "audit-signing.pub")); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = gatehouseCLI(t, nil, "audit", "verify", "--data-dir", data)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || !strings.Contains(errOut, "no trusted public key") {
+		t.Fatalf("verify offline without a public key: %v; want a non-zero exit\n%s%s", err, out, errOut)
+	}
+	out, errOut, err = gatehouseCLI(t, nil, "audit", "verify", "--data-dir", data, "--no-key")
+	if err != nil || !strings.Contains(out, "warning: --no-key") {
+		t.Fatalf("verify offline --no-key: %v\n%s%s", err, out, errOut)
+	}
+	// The checkpoints removed along with an edit that recomputes the chain still show.
+	data = copyAuditData(t, g.DataDir)
+	rechainDir(t, filepath.Join(data, "audit"), 4, changeByte)
+	if err := os.Remove(filepath.Join(data, "audit", "checkpoints.log")); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = gatehouseCLI(t, nil, "audit", "verify", "--data-dir", data, "--checkpoint-records", "40", "--checkpoint-slack", "0")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 || !strings.Contains(errOut, "missing_checkpoints") {
+		t.Fatalf("verify offline without checkpoints: %v; want missing_checkpoints\n%s%s", err, out, errOut)
+	}
+
 	// Damage found at start: the gateway starts, on a new segment after a record of the break.
 	editFile(t, filepath.Join(g.DataDir, "audit", "audit.log"), func(l []string) []string { l[2] = changeByte(l[2]); return l })
 	g = gatehousetest.Start(t, gatehousetest.Options{Config: cfg, DataDir: g.DataDir, Args: []string{"--segment-bytes", "65536"}})

@@ -25,33 +25,6 @@ import (
 // Files lists a log's files in order, oldest first, as paths.
 type Files func() ([]string, error)
 
-// LiveName is the log's first segment (its only file before it ever rotated); SegmentPattern
-// matches the segments after it (audit-00000001.log, ...), which sort in order by name. The
-// last file is the one appended to.
-const (
-	LiveName       = "audit.log"
-	SegmentPattern = "audit-*.log"
-)
-
-// DirFiles lists the files of the log in dir: the first segment when it exists, then the
-// numbered segments in name order.
-func DirFiles(dir string) Files {
-	return func() ([]string, error) {
-		segs, err := filepath.Glob(filepath.Join(dir, SegmentPattern))
-		if err != nil {
-			return nil, err
-		}
-		slices.Sort(segs) // audit-00000001.log, audit-00000002.log, ...: numbered in order
-		first := filepath.Join(dir, LiveName)
-		if _, err := os.Stat(first); err == nil {
-			segs = append([]string{first}, segs...)
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		return segs, nil
-	}
-}
-
 // Position is where reading resumes: the next sequence to read, and where its line is
 // thought to start (a hint, checked before it is used: a file's base name and a byte offset).
 type Position struct {
@@ -237,16 +210,22 @@ func locate(files []string, pos Position) (int, int64, error) {
 		}
 	}
 	chosen := 0
+	var prev uint64 // the first sequence of the last file that has one
 	for i, p := range files {
 		first, ok, err := firstSeq(p)
 		if err != nil {
 			return 0, 0, err
 		}
+		if ok && first == prev {
+			// Two files claiming the same records: which one is the log is for Verify to say,
+			// not for a reader to guess.
+			return 0, 0, fmt.Errorf("audit files %s and %s both begin at sequence %d: verify the log", filepath.Base(files[chosen]), filepath.Base(p), first)
+		}
 		if ok && first > pos.Seq {
 			break
 		}
 		if ok {
-			chosen = i
+			chosen, prev = i, first
 		}
 	}
 	return chosen, 0, nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 )
@@ -63,7 +64,7 @@ func TestSegments(t *testing.T) {
 	}
 	f.WriteString(`{"seq":9,"prev":"00","record":{"ser`) // torn
 	f.Close()
-	e := query.NewEngine(query.NewReader(query.DirFiles(dir), nil))
+	e := query.NewEngine(query.NewReader(auditsvc.SegmentFiles(dir), nil))
 	want := []uint64{1, 2, 3, 4, 5, 6, 7, 8}
 	for _, size := range []uint32{1, 2, 3, 100} {
 		if got := sequences(t, e, size); !slices.Equal(got, want) {
@@ -96,7 +97,7 @@ func TestCommittedOnly(t *testing.T) {
 	dir := t.TempDir()
 	writeLines(t, filepath.Join(dir, "audit.log"), 1, 5)
 	committed := uint64(3)
-	e := query.NewEngine(query.NewReader(query.DirFiles(dir), func() uint64 { return committed }))
+	e := query.NewEngine(query.NewReader(auditsvc.SegmentFiles(dir), func() uint64 { return committed }))
 	if got := sequences(t, e, 10); !slices.Equal(got, []uint64{1, 2, 3}) {
 		t.Fatalf("%v, want [1 2 3]", got)
 	}

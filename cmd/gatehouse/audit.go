@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
@@ -151,7 +152,7 @@ func openAuditLog(what string, f *auditFlags, getenv func(string) string) (audit
 		if f.url != "" {
 			return nil, fmt.Errorf("%s: give --url or --data-dir, not both", what)
 		}
-		return offlineLog{engine: query.NewEngine(query.NewReader(query.DirFiles(filepath.Join(f.dataDir, "audit")), nil))}, nil
+		return offlineLog{engine: query.NewEngine(query.NewReader(auditsvc.SegmentFiles(filepath.Join(f.dataDir, "audit")), nil))}, nil
 	}
 	// No client timeout: a tail lasts as long as the operator wants; each Query has its own.
 	base, hc, err := adminClient(what, f.url, getenv, 0)

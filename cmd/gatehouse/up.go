@@ -179,7 +179,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		}
 	}
 	cfg.Audit.Authorize = askPolicy // operators' Verify, Query and Tail
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey)), auditsvc.WithMetrics(metrics))
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey(cfg.Audit.KeyPrefix))), auditsvc.WithMetrics(metrics))
 	if err != nil {
 		return err
 	}

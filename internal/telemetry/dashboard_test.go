@@ -32,7 +32,7 @@ func registeredNames(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	bridge.Transition("s", telemetry.BreakerOpen, "open")
-	audit, err := telemetry.NewAuditMetrics(reg, func() int { return 0 })
+	audit, err := telemetry.NewAuditMetrics(reg, func() int { return 0 }, telemetry.AuditCounts{})
 	if err != nil {
 		t.Fatal(err)
 	}

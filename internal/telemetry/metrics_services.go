@@ -17,6 +17,9 @@ const (
 	MetricAuditAppendErrors  = "gatehouse_audit_append_errors_total"
 	MetricAuditBatch         = "gatehouse_audit_batch_records"
 	MetricAuditQueue         = "gatehouse_audit_queue_records"
+	MetricAuditBreaks        = "gatehouse_audit_breaks_total"
+	MetricAuditCkptFailures  = "gatehouse_audit_checkpoint_failures_total"
+	MetricAuditLostRecords   = "gatehouse_audit_lost_records_total"
 	MetricToolsQuarantined   = "gatehouse_tools_quarantined"
 )
 
@@ -87,8 +90,19 @@ type AuditMetrics struct {
 	batch          prometheus.Observer
 }
 
-// NewAuditMetrics registers the audit log's metrics on reg; queued is read at each scrape.
-func NewAuditMetrics(reg prometheus.Registerer, queued func() int) (*AuditMetrics, error) {
+// AuditCounts are the audit log's own counters, read at each scrape.
+type AuditCounts struct {
+	// Breaks: damage found at open (each recorded in the log, logged at ERROR).
+	Breaks func() uint64
+	// CheckpointFailures: checkpoints of the head not written or not anchored.
+	CheckpointFailures func() uint64
+	// LostRecords: deferred records acknowledged as queued, then lost to a failed commit.
+	LostRecords func() uint64
+}
+
+// NewAuditMetrics registers the audit log's metrics on reg; queued and counts are read at
+// each scrape.
+func NewAuditMetrics(reg prometheus.Registerer, queued func() int, counts AuditCounts) (*AuditMetrics, error) {
 	appendDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    MetricAuditAppend,
 		Help:    "Time an Append took, by mode: durable (acknowledged once fsynced) or deferred (acknowledged once queued).",
@@ -101,7 +115,18 @@ func NewAuditMetrics(reg prometheus.Registerer, queued func() int) (*AuditMetric
 		Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 to 1024
 	})
 	q := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricAuditQueue, Help: "Records queued or being committed, not yet durable."}, func() float64 { return float64(queued()) })
-	for _, c := range []prometheus.Collector{appendDur, errs, batch, q} {
+	counter := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if f == nil {
+				return 0
+			}
+			return float64(f())
+		})
+	}
+	breaks := counter(MetricAuditBreaks, "Damage found in the audit log at start (a break in the chain, records cut off past the anchor); each is recorded in the log and logged at ERROR.", counts.Breaks)
+	ckptFailures := counter(MetricAuditCkptFailures, "Checkpoints of the audit log's head not written to checkpoints.log or not anchored in etcd.", counts.CheckpointFailures)
+	lost := counter(MetricAuditLostRecords, "Deferred audit records (outcomes) acknowledged as queued, then lost to a failed commit.", counts.LostRecords)
+	for _, c := range []prometheus.Collector{appendDur, errs, batch, q, breaks, ckptFailures, lost} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

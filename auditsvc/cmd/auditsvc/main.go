@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 					return true, err
 				}
 				opts.PublicKey = k.Public().(ed25519.PublicKey)
+				// The service's own interval and slack (its queue, as the Verify RPC allows).
+				opts.CheckpointRecords, opts.Slack = cfg.CheckpointRecords, max(cfg.MaxQueue, auditsvc.DefaultCheckpointSlack)
 			}
 			resp, err := auditsvc.VerifyDir(ctx, cfg.Dir, opts)
 			if err != nil {
@@ -67,6 +69,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if n := len(resp.GetProblems()); n > 0 {
 				return true, fmt.Errorf("%s: %d problems; the first: %s at sequence %d", cfg.Dir, n, resp.GetProblems()[0].GetKind(), resp.GetProblems()[0].GetSequence())
 			}
+			for _, n := range resp.GetNotes() {
+				fmt.Fprintf(stdout, "%s: note: %s\n", cfg.Dir, n)
+			}
 			fmt.Fprintf(stdout, "%s: %d records in %d segments, %d checkpoints, chain intact\n", cfg.Dir, resp.GetRecords(), len(resp.GetSegments()), resp.GetCheckpoints())
 			return true, nil
 		},
@@ -77,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			// With etcd (--etcd-endpoints), the latest signed checkpoint is anchored there.
 			opts := []auditsvc.Option{auditsvc.WithMetrics(env.Metrics)}
 			if env.Etcd != nil {
-				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey)))
+				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey(cfg.KeyPrefix))))
 			}
 			svc, err := auditsvc.New(cfg, env.Logger, opts...)
 			if err != nil {

@@ -699,7 +699,10 @@ type VerifyResponse struct {
 	// Signed checkpoints that verified against public_key and the chain.
 	Checkpoints uint64 `protobuf:"varint,6,opt,name=checkpoints,proto3" json:"checkpoints,omitempty"`
 	// The Ed25519 public key checkpoints were verified against, hex; empty when none is known.
-	PublicKey     string `protobuf:"bytes,7,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey string `protobuf:"bytes,7,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// What the verification could not check, though nothing is wrong (checkpoints from before
+	// they were chained, problems beyond the bound reported).
+	Notes         []string `protobuf:"bytes,8,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -783,6 +786,13 @@ func (x *VerifyResponse) GetPublicKey() string {
 	return ""
 }
 
+func (x *VerifyResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
 // Problem is one thing Verify found wrong.
 type Problem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -790,7 +800,10 @@ type Problem struct {
 	// mismatch), torn (an incomplete last line), missing_segment, recovered_break (a break the
 	// log recorded at start), continuation (where the chain resumes after a break),
 	// checkpoint_mismatch, bad_signature, anchor_mismatch, cut_off (the anchor is ahead of the
-	// log).
+	// log), unexpected_file (named like a segment, not one), missing_checkpoints (more records
+	// than the checkpoint interval without a valid checkpoint, or a line removed from the
+	// checkpoints file), unsigned_tail (more records after the last valid checkpoint than the
+	// interval allows).
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	// The segment file's name.
 	Segment string `protobuf:"bytes,2,opt,name=segment,proto3" json:"segment,omitempty"`
@@ -878,8 +891,9 @@ func (x *Problem) GetReason() string {
 }
 
 // Checkpoint is a signed statement of the log's head: the record at sequence has chain hash
-// hash. The signature is Ed25519 over "gatehouse audit checkpoint v1\n<sequence>\n<hash>\n
-// <segment>\n<time, RFC 3339 with nanoseconds, UTC>\n".
+// hash. The signature is Ed25519 over "gatehouse audit checkpoint v2\n<sequence>\n<hash>\n
+// <segment>\n<time, RFC 3339 with nanoseconds, UTC>\n<index>\n<prev>\n" (v1, without
+// index and prev, for checkpoints written before they were chained: index 0).
 type Checkpoint struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Sequence uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
@@ -888,8 +902,13 @@ type Checkpoint struct {
 	// The segment holding the record.
 	Segment string `protobuf:"bytes,4,opt,name=segment,proto3" json:"segment,omitempty"`
 	// The signer's Ed25519 public key, hex.
-	PublicKey     string `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	PublicKey string `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Signature []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The checkpoint's place in the log's checkpoints file, from 1, and the hash of the one
+	// before it (hex SHA-256 of its signed message and signature; empty for the first): a line
+	// removed from the middle of the file shows.
+	Index         uint64 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	Prev          string `protobuf:"bytes,8,opt,name=prev,proto3" json:"prev,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +983,20 @@ func (x *Checkpoint) GetSignature() []byte {
 		return x.Signature
 	}
 	return nil
+}
+
+func (x *Checkpoint) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetPrev() string {
+	if x != nil {
+		return x.Prev
+	}
+	return ""
 }
 
 // Filter selects records: every field set must match (empty fields match anything).
@@ -1410,7 +1443,7 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\x0eAppendResponse\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\"\x0f\n" +
-	"\rVerifyRequest\"\xc1\x02\n" +
+	"\rVerifyRequest\"\xd7\x02\n" +
 	"\x0eVerifyResponse\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1a\n" +
 	"\bsegments\x18\x02 \x03(\tR\bsegments\x127\n" +
@@ -1419,14 +1452,15 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\x0flast_checkpoint\x18\x05 \x01(\v2\x1e.gatehouse.audit.v1.CheckpointR\x0elastCheckpoint\x12 \n" +
 	"\vcheckpoints\x18\x06 \x01(\x04R\vcheckpoints\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\a \x01(\tR\tpublicKey\"\x97\x01\n" +
+	"public_key\x18\a \x01(\tR\tpublicKey\x12\x14\n" +
+	"\x05notes\x18\b \x03(\tR\x05notes\"\x97\x01\n" +
 	"\aProblem\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
 	"\asegment\x18\x02 \x01(\tR\asegment\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12\x12\n" +
 	"\x04line\x18\x04 \x01(\x04R\x04line\x12\x16\n" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xc3\x01\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\xed\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x12\n" +
@@ -1435,7 +1469,9 @@ const file_gatehouse_audit_v1_audit_proto_rawDesc = "" +
 	"\asegment\x18\x04 \x01(\tR\asegment\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x05 \x01(\tR\tpublicKey\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature\"\xd8\x02\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x12\x14\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\x12\x12\n" +
+	"\x04prev\x18\b \x01(\tR\x04prev\"\xd8\x02\n" +
 	"\x06Filter\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1c\n" +
