@@ -283,14 +283,15 @@ func (s *Service) callOn(x *exchange, srv *registryv1.Server, m *jsonrpc.Message
 
 // renameParam returns m with params.<key> set to value (a string), reread.
 func renameParam(m *jsonrpc.Message, key, value string) (*jsonrpc.Message, error) {
-	quoted, err := json.Marshal(value)
+	params, err := splice(m.Params, key, mustQuote(value))
 	if err != nil {
 		return nil, err
 	}
-	params, err := splice(m.Params, key, quoted)
-	if err != nil {
-		return nil, err
-	}
+	return withParams(m, params)
+}
+
+// withParams is m with its params replaced, reread.
+func withParams(m *jsonrpc.Message, params []byte) (*jsonrpc.Message, error) {
 	raw, err := splice(m.Raw, "params", params)
 	if err != nil {
 		return nil, err

@@ -540,13 +540,5 @@ func renameRef(m *jsonrpc.Message, name string) (*jsonrpc.Message, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := splice(m.Raw, "params", params)
-	if err != nil {
-		return nil, err
-	}
-	out, err := jsonrpc.Peek(raw)
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return withParams(m, params)
 }
