@@ -311,9 +311,6 @@ func inside(dir, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
-// SetAuthorize sets what decides an operator's Verify (admin/audit.verify).
-func (s *Service) SetAuthorize(a rpcserver.Authorizer) { s.authorize = a }
-
 // Path is the path of the segment the log appends to.
 func (s *Service) Path() string { return *s.log.path.Load() }
 

@@ -16,8 +16,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
-
 // errStopped is the error of the OUTCOME_UNKNOWN record that recovery writes for a decision
 // without an outcome.
 const errStopped = "gateway stopped before the outcome was recorded"
@@ -208,7 +206,7 @@ var breakMember = []byte(`"method":"` + breakMethod + `"`)
 // open to the (new) segment, and counts it.
 func (l *chainLog) recordBreak(now time.Time, what string) error {
 	rec, err := marshalRecord(l.nextID(), &auditv1.Record{
-		Time: timestampOf(now), Server: breakServer, Method: breakMethod,
+		Time: timestamppb.New(now), Server: breakServer, Method: breakMethod,
 		Phase: auditv1.Phase_PHASE_COMPLETE, Outcome: auditv1.Outcome_OUTCOME_FAILED,
 		Error: trimError("the audit log was damaged when the gateway started; the damaged segments are kept unchanged and the log continues here: " + what),
 	})
