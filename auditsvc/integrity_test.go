@@ -95,8 +95,12 @@ func fill(t *testing.T, svc *auditsvc.Service, n int) {
 func TestSegmentsRotateAndVerify(t *testing.T) {
 	t.Parallel()
 	s := newSigned(t, 50, 64<<10)
+	// The log rotates between batches, so a segment holds at most 64 KiB plus one batch: with
+	// batches of 16 records of about 700 bytes, 400 records need at least four segments
+	// however the concurrent appends are batched.
+	s.cfg.MaxBatch = 16
 	svc := s.open(t, nil)
-	fill(t, svc, 400) // about 700 bytes each: five segments or so
+	fill(t, svc, 400)
 	if err := svc.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
