@@ -36,6 +36,9 @@ type Bounds struct {
 	MaxTenants int
 	MaxServers int
 	MaxTools   int
+	// MaxToolsPerServer is one server's share of MaxTools, so that an upstream listing
+	// thousands of tools cannot take every tool label from the others.
+	MaxToolsPerServer int
 }
 
 // Default bounds: a gateway of a few hundred tenants, servers and tools stays exact.
@@ -43,7 +46,9 @@ const (
 	DefaultMaxTenants = 100
 	DefaultMaxServers = 100
 	DefaultMaxTools   = 500
-	maxBound          = 10000
+	// DefaultMaxToolsPerServer: a server's first 100 listed tools get labels of their own.
+	DefaultMaxToolsPerServer = 100
+	maxBound                 = 10000
 )
 
 // RegisterFlags binds the bounds to --metrics-max-tenants, --metrics-max-servers and
@@ -52,6 +57,7 @@ func (b *Bounds) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&b.MaxTenants, "metrics-max-tenants", DefaultMaxTenants, "distinct tenant labels in metrics; further tenants are counted as \"other\"")
 	fs.IntVar(&b.MaxServers, "metrics-max-servers", DefaultMaxServers, "distinct server labels in metrics; further servers are counted as \"other\"")
 	fs.IntVar(&b.MaxTools, "metrics-max-tools", DefaultMaxTools, "distinct (server, tool) labels in metrics, taken only from upstreams' tools/list answers; further tools are counted as \"other\"")
+	fs.IntVar(&b.MaxToolsPerServer, "metrics-max-tools-per-server", DefaultMaxToolsPerServer, "distinct tool labels of one server, within --metrics-max-tools; its further tools are counted as \"other\"")
 }
 
 // withDefaults fills zero bounds (a Config built without flags) and checks the rest.
@@ -60,7 +66,7 @@ func (b Bounds) withDefaults() (Bounds, error) {
 		v    *int
 		def  int
 		name string
-	}{{&b.MaxTenants, DefaultMaxTenants, "tenants"}, {&b.MaxServers, DefaultMaxServers, "servers"}, {&b.MaxTools, DefaultMaxTools, "tools"}} {
+	}{{&b.MaxTenants, DefaultMaxTenants, "tenants"}, {&b.MaxServers, DefaultMaxServers, "servers"}, {&b.MaxTools, DefaultMaxTools, "tools"}, {&b.MaxToolsPerServer, DefaultMaxToolsPerServer, "tools per server"}} {
 		if *f.v == 0 {
 			*f.v = f.def
 		}

@@ -125,7 +125,7 @@ func NewCallMetrics(reg prometheus.Registerer, b Bounds) (*CallMetrics, error) {
 	}
 	m.tenants = newLabelSet(b.MaxTenants, overflow.WithLabelValues("tenant"))
 	m.servers = newLabelSet(b.MaxServers, overflow.WithLabelValues("server"))
-	m.tools = newToolSet(b.MaxTools, overflow.WithLabelValues("tool"))
+	m.tools = newToolSet(b.MaxTools, b.MaxToolsPerServer, overflow.WithLabelValues("tool"))
 	return m, nil
 }
 

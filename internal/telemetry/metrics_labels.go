@@ -55,19 +55,21 @@ func labelValue(v string) bool {
 	return v != "" && v != Other && len(v) <= maxLabelBytes && utf8.ValidString(v)
 }
 
-// toolSet holds the tool names each server listed, at most max (server, tool) pairs in all.
-// Only a server's own tools/list answer admits a name (Admit); a call names a tool label
-// only when its server listed it, so names a host invents are all Other.
+// toolSet holds the tool names each server listed, at most max (server, tool) pairs in all
+// and perServer of one server. Only a server's own tools/list answer admits a name (Admit);
+// a call names a tool label only when its server listed it, so names a host invents are all
+// Other, and an upstream listing thousands of tools takes only its share of the labels.
 type toolSet struct {
-	mu       sync.RWMutex
-	max      int
-	n        int
+	mu        sync.RWMutex
+	max       int
+	perServer int
+	n         int
 	byServer map[string]map[string]string
 	overflow prometheus.Counter
 }
 
-func newToolSet(max int, overflow prometheus.Counter) *toolSet {
-	return &toolSet{max: max, byServer: make(map[string]map[string]string), overflow: overflow}
+func newToolSet(max, perServer int, overflow prometheus.Counter) *toolSet {
+	return &toolSet{max: max, perServer: perServer, byServer: make(map[string]map[string]string), overflow: overflow}
 }
 
 // admit records the names server listed, while there is room.
@@ -84,7 +86,7 @@ func (t *toolSet) admit(server string, names []string) {
 			break
 		}
 	}
-	full := t.n >= t.max
+	full := t.n >= t.max || len(known) >= t.perServer
 	t.mu.RUnlock()
 	if !missing || full {
 		return
@@ -97,7 +99,7 @@ func (t *toolSet) admit(server string, names []string) {
 		t.byServer[strings.Clone(server)] = known
 	}
 	for _, n := range names {
-		if t.n >= t.max {
+		if t.n >= t.max || len(known) >= t.perServer {
 			return
 		}
 		if _, ok := known[n]; ok || !labelValue(n) {

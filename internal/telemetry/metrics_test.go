@@ -77,6 +77,55 @@ func TestBoundsFoldConcurrently(t *testing.T) {
 	}
 }
 
+// TestToolLabelsShared: a server listing thousands of tools takes only its share of the tool
+// labels; a server listing later still gets labels for its own.
+func TestToolLabelsShared(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := telemetry.NewCallMetrics(reg, telemetry.Bounds{MaxTools: 10, MaxToolsPerServer: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := make([]string, 5000)
+	for i := range many {
+		many[i] = fmt.Sprintf("t%d", i)
+	}
+	var wg sync.WaitGroup
+	for range 8 { // concurrent lists of the same server cannot pass its share either
+		wg.Go(func() { m.Listed("greedy", many) })
+	}
+	wg.Wait()
+	m.Listed("modest", []string{"read", "write"})
+	for _, tc := range []struct{ server, tool string }{{"greedy", "t0"}, {"greedy", "t3"}, {"greedy", "t4"}, {"modest", "read"}, {"modest", "write"}} {
+		m.Observe("t", tc.server, "tools/call", tc.tool, telemetry.OutcomeAllowed, true, time.Millisecond)
+	}
+	tools := map[string]bool{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != telemetry.MetricCalls {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "tool" {
+					tools[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	for _, want := range []string{"t0", "t3", "read", "write", "other"} {
+		if !tools[want] {
+			t.Errorf("tool labels %v: want %q", tools, want)
+		}
+	}
+	if tools["t4"] {
+		t.Errorf("tool labels %v: t4 is past greedy's share of 4", tools)
+	}
+}
+
 // TestMetricsHandler: with a token, a scrape needs it; without one, only loopback peers are
 // answered.
 func TestMetricsHandler(t *testing.T) {
