@@ -326,3 +326,33 @@ func TestMetricsBoundedSeries(t *testing.T) {
 		t.Errorf("gatehouse_metrics_label_overflow_total{label=tool} = %v, want at least %d", got, names)
 	}
 }
+
+// TestNoMetrics: `gatehouse up --no-metrics` counts nothing and serves no /metrics, and calls
+// go through as before (bench/ measures what metrics cost with it).
+func TestNoMetrics(t *testing.T) {
+	t.Parallel()
+	echo := gatehousetest.Bin(t, gatehousetest.EchoServer)
+	g := gatehousetest.Start(t, gatehousetest.Options{
+		Config: "servers:\n" + stdioEntry("echo", echo),
+		Args:   []string{"--no-metrics"},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: g.Endpoint("echo"), HTTPClient: g.AuthClient()}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, g.Logs())
+	}
+	defer cs.Close()
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}); err != nil || res.IsError {
+		t.Fatalf("echo: %v %+v", err, res)
+	}
+	resp, err := http.Get(g.Base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /metrics with --no-metrics: %d, want 404", resp.StatusCode)
+	}
+}

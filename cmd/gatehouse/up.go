@@ -32,6 +32,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"github.com/gatehouse-mcp/gatehouse/policysvc"
 	"github.com/gatehouse-mcp/gatehouse/registrysvc"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Secrets of `gatehouse up`, read from the environment or a file (svcmain.ReadSecret), never
@@ -46,6 +47,7 @@ type upConfig struct {
 	PolicyDir  string
 	LogLevel   string
 	DebugAddr  string
+	NoMetrics  bool
 	Ingress    ingress.Config
 	Auth       authsvc.Config
 	Registry   registrysvc.Config
@@ -66,6 +68,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PolicyDir, "policy-dir", "", "directory of Cedar policies and their schema, applied at start as gatehouse policy apply would (default: the bundle last applied, else the embedded examples/policies, written to <data-dir>/default-policies)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve net/http/pprof on this loopback address (off when empty)")
+	fs.BoolVar(&c.NoMetrics, "no-metrics", false, "count nothing and serve no /metrics (to measure what metrics cost a call)")
 	c.Ingress.RegisterGuardFlags(fs)
 	set := []string{"listen", "registry-addr", "key-prefix"}
 	// The bridge's metrics bound is the ingress's --metrics-max-servers.
@@ -164,8 +167,14 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// Deferred closes run in reverse: the bridge ends upstream calls first, so in-flight
 	// handlers finish and commit their audit records before the audit log closes (and the
 	// registry, which records quarantines and approvals, closes before it too).
-	// One registry for every service of the process, served at /metrics on the one port.
-	metrics := telemetry.NewRegistry()
+	// One registry for every service of the process, served at /metrics on the one port;
+	// with --no-metrics none, and every service counts nothing.
+	var metrics *prometheus.Registry
+	var registerer prometheus.Registerer // nil, not a nil *Registry, when metrics are off
+	if !cfg.NoMetrics {
+		metrics = telemetry.NewRegistry()
+		registerer = metrics
+	}
 	cfg.Audit.Dir = filepath.Join(cfg.DataDir, "audit")
 	cfg.Audit.AlertFile = cfg.ConfigFile // its alerts: section (none in the embedded default)
 	// Laptop mode keeps the key that signs the audit log's checkpoints under the data
@@ -179,7 +188,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		}
 	}
 	cfg.Audit.Authorize = askPolicy // operators' Verify, Query and Tail
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey(cfg.Audit.KeyPrefix))), auditsvc.WithMetrics(metrics))
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey(cfg.Audit.KeyPrefix))), auditsvc.WithMetrics(registerer))
 	if err != nil {
 		return err
 	}
@@ -234,7 +243,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	// The bridge mints gateway-jwt tokens with authsvc in this process, and records its
 	// circuit breakers' transitions in its audit log.
 	cfg.Bridge.MetricsMaxServers = cfg.Ingress.Metrics.MaxServers
-	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth), bridgesvc.WithAudit(audit), bridgesvc.WithMetrics(metrics))
+	bridge, err := bridgesvc.New(cfg.Bridge, cat, logger.With("svc", "bridge"), bridgesvc.WithUpstreamTokens(auth), bridgesvc.WithAudit(audit), bridgesvc.WithMetrics(registerer))
 	if err != nil {
 		return err
 	}
@@ -257,7 +266,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		Catalog:  cat,
 		Sessions: sessions,
 		Registry: registry,
-		Metrics:  metrics,
+		Metrics:  registerer,
 	}, logger.With("svc", "ingress"))
 	if err != nil {
 		return err
@@ -278,7 +287,13 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	mux.Handle("/healthz", public)
 	// Public like /healthz, but answered only with the metrics token (or, without one, to
 	// loopback peers): the metrics name tenants, servers and tools (telemetry.Handler).
-	mux.Handle("GET /metrics", telemetry.Handler(metrics, metricsToken))
+	if metrics != nil {
+		mux.Handle("GET /metrics", telemetry.Handler(metrics, metricsToken))
+	} else {
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "metrics are off (gatehouse up --no-metrics)", http.StatusNotFound)
+		})
+	}
 	mux.Handle("/.well-known/oauth-protected-resource", public)
 	mux.Handle("/.well-known/oauth-protected-resource/", public)
 	mux.Handle("/.well-known/jwks.json", public)
