@@ -64,8 +64,8 @@ type toolSet struct {
 	max       int
 	perServer int
 	n         int
-	byServer map[string]map[string]string
-	overflow prometheus.Counter
+	byServer  map[string]map[string]string
+	overflow  prometheus.Counter
 }
 
 func newToolSet(max, perServer int, overflow prometheus.Counter) *toolSet {
