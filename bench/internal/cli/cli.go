@@ -29,7 +29,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == listsSubcommand {
 		return runLists(ctx, args[1:], getenv, stdout, stderr)
 	}
-	cfg, out, err := parse(args, getenv, stderr)
+	kind, name := callsBench, "gatebench"
+	if len(args) > 0 && args[0] == observeSubcommand {
+		kind, name, args = observeBench, "gatebench "+observeSubcommand, args[1:]
+	}
+	cfg, out, err := parseKind(kind, args, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -39,7 +43,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg.FloorCommand = []string{self, floorSubcommand}
 	cfg.Progress = stderr
-	cfg.Command = strings.TrimSpace("gatebench " + strings.Join(args, " "))
+	cfg.Command = strings.TrimSpace(name + " " + strings.Join(args, " "))
 
 	start := time.Now()
 	rep, err := suite.Run(ctx, cfg)
@@ -72,20 +76,44 @@ func emit(md, out string, stdout, stderr io.Writer) error {
 // end in well under a minute, far too little to measure anything.
 var quick = struct{ calls, warmup, repeats, probe int }{calls: 200, warmup: 20, repeats: 2, probe: 20}
 
-// parse turns the command line into a suite configuration and the report
-// path.
+// observeSubcommand runs the tools/call benchmark over the gateway's variants instead: what
+// metrics, exported traces and each audit store cost a call, next to the bare hop.
+const observeSubcommand = "observe"
+
+// benchKind is one of the two benchmarks of tools/call: against the floors (the default),
+// or of the gateway's variants (observe).
+type benchKind struct {
+	name, sizes, out string
+	paths            []string
+	observe          bool
+}
+
+var (
+	callsBench   = benchKind{name: "gatebench", sizes: "64,16384", out: "docs/benchmarks.md", paths: suite.DefaultPaths}
+	observeBench = benchKind{name: "gatebench observe", sizes: "64", out: "docs/benchmarks-observability.md", observe: true,
+		paths: []string{suite.Floor1, suite.Floor2, suite.Gatehouse, suite.GatehouseNoMetrics, suite.GatehouseTraced}}
+)
+
+// parse turns the command line of the default benchmark into a suite configuration and the
+// report path.
 func parse(args []string, getenv func(string) string, stderr io.Writer) (suite.Config, string, error) {
-	var cfg suite.Config
+	return parseKind(callsBench, args, getenv, stderr)
+}
+
+// parseKind turns the command line of one tools/call benchmark into a suite configuration
+// and the report path.
+func parseKind(kind benchKind, args []string, getenv func(string) string, stderr io.Writer) (suite.Config, string, error) {
+	cfg := suite.Config{Observe: kind.observe}
 	var sessions, sizes string
-	fs := newBenchFlags("gatebench", getenv, stderr, benchUsage{
-		allPaths: suite.AllPaths,
-		paths:    "paths to measure, in run order",
+	fs := newBenchFlags(kind.name, getenv, stderr, benchUsage{
+		allPaths: kind.paths,
+		paths:    "paths to measure, in run order, of " + strings.Join(suite.AllPaths, ", "),
 		quick:    fmt.Sprintf("smoke test: unless set explicitly, -calls %d -warmup %d -repeats %d -fsync-probe %d; the report says its figures mean nothing", quick.calls, quick.warmup, quick.repeats, quick.probe),
 		keeps:    "binaries, configs, process logs",
-		out:      "docs/benchmarks.md",
+		out:      kind.out,
 	})
 	fs.StringVar(&sessions, "sessions", "1,32", "concurrent sessions per run, comma-separated")
-	fs.StringVar(&sizes, "sizes", "64,16384", "echo arguments sizes in bytes, comma-separated")
+	fs.StringVar(&sizes, "sizes", kind.sizes, "echo arguments sizes in bytes, comma-separated")
 	fs.IntVar(&cfg.Calls, "calls", 0, "measured calls per run (0: max(2000, 250 × sessions), halved for arguments over 4 KiB)")
 	fs.IntVar(&cfg.Warmup, "warmup", 200, "warm-up calls per run, spread over its sessions (at least one each)")
 	fs.IntVar(&cfg.Repeats, "repeats", 5, "runs of each path per workload and concurrency, interleaved")

@@ -53,7 +53,7 @@ func TestParse(t *testing.T) {
 				if cfg.Repeats != 5 || cfg.Calls != 0 || cfg.Warmup != 200 || cfg.Protocol != "2025-11-25" || cfg.RunTimeout != 5*time.Minute || cfg.ProbeAppends != 200 || cfg.Quick {
 					t.Errorf("cfg = %+v", cfg)
 				}
-				if !slices.Equal(cfg.Paths, suite.AllPaths) || out != "docs/benchmarks.md" || !filepath.IsAbs(cfg.Repo) {
+				if !slices.Equal(cfg.Paths, suite.DefaultPaths) || out != "docs/benchmarks.md" || !filepath.IsAbs(cfg.Repo) {
 					t.Errorf("paths %v out %q repo %q", cfg.Paths, out, cfg.Repo)
 				}
 			},
@@ -99,7 +99,7 @@ func TestParse(t *testing.T) {
 				if !cfg.Quick || cfg.Calls != 200 || cfg.Warmup != 20 || cfg.Repeats != 2 || cfg.ProbeAppends != 20 {
 					t.Errorf("cfg = %+v", cfg)
 				}
-				if !slices.Equal(cfg.Sessions, []int{1, 32}) || !slices.Equal(cfg.Sizes, []int{64, 16384}) || !slices.Equal(cfg.Paths, suite.AllPaths) {
+				if !slices.Equal(cfg.Sessions, []int{1, 32}) || !slices.Equal(cfg.Sizes, []int{64, 16384}) || !slices.Equal(cfg.Paths, suite.DefaultPaths) {
 					t.Errorf("quick changed the workloads: sessions %v sizes %v paths %v", cfg.Sessions, cfg.Sizes, cfg.Paths)
 				}
 			},
@@ -122,6 +122,22 @@ func TestParse(t *testing.T) {
 
 // TestRunRejectsBadConfig runs each benchmark outside the work tree: it must fail before it
 // measures, and print no report.
+// TestParseObserve: `gatebench observe` measures the gateway's variants at 64 B, next to
+// floors 1 and 2, into its own report.
+func TestParseObserve(t *testing.T) {
+	t.Parallel()
+	cfg, out, err := parseKind(observeBench, nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Observe || out != "docs/benchmarks-observability.md" || !slices.Equal(cfg.Sizes, []int{64}) {
+		t.Errorf("cfg = %+v, out %q", cfg, out)
+	}
+	if !slices.Contains(cfg.Paths, suite.GatehouseTraced) || !slices.Contains(cfg.Paths, suite.GatehouseNoMetrics) || !slices.Contains(cfg.Paths, suite.Floor2) {
+		t.Errorf("paths %v: want the bare hop and the variants", cfg.Paths)
+	}
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
 	t.Parallel()
 	for _, bench := range [][]string{nil, {listsSubcommand}} {

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync/atomic"
 	"time"
 )
 
@@ -78,13 +79,41 @@ func Proxy(target *url.URL, errorLog *log.Logger) http.Handler {
 	})
 }
 
+// OTLPSink is where a traced gateway exports its spans in the benchmark: it takes OTLP/HTTP
+// export requests (POST /v1/traces, at most maxBody bytes each), counts them, and answers
+// each with an empty ExportTraceServiceResponse, as a collector that accepted every span
+// does. GET /stats answers "requests bytes"; any other GET 200 (the readiness probe).
+func OTLPSink(maxBody int64) http.Handler {
+	var requests, bytes atomic.Int64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/traces":
+			n, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxBody))
+			if err != nil {
+				http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+				return
+			}
+			requests.Add(1)
+			bytes.Add(n)
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.WriteHeader(http.StatusOK) // an empty message is the whole response
+		case r.Method == http.MethodGet && r.URL.Path == "/stats":
+			fmt.Fprintf(w, "%d %d\n", requests.Load(), bytes.Load())
+		case r.Method == http.MethodGet:
+			w.WriteHeader(http.StatusOK)
+		default:
+			http.Error(w, "not an OTLP/HTTP trace export", http.StatusNotFound)
+		}
+	})
+}
+
 // Serve runs one floor server until ctx ends: args are
-// "-role echo|proxy|durable-proxy -listen 127.0.0.1:PORT [-target URL]
+// "-role echo|proxy|durable-proxy|otlp-sink -listen 127.0.0.1:PORT [-target URL]
 // [-journal FILE]".
 func Serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	role := fs.String("role", "", "echo, proxy or durable-proxy")
+	role := fs.String("role", "", "echo, proxy, durable-proxy or otlp-sink")
 	listen := fs.String("listen", "", "loopback host:port to serve on")
 	targetFlag := fs.String("target", "", "URL the proxy forwards to (scheme and host; the request path is kept)")
 	journalPath := fs.String("journal", "", "durable-proxy: the file each call is appended to and fdatasynced in before it is forwarded")
@@ -102,6 +131,8 @@ func Serve(ctx context.Context, args []string, stderr io.Writer) error {
 	switch *role {
 	case "echo":
 		handler = Echo(MaxBody)
+	case "otlp-sink":
+		handler = OTLPSink(MaxBody)
 	case "proxy", "durable-proxy":
 		target, err := url.Parse(*targetFlag)
 		if err != nil || target.Scheme != "http" || target.Host == "" {
@@ -121,7 +152,7 @@ func Serve(ctx context.Context, args []string, stderr io.Writer) error {
 		defer j.Close()
 		handler = DurableProxy(target, j, errorLog)
 	default:
-		return fmt.Errorf("-role %q: want echo, proxy or durable-proxy", *role)
+		return fmt.Errorf("-role %q: want echo, proxy, durable-proxy or otlp-sink", *role)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/floor"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 func TestEcho(t *testing.T) {
@@ -225,5 +227,48 @@ func TestServeStops(t *testing.T) {
 	cancel()
 	if err := floor.Serve(ctx, []string{"-role", "echo", "-listen", "127.0.0.1:0"}, io.Discard); err != nil {
 		t.Fatalf("Serve after cancel = %v, want nil", err)
+	}
+}
+
+// TestOTLPSink: the OpenTelemetry SDK's own OTLP/HTTP exporter (what a traced gateway uses)
+// exports to the sink without an error, and the sink counts what it took.
+func TestOTLPSink(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(floor.OTLPSink(1 << 20))
+	t.Cleanup(srv.Close)
+	exp, err := otlptracehttp.New(t.Context(), otlptracehttp.WithEndpointURL(srv.URL+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	for i := range 3 {
+		_, span := tp.Tracer("bench").Start(t.Context(), fmt.Sprintf("span %d", i))
+		span.End() // the syncer exports it now, and fails the export on an error answer
+	}
+	if err := tp.Shutdown(t.Context()); err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	resp, err := srv.Client().Get(srv.URL + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var requests, size int64
+	if _, err := fmt.Fscan(resp.Body, &requests, &size); err != nil {
+		t.Fatal(err)
+	}
+	if requests != 3 || size == 0 {
+		t.Fatalf("sink took %d requests, %d bytes; want 3 and some bytes", requests, size)
+	}
+	for _, tc := range []struct{ method, path string }{{http.MethodPost, "/v1/metrics"}, {http.MethodPut, "/v1/traces"}} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader("x"))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s: %d, want 404", tc.method, tc.path, resp.StatusCode)
+		}
 	}
 }

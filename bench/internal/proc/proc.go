@@ -195,3 +195,65 @@ func ParseStat(b []byte) (utime, stime uint64, err error) {
 	}
 	return utime, stime, nil
 }
+
+// TreeCPU returns the CPU time pid and its living descendants have used so far: a server
+// that forks a process per connection (PostgreSQL) does its work in its children, whose
+// time reaches the parent's /proc/PID/stat only once they exit.
+func TreeCPU(pid int) (time.Duration, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("cpu time: %w", err)
+	}
+	parent := map[int]int{}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // it exited meanwhile
+		}
+		if ppid, err := parsePPID(b); err == nil {
+			parent[child] = ppid
+		}
+	}
+	in := func(p int) bool {
+		for range len(parent) + 1 { // bounded: a cycle in a racy snapshot cannot loop forever
+			if p == pid {
+				return true
+			}
+			next, ok := parent[p]
+			if !ok || next == 0 || next == p {
+				return false
+			}
+			p = next
+		}
+		return false
+	}
+	sum, err := CPUTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	for p := range parent {
+		if p != pid && in(p) {
+			if d, err := CPUTime(p); err == nil {
+				sum += d
+			}
+		}
+	}
+	return sum, nil
+}
+
+// parsePPID extracts the parent's pid (field 4) from /proc/PID/stat.
+func parsePPID(b []byte) (int, error) {
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	fields := bytes.Fields(b[end+1:])
+	if len(fields) < 2 {
+		return 0, errors.New("stat: no parent pid")
+	}
+	return strconv.Atoi(string(fields[1]))
+}

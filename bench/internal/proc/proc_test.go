@@ -153,3 +153,4 @@ func TestWaitReadyExited(t *testing.T) {
 		t.Fatal("Stop of an exited process returned nil")
 	}
 }
+

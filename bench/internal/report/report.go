@@ -51,6 +51,9 @@ type Params struct {
 	RecordSize   int
 	// Quick marks a smoke-test run, too small for its figures to mean much.
 	Quick bool
+	// Observe is `gatebench observe`'s report: the costs of the gateway's variants
+	// instead of the goals.
+	Observe bool
 }
 
 // Workload is an arguments size and a concurrency level.
@@ -64,6 +67,7 @@ type Path struct {
 	Description string
 	Hop         string // the process whose CPU is reported as the hop's ("" if none)
 	Upstream    string // the process that answers ("" if none)
+	Side        string // the path's own processes beside the hop ("" if none)
 }
 
 // Run is one measured closed-loop run.
@@ -90,6 +94,9 @@ type Outcome struct {
 	HopCPU      time.Duration
 	UpstreamCPU time.Duration
 	ClientCPU   time.Duration
+	// SideCPU is the CPU time of the path's side processes (and their children) in the
+	// window; negative when the path has none.
+	SideCPU time.Duration
 	// Failed is set when the run could not be made at all.
 	Failed string
 }
@@ -269,7 +276,11 @@ func (r *Report) Markdown() string {
 	}
 	w("\n")
 	r.writeDisk(w)
-	r.writeGoals(w)
+	if r.Params.Observe {
+		r.writeCosts(w)
+	} else {
+		r.writeGoals(w)
+	}
 
 	for _, size := range r.Params.Sizes {
 		w("## tools/call echo, %s arguments\n\n", bytesLabel(size))

@@ -143,6 +143,9 @@ type Upstream struct {
 
 // GatewaySpec is a `gatehouse up` to start.
 type GatewaySpec struct {
+	// Name tells gateways of one fleet apart (their data dirs, configs and logs);
+	// empty: "gatehouse".
+	Name string
 	// Bin is a prebuilt gateway; empty builds ./cmd/gatehouse into the work directory.
 	Bin string
 	// Upstreams are the servers it fronts, each approved for the dev principal's tenant.
@@ -151,6 +154,8 @@ type GatewaySpec struct {
 	Token string
 	// Args are flags after the fleet's own.
 	Args []string
+	// Env is more environment (NAME=value).
+	Env []string
 }
 
 // Gateway is a started `gatehouse up`.
@@ -163,7 +168,11 @@ type Gateway struct {
 
 // StartGateway builds (unless given) and starts the gateway in front of spec's upstreams.
 func (f *Fleet) StartGateway(ctx context.Context, spec GatewaySpec) (*Gateway, error) {
-	g := &Gateway{Bin: spec.Bin, DataDir: filepath.Join(f.Work, "gatehouse-data")}
+	name := spec.Name
+	if name == "" {
+		name = "gatehouse"
+	}
+	g := &Gateway{Bin: spec.Bin, DataDir: filepath.Join(f.Work, name+"-data")}
 	if g.Bin == "" {
 		g.Bin = filepath.Join(f.Work, "gatehouse")
 		fmt.Fprintln(f.Progress, "building cmd/gatehouse")
@@ -176,7 +185,7 @@ func (f *Fleet) StartGateway(ctx context.Context, spec GatewaySpec) (*Gateway, e
 	for _, u := range spec.Upstreams {
 		fmt.Fprintf(&config, "  - name: %s\n    transport: http\n    url: %s\n    tenants: [default]\n", u.Name, u.URL)
 	}
-	cfgPath := filepath.Join(f.Work, "gatehouse.yaml")
+	cfgPath := filepath.Join(f.Work, name+".yaml")
 	if err := os.WriteFile(cfgPath, []byte(config.String()), 0o600); err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
 	}
@@ -186,7 +195,8 @@ func (f *Fleet) StartGateway(ctx context.Context, spec GatewaySpec) (*Gateway, e
 	}
 	argv := append([]string{g.Bin, "up", "--config", cfgPath, "--listen", g.Addr, "--data-dir", g.DataDir}, spec.Args...)
 	// The dev token is a secret: the environment, not the command line.
-	if g.Process, err = f.Start(ctx, "gatehouse", argv, "http://"+g.Addr+"/healthz", gatehouseReadyTimeout, "GATEHOUSE_DEV_TOKEN="+spec.Token); err != nil {
+	env := append([]string{"GATEHOUSE_DEV_TOKEN=" + spec.Token}, spec.Env...)
+	if g.Process, err = f.Start(ctx, name, argv, "http://"+g.Addr+"/healthz", gatehouseReadyTimeout, env...); err != nil {
 		return nil, err
 	}
 	return g, nil

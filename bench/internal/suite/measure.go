@@ -23,26 +23,31 @@ type Measurement struct {
 	// measured.
 	Hop       *proc.Process
 	Upstreams []*proc.Process
+	// Side are processes of the path's own beside the hop, measured with their children;
+	// none: not measured.
+	Side []*proc.Process
 }
 
 // Measure makes the run and returns what it measured: its latencies and errors, and the
 // CPU time the hop, the upstreams and this process (the load generator) used during the
 // measured window.
 func Measure(ctx context.Context, m Measurement) report.Outcome {
-	out := report.Outcome{HopCPU: -1, UpstreamCPU: -1, ClientCPU: -1}
-	var hop0, up0, client0 time.Duration
+	out := report.Outcome{HopCPU: -1, UpstreamCPU: -1, ClientCPU: -1, SideCPU: -1}
+	var hop0, up0, side0, client0 time.Duration
 	self := os.Getpid()
 	lc := m.Load
 	// The load generator's own clock is read last before the window and first after it.
 	lc.OnStart = func() {
 		hop0 = cpuOf(m.Hop)
 		up0 = cpuOf(m.Upstreams...)
+		side0 = treeCPU(m.Side)
 		client0 = pidCPU(self)
 	}
 	lc.OnEnd = func() {
 		out.ClientCPU = since(pidCPU(self), client0)
 		out.HopCPU = since(cpuOf(m.Hop), hop0)
 		out.UpstreamCPU = since(cpuOf(m.Upstreams...), up0)
+		out.SideCPU = since(treeCPU(m.Side), side0)
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
 	defer cancel()
@@ -74,6 +79,23 @@ func cpuOf(ps ...*proc.Process) time.Duration {
 		}
 		d := pidCPU(p.PID())
 		if d < 0 {
+			return -1
+		}
+		sum += d
+	}
+	return sum
+}
+
+// treeCPU is the CPU time ps and their children have used so far, summed; -1 when there
+// are none or one is unreadable.
+func treeCPU(ps []*proc.Process) time.Duration {
+	if len(ps) == 0 {
+		return -1
+	}
+	var sum time.Duration
+	for _, p := range ps {
+		d, err := proc.TreeCPU(p.PID())
+		if err != nil {
 			return -1
 		}
 		sum += d

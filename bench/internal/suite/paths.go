@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/caller"
 	"github.com/gatehouse-mcp/gatehouse/bench/internal/floor"
@@ -18,8 +19,10 @@ type fleet struct {
 	*Fleet
 	cfg     Config
 	diskDir string // floor 3's journal goes here
-	// gatehouseData is the gateway's data dir once it has started ("" if not).
+	// gatehouseData is the first gateway's data dir once it has started ("" if not).
 	gatehouseData string
+	// sinks are the OTLP sinks' addresses (the traced variant's), read after the runs.
+	sinks []string
 }
 
 // start builds and starts what the configured paths need, and returns the
@@ -58,7 +61,7 @@ func (f *fleet) start(ctx context.Context, rep *report.Report) ([]*path, error) 
 			upstream: p,
 		})
 	}
-	if !want(Floor1) && !want(Floor2) && !want(Floor3) && !want(Gatehouse) {
+	if !want(Floor1) && !want(Floor2) && !want(Floor3) && !slices.ContainsFunc(gatewayVariants, func(v gatewayVariant) bool { return want(v.key) }) {
 		return paths, nil
 	}
 
@@ -122,31 +125,17 @@ func (f *fleet) start(ctx context.Context, rep *report.Report) ([]*path, error) 
 			upstream: echo,
 		})
 	}
-	if want(Gatehouse) {
-		gw, err := f.StartGateway(ctx, GatewaySpec{
-			Bin:       f.cfg.GatehouseBin,
-			Upstreams: []Upstream{{Name: "echo", URL: echoURL}},
-			Token:     token,
-			Args:      f.cfg.GatehouseArgs,
-		})
-		if err != nil {
-			rep.Notes = append(rep.Notes, "gatehouse not measured: "+err.Error())
-			fmt.Fprintln(f.Progress, "gatehouse not measured:", err)
-		} else {
-			f.gatehouseData = gw.DataDir
-			dialers, err := f.dialers(func(size int) (loadgen.Dialer, error) {
-				return caller.MCP("http://"+gw.Addr+"/servers/echo/mcp", f.cfg.Protocol, opts(size))
-			})
-			if err != nil {
-				return nil, err
-			}
-			paths = append(paths, &path{
-				info:     report.Path{Name: report.Gateway, Description: "floor 1 through `gatehouse up` (single process: authentication, policy, quota, audit)", Hop: "gatehouse", Upstream: "echo"},
-				dialers:  dialers,
-				hop:      gw.Process,
-				upstream: echo,
-			})
+	for _, v := range gatewayVariants {
+		if !want(v.key) {
+			continue
 		}
+		p, err := f.startGatewayVariant(ctx, v, token, echoURL, echo, opts)
+		if err != nil {
+			rep.Notes = append(rep.Notes, v.name+" not measured: "+err.Error())
+			fmt.Fprintln(f.Progress, v.name, "not measured:", err)
+			continue
+		}
+		paths = append(paths, p)
 	}
 	return paths, nil
 }

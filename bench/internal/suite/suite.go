@@ -34,7 +34,11 @@ const (
 )
 
 // AllPaths is every path, in run order.
-var AllPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse}
+var AllPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse, GatehouseNoMetrics, GatehouseTraced}
+
+// DefaultPaths are what a run measures unless told otherwise: the floors and the gateway
+// as it runs by default (`gatebench observe` measures the variants).
+var DefaultPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse}
 
 // Config is one benchmark.
 type Config struct {
@@ -56,6 +60,9 @@ type Config struct {
 	// FloorCommand is the argv that runs a floor server (floor.Serve) when
 	// followed by its flags: this program re-executed.
 	FloorCommand []string
+	// Observe makes the report of `gatebench observe`: what each variant of the gateway
+	// costs a call over the default one, instead of the goals.
+	Observe bool
 }
 
 // CallsFor is the number of measured calls per run of a workload. The
@@ -118,6 +125,9 @@ type path struct {
 	dialers  map[int]loadgen.Dialer // by arguments size
 	hop      *proc.Process          // nil when the path has no hop process
 	upstream *proc.Process
+	// side are processes of the path's own beside the hop (an OTLP sink, a database),
+	// whose CPU, with their children's, is reported as the side's.
+	side []*proc.Process
 }
 
 // Run runs the benchmark described by cfg.
@@ -139,6 +149,7 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			ProbeAppends: cfg.probeAppends(),
 			RecordSize:   floor.RecordSize,
 			Quick:        cfg.Quick,
+			Observe:      cfg.Observe,
 		},
 	}
 	for _, size := range cfg.Sizes {
@@ -201,6 +212,14 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 			}
 		}
 	}
+	// What the traced variant exported: the spans went somewhere, and were accepted.
+	for _, addr := range f.sinks {
+		if requests, bytes, err := sinkStats(ctx, addr); err != nil {
+			rep.Notes = append(rep.Notes, "the OTLP sink's counts could not be read: "+err.Error())
+		} else {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("the traced gateway's OTLP sink accepted %d export requests, %d bytes of spans in all", requests, bytes))
+		}
+	}
 	return rep, nil
 }
 
@@ -246,6 +265,7 @@ func measure(ctx context.Context, cfg Config, p *path, size, sessions, repeat in
 		Timeout:   cfg.RunTimeout,
 		Hop:       p.hop,
 		Upstreams: []*proc.Process{p.upstream},
+		Side:      p.side,
 	})
 	return report.Run{Path: p.info.Name, Size: size, Sessions: sessions, Repeat: repeat, Outcome: out}
 }

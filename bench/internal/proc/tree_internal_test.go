@@ -1,0 +1,44 @@
+package proc
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+)
+
+// TestTreeCPUCountsChildren: a living child's CPU time is in its parent's tree.
+func TestTreeCPUCountsChildren(t *testing.T) {
+	// A child that burns some CPU, then waits to be killed.
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep 60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var child int64
+	testsync.WaitFor(t, 30*time.Second, "the child to use CPU", func() bool {
+		d, err := CPUTime(cmd.Process.Pid)
+		child = int64(d)
+		return err == nil && d > 0
+	})
+	self := os.Getpid()
+	own, err := CPUTime(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := TreeCPU(self) // read after both: CPU time only grows
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(tree) < int64(own)+child {
+		t.Fatalf("tree CPU %v < own %v + child %v", tree, own, child)
+	}
+	if _, err := TreeCPU(1 << 30); err == nil {
+		t.Fatal("TreeCPU of a pid that does not exist: no error")
+	}
+	if p, err := parsePPID([]byte("12 (a) b) S 34 12 12 0")); err != nil || p != 34 {
+		t.Fatalf("parsePPID = %d, %v; want 34", p, err)
+	}
+}
