@@ -153,4 +153,3 @@ func TestWaitReadyExited(t *testing.T) {
 		t.Fatal("Stop of an exited process returned nil")
 	}
 }
-

@@ -45,8 +45,8 @@ func TestCosts(t *testing.T) {
 	if traced.OverP50.Median != 10 {
 		t.Errorf("traced over gatehouse: p50 %+v, want median 10 µs", traced.OverP50)
 	}
-	if traced.OverBareCPU.Median != 560 || costs[1].OverBareCPU.Median != 500 || costs[0].OverBareCPU.N != 0 {
-		t.Errorf("over floor 2: traced %+v, gatehouse %+v, floor 2 %+v; want 560, 500 and none", traced.OverBareCPU, costs[1].OverBareCPU, costs[0].OverBareCPU)
+	if traced.OverBareCPU.Median != 570 || costs[1].OverBareCPU.Median != 500 || costs[0].OverBareCPU.N != 0 {
+		t.Errorf("over floor 2: traced %+v, gatehouse %+v, floor 2 %+v; want 570, 500 and none", traced.OverBareCPU, costs[1].OverBareCPU, costs[0].OverBareCPU)
 	}
 	if costs[1].OverCPU.N != 0 {
 		t.Errorf("the base has a cost over itself: %+v", costs[1].OverCPU)
