@@ -32,6 +32,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/streamable"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/tokenexchange"
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of the configuration.
@@ -612,7 +613,7 @@ func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registr
 	}
 	s.mu.Unlock()
 	if start {
-		s.start(sess, name, srv, e, who, init)
+		s.start(sess, name, srv, e, who, init, trace.SpanContextFromContext(ctx))
 	}
 	select {
 	case <-e.ready:
@@ -632,8 +633,9 @@ func (s *Service) conn(ctx context.Context, sessionID, name string, srv *registr
 }
 
 // start starts the upstream of e. A session that ends meanwhile closes it: endSession waits
-// for e.ready.
-func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry, who owner, init *upstream.Message) {
+// for e.ready. by is the span of the call that opens it: an aggregated session's initialize
+// goes upstream in that call's trace.
+func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *entry, who owner, init *upstream.Message, by trace.SpanContext) {
 	logger := s.log.With("session", tag(sess.id), "server", name)
 	var (
 		conn upstream.Conn
@@ -660,7 +662,7 @@ func (s *Service) start(sess *session, name string, srv *registryv1.Server, e *e
 	if err == nil && init != nil {
 		// Opened on behalf of an aggregated session: initialized before anyone else may use
 		// it (they wait on e.ready).
-		if err = s.initialize(sess, name, srv, conn, *init); err != nil {
+		if err = s.initialize(sess, name, srv, conn, *init, by); err != nil {
 			_ = conn.Close(context.Background())
 			conn = nil
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/bridgesvc/internal/upstream"
 	registryv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/registry/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/jsonrpc"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Upstreams of aggregated sessions (the ingress's /mcp) open lazily: the host initialized
@@ -61,10 +62,11 @@ func (s *Service) live(ctx context.Context, sessionID, name string) (upstream.Co
 // initialize opens conn for an aggregated session: the host's initialize, under the call
 // timeout and the session's life (not the first caller's, whom others may be waiting
 // behind), must be answered with a result; the negotiated revision is kept on conn, and
-// notifications/initialized follows.
-func (s *Service) initialize(sess *session, name string, srv *registryv1.Server, conn upstream.Conn, init upstream.Message) error {
+// notifications/initialized follows. by is the span of the call that opens it: the
+// initialize is a child of it, so the upstream sees the trace of the call that caused it.
+func (s *Service) initialize(sess *session, name string, srv *registryv1.Server, conn upstream.Conn, init upstream.Message, by trace.SpanContext) error {
 	after := s.callTimeout(srv)
-	ctx, cancel := context.WithTimeout(sess.ctx, after)
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(sess.ctx, by), after)
 	defer cancel()
 	var answered, failed bool
 	var revision string

@@ -314,6 +314,33 @@ func TestTracesSingleProcess(t *testing.T) {
 		audit: func() []auditRecord { return auditRecords(t, g.DataDir) },
 		spans: collector, services: []string{"gatehouse"},
 	})
+	t.Run("aggregated lazy open", func(t *testing.T) {
+		// The first call of an aggregated session opens its upstream: the initialize the
+		// bridge sends it is in that call's trace, under the call's bridge span.
+		tid := randHex(t, 16)
+		rc := rawClient{t: t, url: g.Base + "/mcp", token: g.Token}
+		sid := rc.initialize("2025-06-18")
+		h := map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18", "Traceparent": "00-" + tid + "-" + randHex(t, 8) + "-01"}
+		if r := rc.post(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"trace-http__whoami","arguments":{}}}`, h); r.status != http.StatusOK || !metaTraceparent.Match(r.body) {
+			t.Fatalf("whoami through /mcp: %d %s\n%s", r.status, r.body, g.Logs())
+		}
+		var spans []collectedSpan
+		testsync.WaitFor(t, 20*time.Second, "the upstream's initialize in the call's trace", func() bool {
+			spans = collector.trace(tid)
+			return containsAll(spanNames(spans), []string{"initialize trace-http", "tools/call trace-http", "gatehouse.bridge.v1.BridgeService/Send"})
+		})
+		var send string
+		for _, s := range spans {
+			if s.Name == "gatehouse.bridge.v1.BridgeService/Send" {
+				send = s.SpanID
+			}
+		}
+		for _, s := range spans {
+			if s.Name == "initialize trace-http" && s.Parent != send {
+				t.Errorf("the upstream's initialize has parent %s, want the bridge's Send span %s", s.Parent, send)
+			}
+		}
+	})
 }
 
 // TestTracesSplit: the same across the six service binaries, the trace context carried by
