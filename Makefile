@@ -53,15 +53,18 @@ test-rules:
 
 test: check-generate lint test-modules test-rules test-go test-race
 
-# tools/call against the floors, then tools/list of a large aggregated list.
+# tools/call against the floors, then tools/list of a large aggregated list, then what
+# metrics, exported traces and each audit store cost a tools/call.
 bench:
 	go run ./bench/cmd/gatebench -out docs/benchmarks.md
 	go run ./bench/cmd/gatebench lists -out docs/benchmarks-lists.md
+	go run ./bench/cmd/gatebench observe -out docs/benchmarks-observability.md
 
 # A smoke run of the benchmarks: every path and workload end to end, no figures worth keeping.
 bench-quick:
 	go run ./bench/cmd/gatebench -quick -out ""
 	go run ./bench/cmd/gatebench lists -quick -out ""
+	go run ./bench/cmd/gatebench observe -quick -out ""
 
 up:
 	go run ./cmd/gatehouse up --config examples/gatehouse.yaml
