@@ -126,6 +126,20 @@ type Config struct {
 	// the committed records and the appends (package alerts); empty, or no such section: no
 	// alerts.
 	AlertFile string
+	// Store is where the log is kept: StoreFile (default: segment files in Dir) or
+	// StorePostgres (tables that several replicas share, one chain; see pgstore.go).
+	Store string
+	// PostgresDSNFile is a file (mode 0600) holding the PostgreSQL connection string of the
+	// postgres store. The DSN carries a password, so it is never a flag's value: this file,
+	// or PostgresDSN.
+	PostgresDSNFile string
+	// PostgresDSN is the connection string itself; not a flag (the binary reads it from
+	// GATEHOUSE_AUDIT_POSTGRES_DSN, svcmain.ReadSecret). PostgresDSNFile wins when both are set.
+	PostgresDSN string
+	// PostgresConns bounds the store's connections (default 4), and PostgresTimeout each
+	// commit, statement and lock wait (default 10s, at most 5m).
+	PostgresConns   int
+	PostgresTimeout time.Duration
 	// Authorize decides operators' Query and Tail (admin/audit.read); nil refuses them. Not
 	// a flag: the binary makes it from PolicyAddr, single-process mode from its policysvc.
 	Authorize rpcserver.Authorizer
@@ -147,6 +161,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCheckpointRecords, "sign a checkpoint of the head after this many records")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the audit log's anchor (<prefix>audit/anchor)")
 	fs.StringVar(&c.AlertFile, "alert-config", "", "YAML file whose alerts: section sets the alert rules and webhook (see docs/observability.md; empty: no alerts)")
+	fs.StringVar(&c.Store, "store", StoreFile, "where the log is kept: file (segments in --dir) or postgres (shared by replicas; --postgres-dsn-file)")
+	fs.StringVar(&c.PostgresDSNFile, "postgres-dsn-file", "", "file (mode 0600) holding the PostgreSQL connection string of --store postgres (or the environment's GATEHOUSE_AUDIT_POSTGRES_DSN)")
+	fs.IntVar(&c.PostgresConns, "postgres-conns", defaultPostgresConns, "most connections to PostgreSQL (--store postgres)")
+	fs.DurationVar(&c.PostgresTimeout, "postgres-timeout", defaultPostgresTimeout, "bound of one commit, statement or lock wait in PostgreSQL (--store postgres)")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", defaultCheckpointInterval, "sign a checkpoint of the head at least this often while records come")
 }
 
@@ -164,6 +182,11 @@ func WithAnchor(a Anchor) Option { return func(o *options) { o.anchor = a } }
 
 // Service appends records to the log.
 type Service struct {
+	// store is the log (Append, Sync, Close, Stats, Verify): log (the file store) or a
+	// *pgStore.
+	store store
+	// log is the file store; nil with the postgres store (Query, Tail, Path, Dir are the
+	// file store's).
 	log       *chainLog
 	reads     *reads
 	logger    *slog.Logger
@@ -193,9 +216,6 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
-	}
-	if cfg.Dir == "" {
-		return nil, errors.New("auditsvc: a directory is required")
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = defaultMaxBatch
@@ -241,6 +261,16 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	switch cfg.Store {
+	case "", StoreFile:
+	case StorePostgres:
+		return newPostgres(cfg, logger, o)
+	default:
+		return nil, fmt.Errorf("auditsvc: --store %q is not %q or %q", cfg.Store, StoreFile, StorePostgres)
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("auditsvc: a directory is required")
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("auditsvc: create dir: %w", err)
 	}
@@ -269,7 +299,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
-	svc := &Service{log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now, anchor: o.anchor, authorize: cfg.Authorize}
+	svc := &Service{store: l, log: l, reads: newReads(l, cfg.Authorize), logger: logger, now: time.Now, anchor: o.anchor, authorize: cfg.Authorize}
 	if o.metrics != nil {
 		m, err := telemetry.NewAuditMetrics(o.metrics, l.queuedRecords, telemetry.AuditCounts{
 			Breaks: l.breaks.Load, CheckpointFailures: l.checkpointFailures.Load, LostRecords: l.lostDeferred.Load})
@@ -311,11 +341,21 @@ func inside(dir, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
-// Path is the path of the segment the log appends to.
-func (s *Service) Path() string { return *s.log.path.Load() }
+// Path is the path of the segment the log appends to; "" with the postgres store.
+func (s *Service) Path() string {
+	if s.log == nil {
+		return ""
+	}
+	return *s.log.path.Load()
+}
 
-// Dir is the log's directory.
-func (s *Service) Dir() string { return s.log.dir }
+// Dir is the log's directory; "" with the postgres store.
+func (s *Service) Dir() string {
+	if s.log == nil {
+		return ""
+	}
+	return s.log.dir
+}
 
 // PublicKey is the public half of the key that signs the log's checkpoints, nil without one.
 func (s *Service) PublicKey() ed25519.PublicKey { return s.publicKey }
@@ -330,8 +370,10 @@ func (s *Service) Handlers() []rpcserver.Handler {
 // Close stops accepting records, commits those already queued (deferred ones included), and
 // closes the log.
 func (s *Service) Close(ctx context.Context) error {
-	s.reads.close() // Tail streams end, and the alerts' follower
-	err := s.log.close(ctx)
+	if s.reads != nil {
+		s.reads.close() // Tail streams end, and the alerts' follower
+	}
+	err := s.store.close(ctx)
 	s.stopAlerts(ctx)
 	return err
 }
@@ -369,11 +411,11 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.Appen
 		}
 		trimRecord(rec)
 	}
-	b, err := marshalRecord(s.log.nextID(), rec)
+	b, err := marshalRecord(s.store.nextID(), rec)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	seq, hash, err := s.log.append(ctx, b, rec.GetCallId(), req.Msg.GetDeferred())
+	seq, hash, err := s.store.append(ctx, b, rec.GetCallId(), req.Msg.GetDeferred())
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -384,7 +426,7 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.Appen
 // fails with Unavailable if the log cannot say so: the commit failed, the log is broken, or a
 // deferred record has been lost since the log was opened (Stats.LostDeferred).
 func (s *Service) Sync(ctx context.Context) error {
-	if err := s.log.sync(ctx); err != nil {
+	if err := s.store.sync(ctx); err != nil {
 		return toConnect(err)
 	}
 	return nil
@@ -411,31 +453,37 @@ type Stats struct {
 }
 
 // Stats returns the log's counters now.
-func (s *Service) Stats() Stats {
-	s.log.mu.Lock()
-	defer s.log.mu.Unlock()
-	return Stats{
-		LostDeferred: s.log.lostDeferred.Load(),
-		Commits:      s.log.commits.Load(),
-		Queued:       s.log.queued,
-		QueuedBytes:  s.log.queuedBytes,
+func (s *Service) Stats() Stats { return s.store.stats() }
 
-		Rotations:          s.log.rotations.Load(),
-		Breaks:             s.log.breaks.Load(),
-		Checkpoints:        s.log.checkpoints.Load(),
-		CheckpointFailures: s.log.checkpointFailures.Load(),
+// stats are the file store's counters (Service.Stats).
+func (l *chainLog) stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{
+		LostDeferred: l.lostDeferred.Load(),
+		Commits:      l.commits.Load(),
+		Queued:       l.queued,
+		QueuedBytes:  l.queuedBytes,
+
+		Rotations:          l.rotations.Load(),
+		Breaks:             l.breaks.Load(),
+		Checkpoints:        l.checkpoints.Load(),
+		CheckpointFailures: l.checkpointFailures.Load(),
 	}
 }
 
 // FailWrites makes every later write of the log fail with err, as a full disk does (pass an
 // error wrapping syscall.ENOSPC), until it is called with nil. It is the fault hook for tests
 // that cannot fill a real disk. Nothing is written while it lasts, so the log stays usable.
-func (s *Service) FailWrites(err error) {
+// With the postgres store, every commit fails before its transaction begins.
+func (s *Service) FailWrites(err error) { s.store.failWrites(err) }
+
+func (l *chainLog) failWrites(err error) {
 	if err == nil {
-		s.log.writeFault.Store(nil)
+		l.writeFault.Store(nil)
 		return
 	}
-	s.log.writeFault.Store(&err)
+	l.writeFault.Store(&err)
 }
 
 // validateRecord checks what every record must have, by phase:

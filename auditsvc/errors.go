@@ -29,6 +29,9 @@ var (
 	errPolicyUnavailable = errors.New("policy unavailable")
 	// errTooManyTails: every Tail slot (in all, or of the caller) is taken.
 	errTooManyTails = errors.New("too many tails")
+	// errUnimplemented: what the configured store does not offer (Query and Tail with the
+	// postgres store).
+	errUnimplemented = errors.New("unimplemented")
 )
 
 // codes maps each domain error to its Connect code; anything else is Internal:
@@ -41,6 +44,7 @@ var (
 //	errPolicyUnavailable  Unavailable
 //	query.ErrInvalid      InvalidArgument (a filter, page size or page token)
 //	errTooManyTails       ResourceExhausted
+//	errUnimplemented      Unimplemented
 //	context errors    Canceled, DeadlineExceeded (also while waiting for room in the queue)
 var codes = rpcserver.ErrorCodes{
 	{Err: errInvalidRecord, Code: connect.CodeInvalidArgument},
@@ -50,6 +54,7 @@ var codes = rpcserver.ErrorCodes{
 	{Err: errPolicyUnavailable, Code: connect.CodeUnavailable},
 	{Err: query.ErrInvalid, Code: connect.CodeInvalidArgument},
 	{Err: errTooManyTails, Code: connect.CodeResourceExhausted},
+	{Err: errUnimplemented, Code: connect.CodeUnimplemented},
 }
 
 func invalid(format string, args ...any) error {

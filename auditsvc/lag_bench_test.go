@@ -42,7 +42,7 @@ func BenchmarkDeferredLag(b *testing.B) {
 				}
 			}
 			l.start()
-			s := &Service{log: l, logger: discard, now: time.Now}
+			s := &Service{store: l, log: l, logger: discard, now: time.Now}
 			var next sync.Mutex
 			i := 0
 			b.ResetTimer()

@@ -96,7 +96,11 @@ func (r *reads) close() { r.closeOnce.Do(func() { close(r.closing) }) }
 
 // EndTails ends every Tail stream, now and from now on: a server draining before Close is
 // not held by them.
-func (s *Service) EndTails() { s.reads.close() }
+func (s *Service) EndTails() {
+	if s.reads != nil {
+		s.reads.close()
+	}
+}
 
 // admit authorizes the caller in ctx for ActionRead and returns its id ("" within the
 // process).
@@ -125,6 +129,9 @@ func (r *reads) admit(ctx context.Context) (string, error) {
 // caller policy does not let read the log, InvalidArgument for a bad filter, page size or
 // token.
 func (s *Service) Query(ctx context.Context, req *connect.Request[auditv1.QueryRequest]) (*connect.Response[auditv1.QueryResponse], error) {
+	if s.reads == nil {
+		return nil, toConnect(errNotWithPostgres)
+	}
 	if _, err := s.reads.admit(ctx); err != nil {
 		return nil, toConnect(err)
 	}
@@ -140,6 +147,9 @@ func (s *Service) Query(ctx context.Context, req *connect.Request[auditv1.QueryR
 // caller goes away or the service closes. Errors as Query's, and ResourceExhausted when too
 // many tails are open (in all, or of this caller).
 func (s *Service) Tail(ctx context.Context, req *connect.Request[auditv1.TailRequest], stream *connect.ServerStream[auditv1.TailResponse]) error {
+	if s.reads == nil {
+		return toConnect(errNotWithPostgres)
+	}
 	who, err := s.reads.admit(ctx)
 	if err != nil {
 		return toConnect(err)

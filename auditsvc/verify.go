@@ -337,7 +337,13 @@ const (
 // actionVerify is what an operator needs to run Verify.
 const actionVerify = "admin/audit.verify"
 
-// Verify implements auditv1connect.AuditServiceHandler: VerifyDir of the open log, against
+// verify is VerifyDir of the file store's directory.
+func (l *chainLog) verify(ctx context.Context, opts VerifyOptions) (*auditv1.VerifyResponse, error) {
+	return VerifyDir(ctx, l.dir, opts)
+}
+
+// Verify implements auditv1connect.AuditServiceHandler: VerifyDir of the open log (or
+// VerifyPostgres of the postgres store's tables), against
 // the service's own public key and anchor. One runs at a time (it reads the whole log); a
 // second is refused with Unavailable. The internal token (and a call within the process)
 // may verify; an operator's credential needs admin/audit.verify.
@@ -354,7 +360,7 @@ func (s *Service) Verify(ctx context.Context, _ *connect.Request[auditv1.VerifyR
 		return nil, toConnect(fmt.Errorf("%w: a verification is already running", errUnavailable))
 	}
 	defer s.verifying.Store(false)
-	resp, err := VerifyDir(ctx, s.log.dir, VerifyOptions{PublicKey: s.publicKey, Anchor: s.anchor, Live: true,
+	resp, err := s.store.verify(ctx, VerifyOptions{PublicKey: s.publicKey, Anchor: s.anchor, Live: true,
 		CheckpointRecords: s.checkpointRecords, Slack: s.checkpointSlack})
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

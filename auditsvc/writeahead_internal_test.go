@@ -277,7 +277,7 @@ func TestLingerEndsForWaiter(t *testing.T) {
 	}
 	l.start()
 	t.Cleanup(func() { _ = l.close(context.Background()) })
-	s := &Service{log: l, logger: slog.New(slog.DiscardHandler), now: time.Now}
+	s := &Service{store: l, log: l, logger: slog.New(slog.DiscardHandler), now: time.Now}
 	if err := appendReq(s, context.Background(), bigRecord(), true); err != nil {
 		t.Fatal(err)
 	}

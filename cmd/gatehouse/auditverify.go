@@ -14,9 +14,10 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1/auditv1connect"
+	"github.com/gatehouse-mcp/gatehouse/internal/secret"
 )
 
-const auditVerifySynopsis = `verify [--url URL | --data-dir DIR [--public-key HEX|FILE | --no-key]]
+const auditVerifySynopsis = `verify [--url URL | --data-dir DIR [--public-key HEX|FILE | --no-key] | --postgres-dsn-file FILE]
             walk every segment of the audit log, its signed checkpoints and (over
             --url) the head anchored in etcd; exit non-zero naming the first broken record`
 
@@ -44,6 +45,7 @@ func auditVerify(ctx context.Context, args []string, getenv func(string) string,
 	dataDir := fs.String("data-dir", "", "verify offline the log of this data directory (gatehouse up's --data-dir) instead of asking a gateway")
 	pubKey := fs.String("public-key", "", "offline: the Ed25519 public key (hex, or the path of a hex or PEM file) checkpoints must be signed with (default: <data-dir>/keys/"+auditPubFile+")")
 	noKey := fs.Bool("no-key", false, "offline: verify without a trusted public key (checkpoints are checked against the key each names: accidents show, edits do not)")
+	pgDSNFile := fs.String("postgres-dsn-file", "", "verify offline the log of auditsvc's --store postgres in the database this file's connection string names (a file only its owner can read)")
 	every := fs.Int("checkpoint-records", auditsvc.DefaultCheckpointRecords, "offline: the log's --checkpoint-records; more records than this (plus --checkpoint-slack) after the last valid checkpoint is reported (0: not checked)")
 	slack := fs.Int("checkpoint-slack", auditsvc.DefaultCheckpointSlack, "offline: records the signer may lag beyond --checkpoint-records (the log's --max-queue)")
 	if err := fs.Parse(args); err != nil {
@@ -57,6 +59,20 @@ func auditVerify(ctx context.Context, args []string, getenv func(string) string,
 	}
 	var resp *auditv1.VerifyResponse
 	var where string
+	if *pgDSNFile != "" {
+		if *url != "" || *dataDir != "" || *pubKey != "" || *noKey {
+			return errors.New("audit verify: --postgres-dsn-file stands alone (the postgres store keeps no signed checkpoints yet)")
+		}
+		dsn, err := secret.ReadFile(*pgDSNFile)
+		if err != nil {
+			return fmt.Errorf("audit verify: --postgres-dsn-file: %w", err)
+		}
+		where = auditsvc.PostgresSegment
+		if resp, err = auditsvc.VerifyPostgres(ctx, dsn, auditsvc.VerifyOptions{}); err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+		return reportVerify(stdout, where, resp)
+	}
 	if *dataDir != "" {
 		if *url != "" {
 			return errors.New("audit verify: --url or --data-dir, not both")

@@ -17,6 +17,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/policy/v1/policyv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/secret"
 	"github.com/gatehouse-mcp/gatehouse/internal/svcmain"
 )
 
@@ -59,6 +60,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				// The service's own interval and slack (its queue, as the Verify RPC allows).
 				opts.CheckpointRecords, opts.Slack = cfg.CheckpointRecords, max(cfg.MaxQueue, auditsvc.DefaultCheckpointSlack)
 			}
+			if cfg.Store == auditsvc.StorePostgres {
+				dsn, err := postgresDSN(&cfg, getenv)
+				if err != nil {
+					return true, err
+				}
+				resp, err := auditsvc.VerifyPostgres(ctx, dsn, opts)
+				if err != nil {
+					return true, err
+				}
+				for _, p := range resp.GetProblems() {
+					fmt.Fprintf(stdout, "postgres: %s at sequence %d: %s\n", p.GetKind(), p.GetSequence(), p.GetReason())
+				}
+				if n := len(resp.GetProblems()); n > 0 {
+					return true, fmt.Errorf("postgres: %d problems; the first: %s at sequence %d", n, resp.GetProblems()[0].GetKind(), resp.GetProblems()[0].GetSequence())
+				}
+				fmt.Fprintf(stdout, "postgres: %d records, chain intact\n", resp.GetRecords())
+				return true, nil
+			}
 			resp, err := auditsvc.VerifyDir(ctx, cfg.Dir, opts)
 			if err != nil {
 				return true, err
@@ -84,6 +103,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			if env.Etcd != nil {
 				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey(cfg.KeyPrefix))))
 			}
+			if cfg.Store == auditsvc.StorePostgres {
+				if _, err := postgresDSN(&cfg, getenv); err != nil {
+					return nil, err
+				}
+			}
 			svc, err := auditsvc.New(cfg, env.Logger, opts...)
 			if err != nil {
 				return nil, err
@@ -103,4 +127,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return serving, nil
 		},
 	}, args, getenv, stdout)
+}
+
+// postgresDSNEnv holds the postgres store's DSN (or, with _FILE, names a file holding it):
+// the DSN carries a password, so it is never a flag's value.
+const postgresDSNEnv = "GATEHOUSE_AUDIT_POSTGRES_DSN"
+
+// postgresDSN sets cfg.PostgresDSN from the environment unless --postgres-dsn-file is given,
+// and returns the DSN.
+func postgresDSN(cfg *auditsvc.Config, getenv func(string) string) (string, error) {
+	if cfg.PostgresDSNFile != "" {
+		return secret.ReadFile(cfg.PostgresDSNFile)
+	}
+	dsn, err := svcmain.ReadSecret(getenv, postgresDSNEnv)
+	if err != nil {
+		return "", err
+	}
+	if dsn == "" {
+		return "", fmt.Errorf("--store postgres needs --postgres-dsn-file or %s", postgresDSNEnv)
+	}
+	cfg.PostgresDSN = dsn
+	return dsn, nil
 }

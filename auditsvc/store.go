@@ -1,0 +1,101 @@
+package auditsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/gatehouse-mcp/gatehouse/internal/secret"
+	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
+)
+
+// store is what Service needs of where the log is kept: the file store (chainLog, the
+// default) or the PostgreSQL store (pgStore). Both take the same encoded record and chain it
+// with appendLine, so a record's bytes and hash do not depend on the store.
+type store interface {
+	// nextID is a new record id.
+	nextID() string
+	// append queues a record (compact protojson); unless deferred it returns once the
+	// record is durable, with its sequence and hash.
+	append(ctx context.Context, record []byte, callID string, deferred bool) (uint64, string, error)
+	// sync returns once everything queued before it is durable.
+	sync(ctx context.Context) error
+	// close commits what is queued and closes the store.
+	close(ctx context.Context) error
+	stats() Stats
+	failWrites(err error)
+	// verify checks the whole log.
+	verify(ctx context.Context, opts VerifyOptions) (*auditv1.VerifyResponse, error)
+}
+
+var (
+	_ store = (*chainLog)(nil)
+	_ store = (*pgStore)(nil)
+)
+
+// newPostgres is New for Config.Store = StorePostgres. What the postgres store does not have
+// yet is refused here rather than silently missing: signed checkpoints (and so the etcd
+// anchor, which anchors them), alerts (they follow the segment files), and Query and Tail,
+// which answer Unimplemented. Recovery writes no OUTCOME_UNKNOWN records: with several
+// replicas sharing the log, a decision without an outcome may be another live replica's call
+// in flight (docs/architecture.md).
+func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
+	dsn := cfg.PostgresDSN
+	if cfg.PostgresDSNFile != "" {
+		var err error
+		if dsn, err = secret.ReadFile(cfg.PostgresDSNFile); err != nil {
+			return nil, fmt.Errorf("auditsvc: --postgres-dsn-file: %w", err)
+		}
+	}
+	if dsn == "" {
+		return nil, errors.New("auditsvc: --store postgres needs --postgres-dsn-file (or GATEHOUSE_AUDIT_POSTGRES_DSN)")
+	}
+	switch {
+	case cfg.SigningKeyFile != "":
+		return nil, errors.New("auditsvc: --signing-key-file with --store postgres: signed checkpoints are not kept in PostgreSQL yet; run without a signing key or use --store file")
+	case o.anchor != nil:
+		return nil, errors.New("auditsvc: an etcd anchor (--etcd-endpoints) with --store postgres: the anchor holds signed checkpoints, which the postgres store does not keep yet")
+	case cfg.AlertFile != "":
+		return nil, errors.New("auditsvc: --alert-config with --store postgres: alerts follow the file store's segments and are not available with the postgres store yet")
+	}
+	conns := cfg.PostgresConns
+	if conns == 0 {
+		conns = defaultPostgresConns
+	}
+	if conns < 1 || conns > maxPostgresConns {
+		return nil, fmt.Errorf("auditsvc: postgres conns %d is not between 1 and %d", conns, maxPostgresConns)
+	}
+	timeout := cfg.PostgresTimeout
+	if timeout == 0 {
+		timeout = defaultPostgresTimeout
+	}
+	if timeout < 100*time.Millisecond || timeout > maxPostgresTimeout {
+		return nil, fmt.Errorf("auditsvc: postgres timeout %v is not between 100ms and %v", timeout, maxPostgresTimeout)
+	}
+	st, err := openPostgres(context.Background(), dsn, conns, timeout, limits{
+		maxBatch: cfg.MaxBatch, maxQueue: cfg.MaxQueue, maxQueueBytes: cfg.MaxQueueBytes,
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("auditsvc: %w", err)
+	}
+	svc := &Service{store: st, logger: logger, now: time.Now, authorize: cfg.Authorize}
+	if o.metrics != nil {
+		m, err := telemetry.NewAuditMetrics(o.metrics, st.queuedRecords, telemetry.AuditCounts{
+			Breaks: func() uint64 { return 0 }, CheckpointFailures: func() uint64 { return 0 }, LostRecords: st.lostDeferred.Load})
+		if err != nil {
+			st.abort()
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+		svc.metrics, st.metrics = m, m
+	}
+	st.start()
+	logger.Info("audit log open", "store", StorePostgres, "max_batch", cfg.MaxBatch, "max_queue", cfg.MaxQueue,
+		"max_queue_bytes", cfg.MaxQueueBytes, "postgres_conns", conns, "postgres_timeout", timeout, "signed", false)
+	return svc, nil
+}
+
+// errNotWithPostgres: Query and Tail read the file store's segments.
+var errNotWithPostgres = fmt.Errorf("%w: not available with the postgres store", errUnimplemented)
