@@ -91,7 +91,7 @@ type benchKind struct {
 var (
 	callsBench   = benchKind{name: "gatebench", sizes: "64,16384", out: "docs/benchmarks.md", paths: suite.DefaultPaths}
 	observeBench = benchKind{name: "gatebench observe", sizes: "64", out: "docs/benchmarks-observability.md", observe: true,
-		paths: []string{suite.Floor1, suite.Floor2, suite.Gatehouse, suite.GatehouseNoMetrics, suite.GatehouseTraced}}
+		paths: []string{suite.Floor1, suite.Floor2, suite.Gatehouse, suite.GatehouseNoMetrics, suite.GatehouseTraced, suite.GatehousePostgres}}
 )
 
 // parse turns the command line of the default benchmark into a suite configuration and the

@@ -39,6 +39,24 @@ type Fleet struct {
 	Progress io.Writer
 	keep     bool
 	procs    []*proc.Process
+	// closers run after every process has stopped (a database the gateway wrote to), in
+	// reverse order; logs are the log files they write to.
+	closers []func() error
+	logs    []*os.File
+}
+
+// onClose runs fn when the fleet closes, after its processes have stopped.
+func (f *Fleet) onClose(fn func() error) { f.closers = append(f.closers, fn) }
+
+// logFile is a log file named after name in the work directory (io.Discard if it cannot be
+// made), closed with the fleet.
+func (f *Fleet) logFile(name string) io.Writer {
+	file, err := os.Create(filepath.Join(f.Work, strings.ReplaceAll(name, " ", "-")+".log"))
+	if err != nil {
+		return io.Discard
+	}
+	f.logs = append(f.logs, file)
+	return file
 }
 
 // NewFleet makes the fleet of a benchmark set up as s, with a fresh work directory named
@@ -93,6 +111,16 @@ func (f *Fleet) Close() []string {
 		}
 	}
 	f.procs = nil
+	for i := len(f.closers) - 1; i >= 0; i-- {
+		if err := f.closers[i](); err != nil {
+			notes = append(notes, err.Error())
+		}
+	}
+	f.closers = nil
+	for _, l := range f.logs {
+		l.Close()
+	}
+	f.logs = nil
 	if !f.keep {
 		os.RemoveAll(f.Work)
 	}

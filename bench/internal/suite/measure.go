@@ -23,9 +23,9 @@ type Measurement struct {
 	// measured.
 	Hop       *proc.Process
 	Upstreams []*proc.Process
-	// Side are processes of the path's own beside the hop, measured with their children;
-	// none: not measured.
-	Side []*proc.Process
+	// Side are the pids of the path's own processes beside the hop, measured with their
+	// children; none: not measured.
+	Side []int
 }
 
 // Measure makes the run and returns what it measured: its latencies and errors, and the
@@ -86,15 +86,15 @@ func cpuOf(ps ...*proc.Process) time.Duration {
 	return sum
 }
 
-// treeCPU is the CPU time ps and their children have used so far, summed; -1 when there
+// treeCPU is the CPU time pids and their children have used so far, summed; -1 when there
 // are none or one is unreadable.
-func treeCPU(ps []*proc.Process) time.Duration {
-	if len(ps) == 0 {
+func treeCPU(pids []int) time.Duration {
+	if len(pids) == 0 {
 		return -1
 	}
 	var sum time.Duration
-	for _, p := range ps {
-		d, err := proc.TreeCPU(p.PID())
+	for _, pid := range pids {
+		d, err := proc.TreeCPU(pid)
 		if err != nil {
 			return -1
 		}

@@ -34,7 +34,7 @@ const (
 )
 
 // AllPaths is every path, in run order.
-var AllPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse, GatehouseNoMetrics, GatehouseTraced}
+var AllPaths = []string{Floor0, Floor1, Floor2, Floor3, Gatehouse, GatehouseNoMetrics, GatehouseTraced, GatehousePostgres}
 
 // DefaultPaths are what a run measures unless told otherwise: the floors and the gateway
 // as it runs by default (`gatebench observe` measures the variants).
@@ -125,9 +125,9 @@ type path struct {
 	dialers  map[int]loadgen.Dialer // by arguments size
 	hop      *proc.Process          // nil when the path has no hop process
 	upstream *proc.Process
-	// side are processes of the path's own beside the hop (an OTLP sink, a database),
-	// whose CPU, with their children's, is reported as the side's.
-	side []*proc.Process
+	// side are the pids of the path's own processes beside the hop (an OTLP sink, a
+	// database), whose CPU, with their children's, is reported as the side's.
+	side []int
 }
 
 // Run runs the benchmark described by cfg.
