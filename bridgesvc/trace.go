@@ -46,7 +46,7 @@ func (s *Service) endSend(ctx context.Context, span trace.Span, r *bridgev1.Send
 // (jsonrpc.WithTraceparent): the forwarded bytes differ from those policy judged in that
 // member only. A request whose params or _meta is no object goes as it came.
 func (s *Service) startUpstream(ctx context.Context, server string, m upstream.Message) (context.Context, trace.Span, upstream.Message) {
-	ctx, span := telemetry.Tracer(tracerScope).Start(ctx, m.Method+" "+server, trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := telemetry.Start(ctx, tracerScope, telemetry.SpanName(m.Method, server), trace.SpanKindClient)
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.AttrMethod.String(m.Method), telemetry.AttrServer.String(server), telemetry.AttrTool.String(m.Name))
 	}

@@ -29,7 +29,7 @@ func startExchange(r *http.Request, server string) (*http.Request, trace.Span, s
 	if r.Header.Get("Traceparent") != "" {
 		ctx = telemetry.Extract(ctx, r.Header)
 	}
-	ctx, span := telemetry.Tracer(tracerScope).Start(ctx, r.Method+" "+r.Pattern, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := telemetry.Start(ctx, tracerScope, telemetry.SpanName(r.Method, r.Pattern), trace.SpanKindServer)
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.AttrServer.String(server))
 	}
@@ -38,15 +38,16 @@ func startExchange(r *http.Request, server string) (*http.Request, trace.Span, s
 
 // startCall starts the span of one call and sets the call's trace id to its trace's.
 func startCall(ctx context.Context, c *call) (context.Context, trace.Span) {
-	parent, opts := ctx, []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+	var span trace.Span
 	if c.msg.Traceparent != "" {
 		if pctx := telemetry.ExtractTraceparent(ctx, c.msg.Traceparent, c.msg.Tracestate); trace.SpanContextFromContext(pctx).IsRemote() {
 			// The message names its own parent: the request's span is linked, not the parent.
-			parent = pctx
-			opts = append(opts, trace.WithLinks(trace.LinkFromContext(ctx)))
+			ctx, span = telemetry.Tracer(tracerScope).Start(pctx, c.msg.Method, trace.WithSpanKind(trace.SpanKindInternal), trace.WithLinks(trace.LinkFromContext(ctx)))
 		}
 	}
-	ctx, span := telemetry.Tracer(tracerScope).Start(parent, c.msg.Method, opts...)
+	if span == nil {
+		ctx, span = telemetry.Start(ctx, tracerScope, c.msg.Method, trace.SpanKindInternal)
+	}
 	c.traceID = span.SpanContext().TraceID().String()
 	if span.IsRecording() {
 		span.SetAttributes(
@@ -85,5 +86,5 @@ func traceDecision(ctx context.Context, d *policyv1.CheckResponse) {
 
 // startClient starts the client span of one call the ingress makes to a service.
 func startClient(ctx context.Context, name string) (context.Context, trace.Span) {
-	return telemetry.Tracer(tracerScope).Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
+	return telemetry.Start(ctx, tracerScope, name, trace.SpanKindClient)
 }

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -44,6 +45,9 @@ const (
 	EnvSampler        = "OTEL_TRACES_SAMPLER"
 	EnvSamplerArg     = "OTEL_TRACES_SAMPLER_ARG"
 )
+
+// exporting is whether Setup installed a provider that exports spans (SpanName).
+var exporting atomic.Bool
 
 // propagator is the one trace context format Gatehouse reads and writes: W3C traceparent
 // and tracestate, at the host's edge, between services and towards upstreams.
@@ -80,6 +84,7 @@ func Setup(ctx context.Context, service string, getenv func(string) string) (shu
 	if name := strings.TrimSpace(getenv(EnvServiceName)); name != "" {
 		service = name
 	}
+	exporting.Store(true)
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithSampler(sampler),
@@ -89,6 +94,7 @@ func Setup(ctx context.Context, service string, getenv func(string) string) (shu
 	return func(ctx context.Context) error {
 		err := tp.Shutdown(ctx) // flushes what the batcher holds
 		otel.SetTracerProvider(IDsOnly())
+		exporting.Store(false)
 		return err
 	}, nil
 }

@@ -66,9 +66,16 @@ func TestSetup(t *testing.T) {
 			if span.IsRecording() != tc.export {
 				t.Fatalf("recording %v, want %v", span.IsRecording(), tc.export)
 			}
+			// A two-part name is joined only when someone reads it.
+			if name, want := telemetry.SpanName("tools/call", "echo"), map[bool]string{true: "tools/call echo", false: "tools/call"}[tc.export]; name != want {
+				t.Fatalf("SpanName = %q, want %q", name, want)
+			}
 			span.End()
 			if err := shutdown(t.Context()); err != nil { // flushes
 				t.Fatal(err)
+			}
+			if name := telemetry.SpanName("tools/call", "echo"); name != "tools/call" {
+				t.Fatalf("SpanName after shutdown = %q, want the first part", name)
 			}
 			if got := exports.Load() - before; (got > 0) != tc.export {
 				t.Fatalf("%d export requests, want export %v", got, tc.export)

@@ -22,13 +22,44 @@ const (
 	AttrOutcome   = attribute.Key("gatehouse.outcome")
 )
 
+// The span start options of each kind, made once: an option built at each span is an
+// allocation (the option and the variadic slice) on every call of the hot path.
+var (
+	serverSpan   = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	clientSpan   = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+	internalSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+)
+
+// Start starts a span of kind (server, client or internal; anything else is internal) named
+// name, of the tracer of scope, as a child of the span in ctx.
+func Start(ctx context.Context, scope, name string, kind trace.SpanKind) (context.Context, trace.Span) {
+	opts := internalSpan
+	switch kind {
+	case trace.SpanKindServer:
+		opts = serverSpan
+	case trace.SpanKindClient:
+		opts = clientSpan
+	}
+	return Tracer(scope).Start(ctx, name, opts...)
+}
+
+// SpanName is a span's name of two parts ("tools/call echo"), joined only when spans are
+// exported: without an exporter nobody reads a name, and joining them is an allocation on
+// every call. Without one it is the first part.
+func SpanName(first, second string) string {
+	if !exporting.Load() {
+		return first
+	}
+	return first + " " + second
+}
+
 // StartHandler starts the span of one RPC a service handles, named by its Connect procedure
 // ("gatehouse.policy.v1.PolicyService/Check"), as a child of the trace context in ctx: the
 // caller's span in single-process mode (the ingress calls the handler method itself), or the
 // traceparent header that rpcserver.Mux read in split mode. Both modes give the same tree.
 func StartHandler(ctx context.Context, scope, procedure string) (context.Context, trace.Span) {
 	// The RPC semantic conventions name the span by the procedure without its leading slash.
-	return Tracer(scope).Start(ctx, strings.TrimPrefix(procedure, "/"), trace.WithSpanKind(trace.SpanKindServer))
+	return Start(ctx, scope, strings.TrimPrefix(procedure, "/"), trace.SpanKindServer)
 }
 
 // End ends span, marking it failed with err when err is not nil.
