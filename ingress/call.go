@@ -171,7 +171,7 @@ func (s *Service) relay(ctx context.Context, c *call, r replier) ending {
 	var hostErr error
 	req := s.sendRequest(c.principal, c.server, c.session.ID, c.revision, c.subject, c.msg)
 	req.Initialize = c.open
-	ctx, span := startClient(ctx, "bridge Send")
+	ctx, span := s.startClient(ctx, "bridge Send")
 	defer span.End()
 	err := s.deliver(ctx, req, c.msg, func(msg *bridgev1.SendResponse) error {
 		if msg.GetFinal() {
@@ -297,7 +297,7 @@ func (s *Service) logCall(ctx context.Context, c *call, end ending) {
 func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferred bool) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
-	actx, span := startClient(actx, "audit Append")
+	actx, span := s.startClient(actx, "audit Append")
 	defer span.End()
 	if _, err := s.deps.Audit.Append(actx, connect.NewRequest(&auditv1.AppendRequest{Record: rec, Deferred: deferred})); err != nil {
 		s.logger.ErrorContext(actx, "audit append failed", "call_id", rec.GetCallId(), "trace_id", rec.GetTraceId(), "phase", rec.GetPhase().String(), "deferred", deferred, "err", err)
@@ -309,7 +309,7 @@ func (s *Service) appendRecord(ctx context.Context, rec *auditv1.Record, deferre
 // decide asks policysvc whether the principal may do action on the server's named item, in
 // the request's context (what conditions may test: arguments, source, session, revision).
 func (s *Service) decide(ctx context.Context, p *authv1.Principal, server, action, name string, rc *policyv1.RequestContext) (*policyv1.CheckResponse, error) {
-	ctx, span := startClient(ctx, "policy Check")
+	ctx, span := s.startClient(ctx, "policy Check")
 	defer span.End()
 	resp, err := s.deps.Policy.Check(ctx, connect.NewRequest(&policyv1.CheckRequest{
 		Subject:  subjectOf(p),

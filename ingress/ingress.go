@@ -241,6 +241,10 @@ type Deps struct {
 	// Metrics, when set, is where the call metrics are registered (served at /metrics by the
 	// binary); nil counts nothing.
 	Metrics prometheus.Registerer
+	// InProcess says Policy, Bridge and Audit are this process's own handlers (gatehouse
+	// up), not RPC clients: the ingress then starts no client span around a call to them,
+	// since there is no RPC for it to time, and each handler's own span is the hop.
+	InProcess bool
 }
 
 // Service serves the MCP surface.

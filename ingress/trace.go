@@ -10,6 +10,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Traces at the host's edge. Every HTTP request on an MCP endpoint is a server span whose
@@ -18,7 +19,8 @@ import (
 // valid one (the MCP convention), else the request's span. The call span's trace id is the
 // call's trace id: in its log lines, its audit records, the error messages the host reads,
 // and, through the bridge, what the upstream receives. Decide, audit and bridge are client
-// spans under the call; the services' handlers add theirs beneath (internal/telemetry).
+// spans under the call (over RPC only: in one process the handlers' own spans are
+// the hops); the services' handlers add theirs beneath (internal/telemetry).
 
 const tracerScope = "github.com/gatehouse-mcp/gatehouse/ingress"
 
@@ -84,7 +86,14 @@ func traceDecision(ctx context.Context, d *policyv1.CheckResponse) {
 	}
 }
 
-// startClient starts the client span of one call the ingress makes to a service.
-func startClient(ctx context.Context, name string) (context.Context, trace.Span) {
+// startClient starts the client span of one call the ingress makes to a service over RPC; a
+// call to a handler in this process gets none (Deps.InProcess): a span that does nothing.
+func (s *Service) startClient(ctx context.Context, name string) (context.Context, trace.Span) {
+	if s.deps.InProcess {
+		return ctx, noSpan
+	}
 	return telemetry.Start(ctx, tracerScope, name, trace.SpanKindClient)
 }
+
+// noSpan is the span of what is not traced: its End does nothing.
+var noSpan trace.Span = noop.Span{}

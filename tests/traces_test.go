@@ -139,6 +139,9 @@ type traceRun struct {
 	spans    *otlpCollector
 	// services are the service.name values the spans of one call must come from.
 	services []string
+	// rpc: the ingress reaches the services over RPC (split mode), so its client spans
+	// wrap each hop; in one process it calls the handlers and makes none.
+	rpc bool
 }
 
 var (
@@ -200,8 +203,12 @@ func checkTraceJoin(t *testing.T, run traceRun) {
 					logged = logServices(run.logs(), tid)
 					return containsAll(logged, wantLogs)
 				})
-				wantSpans := []string{"tools/call", "policy Check", "gatehouse.policy.v1.PolicyService/Check",
-					"audit Append", "gatehouse.audit.v1.AuditService/Append", "bridge Send", "gatehouse.bridge.v1.BridgeService/Send", "tools/call " + server}
+				wantSpans := []string{"tools/call", "gatehouse.policy.v1.PolicyService/Check",
+					"gatehouse.audit.v1.AuditService/Append", "gatehouse.bridge.v1.BridgeService/Send", "tools/call " + server}
+				clientSpans := []string{"policy Check", "audit Append", "bridge Send"}
+				if run.rpc {
+					wantSpans = append(wantSpans, clientSpans...)
+				}
 				if carrier == "header" {
 					wantSpans = append(wantSpans, "POST /servers/{name}/mcp")
 				}
@@ -219,6 +226,9 @@ func checkTraceJoin(t *testing.T, run traceRun) {
 					return containsAll(spanNames(spans), wantSpans) && containsAll(spanServices(spans), run.services)
 				})
 				for _, s := range spans {
+					if !run.rpc && slices.Contains(clientSpans, s.Name) {
+						t.Errorf("span %q in one process: the ingress calls the handlers, no RPC to wrap", s.Name)
+					}
 					switch s.Name {
 					case "tools/call " + server:
 						if s.SpanID != upstreamParent {
@@ -353,6 +363,7 @@ func TestTracesSplit(t *testing.T) {
 	}
 	sp := startSplitWith(t, 1, env, traceServers)
 	checkTraceJoin(t, traceRun{
+		rpc:      true,
 		endpoint: func(server string) string { return sp.endpoint("ingress", server) },
 		token:    splitDevToken(t, sp),
 		logs:     sp.allLogs,

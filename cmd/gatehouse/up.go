@@ -267,6 +267,8 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		Sessions: sessions,
 		Registry: registry,
 		Metrics:  registerer,
+		// The ingress calls the handlers themselves: no RPC, so no client spans around them.
+		InProcess: true,
 	}, logger.With("svc", "ingress"))
 	if err != nil {
 		return err
