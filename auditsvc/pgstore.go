@@ -79,6 +79,9 @@ type pgStore struct {
 
 	commits      atomic.Uint64
 	lostDeferred atomic.Uint64
+	// ckpt signs the head (pgcheckpoint.go); nil without a signing key.
+	ckpt                            *pgCheckpointer
+	checkpoints, checkpointFailures atomic.Uint64
 	writeFault   atomic.Pointer[error]
 	metrics      *telemetry.AuditMetrics
 
@@ -145,6 +148,7 @@ func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
 			`CREATE TABLE IF NOT EXISTS ` + pgRecordsTable + ` (seq bigint PRIMARY KEY CHECK (seq > 0), line bytea NOT NULL)`,
 			`CREATE TABLE IF NOT EXISTS ` + pgHeadTable + ` (id boolean PRIMARY KEY DEFAULT true CHECK (id), seq bigint NOT NULL, hash text NOT NULL)`,
 			`INSERT INTO ` + pgHeadTable + ` (id, seq, hash) VALUES (true, 0, '` + string(genesis) + `') ON CONFLICT (id) DO NOTHING`,
+			`CREATE TABLE IF NOT EXISTS ` + pgCheckpointsTable + ` (idx bigint PRIMARY KEY CHECK (idx > 0), seq bigint NOT NULL, hash text NOT NULL, checkpoint bytea NOT NULL)`,
 		} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
@@ -327,6 +331,13 @@ func (s *pgStore) commit(batch []*pending) {
 		}
 	} else if records > 0 {
 		s.commits.Add(1)
+		var head uint64 // the last record's sequence: the head this commit left
+		for _, p := range batch {
+			if p.record != nil {
+				head = p.seq
+			}
+		}
+		s.noteHead(head)
 	}
 	for _, p := range batch {
 		if err != nil {
@@ -399,9 +410,10 @@ func (s *pgStore) close(ctx context.Context) error {
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		go func() { <-s.done; s.pool.Close() }()
+		go func() { <-s.done; s.stopCheckpointer(); s.pool.Close() }()
 		return fmt.Errorf("close audit log: %w", ctx.Err())
 	}
+	s.stopCheckpointer()
 	s.pool.Close()
 	return nil
 }
@@ -418,7 +430,8 @@ func (s *pgStore) queuedRecords() int {
 func (s *pgStore) stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes}
+	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes,
+		Checkpoints: s.checkpoints.Load(), CheckpointFailures: s.checkpointFailures.Load()}
 }
 
 func (s *pgStore) failWrites(err error) {

@@ -235,7 +235,7 @@ func TestPostgresRefusals(t *testing.T) {
 		want string
 	}{
 		{auditsvc.Config{Store: auditsvc.StorePostgres}, "needs --postgres-dsn-file"},
-		{auditsvc.Config{Store: auditsvc.StorePostgres, PostgresDSN: dsn, SigningKeyFile: "/nonexistent/key.pem"}, "signed checkpoints are not kept in PostgreSQL"},
+		{auditsvc.Config{Store: auditsvc.StorePostgres, PostgresDSN: dsn, SigningKeyFile: "/nonexistent/key.pem"}, "read audit signing key"},
 		{auditsvc.Config{Store: auditsvc.StorePostgres, PostgresDSN: dsn, AlertFile: "alerts.yaml"}, "alerts"},
 		{auditsvc.Config{Store: auditsvc.StorePostgres, PostgresDSN: "postgres://u:hunter2@127.0.0.1:1/x?connect_timeout=bogus"}, "does not parse"},
 		{auditsvc.Config{Store: "sqlite", PostgresDSN: dsn}, `--store "sqlite"`},
