@@ -82,8 +82,8 @@ type pgStore struct {
 	// ckpt signs the head (pgcheckpoint.go); nil without a signing key.
 	ckpt                            *pgCheckpointer
 	checkpoints, checkpointFailures atomic.Uint64
-	writeFault   atomic.Pointer[error]
-	metrics      *telemetry.AuditMetrics
+	writeFault                      atomic.Pointer[error]
+	metrics                         *telemetry.AuditMetrics
 
 	// The writer's.
 	h   hashWriter
