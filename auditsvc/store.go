@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/auditsvc/alerts"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/secret"
 	"github.com/gatehouse-mcp/gatehouse/internal/telemetry"
@@ -55,7 +56,12 @@ func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
 		return nil, errors.New("auditsvc: --store postgres needs --postgres-dsn-file (or GATEHOUSE_AUDIT_POSTGRES_DSN)")
 	}
 	if cfg.AlertFile != "" {
-		return nil, errors.New("auditsvc: --alert-config with --store postgres: alerts follow the file store's segments and are not available with the postgres store yet")
+		// A file without an alerts: section (gatehouse up passes its config file) sets none.
+		if ac, err := alerts.ReadFile(cfg.AlertFile); err != nil {
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		} else if ac != nil {
+			return nil, errors.New("auditsvc: --alert-config with --store postgres: alerts follow the file store's segments and are not available with the postgres store yet")
+		}
 	}
 	// Every replica signs with the same key (one key file given to all): they make one
 	// chain of checkpoints in the database (pgcheckpoint.go).
