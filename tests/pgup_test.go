@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/internal/pgtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/gatehousetest"
 	"github.com/jackc/pgx/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -90,7 +93,7 @@ func echoOutcomes(recs []pgRecord, session string) int {
 // flags) records real MCP calls in PostgreSQL, signs checkpoints with up's default key and
 // anchors them in its etcd: the Verify RPC (gatehouse audit verify --url) and the offline
 // verification (--postgres-dsn-file, trusting <data-dir>/keys/audit-signing.pub) find nothing
-// wrong. Restarted with the DSN from GATEHOUSE_AUDIT_POSTGRES_DSN instead, it goes on with the
+// wrong; gatehouse audit query, replay and tail read the table online. Restarted with the DSN from GATEHOUSE_AUDIT_POSTGRES_DSN instead, it goes on with the
 // same chain.
 func TestPostgresUp(t *testing.T) {
 	pg := pgtest.Start(t)
@@ -105,11 +108,36 @@ func TestPostgresUp(t *testing.T) {
 	if n := echoOutcomes(recs, session); n != 6 {
 		t.Fatalf("%d allowed echo calls of session %s in the table, want 6: %+v", n, session, recs)
 	}
-	admin := []string{"GATEHOUSE_ADMIN_TOKEN=" + g.Token}
-	out, errOut, err := gatehouseCLI(t, admin, "audit", "verify", "--url", g.Base)
+	admin := []string{"GATEHOUSE_ADMIN_TOKEN=" + g.Token, "GATEHOUSE_URL=" + g.Base}
+	// Query, replay and tail read the table over the gateway's RPCs.
+	out, errOut, err := gatehouseCLI(t, admin, "audit", "query", "--json", "--session", session, "--tool", "echo")
+	if n := strings.Count(out, "\n"); err != nil || n != 12 || strings.Count(out, `"phase":"PHASE_DECISION"`) != 6 {
+		t.Fatalf("audit query --session --tool: %v, %d records\n%s%s", err, n, out, errOut)
+	}
+	out, errOut, err = gatehouseCLI(t, admin, "audit", "replay", session)
+	if err != nil || strings.Count(out, "tools/call") != 6 {
+		t.Fatalf("audit replay: %v\n%s%s", err, out, errOut)
+	}
+	tailOut := &testsync.Buffer{}
+	tail := exec.Command(gatehousetest.Bin(t, gatehousetest.Gatehouse), "audit", "tail", "--json", "--tool", "echo")
+	tail.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, admin...)
+	tail.Stdout, tail.Stderr = tailOut, tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tailDone := make(chan struct{})
+	go func() { _ = tail.Wait(); close(tailDone) }()
+	t.Cleanup(func() { _ = tail.Process.Kill(); <-tailDone })
+	// Calls until one shows in the tail: it started, then saw a record appended after it.
+	testsync.WaitFor(t, 60*time.Second, "audit tail to show an echo call made after it started", func() bool {
+		late := echoCalls(t, g, 1, "late")
+		return strings.Contains(tailOut.String(), `"session_id":"`+late+`"`)
+	})
+	out, errOut, err = gatehouseCLI(t, admin, "audit", "verify", "--url", g.Base)
 	if err != nil || !strings.Contains(out, "ok: the audit log verifies") || !strings.Contains(out, "anchor at sequence") {
 		t.Fatalf("verify over the RPC: %v\n%s%s", err, out, errOut)
 	}
+	recs = pgRecords(t, dsn)
 	g.Stop(t)
 	if strings.Contains(g.Logs(), dsn) {
 		t.Fatalf("gatehouse logged the DSN:\n%s", g.Logs())
