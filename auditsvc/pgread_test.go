@@ -2,12 +2,20 @@ package auditsvc_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/pgtest"
@@ -214,5 +222,46 @@ func TestPostgresTail(t *testing.T) {
 		if e.GetSequence() != uint64(i+2) {
 			t.Fatalf("tail from 2: entry %d has sequence %d", i, e.GetSequence())
 		}
+	}
+}
+
+// TestPostgresAlertFires: alerts follow the table, so a replica with alert rules sees the
+// records every replica commits: a denial appended through another replica fires
+// policy_denial_spike at the webhook.
+func TestPostgresAlertFires(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase(t)
+	bodies := make(chan string, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		select {
+		case bodies <- string(b):
+		default:
+		}
+	}))
+	t.Cleanup(hook.Close)
+	cfgFile := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	doc := fmt.Sprintf("servers: []\nalerts:\n  webhook: {url: %q, timeout: 5s}\n  rules:\n    policy_denial_spike: {threshold: 1, cooldown: 1h}\n", hook.URL)
+	if err := os.WriteFile(cfgFile, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	watcher, err := auditsvc.New(auditsvc.Config{Store: auditsvc.StorePostgres, PostgresDSN: dsn, AlertFile: cfgFile}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = watcher.Close(context.Background()) })
+	other := openPostgres(t, dsn, 16)
+	rec := record(1)
+	rec.Tenant, rec.Outcome, rec.Decision = "denied-tenant", auditv1.Outcome_OUTCOME_DENIED, auditv1.PolicyDecision_POLICY_DECISION_DENY
+	if _, err := appendRecord(other, rec); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-bodies:
+		if !strings.Contains(b, "policy_denial_spike") || !strings.Contains(b, "denied-tenant") {
+			t.Fatalf("webhook got %s; want the policy_denial_spike alert of denied-tenant", b)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no alert within 60s of a denial committed by another replica")
 	}
 }
