@@ -48,6 +48,11 @@ var pgSchemaColumns = []string{
 		`ADD COLUMN IF NOT EXISTS tenant text, ADD COLUMN IF NOT EXISTS server text, ADD COLUMN IF NOT EXISTS tool text, ` +
 		`ADD COLUMN IF NOT EXISTS trace_id text, ADD COLUMN IF NOT EXISTS call_id text, ADD COLUMN IF NOT EXISTS outcome integer, ` +
 		`ADD COLUMN IF NOT EXISTS rec_time timestamptz`,
+	// Rows from before the columns: the indexed ones filled in from the line, once (the
+	// others stay NULL, which no filter rules out).
+	`SET LOCAL statement_timeout = '` + strconv.Itoa(int(maxPostgresTimeout.Milliseconds())) + `'`,
+	`UPDATE ` + pgRecordsTable + ` SET session_id = coalesce(convert_from(line, 'UTF8')::jsonb -> 'record' ->> 'session_id', ''), ` +
+		`trace_id = coalesce(convert_from(line, 'UTF8')::jsonb -> 'record' ->> 'trace_id', '') WHERE session_id IS NULL`,
 	`CREATE INDEX IF NOT EXISTS ` + pgRecordsTable + `_session ON ` + pgRecordsTable + ` (session_id, seq)`,
 	`CREATE INDEX IF NOT EXISTS ` + pgRecordsTable + `_trace ON ` + pgRecordsTable + ` (trace_id, seq)`,
 }
@@ -98,26 +103,28 @@ func (b *pgBatchColumns) args() []any {
 // pgSource is the records table as a query.Source.
 type pgSource struct{ s *pgStore }
 
-// Scan implements query.Source: the rows from pos.Seq up to max sequences on, at most the
-// head (what is committed: appends commit in sequence order, under the head's lock), that
-// the filter's columns do not rule out, pgReadPage a statement.
+// Scan implements query.Source. It examines, in sequence order from pos.Seq up to the head
+// (what is committed: appends commit in sequence order, under the head's lock), at most limit
+// rows, pgReadPage a statement: with a session or trace id in the filter, only that
+// session's (trace's) rows, found by their index; else every row. The filter's other columns
+// are tested in the same statement, which returns the line of a row they do not rule out and
+// NULL for the others: the rows examined are bounded, and the position moves past them
+// whether they match or not.
 func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Position, limit int, visit query.Visit) (query.Position, bool, error) {
-	from := pos.Seq
-	if from == 0 {
-		from = 1
-	}
+	cur := max(pos.Seq, 1)
 	var head int64
 	if err := p.s.readPool.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
 		return pos, false, fmt.Errorf("read the audit log's head from PostgreSQL: %w", err)
 	}
-	if head < 0 || from > uint64(head) {
-		return query.Position{Seq: from}, true, nil
+	if head < 0 || cur > uint64(head) {
+		return query.Position{Seq: cur}, true, nil
 	}
-	upper := min(uint64(head), from+uint64(max(limit, 1))-1)
-	where, args := pgFilter(f)
-	for cur := from; ; {
-		rows, err := p.s.readPool.Query(ctx, `SELECT seq, line FROM `+pgRecordsTable+` WHERE seq >= $1 AND seq <= $2`+where+
-			` ORDER BY seq LIMIT `+strconv.Itoa(pgReadPage), append([]any{int64(cur), int64(upper)}, args...)...)
+	key, cond, args := pgFilter(f)
+	examined := 0
+	for {
+		page := min(pgReadPage, max(limit, 1)-examined)
+		rows, err := p.s.readPool.Query(ctx, `SELECT seq, CASE WHEN `+cond+` THEN line END FROM `+pgRecordsTable+
+			` WHERE `+key+`seq >= $1 AND seq <= $2 ORDER BY seq LIMIT `+strconv.Itoa(page), append([]any{int64(cur), head}, args...)...)
 		if err != nil {
 			return query.Position{Seq: cur}, false, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
 		}
@@ -130,12 +137,15 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 				return query.Position{Seq: cur}, false, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
 			}
 			n++
+			cur = uint64(seq) + 1
+			if line == nil {
+				continue // ruled out by a column
+			}
 			_, rec, ok := query.ParseLine(line)
 			if !ok {
 				rows.Close()
 				return query.Position{Seq: cur}, false, fmt.Errorf("audit record %d in PostgreSQL is not a log line", seq)
 			}
-			cur = uint64(seq) + 1
 			more, err := visit(uint64(seq), rec, query.Position{Seq: cur})
 			if err != nil || !more {
 				rows.Close()
@@ -146,8 +156,13 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 		if err := rows.Err(); err != nil {
 			return query.Position{Seq: cur}, false, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
 		}
-		if n < pgReadPage {
-			return query.Position{Seq: upper + 1}, upper == uint64(head), nil
+		examined += n
+		if n < page {
+			// Nothing more up to the head: the next scan starts after it.
+			return query.Position{Seq: uint64(head) + 1}, true, nil
+		}
+		if examined >= limit {
+			return query.Position{Seq: cur}, false, nil
 		}
 		if err := ctx.Err(); err != nil {
 			return query.Position{Seq: cur}, false, err
@@ -155,34 +170,50 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 	}
 }
 
-// pgFilter is the SQL condition (after "seq …", starting with AND) and arguments (from $3)
-// that rule out rows by the filter's columns. A NULL column (a row from before the columns)
-// is never ruled out.
-func pgFilter(f *auditv1.Filter) (string, []any) {
+// pgFilter turns the filter into SQL: key, the indexed column the rows are found by
+// ("session_id = $3 AND " or "trace_id = $3 AND ", or empty), and cond, a condition on the
+// other columns (TRUE when there is none), with their arguments from $3. A NULL column (a
+// row from before the columns; session_id and trace_id were filled in when they were added)
+// is never ruled out by cond.
+func pgFilter(f *auditv1.Filter) (key, cond string, args []any) {
 	var b strings.Builder
-	var args []any
-	cond := func(col, op string, v any) {
+	b.WriteString("TRUE")
+	add := func(col, op string, v any) {
 		args = append(args, v)
 		fmt.Fprintf(&b, " AND (%s %s $%d OR %s IS NULL)", col, op, len(args)+2, col)
 	}
+	switch {
+	case f.GetSessionId() != "":
+		args = append(args, f.GetSessionId())
+		key = "session_id = $3 AND "
+	case f.GetTraceId() != "":
+		args = append(args, f.GetTraceId())
+		key = "trace_id = $3 AND "
+	}
 	for _, c := range []struct{ col, v string }{
-		{"session_id", f.GetSessionId()}, {"principal", f.GetPrincipal()}, {"tenant", f.GetTenant()}, {"server", f.GetServer()},
-		{"tool", f.GetTool()}, {"trace_id", f.GetTraceId()}, {"call_id", f.GetCallId()},
+		{"principal", f.GetPrincipal()}, {"tenant", f.GetTenant()}, {"server", f.GetServer()},
+		{"tool", f.GetTool()}, {"call_id", f.GetCallId()},
 	} {
 		if c.v != "" {
-			cond(c.col, "=", c.v)
+			add(c.col, "=", c.v)
 		}
 	}
+	if key != "session_id = $3 AND " && f.GetSessionId() != "" {
+		add("session_id", "=", f.GetSessionId())
+	}
+	if key != "trace_id = $3 AND " && f.GetTraceId() != "" {
+		add("trace_id", "=", f.GetTraceId())
+	}
 	if o := f.GetOutcome(); o != 0 {
-		cond("outcome", "=", int32(o))
+		add("outcome", "=", int32(o))
 	}
 	if f.GetSince() != nil {
-		cond("rec_time", ">=", f.GetSince().AsTime())
+		add("rec_time", ">=", f.GetSince().AsTime())
 	}
 	if f.GetUntil() != nil {
-		cond("rec_time", "<", f.GetUntil().AsTime())
+		add("rec_time", "<", f.GetUntil().AsTime())
 	}
-	return b.String(), args
+	return key, b.String(), args
 }
 
 // newPgReads serves Query and Tail from the records table.

@@ -25,10 +25,10 @@ import (
 )
 
 // TestPostgresQueryFilters is TestQueryFilters over the postgres store, the records appended
-// by two replicas in turn and queried through one: every filter returns exactly the records
-// it selects, in order, at every page size, as they were appended. Rows whose filter columns
-// are NULL (written before the columns existed) or wrong (edited) change nothing: the
-// columns find candidates, the records decide.
+// by two replicas in turn, the filter columns then dropped (a table of before them) and
+// added back by a third replica, which is queried: every filter returns exactly the records
+// it selects, in order, at every page size, as they were appended. Columns left NULL or
+// edited change nothing: the columns find candidates, the records decide.
 func TestPostgresQueryFilters(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.CreateDatabase(t)
@@ -43,9 +43,13 @@ func TestPostgresQueryFilters(t *testing.T) {
 			t.Fatalf("append %d: %v, %v", i, resp, err)
 		}
 	}
-	pgExec(t, dsn, `UPDATE gatehouse_audit_records SET session_id = NULL, tool = NULL, outcome = NULL, rec_time = NULL WHERE seq % 10 = 4`)
-	pgExec(t, dsn, `UPDATE gatehouse_audit_records SET tool = 'tool-5', principal = 'bob', trace_id = 'trace-4' WHERE seq = 1`)
-	c := queryClient(t, a)
+	// A table from before the filter columns: a replica opening it adds them and fills in
+	// session_id and trace_id from the lines (the indexed ones); the others stay NULL.
+	pgExec(t, dsn, `ALTER TABLE gatehouse_audit_records DROP COLUMN session_id, DROP COLUMN principal, DROP COLUMN tenant, DROP COLUMN server, `+
+		`DROP COLUMN tool, DROP COLUMN trace_id, DROP COLUMN call_id, DROP COLUMN outcome, DROP COLUMN rec_time`)
+	c := queryClient(t, openPostgres(t, dsn, 16))
+	// And edited columns: they find candidates, the records decide.
+	pgExec(t, dsn, `UPDATE gatehouse_audit_records SET tool = 'tool-5', principal = 'bob', trace_id = 'trace-4', session_id = 's-1' WHERE seq = 1`)
 	ts := func(i int) *timestamppb.Timestamp {
 		return timestamppb.New(queryBase.Add(time.Duration(i) * time.Second))
 	}
@@ -123,14 +127,18 @@ type auditv1connectClient interface {
 }
 
 // TestPostgresQueryManyPages: more records than one statement reads (1000) come back whole and
-// in order, pages spanning statements.
+// in order, pages spanning statements, whether found by the session's index or not.
 func TestPostgresQueryManyPages(t *testing.T) {
 	pg := pgtest.Start(t)
 	svc := openPostgres(t, pg.CreateDatabase(t), 256)
 	fill(t, svc, 2345)
 	c := queryClient(t, svc)
-	for _, size := range []uint32{1000, 333} {
-		got, pages := queryAll(t, c, nil, size)
+	for _, q := range []struct {
+		f    *auditv1.Filter
+		size uint32
+	}{{nil, 1000}, {nil, 333}, {&auditv1.Filter{SessionId: "s1"}, 1000}, {&auditv1.Filter{SessionId: "s1", Tool: "read"}, 777}} {
+		size := q.size
+		got, pages := queryAll(t, c, q.f, size)
 		if len(got) != 2345 || pages < 2345/int(size) {
 			t.Fatalf("page size %d: %d records in %d pages, want 2345", size, len(got), pages)
 		}
