@@ -2,6 +2,7 @@ package auditsvc
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/alerts"
@@ -29,23 +30,25 @@ func (s *Service) startAlerts(path string, o options) error {
 	if err != nil {
 		return err
 	}
-	s.alerts = e
 	ctx, cancel := context.WithCancel(context.Background())
+	// The end is taken now, before New returns: the first appends are not missed.
+	fromEnd := func() (query.Position, error) { return s.reads.end(ctx) }
+	pos, err := fromEnd()
+	if err != nil {
+		cancel()
+		e.Close(context.Background())
+		return fmt.Errorf("alerts: find the log's end: %w", err)
+	}
+	s.alerts = e
 	s.alertsDone = make(chan struct{})
 	go func() {
 		<-s.reads.closing
 		cancel()
 	}()
-	// The end is taken now, before New returns: the first appends are not missed.
-	fromEnd := func() query.Position {
-		seq, size := s.reads.notice.end()
-		return query.Position{Seq: seq + 1, File: s.reads.live(), Offset: size}
-	}
-	pos := fromEnd()
 	go func() {
 		defer close(s.alertsDone)
 		for ctx.Err() == nil {
-			err := s.reads.engine.Follow(ctx, nil, pos, s.reads.notice.wait, func(entries []*auditv1.Entry) error {
+			err := s.reads.engine.Follow(ctx, nil, pos, s.reads.wait, func(entries []*auditv1.Entry) error {
 				for _, en := range entries {
 					e.Observe(en.GetRecord())
 				}
@@ -59,7 +62,9 @@ func (s *Service) startAlerts(path string, o options) error {
 			case <-time.After(followRetry):
 			case <-ctx.Done():
 			}
-			pos = fromEnd()
+			if p, err := fromEnd(); err == nil {
+				pos = p
+			} // else: from where it was, next time
 		}
 	}()
 	return nil

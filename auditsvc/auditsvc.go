@@ -415,7 +415,7 @@ func (s *Service) Append(ctx context.Context, req *connect.Request[auditv1.Appen
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	seq, hash, err := s.store.append(ctx, b, rec.GetCallId(), req.Msg.GetDeferred())
+	seq, hash, err := s.store.append(ctx, b, rec, req.Msg.GetDeferred())
 	if err != nil {
 		return nil, toConnect(err)
 	}

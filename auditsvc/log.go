@@ -110,8 +110,9 @@ type chainLog struct {
 // record is a barrier (sync): it is acknowledged once everything queued before it is.
 type pending struct {
 	record   []byte
-	callID   string // for the log when a deferred record is lost
-	deferred bool   // the caller was answered when it was queued; nobody waits on done
+	callID   string     // for the log when a deferred record is lost
+	cols     *pgColumns // the postgres store's indexed columns (pgread.go); nil with files
+	deferred bool       // the caller was answered when it was queued; nobody waits on done
 	queued   time.Time
 	seq      uint64
 	hash     string
@@ -301,8 +302,8 @@ func syncDir(dir string) error {
 // durable and returns its sequence and hash; if ctx ends first the record may still be
 // committed. A deferred append returns once the record is queued (sequence 0, no hash). Either
 // waits for room in the queue while it is full, until ctx ends.
-func (l *chainLog) append(ctx context.Context, record []byte, callID string, deferred bool) (uint64, string, error) {
-	p := &pending{record: record, callID: callID, deferred: deferred}
+func (l *chainLog) append(ctx context.Context, record []byte, rec *auditv1.Record, deferred bool) (uint64, string, error) {
+	p := &pending{record: record, callID: rec.GetCallId(), deferred: deferred}
 	if !deferred {
 		p.done = make(chan struct{})
 	}

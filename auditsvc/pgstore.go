@@ -58,9 +58,12 @@ const (
 // pgStore is the PostgreSQL store: a bounded queue (the file store's limits) and one writer
 // goroutine that commits up to maxBatch queued records per transaction.
 type pgStore struct {
-	pool    *pgxpool.Pool
-	logger  *slog.Logger
-	timeout time.Duration // one commit, start to end
+	pool     *pgxpool.Pool
+	readPool *pgxpool.Pool // Query and Tail's (pgread.go)
+	notice   commitNotice  // poked after each commit, and by the poller
+	stopPoll chan struct{}
+	logger   *slog.Logger
+	timeout  time.Duration // one commit, start to end
 
 	maxBatch, maxQueue, maxQueueBytes int
 
@@ -79,8 +82,11 @@ type pgStore struct {
 
 	commits      atomic.Uint64
 	lostDeferred atomic.Uint64
-	writeFault   atomic.Pointer[error]
-	metrics      *telemetry.AuditMetrics
+	// ckpt signs the head (pgcheckpoint.go); nil without a signing key.
+	ckpt                            *pgCheckpointer
+	checkpoints, checkpointFailures atomic.Uint64
+	writeFault                      atomic.Pointer[error]
+	metrics                         *telemetry.AuditMetrics
 
 	// The writer's.
 	h   hashWriter
@@ -119,14 +125,26 @@ func openPostgres(ctx context.Context, dsn string, conns int, timeout time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
+	rc, err := pgPoolConfig(dsn, pgReadConns, timeout)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	rc.ConnConfig.RuntimeParams["application_name"] = "gatehouse-auditsvc-reads"
+	readPool, err := pgxpool.NewWithConfig(ctx, rc)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := createSchema(ctx, pool); err != nil {
 		pool.Close()
+		readPool.Close()
 		return nil, err
 	}
 	return &pgStore{
-		pool: pool, logger: logger, timeout: timeout,
+		pool: pool, readPool: readPool, stopPoll: make(chan struct{}), logger: logger, timeout: timeout,
 		maxBatch: lim.maxBatch, maxQueue: lim.maxQueue, maxQueueBytes: lim.maxQueueBytes,
 		idPrefix: newIDPrefix(),
 		room:     make(chan struct{}),
@@ -145,7 +163,24 @@ func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
 			`CREATE TABLE IF NOT EXISTS ` + pgRecordsTable + ` (seq bigint PRIMARY KEY CHECK (seq > 0), line bytea NOT NULL)`,
 			`CREATE TABLE IF NOT EXISTS ` + pgHeadTable + ` (id boolean PRIMARY KEY DEFAULT true CHECK (id), seq bigint NOT NULL, hash text NOT NULL)`,
 			`INSERT INTO ` + pgHeadTable + ` (id, seq, hash) VALUES (true, 0, '` + string(genesis) + `') ON CONFLICT (id) DO NOTHING`,
+			`CREATE TABLE IF NOT EXISTS ` + pgCheckpointsTable + ` (idx bigint PRIMARY KEY CHECK (idx > 0), seq bigint NOT NULL, hash text NOT NULL, checkpoint bytea NOT NULL)`,
 		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		// The filter columns (pgread.go), added once: ALTER TABLE and CREATE INDEX lock the
+		// table against appends (and wait for a running Verify) even when there is nothing
+		// to do, so they run only when the columns are missing.
+		var have bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'rec_time')`,
+			pgRecordsTable).Scan(&have); err != nil {
+			return err
+		}
+		if have {
+			return nil
+		}
+		for _, stmt := range pgSchemaColumns {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
 			}
@@ -172,12 +207,15 @@ func (s *pgStore) nextID() string {
 	return string(b[:])
 }
 
-func (s *pgStore) start() { go s.run() }
+func (s *pgStore) start() {
+	go s.run()
+	go s.runPoller()
+}
 
 // append queues record; unless deferred it waits until its transaction committed and returns
 // its sequence and hash. As chainLog.append.
-func (s *pgStore) append(ctx context.Context, record []byte, callID string, deferred bool) (uint64, string, error) {
-	p := &pending{record: record, callID: callID, deferred: deferred}
+func (s *pgStore) append(ctx context.Context, record []byte, rec *auditv1.Record, deferred bool) (uint64, string, error) {
+	p := &pending{record: record, callID: rec.GetCallId(), deferred: deferred, cols: columnsOf(rec)}
 	if !deferred {
 		p.done = make(chan struct{})
 	}
@@ -327,6 +365,14 @@ func (s *pgStore) commit(batch []*pending) {
 		}
 	} else if records > 0 {
 		s.commits.Add(1)
+		var head uint64 // the last record's sequence: the head this commit left
+		for _, p := range batch {
+			if p.record != nil {
+				head = p.seq
+			}
+		}
+		s.noteHead(head)
+		s.notice.poke()
 	}
 	for _, p := range batch {
 		if err != nil {
@@ -356,6 +402,7 @@ func (s *pgStore) write(batch []*pending, records int) error {
 		}
 		seqs := make([]int64, 0, records)
 		lines := make([][]byte, 0, records)
+		var cols pgBatchColumns
 		buf := s.buf[:0]
 		prev := []byte(prevHash)
 		seq := uint64(head)
@@ -367,13 +414,14 @@ func (s *pgStore) write(batch []*pending, records int) error {
 			start := len(buf)
 			buf, prev = appendLine(s.h, buf, seq, prev, p.record)
 			seqs = append(seqs, int64(seq))
+			cols.add(p.cols)
 			lines = append(lines, buf[start:len(buf)-1:len(buf)-1]) // without the newline
 			p.seq, p.hash = seq, string(prev)
 		}
 		if cap(buf) <= maxKeptBuffer {
 			s.buf = buf
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO `+pgRecordsTable+` (seq, line) SELECT * FROM unnest($1::bigint[], $2::bytea[])`, seqs, lines); err != nil {
+		if _, err := tx.Exec(ctx, pgInsert, append([]any{seqs, lines}, cols.args()...)...); err != nil {
 			return fmt.Errorf("insert %d records: %w", records, err)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE `+pgHeadTable+` SET seq = $1, hash = $2 WHERE id`, int64(seq), string(prev)); err != nil {
@@ -399,15 +447,26 @@ func (s *pgStore) close(ctx context.Context) error {
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		go func() { <-s.done; s.pool.Close() }()
+		go func() { <-s.done; s.stopCheckpointer(); s.closePools() }()
 		return fmt.Errorf("close audit log: %w", ctx.Err())
 	}
-	s.pool.Close()
+	s.stopCheckpointer()
+	s.closePools()
 	return nil
 }
 
 // abort closes a store whose writer never started.
-func (s *pgStore) abort() { s.pool.Close() }
+func (s *pgStore) abort() {
+	s.pool.Close()
+	s.readPool.Close()
+}
+
+// closePools stops the poller and closes the pools (the writer is done).
+func (s *pgStore) closePools() {
+	close(s.stopPoll)
+	s.pool.Close()
+	s.readPool.Close()
+}
 
 func (s *pgStore) queuedRecords() int {
 	s.mu.Lock()
@@ -418,7 +477,8 @@ func (s *pgStore) queuedRecords() int {
 func (s *pgStore) stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes}
+	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes,
+		Checkpoints: s.checkpoints.Load(), CheckpointFailures: s.checkpointFailures.Load()}
 }
 
 func (s *pgStore) failWrites(err error) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // txBeginner is what Verify needs of a database handle: a pool (the service's) or one
@@ -41,9 +43,18 @@ func VerifyPostgres(ctx context.Context, dsn string, opts VerifyOptions) (*audit
 // reported once, by its sequence, and the records after it are still checked. At the end,
 // the head row must be the last record: a head ahead of the records is cut_off (records
 // removed from the end); a head that differs is anchor_mismatch. Whoever can write the
-// tables can rewrite the head too: without signed checkpoints (not yet kept for this store)
-// this shows accidents and careless edits, not a chain recomputed on purpose.
+// tables can rewrite the head too: the signed checkpoints and the anchor then show what the
+// chain cannot (verifyPgCheckpoints).
 func verifyPostgres(ctx context.Context, db txBeginner, opts VerifyOptions) (*auditv1.VerifyResponse, error) {
+	// The anchor is read before the snapshot begins: a replica anchors a checkpoint after it
+	// committed, so whatever the anchor names then is in the snapshot.
+	var anchored *auditv1.Checkpoint
+	if opts.Anchor != nil {
+		var err error
+		if anchored, err = opts.Anchor.Load(ctx); err != nil {
+			return nil, err
+		}
+	}
 	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
@@ -123,14 +134,194 @@ func verifyPostgres(ctx context.Context, db txBeginner, opts VerifyOptions) (*au
 	case last > 0 && !bytes.Equal(prev, []byte(headHash)):
 		report(last, KindAnchorMismatch, "the head row's hash is not the last record's")
 	}
+	if err := verifyPgCheckpoints(ctx, tx, opts, anchored, last, resp, &bad); err != nil {
+		return nil, err
+	}
 	for _, p := range bad.list {
 		resp.Problems = append(resp.Problems, &auditv1.Problem{Kind: p.Kind, Segment: p.Segment, Sequence: p.Seq, Line: p.Line, Reason: p.Reason})
 	}
 	if bad.dropped > 0 {
 		resp.Notes = append(resp.Notes, fmt.Sprintf("%d more problems not listed", bad.dropped))
 	}
-	resp.Notes = append(resp.Notes, "PostgreSQL store: no signed checkpoints; the chain and the head row show accidental damage and edits that do not recompute the chain")
+	if opts.PublicKey != nil {
+		resp.PublicKey = hex.EncodeToString(opts.PublicKey)
+	} else {
+		resp.Notes = append(resp.Notes, "no trusted public key: checkpoints were checked against the key each names, which shows accidental damage, not an edit that recomputes the chain and signs with another key")
+	}
 	return resp, nil
+}
+
+// verifyPgCheckpoints checks, in the snapshot, every checkpoint row in index order (in pages)
+// and the anchored checkpoint against the records: each must verify (against
+// opts.PublicKey), follow the one before it in the chain of checkpoints, and sign the hash
+// the record at its sequence has. The record's own stored hash is what the walk verified
+// where its line is intact (a damaged line is already reported as broken). A checkpoint that
+// signs another hash shows a record up to its sequence changed with its chain recomputed; one
+// past the last record shows records cut off (even if the head row was rewritten to match).
+// With a PublicKey and CheckpointRecords, too many records after the last matching
+// checkpoint is unsigned_tail (missing_checkpoints without any): checkpoints were removed.
+func verifyPgCheckpoints(ctx context.Context, tx pgx.Tx, opts VerifyOptions, anchored *auditv1.Checkpoint, last uint64, resp *auditv1.VerifyResponse, bad *problems) error {
+	var (
+		chainIndex  uint64 // the last valid checkpoint's index and hash
+		chainHash   string
+		lastMatched uint64
+		after       int64 // the page's last row
+		exists      bool
+	)
+	// A database a replica of before checkpoints has not opened since has no such table.
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgCheckpointsTable).Scan(&exists); err != nil {
+		return fmt.Errorf("read the audit checkpoints from PostgreSQL: %w", err)
+	}
+	// judge says what checkpoint c (a row's, or the anchor) says of the records.
+	judge := func(c *auditv1.Checkpoint, what string, line []byte, found bool) (kind, reason string) {
+		seq := c.GetSequence()
+		switch {
+		case c.GetSegment() != PostgresSegment:
+			return KindCheckpointMismatch, fmt.Sprintf("%s signs sequence %d of %q, not of this store", what, seq, c.GetSegment())
+		case !found && seq > last:
+			return KindCutOff, fmt.Sprintf("%s signs sequence %d but the last record is %d: records were cut off", what, seq, last)
+		case !found:
+			return "", "" // a missing record, already reported as broken
+		case string(storedHash(line)) != c.GetHash():
+			return KindCheckpointMismatch, fmt.Sprintf("%s signs hash %s for sequence %d but the log has another: a record after sequence %d, up to %d, was changed and the chain recomputed", what, c.GetHash(), seq, lastMatched, seq)
+		}
+		lastMatched = max(lastMatched, seq)
+		return "", ""
+	}
+	for exists {
+		type row struct {
+			idx int64
+			cp  []byte // nil: longer than maxCheckpointLine
+		}
+		rows, err := tx.Query(ctx, `SELECT idx, CASE WHEN length(checkpoint) <= $1 THEN checkpoint END FROM `+pgCheckpointsTable+` WHERE idx > $2 ORDER BY idx LIMIT `+strconv.Itoa(pgVerifyPage),
+			maxCheckpointLine, after)
+		if err != nil {
+			return fmt.Errorf("read the audit checkpoints from PostgreSQL: %w", err)
+		}
+		page, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			return x, r.Scan(&x.idx, &x.cp)
+		})
+		if err != nil {
+			return fmt.Errorf("read the audit checkpoints from PostgreSQL: %w", err)
+		}
+		cps := make([]*auditv1.Checkpoint, len(page))
+		var seqs []int64
+		for i, r := range page {
+			after = r.idx
+			what := fmt.Sprintf("checkpoint %d", r.idx)
+			if r.cp == nil {
+				bad.add(&ChainError{Kind: KindBadSignature, Segment: PostgresCheckpointsSegment, Line: uint64(r.idx),
+					Reason: fmt.Sprintf("%s is longer than %d bytes", what, maxCheckpointLine)})
+				continue
+			}
+			var c auditv1.Checkpoint
+			if err := protojson.Unmarshal(r.cp, &c); err != nil {
+				bad.add(&ChainError{Kind: KindBadSignature, Segment: PostgresCheckpointsSegment, Line: uint64(r.idx),
+					Reason: fmt.Sprintf("%s does not parse: %v", what, err)})
+				continue
+			}
+			if err := checkSignature(&c, opts.PublicKey); err != nil {
+				bad.add(&ChainError{Kind: KindBadSignature, Segment: PostgresCheckpointsSegment, Seq: c.GetSequence(), Line: uint64(r.idx),
+					Reason: fmt.Sprintf("%s of sequence %d: %v", what, c.GetSequence(), err)})
+				continue
+			}
+			switch {
+			case c.GetIndex() != uint64(r.idx) || c.GetIndex() != chainIndex+1:
+				bad.add(&ChainError{Kind: KindMissingCheckpoints, Segment: PostgresCheckpointsSegment, Seq: c.GetSequence(), Line: uint64(r.idx),
+					Reason: fmt.Sprintf("%s is signed as number %d of the chain but follows number %d: checkpoints were removed or moved", what, c.GetIndex(), chainIndex)})
+			case c.GetPrev() != chainHash:
+				bad.add(&ChainError{Kind: KindMissingCheckpoints, Segment: PostgresCheckpointsSegment, Seq: c.GetSequence(), Line: uint64(r.idx),
+					Reason: fmt.Sprintf("%s does not follow the one before it: checkpoints were removed or replaced", what)})
+			}
+			chainIndex, chainHash = c.GetIndex(), checkpointHash(&c)
+			cps[i] = &c
+			seqs = append(seqs, int64(c.GetSequence()))
+		}
+		lines, err := pgLines(ctx, tx, seqs)
+		if err != nil {
+			return err
+		}
+		for i, c := range cps {
+			if c == nil {
+				continue
+			}
+			line, found := lines[c.GetSequence()]
+			if kind, reason := judge(c, fmt.Sprintf("checkpoint %d", page[i].idx), line, found); kind != "" {
+				bad.add(&ChainError{Kind: kind, Segment: PostgresSegment, Seq: c.GetSequence(), Line: c.GetSequence(), Reason: reason})
+				continue
+			} else if found {
+				resp.Checkpoints++
+				resp.LastCheckpoint = c
+			}
+		}
+		if len(page) < pgVerifyPage {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if anchored != nil {
+		resp.Anchor = anchored
+		const what = "the head anchored outside the log"
+		if err := checkSignature(anchored, opts.PublicKey); err != nil {
+			bad.add(&ChainError{Kind: KindBadSignature, Seq: anchored.GetSequence(), Reason: what + ": " + err.Error()})
+		} else {
+			lines, err := pgLines(ctx, tx, []int64{int64(anchored.GetSequence())})
+			if err != nil {
+				return err
+			}
+			line, found := lines[anchored.GetSequence()]
+			// The anchor does not stand for the checkpoints: removed ones still show below.
+			matched := lastMatched
+			kind, reason := judge(anchored, what, line, found)
+			lastMatched = matched
+			if kind != "" {
+				if kind == KindCheckpointMismatch {
+					kind = KindAnchorMismatch
+				}
+				bad.add(&ChainError{Kind: kind, Segment: PostgresSegment, Seq: anchored.GetSequence(), Line: anchored.GetSequence(), Reason: reason})
+			}
+		}
+	}
+	if opts.PublicKey != nil && opts.CheckpointRecords > 0 {
+		bound := uint64(opts.CheckpointRecords) + uint64(max(opts.Slack, 0))
+		switch tail := last - min(lastMatched, last); {
+		case lastMatched == 0 && tail > bound:
+			bad.add(&ChainError{Kind: KindMissingCheckpoints, Segment: PostgresCheckpointsSegment, Seq: last,
+				Reason: fmt.Sprintf("the log has %d records and no valid checkpoint, though one is signed every %d records: the checkpoints were removed, and an edit with its chain recomputed would not show", last, opts.CheckpointRecords)})
+		case tail > bound:
+			bad.add(&ChainError{Kind: KindUnsignedTail, Segment: PostgresCheckpointsSegment, Seq: lastMatched + 1,
+				Reason: fmt.Sprintf("%d records follow the last valid checkpoint (sequence %d), more than the %d (plus %d) between checkpoints: checkpoints were removed, and an edit after sequence %d with its chain recomputed would not show", tail, lastMatched, opts.CheckpointRecords, opts.Slack, lastMatched)})
+		}
+	}
+	return nil
+}
+
+// pgLines reads the lines of the records at seqs (at most a page), by sequence.
+func pgLines(ctx context.Context, tx pgx.Tx, seqs []int64) (map[uint64][]byte, error) {
+	out := make(map[uint64][]byte, len(seqs))
+	if len(seqs) == 0 {
+		return out, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, line FROM `+pgRecordsTable+` WHERE seq = ANY($1) AND length(line) <= $2`, seqs, maxLineBytes)
+	if err != nil {
+		return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var line []byte
+		if err := rows.Scan(&seq, &line); err != nil {
+			return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
+		}
+		out[uint64(seq)] = line
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
+	}
+	return out, nil
 }
 
 // linePrev is the prev a well-formed line names, or false.

@@ -47,6 +47,17 @@ func (n *commitNotice) publish(seq uint64, size int64) {
 	n.mu.Unlock()
 }
 
+// poke wakes the readers waiting, without a commit of this process: the postgres store's
+// poller, for what other replicas committed.
+func (n *commitNotice) poke() {
+	n.mu.Lock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+	n.mu.Unlock()
+}
+
 // end is the last committed sequence and the live file's size after it.
 func (n *commitNotice) end() (uint64, int64) {
 	n.mu.Lock()
@@ -65,11 +76,14 @@ func (n *commitNotice) wait() <-chan struct{} {
 }
 
 // reads serves Query and Tail: readers of the files with handles of their own, which never
-// take the writer's lock; they see committed records only.
+// take the writer's lock; they see committed records only. With the postgres store, they
+// read the records table (pgread.go).
 type reads struct {
-	engine    *query.Engine
-	notice    *commitNotice
-	live      func() string // the live file's base name (the segment appended to)
+	engine *query.Engine
+	// end is where a follow from now starts: after the last committed record.
+	end func(ctx context.Context) (query.Position, error)
+	// wait returns a channel closed when more may have been committed.
+	wait      func() <-chan struct{}
 	authorize rpcserver.Authorizer
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -82,9 +96,12 @@ type reads struct {
 func newReads(l *chainLog, authorize rpcserver.Authorizer) *reads {
 	dir := filepath.Dir(*l.path.Load())
 	r := &reads{
-		engine:    query.NewEngine(query.NewReader(SegmentFiles(dir), l.notice.seq.Load)),
-		notice:    &l.notice,
-		live:      func() string { return filepath.Base(*l.path.Load()) },
+		engine: query.NewEngine(query.NewReader(SegmentFiles(dir), l.notice.seq.Load)),
+		end: func(context.Context) (query.Position, error) {
+			seq, size := l.notice.end()
+			return query.Position{Seq: seq + 1, File: filepath.Base(*l.path.Load()), Offset: size}, nil
+		},
+		wait:      l.notice.wait,
 		authorize: authorize,
 		closing:   make(chan struct{}),
 		tails:     make(map[string]int),
@@ -129,9 +146,6 @@ func (r *reads) admit(ctx context.Context) (string, error) {
 // caller policy does not let read the log, InvalidArgument for a bad filter, page size or
 // token.
 func (s *Service) Query(ctx context.Context, req *connect.Request[auditv1.QueryRequest]) (*connect.Response[auditv1.QueryResponse], error) {
-	if s.reads == nil {
-		return nil, toConnect(errNotWithPostgres)
-	}
 	if _, err := s.reads.admit(ctx); err != nil {
 		return nil, toConnect(err)
 	}
@@ -147,9 +161,6 @@ func (s *Service) Query(ctx context.Context, req *connect.Request[auditv1.QueryR
 // caller goes away or the service closes. Errors as Query's, and ResourceExhausted when too
 // many tails are open (in all, or of this caller).
 func (s *Service) Tail(ctx context.Context, req *connect.Request[auditv1.TailRequest], stream *connect.ServerStream[auditv1.TailResponse]) error {
-	if s.reads == nil {
-		return toConnect(errNotWithPostgres)
-	}
 	who, err := s.reads.admit(ctx)
 	if err != nil {
 		return toConnect(err)
@@ -171,10 +182,11 @@ func (s *Service) Tail(ctx context.Context, req *connect.Request[auditv1.TailReq
 	pos := query.Position{Seq: req.Msg.GetFromSequence()}
 	if pos.Seq == 0 {
 		// From now: the line after the last committed one.
-		seq, size := s.reads.notice.end()
-		pos = query.Position{Seq: seq + 1, File: s.reads.live(), Offset: size}
+		if pos, err = s.reads.end(ctx); err != nil {
+			return toConnect(fmt.Errorf("%w: %w", errUnavailable, err))
+		}
 	}
-	err = s.reads.engine.Follow(ctx, req.Msg.GetFilter(), pos, s.reads.notice.wait, func(entries []*auditv1.Entry) error {
+	err = s.reads.engine.Follow(ctx, req.Msg.GetFilter(), pos, s.reads.wait, func(entries []*auditv1.Entry) error {
 		// A client that stops reading must not hold its slot (and this goroutine) forever.
 		return rpcserver.SendWithin(ctx, tailSendTimeout, func() error {
 			return stream.Send(&auditv1.TailResponse{Entries: entries})

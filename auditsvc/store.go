@@ -2,6 +2,7 @@ package auditsvc
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,9 +19,9 @@ import (
 type store interface {
 	// nextID is a new record id.
 	nextID() string
-	// append queues a record (compact protojson); unless deferred it returns once the
-	// record is durable, with its sequence and hash.
-	append(ctx context.Context, record []byte, callID string, deferred bool) (uint64, string, error)
+	// append queues a record (compact protojson; rec is what it encodes); unless deferred
+	// it returns once the record is durable, with its sequence and hash.
+	append(ctx context.Context, record []byte, rec *auditv1.Record, deferred bool) (uint64, string, error)
 	// sync returns once everything queued before it is durable.
 	sync(ctx context.Context) error
 	// close commits what is queued and closes the store.
@@ -36,11 +37,10 @@ var (
 	_ store = (*pgStore)(nil)
 )
 
-// newPostgres is New for Config.Store = StorePostgres. What the postgres store does not have
-// yet is refused here rather than silently missing: signed checkpoints (and so the etcd
-// anchor, which anchors them), alerts (they follow the segment files), and Query and Tail,
-// which answer Unimplemented. Recovery writes no OUTCOME_UNKNOWN records: with several
-// replicas sharing the log, a decision without an outcome may be another live replica's call
+// newPostgres is New for Config.Store = StorePostgres. With a signing key, the replica signs
+// the shared head into the checkpoints table and anchors it (pgcheckpoint.go); Query and Tail
+// read the records table (pgread.go), and alerts follow it as Tail does. Recovery writes no
+// OUTCOME_UNKNOWN records: with several replicas sharing the log, a decision without an outcome may be another live replica's call
 // in flight (docs/architecture.md).
 func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
 	dsn := cfg.PostgresDSN
@@ -53,13 +53,16 @@ func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
 	if dsn == "" {
 		return nil, errors.New("auditsvc: --store postgres needs --postgres-dsn-file (or GATEHOUSE_AUDIT_POSTGRES_DSN)")
 	}
-	switch {
-	case cfg.SigningKeyFile != "":
-		return nil, errors.New("auditsvc: --signing-key-file with --store postgres: signed checkpoints are not kept in PostgreSQL yet; run without a signing key or use --store file")
-	case o.anchor != nil:
-		return nil, errors.New("auditsvc: an etcd anchor (--etcd-endpoints) with --store postgres: the anchor holds signed checkpoints, which the postgres store does not keep yet")
-	case cfg.AlertFile != "":
-		return nil, errors.New("auditsvc: --alert-config with --store postgres: alerts follow the file store's segments and are not available with the postgres store yet")
+	// Every replica signs with the same key (one key file given to all): they make one
+	// chain of checkpoints in the database (pgcheckpoint.go).
+	var key ed25519.PrivateKey
+	if cfg.SigningKeyFile != "" {
+		var err error
+		if key, err = LoadSigningKey(cfg.SigningKeyFile); err != nil {
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+	} else {
+		logger.Warn("no --signing-key-file: the audit log's head is not signed, so an edit of the tables that recomputes the chain goes unnoticed")
 	}
 	conns := cfg.PostgresConns
 	if conns == 0 {
@@ -81,21 +84,30 @@ func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
-	svc := &Service{store: st, logger: logger, now: time.Now, authorize: cfg.Authorize}
+	svc := &Service{store: st, reads: newPgReads(st, cfg.Authorize), logger: logger, now: time.Now, authorize: cfg.Authorize, anchor: o.anchor}
 	if o.metrics != nil {
 		m, err := telemetry.NewAuditMetrics(o.metrics, st.queuedRecords, telemetry.AuditCounts{
-			Breaks: func() uint64 { return 0 }, CheckpointFailures: func() uint64 { return 0 }, LostRecords: st.lostDeferred.Load})
+			Breaks: func() uint64 { return 0 }, CheckpointFailures: st.checkpointFailures.Load, LostRecords: st.lostDeferred.Load})
 		if err != nil {
 			st.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)
 		}
 		svc.metrics, st.metrics = m, m
 	}
+	if key != nil {
+		st.startCheckpoints(key, o.anchor, uint64(cfg.CheckpointRecords), cfg.CheckpointInterval)
+		svc.publicKey = key.Public().(ed25519.PublicKey)
+		svc.checkpointRecords, svc.checkpointSlack = cfg.CheckpointRecords, cfg.MaxQueue*pgCheckpointSlackReplicas
+	}
+	// Alerts follow the committed records as Tail does, from the table (whoever appended).
+	if err := svc.startAlerts(cfg.AlertFile, o); err != nil {
+		svc.reads.close()
+		st.stopCheckpointer()
+		st.abort()
+		return nil, fmt.Errorf("auditsvc: %w", err)
+	}
 	st.start()
 	logger.Info("audit log open", "store", StorePostgres, "max_batch", cfg.MaxBatch, "max_queue", cfg.MaxQueue,
-		"max_queue_bytes", cfg.MaxQueueBytes, "postgres_conns", conns, "postgres_timeout", timeout, "signed", false)
+		"max_queue_bytes", cfg.MaxQueueBytes, "postgres_conns", conns, "postgres_timeout", timeout, "signed", key != nil, "anchored", o.anchor != nil)
 	return svc, nil
 }
-
-// errNotWithPostgres: Query and Tail read the file store's segments.
-var errNotWithPostgres = fmt.Errorf("%w: not available with the postgres store", errUnimplemented)

@@ -33,7 +33,7 @@ func (e *Engine) Follow(ctx context.Context, filter *auditv1.Filter, pos Positio
 	}
 	for {
 		more := wake()
-		next, eof, err := e.r.Scan(ctx, pos, followScan, func(seq uint64, raw []byte, np Position) (bool, error) {
+		next, eof, err := e.r.Scan(ctx, m.f, pos, followScan, func(seq uint64, raw []byte, np Position) (bool, error) {
 			rec, ok, err := m.match(raw)
 			if err != nil || !ok {
 				return err == nil, err

@@ -24,16 +24,36 @@ const (
 // Engine answers queries over a log. Its page tokens are signed with a key of its own: a
 // token another engine issued (another process, a restart) or anyone edited is refused.
 type Engine struct {
-	r       *Reader
+	r       Source
 	key     []byte
 	maxScan int
 }
 
+// Source is what an Engine reads: the file store's segments (Reader) or another store's
+// records (auditsvc's PostgreSQL reader).
+type Source interface {
+	// Scan reads from pos at most max records and gives each to visit, as Reader.Scan does.
+	// filter is the query's, already checked: a source may pass over records it cannot
+	// match without giving them to visit (the Engine still matches what it is given), but
+	// max bounds the records it examines, given or not.
+	Scan(ctx context.Context, filter *auditv1.Filter, pos Position, max int, visit Visit) (Position, bool, error)
+}
+
+// fileSource is a Reader as a Source: it gives every record (the Engine matches them).
+type fileSource struct{ r *Reader }
+
+func (s fileSource) Scan(ctx context.Context, _ *auditv1.Filter, pos Position, max int, visit Visit) (Position, bool, error) {
+	return s.r.Scan(ctx, pos, max, visit)
+}
+
 // NewEngine answers queries by reading r.
-func NewEngine(r *Reader) *Engine {
+func NewEngine(r *Reader) *Engine { return NewSourceEngine(fileSource{r}) }
+
+// NewSourceEngine answers queries by reading src.
+func NewSourceEngine(src Source) *Engine {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	return &Engine{r: r, key: key, maxScan: MaxScan}
+	return &Engine{r: src, key: key, maxScan: MaxScan}
 }
 
 // SetMaxScan changes the most lines one request reads (tests).
@@ -60,7 +80,7 @@ func (e *Engine) Query(ctx context.Context, req *auditv1.QueryRequest) (*auditv1
 		}
 	}
 	resp := &auditv1.QueryResponse{}
-	end, eof, err := e.r.Scan(ctx, pos, e.maxScan, func(seq uint64, raw []byte, next Position) (bool, error) {
+	end, eof, err := e.r.Scan(ctx, m.f, pos, e.maxScan, func(seq uint64, raw []byte, next Position) (bool, error) {
 		resp.Scanned++
 		rec, ok, err := m.match(raw)
 		if err != nil {

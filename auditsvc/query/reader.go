@@ -166,6 +166,10 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
+// ParseLine returns the sequence and record (its JSON) of a log line, as the file store and
+// the PostgreSQL store write it; false when it is not one.
+func ParseLine(line []byte) (uint64, []byte, bool) { return parseLine(line) }
+
 // parseLine returns the sequence and record of a log line ({"seq":N,...,"record":{...},...}).
 func parseLine(line []byte) (uint64, []byte, bool) {
 	var l struct {

@@ -17,7 +17,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/internal/secret"
 )
 
-const auditVerifySynopsis = `verify [--url URL | --data-dir DIR [--public-key HEX|FILE | --no-key] | --postgres-dsn-file FILE]
+const auditVerifySynopsis = `verify [--url URL | --data-dir DIR [--public-key HEX|FILE | --no-key] | --postgres-dsn-file FILE [--data-dir DIR | --public-key HEX|FILE | --no-key]]
             walk every segment of the audit log, its signed checkpoints and (over
             --url) the head anchored in etcd; exit non-zero naming the first broken record`
 
@@ -60,18 +60,31 @@ func auditVerify(ctx context.Context, args []string, getenv func(string) string,
 	var resp *auditv1.VerifyResponse
 	var where string
 	if *pgDSNFile != "" {
-		if *url != "" || *dataDir != "" || *pubKey != "" || *noKey {
-			return errors.New("audit verify: --postgres-dsn-file stands alone (the postgres store keeps no signed checkpoints yet)")
+		// The postgres store's checkpoints are signed as the files' are: the trusted key is
+		// --public-key, else <data-dir>/keys/audit-signing.pub (gatehouse up --audit-store
+		// postgres keeps its key there), else --no-key.
+		if *url != "" {
+			return errors.New("audit verify: --postgres-dsn-file verifies offline; not with --url")
 		}
+		if *dataDir == "" && *pubKey == "" && !*noKey {
+			return errors.New("audit verify: --postgres-dsn-file needs the trusted public key: --public-key (hex, or its file), --data-dir (its keys/" + auditPubFile + "), or --no-key to check accidental damage only")
+		}
+		opts, err := offlineVerifyOptions(*dataDir, *pubKey, *noKey)
+		if err != nil {
+			return err
+		}
+		opts.CheckpointRecords, opts.Slack = *every, *slack
 		dsn, err := secret.ReadFile(*pgDSNFile)
 		if err != nil {
 			return fmt.Errorf("audit verify: --postgres-dsn-file: %w", err)
 		}
-		where = auditsvc.PostgresSegment
-		if resp, err = auditsvc.VerifyPostgres(ctx, dsn, auditsvc.VerifyOptions{}); err != nil {
+		if resp, err = auditsvc.VerifyPostgres(ctx, dsn, opts); err != nil {
 			return fmt.Errorf("audit verify: %w", err)
 		}
-		return reportVerify(stdout, where, resp)
+		if opts.PublicKey == nil {
+			fmt.Fprintln(stdout, "warning: --no-key: checkpoints are checked against the key they name, which shows accidents, not edits")
+		}
+		return reportVerify(stdout, auditsvc.PostgresSegment, resp)
 	}
 	if *dataDir != "" {
 		if *url != "" {

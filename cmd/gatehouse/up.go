@@ -39,6 +39,10 @@ import (
 // from flags: a command line is readable by every local user.
 const devTokenEnv = "GATEHOUSE_DEV_TOKEN"
 
+// auditPostgresDSNEnv holds the connection string of --audit-store postgres when
+// --audit-postgres-dsn-file is not given (or, with _FILE, names a file holding it).
+const auditPostgresDSNEnv = "GATEHOUSE_AUDIT_POSTGRES_DSN"
+
 // upConfig is single-process mode's configuration: the flags of `gatehouse up`, and the
 // services' configurations, whose flags (and defaults) are the services' own.
 type upConfig struct {
@@ -76,7 +80,11 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	// The quotas are the config file's quotas: section.
 	svcmain.Import(fs, c.Policy.RegisterFlags, "policy", append(set, "policy-dir", "auth-addr", "quota-config")...)
 	// The alert rules are the config file's alerts: section.
-	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(set, "dir", "auth-addr", "policy-addr", "alert-config")...)
+	// The audit store's flags read as the audit log's (--audit-store postgres
+	// --audit-postgres-dsn-file F), not as up's own: registered under the prefix.
+	auditStore := []string{"store", "postgres-dsn-file", "postgres-conns", "postgres-timeout"}
+	svcmain.Import(fs, c.Audit.RegisterFlags, "audit", append(append(set, "dir", "auth-addr", "policy-addr", "alert-config"), auditStore...)...)
+	svcmain.ImportPrefixed(fs, c.Audit.RegisterFlags, "audit", auditStore...)
 	svcmain.Import(fs, c.Registry.RegisterFlags, "registry", append(set, "servers", "auth-addr", "policy-addr", "audit-addr")...)
 	// Anonymous access comes from the config file.
 	svcmain.Import(fs, c.Auth.RegisterFlags, "auth", append(set, "anonymous-servers", "anonymous-principal", "anonymous-tenant", "policy-addr")...)
@@ -87,7 +95,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 	fs := flag.NewFlagSet("gatehouse up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: gatehouse up [flags]\n\nEvery flag also reads GATEHOUSE_<FLAG> (GATEHOUSE_DATA_DIR). Secrets come from the\nenvironment or a file: %s[_FILE] (the dev principal's token),\n%s[_FILE] (the internal RPCs' token; random when unset),\n%s[_FILE] (the bearer token of /metrics; unset: loopback scrapes only).\n\n", devTokenEnv, svcmain.InternalTokenEnv, telemetry.MetricsTokenEnv)
+		fmt.Fprintf(stderr, "usage: gatehouse up [flags]\n\nEvery flag also reads GATEHOUSE_<FLAG> (GATEHOUSE_DATA_DIR). Secrets come from the\nenvironment or a file: %s[_FILE] (the dev principal's token),\n%s[_FILE] (the internal RPCs' token; random when unset),\n%s[_FILE] (the bearer token of /metrics; unset: loopback scrapes only),\n%s[_FILE] (the connection string of --audit-store postgres).\n\n", devTokenEnv, svcmain.InternalTokenEnv, telemetry.MetricsTokenEnv, auditPostgresDSNEnv)
 		fs.PrintDefaults()
 	}
 	cfg.registerFlags(fs)
@@ -188,6 +196,12 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 		}
 	}
 	cfg.Audit.Authorize = askPolicy // operators' Verify, Query and Tail
+	if cfg.Audit.Store == auditsvc.StorePostgres && cfg.Audit.PostgresDSNFile == "" {
+		// The DSN is a secret: --audit-postgres-dsn-file, or the environment.
+		if cfg.Audit.PostgresDSN, err = svcmain.ReadSecret(getenv, auditPostgresDSNEnv); err != nil {
+			return err
+		}
+	}
 	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey(cfg.Audit.KeyPrefix))), auditsvc.WithMetrics(registerer))
 	if err != nil {
 		return err

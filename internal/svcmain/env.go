@@ -66,3 +66,23 @@ func Import(dst *flag.FlagSet, register func(*flag.FlagSet), rename string, skip
 	})
 	return names
 }
+
+// ImportPrefixed registers on dst only the flags named in only that register declares, each
+// as prefix+"-"+name whether or not it clashes: flags whose bare name would read as the
+// importing command's own (gatehouse up's --audit-store, not --store). The flags write into
+// the service's variables, as with Import. It returns the names registered.
+func ImportPrefixed(dst *flag.FlagSet, register func(*flag.FlagSet), prefix string, only ...string) []string {
+	src := flag.NewFlagSet("import", flag.ContinueOnError)
+	register(src)
+	var names []string
+	for _, n := range only {
+		f := src.Lookup(n)
+		if f == nil {
+			panic("svcmain.ImportPrefixed: no flag " + n)
+		}
+		name := prefix + "-" + n
+		dst.Var(f.Value, name, f.Usage)
+		names = append(names, name)
+	}
+	return names
+}

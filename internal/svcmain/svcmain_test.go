@@ -270,3 +270,25 @@ func TestMainServes(t *testing.T) {
 		})
 	}
 }
+
+// TestImportPrefixed: the named flags are registered under the prefix even without a clash,
+// and write into the service's config; the others are not touched.
+func TestImportPrefixed(t *testing.T) {
+	var store, other string
+	register := func(fs *flag.FlagSet) {
+		fs.StringVar(&store, "store", "file", "where")
+		fs.StringVar(&other, "other", "x", "")
+	}
+	dst := flag.NewFlagSet("up", flag.ContinueOnError)
+	names := svcmain.Import(dst, register, "audit", "store")
+	names = append(names, svcmain.ImportPrefixed(dst, register, "audit", "store")...)
+	if strings.Join(names, ",") != "other,audit-store" || dst.Lookup("store") != nil {
+		t.Fatalf("imported %v", names)
+	}
+	if err := dst.Parse([]string{"-audit-store", "postgres"}); err != nil {
+		t.Fatal(err)
+	}
+	if store != "postgres" || other != "x" {
+		t.Fatalf("store %q, other %q", store, other)
+	}
+}

@@ -75,7 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				if n := len(resp.GetProblems()); n > 0 {
 					return true, fmt.Errorf("postgres: %d problems; the first: %s at sequence %d", n, resp.GetProblems()[0].GetKind(), resp.GetProblems()[0].GetSequence())
 				}
-				fmt.Fprintf(stdout, "postgres: %d records, chain intact\n", resp.GetRecords())
+				for _, n := range resp.GetNotes() {
+					fmt.Fprintf(stdout, "postgres: note: %s\n", n)
+				}
+				fmt.Fprintf(stdout, "postgres: %d records, %d checkpoints, chain intact\n", resp.GetRecords(), resp.GetCheckpoints())
 				return true, nil
 			}
 			resp, err := auditsvc.VerifyDir(ctx, cfg.Dir, opts)

@@ -1,0 +1,206 @@
+package auditsvc
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// Signed checkpoints of the PostgreSQL store. As with files, whoever can write the tables
+// can change a record, recompute the chain after it and rewrite the head row: only a
+// signature made with a key that is not in the database shows it. Every replica signs the
+// shared head with the same key (one key file, given to all of them) and appends the
+// checkpoint to
+//
+//	gatehouse_audit_checkpoints (idx bigint PRIMARY KEY, seq, hash, checkpoint bytea)
+//
+// where checkpoint is the signed auditv1.Checkpoint as the file store writes a line of
+// checkpoints.log (compact protojson; its segment is PostgresSegment), and idx is its index
+// in the one chain of checkpoints (each names the previous one's checkpointHash as prev). seq
+// and hash repeat what it signs, for SQL; Verify trusts only the signed bytes.
+//
+// Replicas make one chain, not one each: a replica signs in a transaction that holds an
+// advisory lock (pgCheckpointLock), reads the last checkpoint and the head as committed, and
+// signs only if the head moved past it. So two replicas never sign for the same index (the
+// primary key would refuse the second anyway), and appends never wait for a signature: the
+// head row's lock is not taken. The latest checkpoint is then stored in the anchor (etcd,
+// forward-only): a replica that signed an older head after another's newer one is refused
+// there, which is expected and not a failure.
+const (
+	pgCheckpointsTable = "gatehouse_audit_checkpoints"
+	// PostgresCheckpointsSegment is the segment name Verify reports for a problem of a
+	// checkpoint row (its line is the checkpoint's index).
+	PostgresCheckpointsSegment = "postgres:" + pgCheckpointsTable
+	// pgCheckpointLock is the advisory lock key that serializes signing among replicas.
+	pgCheckpointLock = 0x6761746563707473 // "gatecpts"
+	// pgCheckpointSlackReplicas is how many replicas' queues Verify allows a live log's
+	// checkpoints to lag behind the head beyond CheckpointRecords: while one replica signs,
+	// every other one may commit a queue of records.
+	pgCheckpointSlackReplicas = 8
+)
+
+// pgCheckpointer signs the shared head every `every` records (counted on the shared
+// sequence) or interval, off the path of appends. A failure is logged at ERROR and counted;
+// appends go on.
+type pgCheckpointer struct {
+	key      ed25519.PrivateKey
+	anchor   Anchor // nil: none
+	every    uint64
+	interval time.Duration
+	wake     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	// noted is the head sequence at the last wake (or the last checkpoint seen): the writer
+	// wakes the signer when a commit takes the head `every` past it.
+	noted atomic.Uint64
+}
+
+// startCheckpoints signs the head as the store finds it (another replica, or this one's last
+// run, may have stopped before signing its last records), then every `every` records or
+// interval.
+func (s *pgStore) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every uint64, interval time.Duration) {
+	s.ckpt = &pgCheckpointer{key: key, anchor: anchor, every: every, interval: interval,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	s.checkpoint()
+	go s.runCheckpointer()
+}
+
+// runCheckpointer is the signer's goroutine.
+func (s *pgStore) runCheckpointer() {
+	c := s.ckpt
+	defer close(c.done)
+	t := time.NewTicker(c.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		case <-c.wake:
+		}
+		s.checkpoint()
+	}
+}
+
+// stopCheckpointer stops the signer once the writer is done and signs the final head. It is
+// called once, by close, before the pool closes.
+func (s *pgStore) stopCheckpointer() {
+	c := s.ckpt
+	if c == nil {
+		return
+	}
+	close(c.stop)
+	<-c.done
+	s.checkpoint()
+}
+
+// noteHead is the writer's, after a commit that took the head to seq: it wakes the signer
+// every `every` records of the shared sequence.
+func (s *pgStore) noteHead(seq uint64) {
+	c := s.ckpt
+	if c == nil {
+		return
+	}
+	if n := c.noted.Load(); seq > n && seq-n >= c.every {
+		c.noted.Store(seq)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// checkpoint signs the committed head if no checkpoint (this replica's or another's) signs
+// it yet, and anchors it.
+func (s *pgStore) checkpoint() {
+	cp, err := s.signHead()
+	if err != nil {
+		s.checkpointFailures.Add(1)
+		s.logger.Error("audit checkpoint not written to PostgreSQL", "err", err)
+		return
+	}
+	if cp == nil {
+		return
+	}
+	s.checkpoints.Add(1)
+	if s.ckpt.anchor == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), anchorTimeout)
+	defer cancel()
+	if err := s.ckpt.anchor.Store(ctx, cp); err != nil {
+		if errors.Is(err, ErrAnchorAhead) {
+			// Another replica signed and anchored a later head meanwhile.
+			s.logger.Debug("audit checkpoint not anchored: a later one is", "sequence", cp.GetSequence())
+			return
+		}
+		s.checkpointFailures.Add(1)
+		s.logger.Error("audit checkpoint not anchored", "sequence", cp.GetSequence(), "err", err)
+	}
+}
+
+// signHead is checkpoint's transaction: under the advisory lock, the last checkpoint and the
+// head; a new checkpoint chained to the last if the head is past it. nil when there is
+// nothing to sign.
+func (s *pgStore) signHead() (*auditv1.Checkpoint, error) {
+	c := s.ckpt
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	var cp *auditv1.Checkpoint
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+strconv.FormatInt(pgCheckpointLock, 10)+`)`); err != nil {
+			return fmt.Errorf("take the checkpoint lock: %w", err)
+		}
+		var headSeq int64
+		var headHash string
+		if err := tx.QueryRow(ctx, `SELECT seq, hash FROM `+pgHeadTable+` WHERE id`).Scan(&headSeq, &headHash); err != nil {
+			return fmt.Errorf("read the head: %w", err)
+		}
+		var lastIdx, lastSeq int64
+		var last []byte
+		err := tx.QueryRow(ctx, `SELECT idx, seq, CASE WHEN length(checkpoint) <= $1 THEN checkpoint END FROM `+pgCheckpointsTable+` ORDER BY idx DESC LIMIT 1`,
+			maxCheckpointLine).Scan(&lastIdx, &lastSeq, &last)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read the last checkpoint: %w", err)
+		}
+		if headSeq <= 0 || headSeq <= lastSeq || len(headHash) != hashHexLen {
+			c.noted.Store(max(c.noted.Load(), uint64(max(lastSeq, 0))))
+			return nil
+		}
+		// The chain goes on from the last row. One that does not parse (damaged) is chained
+		// to with an empty prev: Verify reports the break there.
+		prev := ""
+		var lc auditv1.Checkpoint
+		if last != nil && protojson.Unmarshal(last, &lc) == nil {
+			prev = checkpointHash(&lc)
+		}
+		cp = signCheckpoint(c.key, uint64(headSeq), headHash, PostgresSegment, time.Now(), uint64(lastIdx)+1, prev)
+		b, err := protojson.Marshal(cp)
+		if err != nil {
+			return fmt.Errorf("encode the checkpoint: %w", err)
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, b); err != nil {
+			return fmt.Errorf("encode the checkpoint: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+pgCheckpointsTable+` (idx, seq, hash, checkpoint) VALUES ($1, $2, $3, $4)`,
+			int64(cp.GetIndex()), headSeq, headHash, buf.Bytes()); err != nil {
+			return fmt.Errorf("insert checkpoint %d: %w", cp.GetIndex(), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
