@@ -9,6 +9,7 @@
 package floor
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +22,9 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // MaxBody bounds what the raw echo server accepts.
@@ -80,31 +84,66 @@ func Proxy(target *url.URL, errorLog *log.Logger) http.Handler {
 }
 
 // OTLPSink is where a traced gateway exports its spans in the benchmark: it takes OTLP/HTTP
-// export requests (POST /v1/traces, at most maxBody bytes each), counts them, and answers
-// each with an empty ExportTraceServiceResponse, as a collector that accepted every span
-// does. GET /stats answers "requests bytes"; any other GET 200 (the readiness probe).
+// export requests (POST /v1/traces, protobuf, gzip or not, at most maxBody bytes each),
+// counts them and their spans, and answers each with an empty ExportTraceServiceResponse,
+// as a collector that accepted every span does. GET /stats answers "requests bytes spans";
+// any other GET 200 (the readiness probe).
 func OTLPSink(maxBody int64) http.Handler {
-	var requests, bytes atomic.Int64
+	var requests, size, spans atomic.Int64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodPost && r.URL.Path == "/v1/traces":
-			n, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxBody))
+			body, err := readExport(w, r, maxBody)
 			if err != nil {
-				http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
+			var req collectortrace.ExportTraceServiceRequest
+			if err := proto.Unmarshal(body, &req); err != nil {
+				http.Error(w, "not an ExportTraceServiceRequest", http.StatusBadRequest)
+				return
+			}
+			n := 0
+			for _, rs := range req.GetResourceSpans() {
+				for _, ss := range rs.GetScopeSpans() {
+					n += len(ss.GetSpans())
+				}
+			}
 			requests.Add(1)
-			bytes.Add(n)
+			size.Add(int64(len(body)))
+			spans.Add(int64(n))
 			w.Header().Set("Content-Type", "application/x-protobuf")
 			w.WriteHeader(http.StatusOK) // an empty message is the whole response
 		case r.Method == http.MethodGet && r.URL.Path == "/stats":
-			fmt.Fprintf(w, "%d %d\n", requests.Load(), bytes.Load())
+			fmt.Fprintf(w, "%d %d %d\n", requests.Load(), size.Load(), spans.Load())
 		case r.Method == http.MethodGet:
 			w.WriteHeader(http.StatusOK)
 		default:
 			http.Error(w, "not an OTLP/HTTP trace export", http.StatusNotFound)
 		}
 	})
+}
+
+// readExport reads an export request's body, gunzipped when it says so, at most maxBody
+// bytes either way.
+func readExport(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, error) {
+	var body io.Reader = http.MaxBytesReader(w, r.Body, maxBody)
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		z, err := gzip.NewReader(body)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		defer z.Close()
+		body = z
+	}
+	b, err := io.ReadAll(io.LimitReader(body, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if int64(len(b)) > maxBody {
+		return nil, fmt.Errorf("body over %d bytes", maxBody)
+	}
+	return b, nil
 }
 
 // Serve runs one floor server until ctx ends: args are

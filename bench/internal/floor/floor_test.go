@@ -253,22 +253,30 @@ func TestOTLPSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var requests, size int64
-	if _, err := fmt.Fscan(resp.Body, &requests, &size); err != nil {
+	var requests, size, spans int64
+	if _, err := fmt.Fscan(resp.Body, &requests, &size, &spans); err != nil {
 		t.Fatal(err)
 	}
-	if requests != 3 || size == 0 {
-		t.Fatalf("sink took %d requests, %d bytes; want 3 and some bytes", requests, size)
+	if requests != 3 || size == 0 || spans != 3 {
+		t.Fatalf("sink took %d requests, %d bytes, %d spans; want 3, some bytes and 3", requests, size, spans)
 	}
-	for _, tc := range []struct{ method, path string }{{http.MethodPost, "/v1/metrics"}, {http.MethodPut, "/v1/traces"}} {
-		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader("x"))
+	for _, tc := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{http.MethodPost, "/v1/metrics", "x", http.StatusNotFound},
+		{http.MethodPut, "/v1/traces", "x", http.StatusNotFound},
+		{http.MethodPost, "/v1/traces", "\xff\xff not protobuf", http.StatusBadRequest},
+		{http.MethodPost, "/v1/traces", strings.Repeat("x", 2<<20), http.StatusBadRequest},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
 		resp, err := srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("%s %s: %d, want 404", tc.method, tc.path, resp.StatusCode)
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
 		}
 	}
 }

@@ -196,9 +196,11 @@ func ParseStat(b []byte) (utime, stime uint64, err error) {
 	return utime, stime, nil
 }
 
-// TreeCPU returns the CPU time pid and its living descendants have used so far: a server
-// that forks a process per connection (PostgreSQL) does its work in its children, whose
-// time reaches the parent's /proc/PID/stat only once they exit.
+// TreeCPU returns the CPU time pid and its descendants have used so far: a server that
+// forks a process per connection (PostgreSQL) does its work in its children. A living
+// process counts its own time and that of the children it has reaped (cutime, cstime); a
+// child that exited is in its parent's, so nothing is counted twice or lost when a child
+// exits within a measured window.
 func TreeCPU(pid int) (time.Duration, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -231,18 +233,43 @@ func TreeCPU(pid int) (time.Duration, error) {
 		}
 		return false
 	}
-	sum, err := CPUTime(pid)
+	sum, err := withChildren(pid)
 	if err != nil {
 		return 0, err
 	}
 	for p := range parent {
 		if p != pid && in(p) {
-			if d, err := CPUTime(p); err == nil {
+			if d, err := withChildren(p); err == nil {
 				sum += d
 			}
 		}
 	}
 	return sum, nil
+}
+
+// withChildren is pid's CPU time with that of the children it has reaped.
+func withChildren(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("cpu time: %w", err)
+	}
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	fields := bytes.Fields(b[end+1:])
+	if len(fields) < 17-3+1 {
+		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 15", len(fields))
+	}
+	var ticks uint64
+	for n := 14; n <= 17; n++ { // utime, stime, cutime, cstime
+		v, err := strconv.ParseUint(string(fields[n-3]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: field %d: %w", n, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / ClockTicks, nil
 }
 
 // parsePPID extracts the parent's pid (field 4) from /proc/PID/stat.

@@ -42,3 +42,26 @@ func TestTreeCPUCountsChildren(t *testing.T) {
 		t.Fatalf("parsePPID = %d, %v; want 34", p, err)
 	}
 }
+
+// TestTreeCPUKeepsExitedChildren: a child that exited and was reaped still counts, in its
+// parent's cutime: the tree's time never goes down when a child exits.
+func TestTreeCPUKeepsExitedChildren(t *testing.T) {
+	before, err := TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")
+	if err := cmd.Run(); err != nil { // Run waits: the child is reaped
+		t.Fatal(err)
+	}
+	child := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	after, err := TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The child's time, as the tick counter has it, is in after and not in before; allow
+	// one tick of rounding for each of utime and stime.
+	if after-before < child-2*time.Second/ClockTicks {
+		t.Fatalf("tree CPU grew %v across a reaped child that used %v", after-before, child)
+	}
+}

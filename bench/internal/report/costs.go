@@ -19,9 +19,11 @@ type Cost struct {
 	OverCPU, OverP50, OverBareCPU, OverBareP50 stats.Summary
 }
 
-// cpuPerCall is a run's hop and side CPU in µs per call; NaN when the hop was not measured.
-func cpuPerCall(o Outcome) float64 {
-	if o.HopCPU < 0 || o.Calls == 0 {
+// cpuPerCall is a run's hop and side CPU in µs per call; NaN when the hop was not measured,
+// or the path has side processes (side) and their time was not: a cost left out would
+// read as a saving.
+func cpuPerCall(o Outcome, side bool) float64 {
+	if o.HopCPU < 0 || o.Calls == 0 || (side && o.SideCPU < 0) {
 		return math.NaN()
 	}
 	d := o.HopCPU
@@ -40,21 +42,22 @@ func (r *Report) Costs(w Workload, base string) []Cost {
 			continue
 		}
 		c := Cost{Path: p.Name}
+		side := p.Side != ""
 		var cpu, tput, p50, overCPU, overP50, bareCPU, bareP50 []float64
 		for _, rep := range repeats {
 			run, ok := r.runAt(p.Name, w, rep)
 			if !ok {
 				continue
 			}
-			cpu = append(cpu, cpuPerCall(run.Outcome))
+			cpu = append(cpu, cpuPerCall(run.Outcome, side))
 			tput = append(tput, run.Throughput())
 			p50 = append(p50, run.Latency.P50)
 			if b, ok := r.runAt(Proxy, w, rep); ok && p.Name != Proxy {
-				bareCPU = append(bareCPU, cpuPerCall(run.Outcome)-cpuPerCall(b.Outcome))
+				bareCPU = append(bareCPU, cpuPerCall(run.Outcome, side)-cpuPerCall(b.Outcome, false))
 				bareP50 = append(bareP50, run.Latency.P50-b.Latency.P50)
 			}
 			if b, ok := r.runAt(base, w, rep); ok && p.Name != base && p.Name != Proxy {
-				overCPU = append(overCPU, cpuPerCall(run.Outcome)-cpuPerCall(b.Outcome))
+				overCPU = append(overCPU, cpuPerCall(run.Outcome, side)-cpuPerCall(b.Outcome, r.hasSide(base)))
 				overP50 = append(overP50, run.Latency.P50-b.Latency.P50)
 			}
 		}
@@ -90,4 +93,14 @@ func (r *Report) writeCosts(w Printf) {
 			w("\n")
 		}
 	}
+}
+
+// hasSide reports whether path has side processes.
+func (r *Report) hasSide(path string) bool {
+	for _, p := range r.Paths {
+		if p.Name == path {
+			return p.Side != ""
+		}
+	}
+	return false
 }

@@ -51,6 +51,11 @@ func TestCosts(t *testing.T) {
 	if costs[1].OverCPU.N != 0 {
 		t.Errorf("the base has a cost over itself: %+v", costs[1].OverCPU)
 	}
+	// A side read that failed is no figure, not a saving.
+	r.Runs[len(r.Runs)-1].SideCPU = -1
+	if c := r.Costs(report.Workload{Size: 64, Sessions: 1}, report.Gateway)[2]; c.CPU.N != 2 {
+		t.Errorf("traced with a failed side read: %d CPU figures, want 2 (the third is unknown)", c.CPU.N)
+	}
 	md := r.Markdown()
 	if !strings.Contains(md, "## What each part costs a call") || strings.Contains(md, "## Goals") {
 		t.Errorf("observe report: want the costs and no goals:\n%s", md)

@@ -214,11 +214,21 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	}
 	// What the traced variant exported: the spans went somewhere, and were accepted.
 	for _, addr := range f.sinks {
-		if requests, bytes, err := sinkStats(ctx, addr); err != nil {
+		requests, bytes, spans, err := sinkStats(ctx, addr)
+		if err != nil {
 			rep.Notes = append(rep.Notes, "the OTLP sink's counts could not be read: "+err.Error())
-		} else {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("the traced gateway's OTLP sink accepted %d export requests, %d bytes of spans in all", requests, bytes))
+			continue
 		}
+		// Every call the traced gateway served (warm-up and priming included) made its spans;
+		// fewer spans per call than a call makes means the exporter dropped some.
+		calls := 0
+		for _, run := range rep.Runs {
+			if run.Path == tracedName {
+				calls += run.Calls + run.Errors
+			}
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the traced gateway's OTLP sink accepted %d export requests: %d spans, %d bytes; %.1f spans per measured call (warm-up and priming calls made spans too)",
+			requests, spans, bytes, float64(spans)/float64(max(calls, 1))))
 	}
 	return rep, nil
 }

@@ -41,6 +41,9 @@ type gatewayVariant struct {
 	setup func(ctx context.Context, f *fleet) (args, env []string, side []int, err error)
 }
 
+// tracedName is the traced variant's path name.
+const tracedName = "gatehouse, traced"
+
 // gatewayVariants are the gateway paths in run order.
 var gatewayVariants = []gatewayVariant{
 	{key: Gatehouse, name: report.Gateway,
@@ -50,7 +53,7 @@ var gatewayVariants = []gatewayVariant{
 		setup: func(context.Context, *fleet) ([]string, []string, []int, error) {
 			return []string{"--no-metrics"}, nil, nil, nil
 		}},
-	{key: GatehouseTraced, name: "gatehouse, traced",
+	{key: GatehouseTraced, name: tracedName,
 		description: "gatehouse exporting every span (OTEL_TRACES_SAMPLER=always_on) over OTLP/HTTP to a sink process that accepts them all; the sink's CPU is the side column",
 		setup: func(ctx context.Context, f *fleet) ([]string, []string, []int, error) {
 			addr, sink, err := f.startFloor(ctx, "otlp sink", "-role", "otlp-sink")
@@ -120,21 +123,21 @@ func sideName(side []int) string {
 	return fmt.Sprintf("%d process(es)", len(side))
 }
 
-// sinkStats reads an OTLP sink's counts: export requests and bytes taken.
-func sinkStats(ctx context.Context, addr string) (requests, bytes int64, err error) {
+// sinkStats reads an OTLP sink's counts: export requests, bytes and spans taken.
+func sinkStats(ctx context.Context, addr string) (requests, bytes, spans int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats", nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer resp.Body.Close()
-	_, err = fmt.Fscan(io.LimitReader(resp.Body, 64), &requests, &bytes)
-	return requests, bytes, err
+	_, err = fmt.Fscan(io.LimitReader(resp.Body, 128), &requests, &bytes, &spans)
+	return requests, bytes, spans, err
 }
 
 // startPostgres starts the PostgreSQL cluster of the postgres variant (stopped and removed
