@@ -86,7 +86,14 @@ type pgStore struct {
 	ckpt                            *pgCheckpointer
 	checkpoints, checkpointFailures atomic.Uint64
 	writeFault                      atomic.Pointer[error]
-	metrics                         *telemetry.AuditMetrics
+	// mine is what this replica committed, damaged what it found wrong with the shared log
+	// (pgdamage.go); breaks counts the findings, anchorAhead the anchor's refusals in a row.
+	mine        pgMine
+	damageMu    sync.Mutex
+	damaged     []*ChainError
+	breaks      atomic.Uint64
+	anchorAhead atomic.Uint64
+	metrics     *telemetry.AuditMetrics
 
 	// The writer's.
 	h   hashWriter
@@ -143,7 +150,7 @@ func openPostgres(ctx context.Context, dsn string, conns int, timeout time.Durat
 		readPool.Close()
 		return nil, err
 	}
-	return &pgStore{
+	s := &pgStore{
 		pool: pool, readPool: readPool, stopPoll: make(chan struct{}), logger: logger, timeout: timeout,
 		maxBatch: lim.maxBatch, maxQueue: lim.maxQueue, maxQueueBytes: lim.maxQueueBytes,
 		idPrefix: newIDPrefix(),
@@ -151,7 +158,9 @@ func openPostgres(ctx context.Context, dsn string, conns int, timeout time.Durat
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		h:        sha256.New(),
-	}, nil
+	}
+	s.mine.setMax(lim.maxQueue + 1)
+	return s, nil
 }
 
 // createSchema creates the tables and the head row if absent, in one transaction under an
@@ -371,6 +380,11 @@ func (s *pgStore) commit(batch []*pending) {
 				head = p.seq
 			}
 		}
+		for _, p := range batch {
+			if p.record != nil {
+				s.mine.add(p.seq, p.hash)
+			}
+		}
 		s.noteHead(head)
 		s.notice.poke()
 	}
@@ -400,6 +414,10 @@ func (s *pgStore) write(batch []*pending, records int) error {
 		if head < 0 || len(prevHash) != hashHexLen {
 			return fmt.Errorf("the head row is malformed (sequence %d, hash of %d bytes)", head, len(prevHash))
 		}
+		// A head that does not follow from this replica's last record is damage: recorded,
+		// and the batch goes on from the head as it is (the gateway keeps serving; Verify
+		// and the unsigned checkpoints say what happened).
+		s.checkHead(uint64(head), prevHash)
 		seqs := make([]int64, 0, records)
 		lines := make([][]byte, 0, records)
 		var cols pgBatchColumns
@@ -477,7 +495,7 @@ func (s *pgStore) queuedRecords() int {
 func (s *pgStore) stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes,
+	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes, Breaks: s.breaks.Load(),
 		Checkpoints: s.checkpoints.Load(), CheckpointFailures: s.checkpointFailures.Load()}
 }
 
@@ -489,6 +507,13 @@ func (s *pgStore) failWrites(err error) {
 	s.writeFault.Store(&err)
 }
 
+// verify is verifyPostgres of the tables, plus the damage this replica found (which the
+// tables alone may no longer show: a chain recomputed after the last checkpoint).
 func (s *pgStore) verify(ctx context.Context, opts VerifyOptions) (*auditv1.VerifyResponse, error) {
-	return verifyPostgres(ctx, s.pool, opts)
+	resp, err := verifyPostgres(ctx, s.pool, opts)
+	if err != nil {
+		return nil, err
+	}
+	resp.Problems = append(resp.Problems, s.damageProblems()...)
+	return resp, nil
 }

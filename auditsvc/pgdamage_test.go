@@ -1,0 +1,98 @@
+package auditsvc_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/pgtest"
+	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+	"github.com/jackc/pgx/v5"
+)
+
+// pgInt is one integer SQL reads from dsn.
+func pgInt(t *testing.T, dsn, sql string, args ...any) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var n int64
+	if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// TestPostgresForgedHeadNotSigned: records this replica committed after the last checkpoint
+// are changed with SQL, their chain recomputed and the head row rewritten (what the chain and
+// the head alone cannot show). Appends go on through the store; the writer finds the head is
+// not the one it left, the signer finds a record it committed changed: both are counted in
+// Breaks, no checkpoint signs the forged head (not even the one close signs), and the
+// replica's Verify names them.
+func TestPostgresForgedHeadNotSigned(t *testing.T) {
+	pg := pgtest.Start(t)
+	s := newPgSigned(t, pg, 10)
+	s.cfg.CheckpointInterval = time.Hour // signing is woken by records only
+	svc := s.open(t)
+	for i := range 20 {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testsync.WaitFor(t, 30*time.Second, "the head at 20 signed", func() bool {
+		return pgInt(t, s.dsn, `SELECT coalesce(max(seq), 0) FROM gatehouse_audit_checkpoints`) == 20
+	})
+	// Five more: fewer than --checkpoint-records, so nothing signs them.
+	for i := 20; i < 25; i++ {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := svc.Stats().Breaks; b != 0 {
+		t.Fatalf("Breaks %d before tampering", b)
+	}
+	l := pgLines(t, s.dsn)
+	l[21] = strings.Replace(l[21], `"principal":"alice"`, `"principal":"mallory"`, 1)
+	l = rechain(l, 21)
+	for i := 21; i < len(l); i++ {
+		pgExec(t, s.dsn, `UPDATE gatehouse_audit_records SET line = convert_to($1, 'UTF8') WHERE seq = $2`, l[i], i+1)
+	}
+	last := l[len(l)-1]
+	pgExec(t, s.dsn, `UPDATE gatehouse_audit_head SET hash = $1`, last[len(last)-66:len(last)-2])
+
+	for i := 25; i < 40; i++ {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatalf("append after the forgery: %v", err)
+		}
+	}
+	testsync.WaitFor(t, 30*time.Second, "the writer's and the signer's findings", func() bool {
+		return svc.Stats().Breaks >= 2
+	})
+	var seqs []uint64
+	for _, p := range verifyRPC(t, svc).GetProblems() {
+		seqs = append(seqs, p.GetSequence())
+	}
+	if !containsSeq(seqs, 25) || !containsSeq(seqs, 22) {
+		t.Fatalf("Verify's problems at sequences %v; want the rewritten head (25) and the changed record (22)", seqs)
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := pgInt(t, s.dsn, `SELECT coalesce(max(seq), 0) FROM gatehouse_audit_checkpoints`); n != 20 {
+		t.Fatalf("the last checkpoint signs sequence %d; want 20: nothing after the forgery may be signed", n)
+	}
+}
+
+func containsSeq(seqs []uint64, seq uint64) bool {
+	for _, s := range seqs {
+		if s == seq {
+			return true
+		}
+	}
+	return false
+}
