@@ -3,11 +3,13 @@ package auditsvc
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
+	"github.com/jackc/pgx/v5"
 )
 
 // What a replica of the PostgreSQL store checks before it trusts the shared head. The head
@@ -209,4 +211,45 @@ func (s *pgStore) checkChain(ctx context.Context, lastSeq uint64, lastHash strin
 		}
 	}
 	return true, nil
+}
+
+// checkAnchor compares, at open, the anchored checkpoint with the table: it must be the
+// postgres store's, at a sequence the head reaches, with the hash the record there has. A
+// mismatch (the table wiped, cut or replaced, a record up to it changed) is damage: logged at
+// ERROR and counted, and the service starts anyway, as the file store does.
+func (s *pgStore) checkAnchor(ctx context.Context, anchor Anchor) error {
+	actx, cancel := context.WithTimeout(ctx, anchorTimeout)
+	anchored, err := anchor.Load(actx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("load the audit log's anchor: %w", err)
+	}
+	if anchored == nil {
+		return nil
+	}
+	ctx, cancel = context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	seq := anchored.GetSequence()
+	if anchored.GetSegment() != PostgresSegment {
+		s.damage(KindAnchorMismatch, seq, fmt.Sprintf("the anchor names sequence %d of %q, not of this store", seq, anchored.GetSegment()))
+		return nil
+	}
+	var head int64
+	if err := s.readPool.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
+		return fmt.Errorf("read the audit log's head: %w", err)
+	}
+	var line []byte
+	err = s.readPool.QueryRow(ctx, `SELECT line FROM `+pgRecordsTable+` WHERE seq = $1 AND length(line) <= $2`, int64(seq), maxLineBytes).Scan(&line)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read the anchored record: %w", err)
+	}
+	switch {
+	case head < 0 || seq > uint64(head):
+		s.damage(KindCutOff, seq, fmt.Sprintf("the head anchored outside the log is sequence %d but the log ends at %d: records were cut off or the table replaced", seq, head))
+	case line == nil:
+		s.damage(KindCutOff, seq, fmt.Sprintf("the head anchored outside the log is sequence %d, which the table does not hold", seq))
+	case string(storedHash(line)) != anchored.GetHash():
+		s.damage(KindAnchorMismatch, seq, fmt.Sprintf("the head anchored outside the log (sequence %d, hash %s) is not in it: a record up to it was changed", seq, anchored.GetHash()))
+	}
+	return nil
 }

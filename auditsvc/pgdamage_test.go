@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
 	"github.com/gatehouse-mcp/gatehouse/internal/pgtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/jackc/pgx/v5"
@@ -95,4 +96,50 @@ func containsSeq(seqs []uint64, seq uint64) bool {
 		}
 	}
 	return false
+}
+
+// TestPostgresAnchorCheckedAtOpen: the table wiped (records, checkpoints and the head reset)
+// while the anchor still names sequence 15: the next open logs and counts the break, and the
+// service starts anyway and appends. The postgres store's anchor has a key of its own.
+func TestPostgresAnchorCheckedAtOpen(t *testing.T) {
+	if got := auditsvc.AnchorKeyFor("/p/", auditsvc.StorePostgres); got != "/p/audit/anchor-postgres" {
+		t.Fatalf("AnchorKeyFor postgres = %q", got)
+	}
+	if got := auditsvc.AnchorKeyFor("/p/", auditsvc.StoreFile); got != "/p/audit/anchor" {
+		t.Fatalf("AnchorKeyFor file = %q", got)
+	}
+	pg := pgtest.Start(t)
+	s := newPgSigned(t, pg, 10)
+	svc := s.open(t)
+	for i := range 15 {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reopened := s.open(t)
+	if b := reopened.Stats().Breaks; b != 0 {
+		t.Fatalf("Breaks %d on an intact log", b)
+	}
+	if err := reopened.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pgExec(t, s.dsn, `TRUNCATE gatehouse_audit_records, gatehouse_audit_checkpoints`)
+	pgExec(t, s.dsn, `UPDATE gatehouse_audit_head SET seq = 0, hash = $1`, strings.Repeat("0", 64))
+	wiped := s.open(t)
+	if b := wiped.Stats().Breaks; b != 1 {
+		t.Fatalf("Breaks %d after opening a wiped table with the anchor at 15; want 1", b)
+	}
+	if _, err := appendRecord(wiped, record(0)); err != nil {
+		t.Fatalf("append after the break: %v", err)
+	}
+	var found bool
+	for _, p := range verifyRPC(t, wiped).GetProblems() {
+		found = found || (p.GetKind() == auditsvc.KindCutOff && p.GetSequence() == 15 && strings.Contains(p.GetReason(), "found by this replica"))
+	}
+	if !found {
+		t.Fatalf("Verify does not report the break found at open: %v", verifyRPC(t, wiped).GetProblems())
+	}
 }

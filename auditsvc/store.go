@@ -84,6 +84,12 @@ func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
+	if o.anchor != nil {
+		if err := st.checkAnchor(context.Background(), o.anchor); err != nil {
+			st.abort()
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+	}
 	svc := &Service{store: st, reads: newPgReads(st, cfg.Authorize), logger: logger, now: time.Now, authorize: cfg.Authorize, anchor: o.anchor}
 	if o.metrics != nil {
 		m, err := telemetry.NewAuditMetrics(o.metrics, st.queuedRecords, telemetry.AuditCounts{
