@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/pgtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/jackc/pgx/v5"
@@ -141,5 +143,77 @@ func TestPostgresAnchorCheckedAtOpen(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("Verify does not report the break found at open: %v", verifyRPC(t, wiped).GetProblems())
+	}
+}
+
+// TestPostgresVerifyLeavesWriterPool: with --postgres-conns 1, a Verify held inside its
+// snapshot (here by a lock on the checkpoints table it reads last) does not hold the writer's
+// only connection: appends commit meanwhile; a second Verify is refused; the first completes
+// once the lock goes.
+func TestPostgresVerifyLeavesWriterPool(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase(t)
+	svc, err := auditsvc.New(auditsvc.Config{Store: auditsvc.StorePostgres, PostgresDSN: dsn, PostgresConns: 1, PostgresTimeout: 60 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	for i := range 5 {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	locker, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE gatehouse_audit_checkpoints IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		resp *auditv1.VerifyResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := svc.Verify(ctx, connect.NewRequest(&auditv1.VerifyRequest{}))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{resp: resp.Msg}
+	}()
+	testsync.WaitFor(t, 30*time.Second, "Verify waiting inside its snapshot", func() bool {
+		return pgInt(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) >= 1
+	})
+	if _, err := svc.Verify(ctx, connect.NewRequest(&auditv1.VerifyRequest{})); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("a second Verify while one runs: %v; want Unavailable", err)
+	}
+	// Far less than the store's timeout, which is what an append would wait for the writer's
+	// one connection if Verify held it.
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for i := 5; i < 10; i++ {
+		if _, err := svc.Append(actx, connect.NewRequest(&auditv1.AppendRequest{Record: record(i)})); err != nil {
+			t.Fatalf("append while Verify holds its snapshot: %v", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// The snapshot began before the appends: it saw the first five.
+	if r.resp.GetRecords() != 5 || len(r.resp.GetProblems()) != 0 {
+		t.Fatalf("Verify: %d records, problems %v; want 5, none", r.resp.GetRecords(), r.resp.GetProblems())
 	}
 }

@@ -510,7 +510,17 @@ func (s *pgStore) failWrites(err error) {
 // verify is verifyPostgres of the tables, plus the damage this replica found (which the
 // tables alone may no longer show: a chain recomputed after the last checkpoint).
 func (s *pgStore) verify(ctx context.Context, opts VerifyOptions) (*auditv1.VerifyResponse, error) {
-	resp, err := verifyPostgres(ctx, s.pool, opts)
+	// A connection of its own, in neither pool: the walk holds one repeatable-read snapshot
+	// for as long as it reads the whole log, which must not take a connection an append (even
+	// with --postgres-conns 1) or a Query waits for. Service.Verify runs one at a time.
+	cc := s.pool.Config().ConnConfig.Copy()
+	cc.RuntimeParams["application_name"] = "gatehouse-auditsvc-verify"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	resp, err := verifyPostgres(ctx, conn, opts)
 	if err != nil {
 		return nil, err
 	}
