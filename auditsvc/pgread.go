@@ -41,20 +41,15 @@ const (
 	pgReadConns = 2
 )
 
-// pgSchemaColumns adds the filter columns and their indexes (to tables made before them,
-// too); createSchema runs them.
+// pgSchemaColumns adds the filter columns (to tables made before them, too); createSchema
+// runs it in its transaction. Nullable without a default, the columns are added without
+// rewriting the table: the lock it takes is brief. Their indexes and the rows from before
+// them are the migration's, in the background (pgmigrate.go).
 var pgSchemaColumns = []string{
 	`ALTER TABLE ` + pgRecordsTable + ` ADD COLUMN IF NOT EXISTS session_id text, ADD COLUMN IF NOT EXISTS principal text, ` +
 		`ADD COLUMN IF NOT EXISTS tenant text, ADD COLUMN IF NOT EXISTS server text, ADD COLUMN IF NOT EXISTS tool text, ` +
 		`ADD COLUMN IF NOT EXISTS trace_id text, ADD COLUMN IF NOT EXISTS call_id text, ADD COLUMN IF NOT EXISTS outcome integer, ` +
 		`ADD COLUMN IF NOT EXISTS rec_time timestamptz`,
-	// Rows from before the columns: the indexed ones filled in from the line, once (the
-	// others stay NULL, which no filter rules out).
-	`SET LOCAL statement_timeout = '` + strconv.Itoa(int(maxPostgresTimeout.Milliseconds())) + `'`,
-	`UPDATE ` + pgRecordsTable + ` SET session_id = coalesce(convert_from(line, 'UTF8')::jsonb -> 'record' ->> 'session_id', ''), ` +
-		`trace_id = coalesce(convert_from(line, 'UTF8')::jsonb -> 'record' ->> 'trace_id', '') WHERE session_id IS NULL`,
-	`CREATE INDEX IF NOT EXISTS ` + pgRecordsTable + `_session ON ` + pgRecordsTable + ` (session_id, seq)`,
-	`CREATE INDEX IF NOT EXISTS ` + pgRecordsTable + `_trace ON ` + pgRecordsTable + ` (trace_id, seq)`,
 }
 
 // pgInsert is the append's insert: every row of a batch in one statement.
@@ -120,6 +115,11 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 		return query.Position{Seq: cur}, true, nil
 	}
 	key, cond, args := pgFilter(f)
+	if key != "" && !p.s.backfilled.Load() {
+		// Rows from before the columns the migration has not filled in yet.
+		col := key[:strings.IndexByte(key, ' ')]
+		key = "(" + col + " = $3 OR " + col + " IS NULL) AND "
+	}
 	examined := 0
 	for {
 		page := min(pgReadPage, max(limit, 1)-examined)

@@ -93,7 +93,11 @@ type pgStore struct {
 	damaged     []*ChainError
 	breaks      atomic.Uint64
 	anchorAhead atomic.Uint64
-	metrics     *telemetry.AuditMetrics
+	// backfilled: the filter columns' migration is done (pgmigrate.go); migrated is closed
+	// when its goroutine exits.
+	backfilled atomic.Bool
+	migrated   chan struct{}
+	metrics    *telemetry.AuditMetrics
 
 	// The writer's.
 	h   hashWriter
@@ -158,6 +162,7 @@ func openPostgres(ctx context.Context, dsn string, conns int, timeout time.Durat
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		h:        sha256.New(),
+		migrated: make(chan struct{}),
 	}
 	s.mine.setMax(lim.maxQueue + 1)
 	return s, nil
@@ -219,6 +224,7 @@ func (s *pgStore) nextID() string {
 func (s *pgStore) start() {
 	go s.run()
 	go s.runPoller()
+	go s.migrate()
 }
 
 // append queues record; unless deferred it waits until its transaction committed and returns
@@ -482,6 +488,7 @@ func (s *pgStore) abort() {
 // closePools stops the poller and closes the pools (the writer is done).
 func (s *pgStore) closePools() {
 	close(s.stopPoll)
+	<-s.migrated
 	s.pool.Close()
 	s.readPool.Close()
 }
