@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/auditsvc"
+	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/pgtest"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestPostgresMigrationBadLine: a records table of the shape before the filter columns, one
@@ -61,4 +64,56 @@ func TestPostgresMigrationBadLine(t *testing.T) {
 	testsync.WaitFor(t, 60*time.Second, "the invalid index built again", func() bool {
 		return pgInt(t, dsn, validIndexes) == 2
 	})
+}
+
+// TestPostgresVerifyColumns: a filter column edited (the row then hidden from a filter by
+// it) is named by Verify as column_mismatch at its sequence; a NULL column (a row from
+// before the columns) is not a problem.
+func TestPostgresVerifyColumns(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase(t)
+	svc := openPostgres(t, dsn, 16)
+	for i := range 5 {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ps := verifyRPC(t, svc).GetProblems(); len(ps) != 0 {
+		t.Fatalf("problems before the edit: %v", ps)
+	}
+	pgExec(t, dsn, `UPDATE gatehouse_audit_records SET principal = 'mallory' WHERE seq = 3`)
+	pgExec(t, dsn, `UPDATE gatehouse_audit_records SET rec_time = rec_time + interval '1 hour' WHERE seq = 5`)
+	pgExec(t, dsn, `UPDATE gatehouse_audit_records SET tool = NULL, trace_id = NULL WHERE seq = 4`)
+	ps := verifyRPC(t, svc).GetProblems()
+	if len(ps) != 2 || ps[0].GetKind() != auditsvc.KindColumnMismatch || ps[0].GetSequence() != 3 || !strings.Contains(ps[0].GetReason(), "principal") ||
+		ps[1].GetKind() != auditsvc.KindColumnMismatch || ps[1].GetSequence() != 5 || !strings.Contains(ps[1].GetReason(), "rec_time") {
+		t.Fatalf("problems %v; want column_mismatch of principal at 3 and of rec_time at 5", ps)
+	}
+}
+
+// TestPostgresQueryTimeSubMicrosecond: rec_time keeps microseconds, a record's time
+// nanoseconds; a record whose own time is within a filter's bounds by less than a
+// microsecond is still found.
+func TestPostgresQueryTimeSubMicrosecond(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase(t)
+	svc := openPostgres(t, dsn, 16)
+	rec := record(0)
+	rec.Time = timestamppb.New(time.Unix(1_700_000_000, 1500))
+	if _, err := appendRecord(svc, rec); err != nil {
+		t.Fatal(err)
+	}
+	c := queryClient(t, svc)
+	for _, f := range []*auditv1.Filter{
+		{Until: timestamppb.New(time.Unix(1_700_000_000, 1800))},
+		{Since: timestamppb.New(time.Unix(1_700_000_000, 1200)), Until: timestamppb.New(time.Unix(1_700_000_000, 1501))},
+		{Since: timestamppb.New(time.Unix(1_700_000_000, 1500))},
+	} {
+		if got, _ := queryAll(t, c, f, 10); len(got) != 1 {
+			t.Fatalf("filter %v found %v; want the record", f, got)
+		}
+	}
+	if got, _ := queryAll(t, c, &auditv1.Filter{Until: timestamppb.New(time.Unix(1_700_000_000, 1500))}, 10); len(got) != 0 {
+		t.Fatalf("until the record's own time found %v; want nothing", got)
+	}
 }

@@ -25,9 +25,12 @@ import (
 // shared, noisy 2-core machine); the other columns narrow a bounded window of sequences instead, and
 // an operator who queries one often may add its index (CREATE INDEX CONCURRENTLY … (tool,
 // seq)): the statements name the columns, so PostgreSQL uses it. The columns serve the
-// search only: the Engine still decodes and matches every candidate (a
-// changed column finds the wrong rows, never a wrong answer), and Verify ignores them. Rows
-// written before the columns existed have NULLs there and are always candidates.
+// search only: the Engine still decodes and matches every candidate, so a row an edited
+// column takes is dropped; but a row an edited column rules out is never a candidate, so
+// Query, replay and Tail miss it. Verify therefore compares every row's columns with its
+// line and reports column_mismatch (pgverify.go). Rows written before the columns existed
+// have NULLs there (filled in for session_id and trace_id by the backfill, pgmigrate.go) and
+// are always candidates.
 //
 // Every read is bounded: one statement reads at most pgReadPage rows, one Scan examines at
 // most the Engine's max sequences (MaxScan per Query, the follow step per Tail pass), and a
@@ -207,11 +210,14 @@ func pgFilter(f *auditv1.Filter) (key, cond string, args []any) {
 	if o := f.GetOutcome(); o != 0 {
 		add("outcome", "=", int32(o))
 	}
+	// rec_time holds microseconds and a record's time has nanoseconds: the bounds are widened
+	// by a microsecond either way (whether the driver or the server truncates or rounds), so
+	// that a record within a bound is never ruled out here; the Engine checks the exact time.
 	if f.GetSince() != nil {
-		add("rec_time", ">=", f.GetSince().AsTime())
+		add("rec_time", ">=", f.GetSince().AsTime().Add(-time.Microsecond))
 	}
 	if f.GetUntil() != nil {
-		add("rec_time", "<", f.GetUntil().AsTime())
+		add("rec_time", "<=", f.GetUntil().AsTime().Add(time.Microsecond))
 	}
 	return key, b.String(), args
 }
