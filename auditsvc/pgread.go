@@ -10,6 +10,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Query and Tail over the PostgreSQL store. The record is the line's JSON, as with files;
@@ -35,10 +36,16 @@ import (
 // Every read is bounded: one statement reads at most pgReadPage rows, one Scan examines at
 // most the Engine's max sequences (MaxScan per Query, the follow step per Tail pass), and a
 // page token is the Engine's, signed. Tail polls for what other replicas commit every
-// pgTailPoll (this replica's own commits wake it at once).
+// pgTailPoll, and this replica's own commits within pgTailWake (coalesced: at most one wake
+// per pgTailWake, whatever the commit rate).
 const (
 	pgReadPage = 1000
 	pgTailPoll = 500 * time.Millisecond
+	// pgTailWake is how often at most the tails are woken (each wake is two statements per
+	// tail on the readers' pool).
+	pgTailWake = 100 * time.Millisecond
+	// pgReadAcquire bounds the wait for a connection of the readers' pool.
+	pgReadAcquire = 2 * time.Second
 	// pgReadConns is the size of the readers' pool, apart from the writer's: a slow Query
 	// never holds a connection an append waits for.
 	pgReadConns = 2
@@ -110,8 +117,13 @@ type pgSource struct{ s *pgStore }
 // whether they match or not.
 func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Position, limit int, visit query.Visit) (query.Position, bool, error) {
 	cur := max(pos.Seq, 1)
+	conn, err := p.s.reader(ctx)
+	if err != nil {
+		return pos, false, err
+	}
+	defer conn.Release()
 	var head int64
-	if err := p.s.readPool.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
 		return pos, false, fmt.Errorf("read the audit log's head from PostgreSQL: %w", err)
 	}
 	if head < 0 || cur > uint64(head) {
@@ -126,7 +138,7 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 	examined := 0
 	for {
 		page := min(pgReadPage, max(limit, 1)-examined)
-		rows, err := p.s.readPool.Query(ctx, `SELECT seq, CASE WHEN `+cond+` THEN line END FROM `+pgRecordsTable+
+		rows, err := conn.Query(ctx, `SELECT seq, CASE WHEN `+cond+` THEN line END FROM `+pgRecordsTable+
 			` WHERE `+key+`seq >= $1 AND seq <= $2 ORDER BY seq LIMIT `+strconv.Itoa(page), append([]any{int64(cur), head}, args...)...)
 		if err != nil {
 			return query.Position{Seq: cur}, false, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
@@ -227,8 +239,13 @@ func newPgReads(s *pgStore, authorize rpcserver.Authorizer) *reads {
 	return &reads{
 		engine: query.NewSourceEngine(pgSource{s}),
 		end: func(ctx context.Context) (query.Position, error) {
+			conn, err := s.reader(ctx)
+			if err != nil {
+				return query.Position{}, err
+			}
+			defer conn.Release()
 			var head int64
-			if err := s.readPool.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
+			if err := conn.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
 				return query.Position{}, fmt.Errorf("read the audit log's head from PostgreSQL: %w", err)
 			}
 			return query.Position{Seq: uint64(max(head, 0)) + 1}, nil
@@ -240,15 +257,42 @@ func newPgReads(s *pgStore, authorize rpcserver.Authorizer) *reads {
 	}
 }
 
-// runPoller wakes the readers waiting for commits every pgTailPoll (other replicas' commits
-// are not announced here), until the store closes.
+// reader acquires a connection of the readers' pool, waiting at most pgReadAcquire: with
+// every one busy, a Query or Tail is refused at once as Unavailable rather than waiting as
+// long as its caller allows.
+func (s *pgStore) reader(ctx context.Context) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, pgReadAcquire)
+	defer cancel()
+	c, err := s.readPool.Acquire(actx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: no PostgreSQL connection for reads within %v (all %d busy, or the database is unreachable)", errUnavailable, pgReadAcquire, pgReadConns)
+	}
+	return c, nil
+}
+
+// committed is the writer's, after a commit: the readers are woken by the poller within
+// pgTailWake, not at once, so that a burst of commits makes one round of statements per Tail
+// rather than one per commit.
+func (s *pgStore) committed() { s.dirty.Store(true) }
+
+// runPoller wakes the readers waiting for commits: within pgTailWake of this replica's
+// commits, and every pgTailPoll for other replicas' (not announced here), until the store
+// closes.
 func (s *pgStore) runPoller() {
-	t := time.NewTicker(pgTailPoll)
+	t := time.NewTicker(pgTailWake)
 	defer t.Stop()
+	ticks, every := 0, int(pgTailPoll/pgTailWake)
 	for {
 		select {
 		case <-t.C:
-			s.notice.poke()
+			ticks++
+			if s.dirty.Swap(false) || ticks >= every {
+				ticks = 0
+				s.notice.poke()
+			}
 		case <-s.stopPoll:
 			return
 		}

@@ -60,7 +60,8 @@ const (
 type pgStore struct {
 	pool     *pgxpool.Pool
 	readPool *pgxpool.Pool // Query and Tail's (pgread.go)
-	notice   commitNotice  // poked after each commit, and by the poller
+	notice   commitNotice  // poked by the poller: after commits (coalesced), and every pgTailPoll
+	dirty    atomic.Bool   // a commit since the poller's last poke
 	stopPoll chan struct{}
 	logger   *slog.Logger
 	timeout  time.Duration // one commit, start to end
@@ -392,7 +393,7 @@ func (s *pgStore) commit(batch []*pending) {
 			}
 		}
 		s.noteHead(head)
-		s.notice.poke()
+		s.committed()
 	}
 	for _, p := range batch {
 		if err != nil {
