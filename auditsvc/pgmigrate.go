@@ -56,7 +56,11 @@ func (s *pgStore) migrate() {
 func (s *pgStore) migrateColumns(ctx context.Context) error {
 	cc := s.pool.Config().ConnConfig.Copy()
 	cc.RuntimeParams["application_name"] = "gatehouse-auditsvc-migrate"
-	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(pgIndexTimeout.Milliseconds(), 10)
+	// CREATE INDEX CONCURRENTLY waits for every transaction older than it (a long Verify's
+	// snapshot, too): a lock_timeout of --postgres-timeout would leave an INVALID index.
+	ms := strconv.FormatInt(pgIndexTimeout.Milliseconds(), 10)
+	cc.RuntimeParams["statement_timeout"] = ms
+	cc.RuntimeParams["lock_timeout"] = ms
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL: %w", err)

@@ -188,8 +188,8 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 // pgFilter turns the filter into SQL: key, the indexed column the rows are found by
 // ("session_id = $3 AND " or "trace_id = $3 AND ", or empty), and cond, a condition on the
 // other columns (TRUE when there is none), with their arguments from $3. A NULL column (a
-// row from before the columns; session_id and trace_id were filled in when they were added)
-// is never ruled out by cond.
+// row from before the columns; session_id and trace_id are filled in by the backfill,
+// pgmigrate.go) is never ruled out by cond.
 func pgFilter(f *auditv1.Filter) (key, cond string, args []any) {
 	var b strings.Builder
 	b.WriteString("TRUE")
