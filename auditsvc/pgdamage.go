@@ -87,13 +87,13 @@ func (m *pgMine) after(seq uint64) map[uint64]string {
 const maxPgDamage = 64
 
 // damage records one finding: logged at ERROR, counted in Stats.Breaks, reported by Verify.
-// A finding already recorded is ignored, so a signer that finds the same damage every tick
-// counts it once.
+// A finding already recorded (the same kind at the same sequence) is ignored, so a signer
+// that finds the same damage every tick, against a head that moves on, counts it once.
 func (s *pgStore) damage(kind string, seq uint64, reason string) {
 	s.damageMu.Lock()
 	defer s.damageMu.Unlock()
 	for _, d := range s.damaged {
-		if d.Kind == kind && d.Seq == seq && d.Reason == reason {
+		if d.Kind == kind && d.Seq == seq {
 			return
 		}
 	}

@@ -217,3 +217,53 @@ func TestPostgresVerifyLeavesWriterPool(t *testing.T) {
 		t.Fatalf("Verify: %d records, problems %v; want 5, none", r.resp.GetRecords(), r.resp.GetProblems())
 	}
 }
+
+// TestPostgresHeadBelowCheckpointNotSigned: the signer's own check, on a replica that
+// committed nothing (so only the last checkpoint's signed sequence and hash speak): records
+// after sequence 15 deleted and the head row moved back to 15, under a checkpoint that signs
+// 20. The head below the checkpoint is damage at the first signing; appending on goes on,
+// and the chain from the signed hash at 20 does not hold, so nothing after 20 is signed.
+func TestPostgresHeadBelowCheckpointNotSigned(t *testing.T) {
+	pg := pgtest.Start(t)
+	s := newPgSigned(t, pg, 10)
+	s.cfg.CheckpointInterval = time.Hour
+	first := s.open(t)
+	for i := range 20 {
+		if _, err := appendRecord(first, record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := pgInt(t, s.dsn, `SELECT max(seq) FROM gatehouse_audit_checkpoints`); n != 20 {
+		t.Fatalf("last checkpoint at %d; want 20", n)
+	}
+	l := pgLines(t, s.dsn)
+	pgExec(t, s.dsn, `DELETE FROM gatehouse_audit_records WHERE seq > 15`)
+	pgExec(t, s.dsn, `UPDATE gatehouse_audit_head SET seq = 15, hash = $1`, l[14][len(l[14])-66:len(l[14])-2])
+	// No anchor: the table alone against the signed checkpoint.
+	svc, err := auditsvc.New(s.cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	if b := svc.Stats().Breaks; b != 1 {
+		t.Fatalf("Breaks %d after the first signing over a head below the checkpoint; want 1", b)
+	}
+	for i := 15; i < 30; i++ {
+		if _, err := appendRecord(svc, record(i)); err != nil {
+			t.Fatalf("append: %v", err)
+		}
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	if b := svc.Stats().Breaks; b != 2 {
+		t.Fatalf("Breaks %d; want 2 (the head below the checkpoint, then a chain that does not lead from it)", b)
+	}
+	if n := pgInt(t, s.dsn, `SELECT max(seq) FROM gatehouse_audit_checkpoints`); n != 20 {
+		t.Fatalf("the last checkpoint signs %d; want 20: nothing after the cut may be signed", n)
+	}
+}
