@@ -22,6 +22,16 @@ func AnchorKey(prefix string) string {
 	return prefix + "audit/anchor"
 }
 
+// AnchorKeyFor is the anchor's key of the store Config.Store names: AnchorKey for the file
+// store, <prefix>audit/anchor-postgres for the PostgreSQL store. The two keep separate
+// chains (the same key would make each store's checkpoints refuse or overwrite the other's).
+func AnchorKeyFor(prefix, store string) string {
+	if store == StorePostgres {
+		return AnchorKey(prefix) + "-postgres"
+	}
+	return AnchorKey(prefix)
+}
+
 // ErrAnchorAhead is Store's error when the anchor holds a later sequence than the checkpoint
 // given: a stale or replayed checkpoint never moves it back.
 var ErrAnchorAhead = errors.New("the anchor holds a later checkpoint")

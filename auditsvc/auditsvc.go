@@ -120,7 +120,8 @@ type Config struct {
 	AuthAddr   string
 	PolicyAddr string
 	// KeyPrefix is where the log keeps its keys in etcd when it has one (the anchor:
-	// <KeyPrefix>audit/anchor). Empty means DefaultKeyPrefix.
+	// <KeyPrefix>audit/anchor; <KeyPrefix>audit/anchor-postgres for the postgres store,
+	// AnchorKeyFor). Empty means DefaultKeyPrefix.
 	KeyPrefix string
 	// AlertFile is a gatehouse YAML file whose alerts: section sets the alert rules over
 	// the committed records and the appends (package alerts); empty, or no such section: no
@@ -159,7 +160,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.SegmentBytes, "segment-bytes", defaultSegmentBytes, "size past which the log starts a new segment file")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM file of the Ed25519 key that signs checkpoints of the log's head (outside --dir; empty: no checkpoints)")
 	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCheckpointRecords, "sign a checkpoint of the head after this many records")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the audit log's anchor (<prefix>audit/anchor)")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", DefaultKeyPrefix, "etcd key prefix of the audit log's anchor (<prefix>audit/anchor, or <prefix>audit/anchor-postgres with --store postgres)")
 	fs.StringVar(&c.AlertFile, "alert-config", "", "YAML file whose alerts: section sets the alert rules and webhook (see docs/observability.md; empty: no alerts)")
 	fs.StringVar(&c.Store, "store", StoreFile, "where the log is kept: file (segments in --dir) or postgres (shared by replicas; --postgres-dsn-file)")
 	fs.StringVar(&c.PostgresDSNFile, "postgres-dsn-file", "", "file (mode 0600) holding the PostgreSQL connection string of --store postgres (or the environment's GATEHOUSE_AUDIT_POSTGRES_DSN)")

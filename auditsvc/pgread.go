@@ -10,6 +10,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/auditsvc/query"
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/gatehouse-mcp/gatehouse/internal/rpcserver"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Query and Tail over the PostgreSQL store. The record is the line's JSON, as with files;
@@ -25,36 +26,40 @@ import (
 // shared, noisy 2-core machine); the other columns narrow a bounded window of sequences instead, and
 // an operator who queries one often may add its index (CREATE INDEX CONCURRENTLY … (tool,
 // seq)): the statements name the columns, so PostgreSQL uses it. The columns serve the
-// search only: the Engine still decodes and matches every candidate (a
-// changed column finds the wrong rows, never a wrong answer), and Verify ignores them. Rows
-// written before the columns existed have NULLs there and are always candidates.
+// search only: the Engine still decodes and matches every candidate, so a row an edited
+// column takes is dropped; but a row an edited column rules out is never a candidate, so
+// Query, replay and Tail miss it. Verify therefore compares every row's columns with its
+// line and reports column_mismatch (pgverify.go). Rows written before the columns existed
+// have NULLs there (filled in for session_id and trace_id by the backfill, pgmigrate.go) and
+// are always candidates.
 //
 // Every read is bounded: one statement reads at most pgReadPage rows, one Scan examines at
 // most the Engine's max sequences (MaxScan per Query, the follow step per Tail pass), and a
 // page token is the Engine's, signed. Tail polls for what other replicas commit every
-// pgTailPoll (this replica's own commits wake it at once).
+// pgTailPoll, and this replica's own commits within pgTailWake (coalesced: at most one wake
+// per pgTailWake, whatever the commit rate).
 const (
 	pgReadPage = 1000
 	pgTailPoll = 500 * time.Millisecond
+	// pgTailWake is how often at most the tails are woken (each wake is two statements per
+	// tail on the readers' pool).
+	pgTailWake = 100 * time.Millisecond
+	// pgReadAcquire bounds the wait for a connection of the readers' pool.
+	pgReadAcquire = 2 * time.Second
 	// pgReadConns is the size of the readers' pool, apart from the writer's: a slow Query
 	// never holds a connection an append waits for.
 	pgReadConns = 2
 )
 
-// pgSchemaColumns adds the filter columns and their indexes (to tables made before them,
-// too); createSchema runs them.
+// pgSchemaColumns adds the filter columns (to tables made before them, too); createSchema
+// runs it in its transaction. Nullable without a default, the columns are added without
+// rewriting the table: the lock it takes is brief. Their indexes and the rows from before
+// them are the migration's, in the background (pgmigrate.go).
 var pgSchemaColumns = []string{
 	`ALTER TABLE ` + pgRecordsTable + ` ADD COLUMN IF NOT EXISTS session_id text, ADD COLUMN IF NOT EXISTS principal text, ` +
 		`ADD COLUMN IF NOT EXISTS tenant text, ADD COLUMN IF NOT EXISTS server text, ADD COLUMN IF NOT EXISTS tool text, ` +
 		`ADD COLUMN IF NOT EXISTS trace_id text, ADD COLUMN IF NOT EXISTS call_id text, ADD COLUMN IF NOT EXISTS outcome integer, ` +
 		`ADD COLUMN IF NOT EXISTS rec_time timestamptz`,
-	// Rows from before the columns: the indexed ones filled in from the line, once (the
-	// others stay NULL, which no filter rules out).
-	`SET LOCAL statement_timeout = '` + strconv.Itoa(int(maxPostgresTimeout.Milliseconds())) + `'`,
-	`UPDATE ` + pgRecordsTable + ` SET session_id = coalesce(convert_from(line, 'UTF8')::jsonb -> 'record' ->> 'session_id', ''), ` +
-		`trace_id = coalesce(convert_from(line, 'UTF8')::jsonb -> 'record' ->> 'trace_id', '') WHERE session_id IS NULL`,
-	`CREATE INDEX IF NOT EXISTS ` + pgRecordsTable + `_session ON ` + pgRecordsTable + ` (session_id, seq)`,
-	`CREATE INDEX IF NOT EXISTS ` + pgRecordsTable + `_trace ON ` + pgRecordsTable + ` (trace_id, seq)`,
 }
 
 // pgInsert is the append's insert: every row of a batch in one statement.
@@ -112,18 +117,28 @@ type pgSource struct{ s *pgStore }
 // whether they match or not.
 func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Position, limit int, visit query.Visit) (query.Position, bool, error) {
 	cur := max(pos.Seq, 1)
+	conn, err := p.s.reader(ctx)
+	if err != nil {
+		return pos, false, err
+	}
+	defer conn.Release()
 	var head int64
-	if err := p.s.readPool.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
 		return pos, false, fmt.Errorf("read the audit log's head from PostgreSQL: %w", err)
 	}
 	if head < 0 || cur > uint64(head) {
 		return query.Position{Seq: cur}, true, nil
 	}
 	key, cond, args := pgFilter(f)
+	if key != "" && !p.s.backfilled.Load() {
+		// Rows from before the columns the migration has not filled in yet.
+		col := key[:strings.IndexByte(key, ' ')]
+		key = "(" + col + " = $3 OR " + col + " IS NULL) AND "
+	}
 	examined := 0
 	for {
 		page := min(pgReadPage, max(limit, 1)-examined)
-		rows, err := p.s.readPool.Query(ctx, `SELECT seq, CASE WHEN `+cond+` THEN line END FROM `+pgRecordsTable+
+		rows, err := conn.Query(ctx, `SELECT seq, CASE WHEN `+cond+` THEN line END FROM `+pgRecordsTable+
 			` WHERE `+key+`seq >= $1 AND seq <= $2 ORDER BY seq LIMIT `+strconv.Itoa(page), append([]any{int64(cur), head}, args...)...)
 		if err != nil {
 			return query.Position{Seq: cur}, false, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
@@ -173,8 +188,8 @@ func (p pgSource) Scan(ctx context.Context, f *auditv1.Filter, pos query.Positio
 // pgFilter turns the filter into SQL: key, the indexed column the rows are found by
 // ("session_id = $3 AND " or "trace_id = $3 AND ", or empty), and cond, a condition on the
 // other columns (TRUE when there is none), with their arguments from $3. A NULL column (a
-// row from before the columns; session_id and trace_id were filled in when they were added)
-// is never ruled out by cond.
+// row from before the columns; session_id and trace_id are filled in by the backfill,
+// pgmigrate.go) is never ruled out by cond.
 func pgFilter(f *auditv1.Filter) (key, cond string, args []any) {
 	var b strings.Builder
 	b.WriteString("TRUE")
@@ -207,11 +222,14 @@ func pgFilter(f *auditv1.Filter) (key, cond string, args []any) {
 	if o := f.GetOutcome(); o != 0 {
 		add("outcome", "=", int32(o))
 	}
+	// rec_time holds microseconds and a record's time has nanoseconds: the bounds are widened
+	// by a microsecond either way (whether the driver or the server truncates or rounds), so
+	// that a record within a bound is never ruled out here; the Engine checks the exact time.
 	if f.GetSince() != nil {
-		add("rec_time", ">=", f.GetSince().AsTime())
+		add("rec_time", ">=", f.GetSince().AsTime().Add(-time.Microsecond))
 	}
 	if f.GetUntil() != nil {
-		add("rec_time", "<", f.GetUntil().AsTime())
+		add("rec_time", "<=", f.GetUntil().AsTime().Add(time.Microsecond))
 	}
 	return key, b.String(), args
 }
@@ -221,8 +239,13 @@ func newPgReads(s *pgStore, authorize rpcserver.Authorizer) *reads {
 	return &reads{
 		engine: query.NewSourceEngine(pgSource{s}),
 		end: func(ctx context.Context) (query.Position, error) {
+			conn, err := s.reader(ctx)
+			if err != nil {
+				return query.Position{}, err
+			}
+			defer conn.Release()
 			var head int64
-			if err := s.readPool.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
+			if err := conn.QueryRow(ctx, `SELECT seq FROM `+pgHeadTable+` WHERE id`).Scan(&head); err != nil {
 				return query.Position{}, fmt.Errorf("read the audit log's head from PostgreSQL: %w", err)
 			}
 			return query.Position{Seq: uint64(max(head, 0)) + 1}, nil
@@ -234,15 +257,42 @@ func newPgReads(s *pgStore, authorize rpcserver.Authorizer) *reads {
 	}
 }
 
-// runPoller wakes the readers waiting for commits every pgTailPoll (other replicas' commits
-// are not announced here), until the store closes.
+// reader acquires a connection of the readers' pool, waiting at most pgReadAcquire: with
+// every one busy, a Query or Tail is refused at once as Unavailable rather than waiting as
+// long as its caller allows.
+func (s *pgStore) reader(ctx context.Context) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, pgReadAcquire)
+	defer cancel()
+	c, err := s.readPool.Acquire(actx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: no PostgreSQL connection for reads within %v (all %d busy, or the database is unreachable)", errUnavailable, pgReadAcquire, pgReadConns)
+	}
+	return c, nil
+}
+
+// committed is the writer's, after a commit: the readers are woken by the poller within
+// pgTailWake, not at once, so that a burst of commits makes one round of statements per Tail
+// rather than one per commit.
+func (s *pgStore) committed() { s.dirty.Store(true) }
+
+// runPoller wakes the readers waiting for commits: within pgTailWake of this replica's
+// commits, and every pgTailPoll for other replicas' (not announced here), until the store
+// closes.
 func (s *pgStore) runPoller() {
-	t := time.NewTicker(pgTailPoll)
+	t := time.NewTicker(pgTailWake)
 	defer t.Stop()
+	ticks, every := 0, int(pgTailPoll/pgTailWake)
 	for {
 		select {
 		case <-t.C:
-			s.notice.poke()
+			ticks++
+			if s.dirty.Swap(false) || ticks >= every {
+				ticks = 0
+				s.notice.poke()
+			}
 		case <-s.stopPoll:
 			return
 		}

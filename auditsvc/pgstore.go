@@ -60,7 +60,8 @@ const (
 type pgStore struct {
 	pool     *pgxpool.Pool
 	readPool *pgxpool.Pool // Query and Tail's (pgread.go)
-	notice   commitNotice  // poked after each commit, and by the poller
+	notice   commitNotice  // poked by the poller: after commits (coalesced), and every pgTailPoll
+	dirty    atomic.Bool   // a commit since the poller's last poke
 	stopPoll chan struct{}
 	logger   *slog.Logger
 	timeout  time.Duration // one commit, start to end
@@ -86,7 +87,18 @@ type pgStore struct {
 	ckpt                            *pgCheckpointer
 	checkpoints, checkpointFailures atomic.Uint64
 	writeFault                      atomic.Pointer[error]
-	metrics                         *telemetry.AuditMetrics
+	// mine is what this replica committed, damaged what it found wrong with the shared log
+	// (pgdamage.go); breaks counts the findings, anchorAhead the anchor's refusals in a row.
+	mine        pgMine
+	damageMu    sync.Mutex
+	damaged     []*ChainError
+	breaks      atomic.Uint64
+	anchorAhead atomic.Uint64
+	// backfilled: the filter columns' migration is done (pgmigrate.go); migrated is closed
+	// when its goroutine exits.
+	backfilled atomic.Bool
+	migrated   chan struct{}
+	metrics    *telemetry.AuditMetrics
 
 	// The writer's.
 	h   hashWriter
@@ -143,7 +155,7 @@ func openPostgres(ctx context.Context, dsn string, conns int, timeout time.Durat
 		readPool.Close()
 		return nil, err
 	}
-	return &pgStore{
+	s := &pgStore{
 		pool: pool, readPool: readPool, stopPoll: make(chan struct{}), logger: logger, timeout: timeout,
 		maxBatch: lim.maxBatch, maxQueue: lim.maxQueue, maxQueueBytes: lim.maxQueueBytes,
 		idPrefix: newIDPrefix(),
@@ -151,7 +163,10 @@ func openPostgres(ctx context.Context, dsn string, conns int, timeout time.Durat
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		h:        sha256.New(),
-	}, nil
+		migrated: make(chan struct{}),
+	}
+	s.mine.setMax(lim.maxQueue + 1)
+	return s, nil
 }
 
 // createSchema creates the tables and the head row if absent, in one transaction under an
@@ -210,6 +225,7 @@ func (s *pgStore) nextID() string {
 func (s *pgStore) start() {
 	go s.run()
 	go s.runPoller()
+	go s.migrate()
 }
 
 // append queues record; unless deferred it waits until its transaction committed and returns
@@ -371,8 +387,13 @@ func (s *pgStore) commit(batch []*pending) {
 				head = p.seq
 			}
 		}
+		for _, p := range batch {
+			if p.record != nil {
+				s.mine.add(p.seq, p.hash)
+			}
+		}
 		s.noteHead(head)
-		s.notice.poke()
+		s.committed()
 	}
 	for _, p := range batch {
 		if err != nil {
@@ -400,6 +421,10 @@ func (s *pgStore) write(batch []*pending, records int) error {
 		if head < 0 || len(prevHash) != hashHexLen {
 			return fmt.Errorf("the head row is malformed (sequence %d, hash of %d bytes)", head, len(prevHash))
 		}
+		// A head that does not follow from this replica's last record is damage: recorded,
+		// and the batch goes on from the head as it is (the gateway keeps serving; Verify
+		// and the unsigned checkpoints say what happened).
+		s.checkHead(uint64(head), prevHash)
 		seqs := make([]int64, 0, records)
 		lines := make([][]byte, 0, records)
 		var cols pgBatchColumns
@@ -464,6 +489,7 @@ func (s *pgStore) abort() {
 // closePools stops the poller and closes the pools (the writer is done).
 func (s *pgStore) closePools() {
 	close(s.stopPoll)
+	<-s.migrated
 	s.pool.Close()
 	s.readPool.Close()
 }
@@ -477,7 +503,7 @@ func (s *pgStore) queuedRecords() int {
 func (s *pgStore) stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes,
+	return Stats{LostDeferred: s.lostDeferred.Load(), Commits: s.commits.Load(), Queued: s.queued, QueuedBytes: s.queuedBytes, Breaks: s.breaks.Load(),
 		Checkpoints: s.checkpoints.Load(), CheckpointFailures: s.checkpointFailures.Load()}
 }
 
@@ -489,6 +515,23 @@ func (s *pgStore) failWrites(err error) {
 	s.writeFault.Store(&err)
 }
 
+// verify is verifyPostgres of the tables, plus the damage this replica found (which the
+// tables alone may no longer show: a chain recomputed after the last checkpoint).
 func (s *pgStore) verify(ctx context.Context, opts VerifyOptions) (*auditv1.VerifyResponse, error) {
-	return verifyPostgres(ctx, s.pool, opts)
+	// A connection of its own, in neither pool: the walk holds one repeatable-read snapshot
+	// for as long as it reads the whole log, which must not take a connection an append (even
+	// with --postgres-conns 1) or a Query waits for. Service.Verify runs one at a time.
+	cc := s.pool.Config().ConnConfig.Copy()
+	cc.RuntimeParams["application_name"] = "gatehouse-auditsvc-verify"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	resp, err := verifyPostgres(ctx, conn, opts)
+	if err != nil {
+		return nil, err
+	}
+	resp.Problems = append(resp.Problems, s.damageProblems()...)
+	return resp, nil
 }

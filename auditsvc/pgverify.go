@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"time"
 
 	auditv1 "github.com/gatehouse-mcp/gatehouse/gen/gatehouse/audit/v1"
 	"github.com/jackc/pgx/v5"
@@ -70,12 +71,23 @@ func verifyPostgres(ctx context.Context, db txBeginner, opts VerifyOptions) (*au
 	report := func(seq uint64, kind, reason string) {
 		bad.add(&ChainError{Kind: kind, Segment: PostgresSegment, Seq: seq, Line: seq, Reason: reason})
 	}
+	// The filter columns, compared with each line (a database no replica with them opened yet
+	// has none).
+	var cols bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'rec_time')`,
+		pgRecordsTable).Scan(&cols); err != nil {
+		return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
+	}
+	selectCols := `NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::integer, NULL::timestamptz`
+	if cols {
+		selectCols = `session_id, principal, tenant, server, tool, trace_id, call_id, outcome, rec_time`
+	}
 	h := sha256.New()
 	prev := append([]byte(nil), genesis...)
 	var last uint64 // the last row's sequence
 	resync := false // the previous row broke: take this one's prev as given
 	for {
-		rows, err := tx.Query(ctx, `SELECT seq, line FROM `+pgRecordsTable+` WHERE seq > $1 ORDER BY seq LIMIT `+strconv.Itoa(pgVerifyPage), int64(last))
+		rows, err := tx.Query(ctx, `SELECT seq, line, `+selectCols+` FROM `+pgRecordsTable+` WHERE seq > $1 ORDER BY seq LIMIT `+strconv.Itoa(pgVerifyPage), int64(last))
 		if err != nil {
 			return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
 		}
@@ -83,7 +95,8 @@ func verifyPostgres(ctx context.Context, db txBeginner, opts VerifyOptions) (*au
 		for rows.Next() {
 			var rowSeq int64
 			var line []byte
-			if err := rows.Scan(&rowSeq, &line); err != nil {
+			var c pgNullColumns
+			if err := rows.Scan(&rowSeq, &line, &c.session, &c.principal, &c.tenant, &c.server, &c.tool, &c.trace, &c.call, &c.outcome, &c.time); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read the audit log from PostgreSQL: %w", err)
 			}
@@ -114,6 +127,9 @@ func verifyPostgres(ctx context.Context, db txBeginner, opts VerifyOptions) (*au
 			}
 			resync, prev = false, hash
 			resp.Records++
+			if col := c.mismatch(line); col != "" {
+				report(seq, KindColumnMismatch, fmt.Sprintf("record %d's %s column is not what its line says: the column was edited, so filters by it may miss or take the record", seq, col))
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -348,4 +364,44 @@ func storedHash(line []byte) []byte {
 		return nil
 	}
 	return append([]byte(nil), line[len(line)-tailLen+len(hashSuffix):len(line)-2]...)
+}
+
+// pgNullColumns are a row's filter columns as stored (nil: NULL, as rows from before the
+// columns have until the backfill, which Verify accepts).
+type pgNullColumns struct {
+	session, principal, tenant, server, tool, trace, call *string
+	outcome                                               *int32
+	time                                                  *time.Time
+}
+
+// mismatch names the first column that says other than line, or "". A line that does not
+// decode is left to the chain's checks. rec_time is compared at the column's microsecond
+// precision.
+func (c *pgNullColumns) mismatch(line []byte) string {
+	rec, ok := lineRecord(line)
+	if !ok {
+		return ""
+	}
+	want := columnsOf(rec)
+	for _, x := range []struct {
+		name string
+		got  *string
+		want string
+	}{
+		{"session_id", c.session, want.session}, {"principal", c.principal, want.principal}, {"tenant", c.tenant, want.tenant},
+		{"server", c.server, want.server}, {"tool", c.tool, want.tool}, {"trace_id", c.trace, want.trace}, {"call_id", c.call, want.call},
+	} {
+		if x.got != nil && *x.got != x.want {
+			return x.name
+		}
+	}
+	if c.outcome != nil && *c.outcome != want.outcome {
+		return "outcome"
+	}
+	if c.time != nil {
+		if d := c.time.Sub(want.time); d <= -time.Microsecond || d >= time.Microsecond {
+			return "rec_time"
+		}
+	}
+	return ""
 }

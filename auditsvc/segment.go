@@ -128,6 +128,9 @@ const (
 	KindUnexpectedFile     = "unexpected_file"
 	KindMissingCheckpoints = "missing_checkpoints"
 	KindUnsignedTail       = "unsigned_tail"
+	// KindColumnMismatch: a postgres row's filter column says other than its line (the
+	// column was edited; Query, replay and Tail find rows by the columns).
+	KindColumnMismatch = "column_mismatch"
 )
 
 // walkVisit sees each verified line of the live chain: its segment, sequence, the byte offset

@@ -84,10 +84,16 @@ func newPostgres(cfg Config, logger *slog.Logger, o options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auditsvc: %w", err)
 	}
+	if o.anchor != nil {
+		if err := st.checkAnchor(context.Background(), o.anchor); err != nil {
+			st.abort()
+			return nil, fmt.Errorf("auditsvc: %w", err)
+		}
+	}
 	svc := &Service{store: st, reads: newPgReads(st, cfg.Authorize), logger: logger, now: time.Now, authorize: cfg.Authorize, anchor: o.anchor}
 	if o.metrics != nil {
 		m, err := telemetry.NewAuditMetrics(o.metrics, st.queuedRecords, telemetry.AuditCounts{
-			Breaks: func() uint64 { return 0 }, CheckpointFailures: st.checkpointFailures.Load, LostRecords: st.lostDeferred.Load})
+			Breaks: st.breaks.Load, CheckpointFailures: st.checkpointFailures.Load, LostRecords: st.lostDeferred.Load})
 		if err != nil {
 			st.abort()
 			return nil, fmt.Errorf("auditsvc: %w", err)

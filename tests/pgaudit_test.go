@@ -46,10 +46,19 @@ func TestPostgresAuditTwoReplicas(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
+	// The DSN's password alone must not show either (a log of the connection's settings
+	// without the rest of the DSN would still leak it).
+	pc, err := pgx.ParseConfig(dsn)
+	if err != nil || len(pc.Password) < 8 {
+		t.Fatalf("the test DSN has no password to look for: %v", err)
+	}
+	password := pc.Password
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	clients := make([]auditv1connect.AuditServiceClient, len(addrs))
+	allLogs := make([]*testsync.Buffer, len(addrs))
 	for i, addr := range addrs {
 		logs := &testsync.Buffer{}
+		allLogs[i] = logs
 		// No authsvc or policysvc here: the internal token only (Verify with it needs no
 		// policy).
 		cmd := exec.Command(bin, "-store", "postgres", "-postgres-dsn-file", dsnFile, "-postgres-conns", "4",
@@ -70,8 +79,8 @@ func TestPostgresAuditTwoReplicas(t *testing.T) {
 			}
 			return strings.Contains(logs.String(), `"msg":"serving"`)
 		})
-		if strings.Contains(logs.String(), dsn) {
-			t.Errorf("auditsvc %d logged the DSN:\n%s", i, logs.String())
+		if strings.Contains(logs.String(), dsn) || strings.Contains(logs.String(), password) {
+			t.Errorf("auditsvc %d logged the DSN or its password:\n%s", i, logs.String())
 		}
 		clients[i] = auditv1connect.NewAuditServiceClient(rpcserver.WithToken(rpcserver.NewClient(), token), rpcserver.BaseURL(addr))
 	}
@@ -179,5 +188,27 @@ func TestPostgresAuditTwoReplicas(t *testing.T) {
 	}
 	if p := v.Msg.GetProblems(); len(p) != 1 || p[0].GetSequence() != victim {
 		t.Fatalf("Verify RPC after changing record %d: %v", victim, p)
+	}
+
+	// The database down: an append is refused, and neither the error the caller sees nor
+	// what the replica logs about it names the DSN or its password.
+	pg.Stop(t)
+	_, err = clients[0].Append(ctx, connect.NewRequest(&auditv1.AppendRequest{Record: &auditv1.Record{
+		Time: timestamppb.Now(), CallId: "pg-down", Server: "files", Method: "tools/call",
+		Phase: auditv1.Phase_PHASE_COMPLETE, Outcome: auditv1.Outcome_OUTCOME_ALLOWED,
+	}}))
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("append with the database down: %v; want Unavailable", err)
+	}
+	if strings.Contains(err.Error(), dsn) || strings.Contains(err.Error(), password) {
+		t.Fatalf("the refused append's error names the DSN or its password: %v", err)
+	}
+	testsync.WaitFor(t, 30*time.Second, "the failed commit logged", func() bool {
+		return strings.Contains(allLogs[0].String(), "audit commit to PostgreSQL failed")
+	})
+	for i, logs := range allLogs {
+		if strings.Contains(logs.String(), dsn) || strings.Contains(logs.String(), password) {
+			t.Fatalf("auditsvc %d logged the DSN or its password with the database down:\n%s", i, logs.String())
+		}
 	}
 }

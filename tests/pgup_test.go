@@ -139,8 +139,13 @@ func TestPostgresUp(t *testing.T) {
 	}
 	recs = pgRecords(t, dsn)
 	g.Stop(t)
-	if strings.Contains(g.Logs(), dsn) {
-		t.Fatalf("gatehouse logged the DSN:\n%s", g.Logs())
+	pc, err := pgx.ParseConfig(dsn)
+	if err != nil || len(pc.Password) < 8 {
+		t.Fatalf("the test DSN has no password to look for: %v", err)
+	}
+	password := pc.Password
+	if strings.Contains(g.Logs(), dsn) || strings.Contains(g.Logs(), password) {
+		t.Fatalf("gatehouse logged the DSN or its password:\n%s", g.Logs())
 	}
 	out, errOut, err = gatehouseCLI(t, nil, "audit", "verify", "--postgres-dsn-file", dsnFile, "--data-dir", g.DataDir)
 	if err != nil || !strings.Contains(out, "ok: the audit log verifies") || strings.Contains(out, " 0 checkpoints verified") {
@@ -161,4 +166,40 @@ func TestPostgresUp(t *testing.T) {
 	if err != nil || !strings.Contains(out, "ok: the audit log verifies") {
 		t.Fatalf("verify over the RPC after the restart: %v\n%s%s", err, out, errOut)
 	}
+
+	// The database down: a call is refused (its decision cannot be recorded), and neither what
+	// the host sees nor what gatehouse logs names the DSN or its password.
+	pg.Stop(t)
+	refused := refusedEcho(t, g)
+	if strings.Contains(refused, dsn) || strings.Contains(refused, password) {
+		t.Fatalf("the refused call's error names the DSN or its password: %s", refused)
+	}
+	testsync.WaitFor(t, 30*time.Second, "the failed commit logged", func() bool {
+		return strings.Contains(g.Logs(), "audit commit to PostgreSQL failed")
+	})
+	if strings.Contains(g.Logs(), dsn) || strings.Contains(g.Logs(), password) {
+		t.Fatalf("gatehouse logged the DSN or its password with the database down:\n%s", g.Logs())
+	}
+}
+
+// refusedEcho makes one echo call that must be refused and returns what the host sees of it.
+func refusedEcho(t *testing.T, g *gatehousetest.Gateway) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: g.Endpoint("echo"), HTTPClient: g.AuthClient()}, nil)
+	if err != nil {
+		return err.Error() // refused at initialize, which is audited too
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "down"}})
+	if err != nil {
+		return err.Error()
+	}
+	if !res.IsError {
+		t.Fatalf("echo with the audit database down was answered: %+v", res)
+	}
+	b, _ := json.Marshal(res)
+	return string(b)
 }

@@ -202,7 +202,7 @@ func up(ctx context.Context, args []string, getenv func(string) string, stdout, 
 			return err
 		}
 	}
-	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKey(cfg.Audit.KeyPrefix))), auditsvc.WithMetrics(registerer))
+	audit, err := auditsvc.New(cfg.Audit, logger.With("svc", "audit"), auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(kv, auditsvc.AnchorKeyFor(cfg.Audit.KeyPrefix, cfg.Audit.Store))), auditsvc.WithMetrics(registerer))
 	if err != nil {
 		return err
 	}

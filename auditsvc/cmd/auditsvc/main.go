@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			// With etcd (--etcd-endpoints), the latest signed checkpoint is anchored there.
 			opts := []auditsvc.Option{auditsvc.WithMetrics(env.Metrics)}
 			if env.Etcd != nil {
-				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKey(cfg.KeyPrefix))))
+				opts = append(opts, auditsvc.WithAnchor(auditsvc.NewEtcdAnchor(env.Etcd, auditsvc.AnchorKeyFor(cfg.KeyPrefix, cfg.Store))))
 			}
 			if cfg.Store == auditsvc.StorePostgres {
 				if _, err := postgresDSN(&cfg, getenv); err != nil {

@@ -803,7 +803,8 @@ type Problem struct {
 	// log), unexpected_file (named like a segment, not one), missing_checkpoints (more records
 	// than the checkpoint interval without a valid checkpoint, or a line removed from the
 	// checkpoints file), unsigned_tail (more records after the last valid checkpoint than the
-	// interval allows).
+	// interval allows), column_mismatch (the PostgreSQL store: a row's filter column says other
+	// than its line).
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	// The segment file's name.
 	Segment string `protobuf:"bytes,2,opt,name=segment,proto3" json:"segment,omitempty"`
