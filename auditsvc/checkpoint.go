@@ -246,15 +246,12 @@ type head struct {
 // path of appends: it appends the checkpoint to the checkpoints file (fdatasynced) and stores
 // it in the anchor. A failure is logged at ERROR and counted; appends go on.
 type checkpointer struct {
-	key      ed25519.PrivateKey
-	anchor   Anchor // nil: none
-	every    uint64
-	interval time.Duration
-	file     *os.File
-	wake     chan struct{}
-	stop     chan struct{}
-	done     chan struct{}
-	last     uint64 // sequence of the last checkpoint (the checkpointer's own)
+	key    ed25519.PrivateKey
+	anchor Anchor // nil: none
+	every  uint64
+	file   *os.File
+	signerLoop
+	last uint64 // sequence of the last checkpoint (the checkpointer's own)
 	// reset: the log recorded a break at open; the next anchored checkpoint replaces the
 	// anchor even if it is of a lower sequence (Anchor.Reset).
 	reset bool
@@ -345,9 +342,21 @@ func (l *chainLog) checkpoint(h *head) {
 	c.reset = false
 }
 
-// runCheckpointer is the checkpointer's goroutine.
-func (l *chainLog) runCheckpointer() {
-	c := l.ckpt
+// signerLoop runs a store's signer: sign at each interval and each wake, until ended. Both
+// stores' checkpointers embed it.
+type signerLoop struct {
+	interval time.Duration
+	wake     chan struct{} // of one slot: a wake while signing is kept, more are one
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func newSignerLoop(interval time.Duration) signerLoop {
+	return signerLoop{interval: interval, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// run calls sign at each interval and each wake until end; it is the signer's goroutine.
+func (c *signerLoop) run(sign func()) {
 	defer close(c.done)
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
@@ -358,8 +367,22 @@ func (l *chainLog) runCheckpointer() {
 		case <-t.C:
 		case <-c.wake:
 		}
-		l.checkpoint(l.head.Load())
+		sign()
 	}
+}
+
+// poke wakes the signer, unless a wake is already pending.
+func (c *signerLoop) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// end stops the loop and waits until it has; called once.
+func (c *signerLoop) end() {
+	close(c.stop)
+	<-c.done
 }
 
 // noteHead publishes the committer's head and wakes the checkpointer every `every` records.
@@ -371,10 +394,7 @@ func (l *chainLog) noteHead() {
 	l.head.Store(h)
 	if h.seq-l.ckptNoted >= l.ckpt.every {
 		l.ckptNoted = h.seq
-		select {
-		case l.ckpt.wake <- struct{}{}:
-		default:
-		}
+		l.ckpt.poke()
 	}
 }
 
@@ -445,8 +465,7 @@ func (l *chainLog) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every
 	if err != nil {
 		return err
 	}
-	l.ckpt = &checkpointer{key: key, anchor: anchor, every: every, interval: interval, file: f,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), reset: l.breaks.Load() > 0}
+	l.ckpt = &checkpointer{key: key, anchor: anchor, every: every, file: f, signerLoop: newSignerLoop(interval), reset: l.breaks.Load() > 0}
 	if last != nil {
 		l.ckpt.index, l.ckpt.prev = last.GetIndex(), checkpointHash(last)
 	}
@@ -459,7 +478,7 @@ func (l *chainLog) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every
 		l.head.Store(h)
 	}
 	l.checkpoint(h)
-	go l.runCheckpointer()
+	go l.ckpt.run(func() { l.checkpoint(l.head.Load()) })
 	return nil
 }
 
@@ -470,8 +489,7 @@ func (l *chainLog) stopCheckpointer() {
 	if c == nil {
 		return
 	}
-	close(c.stop)
-	<-c.done
+	c.end()
 	l.checkpoint(l.head.Load())
 	_ = c.file.Close()
 }

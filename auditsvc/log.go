@@ -120,6 +120,24 @@ type pending struct {
 	done     chan struct{}
 }
 
+// synced waits for p, a sync's barrier, to commit: it fails if the commit failed, or if a
+// deferred record has been lost (lost counts them) since the store was opened, which the
+// store could then not say was durable.
+func (p *pending) synced(ctx context.Context, lost *atomic.Uint64) error {
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return p.err
+		}
+		if n := lost.Load(); n > 0 {
+			return fmt.Errorf("%w: %d deferred records were lost since the log was opened", errUnavailable, n)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // openLog opens the log in dir (creating its first segment if there is none), walks and
 // verifies every segment, cuts away a torn last line, starts a new segment after a break it
 // cannot continue (or a head the anchor says is missing), writes an OUTCOME_UNKNOWN record
@@ -331,18 +349,7 @@ func (l *chainLog) sync(ctx context.Context) error {
 		return err
 	}
 	l.lead()
-	select {
-	case <-p.done:
-		if p.err != nil {
-			return p.err
-		}
-		if n := l.lostDeferred.Load(); n > 0 {
-			return fmt.Errorf("%w: %d deferred records were lost since the log was opened", errUnavailable, n)
-		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return p.synced(ctx, &l.lostDeferred)
 }
 
 // enqueue adds p to the queue once there is room, or fails when the log is closed or broken

@@ -56,13 +56,10 @@ const (
 // sequence) or interval, off the path of appends. A failure is logged at ERROR and counted;
 // appends go on.
 type pgCheckpointer struct {
-	key      ed25519.PrivateKey
-	anchor   Anchor // nil: none
-	every    uint64
-	interval time.Duration
-	wake     chan struct{}
-	stop     chan struct{}
-	done     chan struct{}
+	key    ed25519.PrivateKey
+	anchor Anchor // nil: none
+	every  uint64
+	signerLoop
 	// noted is the head sequence at the last wake (or the last checkpoint seen): the writer
 	// wakes the signer when a commit takes the head `every` past it.
 	noted atomic.Uint64
@@ -73,27 +70,9 @@ type pgCheckpointer struct {
 // interval.
 func (s *pgStore) startCheckpoints(key ed25519.PrivateKey, anchor Anchor, every uint64, interval time.Duration) {
 	s.mine.setMax(int(min(every, 1<<24)) + s.maxQueue)
-	s.ckpt = &pgCheckpointer{key: key, anchor: anchor, every: every, interval: interval,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	s.ckpt = &pgCheckpointer{key: key, anchor: anchor, every: every, signerLoop: newSignerLoop(interval)}
 	s.checkpoint()
-	go s.runCheckpointer()
-}
-
-// runCheckpointer is the signer's goroutine.
-func (s *pgStore) runCheckpointer() {
-	c := s.ckpt
-	defer close(c.done)
-	t := time.NewTicker(c.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-		case <-c.wake:
-		}
-		s.checkpoint()
-	}
+	go s.ckpt.run(s.checkpoint)
 }
 
 // stopCheckpointer stops the signer once the writer is done and signs the final head. It is
@@ -103,8 +82,7 @@ func (s *pgStore) stopCheckpointer() {
 	if c == nil {
 		return
 	}
-	close(c.stop)
-	<-c.done
+	c.end()
 	s.checkpoint()
 }
 
@@ -117,10 +95,7 @@ func (s *pgStore) noteHead(seq uint64) {
 	}
 	if n := c.noted.Load(); seq > n && seq-n >= c.every {
 		c.noted.Store(seq)
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.poke()
 	}
 }
 

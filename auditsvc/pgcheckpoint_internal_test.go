@@ -33,9 +33,9 @@ func TestPgCheckpointLockOneChain(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Signing is driven by the test alone: no goroutine, no wake by records.
-		done := make(chan struct{})
-		close(done)
-		s.ckpt = &pgCheckpointer{key: key, every: 1 << 62, interval: time.Hour, stop: make(chan struct{}), done: done}
+		loop := newSignerLoop(time.Hour)
+		close(loop.done) // no goroutine: end returns at once
+		s.ckpt = &pgCheckpointer{key: key, every: 1 << 62, signerLoop: loop}
 		s.start()
 		t.Cleanup(func() { _ = s.close(context.Background()) })
 		stores[i] = s

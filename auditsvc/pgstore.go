@@ -255,18 +255,7 @@ func (s *pgStore) sync(ctx context.Context) error {
 	if err := s.enqueue(ctx, p); err != nil {
 		return err
 	}
-	select {
-	case <-p.done:
-		if p.err != nil {
-			return p.err
-		}
-		if n := s.lostDeferred.Load(); n > 0 {
-			return fmt.Errorf("%w: %d deferred records were lost since the log was opened", errUnavailable, n)
-		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return p.synced(ctx, &s.lostDeferred)
 }
 
 // enqueue adds p once there is room (the queue's bounds in records and bytes), or fails when
