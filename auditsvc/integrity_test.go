@@ -413,12 +413,12 @@ func TestRemovedCheckpointsShow(t *testing.T) {
 			}
 		}, auditsvc.KindMissingCheckpoints},
 		{"checkpoints file truncated", func(t *testing.T, s *signed) {
+			// Only the first checkpoint is kept: it signs at most sequence 20 (the first run's
+			// close signs its head), whatever the signer's pace, so at least 40 records follow
+			// it unsigned. (Keeping those below a fixed sequence kept none when a slow signer's
+			// first checkpoint came late.)
 			edit(t, s, 39)
-			cpLines(t, s, func(_ int, line string) bool {
-				var seq int
-				fmt.Sscanf(line[strings.Index(line, `"sequence":"`)+len(`"sequence":"`):], "%d", &seq)
-				return seq < 20
-			})
+			cpLines(t, s, func(i int, _ string) bool { return i == 0 })
 		}, auditsvc.KindUnsignedTail},
 		{"a middle checkpoint removed", func(t *testing.T, s *signed) {
 			cpLines(t, s, func(i int, _ string) bool { return i != 2 })
