@@ -147,11 +147,7 @@ when { resource.name == "add" };
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
-		&mcp.StreamableClientTransport{Endpoint: g.Endpoint("echo"), HTTPClient: g.AuthClient()}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v\n%s", err, g.Logs())
-	}
+	cs := g.Connect(t, ctx, "echo")
 	defer cs.Close()
 	if _, err := cs.ListTools(ctx, nil); err != nil {
 		t.Fatalf("tools/list: %v", err)
@@ -338,11 +334,7 @@ func TestNoMetrics(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
-		&mcp.StreamableClientTransport{Endpoint: g.Endpoint("echo"), HTTPClient: g.AuthClient()}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v\n%s", err, g.Logs())
-	}
+	cs := g.Connect(t, ctx, "echo")
 	defer cs.Close()
 	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}); err != nil || res.IsError {
 		t.Fatalf("echo: %v %+v", err, res)

@@ -62,11 +62,7 @@ func echoCalls(t *testing.T, g *gatehousetest.Gateway, n int, tag string) string
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
-		&mcp.StreamableClientTransport{Endpoint: g.Endpoint("echo"), HTTPClient: g.AuthClient()}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v\n%s", err, g.Logs())
-	}
+	cs := g.Connect(t, ctx, "echo")
 	defer cs.Close()
 	for i := range n {
 		text := fmt.Sprintf("%s %d", tag, i)

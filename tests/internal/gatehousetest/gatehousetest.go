@@ -28,6 +28,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/gen/gatehouse/auth/v1/authv1connect"
 	"github.com/gatehouse-mcp/gatehouse/internal/testsync"
 	"github.com/gatehouse-mcp/gatehouse/tests/internal/procnet"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 var (
@@ -203,6 +204,18 @@ func TryStart(t testing.TB, opts Options) (*Gateway, error) {
 
 // Endpoint is the MCP endpoint of a configured server.
 func (g *Gateway) Endpoint(server string) string { return g.Base + "/servers/" + server + "/mcp" }
+
+// Connect opens an MCP session on server's endpoint as the dev principal, with the official
+// Go SDK client; a failure ends the test with the gateway's logs. The caller closes it.
+func (g *Gateway) Connect(t testing.TB, ctx context.Context, server string) *mcp.ClientSession {
+	t.Helper()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "gatehouse-e2e", Version: "1.0.0"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: g.Endpoint(server), HTTPClient: g.AuthClient()}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, g.Logs())
+	}
+	return cs
+}
 
 // Logs returns what the gateway has written so far.
 func (g *Gateway) Logs() string { return g.logs.String() }
